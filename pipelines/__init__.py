@@ -1,0 +1,1 @@
+"""Beam pipelines: raw-format readers, image handling, shard I/O, runners and stages."""

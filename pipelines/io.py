@@ -1,0 +1,61 @@
+"""File access through Beam's FileSystems, so every path may be local or a ``gs://``/``s3://`` URI."""
+
+from __future__ import annotations
+
+import io
+from typing import IO, Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+
+def open_read(path: str) -> IO[bytes]:
+    """A binary stream; no transparent decompression (readers decide, e.g. OpenWebText's .xz)."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def glob(pattern: str) -> list[str]:
+    """Matching file paths, sorted (so readers see files in a deterministic order)."""
+    (result,) = FileSystems.match([pattern])
+    return sorted(m.path for m in result.metadata_list)
+
+
+def rename(src: str, dst: str) -> None:
+    if FileSystems.exists(dst):
+        FileSystems.delete([dst])
+    FileSystems.rename([src], [dst])
+
+
+def delete(paths: list[str]) -> None:
+    if paths:
+        FileSystems.delete(paths)
+
+
+def ensure_dir(path: str) -> None:
+    if not FileSystems.exists(path):
+        FileSystems.mkdirs(path)
+
+
+def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line without its newline). Bytes, so each reader decides on decoding."""
+    with open_read(path) as raw:
+        for number, line in enumerate(io.BufferedReader(raw, 1 << 20), start=1):
+            yield number, line.rstrip(b"\r\n")

@@ -1,0 +1,6 @@
+"""The contract between stages: record types, table schemas, keys and configs.
+
+Imports nothing else of unicorpus, so every other package can depend on it.
+"""
+
+SCHEMA_VERSION = 1

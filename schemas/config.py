@@ -1,0 +1,335 @@
+"""The corpus config: YAML in, validated dataclasses out.
+
+Every error names the offending key by its dotted path (``sources.coco.shards``), says what was
+expected, and for paths which file is missing, so a user fixes the config in one go.
+
+Paths of a source are relative to its ``root`` (and ``root`` to the config file), with defaults that
+match the public releases' own layout (FORMATS.md), so a typical source needs only ``kind`` and ``root``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used, with the dotted path of the bad key in the message."""
+
+
+@dataclass
+class ImageConfig:
+    """How images are stored. ``keep`` keeps the original bytes when no pixel had to change."""
+
+    max_side: int | None = None  # resize so the longest side is at most this (keeps aspect)
+    encode: str = "keep"  # keep | jpeg | png
+    jpeg_quality: int = 95
+
+    def validate(self, where: str) -> None:
+        _choice(self.encode, ("keep", "jpeg", "png"), f"{where}.encode")
+        _positive(self.max_side, f"{where}.max_side")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"{where}.jpeg_quality: expected 1..100, got {self.jpeg_quality}")
+
+
+@dataclass
+class TextConfig:
+    """How documents become text samples: one sentence each, or whole sentences up to ``max_tokens``."""
+
+    pack: str = "sentence"  # sentence | tokens
+    max_tokens: int = 128  # whitespace tokens per sample when pack == "tokens"
+
+    def validate(self, where: str) -> None:
+        _choice(self.pack, ("sentence", "tokens"), f"{where}.pack")
+        _positive(self.max_tokens, f"{where}.max_tokens")
+
+
+@dataclass
+class PseudoPairConfig:
+    """UNIMO-2 §4: an image's class labels become a caption through prompt templates."""
+
+    enabled: bool = False
+    templates: list[str] = field(default_factory=lambda: ["a photo of {label}."])
+    max_labels: int = 3
+
+    def validate(self, where: str) -> None:
+        if not self.templates:
+            raise ConfigError(f"{where}.templates: expected at least one template")
+        for i, template in enumerate(self.templates):
+            if "{label}" not in template:
+                raise ConfigError(f"{where}.templates[{i}]: {template!r} has no {{label}} placeholder")
+        _positive(self.max_labels, f"{where}.max_labels")
+
+
+@dataclass
+class SourceConfig:
+    """Fields every source has. Subclasses list their path fields in ``paths`` (checked to exist)."""
+
+    kind: ClassVar[str] = ""
+    paths: ClassVar[tuple[str, ...]] = ()
+    root: str
+    shards: int = 8
+
+    def validate(self, where: str) -> None:
+        _positive(self.shards, f"{where}.shards")
+        if not os.path.isdir(self.root):
+            raise ConfigError(f"{where}.root: no such directory: {self.root}")
+        for name in self.paths:
+            value = getattr(self, name)
+            if value is not None and not os.path.exists(self.path(value)):
+                raise ConfigError(f"{where}.{name}: no such file or directory: {self.path(value)}")
+
+    def path(self, relative: str) -> str:
+        return os.path.join(self.root, relative)
+
+    def relative(self, path: str) -> str:
+        """A path as it appears in reject locations and metadata: relative to the source root."""
+        return os.path.relpath(path, self.root)
+
+
+@dataclass
+class CocoConfig(SourceConfig):
+    kind: ClassVar[str] = "coco"
+    paths: ClassVar[tuple[str, ...]] = ("captions", "instances", "images")
+    captions: str = "annotations/captions_train2017.json"
+    instances: str | None = None  # boxes and categories as ground-truth tags, when given
+    images: str = "train2017"
+
+
+@dataclass
+class ImageFolderConfig(SourceConfig):
+    """An image-only folder, e.g. COCO unlabeled2017."""
+
+    kind: ClassVar[str] = "image_folder"
+    paths: ClassVar[tuple[str, ...]] = ("images",)
+    images: str = "unlabeled2017"
+
+
+@dataclass
+class VisualGenomeConfig(SourceConfig):
+    kind: ClassVar[str] = "visual_genome"
+    paths: ClassVar[tuple[str, ...]] = ("image_data", "regions", "objects")
+    image_data: str = "image_data.json"
+    regions: str = "region_descriptions.json"
+    objects: str | None = None  # objects.json, for ground-truth tags
+    image_dirs: list[str] = field(default_factory=lambda: ["VG_100K", "VG_100K_2"])
+
+
+@dataclass
+class ConceptualCaptionsConfig(SourceConfig):
+    """CC3M's headerless ``caption<TAB>url`` TSV with images downloaded into a folder by row."""
+
+    kind: ClassVar[str] = "conceptual_captions"
+    paths: ClassVar[tuple[str, ...]] = ("tsv", "images")
+    tsv: str = "Train_GCC-training.tsv"
+    images: str = "images"
+    image_pattern: str = "{row:08d}.jpg"  # file name of row N (0-based) in ``images``
+
+
+@dataclass
+class Img2datasetConfig(SourceConfig):
+    """A folder written by img2dataset in webdataset format: NNNNN.tar + NNNNN.parquet."""
+
+    kind: ClassVar[str] = "img2dataset"
+
+
+@dataclass
+class SbuConfig(SourceConfig):
+    kind: ClassVar[str] = "sbu"
+    paths: ClassVar[tuple[str, ...]] = ("urls", "captions", "images")
+    urls: str = "SBU_captioned_photo_dataset_urls.txt"
+    captions: str = "SBU_captioned_photo_dataset_captions.txt"
+    images: str = "images"
+    image_pattern: str = "{row:08d}.jpg"
+
+
+@dataclass
+class OpenImagesConfig(SourceConfig):
+    kind: ClassVar[str] = "openimages"
+    paths: ClassVar[tuple[str, ...]] = ("image_list", "labels", "classes", "boxes", "images")
+    image_list: str = "train-images-boxable-with-rotation.csv"
+    labels: str = "train-annotations-human-imagelabels-boxable.csv"
+    classes: str = "class-descriptions-boxable.csv"
+    boxes: str | None = None  # *-annotations-bbox.csv, for ground-truth tags
+    images: str = "images"
+    pseudo_pairs: PseudoPairConfig = field(default_factory=PseudoPairConfig)
+
+
+@dataclass
+class ImageNetConfig(SourceConfig):
+    """ImageNet-21k: ``nXXXXXXXX/`` folders or ``nXXXXXXXX.tar`` files under ``images``."""
+
+    kind: ClassVar[str] = "imagenet21k"
+    paths: ClassVar[tuple[str, ...]] = ("words", "images")
+    words: str = "words.txt"
+    images: str = "."
+    pseudo_pairs: PseudoPairConfig = field(default_factory=PseudoPairConfig)
+
+
+@dataclass
+class BookCorpusConfig(SourceConfig):
+    """``books``: one .txt per book (paragraphs); ``lines``: one sentence per line (books_large_p*.txt)."""
+
+    kind: ClassVar[str] = "bookcorpus"
+    files: str = "**/*.txt"
+    layout: str = "books"  # books | lines
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        _choice(self.layout, ("books", "lines"), f"{where}.layout")
+
+
+@dataclass
+class WikipediaConfig(SourceConfig):
+    """WikiExtractor output; each file may hold ``<doc>`` blocks or JSON lines (detected per file)."""
+
+    kind: ClassVar[str] = "wikipedia"
+    files: str = "*/wiki_*"
+
+
+@dataclass
+class OpenWebTextConfig(SourceConfig):
+    kind: ClassVar[str] = "openwebtext"
+    files: str = "**/*.xz"
+
+
+SOURCE_KINDS: dict[str, type[SourceConfig]] = {
+    cls.kind: cls
+    for cls in (
+        CocoConfig,
+        ImageFolderConfig,
+        VisualGenomeConfig,
+        ConceptualCaptionsConfig,
+        Img2datasetConfig,
+        SbuConfig,
+        OpenImagesConfig,
+        ImageNetConfig,
+        BookCorpusConfig,
+        WikipediaConfig,
+        OpenWebTextConfig,
+    )
+}
+
+
+@dataclass
+class CorpusConfig:
+    output: str
+    sources: dict[str, SourceConfig]
+    image: ImageConfig = field(default_factory=ImageConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+
+
+def load_config(path: str) -> CorpusConfig:
+    """Read and validate a corpus YAML file; relative paths are taken from the file's folder."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return parse_config(data, base_dir=os.path.dirname(os.path.abspath(path)))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def parse_config(data: Any, base_dir: str) -> CorpusConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top, got {type(data).__name__}")
+    _check_keys(data, CorpusConfig, "")
+    for required in ("output", "sources"):
+        if required not in data:
+            raise ConfigError(f"{required}: missing (required)")
+    if not isinstance(data["sources"], dict) or not data["sources"]:
+        raise ConfigError("sources: expected a mapping of source name -> source config")
+    sources = {name: _source(name, spec, base_dir) for name, spec in data["sources"].items()}
+    image = _build(ImageConfig, data.get("image") or {}, "image")
+    text = _build(TextConfig, data.get("text") or {}, "text")
+    image.validate("image")
+    text.validate("text")
+    output = _typed(data["output"], str, "output")
+    return CorpusConfig(os.path.join(base_dir, output), sources, image, text)
+
+
+def _source(name: Any, spec: Any, base_dir: str) -> SourceConfig:
+    where = f"sources.{name}"
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: source names use only a-z, 0-9, '_' and '-'")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(spec).__name__}")
+    kind = spec.get("kind")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"{where}.kind: expected one of {sorted(SOURCE_KINDS)}, got {kind!r}")
+    fields = {k: v for k, v in spec.items() if k != "kind"}
+    source = _build(SOURCE_KINDS[kind], fields, where)
+    source.root = os.path.normpath(os.path.join(base_dir, source.root))
+    source.validate(where)
+    for sub in dataclasses.fields(source):
+        value = getattr(source, sub.name)
+        if hasattr(value, "validate") and not isinstance(value, SourceConfig):
+            value.validate(f"{where}.{sub.name}")
+    return source
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Construct dataclass ``cls`` from a mapping, checking unknown keys, missing keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    _check_keys(data, cls, where)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{where}.{f.name}".lstrip(".")
+        if f.name in data:
+            values[f.name] = _typed(data[f.name], hints[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: missing (required)")
+    return cls(**values)
+
+
+def _check_keys(data: dict, cls: type, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            path = f"{where}.{key}".lstrip(".")
+            raise ConfigError(f"{path}: unknown key (expected one of: {', '.join(sorted(known))})")
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(value, inner, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if hint is bool and not isinstance(value, bool) or hint is int and (
+        isinstance(value, bool) or not isinstance(value, int)
+    ) or hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where}: expected one of {list(allowed)}, got {value!r}")
+
+
+def _positive(value: int | None, where: str) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{where}: expected a positive integer, got {value}")
