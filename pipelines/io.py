@@ -19,8 +19,12 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def create(path: str) -> IO[bytes]:
+    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
 def write_bytes(path: str, data: bytes) -> None:
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with create(path) as f:
         f.write(data)
 
 

@@ -1,0 +1,1 @@
+"""Thin Beam shells around the pure logic: one module per stage."""

@@ -1,0 +1,174 @@
+"""ingest: raw datasets in their own formats -> ``raw/<source>/`` shards and ``rejects/ingest/``.
+
+The Beam graph per source is four steps: the reader's parts are spread over workers, each part is read
+into candidates and rejects, records are grouped by shard (a function of the key), and each shard is
+written whole by ``write_shard``. Heavy work (image decoding) happens in the writer, so it scales with
+the shard count. Counts for the summary and the manifest are read back from the shard files, which
+works the same on every runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import apache_beam as beam
+
+from pipelines import io as fsio
+from pipelines.progress import ShardProgress
+from pipelines.runner import RunnerConfig, pipeline_options
+from pipelines.shards import ShardCounts, ShardPaths, is_complete, read_counts, read_index_metadata, write_shard
+from pipelines.sources import Reader, reader_for
+from schemas import SCHEMA_VERSION
+from schemas.config import CorpusConfig, ImageConfig, SourceConfig
+from schemas.keys import shard_of
+from schemas.manifest import MANIFEST_NAME, dump_manifest, empty_manifest, parse_manifest, with_entry
+from schemas.records import shard_key
+from schemas.tables import PARAMS_KEY
+
+STAGE = "ingest"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceResult:
+    name: str
+    counts: ShardCounts
+    shards: int
+    skipped_shards: int
+    seconds: float
+
+
+class _WriteShard(beam.DoFn):
+    """Writes one shard, unless an earlier run already finished it with the same parameters."""
+
+    def __init__(self, root: str, source: str, image: ImageConfig, params_hash: str, overwrite: bool):
+        self.root, self.source, self.image = root, source, image
+        self.params_hash, self.overwrite = params_hash, overwrite
+        self.written = beam.metrics.Metrics.counter(STAGE, "shards_written")
+        self.skipped = beam.metrics.Metrics.counter(STAGE, "shards_skipped")
+
+    def process(self, element):
+        shard, records = element
+        paths = ShardPaths.of(self.root, STAGE, self.source, shard)
+        if not self.overwrite and is_complete(paths, self.params_hash):
+            self.skipped.inc()
+            return
+        write_shard(paths, STAGE, records, self.image, self.params_hash)
+        self.written.inc()
+
+
+def _read_part(part: str, reader: Reader):
+    yield from reader.read(part)
+
+
+def build_source(pipeline, name: str, source: SourceConfig, reader: Reader, parts: list[str],
+                 root: str, image: ImageConfig, params_hash: str, overwrite: bool) -> None:
+    """Add one source's ingest to ``pipeline``."""
+    shards = source.shards
+    (
+        pipeline
+        | f"{name}/Parts" >> beam.Create(parts)
+        | f"{name}/Spread" >> beam.Reshuffle()
+        | f"{name}/Read" >> beam.FlatMap(_read_part, reader)
+        | f"{name}/ShardOf" >> beam.Map(lambda record: (shard_of(shard_key(record), shards), record))
+        | f"{name}/Group" >> beam.GroupByKey()
+        | f"{name}/Write" >> beam.ParDo(_WriteShard(root, name, image, params_hash, overwrite))
+    )
+
+
+def params_hash(name: str, source: SourceConfig, config: CorpusConfig, parts: list[str]) -> str:
+    """Everything that changes a shard's bytes. Input files are named, not hashed: after editing an
+    input file in place, rerun with ``--overwrite``."""
+    params = source_params(name, source, config)
+    params["parts"] = parts
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def source_params(name: str, source: SourceConfig, config: CorpusConfig) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "stage": STAGE,
+        "source": name,
+        "kind": source.kind,
+        "config": asdict(source),
+        "image": asdict(config.image),
+        "text": asdict(config.text),
+    }
+
+
+def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig,
+               overwrite: bool = False, show_progress: bool = True) -> list[SourceResult]:
+    unknown = [n for n in names if n not in config.sources]
+    if unknown:
+        raise ValueError(f"--source {', '.join(unknown)}: not in the config (have: {', '.join(config.sources)})")
+    runner.validate()
+    return [_run_source(config, name, runner, overwrite, show_progress) for name in names]
+
+
+def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite: bool,
+                show_progress: bool) -> SourceResult:
+    source = config.sources[name]
+    reader = reader_for(name, source, config.text)
+    parts = reader.parts()
+    digest = params_hash(name, source, config, parts)
+    _remove_temporaries(config.output, name)
+    before = _finished_shards(config.output, name, digest)
+    started = time.monotonic()
+    with ShardProgress(config.output, name, source.shards, enabled=show_progress):
+        with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
+            build_source(pipeline, name, source, reader, parts, config.output, config.image, digest, overwrite)
+    seconds = time.monotonic() - started
+    _remove_stale_shards(config.output, name, digest)
+    shards = _shard_ids(config.output, name)
+    counts = sum((read_counts(ShardPaths.of(config.output, STAGE, name, s)) for s in shards), ShardCounts())
+    _record_in_manifest(config, name, source, digest, len(shards), counts)
+    skipped = 0 if overwrite else len(before)
+    return SourceResult(name, counts, len(shards), skipped, seconds)
+
+
+def _shard_ids(root: str, name: str) -> list[int]:
+    return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in fsio.glob(fsio.join(root, "raw", name, "*.parquet")))
+
+
+def _finished_shards(root: str, name: str, digest: str) -> list[int]:
+    return [s for s in _shard_ids(root, name) if is_complete(ShardPaths.of(root, STAGE, name, s), digest)]
+
+
+def _remove_temporaries(root: str, name: str) -> None:
+    """Files a killed run left half-written; never read, since only renamed files count."""
+    for folder in (fsio.join(root, "raw", name), fsio.join(root, "rejects", STAGE, name)):
+        fsio.delete(fsio.glob(fsio.join(folder, "*.tmp-*")))
+
+
+def _remove_stale_shards(root: str, name: str, digest: str) -> None:
+    """Shards of an earlier run with other parameters that this run did not rewrite (no records now)."""
+    for shard in _shard_ids(root, name):
+        paths = ShardPaths.of(root, STAGE, name, shard)
+        if read_index_metadata(paths.index).get(PARAMS_KEY, b"").decode() != digest:
+            log.warning("removing stale shard %s (written with other parameters)", paths.index)
+            fsio.delete([p for p in paths.all() if fsio.exists(p)])
+
+
+def _record_in_manifest(config: CorpusConfig, name: str, source: SourceConfig, digest: str,
+                        shards: int, counts: ShardCounts) -> None:
+    path = fsio.join(config.output, MANIFEST_NAME)
+    manifest = parse_manifest(fsio.read_bytes(path).decode(), path) if fsio.exists(path) else empty_manifest()
+    entry = {
+        "kind": source.kind,
+        "params": source_params(name, source, config),
+        "params_hash": digest,
+        "shards": shards,
+        "counts": {
+            "read": counts.records_in,
+            "written": counts.written,
+            "rejected": counts.rejected_total,
+            "rejected_by_reason": dict(sorted(counts.rejected.items())),
+            "bytes": counts.bytes,
+        },
+    }
+    fsio.write_bytes(path + ".tmp", dump_manifest(with_entry(manifest, STAGE, name, entry)).encode())
+    fsio.rename(path + ".tmp", path)

@@ -1,0 +1,72 @@
+import os
+
+import pytest
+
+from schemas.config import CocoConfig, ConfigError, load_config, parse_config
+
+
+def _coco_root(tmp_path):
+    (tmp_path / "coco" / "annotations").mkdir(parents=True)
+    (tmp_path / "coco" / "annotations" / "captions_train2017.json").write_text("{}")
+    (tmp_path / "coco" / "train2017").mkdir()
+    return tmp_path
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "corpus.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_minimal_config_uses_release_layout_defaults(tmp_path):
+    _coco_root(tmp_path)
+    config = load_config(_write(tmp_path, "output: out\nsources:\n  coco: {kind: coco, root: coco, shards: 4}\n"))
+    source = config.sources["coco"]
+    assert isinstance(source, CocoConfig) and source.shards == 4
+    assert source.path(source.captions) == os.path.join(tmp_path, "coco", "annotations", "captions_train2017.json")
+    assert config.output == os.path.join(tmp_path, "out")
+    assert config.image.encode == "keep" and config.text.pack == "sentence"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("output: o\nsources:\n  coco: {kind: coco, root: coco, shardz: 4}\n", "sources.coco.shardz: unknown key"),
+        ("output: o\nsources:\n  coco: {kind: coco, root: coco, shards: four}\n", "sources.coco.shards: expected int, got str 'four'"),
+        ("output: o\nsources:\n  coco: {kind: coco, root: coco, shards: 0}\n", "sources.coco.shards: expected a positive integer"),
+        ("output: o\nsources:\n  coco: {kind: cocoa, root: coco}\n", "sources.coco.kind: expected one of"),
+        ("output: o\nsources:\n  coco: {kind: coco, root: nowhere}\n", "sources.coco.root: no such directory"),
+        ("output: o\nsources:\n  coco: {kind: coco, root: coco, instances: x.json}\n", "sources.coco.instances: no such file or directory: "),
+        ("output: o\nsources:\n  Coco: {kind: coco, root: coco}\n", "sources.Coco: source names use only"),
+        ("sources:\n  coco: {kind: coco, root: coco}\n", "output: missing (required)"),
+        ("output: o\nsources:\n  coco: {kind: coco}\n", "sources.coco.root: missing (required)"),
+        ("output: o\nimage: {encode: gif}\nsources:\n  coco: {kind: coco, root: coco}\n", "image.encode: expected one of"),
+        ("output: o\ntext: {max_tokens: -1}\nsources:\n  coco: {kind: coco, root: coco}\n", "text.max_tokens"),
+        ("output: o\nsources:\n  oi: {kind: openimages, root: coco, pseudo_pairs: {templates: ['a photo']}}\n", "sources.oi"),
+        ("output: [o\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_the_bad_key(tmp_path, yaml_text, message):
+    _coco_root(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, yaml_text))
+    assert message in str(error.value)
+    assert str(tmp_path / "corpus.yaml") in str(error.value)
+
+
+def test_nested_pseudo_pair_templates_are_checked(tmp_path):
+    for name in ("images.csv", "labels.csv", "classes.csv"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "images").mkdir()
+    spec = {"kind": "openimages", "root": ".", "image_list": "images.csv", "labels": "labels.csv",
+            "classes": "classes.csv", "pseudo_pairs": {"enabled": True, "templates": ["no placeholder"]}}
+    with pytest.raises(ConfigError, match=r"sources.oi.pseudo_pairs.templates\[0\]: 'no placeholder' has no \{label\}"):
+        parse_config({"output": "o", "sources": {"oi": spec}}, str(tmp_path))
+    spec["pseudo_pairs"]["templates"] = ["an image of {label}"]
+    config = parse_config({"output": "o", "sources": {"oi": spec}}, str(tmp_path))
+    assert config.sources["oi"].pseudo_pairs.enabled is True
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read config"):
+        load_config(str(tmp_path / "nope.yaml"))

@@ -1,0 +1,88 @@
+import hashlib
+import json
+
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from pipelines.shards import ShardPaths, is_complete, iter_samples, read_counts, write_shard
+from schemas.config import ImageConfig
+from schemas.records import Candidate, Reject
+from tests.images import jpeg
+
+
+def _records(tmp_path):
+    (tmp_path / "img").mkdir(exist_ok=True)
+    (tmp_path / "img" / "a.jpg").write_bytes(jpeg(color=(1, 2, 3)))
+    (tmp_path / "img" / "bad.jpg").write_bytes(b"garbage")
+    return [
+        Candidate("s-c", "s", "pair", "c", "cap.json[2]", text="a red ball", image_path=str(tmp_path / "img" / "a.jpg"),
+                  meta={"captions": ["a red ball", "a ball"]}),
+        Candidate("s-a", "s", "image", "a", "list.csv:3", image_bytes=jpeg(80, 60)),
+        Candidate("s-t", "s", "text", "t", "doc.txt:1", text="Ünïcode sentence."),
+        Candidate("s-a", "s", "image", "a", "list.csv:9", image_bytes=jpeg(10, 10)),  # duplicate key
+        Candidate("s-m", "s", "image", "m", "list.csv:4", image_path=str(tmp_path / "img" / "missing.jpg")),
+        Candidate("s-x", "s", "image", "x", "list.csv:5", image_path=str(tmp_path / "img" / "bad.jpg")),
+        Reject("s", "cap.json[7]", "empty_text", "caption is empty", "s-e"),
+    ]
+
+
+def _write(tmp_path, out, records=None):
+    paths = ShardPaths.of(str(out), "ingest", "s", 3)
+    counts = write_shard(paths, "ingest", records or _records(tmp_path), ImageConfig(), "hash1")
+    return paths, counts
+
+
+def test_shard_contents_and_accounting(tmp_path):
+    paths, counts = _write(tmp_path, tmp_path / "out")
+    assert paths.tar.endswith("raw/s/00003.tar") and paths.rejects.endswith("rejects/ingest/s/00003.parquet")
+    assert (counts.records_in, counts.written, counts.rejected_total) == (7, 3, 4)
+    assert counts.rejected == {"duplicate_id": 1, "missing_image": 1, "corrupt_image": 1, "empty_text": 1}
+    assert read_counts(paths) == counts
+
+    samples = list(wds.WebDataset(paths.tar, shardshuffle=False))  # no project code
+    assert [s["__key__"] for s in samples] == ["s-a", "s-c", "s-t"]  # sorted by key
+    assert samples[0]["jpg"] == jpeg(80, 60)  # the first of the duplicates by location is kept
+    assert samples[1]["txt"] == b"a red ball" and set(samples[2]) >= {"txt", "json"} and "jpg" not in samples[2]
+    meta = json.loads(samples[1]["json"])
+    assert meta["meta"]["captions"] == ["a red ball", "a ball"] and meta["modality"] == "pair"
+    assert meta["sha256"] == hashlib.sha256(samples[1]["jpg"]).hexdigest()
+
+    index = pq.read_table(paths.index)
+    assert index.column("key").to_pylist() == ["s-a", "s-c", "s-t"]
+    tar_bytes = open(paths.tar, "rb").read()
+    for row in index.to_pylist():  # offsets allow random access to an image without reading the tar
+        if row["image_offset"] is not None:
+            image = tar_bytes[row["image_offset"]:row["image_offset"] + row["image_size"]]
+            assert hashlib.sha256(image).hexdigest() == row["sha256"]
+    rejects = pq.read_table(paths.rejects).to_pylist()
+    dup = next(r for r in rejects if r["reason"] == "duplicate_id")
+    assert dup["location"] == "list.csv:9" and "list.csv:3" in dup["detail"]
+
+
+def test_shards_are_byte_identical_whatever_the_record_order(tmp_path):
+    a, _ = _write(tmp_path, tmp_path / "a")
+    b, _ = _write(tmp_path, tmp_path / "b", list(reversed(_records(tmp_path))))
+    for left, right in zip(a.all(), b.all()):
+        assert open(left, "rb").read() == open(right, "rb").read(), left
+    assert not list((tmp_path / "a").rglob("*.tmp-*"))
+
+
+def test_completion_is_tied_to_the_parameters(tmp_path):
+    paths, _ = _write(tmp_path, tmp_path / "out")
+    assert is_complete(paths, "hash1") and not is_complete(paths, "hash2")
+    (tmp_path / "out" / "raw" / "s" / "00003.tar").unlink()
+    assert not is_complete(paths, "hash1")
+
+
+def test_iter_samples_matches_webdataset(tmp_path):
+    paths, _ = _write(tmp_path, tmp_path / "out")
+    ours = list(iter_samples(paths.tar))
+    theirs = list(wds.WebDataset(paths.tar, shardshuffle=False))
+    assert [s["__key__"] for s in ours] == [s["__key__"] for s in theirs]
+    assert all(o[k] == t[k] for o, t in zip(ours, theirs) for k in ("json",))
+
+
+def test_long_keys_survive_the_tar_format(tmp_path):
+    key = "s-" + "x" * 150
+    paths, counts = _write(tmp_path, tmp_path / "out", [Candidate(key, "s", "text", "x", "f:1", text="hi")])
+    assert [s["__key__"] for s in wds.WebDataset(paths.tar, shardshuffle=False)] == [key]
