@@ -1,0 +1,34 @@
+import hashlib
+import os
+import socket
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mini_corpus(tmp_path_factory):
+    """The generated mini corpus in every raw format: (config path, expected counts)."""
+    import json
+
+    from pipelines.minicorpus import generate
+
+    config_path = generate(str(tmp_path_factory.mktemp("mini")), seed=0, scale=1)
+    with open(os.path.join(os.path.dirname(config_path), "expected.json")) as f:
+        return config_path, json.load(f)
+
+
+def tree_digest(root) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root``."""
+    digests = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
