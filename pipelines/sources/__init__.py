@@ -27,6 +27,6 @@ class Reader(Protocol):
 
 
 def reader_for(name: str, config: SourceConfig, text: TextConfig) -> Reader:
-    from pipelines.sources import registry
+    from pipelines.sources.registry import reader_class
 
-    return registry.READERS[config.kind](name, config, text)
+    return reader_class(config.kind)(name, config, text)

@@ -1,24 +1,24 @@
-"""Source kind -> reader class. Imported lazily by ``reader_for``."""
+"""Source kind -> reader class, imported on first use so a run loads only the readers it needs."""
 
-from pipelines.sources.coco import CocoReader
-from pipelines.sources.conceptual import ConceptualCaptionsReader, Img2datasetReader
-from pipelines.sources.image_folder import ImageFolderReader
-from pipelines.sources.imagenet import ImageNetReader
-from pipelines.sources.openimages import OpenImagesReader
-from pipelines.sources.sbu import SbuReader
-from pipelines.sources.text import BookCorpusReader, OpenWebTextReader, WikipediaReader
-from pipelines.sources.visual_genome import VisualGenomeReader
+from __future__ import annotations
+
+import importlib
 
 READERS = {
-    "coco": CocoReader,
-    "image_folder": ImageFolderReader,
-    "visual_genome": VisualGenomeReader,
-    "conceptual_captions": ConceptualCaptionsReader,
-    "img2dataset": Img2datasetReader,
-    "sbu": SbuReader,
-    "openimages": OpenImagesReader,
-    "imagenet21k": ImageNetReader,
-    "bookcorpus": BookCorpusReader,
-    "wikipedia": WikipediaReader,
-    "openwebtext": OpenWebTextReader,
+    "coco": "coco:CocoReader",
+    "image_folder": "image_folder:ImageFolderReader",
+    "visual_genome": "visual_genome:VisualGenomeReader",
+    "conceptual_captions": "conceptual:ConceptualCaptionsReader",
+    "img2dataset": "conceptual:Img2datasetReader",
+    "sbu": "sbu:SbuReader",
+    "openimages": "openimages:OpenImagesReader",
+    "imagenet21k": "imagenet:ImageNetReader",
+    "bookcorpus": "text:BookCorpusReader",
+    "wikipedia": "text:WikipediaReader",
+    "openwebtext": "text:OpenWebTextReader",
 }
+
+
+def reader_class(kind: str) -> type:
+    module, name = READERS[kind].split(":")
+    return getattr(importlib.import_module(f"pipelines.sources.{module}"), name)
