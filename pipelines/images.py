@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 
 from schemas.config import ImageConfig
 
 _ORIENTATION = 0x0112  # EXIF tag
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # object reprs would make rejects differ between runs
 _KEEPABLE = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
@@ -41,7 +43,7 @@ def process_image(data: bytes, config: ImageConfig) -> ProcessedImage:
             changed = opened.getexif().get(_ORIENTATION, 1) != 1
             image = ImageOps.exif_transpose(opened)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{type(e).__name__}: {e}") from e
+        raise ImageError(f"{type(e).__name__}: {_ADDRESS.sub('the bytes', str(e))}") from e
     if image.mode != "RGB":
         image = image.convert("RGB")
         changed = True

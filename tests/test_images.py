@@ -44,3 +44,11 @@ def test_resize_keeps_aspect_and_png_encode():
 def test_corrupt_images_raise(data):
     with pytest.raises(ImageError):
         process_image(data, ImageConfig())
+
+
+def test_error_messages_are_reproducible():
+    with pytest.raises(ImageError) as first:
+        process_image(b"garbage", ImageConfig())
+    with pytest.raises(ImageError) as second:
+        process_image(bytearray(b"garbage"), ImageConfig())
+    assert str(first.value) == str(second.value) and "0x" not in str(first.value)
