@@ -1,0 +1,111 @@
+"""A mini corpus in every raw format, with planted bad records and the exact counts ingest must get.
+
+``generate(out_dir, seed, scale)`` writes, under ``out_dir``:
+
+- ``datasets/<dataset>/``: each public release in its own layout and field names (FORMATS.md):
+  synthetic pictures of simple objects (ball, box, tent, tree, car, house, sun, kite) on a sky and
+  ground, with true captions, boxes, region phrases and class labels; and English prose for the text
+  corpora. A few records of each source are planted to be refused (docs/SOURCES.md names the reason).
+- ``corpus.yaml``: a config with one source per format (``output: corpus``, text packed per sentence).
+- ``expected.json``: per source name, ``samples`` (written by ingest) and ``rejects`` (reason -> count),
+  kept as bookkeeping while generating (not by reading the files back), plus ``kind``, ``modality``,
+  ``records`` (samples + rejects) and ``planted`` (what was planted where, for debugging).
+
+The same ``seed`` and ``scale`` give byte-identical files; ``scale`` multiplies the number of images
+and documents (planted bad records stay fixed, except ImageNet's unlabelled synset, which scales).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pipelines.minicorpus import coco, labels, text_sources, visual_genome, web
+from pipelines.minicorpus.common import Tally, write_text
+from schemas.records import Modality
+
+DATASETS = "datasets"
+CONFIG = "corpus.yaml"
+EXPECTED = "expected.json"
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    kind: str
+    root: str  # under datasets/
+    modality: Modality
+    write: Callable[[str, random.Random, int, Tally], None]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+SPECS = (
+    Spec("coco", "coco", "coco", Modality.PAIR, coco.write_coco,
+         {"shards": 4, "instances": coco.INSTANCES}),
+    Spec("coco_unlabeled", "image_folder", "coco", Modality.IMAGE, coco.write_unlabeled, {"shards": 2}),
+    Spec("vg", "visual_genome", "visual_genome", Modality.PAIR, visual_genome.write,
+         {"shards": 3, "objects": visual_genome.OBJECTS}),
+    Spec("cc", "conceptual_captions", "conceptual_captions", Modality.PAIR, web.write_cc, {"shards": 2}),
+    Spec("cc_img2dataset", "img2dataset", "cc_img2dataset", Modality.PAIR, web.write_img2dataset, {"shards": 2}),
+    Spec("sbu", "sbu", "sbu", Modality.PAIR, web.write_sbu, {"shards": 2}),
+    Spec("openimages", "openimages", "openimages", Modality.PAIR, labels.write_openimages,
+         {"shards": 3, "boxes": labels.OI_BOXES, "pseudo_pairs": {"enabled": True}}),
+    Spec("imagenet", "imagenet21k", "imagenet21k", Modality.PAIR, labels.write_imagenet,
+         {"shards": 2, "pseudo_pairs": {"enabled": True}}),
+    Spec("bookcorpus", "bookcorpus", "bookcorpus", Modality.TEXT, text_sources.write_books, {"shards": 2}),
+    Spec("bookcorpus_lines", "bookcorpus", "bookcorpus_lines", Modality.TEXT, text_sources.write_book_lines,
+         {"shards": 2, "layout": "lines", "files": "books_large_p*.txt"}),
+    Spec("wiki", "wikipedia", "wikipedia", Modality.TEXT, text_sources.write_wiki, {"shards": 3}),
+    Spec("owt", "openwebtext", "openwebtext", Modality.TEXT, text_sources.write_openwebtext,
+         {"shards": 2, "files": "**/*.xz"}),
+)
+
+
+def generate(out_dir: str, seed: int = 0, scale: int = 1) -> str:
+    """Write the mini corpus, ``corpus.yaml`` and ``expected.json`` under ``out_dir``; return the
+    config's path. A previous generation's ``datasets/`` there is replaced; anything else is refused."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale: expected a positive integer, got {scale!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    out_dir = os.path.abspath(out_dir)
+    data_dir = os.path.join(out_dir, DATASETS)
+    if os.path.exists(data_dir):
+        if not os.path.isfile(os.path.join(out_dir, EXPECTED)):
+            raise ValueError(f"{data_dir} exists and is not a generated mini corpus: not overwriting it")
+        shutil.rmtree(data_dir)
+    os.makedirs(data_dir)
+
+    expected: dict[str, Any] = {}
+    sources: dict[str, Any] = {}
+    for spec in SPECS:
+        tally = Tally(spec.name, spec.kind, spec.modality)
+        spec.write(os.path.join(data_dir, spec.root), random.Random(f"minicorpus:{seed}:{spec.name}"), scale, tally)
+        expected[spec.name] = tally.as_dict()
+        sources[spec.name] = {"kind": spec.kind, "root": f"{DATASETS}/{spec.root}", **spec.options}
+
+    config_path = os.path.join(out_dir, CONFIG)
+    write_text(config_path, _yaml(sources, seed, scale))
+    write_text(os.path.join(out_dir, EXPECTED), json.dumps(expected, indent=2) + "\n")
+    return config_path
+
+
+def _yaml(sources: dict[str, Any], seed: int, scale: int) -> str:
+    import yaml
+
+    header = (f"# unicorpus mini corpus (pipelines.minicorpus, seed {seed}, scale {scale}).\n"
+              "# Roots are relative to this file; expected.json beside it has the counts ingest must get.\n")
+    body = yaml.safe_dump({"output": "corpus", "text": {"pack": "sentence"}, "sources": sources},
+                          sort_keys=False, default_flow_style=False)
+    return header + body
+
+
+def total_samples(expected: dict[str, Any]) -> int:
+    return sum(entry["samples"] for entry in expected.values())
+
+
+__all__ = ["generate", "SPECS", "CONFIG", "EXPECTED", "total_samples"]
