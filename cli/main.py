@@ -75,7 +75,7 @@ def _demo(args, beam_args) -> int:
     from schemas.config import load_config
 
     config_path = generate(args.out, seed=args.seed, scale=args.scale)
-    print(f"mini corpus in every raw format: {os.path.dirname(config_path)} (config {config_path})")
+    print(f"mini corpus in every raw format under {os.path.dirname(config_path)}/datasets, config {config_path}")
     results = _run(load_config(config_path), [], args, beam_args)
     return _check_expected(os.path.join(os.path.dirname(config_path), "expected.json"), results)
 

@@ -8,7 +8,7 @@ guessing would lose data.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from typing import Iterator
 
 from schemas.config import SourceConfig, TextConfig
 from schemas.records import Candidate, Reject
@@ -18,12 +18,19 @@ class SourceError(RuntimeError):
     """A raw file that cannot be read at all (missing, wrong format); the message names the file."""
 
 
-class Reader(Protocol):
-    def __init__(self, name: str, config: SourceConfig, text: TextConfig) -> None: ...
+class Reader:
+    """Base of every reader: holds the source name and configs; subclasses define the two methods."""
 
-    def parts(self) -> list[str]: ...
+    def __init__(self, name: str, config: SourceConfig, text: TextConfig) -> None:
+        self.name = name
+        self.config = config
+        self.text = text
 
-    def read(self, part: str) -> Iterator[Candidate | Reject]: ...
+    def parts(self) -> list[str]:
+        raise NotImplementedError
+
+    def read(self, part: str) -> Iterator[Candidate | Reject]:
+        raise NotImplementedError
 
 
 def reader_for(name: str, config: SourceConfig, text: TextConfig) -> Reader:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from pipelines import io
-from pipelines.sources import SourceError
+from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     candidate,
     clean_text,
@@ -40,13 +40,8 @@ class _Image:
     objects: list[tuple[Any, dict]] = field(default_factory=list)  # (annotation id, object)
 
 
-class CocoReader:
+class CocoReader(Reader):
     """Reads one captions file (a single part); see docs/SOURCES.md for its samples and rejects."""
-
-    def __init__(self, name: str, config: CocoConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
 
     def parts(self) -> list[str]:
         return [self.config.path(self.config.captions)]

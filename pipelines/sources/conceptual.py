@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 
 from pipelines import io
-from pipelines.sources import SourceError
+from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     candidate,
     clean_text,
@@ -31,13 +31,8 @@ from schemas.config import ConceptualCaptionsConfig, Img2datasetConfig, TextConf
 from schemas.records import Candidate, Reason, Reject
 
 
-class ConceptualCaptionsReader:
+class ConceptualCaptionsReader(Reader):
     """One part: the TSV. Row ``i`` (0-based) is the sample's id and names its image file."""
-
-    def __init__(self, name: str, config: ConceptualCaptionsConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
 
     def parts(self) -> list[str]:
         return [self.config.path(self.config.tsv)]
@@ -71,13 +66,8 @@ _REQUIRED_COLUMNS = ("key", "url", "caption", "status", "error_message")
 _OPTIONAL_COLUMNS = ("width", "height", "sha256")
 
 
-class Img2datasetReader:
+class Img2datasetReader(Reader):
     """Parts: the ``NNNNN`` shards, each a ``NNNNN.parquet`` + ``NNNNN.tar`` pair (given without suffix)."""
-
-    def __init__(self, name: str, config: Img2datasetConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
 
     def parts(self) -> list[str]:
         root = self.config.root

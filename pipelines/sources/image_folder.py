@@ -11,18 +11,14 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+from pipelines.sources import Reader
 from pipelines.sources.common import IMAGE_EXTENSIONS, candidate, list_files, relative_to
 from schemas.config import ImageFolderConfig, TextConfig
 from schemas.records import Candidate, Reject
 
 
-class ImageFolderReader:
+class ImageFolderReader(Reader):
     """One part: the folder (listing it is cheap; the writer does the per-image work)."""
-
-    def __init__(self, name: str, config: ImageFolderConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
 
     def parts(self) -> list[str]:
         return [self.config.path(self.config.images)]

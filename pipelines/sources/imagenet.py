@@ -14,7 +14,7 @@ import tarfile
 from typing import Any, Iterator
 
 from pipelines import io
-from pipelines.sources import SourceError
+from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     IMAGE_EXTENSIONS,
     is_image_name,
@@ -33,11 +33,9 @@ from schemas.records import Candidate, Modality, Reason, Reject
 _SYNSET = re.compile(r"^n\d{8}$")
 
 
-class ImageNetReader:
+class ImageNetReader(Reader):
     def __init__(self, name: str, config: ImageNetConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
+        super().__init__(name, config, text)
         self._words: dict[str, list[str]] | None = None  # words.txt, loaded once per worker
 
     def __getstate__(self) -> dict[str, Any]:

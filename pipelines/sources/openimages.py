@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Callable, Iterator
 
-from pipelines.sources import SourceError
+from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     csv_records,
     iter_csv,
@@ -57,12 +57,7 @@ class _Row:
     rotation: float | None
 
 
-class OpenImagesReader:
-    def __init__(self, name: str, config: OpenImagesConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
-
+class OpenImagesReader(Reader):
     def parts(self) -> list[str]:
         n = self.config.shards
         return [f"bucket-{i:05d}-of-{n:05d}" for i in range(n)]

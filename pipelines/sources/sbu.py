@@ -10,6 +10,7 @@ from itertools import zip_longest
 from typing import Iterator
 
 from pipelines import io
+from pipelines.sources import Reader
 from pipelines.sources.common import (
     candidate,
     caption_or_reject,
@@ -22,13 +23,8 @@ from schemas.config import SbuConfig, TextConfig
 from schemas.records import Candidate, Reason, Reject
 
 
-class SbuReader:
+class SbuReader(Reader):
     """One part: the caption file (its URL file is read alongside)."""
-
-    def __init__(self, name: str, config: SbuConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
 
     def parts(self) -> list[str]:
         return [self.config.path(self.config.captions)]

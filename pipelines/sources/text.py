@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Callable, Iterable, Iterator
 
-from pipelines.sources import SourceError
+from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     decode_utf8,
     line_location,
@@ -77,15 +77,10 @@ def line_sentences(
             yield from ((where(item[0]), s) for s in sentences)
 
 
-class _FileReader:
+class _FileReader(Reader):
     """Parts are the files ``config.files`` matches under ``config.root``."""
 
     config: SourceConfig
-
-    def __init__(self, name: str, config: SourceConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
 
     def parts(self) -> list[str]:
         return match_files(self.config.root, self.config.files)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from pipelines import io
-from pipelines.sources import SourceError
+from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     box_from,
     candidate,
@@ -48,13 +48,8 @@ class _Image:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
-class VisualGenomeReader:
+class VisualGenomeReader(Reader):
     """A single part: regions must be grouped by image across the whole file anyway."""
-
-    def __init__(self, name: str, config: VisualGenomeConfig, text: TextConfig) -> None:
-        self.name = name
-        self.config = config
-        self.text = text
 
     def parts(self) -> list[str]:
         return [self.config.path(self.config.regions)]
