@@ -30,12 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(run=_demo)
 
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_beam_logging()
     try:
         return args.run(args, beam_args)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"unicorpus {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _quiet_beam_logging() -> None:
+    """Beam warns at import about optional GCP clients and relays worker chatter; neither helps a user."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
 def _runner_arguments(parser: argparse.ArgumentParser) -> None:

@@ -59,7 +59,8 @@ def pipeline_options(config: RunnerConfig):
     args = [f"--runner={RUNNERS[name]}"]
     if name == "direct":
         if config.workers > 1:
-            args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={config.workers}"]
+            args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={config.workers}",
+                     "--default_sdk_harness_log_level=WARNING"]  # workers log every bundle at INFO
         else:
             args += ["--direct_running_mode=in_memory"]
     if name == "portable":

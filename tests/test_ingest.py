@@ -98,3 +98,21 @@ def test_summary_table(ingested):
     table = format_summary(results)
     assert all(r.name in table for r in results) and "TOTAL" in table
     assert "read == written + rejected for every source" in table
+
+
+def test_read_shards_source_gives_back_every_sample(ingested):
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.shard_io import ReadShards
+    from pipelines.runner import pipeline_options
+
+    config, _, results = ingested
+    keys = [k for f in sorted(glob.glob(os.path.join(config.output, "raw", "*", "*.parquet")))
+            for k in pq.read_table(f).column("key").to_pylist()]
+    assert len(keys) == sum(r.counts.written for r in results)
+    with beam.Pipeline(options=pipeline_options(RunnerConfig())) as pipeline:
+        samples = pipeline | ReadShards(os.path.join(config.output, "raw", "*", "*.tar"))
+        assert_that(samples | beam.Map(lambda s: s["__key__"]), equal_to(keys))
+        assert_that(samples | "Members" >> beam.Map(lambda s: "json" in s and ("txt" in s or "jpg" in s or "png" in s)),
+                    equal_to([True] * len(keys)), label="EveryMember")

@@ -1,8 +1,8 @@
 """ingest: raw datasets in their own formats -> ``raw/<source>/`` shards and ``rejects/ingest/``.
 
-The Beam graph per source is four steps: the reader's parts are spread over workers, each part is read
-into candidates and rejects, records are grouped by shard (a function of the key), and each shard is
-written whole by ``write_shard``. Heavy work (image decoding) happens in the writer, so it scales with
+The Beam graph per source: the reader's parts are spread over workers, each part is read into
+candidates and rejects, and ``WriteShards`` groups records by shard (a function of the key) and writes
+each shard whole. Heavy work (image decoding) happens in the writer, so it scales with
 the shard count. Counts for the summary and the manifest are read back from the shard files, which
 works the same on every runner.
 """
@@ -20,13 +20,12 @@ import apache_beam as beam
 from pipelines import io as fsio
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import ShardCounts, ShardPaths, is_complete, read_counts, read_index_metadata, write_shard
+from pipelines.shard_io import WriteShards
+from pipelines.shards import ShardCounts, ShardPaths, is_complete, read_counts, read_index_metadata
 from pipelines.sources import Reader, reader_for
 from schemas import SCHEMA_VERSION
 from schemas.config import CorpusConfig, ImageConfig, SourceConfig
-from schemas.keys import shard_of
 from schemas.manifest import MANIFEST_NAME, dump_manifest, empty_manifest, parse_manifest, with_entry
-from schemas.records import shard_key
 from schemas.tables import PARAMS_KEY
 
 STAGE = "ingest"
@@ -42,25 +41,6 @@ class SourceResult:
     seconds: float
 
 
-class _WriteShard(beam.DoFn):
-    """Writes one shard, unless an earlier run already finished it with the same parameters."""
-
-    def __init__(self, root: str, source: str, image: ImageConfig, params_hash: str, overwrite: bool):
-        self.root, self.source, self.image = root, source, image
-        self.params_hash, self.overwrite = params_hash, overwrite
-        self.written = beam.metrics.Metrics.counter(STAGE, "shards_written")
-        self.skipped = beam.metrics.Metrics.counter(STAGE, "shards_skipped")
-
-    def process(self, element):
-        shard, records = element
-        paths = ShardPaths.of(self.root, STAGE, self.source, shard)
-        if not self.overwrite and is_complete(paths, self.params_hash):
-            self.skipped.inc()
-            return
-        write_shard(paths, STAGE, records, self.image, self.params_hash)
-        self.written.inc()
-
-
 def _read_part(part: str, reader: Reader):
     yield from reader.read(part)
 
@@ -68,15 +48,12 @@ def _read_part(part: str, reader: Reader):
 def build_source(pipeline, name: str, source: SourceConfig, reader: Reader, parts: list[str],
                  root: str, image: ImageConfig, params_hash: str, overwrite: bool) -> None:
     """Add one source's ingest to ``pipeline``."""
-    shards = source.shards
     (
         pipeline
         | f"{name}/Parts" >> beam.Create(parts)
         | f"{name}/Spread" >> beam.Reshuffle()
         | f"{name}/Read" >> beam.FlatMap(_read_part, reader)
-        | f"{name}/ShardOf" >> beam.Map(lambda record: (shard_of(shard_key(record), shards), record))
-        | f"{name}/Group" >> beam.GroupByKey()
-        | f"{name}/Write" >> beam.ParDo(_WriteShard(root, name, image, params_hash, overwrite))
+        | f"{name}/Shards" >> WriteShards(root, STAGE, name, source.shards, image, params_hash, overwrite)
     )
 
 
