@@ -1,0 +1,41 @@
+"""The console script as a user meets it: exit codes and messages."""
+
+from cli.main import main
+
+
+def _bad_coco(tmp_path):
+    annotations = tmp_path / "coco" / "annotations"
+    annotations.mkdir(parents=True)
+    (tmp_path / "coco" / "train2017").mkdir()
+    (annotations / "captions_train2017.json").write_text('{"images": [{"id": 1}],\n "annotations": [ {"id": 1}\n')
+    config = tmp_path / "corpus.yaml"
+    config.write_text("output: out\nsources:\n  coco: {kind: coco, root: coco, shards: 2}\n")
+    return str(config)
+
+
+def test_unreadable_file_fails_the_run_naming_file_and_line(tmp_path, capsys):
+    assert main(["ingest", "--config", _bad_coco(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "captions_train2017.json: not valid JSON" in err and "line 3" in err
+    assert "Traceback" not in err
+
+
+def test_config_and_runner_errors(tmp_path, capsys):
+    config = _bad_coco(tmp_path)
+    assert main(["ingest", "--config", config, "--runner", "dask"]) == 2
+    assert "refused: Beam's DaskRunner" in capsys.readouterr().err
+    assert main(["ingest", "--config", config, "--source", "vg"]) == 2
+    assert "--source vg: not in the config" in capsys.readouterr().err
+    (tmp_path / "corpus.yaml").write_text("output: out\nsources:\n  coco: {kind: coco, root: coco, shards: two}\n")
+    assert main(["ingest", "--config", config]) == 2
+    assert "sources.coco.shards: expected int" in capsys.readouterr().err
+
+
+def test_demo_ingests_every_format_and_checks_the_ground_truth(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "counts match the generator's ground truth" in out
+    for source in ("coco", "vg", "cc", "cc_img2dataset", "sbu", "openimages", "imagenet", "coco_unlabeled",
+                   "bookcorpus", "wiki", "owt"):
+        assert f"\n{source} " in out
+    assert (tmp_path / "corpus" / "corpus.json").exists()
