@@ -9,6 +9,12 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 
+def configure(options) -> None:
+    """Give the launching process the same FileSystems options as the workers (S3 endpoint and keys,
+    GCS project, ...): the driver also lists, checks and writes files (progress, manifest, counts)."""
+    FileSystems.set_options(options)
+
+
 def open_read(path: str) -> IO[bytes]:
     """A binary stream; no transparent decompression (readers decide, e.g. OpenWebText's .xz)."""
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
@@ -51,11 +57,6 @@ def rename(src: str, dst: str) -> None:
 def delete(paths: list[str]) -> None:
     if paths:
         FileSystems.delete(paths)
-
-
-def ensure_dir(path: str) -> None:
-    if not FileSystems.exists(path):
-        FileSystems.mkdirs(path)
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import free_port, tree_digest
+from tests.conftest import free_port, tree_digest, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,28 +41,17 @@ def _finish(process: subprocess.Popen, timeout=300) -> str:
     return out + err
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout=60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
 @pytest.fixture
 def local_cluster():
     """Beam's job service and an EXTERNAL worker pool as separate processes on 127.0.0.1."""
     ports = {"job-service": free_port(), "worker-pool": free_port()}
     processes = [subprocess.Popen([sys.executable, "-m", "pipelines.local_cluster", service, "--port", str(port)],
-                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
                  for service, port in ports.items()]
     try:
         for process, port in zip(processes, ports.values()):
-            _wait_for_port(port, process)
+            wait_for_port(port, process)
         yield f"127.0.0.1:{ports['job-service']}", f"127.0.0.1:{ports['worker-pool']}"
     finally:
         for process in processes:

@@ -82,7 +82,7 @@ def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig,
     unknown = [n for n in names if n not in config.sources]
     if unknown:
         raise ValueError(f"--source {', '.join(unknown)}: not in the config (have: {', '.join(config.sources)})")
-    runner.validate()
+    fsio.configure(pipeline_options(runner))
     return [_run_source(config, name, runner, overwrite, show_progress) for name in names]
 
 
