@@ -8,6 +8,7 @@ lossless and fast; otherwise the result is re-encoded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -31,6 +32,7 @@ class ProcessedImage:
     width: int
     height: int
     sha256: str
+    phash: str  # 64-bit perceptual hash, 16 hex digits (near-duplicate detection)
 
 
 def process_image(data: bytes, config: ImageConfig) -> ProcessedImage:
@@ -56,7 +58,27 @@ def process_image(data: bytes, config: ImageConfig) -> ProcessedImage:
         out, extension = data, _KEEPABLE[original_format]
     else:
         out, extension = _encode(image, "png" if config.encode == "png" else "jpg", config.jpeg_quality)
-    return ProcessedImage(out, extension, image.width, image.height, hashlib.sha256(out).hexdigest())
+    return ProcessedImage(out, extension, image.width, image.height, hashlib.sha256(out).hexdigest(),
+                          perceptual_hash(image))
+
+
+def perceptual_hash(image) -> str:
+    """pHash: the signs of the 8x8 lowest 2-D DCT frequencies of the 32x32 grey image against their
+    median. Robust to re-encoding and resizing; Hamming distance compares two images."""
+    import numpy as np
+    from PIL import Image
+
+    grey = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    low = (_dct_matrix() @ grey @ _dct_matrix().T)[:8, :8]
+    return np.packbits(low.flatten() > np.median(low)).tobytes().hex()
+
+
+@functools.cache
+def _dct_matrix(size: int = 32):
+    import numpy as np
+
+    n = np.arange(size)
+    return np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * size))
 
 
 def _encode(image, extension: str, quality: int) -> tuple[bytes, str]:

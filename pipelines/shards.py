@@ -215,6 +215,7 @@ def _append_sample(tar: tarfile.TarFile, sample: _Sample) -> dict:
         "width": image.width if image else None,
         "height": image.height if image else None,
         "sha256": image.sha256 if image else None,
+        "phash": image.phash if image else None,
         "image_offset": image_offset,
         "image_size": image_size,
         "sample_bytes": sum(len(data) for _, data in sample.members),

@@ -52,6 +52,24 @@ class TextConfig:
 
 
 @dataclass
+class DownloadConfig:
+    """Fetching images of URL-list sources (CC, SBU, OpenImages with ``images: null``), img2dataset-style."""
+
+    threads: int = 16  # concurrent requests per worker
+    timeout_s: float = 10.0  # per request: connect, and the whole body
+    retries: int = 2  # extra attempts after a connection error, 429 or 5xx
+    backoff_s: float = 0.5  # first wait before a retry; doubles each time
+    max_bytes: int = 20_000_000  # larger bodies are refused as too_large
+    user_agent: str = "unicorpus/0.1 (+https://github.com/unicorpus)"
+
+    def validate(self, where: str) -> None:
+        _positive(self.threads, f"{where}.threads")
+        _positive(self.max_bytes, f"{where}.max_bytes")
+        if self.timeout_s <= 0 or self.backoff_s < 0 or self.retries < 0:
+            raise ConfigError(f"{where}: timeout_s must be > 0, backoff_s and retries >= 0")
+
+
+@dataclass
 class PseudoPairConfig:
     """UNIMO-2 §4: an image's class labels become a caption through prompt templates."""
 
@@ -124,12 +142,13 @@ class VisualGenomeConfig(SourceConfig):
 
 @dataclass
 class ConceptualCaptionsConfig(SourceConfig):
-    """CC3M's headerless ``caption<TAB>url`` TSV with images downloaded into a folder by row."""
+    """CC3M's headerless ``caption<TAB>url`` TSV; images in a folder by row, or ``images: null`` to
+    download them from the URLs (the ``download`` section of the config)."""
 
     kind: ClassVar[str] = "conceptual_captions"
     paths: ClassVar[tuple[str, ...]] = ("tsv", "images")
     tsv: str = "Train_GCC-training.tsv"
-    images: str = "images"
+    images: str | None = "images"
     image_pattern: str = "{row:08d}.jpg"  # file name of row N (0-based) in ``images``
 
 
@@ -146,7 +165,7 @@ class SbuConfig(SourceConfig):
     paths: ClassVar[tuple[str, ...]] = ("urls", "captions", "images")
     urls: str = "SBU_captioned_photo_dataset_urls.txt"
     captions: str = "SBU_captioned_photo_dataset_captions.txt"
-    images: str = "images"
+    images: str | None = "images"  # null: download from the URLs
     image_pattern: str = "{row:08d}.jpg"
 
 
@@ -158,7 +177,7 @@ class OpenImagesConfig(SourceConfig):
     labels: str = "train-annotations-human-imagelabels-boxable.csv"
     classes: str = "class-descriptions-boxable.csv"
     boxes: str | None = None  # *-annotations-bbox.csv, for ground-truth tags
-    images: str = "images"
+    images: str | None = "images"  # null: download from OriginalURL
     pseudo_pairs: PseudoPairConfig = field(default_factory=PseudoPairConfig)
 
 
@@ -224,6 +243,7 @@ class CorpusConfig:
     sources: dict[str, SourceConfig]
     image: ImageConfig = field(default_factory=ImageConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
 
 
 def load_config(path: str) -> CorpusConfig:
@@ -255,10 +275,13 @@ def parse_config(data: Any, base_dir: str) -> CorpusConfig:
     sources = {name: _source(name, spec, base_dir) for name, spec in data["sources"].items()}
     image = _build(ImageConfig, data.get("image") or {}, "image")
     text = _build(TextConfig, data.get("text") or {}, "text")
-    image.validate("image")
-    text.validate("text")
+    download = _build(DownloadConfig, data.get("download") or {}, "download")
+    for section, where in ((image, "image"), (text, "text"), (download, "download")):
+        section.validate(where)
     output = _typed(data["output"], str, "output")
-    return CorpusConfig(os.path.join(base_dir, output), sources, image, text)
+    if "://" not in output:
+        output = os.path.join(base_dir, output)
+    return CorpusConfig(output, sources, image, text, download)
 
 
 def _source(name: Any, spec: Any, base_dir: str) -> SourceConfig:
@@ -318,9 +341,9 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
         return [_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
-    if hint is bool and not isinstance(value, bool) or hint is int and (
-        isinstance(value, bool) or not isinstance(value, int)
-    ) or hint is str and not isinstance(value, str):
+    if hint is float and type(value) is int:
+        value = float(value)
+    if hint in (bool, int, float, str) and type(value) is not hint:
         raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
 

@@ -38,7 +38,8 @@ class Reason(str, Enum):
 
 @dataclass
 class Candidate:
-    """One would-be sample. ``image_path`` or ``image_bytes`` (never both) holds the image, if any.
+    """One would-be sample. Exactly one of ``image_path``, ``image_bytes`` or ``image_url`` (fetched by
+    the shard writer) holds the image of a pair or image sample.
 
     ``meta`` is JSON-serialisable and lands in the sample's ``json`` member unchanged.
     """
@@ -51,13 +52,15 @@ class Candidate:
     text: str | None = None
     image_path: str | None = None
     image_bytes: bytes | None = None
+    image_url: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.modality = Modality(self.modality)
-        if self.image_path is not None and self.image_bytes is not None:
-            raise ValueError(f"{self.key}: give image_path or image_bytes, not both")
-        has_image = self.image_path is not None or self.image_bytes is not None
+        given = [x is not None for x in (self.image_path, self.image_bytes, self.image_url)]
+        if sum(given) > 1:
+            raise ValueError(f"{self.key}: give one of image_path, image_bytes, image_url")
+        has_image = any(given)
         if has_image != (self.modality is not Modality.TEXT):
             raise ValueError(f"{self.key}: modality {self.modality.value} with has_image={has_image}")
         if (self.text is not None) != (self.modality is not Modality.IMAGE):

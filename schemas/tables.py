@@ -26,6 +26,7 @@ SHARD_INDEX = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("sha256", pa.string()),
+        pa.field("phash", pa.string()),  # 64-bit perceptual hash as 16 hex digits
         pa.field("image_offset", pa.int64()),  # byte offset of the image member's data in the tar
         pa.field("image_size", pa.int64()),
         pa.field("sample_bytes", pa.int64(), nullable=False),  # all members' data of this sample

@@ -52,3 +52,27 @@ def test_error_messages_are_reproducible():
     with pytest.raises(ImageError) as second:
         process_image(bytearray(b"garbage"), ImageConfig())
     assert str(first.value) == str(second.value) and "0x" not in str(first.value)
+
+
+def _hamming(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+def test_perceptual_hash_survives_resizing_and_reencoding_but_tells_images_apart():
+    from PIL import ImageDraw
+
+    def scene(shift):
+        image = Image.new("RGB", (200, 150), (90, 160, 220))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((20 + shift, 80, 90 + shift, 140), fill=(200, 40, 40))
+        draw.ellipse((120 - shift, 10, 180 - shift, 70), fill=(250, 220, 40))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    original = process_image(scene(0), ImageConfig())
+    smaller = process_image(scene(0), ImageConfig(max_side=90, encode="jpeg", jpeg_quality=60))
+    other = process_image(scene(60), ImageConfig())
+    assert len(original.phash) == 16
+    assert _hamming(original.phash, smaller.phash) <= 4
+    assert _hamming(original.phash, other.phash) >= 12
