@@ -52,6 +52,8 @@ def _runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-endpoint", help="portable runner: HOST:PORT of a Beam job service")
     parser.add_argument("--worker-pool", help="portable runner: HOST:PORT of an EXTERNAL SDK worker pool")
     parser.add_argument("--overwrite", action="store_true", help="redo shards that are already complete")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="URL sources: redo finished shards that have failed downloads, fetching only those")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -66,7 +68,7 @@ def _run(config, names, args, beam_args) -> list:
     from pipelines.summary import format_summary
 
     results = run_ingest(config, names or list(config.sources), _runner_config(args, beam_args),
-                         overwrite=args.overwrite, show_progress=not args.quiet)
+                         overwrite=args.overwrite, show_progress=not args.quiet, retry_failed=args.retry_failed)
     print(format_summary(results))
     return results
 

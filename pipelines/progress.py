@@ -11,13 +11,14 @@ import threading
 import time
 
 from pipelines import io as fsio
+from pipelines.shards import SHARD_INDEX_PATTERN
 
 
 class ShardProgress:
     """Prints ``[source] shards N/M`` whenever N changes, until the context exits."""
 
     def __init__(self, root: str, source: str, total: int, enabled: bool = True, interval: float = 1.0):
-        self.pattern = fsio.join(root, "raw", source, "*.parquet")
+        self.pattern = fsio.join(root, "raw", source, SHARD_INDEX_PATTERN)
         self.source, self.total, self.enabled, self.interval = source, total, enabled, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)

@@ -7,40 +7,52 @@ unit of work, from any Beam FileSystems pattern.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import apache_beam as beam
 
 from pipelines import io as fsio
-from pipelines.shards import ShardPaths, is_complete, iter_samples, write_shard
-from schemas.config import ImageConfig
+from pipelines.shards import ShardPaths, has_failed_downloads, is_complete, iter_samples, load_reusable, write_shard
+from schemas.config import DownloadConfig, ImageConfig
 from schemas.keys import shard_of
 from schemas.records import shard_key
 
 
+@dataclass(frozen=True)
+class WriteOptions:
+    image: ImageConfig
+    params_hash: str
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    overwrite: bool = False  # redo finished shards
+    retry_failed: bool = False  # redo finished shards with failed downloads, fetching only those
+
+
 class _WriteShard(beam.DoFn):
-    def __init__(self, root: str, stage: str, source: str, image: ImageConfig, params_hash: str, overwrite: bool):
-        self.root, self.stage, self.source, self.image = root, stage, source, image
-        self.params_hash, self.overwrite = params_hash, overwrite
+    def __init__(self, root: str, stage: str, source: str, options: WriteOptions):
+        self.root, self.stage, self.source, self.options = root, stage, source, options
         self.written = beam.metrics.Metrics.counter(stage, "shards_written")
         self.skipped = beam.metrics.Metrics.counter(stage, "shards_skipped")
 
     def process(self, element):
         shard, records = element
         paths = ShardPaths.of(self.root, self.stage, self.source, shard)
-        if not self.overwrite and is_complete(paths, self.params_hash):
-            self.skipped.inc()
-            return
-        write_shard(paths, self.stage, records, self.image, self.params_hash)
+        options, reuse = self.options, None
+        if not options.overwrite and is_complete(paths, options.params_hash):
+            if not (options.retry_failed and has_failed_downloads(paths)):
+                self.skipped.inc()
+                return
+            reuse = load_reusable(paths)
+        write_shard(paths, self.stage, records, options.image, options.params_hash, options.download, reuse)
         self.written.inc()
 
 
 class WriteShards(beam.PTransform):
     """Candidates and rejects in; ``raw/<source>/NNNNN.{tar,parquet}`` and ``rejects/`` out."""
 
-    def __init__(self, root: str, stage: str, source: str, shards: int, image: ImageConfig,
-                 params_hash: str, overwrite: bool = False):
+    def __init__(self, root: str, stage: str, source: str, shards: int, options: WriteOptions):
         super().__init__()
         self.shards = shards
-        self.write = _WriteShard(root, stage, source, image, params_hash, overwrite)
+        self.write = _WriteShard(root, stage, source, options)
 
     def expand(self, records):
         shards = self.shards

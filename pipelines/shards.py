@@ -5,8 +5,9 @@ records: samples sorted by key, tar headers with fixed mtime/uid/gid/mode, membe
 Files go under a temporary name and are renamed when complete, the index last: an index whose
 ``params_hash`` matches is the proof that the shard is done, which is what makes stages resumable.
 
-Layout (DESIGN.md): ``raw/<source>/<shard>.tar``, ``raw/<source>/<shard>.parquet`` and
-``rejects/<stage>/<source>/<shard>.parquet``. Paths may be any Beam FileSystems URI.
+Layout (DESIGN.md): ``raw/<source>/<shard>.tar``, ``raw/<source>/<shard>.parquet``,
+``rejects/<stage>/<source>/<shard>.parquet``, and for downloaded images ``raw/<source>/<shard>.urls.parquet``
+(one row per URL, like img2dataset's status table). Paths may be any Beam FileSystems URI.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.images import ImageError, process_image
-from schemas.config import ImageConfig
+from schemas.config import DownloadConfig, ImageConfig
 from schemas.keys import shard_name
 from schemas.records import Candidate, Reason, Reject
-from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, SHARD_INDEX, check_version, with_metadata
+from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, SHARD_INDEX, URL_STATUS, check_version, with_metadata
 
 _BLOCK = tarfile.BLOCKSIZE
+SHARD_INDEX_PATTERN = "[0-9][0-9][0-9][0-9][0-9].parquet"  # not the .urls.parquet beside it
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ShardPaths:
     tar: str
     index: str
     rejects: str
+    urls: str  # the per-URL download status table, for sources whose images are fetched
 
     @classmethod
     def of(cls, root: str, stage: str, source: str, shard: int) -> ShardPaths:
@@ -45,6 +48,7 @@ class ShardPaths:
             tar=fsio.join(root, "raw", source, f"{name}.tar"),
             index=fsio.join(root, "raw", source, f"{name}.parquet"),
             rejects=fsio.join(root, "rejects", stage, source, f"{name}.parquet"),
+            urls=fsio.join(root, "raw", source, f"{name}.urls.parquet"),
         )
 
     def all(self) -> tuple[str, str, str]:
@@ -79,39 +83,84 @@ def write_shard(
     records: Iterable[Candidate | Reject],
     image_config: ImageConfig,
     params_hash: str,
+    download: DownloadConfig | None = None,
+    reuse: dict[str, Reusable] | None = None,
 ) -> ShardCounts:
-    """Turn one shard's records into its tar, index and rejects files; returns what it counted."""
+    """Turn one shard's records into its tar, index and rejects files; returns what it counted.
+
+    Candidates with an ``image_url`` are fetched first, concurrently (``download``), and get a row in
+    the shard's URL status table. ``reuse`` holds samples of an earlier version of this shard whose
+    download succeeded (``--retry-failed``): they are copied, not fetched again.
+    """
     records = list(records)
-    candidates = sorted((r for r in records if isinstance(r, Candidate)), key=lambda c: (c.key, c.location))
-    rejects = [r for r in records if isinstance(r, Reject)]
-    rows: list[dict] = []
-    tmp = {path: f"{path}.tmp-{uuid.uuid4().hex}" for path in paths.all()}
-    with fsio.create(tmp[paths.tar]) as out:
-        counting = _CountingWriter(out)
-        with tarfile.open(fileobj=counting, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            kept_location: dict[str, str] = {}
-            for candidate in candidates:
-                if candidate.key in kept_location:
-                    rejects.append(_duplicate(candidate, kept_location[candidate.key]))
-                    continue
-                kept_location[candidate.key] = candidate.location
-                sample = _encode_sample(candidate, image_config)
-                if isinstance(sample, Reject):
-                    rejects.append(sample)
-                else:
-                    rows.append(_append_sample(tar, sample))
+    candidates, rejects = _unique_candidates(records)
+    reuse = reuse or {}
+    fetched = _fetch([c for c in candidates if c.image_url is not None and c.key not in reuse], download)
+    rows, statuses = [], []
+    tmp = {path: f"{path}.tmp-{uuid.uuid4().hex}" for path in paths.all() + (paths.urls,)}
+    with fsio.create(tmp[paths.tar]) as out, tarfile.open(
+        fileobj=_CountingWriter(out), mode="w", format=tarfile.GNU_FORMAT
+    ) as tar:
+        for candidate in candidates:
+            if candidate.key in reuse:
+                sample, status = reuse[candidate.key].sample, reuse[candidate.key].status
+            else:
+                sample, status = _prepare(candidate, image_config, fetched.get(candidate.key))
+            if status is not None:
+                statuses.append(status)
+            if isinstance(sample, Reject):
+                rejects.append(sample)
+            else:
+                rows.append(_append_sample(tar, sample))
     reject_rows = sorted(
         ({"stage": stage, "source": r.source, "key": r.key, "location": r.location,
           "reason": r.reason.value, "detail": r.detail} for r in rejects),
         key=lambda row: (row["location"], row["reason"], row["key"] or "", row["detail"]),
     )
     _write_table(tmp[paths.rejects], reject_rows, REJECTS, {})
+    if statuses:
+        _write_table(tmp[paths.urls], statuses, URL_STATUS, {})
     _write_table(tmp[paths.index], rows, SHARD_INDEX,
                  {PARAMS_KEY: params_hash.encode(), RECORDS_IN_KEY: str(len(records)).encode()})
-    for path in paths.all():
+    for path in ((paths.urls,) if statuses else ()) + paths.all():
         fsio.rename(tmp[path], path)
     return ShardCounts(len(records), len(rows), sum(r["sample_bytes"] for r in rows),
                        Counter(r["reason"] for r in reject_rows))
+
+
+def _unique_candidates(records: list[Candidate | Reject]) -> tuple[list[Candidate], list[Reject]]:
+    """Candidates sorted by key, the first by location kept per key; the other copies are rejects."""
+    rejects = [r for r in records if isinstance(r, Reject)]
+    unique: dict[str, Candidate] = {}
+    for candidate in sorted((r for r in records if isinstance(r, Candidate)), key=lambda c: (c.key, c.location)):
+        if candidate.key in unique:
+            rejects.append(_duplicate(candidate, unique[candidate.key].location))
+        else:
+            unique[candidate.key] = candidate
+    return list(unique.values()), rejects
+
+
+def _fetch(candidates: list[Candidate], download: DownloadConfig | None) -> dict[str, object]:
+    if not candidates:
+        return {}
+    from pipelines.download import fetch_all
+
+    results = fetch_all([c.image_url for c in candidates], download or DownloadConfig())
+    return {c.key: result for c, result in zip(candidates, results)}
+
+
+def _prepare(candidate: Candidate, config: ImageConfig, fetched) -> tuple[_Sample | Reject, dict | None]:
+    """The sample (or reject) for one candidate, and its URL status row if it was downloaded."""
+    if fetched is None:
+        return _encode_sample(candidate, config, candidate.image_bytes), None
+    status = {"key": candidate.key, "url": fetched.url, "status": fetched.status, "attempts": fetched.attempts,
+              "bytes": fetched.bytes, "elapsed_s": round(fetched.elapsed_s, 3), "detail": fetched.detail}
+    if fetched.status != "ok":
+        return _reject(candidate, Reason.FAILED_DOWNLOAD, f"{fetched.status}: {fetched.detail}"), status
+    sample = _encode_sample(candidate, config, fetched.data)
+    if isinstance(sample, Reject):
+        status.update(status="decode_error", detail=sample.detail)
+    return sample, status
 
 
 def is_complete(paths: ShardPaths, params_hash: str) -> bool:
@@ -157,17 +206,23 @@ def iter_samples(tar_path: str) -> Iterator[dict]:
 
 @dataclass
 class _Sample:
-    candidate: Candidate
+    key: str
     members: list[tuple[str, bytes]]  # (extension, data) in tar order: image, txt, json
-    meta_json: str
-    image: object | None  # ProcessedImage
+    row: dict  # the index row, less what the tar position decides (offsets, sizes)
 
 
-def _encode_sample(candidate: Candidate, config: ImageConfig) -> _Sample | Reject:
+@dataclass
+class Reusable:
+    """A sample of an earlier version of a shard, copied verbatim by ``--retry-failed``."""
+
+    sample: _Sample
+    status: dict
+
+
+def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None) -> _Sample | Reject:
     image = None
     members: list[tuple[str, bytes]] = []
     if candidate.modality.value != "text":
-        data = candidate.image_bytes
         if data is None:
             try:
                 data = fsio.read_bytes(candidate.image_path)
@@ -191,21 +246,7 @@ def _encode_sample(candidate: Candidate, config: ImageConfig) -> _Sample | Rejec
         record.update(width=image.width, height=image.height, sha256=image.sha256)
     meta_json = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     members.append(("json", meta_json.encode("utf-8")))
-    return _Sample(candidate, members, meta_json, image)
-
-
-def _append_sample(tar: tarfile.TarFile, sample: _Sample) -> dict:
-    image_offset = image_size = None
-    for position, (extension, data) in enumerate(sample.members):
-        info = tarfile.TarInfo(f"{sample.candidate.key}.{extension}")
-        info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
-        info.uname = info.gname = ""
-        tar.addfile(info, io.BytesIO(data))
-        if position == 0 and sample.image is not None:
-            image_size = len(data)
-            image_offset = tar.offset - _BLOCK * ((len(data) + _BLOCK - 1) // _BLOCK)
-    candidate, image = sample.candidate, sample.image
-    return {
+    row = {
         "key": candidate.key,
         "source": candidate.source,
         "modality": candidate.modality.value,
@@ -216,11 +257,49 @@ def _append_sample(tar: tarfile.TarFile, sample: _Sample) -> dict:
         "height": image.height if image else None,
         "sha256": image.sha256 if image else None,
         "phash": image.phash if image else None,
-        "image_offset": image_offset,
-        "image_size": image_size,
-        "sample_bytes": sum(len(data) for _, data in sample.members),
-        "meta": sample.meta_json,
+        "meta": meta_json,
     }
+    return _Sample(candidate.key, members, row)
+
+
+def _append_sample(tar: tarfile.TarFile, sample: _Sample) -> dict:
+    image_offset = image_size = None
+    for position, (extension, data) in enumerate(sample.members):
+        info = tarfile.TarInfo(f"{sample.key}.{extension}")
+        info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(data))
+        if position == 0 and sample.row["image_format"] is not None:
+            image_size = len(data)
+            image_offset = tar.offset - _BLOCK * ((len(data) + _BLOCK - 1) // _BLOCK)
+    return {**sample.row, "image_offset": image_offset, "image_size": image_size,
+            "sample_bytes": sum(len(data) for _, data in sample.members)}
+
+
+def load_reusable(paths: ShardPaths) -> dict[str, Reusable]:
+    """The successfully downloaded samples of a finished shard, for ``--retry-failed``."""
+    if not fsio.exists(paths.urls):
+        return {}
+    with fsio.open_read(paths.urls) as f:
+        ok = {row["key"]: row for row in pq.read_table(f).to_pylist() if row["status"] == "ok"}
+    with fsio.open_read(paths.index) as f:
+        rows = {row["key"]: row for row in pq.read_table(f).to_pylist() if row["key"] in ok}
+    reusable = {}
+    for sample in iter_samples(paths.tar):
+        key = sample.pop("__key__")
+        if key in rows:
+            row = {k: v for k, v in rows[key].items() if k not in ("image_offset", "image_size", "sample_bytes")}
+            order = [row["image_format"], "txt", "json"]
+            members = [(ext, sample[ext]) for ext in order if ext in sample]
+            reusable[key] = Reusable(_Sample(key, members, row), ok[key])
+    return reusable
+
+
+def has_failed_downloads(paths: ShardPaths) -> bool:
+    if not fsio.exists(paths.urls):
+        return False
+    with fsio.open_read(paths.urls) as f:
+        return any(status != "ok" for status in pq.read_table(f, columns=["status"]).column("status").to_pylist())
 
 
 def _write_table(path: str, rows: list[dict], schema: pa.Schema, metadata: dict[bytes, bytes]) -> None:

@@ -70,6 +70,35 @@ class DownloadConfig:
 
 
 @dataclass
+class EvalSetConfig:
+    """An evaluation split whose images must not enter pre-training (UNITER §3.3)."""
+
+    name: str
+    path: str  # Karpathy dataset_*.json, VQA questions json, RefCOCO refs(*).p, or a list of ids/URLs
+    images: str | None = None  # optional folder of the eval images, for near-duplicate matching
+
+
+@dataclass
+class CleanConfig:
+    """Deduplication and decontamination after ingest."""
+
+    near_duplicate_distance: int = 4  # pHash Hamming distance for near-duplicate images
+    eval_sets: list[EvalSetConfig] = field(default_factory=list)
+
+    def validate(self, where: str) -> None:
+        if not 0 <= self.near_duplicate_distance <= 16:
+            raise ConfigError(f"{where}.near_duplicate_distance: expected 0..16, got {self.near_duplicate_distance}")
+        names = [e.name for e in self.eval_sets]
+        for i, eval_set in enumerate(self.eval_sets):
+            if not NAME_PATTERN.match(eval_set.name) or names.count(eval_set.name) > 1:
+                raise ConfigError(f"{where}.eval_sets[{i}].name: {eval_set.name!r} must be unique, a-z 0-9 _ -")
+            for attribute in ("path", "images"):
+                path = getattr(eval_set, attribute)
+                if path is not None and not os.path.exists(path):
+                    raise ConfigError(f"{where}.eval_sets[{i}].{attribute}: no such file or directory: {path}")
+
+
+@dataclass
 class PseudoPairConfig:
     """UNIMO-2 §4: an image's class labels become a caption through prompt templates."""
 
@@ -244,6 +273,7 @@ class CorpusConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     text: TextConfig = field(default_factory=TextConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
 
 
 def load_config(path: str) -> CorpusConfig:
@@ -276,12 +306,19 @@ def parse_config(data: Any, base_dir: str) -> CorpusConfig:
     image = _build(ImageConfig, data.get("image") or {}, "image")
     text = _build(TextConfig, data.get("text") or {}, "text")
     download = _build(DownloadConfig, data.get("download") or {}, "download")
-    for section, where in ((image, "image"), (text, "text"), (download, "download")):
+    clean = _build(CleanConfig, data.get("clean") or {}, "clean")
+    for eval_set in clean.eval_sets:
+        eval_set.path = _local(eval_set.path, base_dir)
+        eval_set.images = eval_set.images and _local(eval_set.images, base_dir)
+    for section, where in ((image, "image"), (text, "text"), (download, "download"), (clean, "clean")):
         section.validate(where)
-    output = _typed(data["output"], str, "output")
-    if "://" not in output:
-        output = os.path.join(base_dir, output)
-    return CorpusConfig(output, sources, image, text, download)
+    output = _local(_typed(data["output"], str, "output"), base_dir)
+    return CorpusConfig(output, sources, image, text, download, clean)
+
+
+def _local(path: str, base_dir: str) -> str:
+    """Relative paths are taken from the config file's folder; URIs (gs://, s3://) stay as they are."""
+    return path if "://" in path else os.path.normpath(os.path.join(base_dir, path))
 
 
 def _source(name: Any, spec: Any, base_dir: str) -> SourceConfig:

@@ -34,6 +34,8 @@ class Reason(str, Enum):
     UNKNOWN_REFERENCE = "unknown_reference"  # an annotation that names an id the source does not have
     FAILED_DOWNLOAD = "failed_download"  # a source that records a download failure for this record
     NO_LABEL = "no_label"              # an image-only source record with no usable label
+    DUPLICATE = "duplicate"            # dedup: the same or a near-identical image, or the same text, is kept elsewhere
+    CONTAMINATED = "contaminated"      # decontam: the image belongs to an evaluation split (UNITER §3.3)
 
 
 @dataclass

@@ -47,6 +47,20 @@ REJECTS = pa.schema(
 )
 
 
+# raw/<source>/<shard>.urls.parquet: one row per downloaded URL of the shard (img2dataset-style).
+URL_STATUS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # ok | http_<code> | timeout | too_large | ... | decode_error
+        pa.field("attempts", pa.int32(), nullable=False),
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("elapsed_s", pa.float64(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+    ]
+)
+
+
 def with_metadata(schema: pa.Schema, extra: dict[bytes, bytes] | None = None) -> pa.Schema:
     return schema.with_metadata({VERSION_KEY: str(SCHEMA_VERSION).encode(), **(extra or {})})
 

@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass
 import apache_beam as beam
 
 from pipelines import io as fsio
+from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shard_io import WriteShards
-from pipelines.shards import ShardCounts, ShardPaths, is_complete, read_counts, read_index_metadata
+from pipelines.shard_io import WriteOptions, WriteShards
+from pipelines.shards import SHARD_INDEX_PATTERN, ShardCounts, ShardPaths, is_complete, read_counts, read_index_metadata
 from pipelines.sources import Reader, reader_for
 from schemas import SCHEMA_VERSION
-from schemas.config import CorpusConfig, ImageConfig, SourceConfig
-from schemas.manifest import MANIFEST_NAME, dump_manifest, empty_manifest, parse_manifest, with_entry
+from schemas.config import CorpusConfig, SourceConfig
 from schemas.tables import PARAMS_KEY
 
 STAGE = "ingest"
@@ -46,14 +46,14 @@ def _read_part(part: str, reader: Reader):
 
 
 def build_source(pipeline, name: str, source: SourceConfig, reader: Reader, parts: list[str],
-                 root: str, image: ImageConfig, params_hash: str, overwrite: bool) -> None:
+                 root: str, options: WriteOptions) -> None:
     """Add one source's ingest to ``pipeline``."""
     (
         pipeline
         | f"{name}/Parts" >> beam.Create(parts)
         | f"{name}/Spread" >> beam.Reshuffle()
         | f"{name}/Read" >> beam.FlatMap(_read_part, reader)
-        | f"{name}/Shards" >> WriteShards(root, STAGE, name, source.shards, image, params_hash, overwrite)
+        | f"{name}/Shards" >> WriteShards(root, STAGE, name, source.shards, options)
     )
 
 
@@ -62,6 +62,7 @@ def params_hash(name: str, source: SourceConfig, config: CorpusConfig, parts: li
     input file in place, rerun with ``--overwrite``."""
     params = source_params(name, source, config)
     params["parts"] = parts
+    params.pop("download")  # how images are fetched does not change what a finished shard holds
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -74,20 +75,21 @@ def source_params(name: str, source: SourceConfig, config: CorpusConfig) -> dict
         "config": asdict(source),
         "image": asdict(config.image),
         "text": asdict(config.text),
+        "download": asdict(config.download),
     }
 
 
-def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig,
-               overwrite: bool = False, show_progress: bool = True) -> list[SourceResult]:
+def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig, overwrite: bool = False,
+               show_progress: bool = True, retry_failed: bool = False) -> list[SourceResult]:
     unknown = [n for n in names if n not in config.sources]
     if unknown:
         raise ValueError(f"--source {', '.join(unknown)}: not in the config (have: {', '.join(config.sources)})")
     fsio.configure(pipeline_options(runner))
-    return [_run_source(config, name, runner, overwrite, show_progress) for name in names]
+    return [_run_source(config, name, runner, overwrite, show_progress, retry_failed) for name in names]
 
 
 def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite: bool,
-                show_progress: bool) -> SourceResult:
+                show_progress: bool, retry_failed: bool) -> SourceResult:
     source = config.sources[name]
     reader = reader_for(name, source, config.text)
     parts = reader.parts()
@@ -97,7 +99,8 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     started = time.monotonic()
     with ShardProgress(config.output, name, source.shards, enabled=show_progress):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
-            build_source(pipeline, name, source, reader, parts, config.output, config.image, digest, overwrite)
+            options = WriteOptions(config.image, digest, config.download, overwrite, retry_failed)
+            build_source(pipeline, name, source, reader, parts, config.output, options)
     seconds = time.monotonic() - started
     _remove_stale_shards(config.output, name, digest)
     shards = _shard_ids(config.output, name)
@@ -108,7 +111,8 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
 
 
 def _shard_ids(root: str, name: str) -> list[int]:
-    return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in fsio.glob(fsio.join(root, "raw", name, "*.parquet")))
+    indexes = fsio.glob(fsio.join(root, "raw", name, SHARD_INDEX_PATTERN))
+    return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in indexes)
 
 
 def _finished_shards(root: str, name: str, digest: str) -> list[int]:
@@ -127,14 +131,12 @@ def _remove_stale_shards(root: str, name: str, digest: str) -> None:
         paths = ShardPaths.of(root, STAGE, name, shard)
         if read_index_metadata(paths.index).get(PARAMS_KEY, b"").decode() != digest:
             log.warning("removing stale shard %s (written with other parameters)", paths.index)
-            fsio.delete([p for p in paths.all() if fsio.exists(p)])
+            fsio.delete([p for p in (*paths.all(), paths.urls) if fsio.exists(p)])
 
 
 def _record_in_manifest(config: CorpusConfig, name: str, source: SourceConfig, digest: str,
                         shards: int, counts: ShardCounts) -> None:
-    path = fsio.join(config.output, MANIFEST_NAME)
-    manifest = parse_manifest(fsio.read_bytes(path).decode(), path) if fsio.exists(path) else empty_manifest()
-    entry = {
+    update_manifest(config.output, STAGE, {name: {
         "kind": source.kind,
         "params": source_params(name, source, config),
         "params_hash": digest,
@@ -146,6 +148,4 @@ def _record_in_manifest(config: CorpusConfig, name: str, source: SourceConfig, d
             "rejected_by_reason": dict(sorted(counts.rejected.items())),
             "bytes": counts.bytes,
         },
-    }
-    fsio.write_bytes(path + ".tmp", dump_manifest(with_entry(manifest, STAGE, name, entry)).encode())
-    fsio.rename(path + ".tmp", path)
+    }})
