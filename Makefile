@@ -15,6 +15,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/unicorpus demo --out demo-out --overwrite
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check schemas pipelines cli tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

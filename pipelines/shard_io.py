@@ -65,17 +65,19 @@ class WriteShards(beam.PTransform):
 
 
 class ReadShards(beam.PTransform):
-    """Samples (``{"__key__", "jpg", "txt", "json", ...}``) of every tar matching ``pattern``."""
+    """Samples (``{"__key__", "jpg", "txt", "json", ...}``) of every tar matching ``pattern``, less the
+    keys in ``exclude`` (e.g. what ``clean`` removed: ``pipelines.stages.clean.removed_keys``)."""
 
-    def __init__(self, pattern: str):
+    def __init__(self, pattern: str, exclude: frozenset[str] = frozenset()):
         super().__init__()
-        self.pattern = pattern
+        self.pattern, self.exclude = pattern, frozenset(exclude)
 
     def expand(self, pipeline):
+        exclude = self.exclude
         return (
             pipeline
             | "Pattern" >> beam.Create([self.pattern])
             | "Match" >> beam.FlatMap(fsio.glob)
             | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.FlatMap(iter_samples)
+            | "Read" >> beam.FlatMap(lambda path: (s for s in iter_samples(path) if s["__key__"] not in exclude))
         )

@@ -11,14 +11,18 @@ def format_summary(results) -> str:
     rows = [_row(r.name, r.counts, r.seconds, f"{r.shards} ({r.skipped_shards} reused)") for r in results]
     total = sum((r.counts for r in results), ShardCounts())
     rows.append(_row("TOTAL", total, sum(r.seconds for r in results), str(sum(r.shards for r in results))))
+    balanced = all(r.counts.records_in == r.counts.written + r.counts.rejected_total for r in results)
+    return _table(header, rows, left=(0, 7)) + ("\nread == written + rejected for every source" if balanced
+                                                else "\nWARNING: read != written + rejected for some source")
+
+
+def _table(header: tuple, rows: list[tuple], left: tuple[int, ...] = (0,)) -> str:
+    """Columns aligned (text left, numbers right), a rule under the header and above the last row."""
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) if i in (0, 7) else str(cell).rjust(w)
+    lines = ["  ".join(str(cell).ljust(w) if i in left else str(cell).rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in [header, *rows]]
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(-1, "-" * len(lines[0]))
-    balanced = all(r.counts.records_in == r.counts.written + r.counts.rejected_total for r in results)
-    lines.append("read == written + rejected for every source" if balanced
-                 else "WARNING: read != written + rejected for some source")
     return "\n".join(lines)
 
 
@@ -27,3 +31,16 @@ def _row(name: str, counts: ShardCounts, seconds: float, shards: str) -> tuple:
     rate = f"{counts.written / seconds:.0f}" if seconds > 0 else "-"
     return (name, counts.records_in, counts.written, counts.rejected_total,
             f"{counts.bytes / 1e6:.1f}", rate, shards, reasons)
+
+
+def format_clean_summary(results) -> str:
+    """``results``: CleanResult objects (pipelines/stages/clean.py)."""
+    header = ("source", "samples", "contaminated", "exact dup", "near dup", "text dup", "kept")
+    rows = [(r.name, r.samples, r.removed_contaminated, r.duplicates["exact_image"], r.duplicates["near_image"],
+             r.duplicates["exact_text"], r.samples - r.removed) for r in results]
+    rows.append(("TOTAL", *(sum(row[i] for row in rows) for i in range(1, len(header)))))
+    table = _table(header, rows)
+    eval_sets = sorted({name for r in results for name in r.contaminated})
+    lines = [f"  {name}: " + ", ".join(f"{r.name} {r.contaminated[name]}" for r in results if r.contaminated[name])
+             for name in eval_sets]
+    return table + ("\nmatched per evaluation set:\n" + "\n".join(lines) if lines else "\nno evaluation image found")

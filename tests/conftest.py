@@ -17,6 +17,21 @@ def mini_corpus(tmp_path_factory):
         return config_path, json.load(f)
 
 
+@pytest.fixture(scope="session")
+def ingested(mini_corpus, tmp_path_factory):
+    """The mini corpus ingested once through the in-process DirectRunner: (config, expected, results)."""
+    import dataclasses
+
+    from pipelines.runner import RunnerConfig
+    from pipelines.stages.ingest import run_ingest
+    from schemas.config import load_config
+
+    config_path, expected = mini_corpus
+    config = dataclasses.replace(load_config(config_path), output=str(tmp_path_factory.mktemp("corpus")))
+    results = run_ingest(config, list(config.sources), RunnerConfig(), show_progress=False)
+    return config, expected, results
+
+
 def tree_digest(root) -> dict[str, str]:
     """Relative path -> sha256 of every file under ``root``."""
     digests = {}

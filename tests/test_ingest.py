@@ -6,22 +6,12 @@ import json
 import os
 
 import pyarrow.parquet as pq
-import pytest
 import webdataset as wds
 
 from pipelines.runner import RunnerConfig
 from pipelines.stages.ingest import run_ingest
 from pipelines.summary import format_summary
-from schemas.config import load_config
 from tests.conftest import tree_digest
-
-
-@pytest.fixture(scope="module")
-def ingested(mini_corpus, tmp_path_factory):
-    config_path, expected = mini_corpus
-    config = dataclasses.replace(load_config(config_path), output=str(tmp_path_factory.mktemp("corpus")))
-    results = run_ingest(config, list(config.sources), RunnerConfig(), show_progress=False)
-    return config, expected, results
 
 
 def test_every_source_matches_the_planted_ground_truth(ingested):

@@ -26,7 +26,6 @@ from pipelines.sources.common import (
     pixel_box,
     sample_key,
 )
-from schemas.config import CocoConfig, TextConfig
 from schemas.records import Candidate, Reason, Reject
 
 

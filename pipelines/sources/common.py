@@ -190,9 +190,10 @@ def candidate(
     text: str | None = None,
     image_path: str | None = None,
     image_bytes: bytes | None = None,
+    image_url: str | None = None,
 ) -> Candidate:
     """A candidate keyed ``make_key(source, source_id)``; the modality follows from what it carries."""
-    has_image = image_path is not None or image_bytes is not None
+    has_image = image_path is not None or image_bytes is not None or image_url is not None
     if text is None:
         modality = Modality.IMAGE
     else:
@@ -206,6 +207,7 @@ def candidate(
         text=text,
         image_path=image_path,
         image_bytes=image_bytes,
+        image_url=image_url,
         meta=meta,
     )
 
@@ -291,3 +293,11 @@ def match_files(root: str, pattern: str) -> list[str]:
     if not paths:
         raise SourceError(f"{root}: no files match {pattern}")
     return paths
+
+
+def image_reference(folder: str | None, file_name: str, url: str | None) -> dict[str, str] | None:
+    """Where a URL-list source's image is: ``image_path`` in its local folder, or, with ``images: null``
+    in the config, ``image_url`` for the shard writer to fetch; None when there is no URL to fetch."""
+    if folder is not None:
+        return {"image_path": io.join(folder, file_name)}
+    return {"image_url": url} if url else None

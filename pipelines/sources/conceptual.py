@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from pipelines import io
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
+    image_reference,
     candidate,
     clean_text,
     decode_utf8,
@@ -27,7 +28,6 @@ from pipelines.sources.common import (
     sample_key,
     source_lines,
 )
-from schemas.config import ConceptualCaptionsConfig, Img2datasetConfig, TextConfig
 from schemas.records import Candidate, Reason, Reject
 
 
@@ -39,12 +39,12 @@ class ConceptualCaptionsReader(Reader):
 
     def read(self, part: str) -> Iterator[Candidate | Reject]:
         rel = self.config.relative(part)
-        images = self.config.path(self.config.images)
+        images = self.config.path(self.config.images) if self.config.images is not None else None
         for number, raw in source_lines(part):
             row = number - 1
             yield self._row(row, raw, line_location(rel, number), images)
 
-    def _row(self, row: int, raw: bytes, location: str, images: str) -> Candidate | Reject:
+    def _row(self, row: int, raw: bytes, location: str, images: str | None) -> Candidate | Reject:
         key = sample_key(self.name, row)
         line = decode_utf8(raw, self.name, location, key)
         if isinstance(line, Reject):
@@ -56,9 +56,11 @@ class ConceptualCaptionsReader(Reader):
         caption = clean_text(fields[0])
         if caption is None:
             return Reject(self.name, location, Reason.EMPTY_TEXT, "empty caption", key)
-        image_path = io.join(images, self.config.image_pattern.format(row=row))
-        meta = {"url": fields[1].strip(), "row": row}
-        return candidate(self.name, row, location, meta, text=caption, image_path=image_path)
+        url = fields[1].strip()
+        image = image_reference(images, self.config.image_pattern.format(row=row), url)
+        if image is None:
+            return Reject(self.name, location, Reason.MALFORMED, "empty url", key)
+        return candidate(self.name, row, location, {"url": url, "row": row}, text=caption, **image)
 
 
 # img2dataset parquet columns this reader uses; the others (exif, original sizes) are not needed.

@@ -13,7 +13,6 @@ from typing import Iterator
 
 from pipelines.sources import Reader
 from pipelines.sources.common import IMAGE_EXTENSIONS, candidate, list_files, relative_to
-from schemas.config import ImageFolderConfig, TextConfig
 from schemas.records import Candidate, Reject
 
 

@@ -17,13 +17,13 @@ from typing import Any, Callable, Iterator
 
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
+    image_reference,
     csv_records,
     iter_csv,
     relative_to,
     source_path,
 )
 from pipelines.sources.labels import pseudo_caption
-from schemas.config import OpenImagesConfig, TextConfig
 from schemas.keys import make_key, shard_of
 from schemas.records import Candidate, Modality, Reason, Reject
 
@@ -168,7 +168,12 @@ class OpenImagesReader(Reader):
                 detail = f"ImageID {row.image_id!r} has no positive human-verified label"
                 return Reject(self.name, row.location, Reason.NO_LABEL, detail, key)
             text = pseudo_caption(key, labels, pseudo)
-        image_path = source_path(self.config.root, self.config.images, f"{row.image_id}.jpg")
+        if self.config.images is None:
+            image = image_reference(None, "", meta.get("url"))
+            if image is None:
+                return Reject(self.name, row.location, Reason.MALFORMED, "empty OriginalURL", key)
+        else:
+            image = {"image_path": source_path(self.config.root, self.config.images, f"{row.image_id}.jpg")}
         return Candidate(
             key=key,
             source=self.name,
@@ -176,8 +181,8 @@ class OpenImagesReader(Reader):
             source_id=row.image_id,
             location=row.location,
             text=text,
-            image_path=image_path,
             meta=meta,
+            **image,
         )
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from itertools import zip_longest
 from typing import Iterator
 
-from pipelines import io
 from pipelines.sources import Reader
 from pipelines.sources.common import (
+    image_reference,
     candidate,
     caption_or_reject,
     decode_utf8,
@@ -19,7 +19,6 @@ from pipelines.sources.common import (
     sample_key,
     source_lines,
 )
-from schemas.config import SbuConfig, TextConfig
 from schemas.records import Candidate, Reason, Reject
 
 
@@ -32,7 +31,7 @@ class SbuReader(Reader):
     def read(self, part: str) -> Iterator[Candidate | Reject]:
         urls_path = self.config.path(self.config.urls)
         urls_rel, captions_rel = self.config.relative(urls_path), self.config.relative(part)
-        images = self.config.path(self.config.images)
+        images = self.config.path(self.config.images) if self.config.images is not None else None
         pairs = zip_longest(source_lines(urls_path), source_lines(part))
         for row, (url_line, caption_line) in enumerate(pairs):
             key = sample_key(self.name, row)
@@ -45,9 +44,12 @@ class SbuReader(Reader):
             if isinstance(url, Reject) or isinstance(caption, Reject):
                 yield url if isinstance(url, Reject) else caption
                 continue
-            image_path = io.join(images, self.config.image_pattern.format(row=row))
+            image = image_reference(images, self.config.image_pattern.format(row=row), url.strip())
+            if image is None:
+                yield Reject(self.name, line_location(urls_rel, url_line[0]), Reason.MALFORMED, "empty url", key)
+                continue
             meta = {"url": url.strip(), "row": row}
-            yield candidate(self.name, row, location, meta, text=caption, image_path=image_path)
+            yield candidate(self.name, row, location, meta, text=caption, **image)
 
     def _unpaired(
         self,

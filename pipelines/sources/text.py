@@ -30,7 +30,7 @@ from pipelines.sources.common import (
     source_lines,
 )
 from pipelines.sources.sentences import split_sentences, text_records
-from schemas.config import BookCorpusConfig, OpenWebTextConfig, SourceConfig, TextConfig, WikipediaConfig
+from schemas.config import BookCorpusConfig, OpenWebTextConfig, SourceConfig, WikipediaConfig
 from schemas.keys import make_key
 from schemas.records import Candidate, Reason, Reject
 

@@ -27,7 +27,6 @@ from pipelines.sources.common import (
     pixel_box_of,
     sample_key,
 )
-from schemas.config import TextConfig, VisualGenomeConfig
 from schemas.records import Candidate, Reason, Reject
 
 _REGION_BOX = ("x", "y", "width", "height")
