@@ -4,9 +4,7 @@ that a quick command does not pay for Beam's or torch's start-up."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 
 
@@ -22,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     _runner_arguments(ingest)
     ingest.set_defaults(run=_ingest)
 
-    demo = commands.add_parser("demo", help="generate the mini corpus in every raw format and ingest it")
+    clean = commands.add_parser("clean", help="deduplicate across sources and remove evaluation images (after ingest)")
+    clean.add_argument("--config", required=True, help="corpus YAML (its `clean:` section names the eval splits)")
+    clean.set_defaults(run=_clean)
+
+    demo = commands.add_parser("demo", help="generate the mini corpus in every raw format, ingest and clean it")
     demo.add_argument("--out", default="demo-out", help="folder for the raw mini corpus and the corpus")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--scale", type=int, default=1, help="multiplies the number of images and documents")
@@ -80,30 +82,20 @@ def _ingest(args, beam_args) -> int:
     return 0
 
 
-def _demo(args, beam_args) -> int:
-    from pipelines.minicorpus import generate
+def _clean(args, beam_args) -> int:
+    from pipelines.stages.clean import run_clean
+    from pipelines.summary import format_clean_summary
     from schemas.config import load_config
 
-    config_path = generate(args.out, seed=args.seed, scale=args.scale)
-    print(f"mini corpus in every raw format under {os.path.dirname(config_path)}/datasets, config {config_path}")
-    results = _run(load_config(config_path), [], args, beam_args)
-    return _check_expected(os.path.join(os.path.dirname(config_path), "expected.json"), results)
+    results, _, _ = run_clean(load_config(args.config))
+    print(format_clean_summary(results))
+    return 0
 
 
-def _check_expected(path: str, results) -> int:
-    """The generator knows what it planted; any difference is a bug worth a non-zero exit."""
-    with open(path, encoding="utf-8") as f:
-        expected = json.load(f)
-    problems = []
-    for result in results:
-        want = expected[result.name]
-        got = {"samples": result.counts.written, "rejects": dict(result.counts.rejected)}
-        if got["samples"] != want["samples"] or got["rejects"] != want["rejects"]:
-            problems.append(f"{result.name}: expected {want}, got {got}")
-    for problem in problems:
-        print(f"MISMATCH {problem}", file=sys.stderr)
-    print("counts match the generator's ground truth" if not problems else f"{len(problems)} mismatches")
-    return 1 if problems else 0
+def _demo(args, beam_args) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(args.out, args.seed, args.scale, _runner_config(args, beam_args), args.overwrite, not args.quiet)
 
 
 if __name__ == "__main__":

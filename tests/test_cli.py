@@ -34,7 +34,7 @@ def test_config_and_runner_errors(tmp_path, capsys):
 def test_demo_ingests_every_format_and_checks_the_ground_truth(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "counts match the generator's ground truth" in out
+    assert "all counts match the generator's ground truth" in out
     for source in ("coco", "vg", "cc", "cc_img2dataset", "sbu", "openimages", "imagenet", "coco_unlabeled",
                    "bookcorpus", "wiki", "owt"):
         assert f"\n{source} " in out

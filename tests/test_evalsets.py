@@ -146,7 +146,7 @@ def test_id_list(tmp_path):
 def test_id_list_bad_lines_name_file_and_line(tmp_path, line):
     path = tmp_path / "ids.txt"
     path.write_text(f"# header\ncoco:1\n{line}\n")
-    with pytest.raises(ValueError, match=rf"ids\.txt:3"):
+    with pytest.raises(ValueError, match=r"ids\.txt:3"):
         load_id_list(str(path), "x")
 
 

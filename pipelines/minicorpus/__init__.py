@@ -24,13 +24,14 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pipelines.minicorpus import coco, labels, text_sources, visual_genome, web
+from pipelines.minicorpus import cleaning, coco, labels, text_sources, visual_genome, web
 from pipelines.minicorpus.common import Tally, write_text
 from schemas.records import Modality
 
 DATASETS = "datasets"
 CONFIG = "corpus.yaml"
 EXPECTED = "expected.json"
+CLEAN = "_clean"  # expected.json: planted duplicates and evaluation-set matches
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,10 @@ SPECS = (
 )
 
 
-def generate(out_dir: str, seed: int = 0, scale: int = 1) -> str:
+def generate(out_dir: str, seed: int = 0, scale: int = 1, url_base: str | None = None) -> str:
     """Write the mini corpus, ``corpus.yaml`` and ``expected.json`` under ``out_dir``; return the
-    config's path. A previous generation's ``datasets/`` there is replaced; anything else is refused."""
+    config's path. A previous generation's ``datasets/`` there is replaced; anything else is refused.
+    With ``url_base`` (a static HTTP server serving ``datasets/web``), a URL-list source is added."""
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale: expected a positive integer, got {scale!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -87,25 +89,39 @@ def generate(out_dir: str, seed: int = 0, scale: int = 1) -> str:
         spec.write(os.path.join(data_dir, spec.root), random.Random(f"minicorpus:{seed}:{spec.name}"), scale, tally)
         expected[spec.name] = tally.as_dict()
         sources[spec.name] = {"kind": spec.kind, "root": f"{DATASETS}/{spec.root}", **spec.options}
+    duplicates = cleaning.plant_duplicates(data_dir, expected)
+    eval_sets, contaminated = cleaning.plant_eval_sets(data_dir)
+    if url_base is not None:
+        rng = random.Random(f"minicorpus:{seed}:{cleaning.CC_URLS}")
+        expected[cleaning.CC_URLS] = cleaning.write_url_source(data_dir, url_base, rng, scale)
+        sources[cleaning.CC_URLS] = {"kind": "conceptual_captions", "root": f"{DATASETS}/{cleaning.CC_URLS}",
+                                     "images": None, "shards": 2}
+    expected[CLEAN] = {"duplicates": duplicates, "contaminated": contaminated}
 
     config_path = os.path.join(out_dir, CONFIG)
-    write_text(config_path, _yaml(sources, seed, scale))
+    write_text(config_path, _yaml(sources, eval_sets, seed, scale))
     write_text(os.path.join(out_dir, EXPECTED), json.dumps(expected, indent=2) + "\n")
     return config_path
 
 
-def _yaml(sources: dict[str, Any], seed: int, scale: int) -> str:
+def _yaml(sources: dict[str, Any], eval_sets: list[dict[str, str]], seed: int, scale: int) -> str:
     import yaml
 
     header = (f"# unicorpus mini corpus (pipelines.minicorpus, seed {seed}, scale {scale}).\n"
               "# Roots are relative to this file; expected.json beside it has the counts ingest must get.\n")
-    body = yaml.safe_dump({"output": "corpus", "text": {"pack": "sentence"}, "sources": sources},
+    body = yaml.safe_dump({"output": "corpus", "text": {"pack": "sentence"}, "sources": sources,
+                           "clean": {"near_duplicate_distance": 4, "eval_sets": eval_sets}},
                           sort_keys=False, default_flow_style=False)
     return header + body
 
 
+def source_entries(expected: dict[str, Any]) -> dict[str, Any]:
+    """The per-source entries of expected.json (``_clean`` holds the clean stage's oracle)."""
+    return {name: entry for name, entry in expected.items() if name != CLEAN}
+
+
 def total_samples(expected: dict[str, Any]) -> int:
-    return sum(entry["samples"] for entry in expected.values())
+    return sum(entry["samples"] for entry in source_entries(expected).values())
 
 
-__all__ = ["generate", "SPECS", "CONFIG", "EXPECTED", "total_samples"]
+__all__ = ["generate", "SPECS", "CONFIG", "EXPECTED", "CLEAN", "source_entries", "total_samples"]

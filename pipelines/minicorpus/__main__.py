@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from pipelines.minicorpus import EXPECTED, generate, total_samples
+from pipelines.minicorpus import EXPECTED, generate, source_entries, total_samples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(os.path.join(os.path.dirname(config), EXPECTED), encoding="utf-8") as f:
         expected = json.load(f)
-    rejects = sum(sum(entry["rejects"].values()) for entry in expected.values())
-    print(f"{config}: {len(expected)} sources, {total_samples(expected)} samples and {rejects} rejects expected "
+    rejects = sum(sum(entry["rejects"].values()) for entry in source_entries(expected).values())
+    print(f"{config}: {len(source_entries(expected))} sources, {total_samples(expected)} samples and {rejects} rejects expected "
           f"({time.perf_counter() - start:.1f} s)")
     return 0
 
