@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from schemas.config import DownloadConfig
@@ -42,10 +42,21 @@ class _Failure(Exception):
 
 def fetch_all(urls: Sequence[str], config: DownloadConfig) -> list[Fetched]:
     """Same order as ``urls``; up to ``config.threads`` requests in flight."""
+    results: list[Fetched | None] = [None] * len(urls)
+    for position, result in fetch_each(urls, config):
+        results[position] = result
+    return results
+
+
+def fetch_each(urls: Sequence[str], config: DownloadConfig) -> Iterator[tuple[int, Fetched]]:
+    """``(position in urls, result)`` as each download finishes, so the caller can decode one image
+    while others are still on the wire."""
     if not urls:
-        return []
+        return
     with ThreadPoolExecutor(max_workers=min(config.threads, len(urls))) as pool:
-        return list(pool.map(lambda url: fetch(url, config), urls))
+        futures = {pool.submit(fetch, url, config): position for position, url in enumerate(urls)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def fetch(url: str, config: DownloadConfig) -> Fetched:
@@ -112,9 +123,11 @@ def _check_status(response) -> None:
 
 
 def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
+    """The body, read as it arrives (``read1``), so the deadline holds against a server that drips
+    bytes: a plain ``read(n)`` would wait for n bytes, each byte resetting the socket timeout."""
     body = bytearray()
     try:
-        for chunk in response.iter_content(_CHUNK):
+        while chunk := response.raw.read1(_CHUNK):
             body += chunk
             if len(body) > config.max_bytes:
                 raise _Failure("too_large", f"more than max_bytes {config.max_bytes}", len(body))
@@ -122,7 +135,7 @@ def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
                 raise _Failure("timeout", f"body not complete within {config.timeout_s} s", len(body), retry=True)
     except _Failure:
         raise
-    except Exception as e:  # requests wraps urllib3's read timeouts and dropped connections alike
+    except Exception as e:  # urllib3 reports read timeouts and dropped connections with several types
         if "timed out" in str(e):
             raise _Failure("timeout", f"read timed out after {config.timeout_s} s", len(body), retry=True) from e
         raise _Failure("truncated", f"{type(e).__name__} after {len(body)} bytes", len(body), retry=True) from e

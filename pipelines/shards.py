@@ -95,7 +95,8 @@ def write_shard(
     records = list(records)
     candidates, rejects = _unique_candidates(records)
     reuse = reuse or {}
-    fetched = _fetch([c for c in candidates if c.image_url is not None and c.key not in reuse], download)
+    downloaded = _download_and_prepare([c for c in candidates if c.image_url is not None and c.key not in reuse],
+                                       image_config, download)
     rows, statuses = [], []
     tmp = {path: f"{path}.tmp-{uuid.uuid4().hex}" for path in paths.all() + (paths.urls,)}
     with fsio.create(tmp[paths.tar]) as out, tarfile.open(
@@ -104,8 +105,10 @@ def write_shard(
         for candidate in candidates:
             if candidate.key in reuse:
                 sample, status = reuse[candidate.key].sample, reuse[candidate.key].status
+            elif candidate.key in downloaded:
+                sample, status = downloaded[candidate.key]
             else:
-                sample, status = _prepare(candidate, image_config, fetched.get(candidate.key))
+                sample, status = _encode_sample(candidate, image_config, candidate.image_bytes), None
             if status is not None:
                 statuses.append(status)
             if isinstance(sample, Reject):
@@ -140,19 +143,20 @@ def _unique_candidates(records: list[Candidate | Reject]) -> tuple[list[Candidat
     return list(unique.values()), rejects
 
 
-def _fetch(candidates: list[Candidate], download: DownloadConfig | None) -> dict[str, object]:
+def _download_and_prepare(candidates: list[Candidate], config: ImageConfig,
+                          download: DownloadConfig | None) -> dict[str, tuple[_Sample | Reject, dict]]:
+    """Fetch the candidates' URLs concurrently and decode each image as soon as it arrives."""
     if not candidates:
         return {}
-    from pipelines.download import fetch_all
+    from pipelines.download import fetch_each
 
-    results = fetch_all([c.image_url for c in candidates], download or DownloadConfig())
-    return {c.key: result for c, result in zip(candidates, results)}
+    urls = [c.image_url for c in candidates]
+    return {candidates[i].key: _prepare(candidates[i], config, result)
+            for i, result in fetch_each(urls, download or DownloadConfig())}
 
 
-def _prepare(candidate: Candidate, config: ImageConfig, fetched) -> tuple[_Sample | Reject, dict | None]:
-    """The sample (or reject) for one candidate, and its URL status row if it was downloaded."""
-    if fetched is None:
-        return _encode_sample(candidate, config, candidate.image_bytes), None
+def _prepare(candidate: Candidate, config: ImageConfig, fetched) -> tuple[_Sample | Reject, dict]:
+    """The sample (or reject) for one downloaded candidate, and its URL status row."""
     status = {"key": candidate.key, "url": fetched.url, "status": fetched.status, "attempts": fetched.attempts,
               "bytes": fetched.bytes, "elapsed_s": round(fetched.elapsed_s, 3), "detail": fetched.detail}
     if fetched.status != "ok":

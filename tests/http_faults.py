@@ -124,3 +124,23 @@ def _handler(server: FaultServer):
                 time.sleep(0.1)
 
     return Handler
+
+
+def main() -> None:
+    """``python -m tests.http_faults DIR PORT_FILE``: serve DIR's files under /img/ (and every fault
+    route) in a process of its own, for benchmarks; writes the port to PORT_FILE."""
+    import os
+    import sys
+
+    folder, port_file = sys.argv[1], sys.argv[2]
+    with FaultServer() as server:
+        for name in os.listdir(folder):
+            with open(os.path.join(folder, name), "rb") as f:
+                server.files[name] = f.read()
+        with open(port_file, "w") as f:
+            f.write(str(server._server.server_address[1]))
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -23,13 +23,17 @@ class Tally:
     itself (docs/SOURCES.md decides which reason applies), never a re-read of the files.
     """
 
-    def __init__(self, name: str, kind: str, modality: Modality) -> None:
+    def __init__(self, name: str, kind: str, modality: Modality, sentences: set[str] | None = None) -> None:
         self.name = name
         self.kind = kind
         self.modality = Modality(modality)
         self.samples = 0
         self.rejects: Counter[str] = Counter()
         self.planted: list[dict[str, Any]] = []
+        # Normalised sentences written so far, shared by the sources of one generation: template
+        # sentences are drawn until new (prose.sentence), so only planted copies repeat.
+        self.sentences: set[str] = set() if sentences is None else sentences
+        self.copies: list[tuple[str, str]] = []  # (copied sentence, sample key) of planted text copies
 
     def sample(self, count: int = 1) -> None:
         self.samples += count
@@ -39,6 +43,10 @@ class Tally:
         reason = Reason(reason)
         self.rejects[reason.value] += count
         self.planted.append({"reason": reason.value, "count": count, "where": where, "what": what})
+
+    def copy(self, sentence: str, key: str) -> None:
+        """Sample ``key`` holds the planted copy of ``sentence`` (clean must find it a duplicate)."""
+        self.copies.append((sentence, key))
 
     def as_dict(self) -> dict[str, Any]:
         rejects = {reason: n for reason, n in sorted(self.rejects.items()) if n}

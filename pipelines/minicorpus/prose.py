@@ -4,7 +4,9 @@ Every sentence starts with a capital letter and ends with ``.``, ``!`` or ``?``;
 the only ``". "`` follows a title abbreviation (``Dr.``, ``Mr.``, ``Mrs.``) and other dots are decimals
 (``3.5``), so any splitter that knows those abbreviations finds exactly the generated sentences: the
 expected counts of the text sources are the number of sentences written. No sentence ends in a
-single letter or a number (initials and ordinals are where splitters legitimately differ).
+single letter or a number (initials and ordinals are where splitters legitimately differ). Given the
+set of sentences written so far, ``sentence`` draws until it has a new one, so that text samples repeat
+only where a copy is planted (exact text dedup).
 """
 
 from __future__ import annotations
@@ -61,13 +63,29 @@ def _fill(rng: random.Random, template: str) -> str:
     return template.format(**values)
 
 
-def sentence(rng: random.Random, abbreviations: bool = True) -> str:
-    return _fill(rng, rng.choice(TEMPLATES if abbreviations else PLAIN))
+def normalise(text: str) -> str:
+    """A sentence as exact text dedup compares it: stripped, white space collapsed, casefolded."""
+    return " ".join(text.split()).casefold()
 
 
-def paragraph(rng: random.Random, low: int = 1, high: int = 4) -> list[str]:
+def sentence(rng: random.Random, abbreviations: bool = True, seen: set[str] | None = None) -> str:
+    """A sentence from the templates; with ``seen`` (normalised sentences so far, updated), a new one."""
+    for _ in range(_TRIES):
+        text = _fill(rng, rng.choice(TEMPLATES if abbreviations else PLAIN))
+        if seen is None:
+            return text
+        if normalise(text) not in seen:
+            seen.add(normalise(text))
+            return text
+    raise RuntimeError(f"no new sentence in {_TRIES} draws: the templates are exhausted")
+
+
+_TRIES = 1000
+
+
+def paragraph(rng: random.Random, low: int = 1, high: int = 4, seen: set[str] | None = None) -> list[str]:
     """The sentences of one paragraph (join them with a space to write it)."""
-    return [sentence(rng) for _ in range(rng.randint(low, high))]
+    return [sentence(rng, seen=seen) for _ in range(rng.randint(low, high))]
 
 
 def title(rng: random.Random) -> str:

@@ -120,6 +120,12 @@ class Scene:
     horizon: int
     ground_objects: list[Obj] = field(default_factory=list)  # left to right
     sky_objects: list[Obj] = field(default_factory=list)
+    # An unnamed backdrop, that no caption mentions: the sky's brightness at its left and right edges,
+    # and (primitive, coords, rgb) shapes drawn behind the ground (clouds, hills) and on it (a darker
+    # foreground). Only pictures differ by it: no two are alike by chance (near-duplicate pHashes).
+    light: tuple[float, float] = (1.0, 1.0)
+    far: tuple = ()
+    near: tuple = ()
 
     @property
     def objects(self) -> list[Obj]:
@@ -137,23 +143,26 @@ class Scene:
 def sample_scene(rng: random.Random, size: tuple[int, int] | None = None, main: str | None = None) -> Scene:
     """A random scene of one to three objects on the ground and maybe a sun or kite in the sky;
     ``main`` makes one object of that kind the subject (alone on the ground, or alone in the sky
-    above one ground object), as in a class-labelled collection."""
+    above one ground object), as in a class-labelled collection. Positions, sizes, the horizon and an
+    unnamed backdrop (light, hills, clouds, a darker foreground) vary, so that no two pictures are
+    alike by chance."""
     if main is not None and main not in KINDS:
         raise ValueError(f"unknown kind {main!r}")
     width, height = size or rng.choice(SIZES)
     ground = rng.choice(tuple(GROUNDS))
     sky = rng.choice(tuple(SKIES))
-    horizon = int(height * rng.uniform(0.38, 0.55))
+    horizon = int(height * rng.uniform(0.3, 0.6))
     scene = Scene(width, height, ground, sky, horizon)
     if main in GROUND_KINDS:
         kinds = [main]
     else:
         kinds = [rng.choice(GROUND_KINDS) for _ in range(1 if main else rng.choice((1, 2, 2, 3, 3)))]
     slot = width / len(kinds)
+    jitter = 0.3 if len(kinds) == 1 else 0.15  # a lone object anywhere from a fifth to four fifths across
     for i, kind in enumerate(kinds):
         color = _color(rng, kind, ground)
-        size_px = min(slot * rng.uniform(0.5, 0.8), (height - horizon) * 1.3)
-        cx = slot * (i + 0.5) + rng.uniform(-0.08, 0.08) * slot
+        size_px = min(slot * rng.uniform(0.35, 0.85), (height - horizon) * 1.3)
+        cx = slot * (i + 0.5) + rng.uniform(-jitter, jitter) * slot
         base = rng.uniform(horizon + 0.45 * (height - horizon), height - 3)
         scene.ground_objects.append(_make(kind, color, cx, base, size_px, width, height))
     if main in SKY_KINDS:
@@ -166,12 +175,36 @@ def sample_scene(rng: random.Random, size: tuple[int, int] | None = None, main: 
         scene.sky = sky = "blue"
     for j, kind in enumerate(sky_kinds):
         color = rng.choice(KIND_COLORS[kind])
-        size_px = min(horizon * rng.uniform(0.45, 0.7), width * 0.3)
+        size_px = min(horizon * rng.uniform(0.4, 0.75), width * 0.3)
         half = width / len(sky_kinds)
-        cx = half * (j + 0.5) + rng.uniform(-0.1, 0.1) * half
+        cx = half * (j + 0.5) + rng.uniform(-0.25, 0.25) * half
         base = rng.uniform(size_px + 2, max(size_px + 3, horizon * 0.9))
         scene.sky_objects.append(_make(kind, color, cx, base, size_px, width, height))
+    scene.light = (rng.uniform(0.8, 1.12), rng.uniform(0.8, 1.12))
+    scene.far, scene.near = _backdrop(rng, scene)
     return scene
+
+
+def _backdrop(rng: random.Random, scene: Scene) -> tuple[tuple, tuple]:
+    """Clouds and hills behind the ground (``far``), a darker foreground strip on it (``near``)."""
+    width, height, horizon = scene.width, scene.height, scene.horizon
+    far: list[tuple] = []
+    for _ in range(rng.choice((0, 1, 2, 3))):
+        w = width * rng.uniform(0.12, 0.4)
+        h = w * rng.uniform(0.3, 0.6)
+        cx, cy = rng.uniform(0, width), rng.uniform(h / 2, max(h / 2 + 1, horizon * 0.75))
+        tone = rng.randint(222, 252)
+        far.append(("ellipse", (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), (tone, tone, tone)))
+    for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):  # the ground rectangle hides their lower halves
+        w, h = width * rng.uniform(0.3, 1.0), horizon * rng.uniform(0.15, 0.6)
+        cx = rng.uniform(0, width)
+        far.append(("ellipse", (cx - w / 2, horizon - h, cx + w / 2, horizon + h),
+                    _shade(GROUNDS[scene.ground], rng.uniform(0.68, 0.92))))
+    near: list[tuple] = []
+    if rng.random() < 0.7:
+        top = height - (height - horizon) * rng.uniform(0.15, 0.55)
+        near.append(("rect", (0, top, width, height), _shade(GROUNDS[scene.ground], rng.uniform(0.8, 0.94))))
+    return tuple(_round(p) for p in far), tuple(_round(p) for p in near)
 
 
 def _color(rng: random.Random, kind: str, ground: str) -> str:
@@ -254,16 +287,27 @@ def _bounds(parts: list[tuple], width: int, height: int) -> tuple[int, int, int,
 def draw(scene: Scene) -> Image.Image:
     image = Image.new("RGB", (scene.width, scene.height), SKIES[scene.sky])
     pen = ImageDraw.Draw(image)
+    left, right = scene.light
+    if (left, right) != (1.0, 1.0):
+        for x in range(0, scene.width, 4):  # the sky brighter towards one side
+            factor = left + (right - left) * (x + 2) / scene.width
+            pen.rectangle((x, 0, x + 3, scene.horizon), fill=_shade(SKIES[scene.sky], factor))
+    _parts(pen, scene.far)
     pen.rectangle((0, scene.horizon, scene.width, scene.height), fill=GROUNDS[scene.ground])
+    _parts(pen, scene.near)
     for obj in scene.sky_objects + scene.ground_objects:
-        for primitive, coords, rgb in obj.parts:
-            if primitive == "rect":
-                pen.rectangle(coords, fill=rgb)
-            elif primitive == "ellipse":
-                pen.ellipse(coords, fill=rgb)
-            else:
-                pen.polygon(coords, fill=rgb)
+        _parts(pen, obj.parts)
     return image
+
+
+def _parts(pen: ImageDraw.ImageDraw, parts: tuple) -> None:
+    for primitive, coords, rgb in parts:
+        if primitive == "rect":
+            pen.rectangle(coords, fill=rgb)
+        elif primitive == "ellipse":
+            pen.ellipse(coords, fill=rgb)
+        else:
+            pen.polygon(coords, fill=rgb)
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:

@@ -61,3 +61,9 @@ def test_content_length_over_the_limit_is_refused_before_reading(server):
     server.files["huge.jpg"] = b"\xff\xd8" + b"\0" * 300_000
     (result,) = fetch_all([server.url("img/huge.jpg")], CONFIG)
     assert result.status == "too_large" and result.bytes == 0 and "Content-Length" in result.detail
+
+
+def test_a_dripping_server_is_cut_off_at_the_timeout(server):
+    server.files["long.jpg"] = jpeg(400, 300) + b"\0" * 4000  # takes over 10 s to drip
+    (result,) = fetch_all([server.url("slow/long.jpg")], DownloadConfig(timeout_s=0.5, retries=0))
+    assert result.status == "timeout" and result.bytes < len(server.files["long.jpg"]) // 4  # cut off early
