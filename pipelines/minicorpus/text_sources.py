@@ -2,7 +2,10 @@
 WikiExtractor output (``<doc>`` blocks or JSON lines) and OpenWebText (``.xz`` tars of ``.txt`` pages).
 
 With ``text: {pack: sentence}`` every sentence is one sample, so a source's expected sample count is
-the number of sentences on its valid lines (prose.py guarantees they split unambiguously).
+the number of sentences on its valid lines (prose.py guarantees they split unambiguously). No sentence
+is written twice (``Tally.sentences``) except the ``COPIED`` ones, planted in books, Wikipedia articles
+and web pages for exact text dedup: each copy is recorded with its sample key, ``make_key(source,
+doc_id, sentence number in the document)`` (docs/SOURCES.md "Text packing").
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import random
 
 from pipelines.minicorpus import prose
 from pipelines.minicorpus.common import Tally, tar_bytes, write_bytes, write_lines
+from schemas.keys import make_key
 from schemas.records import Reason
 
 BOOKS_DIR = "books1/epubtxt"
@@ -27,9 +31,32 @@ OWT_DOCS_PER_FILE_PER_SCALE = 5
 
 NON_UTF8_LINE = "The caf\xe9 by the harbour had a blue door and a red awning.".encode("latin-1")
 
+# Sentences planted in several documents (exact text dedup): 0 in two books and a <doc> article,
+# 1 in a book and (in capitals) a web page, 2 in a JSON-lines article and a web page.
+COPIED = (
+    "The lighthouse keeper of Port Ellen counted forty boats before noon.",
+    "Snow fell on the market square of Kingsbridge for three whole days.",
+    "Nobody in Lowmoor remembered who had planted the crooked pear tree by the mill.",
+)
 
-def _paragraphs(rng: random.Random, low: int, high: int) -> list[list[str]]:
-    return [prose.paragraph(rng) for _ in range(rng.randint(low, high))]
+
+def _paragraphs(rng: random.Random, low: int, high: int, tally: Tally) -> list[list[str]]:
+    return [prose.paragraph(rng, seen=tally.sentences) for _ in range(rng.randint(low, high))]
+
+
+def _plant(rng: random.Random, paragraphs: list[list[str]], text: str) -> int:
+    """``text`` as a sentence of a random paragraph; returns its sentence number in the document."""
+    at = rng.randrange(len(paragraphs))
+    within = rng.randrange(len(paragraphs[at]) + 1)
+    paragraphs[at].insert(within, text)
+    return _count(paragraphs[:at]) + within
+
+
+def _copy(rng: random.Random, paragraphs: list[list[str]], which: int, tally: Tally, doc_id: str,
+          text: str | None = None) -> None:
+    """Plant ``COPIED[which]`` (written as ``text``, a variant) in a document and record its key."""
+    chunk = _plant(rng, paragraphs, COPIED[which] if text is None else text)
+    tally.copy(COPIED[which], make_key(tally.name, doc_id, chunk))
 
 
 def _count(paragraphs: list[list[str]]) -> int:
@@ -40,6 +67,8 @@ def write_books(root: str, rng: random.Random, scale: int, tally: Tally) -> None
     """One file per book: paragraphs one per line, separated by blank lines."""
     n = BOOKS_PER_SCALE * scale
     empty_at = rng.randrange(n + 1)
+    good = [i for i in range(n + 1) if i != empty_at]
+    copies = {good[0]: 0, good[1]: 0, good[-1]: 1}  # book -> COPIED sentence
     for i in range(n + 1):
         slug = "-".join(prose.title(rng).lower().split())
         rel = f"{BOOKS_DIR}/{i:04d}-{slug}.epub.txt"
@@ -47,7 +76,9 @@ def write_books(root: str, rng: random.Random, scale: int, tally: Tally) -> None
             write_bytes(os.path.join(root, rel), b"\n\n")
             tally.reject(Reason.EMPTY_TEXT, rel, "a book with no text")
             continue
-        paragraphs = _paragraphs(rng, 4, 9)
+        paragraphs = _paragraphs(rng, 4, 9, tally)
+        if i in copies:
+            _copy(rng, paragraphs, copies[i], tally, rel[: -len(".txt")])
         lines: list[bytes | str] = []
         for p in paragraphs:
             lines += [" ".join(p), ""]
@@ -62,7 +93,7 @@ def write_books(root: str, rng: random.Random, scale: int, tally: Tally) -> None
 def write_book_lines(root: str, rng: random.Random, scale: int, tally: Tally) -> None:
     """``books_large_p*.txt``: one lower-cased, tokenised sentence per line."""
     for f, name in enumerate(LINES_FILES):
-        lines: list[bytes | str] = [prose.tokenised(prose.sentence(rng, abbreviations=False))
+        lines: list[bytes | str] = [prose.tokenised(prose.sentence(rng, abbreviations=False, seen=tally.sentences))
                                     for _ in range(LINES_PER_FILE_PER_SCALE * scale)]
         tally.sample(len(lines))
         if f == 0:
@@ -93,11 +124,13 @@ def write_wiki(root: str, rng: random.Random, scale: int, tally: Tally) -> None:
             lines += _doc_block(doc_id, title, [])
             tally.reject(Reason.EMPTY_TEXT, "AA/wiki_00", f"document {doc_id} has no text")
             continue
-        paragraphs = _paragraphs(rng, 2, 5)
+        paragraphs = _paragraphs(rng, 2, 5, tally)
+        if i == (empty_at + 1) % (n + 1):
+            _copy(rng, paragraphs, 0, tally, str(doc_id))
         lines += _doc_block(doc_id, title, [" ".join(p) for p in paragraphs])
         tally.sample(_count(paragraphs))
     doc_id = next(ids)
-    lines += _doc_block(doc_id, prose.title(rng), [" ".join(p) for p in _paragraphs(rng, 2, 4)], close=False)
+    lines += _doc_block(doc_id, prose.title(rng), [" ".join(p) for p in _paragraphs(rng, 2, 4, tally)], close=False)
     tally.reject(Reason.MALFORMED, "AA/wiki_00", f"document {doc_id} has no </doc> before the end of the file")
     write_lines(os.path.join(root, "AA", "wiki_00"), lines)
 
@@ -106,7 +139,7 @@ def write_wiki(root: str, rng: random.Random, scale: int, tally: Tally) -> None:
     bad_doc = rng.randrange(n)
     for i in range(n):
         doc_id, title = next(ids), prose.title(rng)
-        paragraphs = _paragraphs(rng, 2, 5)
+        paragraphs = _paragraphs(rng, 2, 5, tally)
         text: list[bytes | str] = [" ".join(p) for p in paragraphs]
         if i == bad_doc:
             at = rng.randrange(1, len(text) + 1)
@@ -120,7 +153,9 @@ def write_wiki(root: str, rng: random.Random, scale: int, tally: Tally) -> None:
     records: list[str] = []
     for i in range(n):
         doc_id, title = next(ids), prose.title(rng)
-        paragraphs = _paragraphs(rng, 2, 5)
+        paragraphs = _paragraphs(rng, 2, 5, tally)
+        if i == 0:
+            _copy(rng, paragraphs, 2, tally, str(doc_id))
         records.append(_json_doc(rng, doc_id, title, "\n".join(" ".join(p) for p in paragraphs)))
         tally.sample(_count(paragraphs))
     doc_id = next(ids)
@@ -145,13 +180,17 @@ def write_openwebtext(root: str, rng: random.Random, scale: int, tally: Tally) -
     for f, rel in enumerate(OWT_FILES):
         n = OWT_DOCS_PER_FILE_PER_SCALE * scale
         special = rng.randrange(n)
+        copy_at = (special + 1) % n  # a page that gets COPIED[1] (file 0, in capitals) or COPIED[2] (file 1)
         members = []
         for i in range(n):
+            chunk = None
             if f == 0 and i == special:
                 data = b""
                 tally.reject(Reason.EMPTY_TEXT, rel, "an empty page")
             else:
-                paragraphs = _paragraphs(rng, 2, 6)
+                paragraphs = _paragraphs(rng, 2, 6, tally)
+                if i == copy_at:
+                    chunk = _plant(rng, paragraphs, COPIED[1].upper() if f == 0 else COPIED[2])
                 blocks: list[bytes] = [" ".join(p).encode("utf-8") for p in paragraphs]
                 if f == 1 and i == special:
                     at = rng.randrange(1, len(blocks) + 1)
@@ -159,6 +198,9 @@ def write_openwebtext(root: str, rng: random.Random, scale: int, tally: Tally) -
                     tally.reject(Reason.NON_UTF8, rel, "a Latin-1 byte in a page")
                 data = b"\n\n".join(blocks) + b"\n"
                 tally.sample(_count(paragraphs))
-            members.append((f"{number:07d}-{hashlib.md5(data).hexdigest()}.txt", data))
+            doc_id = f"{number:07d}-{hashlib.md5(data).hexdigest()}"
+            if chunk is not None:
+                tally.copy(COPIED[1 + f], make_key(tally.name, doc_id, chunk))
+            members.append((f"{doc_id}.txt", data))
             number += 1
         write_bytes(os.path.join(root, rel), lzma.compress(tar_bytes(members), format=lzma.FORMAT_XZ))
