@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
-import statistics
 import subprocess
 import sys
 import time
 
 from benchmarks.ingest import make_corpus
+from benchmarks.rounds import interleaved, median_rate
 from schemas.config import ConceptualCaptionsConfig, CorpusConfig, DownloadConfig, ImageConfig, TextConfig
 
 TIMEOUT_S, RETRIES, PROCESSES, THREADS, SIZE = 2.0, 1, 2, 16, 224
@@ -91,24 +90,15 @@ def main() -> None:
             "img2dataset": lambda out: run_img2dataset(args.img2dataset_python, i2d_tsv, out),
             "unicorpus ingest": lambda out: run_unicorpus(os.path.join(args.work, "tsv"), out),
         }
-        rates: dict[str, list[float]] = {name: [] for name in contenders}
-        successes: dict[str, list[int]] = {name: [] for name in contenders}
-        for _ in range(args.repeat):
-            for name, run in contenders.items():
-                out = os.path.join(args.work, "out")
-                shutil.rmtree(out, ignore_errors=True)
-                started = time.perf_counter()
-                ok = run(out)
-                rates[name].append(ok / (time.perf_counter() - started))
-                successes[name].append(ok)
+        results = interleaved(contenders, args.repeat, args.work)
     finally:
         server.terminate()
     print(f"{len(rows)} URLs ({args.urls} good), {PROCESSES} processes x {THREADS} threads, timeout {TIMEOUT_S} s, "
           f"median of {args.repeat} interleaved rounds")
-    base = statistics.median(rates["img2dataset"])
-    for name in contenders:
-        rate = statistics.median(rates[name])
-        print(f"{name:20} {rate:8.0f} images/s  {rate / base:5.2f}x  successes {successes[name]}")
+    base = median_rate(results["img2dataset"])
+    for name, rounds in results.items():
+        rate = median_rate(rounds)
+        print(f"{name:20} {rate:8.0f} images/s  {rate / base:5.2f}x  successes {[n for n, _ in rounds]}")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ import json
 import os
 import random
 import resource
-import shutil
-import statistics
-import time
 
+from benchmarks.rounds import interleaved, median_rate
 from schemas.config import ConceptualCaptionsConfig, CorpusConfig, ImageConfig, TextConfig
 
 MAX_SIDE = 224
@@ -97,21 +95,14 @@ def main() -> None:
         "unicorpus ingest, direct, 1 process": lambda out: unicorpus_ingest(raw, out, 1, args.shards),
         "unicorpus ingest, direct, 2 workers": lambda out: unicorpus_ingest(raw, out, 2, args.shards),
     }
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(args.repeat):
-        for name, run in contenders.items():
-            out = os.path.join(args.work, "out")
-            shutil.rmtree(out, ignore_errors=True)
-            started = time.perf_counter()
-            written = run(out)
-            elapsed = time.perf_counter() - started
-            assert written == args.samples, f"{name}: wrote {written} of {args.samples}"
-            rates[name].append(written / elapsed)
-    base = statistics.median(rates["plain loop (PIL + TarWriter)"])
+    results = interleaved(contenders, args.repeat, args.work)
+    for name, rounds in results.items():
+        assert all(written == args.samples for written, _ in rounds), f"{name}: wrote {rounds} of {args.samples}"
+    base = median_rate(results["plain loop (PIL + TarWriter)"])
     print(f"{args.samples} samples, {os.cpu_count()} cores, median of {args.repeat} interleaved rounds")
     print(f"{'contender':40} {'samples/s':>10} {'vs loop':>8}")
-    for name, values in rates.items():
-        rate = statistics.median(values)
+    for name, rounds in results.items():
+        rate = median_rate(rounds)
         print(f"{name:40} {rate:10.0f} {rate / base:7.2f}x")
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(f"peak RSS of one process: {peak / 1024:.0f} MB")

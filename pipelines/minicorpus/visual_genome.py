@@ -34,8 +34,11 @@ def write(root: str, rng: random.Random, scale: int, tally: Tally) -> None:
         scene = scenes.sample_scene(rng)
         folder = "VG_100K" if i < split else "VG_100K_2"
         url = URL.format(folder=folder, image_id=image_id)
-        coco_id = rng.randint(1, 581_929) if rng.random() < 0.3 else None
-        flickr_id = rng.randint(10**8, 10**10) if coco_id is not None or rng.random() < 0.3 else None
+        # Image 1 is also a COCO image (with its Flickr id), image 2 a Flickr image only, image 3 neither;
+        # the rest at random (evaluation splits name some by these ids, cleaning.py).
+        coco_id = rng.randint(1, 581_929) if i == 1 or (i > 3 and rng.random() < 0.3) else None
+        has_flickr = coco_id is not None or i == 2 or (i > 3 and rng.random() < 0.3)
+        flickr_id = rng.randint(10**8, 10**10) if has_flickr else None
         image_data.append({"width": scene.width, "url": url, "height": scene.height, "image_id": image_id,
                            "coco_id": coco_id, "flickr_id": flickr_id})
         if image_id == blank_id:
