@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-download clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.ingest
+	$(PY) -m benchmarks.dedup
+
+# img2dataset has pins of its own: it gets its own virtual environment.
+bench-download: $(VENV)/.installed
+	test -x .bench-i2d/bin/python || ($(PYTHON) -m venv .bench-i2d && .bench-i2d/bin/pip install -q img2dataset)
+	$(PY) -m benchmarks.download --img2dataset-python .bench-i2d/bin/python
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -5,6 +5,7 @@ the rules of docs/SOURCES.md: a sanity check of the generator's bookkeeping, not
 """
 
 import csv
+import itertools
 import io
 import json
 import lzma
@@ -451,3 +452,328 @@ def test_openwebtext(corpus):
                 samples += _document(tar.extractfile(member).read().split(b"\n"), rejects)
     assert all(re.fullmatch(r"\d{7}-[0-9a-f]{32}\.txt", n) for n in names)
     _check(expected, "owt", samples, rejects)
+
+
+# --- clean: planted duplicates, evaluation splits, the URL source ------------------------------------
+
+URL_BASE = "http://127.0.0.1:8123"
+KARPATHY_EVAL = {"val", "test"}
+REFCOCO_EVAL = {"val", "testA", "testB"}
+_SPLIT = re.compile(r"(?<!\bDr\.)(?<!\bMr\.)(?<!\bMrs\.)(?<=[.!?])\s+")
+_FLICKR_URL = re.compile(r"https?://[^/]*static\.?flickr\.com/\d+/(\d+)_[0-9a-f]+(?:_[a-z])?\.jpg")
+
+
+@pytest.fixture(scope="module")
+def url_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("minicorpus_urls")
+    generate(str(out), seed=0, scale=1, url_base=URL_BASE)
+    with open(os.path.join(out, EXPECTED)) as f:
+        return out, json.load(f)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _lines(path: str) -> list[bytes]:
+    with open(path, "rb") as f:
+        return f.read().split(b"\n")[:-1]
+
+
+def _hamming(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+def _kept_first(expected, members):
+    """The copy clean keeps: the smallest (source position in the config, key)."""
+    order = list(source_entries(expected))
+    return min(members, key=lambda key: (order.index(key.split("-", 1)[0]), key))  # names hold no "-"
+
+
+def _groups(expected, kind):
+    """Planted duplicate groups of ``kind``: kept key -> set of all keys."""
+    groups = defaultdict(set)
+    for d in expected["_clean"]["duplicates"]:
+        if d["kind"] == kind:
+            groups[d["duplicate_of"]] |= {d["key"], d["duplicate_of"]}
+    return groups
+
+
+def test_config_has_the_clean_section(corpus):
+    import yaml
+
+    out, config_path, _ = corpus
+    with open(config_path) as f:
+        clean = yaml.safe_load(f)["clean"]
+    assert clean["near_duplicate_distance"] == 4
+    assert [e["name"] for e in clean["eval_sets"]] == ["coco_karpathy", "flickr30k_karpathy", "vqa_v2_val",
+                                                      "refcoco_unc", "extra_ids"]
+    assert all(os.path.isfile(os.path.join(out, e["path"])) for e in clean["eval_sets"])
+    assert [e.name for e in load_config(config_path).clean.eval_sets] == [e["name"] for e in clean["eval_sets"]]
+
+
+def _eval_files(out):
+    """The evaluation files, parsed with json/pickle: name -> (coco ids, flickr ids, urls) that count,
+    checking the public layouts on the way."""
+    import pickle
+
+    folder = os.path.join(out, "datasets", "eval")
+    sets = {}
+    coco = json.load(open(os.path.join(folder, "dataset_coco.json")))
+    assert {i["split"] for i in coco["images"]} == {"train", "restval", "val", "test"}
+    for image in coco["images"]:
+        assert image["filename"] == f"COCO_val2014_{image['cocoid']:012d}.jpg" and image["sentences"]
+        assert all(s["tokens"] and s["raw"] for s in image["sentences"])
+    sets["coco_karpathy"] = ({i["cocoid"] for i in coco["images"] if i["split"] in KARPATHY_EVAL}, set(), set())
+    flickr = json.load(open(os.path.join(folder, "dataset_flickr30k.json")))
+    assert {i["split"] for i in flickr["images"]} == {"train", "test"}
+    assert all(re.fullmatch(r"\d+\.jpg", i["filename"]) and i["sentences"] for i in flickr["images"])
+    sets["flickr30k_karpathy"] = (set(), {int(i["filename"][:-4]) for i in flickr["images"]
+                                          if i["split"] in KARPATHY_EVAL}, set())
+    vqa = json.load(open(os.path.join(folder, "v2_OpenEnded_mscoco_val2014_questions.json")))
+    assert all(set(q) == {"image_id", "question", "question_id"} for q in vqa["questions"])
+    assert len({q["question_id"] for q in vqa["questions"]}) == len(vqa["questions"])
+    sets["vqa_v2_val"] = ({q["image_id"] for q in vqa["questions"]}, set(), set())
+    with open(os.path.join(folder, "refs(unc).p"), "rb") as f:
+        refs = pickle.load(f)
+    assert all({"ref_id", "image_id", "split", "sentences", "ann_id", "category_id"} <= set(r) for r in refs)
+    assert {r["split"] for r in refs} == {"train", "val", "testA", "testB"}
+    sets["refcoco_unc"] = ({r["image_id"] for r in refs if r["split"] in REFCOCO_EVAL}, set(), set())
+    ids = {"coco": set(), "flickr": set()}
+    urls = set()
+    for line in open(os.path.join(folder, "eval_urls.txt")).read().splitlines():
+        if line.startswith(("coco:", "flickr:")):
+            ids[line.split(":")[0]].add(int(line.split(":")[1]))
+        elif line.startswith(("http://", "https://")):
+            urls.add(line.split("://", 1)[1])
+        else:
+            assert not line.strip() or line.startswith("#"), line
+    sets["extra_ids"] = (ids["coco"], ids["flickr"], urls)
+    return sets
+
+
+def _image_samples(out):
+    """(key, coco id, flickr id, url without scheme) of every pair sample ingest keeps that has an id."""
+    root = os.path.join(out, "datasets")
+    refs = []
+    captions = json.load(open(os.path.join(root, "coco/annotations/captions_train2017.json")))
+    listed = Counter(i["id"] for i in captions["images"])
+    captioned = {a["image_id"] for a in captions["annotations"] if a["caption"].strip()}
+    for image in captions["images"]:
+        path = os.path.join(root, "coco/train2017", image["file_name"])
+        if listed[image["id"]] == 1 and image["id"] in captioned and os.path.exists(path) and _decodes(path):
+            refs.append((f"coco-{image['id']}", image["id"], None, None))
+    phrased = {e["id"] for e in json.load(open(os.path.join(root, "visual_genome/region_descriptions.json")))
+               if any(r["phrase"].strip() for r in e["regions"])}
+    for image in json.load(open(os.path.join(root, "visual_genome/image_data.json"))):
+        found = any(os.path.exists(os.path.join(root, "visual_genome", d, f"{image['image_id']}.jpg"))
+                    for d in ("VG_100K", "VG_100K_2"))
+        if image["image_id"] in phrased and found:
+            refs.append((f"vg-{image['image_id']}", image["coco_id"], image["flickr_id"], image["url"].split("://")[1]))
+    urls = _lines(os.path.join(root, "sbu/SBU_captioned_photo_dataset_urls.txt"))
+    for row, caption in enumerate(_lines(os.path.join(root, "sbu/SBU_captioned_photo_dataset_captions.txt"))):
+        if os.path.exists(os.path.join(root, f"sbu/images/{row:08d}.jpg")):
+            url = urls[row].decode()
+            refs.append((f"sbu-{row}", None, int(_FLICKR_URL.fullmatch(url).group(1)), url.split("://")[1]))
+    for row, line in enumerate(_lines(os.path.join(root, "conceptual_captions/Train_GCC-training.tsv"))):
+        if os.path.exists(os.path.join(root, f"conceptual_captions/images/{row:08d}.jpg")):
+            refs.append((f"cc-{row}", None, None, line.decode().split("\t")[1].split("://")[1]))
+    for row in list(csv.reader(open(os.path.join(root, "openimages/train-images-boxable-with-rotation.csv"))))[1:]:
+        refs.append((f"openimages-{row[0]}", None, int(_FLICKR_URL.fullmatch(row[2]).group(1)), row[2].split("://")[1]))
+    return refs
+
+
+def test_eval_splits_name_exactly_the_expected_samples(corpus):
+    out, _, expected = corpus
+    sets = _eval_files(out)
+    want = []
+    for key, coco_id, flickr_id, url in _image_samples(out):
+        for name, (coco_ids, flickr_ids, urls) in sets.items():
+            by = ("coco_id" if coco_id in coco_ids else "flickr_id" if flickr_id in flickr_ids
+                  else "url" if url in urls else None)
+            if by:
+                want.append({"key": key, "eval_set": name, "matched_by": by})
+    contaminated = expected["_clean"]["contaminated"]
+    matched = {(c["key"], c["eval_set"]) for c in contaminated}
+    inherited = [{"key": d["key"], "eval_set": c["eval_set"], "matched_by": "duplicate"}
+                 for d in expected["_clean"]["duplicates"] for c in want
+                 if c["key"] == d["duplicate_of"] and (d["key"], c["eval_set"]) in matched]
+    key = lambda c: (c["key"], c["eval_set"])  # noqa: E731
+    assert sorted(want + inherited, key=key) == sorted(contaminated, key=key)
+    assert len(matched) == len(contaminated)  # one entry per (sample, eval set)
+    assert {c["matched_by"] for c in contaminated} == {"coco_id", "flickr_id", "url", "duplicate"}
+    assert set(sets) == {c["eval_set"] for c in contaminated}
+    assert {c["key"].split("-")[0] for c in contaminated} == {"coco", "coco_unlabeled", "vg", "sbu", "cc"}
+    # ids in an eval split that no sample has, and train splits, match nothing
+    assert 999_999_001 in sets["coco_karpathy"][0] and 12_000_000_001 in sets["flickr30k_karpathy"][1]
+
+
+def _image_files(out):
+    """(path relative to out, ProcessedImage) of every picture under datasets/, archives included."""
+    from pipelines.images import ImageError, process_image
+    from schemas.config import ImageConfig
+
+    found = []
+    for folder, _, files in sorted(os.walk(os.path.join(out, "datasets"))):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, out)
+            if name.endswith(".tar"):
+                with tarfile.open(path) as tar:
+                    members = [(f"{rel}::{m.name}", tar.extractfile(m).read()) for m in tar.getmembers()
+                               if m.name.lower().endswith((".jpg", ".jpeg"))]
+            elif name.lower().endswith((".jpg", ".jpeg", ".png")):
+                members = [(rel, open(path, "rb").read())]
+            else:
+                continue
+            for where, data in members:
+                try:
+                    found.append((where, process_image(data, ImageConfig())))
+                except ImageError:
+                    pass  # the planted corrupt files
+    return found
+
+
+def _file_key(rel: str) -> str:
+    """The sample key of a planted copy's file (docs/SOURCES.md keys)."""
+    stem = os.path.splitext(os.path.basename(rel))[0]
+    for prefix, source in (("datasets/coco/train2017/", "coco"), ("datasets/coco/unlabeled2017/", "coco_unlabeled"),
+                           ("datasets/visual_genome/", "vg"), ("datasets/conceptual_captions/images/", "cc"),
+                           ("datasets/sbu/images/", "sbu")):
+        if rel.startswith(prefix):
+            return f"{source}-{int(stem) if source in ('cc', 'sbu', 'coco') else stem}"
+    raise AssertionError(rel)
+
+
+def test_planted_image_copies_are_the_only_near_duplicates(url_corpus, corpus):
+    out, expected = url_corpus
+    assert expected["_clean"] == corpus[2]["_clean"]  # the URL source adds no copy
+    images = _image_files(out)
+    assert len(images) > 100 and any(rel.startswith("datasets/web/") for rel, _ in images)
+    planted = expected["_clean"]["planted"]
+    group_of = {rel: n for n, plant in enumerate(planted) for rel in plant["files"]}
+    close, nearest = set(), 64
+    for (a, pa), (b, pb) in itertools.combinations(images, 2):
+        distance = _hamming(pa.phash, pb.phash)
+        if pa.sha256 == pb.sha256 or distance <= 4:
+            close.add(frozenset((a, b)))
+        elif not (a in group_of and group_of.get(b) == group_of[a]):
+            nearest = min(nearest, distance)
+    want = {frozenset(pair) for plant in planted for pair in itertools.combinations(plant["files"], 2)}
+    assert close == want, "accidental near duplicates (or a planted copy too far)"
+    assert nearest > 4
+    by_file = dict(images)
+    for kind in ("exact_image", "near_image"):
+        plants = [p for p in planted if p["kind"] == kind]
+        assert 2 <= len(plants) <= 3
+        keys = [{_file_key(rel) for rel in p["files"]} for p in plants]
+        assert sorted(map(sorted, keys)) == sorted(map(sorted, _groups(expected, kind).values()))
+        for plant in plants:
+            shas = {by_file[rel].sha256 for rel in plant["files"]}
+            assert len(shas) == (1 if kind == "exact_image" else len(plant["files"]))
+    for kept, members in {**_groups(expected, "exact_image"), **_groups(expected, "near_image")}.items():
+        assert kept == _kept_first(expected, members)
+    sources = {d["key"].split("-")[0] for d in expected["_clean"]["duplicates"]} | {
+        d["duplicate_of"].split("-")[0] for d in expected["_clean"]["duplicates"]}
+    assert {"cc", "coco_unlabeled", "sbu", "vg", "coco"} <= sources
+
+
+def _text_samples(out):
+    """(key, text) of every text sample, by the rules of docs/SOURCES.md (one sample per sentence)."""
+    from schemas.keys import make_key
+
+    samples = []
+
+    def document(source, doc_id, paragraphs):
+        sentences = [s for p in paragraphs for s in _SPLIT.split(" ".join(p.split())) if s]
+        samples.extend((make_key(source, doc_id, n), s) for n, s in enumerate(sentences))
+
+    def valid(lines):
+        out = []
+        for line in lines:
+            try:
+                out.append(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+        return [line for line in out if line.strip()]
+
+    root = os.path.join(out, "datasets")
+    folder = os.path.join(root, "bookcorpus", "books1", "epubtxt")
+    for name in sorted(os.listdir(folder)):
+        document("bookcorpus", f"books1/epubtxt/{name[:-4]}", valid(_lines(os.path.join(folder, name))))
+    for name in ("books_large_p1", "books_large_p2"):
+        lines = valid(_lines(os.path.join(root, "bookcorpus_lines", f"{name}.txt")))
+        samples.extend((make_key("bookcorpus_lines", name, n), " ".join(t.split())) for n, t in enumerate(lines))
+    for name in ("AA/wiki_00", "AA/wiki_01"):
+        for block in re.findall(rb'<doc id="(\d+)"[^\n]*\n[^\n]*\n(.*?)\n</doc>', open(
+                os.path.join(root, "wikipedia", name), "rb").read(), re.S):
+            document("wiki", block[0].decode(), valid(block[1].split(b"\n")))
+    for line in _lines(os.path.join(root, "wikipedia", "AB/wiki_00")):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        document("wiki", record["id"], [p for p in record["text"].split("\n") if p.strip()])
+    for name in ("urlsf_subset00-1_data.xz", "urlsf_subset00-2_data.xz"):
+        with tarfile.open(fileobj=io.BytesIO(lzma.decompress(open(os.path.join(root, "openwebtext", "openwebtext",
+                                                                                name), "rb").read()))) as tar:
+            for member in tar.getmembers():
+                document("owt", member.name[:-4], valid(tar.extractfile(member).read().split(b"\n")))
+    return samples
+
+
+def test_planted_text_copies_are_the_only_repeated_sentences(corpus):
+    out, _, expected = corpus
+    samples = _text_samples(out)
+    text_samples = sum(e["samples"] for e in source_entries(expected).values() if e["modality"] == "text")
+    assert len(samples) == len({key for key, _ in samples}) == text_samples
+    by_text = defaultdict(set)
+    for key, text in samples:
+        by_text[_normalise(text)].add(key)
+    repeated = sorted(sorted(keys) for keys in by_text.values() if len(keys) > 1)
+    groups = _groups(expected, "exact_text")
+    assert repeated == sorted(sorted(keys) for keys in groups.values())
+    assert len(groups) == 3 and sum(len(keys) - 1 for keys in groups.values()) == 4
+    assert all(kept == _kept_first(expected, keys) for kept, keys in groups.items())
+    texts = {key: text for key, text in samples}
+    assert any(texts[k] != texts[kept] for kept, keys in groups.items() for k in keys)  # a case variant
+
+
+def test_url_source_and_its_expected_statuses(url_corpus, corpus):
+    out, expected = url_corpus
+    entry = expected["cc_urls"]
+    config = load_config(os.path.join(out, CONFIG))
+    assert config.sources["cc_urls"].kind == "conceptual_captions" and config.sources["cc_urls"].images is None
+    web = os.path.join(out, "datasets", "web")
+    rows = [line.decode().split("\t") for line in _lines(os.path.join(out, "datasets", "cc_urls",
+                                                                      "Train_GCC-training.tsv"))]
+    status = Counter()
+    for caption, url in rows:
+        assert caption and url.startswith(URL_BASE + "/")
+        path = os.path.join(web, url[len(URL_BASE) + 1:])
+        if not os.path.exists(path):
+            status["http_404"] += 1
+        elif not path.endswith(".jpg"):
+            status["not_an_image"] += 1
+        elif not _decodes(path):
+            status["decode_error"] += 1
+        else:
+            status["ok"] += 1
+    assert entry["url_status"] == dict(status) and set(status) == {"ok", "http_404", "not_an_image", "decode_error"}
+    assert entry["samples"] == status["ok"]
+    assert entry["rejects"] == {"failed_download": status["http_404"] + status["not_an_image"],
+                                "corrupt_image": status["decode_error"]}
+    # Without url_base nothing else changes; the server's address is only in the TSV (and the config).
+    plain = tree_digest(corpus[0])
+    with_urls = tree_digest(out)
+    extra = {p for p in with_urls if p.startswith(("datasets/web/", "datasets/cc_urls/"))}
+    assert {p: d for p, d in with_urls.items() if p not in extra and p not in (CONFIG, EXPECTED)} == {
+        p: d for p, d in plain.items() if p not in (CONFIG, EXPECTED)}
+    assert {k: v for k, v in expected.items() if k != "cc_urls"} == corpus[2]
+
+
+def test_url_source_bytes_do_not_depend_on_the_address(url_corpus, tmp_path):
+    out, _ = url_corpus
+    generate(str(tmp_path), seed=0, scale=1, url_base="http://127.0.0.1:9")
+    first, second = tree_digest(out), tree_digest(tmp_path)
+    assert {p for p in first if first[p] != second[p]} == {"datasets/cc_urls/Train_GCC-training.tsv"}

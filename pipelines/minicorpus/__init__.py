@@ -7,9 +7,16 @@
   ground, with true captions, boxes, region phrases and class labels; and English prose for the text
   corpora. A few records of each source are planted to be refused (docs/SOURCES.md names the reason).
 - ``corpus.yaml``: a config with one source per format (``output: corpus``, text packed per sentence).
+- ``datasets/eval/``: evaluation splits in their public formats, naming some of the corpus' images.
 - ``expected.json``: per source name, ``samples`` (written by ingest) and ``rejects`` (reason -> count),
   kept as bookkeeping while generating (not by reading the files back), plus ``kind``, ``modality``,
-  ``records`` (samples + rejects) and ``planted`` (what was planted where, for debugging).
+  ``records`` (samples + rejects) and ``planted`` (what was planted where, for debugging); and under
+  ``_clean``, what ``clean`` must find (cleaning.py): ``duplicates`` ``[{key, duplicate_of, kind}]``
+  (every copy that is dropped, ``kind`` exact_image | near_image | exact_text, the kept copy being the
+  one with the smallest (source position in corpus.yaml, key)), ``contaminated`` ``[{key, eval_set,
+  matched_by}]`` (one per sample and evaluation set, ``matched_by`` coco_id | flickr_id | url, or
+  duplicate for the dropped copy of a matched sample) and ``planted`` (the copied files, for debugging).
+  With ``url_base``, the ``cc_urls`` entry has ``url_status`` too (download status -> URLs).
 
 The same ``seed`` and ``scale`` give byte-identical files; ``scale`` multiplies the number of images
 and documents (planted bad records stay fixed, except ImageNet's unlabelled synset, which scales).
@@ -24,7 +31,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pipelines.minicorpus import cleaning, coco, labels, text_sources, visual_genome, web
+from pipelines.minicorpus import cleaning, coco, labels, prose, text_sources, visual_genome, web
 from pipelines.minicorpus.common import Tally, write_text
 from schemas.records import Modality
 
@@ -84,19 +91,25 @@ def generate(out_dir: str, seed: int = 0, scale: int = 1, url_base: str | None =
 
     expected: dict[str, Any] = {}
     sources: dict[str, Any] = {}
+    sentences = {prose.normalise(text) for text in text_sources.COPIED}  # shared: no sentence twice by chance
+    tallies = []
     for spec in SPECS:
-        tally = Tally(spec.name, spec.kind, spec.modality)
+        tally = Tally(spec.name, spec.kind, spec.modality, sentences)
         spec.write(os.path.join(data_dir, spec.root), random.Random(f"minicorpus:{seed}:{spec.name}"), scale, tally)
+        tallies.append(tally)
         expected[spec.name] = tally.as_dict()
         sources[spec.name] = {"kind": spec.kind, "root": f"{DATASETS}/{spec.root}", **spec.options}
-    duplicates = cleaning.plant_duplicates(data_dir, expected)
-    eval_sets, contaminated = cleaning.plant_eval_sets(data_dir)
+    good = cleaning.read_good(data_dir)
+    eval_sets, contaminated = cleaning.plant_eval_sets(data_dir, good)
+    groups, planted = cleaning.plant_duplicates(data_dir, expected, good)
     if url_base is not None:
         rng = random.Random(f"minicorpus:{seed}:{cleaning.CC_URLS}")
         expected[cleaning.CC_URLS] = cleaning.write_url_source(data_dir, url_base, rng, scale)
         sources[cleaning.CC_URLS] = {"kind": "conceptual_captions", "root": f"{DATASETS}/{cleaning.CC_URLS}",
                                      "images": None, "shards": 2}
-    expected[CLEAN] = {"duplicates": duplicates, "contaminated": contaminated}
+    duplicates = cleaning.duplicate_entries(groups + cleaning.text_groups(tallies), list(sources))
+    contaminated = cleaning.sort_contaminated(contaminated + cleaning.inherited(duplicates, contaminated))
+    expected[CLEAN] = {"duplicates": duplicates, "contaminated": contaminated, "planted": planted}
 
     config_path = os.path.join(out_dir, CONFIG)
     write_text(config_path, _yaml(sources, eval_sets, seed, scale))
