@@ -88,12 +88,13 @@ def url_statuses(root: str, source: str) -> dict[str, int]:
 
 
 def check_clean(expected: dict, duplicates, contaminations) -> list[str]:
-    """Every planted duplicate is found with the right kept copy; contamination matches exactly."""
-    found = {(d.key, d.duplicate_of, d.kind) for d in duplicates}
-    problems = [f"planted duplicate not found: {d}" for d in expected["duplicates"]
-                if (d["key"], d["duplicate_of"], d["kind"]) not in found]
-    want = {(c["key"], c["eval_set"]) for c in expected["contaminated"]}
-    got = {(c.key, c.eval_set) for c in contaminations}
+    """Duplicates and contamination must be exactly what the generator planted."""
+    want = {(d["key"], d["duplicate_of"], d["kind"]) for d in expected["duplicates"]}
+    got = {(d.key, d.duplicate_of, d.kind) for d in duplicates}
+    problems = [f"planted duplicate not found: {k}" for k in sorted(want - got)]
+    problems += [f"unexpected duplicate: {k}" for k in sorted(got - want)]
+    want = {(c["key"], c["eval_set"], c["matched_by"]) for c in expected["contaminated"]}
+    got = {(c.key, c.eval_set, c.matched_by) for c in contaminations}
     problems += [f"contaminated sample not found: {k}" for k in sorted(want - got)]
     problems += [f"unexpected contamination: {k}" for k in sorted(got - want)]
     return problems

@@ -5,8 +5,8 @@ launching process, and records every removed sample as a reject: ``rejects/decon
 images of an evaluation split (UNITER §3.3: no val/test image of a downstream task may enter
 pre-training, from any source) and ``rejects/dedup/<source>/`` for copies of a sample kept elsewhere,
 naming that sample. Shards are not rewritten (DESIGN.md: sidecar tables, not rewritten tars); readers
-of ``raw/`` drop removed keys with ``removed_keys``. A duplicate of a contaminated sample is
-contaminated too.
+of ``raw/`` drop removed keys with ``removed_keys``. Every copy of a contaminated image, kept or dropped,
+is contaminated too.
 """
 
 from __future__ import annotations
@@ -123,16 +123,23 @@ def _image_hashes(folder: str, config: CorpusConfig) -> set[str]:
 
 def _inherited(duplicates: list[Duplicate], contaminations: list[Contamination],
                sources: dict[str, str]) -> list[Contamination]:
-    """Copies of a contaminated sample carry its contamination (their own ids may not show it)."""
-    by_key = defaultdict(list)
+    """Every copy in a cluster of duplicates shares each contamination found for any copy: an
+    evaluation image must not survive as a kept copy when a dropped one gave it away, nor the reverse."""
+    clusters: dict[str, set[str]] = defaultdict(set)
+    for d in duplicates:
+        clusters[d.duplicate_of] |= {d.key, d.duplicate_of}
+    found: dict[str, dict[str, Contamination]] = defaultdict(dict)
     for c in contaminations:
-        by_key[c.key].append(c)
+        found[c.key].setdefault(c.eval_set, c)
     inherited = []
-    for duplicate in duplicates:
-        for c in by_key.get(duplicate.duplicate_of, ()):
-            if not any(own.eval_set == c.eval_set for own in by_key.get(duplicate.key, ())):
-                inherited.append(Contamination(duplicate.key, sources[duplicate.key], c.eval_set, "duplicate",
-                                               f"{duplicate.kind} of {duplicate.duplicate_of} ({c.detail})"))
+    for cluster in clusters.values():
+        own = [(key, c) for key in sorted(cluster) for c in list(found[key].values()) if c.matched_by != "duplicate"]
+        for source_key, c in own:
+            for key in sorted(cluster - {source_key}):
+                if c.eval_set not in found[key]:
+                    found[key][c.eval_set] = Contamination(key, sources[key], c.eval_set, "duplicate",
+                                                           f"copy of {source_key} ({c.detail})")
+                    inherited.append(found[key][c.eval_set])
     return inherited
 
 
