@@ -75,7 +75,7 @@ def main() -> None:
     port_file = os.path.join(args.work, "port")
     if os.path.exists(port_file):
         os.remove(port_file)
-    server = subprocess.Popen([sys.executable, "-m", "tests.http_faults", os.path.join(raw, "images"), port_file])
+    server = subprocess.Popen([sys.executable, "-m", "tests.http_server", os.path.join(raw, "images"), port_file])
     try:
         while not os.path.exists(port_file) or not open(port_file).read():
             time.sleep(0.1)

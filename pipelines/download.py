@@ -40,7 +40,9 @@ _CHUNK = 64 * 1024
 @dataclass(frozen=True)
 class Fetched:
     url: str
-    status: str  # ok | http_<code> | timeout | too_large | not_an_image | connection_error | truncated | invalid_url | too_many_redirects
+    # ok | http_<code> | timeout | too_large | not_an_image | connection_error | truncated | invalid_url
+    # | too_many_redirects
+    status: str
     attempts: int  # requests made (0 for an invalid URL)
     bytes: int  # body bytes received in the last attempt
     elapsed_s: float  # over all attempts, waits included
@@ -98,9 +100,10 @@ def fetch(url: str, config: DownloadConfig, session=None) -> Fetched:
         return Fetched(str(url), "invalid_url", 0, 0, 0.0, detail=problem)
     own = session is None
     session = session or _new_session(config)
-    started = time.monotonic()
+    started, attempt = time.monotonic(), 0
     try:
-        for attempt in range(1, config.retries + 2):
+        while True:
+            attempt += 1
             try:
                 data = _attempt(session, url, config)
                 return Fetched(url, "ok", attempt, len(data), time.monotonic() - started, data)
@@ -112,7 +115,6 @@ def fetch(url: str, config: DownloadConfig, session=None) -> Fetched:
     finally:
         if own:
             session.close()
-    raise AssertionError("unreachable")
 
 
 def _invalid(url) -> str:
@@ -214,7 +216,7 @@ def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise _Failure("timeout", f"body not complete within {config.timeout_s} s", len(body), retry=True)
+                raise _Failure("timeout", _late(config, body), len(body), retry=True)
             if sock is not None:
                 sock.settimeout(left)
             chunk = response.raw.read1(min(_CHUNK, config.max_bytes + 1 - len(body)), decode_content=True)
@@ -226,7 +228,7 @@ def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
     except _Failure:
         raise
     except (ReadTimeoutError, socket.timeout) as e:
-        raise _Failure("timeout", f"read timed out after {config.timeout_s} s", len(body), retry=True) from e
+        raise _Failure("timeout", _late(config, body), len(body), retry=True) from e  # it was set to the time left
     except Exception as e:  # IncompleteRead, ProtocolError, a reset, a broken chunk or gzip stream
         raise _Failure("truncated", f"{type(e).__name__} after {len(body)} bytes: {_short(e)}", len(body),
                        retry=True) from e
@@ -236,6 +238,10 @@ def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
                 sock.settimeout(config.timeout_s)
             except OSError:
                 pass
+
+
+def _late(config: DownloadConfig, body: bytearray) -> str:
+    return f"read timed out after {config.timeout_s} s, {len(body)} bytes of the body received"
 
 
 def _check_image(data: bytes) -> None:

@@ -102,6 +102,12 @@ class FaultServer:
         self.files.update(files)
         return [self.url(f"img/{name}") for name in files]
 
+    def wait_idle(self, timeout_s: float = 5.0) -> None:
+        """Until no request is being answered (a handler finishes just after its client has the body)."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     def reset_stats(self) -> None:
         with self._lock:
             self.hits.clear()
@@ -159,7 +165,10 @@ def _handler(server: FaultServer):
                 self._send(500, b"try again") if hits <= int(rest[0]) else self._file("/".join(rest[1:]))
             elif kind == "busy":
                 after = query.get("after", ["1"])[0]
-                self._send(429, b"slow down", headers={"Retry-After": after}) if hits == 1 else self._file("/".join(rest))
+                if hits == 1:
+                    self._send(429, b"slow down", headers={"Retry-After": after})
+                else:
+                    self._file("/".join(rest))
             elif kind == "delay":
                 time.sleep(float(rest[0]))
                 self._file("/".join(rest[1:]))

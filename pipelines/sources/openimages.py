@@ -95,7 +95,7 @@ class OpenImagesReader(Reader):
                 yield record
                 continue
             location, fields = record
-            image_id, url, rotation = fields[0], fields[2], fields[11]
+            image_id, url, rotation = fields[0], fields[2].strip(), fields[11]
             angle = _number(rotation) if rotation else None
             if not image_id or (angle is not None and math.isnan(angle)):
                 problem = "empty ImageID" if not image_id else f"Rotation {rotation!r} is not a number"

@@ -11,7 +11,7 @@ import webdataset as wds
 from pipelines.runner import RunnerConfig
 from pipelines.stages.ingest import run_ingest
 from schemas.config import ConceptualCaptionsConfig, CorpusConfig, DownloadConfig, ImageConfig, TextConfig
-from tests.http_faults import FaultServer
+from tests.http_server import FaultServer
 from tests.images import jpeg
 
 GOOD = [f"img/{i}.jpg" for i in range(12)] + ["flaky/1/12.jpg", "redirect/2/13.jpg", "busy/14.jpg"]

@@ -67,6 +67,44 @@ def test_image_pattern_and_absent_tsv(tmp_path):
         read_all(ConceptualCaptionsReader("cc", config, TextConfig()))
 
 
+URL_LINES = [
+    b"a very typical bus station\thttp://lh6.ggpht.com/-IvRtNLNcG8o/a.jpg",
+    b"no url at all\t",
+    b"only blanks for a url\t   ",
+    b"padded url\t https://example.com/b.jpg \r",
+    b"not really a url\tjust words",  # passed on: the downloader reports invalid_url
+]
+
+
+def test_url_mode_emits_the_url_to_fetch(tmp_path):
+    (tmp_path / TSV).write_bytes(b"\n".join(URL_LINES) + b"\n")
+    config = ConceptualCaptionsConfig(root=str(tmp_path), images=None)  # no image folder needed
+    candidates, rejects = split(read_all(ConceptualCaptionsReader("cc", config, TextConfig())))
+    assert [(c.source_id, c.image_url, c.meta["url"], c.location) for c in candidates] == [
+        ("0", "http://lh6.ggpht.com/-IvRtNLNcG8o/a.jpg", "http://lh6.ggpht.com/-IvRtNLNcG8o/a.jpg", f"{TSV}:1"),
+        ("3", "https://example.com/b.jpg", "https://example.com/b.jpg", f"{TSV}:4"),
+        ("4", "just words", "just words", f"{TSV}:5"),
+    ]
+    assert all(c.image_path is None and c.image_bytes is None and c.modality is Modality.PAIR for c in candidates)
+    assert by_location(rejects) == {f"{TSV}:2": "malformed", f"{TSV}:3": "malformed"}
+    assert [(r.key, r.detail) for r in rejects] == [(make_key("cc", 1), "empty url"), (make_key("cc", 2), "empty url")]
+    assert len(candidates) + len(rejects) == len(URL_LINES)
+
+
+def test_url_mode_from_yaml_and_folder_mode_needs_no_url(tmp_path):
+    from schemas.config import parse_config
+
+    (tmp_path / TSV).write_bytes(b"\n".join(URL_LINES[:2]) + b"\n")
+    corpus = parse_config({"output": "out", "sources": {"cc": {"kind": "conceptual_captions", "root": ".",
+                                                                "images": None}}}, str(tmp_path))
+    first, empty = read_all(ConceptualCaptionsReader("cc", corpus.sources["cc"], TextConfig()))
+    assert first.image_url == "http://lh6.ggpht.com/-IvRtNLNcG8o/a.jpg" and empty.reason.value == "malformed"
+    # with an image folder the URL is only meta: a row without one still has its image by row
+    config = cc_source(tmp_path, URL_LINES[:2])
+    first, second = read_all(ConceptualCaptionsReader("cc", config, TextConfig()))
+    assert first.image_url is None and second.image_path == str(tmp_path / "images" / "00000001.jpg")
+
+
 # --- img2dataset ----------------------------------------------------------------------------------
 
 SCHEMA = pa.schema([

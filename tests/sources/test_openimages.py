@@ -176,6 +176,34 @@ def test_non_utf8_row_is_malformed(tmp_path):
     assert len(candidates) == 4
 
 
+def test_url_mode_emits_original_url(tmp_path):
+    no_url, blank_url = image_row("00000eeeeeeeeeee"), image_row("00000fffffffffff")
+    no_url[2], blank_url[2] = "", "   "
+    config = make_source(tmp_path, extra_image_lines=csv_text([no_url, blank_url]))
+    config.images = None
+    candidates, rejects = split(read_all(OpenImagesReader("oi", config, TextConfig())))
+    by_id = {c.source_id: c for c in candidates}
+    assert sorted(by_id) == sorted([A, B, C, D])
+    for image_id, c in by_id.items():
+        assert c.image_url == f"https://farm.staticflickr.com/{image_id}_o.jpg" == c.meta["url"]
+        assert c.image_path is None and c.modality is Modality.IMAGE
+    reasons = by_location(rejects)
+    assert {k: reasons.pop(k) for k in (f"{I}:7", f"{I}:8")} == {f"{I}:7": "malformed", f"{I}:8": "malformed"}
+    assert reasons == BAD_ROWS
+    url_rejects = {r.key: r.detail for r in rejects if r.location in (f"{I}:7", f"{I}:8")}
+    assert url_rejects == {make_key("oi", "00000eeeeeeeeeee"): "empty OriginalURL",
+                           make_key("oi", "00000fffffffffff"): "empty OriginalURL"}
+
+
+def test_url_mode_pseudo_pairs(tmp_path):
+    config = make_source(tmp_path, boxes=False)
+    config.images = None
+    config.pseudo_pairs = PseudoPairConfig(enabled=True, templates=["a photo of {label}."], max_labels=2)
+    candidates, rejects = split(read_all(OpenImagesReader("oi", config, TextConfig())))
+    assert sorted(c.source_id for c in candidates) == [A, B]
+    assert all(c.modality is Modality.PAIR and c.image_url == c.meta["url"] and c.text for c in candidates)
+
+
 @pytest.mark.parametrize("shards", [1, 3, 7])
 def test_every_row_read_by_exactly_one_part(tmp_path, shards):
     config = make_source(tmp_path)

@@ -68,3 +68,28 @@ def test_absent_file_raises_source_error_naming_it(tmp_path, missing):
     (tmp_path / missing).unlink()
     with pytest.raises(SourceError, match=str(tmp_path / missing)):
         read(config)
+
+
+def test_url_mode_emits_the_url_to_fetch(tmp_path):
+    urls = [url(0), b"", b"   ", b" " + url(3) + b" \r"]
+    captions = [b"zero", b"one has no url", b"two has a blank url", b"three"]
+    config = make_source(tmp_path, urls, captions)
+    config.images = None
+    candidates, rejects = read(config)
+    assert [(c.key, c.image_url, c.meta, c.location) for c in candidates] == [
+        (make_key("sbu", 0), url(0).decode(), {"url": url(0).decode(), "row": 0}, f"{CAPTIONS}:1"),
+        (make_key("sbu", 3), url(3).decode(), {"url": url(3).decode(), "row": 3}, f"{CAPTIONS}:4"),
+    ]
+    assert all(c.image_path is None and c.modality is Modality.PAIR for c in candidates)
+    assert by_location(rejects) == {f"{URLS}:2": "malformed", f"{URLS}:3": "malformed"}  # at the URL line
+    assert [(r.key, r.detail) for r in rejects] == [(make_key("sbu", row), "empty url") for row in (1, 2)]
+
+
+def test_url_mode_keeps_the_other_rejects(tmp_path):
+    """Unpaired lines, bad UTF-8 and empty captions are rejected as in folder mode."""
+    config = make_source(tmp_path, [url(0), b"http://x/\xff.jpg", url(2), url(3)], [b"ok", b"fine", b"  "])
+    config.images = None
+    candidates, rejects = read(config)
+    assert [c.image_url for c in candidates] == [url(0).decode()]
+    assert by_location(rejects) == {
+        f"{URLS}:2": "non_utf8", f"{CAPTIONS}:3": "empty_text", f"{URLS}:4": "malformed"}
