@@ -57,7 +57,7 @@ class DownloadConfig:
 
     threads: int = 16  # concurrent requests per worker
     timeout_s: float = 10.0  # per request: connect, and the whole body
-    retries: int = 2  # extra attempts after a connection error, 429 or 5xx
+    retries: int = 2  # extra attempts after a connection error, timeout, truncated body, 429 or 5xx
     backoff_s: float = 0.5  # first wait before a retry; doubles each time
     max_bytes: int = 20_000_000  # larger bodies are refused as too_large
     user_agent: str = "unicorpus/0.1 (+https://github.com/unicorpus)"
