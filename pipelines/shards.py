@@ -120,10 +120,10 @@ def write_shard(
           "reason": r.reason.value, "detail": r.detail} for r in rejects),
         key=lambda row: (row["location"], row["reason"], row["key"] or "", row["detail"]),
     )
-    _write_table(tmp[paths.rejects], reject_rows, REJECTS, {})
+    write_table(tmp[paths.rejects], reject_rows, REJECTS, {})
     if statuses:
-        _write_table(tmp[paths.urls], statuses, URL_STATUS, {})
-    _write_table(tmp[paths.index], rows, SHARD_INDEX,
+        write_table(tmp[paths.urls], statuses, URL_STATUS, {})
+    write_table(tmp[paths.index], rows, SHARD_INDEX,
                  {PARAMS_KEY: params_hash.encode(), RECORDS_IN_KEY: str(len(records)).encode()})
     for path in ((paths.urls,) if statuses else ()) + paths.all():
         fsio.rename(tmp[path], path)
@@ -306,7 +306,8 @@ def has_failed_downloads(paths: ShardPaths) -> bool:
         return any(status != "ok" for status in pq.read_table(f, columns=["status"]).column("status").to_pylist())
 
 
-def _write_table(path: str, rows: list[dict], schema: pa.Schema, metadata: dict[bytes, bytes]) -> None:
+def write_table(path: str, rows: list[dict], schema: pa.Schema, metadata: dict[bytes, bytes] | None = None) -> None:
+    """A parquet table with the schema version (and ``metadata``) in its footer, on any FileSystems path."""
     table = pa.Table.from_pylist(rows, schema=with_metadata(schema, metadata))
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")

@@ -39,3 +39,9 @@ def test_demo_ingests_every_format_and_checks_the_ground_truth(tmp_path, capsys)
                    "bookcorpus", "wiki", "owt"):
         assert f"\n{source} " in out
     assert (tmp_path / "corpus" / "corpus.json").exists()
+
+
+def test_clean_before_ingest_says_what_to_do(tmp_path, capsys):
+    assert main(["clean", "--config", _bad_coco(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "source coco: no ingested shards" in err and "run ingest first" in err

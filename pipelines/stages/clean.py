@@ -15,18 +15,17 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.dedup import Duplicate, Item, find_duplicates
 from pipelines.evalsets import Contamination, EvalSet, find_contamination, load_evalset, sample_ref
 from pipelines.manifest_io import update_manifest
-from pipelines.shards import SHARD_INDEX_PATTERN
+from pipelines.shards import SHARD_INDEX_PATTERN, write_table
 from schemas.config import CorpusConfig, EvalSetConfig
 from schemas.keys import shard_name
 from schemas.records import Reason
-from schemas.tables import REJECTS, check_version, with_metadata
+from schemas.tables import REJECTS, check_version
 
 DEDUP, DECONTAM = "dedup", "decontam"
 _COLUMNS = ["key", "modality", "sha256", "phash", "text", "meta"]
@@ -89,8 +88,11 @@ def removed_keys(root: str, source: str) -> set[str]:
 
 
 def _index_rows(root: str, name: str) -> list[_Row]:
+    indexes = fsio.glob(fsio.join(root, "raw", name, SHARD_INDEX_PATTERN))
+    if not indexes:
+        raise ValueError(f"source {name}: no ingested shards under {fsio.join(root, 'raw', name)}; run ingest first")
     rows = []
-    for path in fsio.glob(fsio.join(root, "raw", name, SHARD_INDEX_PATTERN)):
+    for path in indexes:
         with fsio.open_read(path) as f:
             table = pq.read_table(f, columns=_COLUMNS)
         check_version(table.schema, path)
@@ -166,10 +168,9 @@ def _write_rejects(config: CorpusConfig, stage: str, rejects: list[tuple[_Row, s
     for name in config.sources:
         fsio.delete(fsio.glob(fsio.join(config.output, "rejects", stage, name, "*.parquet")))
     for (source, shard), table_rows in sorted(by_shard.items()):
-        table = pa.Table.from_pylist(sorted(table_rows, key=lambda r: r["key"]), schema=with_metadata(REJECTS))
         path = fsio.join(config.output, "rejects", stage, source, f"{shard_name(shard)}.parquet")
-        with fsio.create(path) as f:
-            pq.write_table(table, f, compression="zstd")
+        write_table(path + ".tmp", sorted(table_rows, key=lambda r: r["key"]), REJECTS)
+        fsio.rename(path + ".tmp", path)
 
 
 def _results(config: CorpusConfig, rows: list[_Row], duplicates: list[Duplicate],
