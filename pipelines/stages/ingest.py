@@ -22,7 +22,15 @@ from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.shard_io import WriteOptions, WriteShards
-from pipelines.shards import SHARD_INDEX_PATTERN, ShardCounts, ShardPaths, is_complete, read_counts, read_index_metadata
+from pipelines.shards import (
+    SHARD_INDEX_PATTERN,
+    ShardCounts,
+    ShardPaths,
+    has_failed_downloads,
+    is_complete,
+    read_counts,
+    read_index_metadata,
+)
 from pipelines.sources import Reader, reader_for
 from schemas import SCHEMA_VERSION
 from schemas.config import CorpusConfig, SourceConfig
@@ -95,7 +103,7 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     parts = reader.parts()
     digest = params_hash(name, source, config, parts)
     _remove_temporaries(config.output, name)
-    before = _finished_shards(config.output, name, digest)
+    reused = [] if overwrite else _reusable_shards(config.output, name, digest, retry_failed)
     started = time.monotonic()
     with ShardProgress(config.output, name, source.shards, enabled=show_progress):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
@@ -106,8 +114,7 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     shards = _shard_ids(config.output, name)
     counts = sum((read_counts(ShardPaths.of(config.output, STAGE, name, s)) for s in shards), ShardCounts())
     _record_in_manifest(config, name, source, digest, len(shards), counts)
-    skipped = 0 if overwrite else len(before)
-    return SourceResult(name, counts, len(shards), skipped, seconds)
+    return SourceResult(name, counts, len(shards), len(reused), seconds)
 
 
 def _shard_ids(root: str, name: str) -> list[int]:
@@ -115,8 +122,10 @@ def _shard_ids(root: str, name: str) -> list[int]:
     return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in indexes)
 
 
-def _finished_shards(root: str, name: str, digest: str) -> list[int]:
-    return [s for s in _shard_ids(root, name) if is_complete(ShardPaths.of(root, STAGE, name, s), digest)]
+def _reusable_shards(root: str, name: str, digest: str, retry_failed: bool) -> list[int]:
+    """Shards this run will leave as they are: finished with these parameters, and not up for a retry."""
+    paths = {s: ShardPaths.of(root, STAGE, name, s) for s in _shard_ids(root, name)}
+    return [s for s, p in paths.items() if is_complete(p, digest) and not (retry_failed and has_failed_downloads(p))]
 
 
 def _remove_temporaries(root: str, name: str) -> None:

@@ -63,8 +63,11 @@ def test_rerun_stays_off_the_network_and_retry_fetches_only_failures(url_source)
     run_ingest(config, ["cc"], RunnerConfig(), show_progress=False)
     assert dict(server.hits) == hits
 
+    failing = {f.name for f in (Path(config.output) / "raw" / "cc").glob("*.urls.parquet")
+               if any(row["status"] != "ok" for row in pq.read_table(f).to_pylist())}
     server.files["missing.jpg"] = jpeg(33, 33)  # the 404 starts to serve
     (retried,) = run_ingest(config, ["cc"], RunnerConfig(), show_progress=False, retry_failed=True)
+    assert retried.skipped_shards == retried.shards - len(failing)  # only shards with failures are redone
     assert server.hits["/img/missing.jpg"] == hits["/img/missing.jpg"] + 1
     assert all(server.hits[f"/{p}"] == hits[f"/{p}"] for p in GOOD)  # good samples were copied, not fetched
     assert retried.counts.written == len(GOOD) + 1
