@@ -4,8 +4,15 @@ that a quick command does not pay for Beam's or torch's start-up."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+
+from cli.common import runner_arguments, runner_config
+
+# Each module registers its sub-commands (``register(subparsers)``) and imports its stage lazily.
+ANNOTATE_COMMANDS = ("cli.detect", "cli.parse", "cli.rewrite")  # unicorpus annotate detect|parse|rewrite
+COMMANDS = ("cli.embed", "cli.index", "cli.retrieve", "cli.query", "cli.serve")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     _runner_arguments(demo)
     demo.set_defaults(run=_demo)
 
+    annotate = commands.add_parser("annotate", help="sidecar annotations of ingested shards under ann/")
+    annotators = annotate.add_subparsers(dest="annotator", required=True)
+    for module in ANNOTATE_COMMANDS:
+        importlib.import_module(module).register(annotators)
+    for module in COMMANDS:
+        importlib.import_module(module).register(commands)
+
     args, beam_args = parser.parse_known_args(argv)
     _quiet_beam_logging()
     try:
@@ -49,27 +63,16 @@ def _quiet_beam_logging() -> None:
 
 
 def _runner_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runner", default="direct", help="direct | portable | flink | spark | dataflow")
-    parser.add_argument("--workers", type=int, default=1, help="direct runner: local worker processes")
-    parser.add_argument("--job-endpoint", help="portable runner: HOST:PORT of a Beam job service")
-    parser.add_argument("--worker-pool", help="portable runner: HOST:PORT of an EXTERNAL SDK worker pool")
-    parser.add_argument("--overwrite", action="store_true", help="redo shards that are already complete")
+    runner_arguments(parser)
     parser.add_argument("--retry-failed", action="store_true",
                         help="URL sources: redo finished shards that have failed downloads, fetching only those")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def _runner_config(args, beam_args):
-    from pipelines.runner import RunnerConfig
-
-    return RunnerConfig(args.runner, args.workers, args.job_endpoint, args.worker_pool, beam_args)
 
 
 def _run(config, names, args, beam_args) -> list:
     from pipelines.stages.ingest import run_ingest
     from pipelines.summary import format_summary
 
-    results = run_ingest(config, names or list(config.sources), _runner_config(args, beam_args),
+    results = run_ingest(config, names or list(config.sources), runner_config(args, beam_args),
                          overwrite=args.overwrite, show_progress=not args.quiet, retry_failed=args.retry_failed)
     print(format_summary(results))
     return results
@@ -95,7 +98,7 @@ def _clean(args, beam_args) -> int:
 def _demo(args, beam_args) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(args.out, args.seed, args.scale, _runner_config(args, beam_args), args.overwrite, not args.quiet)
+    return run_demo(args.out, args.seed, args.scale, runner_config(args, beam_args), args.overwrite, not args.quiet)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,14 @@ import threading
 import time
 
 from pipelines import io as fsio
-from pipelines.shards import SHARD_INDEX_PATTERN
 
 
 class ShardProgress:
-    """Prints ``[source] shards N/M`` whenever N changes, until the context exits."""
+    """Prints ``[label] shards N/M`` whenever N, the number of files matching ``pattern``, changes."""
 
-    def __init__(self, root: str, source: str, total: int, enabled: bool = True, interval: float = 1.0):
-        self.pattern = fsio.join(root, "raw", source, SHARD_INDEX_PATTERN)
-        self.source, self.total, self.enabled, self.interval = source, total, enabled, interval
+    def __init__(self, pattern: str, label: str, total: int, enabled: bool = True, interval: float = 1.0):
+        self.pattern = pattern
+        self.source, self.total, self.enabled, self.interval = label, total, enabled, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 

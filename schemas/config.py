@@ -17,11 +17,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from schemas.config_errors import ConfigError
+from schemas.config_errors import choice as _choice
+from schemas.config_errors import positive as _positive
+from schemas.stages import AnnotateConfig, RetrievalConfig
+
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used, with the dotted path of the bad key in the message."""
+TAG_ORIGINS = ("detector", "annotations", "both")
 
 
 @dataclass
@@ -121,11 +123,16 @@ class SourceConfig:
 
     kind: ClassVar[str] = ""
     paths: ClassVar[tuple[str, ...]] = ()
+    annotation_field: ClassVar[str] = ""  # the field naming ground-truth boxes, for sources with ``tags``
     root: str
     shards: int = 8
 
     def validate(self, where: str) -> None:
         _positive(self.shards, f"{where}.shards")
+        tags = getattr(self, "tags", "detector")
+        _choice(tags, TAG_ORIGINS, f"{where}.tags")
+        if tags != "detector" and getattr(self, self.annotation_field) is None:
+            raise ConfigError(f"{where}.tags: {tags!r} needs {where}.{self.annotation_field} (the ground-truth boxes)")
         if not os.path.isdir(self.root):
             raise ConfigError(f"{where}.root: no such directory: {self.root}")
         for name in self.paths:
@@ -144,10 +151,12 @@ class SourceConfig:
 @dataclass
 class CocoConfig(SourceConfig):
     kind: ClassVar[str] = "coco"
+    annotation_field: ClassVar[str] = "instances"
     paths: ClassVar[tuple[str, ...]] = ("captions", "instances", "images")
     captions: str = "annotations/captions_train2017.json"
     instances: str | None = None  # boxes and categories as ground-truth tags, when given
     images: str = "train2017"
+    tags: str = "detector"  # detector | annotations (the instances' boxes) | both
 
 
 @dataclass
@@ -162,11 +171,13 @@ class ImageFolderConfig(SourceConfig):
 @dataclass
 class VisualGenomeConfig(SourceConfig):
     kind: ClassVar[str] = "visual_genome"
+    annotation_field: ClassVar[str] = "objects"
     paths: ClassVar[tuple[str, ...]] = ("image_data", "regions", "objects")
     image_data: str = "image_data.json"
     regions: str = "region_descriptions.json"
     objects: str | None = None  # objects.json, for ground-truth tags
     image_dirs: list[str] = field(default_factory=lambda: ["VG_100K", "VG_100K_2"])
+    tags: str = "detector"  # detector | annotations (objects.json) | both
 
 
 @dataclass
@@ -201,6 +212,7 @@ class SbuConfig(SourceConfig):
 @dataclass
 class OpenImagesConfig(SourceConfig):
     kind: ClassVar[str] = "openimages"
+    annotation_field: ClassVar[str] = "boxes"
     paths: ClassVar[tuple[str, ...]] = ("image_list", "labels", "classes", "boxes", "images")
     image_list: str = "train-images-boxable-with-rotation.csv"
     labels: str = "train-annotations-human-imagelabels-boxable.csv"
@@ -208,6 +220,7 @@ class OpenImagesConfig(SourceConfig):
     boxes: str | None = None  # *-annotations-bbox.csv, for ground-truth tags
     images: str | None = "images"  # null: download from OriginalURL
     pseudo_pairs: PseudoPairConfig = field(default_factory=PseudoPairConfig)
+    tags: str = "detector"  # detector | annotations (the bbox CSV) | both
 
 
 @dataclass
@@ -274,6 +287,8 @@ class CorpusConfig:
     text: TextConfig = field(default_factory=TextConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
 
 def load_config(path: str) -> CorpusConfig:
@@ -310,10 +325,43 @@ def parse_config(data: Any, base_dir: str) -> CorpusConfig:
     for eval_set in clean.eval_sets:
         eval_set.path = _local(eval_set.path, base_dir)
         eval_set.images = eval_set.images and _local(eval_set.images, base_dir)
-    for section, where in ((image, "image"), (text, "text"), (download, "download"), (clean, "clean")):
+    annotate = _build(AnnotateConfig, data.get("annotate") or {}, "annotate")
+    retrieval = _build(RetrievalConfig, data.get("retrieval") or {}, "retrieval")
+    _localise_models(annotate, retrieval, base_dir)
+    sections = ((image, "image"), (text, "text"), (download, "download"), (clean, "clean"),
+                (annotate, "annotate"), (retrieval, "retrieval"))
+    for section, where in sections:
         section.validate(where)
+    _check_source_names(annotate, retrieval, sources)
     output = _local(_typed(data["output"], str, "output"), base_dir)
-    return CorpusConfig(output, sources, image, text, download, clean)
+    return CorpusConfig(output, sources, image, text, download, clean, annotate, retrieval)
+
+
+def _localise_models(annotate: AnnotateConfig, retrieval: RetrievalConfig, base_dir: str) -> None:
+    """Model paths are relative to the config file like every path; a spaCy package name stays a name."""
+    detect, parse, rewrite = annotate.detect, annotate.parse, annotate.rewrite
+    detect.model = detect.model and _local(detect.model, base_dir)
+    if os.sep in parse.model or "/" in parse.model or parse.model.startswith("."):
+        parse.model = _local(parse.model, base_dir)
+    for pair in rewrite.back_translation.pivots:
+        pair.forward, pair.backward = _local(pair.forward, base_dir), _local(pair.backward, base_dir)
+    lm = rewrite.scene_graph.language_model
+    rewrite.scene_graph.language_model = lm and _local(lm, base_dir)
+    retrieval.embed.model = retrieval.embed.model and _local(retrieval.embed.model, base_dir)
+
+
+def _check_source_names(annotate: AnnotateConfig, retrieval: RetrievalConfig, sources: dict) -> None:
+    """Every source a stage names must be in ``sources``."""
+    named = [("annotate.detect.sources", annotate.detect.sources), ("annotate.parse.sources", annotate.parse.sources),
+             ("annotate.rewrite.sources", annotate.rewrite.sources), ("retrieval.embed.sources",
+                                                                       retrieval.embed.sources)]
+    for i, weak in enumerate(retrieval.retrieve.weak_pairs):
+        named += [(f"retrieval.retrieve.weak_pairs[{i}].images", weak.images),
+                  (f"retrieval.retrieve.weak_pairs[{i}].texts", weak.texts)]
+    for where, names in named:
+        for name in names or ():
+            if name not in sources:
+                raise ConfigError(f"{where}: {name!r} is not a source of this config (have: {', '.join(sources)})")
 
 
 def _local(path: str, base_dir: str) -> str:
@@ -385,11 +433,3 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{where}: expected one of {list(allowed)}, got {value!r}")
-
-
-def _positive(value: int | None, where: str) -> None:
-    if value is not None and value < 1:
-        raise ConfigError(f"{where}: expected a positive integer, got {value}")

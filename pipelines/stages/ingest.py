@@ -105,7 +105,8 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     _remove_temporaries(config.output, name)
     reused = [] if overwrite else _reusable_shards(config.output, name, digest, retry_failed)
     started = time.monotonic()
-    with ShardProgress(config.output, name, source.shards, enabled=show_progress):
+    pattern = fsio.join(config.output, "raw", name, SHARD_INDEX_PATTERN)
+    with ShardProgress(pattern, name, source.shards, enabled=show_progress):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
             options = WriteOptions(config.image, digest, config.download, overwrite, retry_failed)
             build_source(pipeline, name, source, reader, parts, config.output, options)

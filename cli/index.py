@@ -1,0 +1,5 @@
+"""``unicorpus index`` (issue 5)."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""``unicorpus query`` (issue 5)."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""``unicorpus retrieve`` (issue 5)."""
+
+
+def register(subparsers) -> None:
+    pass

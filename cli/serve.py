@@ -1,0 +1,5 @@
+"""``unicorpus serve`` (issue 5)."""
+
+
+def register(subparsers) -> None:
+    pass
