@@ -36,6 +36,11 @@ class Reason(str, Enum):
     NO_LABEL = "no_label"              # an image-only source record with no usable label
     DUPLICATE = "duplicate"            # dedup: the same or a near-identical image, or the same text, is kept elsewhere
     CONTAMINATED = "contaminated"      # decontam: the image belongs to an evaluation split (UNITER §3.3)
+    OVERLONG_TEXT = "overlong_text"    # a text longer than a stage's max_chars (refused, not silently cut)
+    NO_TAGS = "no_tags"                # retrieve: an image with no region labels, so no tag query (mu-VLA §3.2)
+    NO_RESULTS = "no_results"          # retrieve: a query no candidate matches (no shared term, empty index)
+    NO_PHRASES = "no_phrases"          # retrieve: a retrieved sentence with no noun phrase to link to a region
+    NO_REWRITE = "no_rewrite"          # rewrite: a caption for which no method produced a rewrite (detail says why)
 
 
 @dataclass

@@ -8,6 +8,7 @@ the config is loaded (an ingest does not need a detector): ``require_model`` fai
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from schemas.config_errors import ConfigError, choice, positive
@@ -32,6 +33,7 @@ class DetectConfig:
     model: str | None = None  # ultralytics weights (.pt) or a model yaml (random weights: tests only)
     min_confidence: float = 0.2
     max_boxes: int = 100
+    iou_threshold: float = 0.7  # class-wise NMS overlap (ultralytics' predict default)
     image_size: int = 640  # the detector's input side
     batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -40,6 +42,8 @@ class DetectConfig:
     def validate(self, where: str) -> None:
         if not 0 <= self.min_confidence < 1:
             raise ConfigError(f"{where}.min_confidence: expected 0 <= x < 1, got {self.min_confidence}")
+        if not 0 < self.iou_threshold <= 1:
+            raise ConfigError(f"{where}.iou_threshold: expected 0 < x <= 1, got {self.iou_threshold}")
         for name in ("max_boxes", "image_size", "batch_size"):
             positive(getattr(self, name), f"{where}.{name}")
 
@@ -65,6 +69,7 @@ class TranslationPair:
     pivot: str
     forward: str  # e.g. a Marian en->zh model folder
     backward: str  # e.g. a Marian zh->en model folder
+    code: str | None = None  # the pivot's language code for multilingual models (NLLB: "zho_Hans"); Marian: none
 
 
 @dataclass
@@ -77,6 +82,19 @@ class BackTranslationConfig:
     max_length: int = 128  # generation cap, tokens
     num_beams: int = 1
     device: str = "auto"
+    source_code: str | None = None  # the captions' language code for multilingual models (NLLB: "eng_Latn")
+
+    def validate(self, where: str) -> None:
+        positive(self.batch_size, f"{where}.batch_size")
+        positive(self.max_length, f"{where}.max_length")
+        positive(self.num_beams, f"{where}.num_beams")
+        names = [p.pivot for p in self.pivots]
+        for i, pair in enumerate(self.pivots):
+            if names.count(pair.pivot) > 1:
+                raise ConfigError(f"{where}.pivots[{i}].pivot: {pair.pivot!r} is not unique")
+            if bool(pair.code) != bool(self.source_code):
+                raise ConfigError(f"{where}.pivots[{i}].code: language codes (multilingual models) need both "
+                                  f"{where}.source_code and every pivot's code; Marian pairs need neither")
 
 
 @dataclass
@@ -96,6 +114,7 @@ class TfidfNegativeConfig:
 
     enabled: bool = True
     top_n: int = 100
+    max_df: float = 0.5  # terms in more of the captions than this are stop words (no weight)
 
 
 @dataclass
@@ -104,10 +123,13 @@ class RewriteConfig:
     scene_graph: SceneGraphNegativeConfig = field(default_factory=SceneGraphNegativeConfig)
     tfidf: TfidfNegativeConfig = field(default_factory=TfidfNegativeConfig)
     sources: list[str] | None = None  # default: every source with captions (pairs)
+    max_chars: int = 1000  # longer captions are rejects (overlong_text), not silently cut
 
     def validate(self, where: str) -> None:
-        positive(self.back_translation.batch_size, f"{where}.back_translation.batch_size")
-        positive(self.back_translation.max_length, f"{where}.back_translation.max_length")
+        self.back_translation.validate(f"{where}.back_translation")
+        positive(self.max_chars, f"{where}.max_chars")
+        if not 0 < self.tfidf.max_df <= 1:
+            raise ConfigError(f"{where}.tfidf.max_df: expected 0 < x <= 1, got {self.tfidf.max_df}")
         positive(self.scene_graph.top_n, f"{where}.scene_graph.top_n")
         positive(self.scene_graph.candidates_per_node, f"{where}.scene_graph.candidates_per_node")
         positive(self.tfidf.top_n, f"{where}.tfidf.top_n")
@@ -143,7 +165,7 @@ class EmbedConfig:
 
 @dataclass
 class IndexConfig:
-    """How FAISS indexes are chosen and tuned."""
+    """How FAISS indexes are chosen (the FAISS wiki's "Guidelines to choose an index"), tuned and built."""
 
     memory_budget_mb: int = 4096  # the index must fit in this
     recall_target: float = 0.95  # recall@k against exact search on a held-out sample
@@ -151,11 +173,12 @@ class IndexConfig:
     flat_below: int = 100_000  # fewer vectors: exact (flat) search
     shard_size: int = 1_000_000  # vectors per build shard (merged afterwards)
     use_gpu: str = "auto"  # auto | never | always
+    recall_queries: int = 1000  # held-out queries the recall is measured on
 
     def validate(self, where: str) -> None:
         if not 0 < self.recall_target <= 1:
             raise ConfigError(f"{where}.recall_target: expected 0 < x <= 1, got {self.recall_target}")
-        for name in ("memory_budget_mb", "recall_k", "flat_below", "shard_size"):
+        for name in ("memory_budget_mb", "recall_k", "flat_below", "shard_size", "recall_queries"):
             positive(getattr(self, name), f"{where}.{name}")
         choice(self.use_gpu, ("auto", "never", "always"), f"{where}.use_gpu")
 
@@ -170,6 +193,9 @@ class WeakPairsConfig:
     k: int = 5
 
 
+RESERVED_LINKS = ("related-images", "related-texts")  # links/ folders of the related-item retrievals
+
+
 @dataclass
 class RetrieveConfig:
     weak_pairs: list[WeakPairsConfig] = field(default_factory=list)
@@ -177,12 +203,22 @@ class RetrieveConfig:
     related_images_top_n: int = 100  # UNIMO App. A
     related_texts_candidates: int = 1000  # TF-IDF top before the embedding rerank (UNIMO App. A)
     related_texts_top_n: int = 100
+    # UNIMO App. A: which sources' images / texts are queries and which are the collections searched.
+    # None: every source with ann/detect tables (images) or emb/text tables (texts); []: none (skip).
+    related_images_queries: list[str] | None = None
+    related_images_collections: list[str] | None = None
+    related_texts_queries: list[str] | None = None
+    related_texts_collections: list[str] | None = None
 
     def validate(self, where: str) -> None:
         names = [w.name for w in self.weak_pairs]
         for i, weak in enumerate(self.weak_pairs):
             if names.count(weak.name) > 1:
                 raise ConfigError(f"{where}.weak_pairs[{i}].name: {weak.name!r} is not unique")
+            if (not re.fullmatch(r"[a-z0-9_-]+", weak.name) or weak.name in RESERVED_LINKS
+                    or f"{weak.name}-regions" in names):
+                raise ConfigError(f"{where}.weak_pairs[{i}].name: {weak.name!r} names a links/ folder: use only "
+                                  f"a-z, 0-9, '_' and '-', not {', '.join(RESERVED_LINKS)}, nor another name + '-regions'")
             positive(weak.k, f"{where}.weak_pairs[{i}].k")
         for name in ("related_images_top_n", "related_texts_candidates", "related_texts_top_n"):
             positive(getattr(self, name), f"{where}.{name}")
@@ -190,10 +226,25 @@ class RetrieveConfig:
 
 @dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
+    """``unicorpus serve`` and ``unicorpus query`` (retrieval/service.py, retrieval/query.py)."""
+
+    host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 8765
     token: str | None = None  # bearer token; none: open (loopback only by default)
-    max_k: int = 1000
+    max_k: int = 1000  # larger k is refused (400), not clipped
+    thumbnail_side: int = 256  # /api/image thumbnails: longest side in pixels
+    # torch CPU threads of the query-encoding process (None: torch's default, every core). 1 keeps latency
+    # steady when the cores are shared (measured: benchmarks/service.py); concurrent queries are batched.
+    threads: int | None = 1
+
+    def validate(self, where: str) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"{where}.port: expected 0..65535, got {self.port}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError(f"{where}.token: empty; leave it out for no token")
+        positive(self.max_k, f"{where}.max_k")
+        positive(self.thumbnail_side, f"{where}.thumbnail_side")
+        positive(self.threads, f"{where}.threads")
 
 
 @dataclass
@@ -207,3 +258,4 @@ class RetrievalConfig:
         self.embed.validate(f"{where}.embed")
         self.index.validate(f"{where}.index")
         self.retrieve.validate(f"{where}.retrieve")
+        self.serve.validate(f"{where}.serve")

@@ -1,0 +1,1 @@
+"""Pure annotation logic (detection, parsing, rewriting) that the Beam stages in pipelines/stages/ call."""

@@ -1,0 +1,87 @@
+"""detect: detector regions and ground-truth tags of every image -> ``ann/detect/<source>/`` (Beam shell).
+
+One pipeline per source, because a source's ``tags`` option decides what its annotator does: the
+detector (``detector``), the ground-truth objects alone (``annotations``: no model is loaded), or both.
+The logic is ``pipelines.annotators.detect``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from pipelines.annotators.detect import (
+    IMAGE_MODALITIES,
+    DetectSettings,
+    Detector,
+    annotate_images,
+    file_digest,
+    uses_detector,
+)
+from pipelines.runner import RunnerConfig
+from pipelines.stages.ingest import SourceResult
+from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, run_sidecar_stage
+from schemas.config import CorpusConfig
+from schemas.stages import DetectConfig, require_model
+from schemas.tables import ANN_DETECT, CLASSES_KEY, DIM_KEY, MODEL_KEY
+
+MODEL_KEY_NAME = "annotate.detect.model"
+WHAT = ("put the path of ultralytics YOLO detection weights there (a .pt, e.g. yolov8x.pt trained on COCO or "
+        "a detector fine-tuned on Visual Genome), or set the source's tags: annotations to use its ground-truth "
+        "boxes without a detector")
+
+
+class DetectAnnotator(ShardAnnotator):
+    stage = "detect"
+    folder = "ann/detect"
+    schema = ANN_DETECT
+    modalities = frozenset(IMAGE_MODALITIES)
+    columns = ["key", "modality", "image_offset", "image_size", "meta"]
+
+    def __init__(self, config: DetectConfig, tags: str):
+        self.config, self.tags = config, tags
+        self.model = config.model if uses_detector(tags) else None
+        self.detector: Detector | None = None
+
+    def params(self) -> dict:
+        params = {"tags": self.tags}
+        if self.model:
+            c = self.config
+            params.update(model=self.model, model_sha256=file_digest(self.model), min_confidence=c.min_confidence,
+                          max_boxes=c.max_boxes, iou_threshold=c.iou_threshold, image_size=c.image_size)
+        return params
+
+    def setup(self) -> None:
+        if self.model:
+            c = self.config
+            self.detector = Detector(self.model, c.image_size, c.device, c.min_confidence, c.max_boxes,
+                                     c.iou_threshold)
+
+    def annotate(self, shard):
+        c = self.config
+        return annotate_images(shard, DetectSettings(self.tags, c.batch_size, c.min_confidence, c.max_boxes),
+                               self.detector)
+
+    def table_metadata(self) -> dict[bytes, bytes]:
+        if self.detector is None:
+            return {}
+        return {MODEL_KEY: self.model.encode(), DIM_KEY: str(self.detector.dim).encode(),
+                CLASSES_KEY: json.dumps(self.detector.names).encode()}
+
+
+def source_tags(config: CorpusConfig, name: str) -> str:
+    """A source's ``tags`` option; sources without ground truth have only the detector."""
+    return getattr(config.sources[name], "tags", "detector")
+
+
+def run_detect(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
+               show_progress: bool = True) -> list[SourceResult]:
+    detect = config.annotate.detect
+    names = applicable_sources(config, DetectAnnotator(detect, "annotations"), sources or detect.sources)
+    if any(uses_detector(source_tags(config, name)) for name in names):
+        require_model(detect.model, MODEL_KEY_NAME, WHAT)
+    results = []
+    for name in names:
+        factory = functools.partial(DetectAnnotator, detect, source_tags(config, name))
+        results += run_sidecar_stage(config, factory, [name], runner, overwrite, show_progress)
+    return results
