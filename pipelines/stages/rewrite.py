@@ -1,0 +1,353 @@
+"""The rewrite stage (UNIMO §2.1, App. A "Data Augmentations"): for every caption of a pair sample,
+positives by back-translation and hard negatives by scene-graph rewriting and by TF-IDF neighbours ->
+``ann/rewrite/<source>/NNNNN.parquet`` (ANN_REWRITE, one row per rewrite).
+
+Two passes. First the corpus statistics, each a Beam combine over all captions (or parses) of the
+rewrite sources: TF-IDF document frequencies, the scene-graph vocabulary, the n-gram fluency model.
+Each is written once to ``ann/rewrite/_stats/<name>-<digest>.pkl``, the digest naming what it was
+computed from (every input shard's hash), so an unchanged corpus reuses them. Then the per-shard pass on
+``run_sidecar_stage``: each worker loads the models and statistics once and rewrites shard by shard;
+the corpus digest is part of every shard's parameters, so a changed corpus redoes them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import uuid
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+
+from pipelines import io as fsio
+from pipelines.annotators.parse import Text, location
+from pipelines.runner import RunnerConfig, pipeline_options
+from pipelines.shards import read_index_metadata
+from pipelines.sidecar import (
+    ShardInput,
+    SidecarPaths,
+    raw_params_hash,
+    raw_shards,
+    read_shard_input,
+    sample_texts,
+)
+from pipelines.stages.ingest import SourceResult
+from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, run_sidecar_stage
+from schemas.config import CorpusConfig
+from schemas.config_errors import ConfigError
+from schemas.records import Reason, Reject
+from schemas.stages import RewriteConfig, require_model
+from schemas.tables import ANN_REWRITE, PARAMS_KEY, check_version
+
+STAGE, FOLDER, PARSE_FOLDER = "rewrite", "ann/rewrite", "ann/parse"
+METHODS = ("back_translation", "scene_graph", "tfidf")  # row order within a caption
+_COLUMNS = ["key", "modality", "text", "meta"]
+_PAIR = frozenset({"pair"})
+_TRANSLATION_HINT = ("a seq2seq model folder (transformers save_pretrained: config.json, weights, tokenizer), "
+                     "e.g. Helsinki-NLP/opus-mt-en-zh downloaded elsewhere and copied there")
+_ENCODER_HINT = ("the sentence encoder that finds similar scene-graph nodes (a sentence-transformers folder), "
+                 "or set annotate.rewrite.scene_graph.enabled: false")
+
+
+# --- which captions ------------------------------------------------------------------------------------
+
+
+def caption_problem(text: str, max_chars: int) -> tuple[Reason, str] | None:
+    """Why a caption is not rewritten: empty, or longer than ``max_chars`` (refused, not silently cut)."""
+    if not text.strip():
+        return Reason.EMPTY_TEXT, "no words to rewrite"
+    if len(text) > max_chars:
+        return Reason.OVERLONG_TEXT, f"{len(text)} characters > annotate.rewrite.max_chars {max_chars}"
+    return None
+
+
+def split_captions(shard: ShardInput, max_chars: int) -> tuple[list[Text], list[Reject]]:
+    """The captions of the shard's pair samples (``sample_texts``): good ones, and rejects of the others."""
+    good, rejects = [], []
+    for row in shard.rows:
+        if row["modality"] not in _PAIR:
+            continue
+        for index, text in sample_texts(row):
+            caption = Text(row["key"], index, text)
+            problem = caption_problem(text, max_chars)
+            if problem:
+                rejects.append(Reject(shard.source, location(caption), problem[0], problem[1], caption.key))
+            else:
+                good.append(caption)
+    return good, rejects
+
+
+def shard_captions(root: str, max_chars: int, source: str, shard: int) -> list[tuple[str, str, int, str]]:
+    """(key, source, text_index, text) of the good captions of one raw shard."""
+    good, _ = split_captions(read_shard_input(root, source, shard, _COLUMNS), max_chars)
+    return [(c.key, source, c.index, c.text) for c in good]
+
+
+def shard_parses(root: str, source: str, shard: int) -> list[dict]:
+    """The ANN_PARSE rows of one shard, or a ValueError saying to run parse first."""
+    path = SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table
+    if not fsio.exists(path):
+        raise ValueError(f"annotate.rewrite.scene_graph: no parse table {path}; run `unicorpus annotate parse` "
+                         "first, or set annotate.rewrite.scene_graph.enabled: false")
+    with fsio.open_read(path) as f:
+        table = pq.read_table(f)
+    check_version(table.schema, path)
+    return table.to_pylist()
+
+
+# --- corpus statistics: a Beam combine each, written once per corpus digest ---------------------------------
+
+
+@dataclass(frozen=True)
+class Statistic:
+    name: str
+    over: str  # "captions" (texts) or "parses" (ANN_PARSE rows)
+    combiner: Callable[[], object]  # has the four CombineFn methods (no Beam import in the annotators)
+
+
+def statistics(config: RewriteConfig) -> list[Statistic]:
+    from pipelines.annotators.ngram_lm import NgramCombiner
+    from pipelines.annotators.scene_graph_rewrite import VocabularyCombiner
+    from pipelines.annotators.tfidf_negatives import DocumentFrequencyCombiner
+
+    found = []
+    if config.tfidf.enabled:
+        found.append(Statistic("tfidf", "captions", DocumentFrequencyCombiner))
+    if config.scene_graph.enabled:
+        found.append(Statistic("vocabulary", "parses", VocabularyCombiner))
+        if not config.scene_graph.language_model:  # a causal LM replaces the corpus n-gram model
+            found.append(Statistic("ngram", "captions", NgramCombiner))
+    return found
+
+
+class _Combine(beam.CombineFn):
+    """Any (picklable) object with the four CombineFn methods, as a Beam CombineFn."""
+
+    def __init__(self, combiner):
+        self.combiner = combiner
+
+    def create_accumulator(self):
+        return self.combiner.create_accumulator()
+
+    def add_input(self, accumulator, element):
+        return self.combiner.add_input(accumulator, element)
+
+    def merge_accumulators(self, accumulators):
+        return self.combiner.merge_accumulators(accumulators)
+
+    def extract_output(self, accumulator):
+        return self.combiner.extract_output(accumulator)
+
+
+def stat_path(root: str, name: str, digest: str) -> str:
+    return fsio.join(root, FOLDER, "_stats", f"{name}-{digest}.pkl")
+
+
+def _write_stat(value, path: str) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    fsio.write_bytes(tmp, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    fsio.rename(tmp, path)
+
+
+def load_stat(path: str):
+    return pickle.loads(fsio.read_bytes(path))
+
+
+def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: list[Statistic]) -> str:
+    """What the statistics (and so every shard's negatives) depend on: every input shard's hash."""
+    inputs = {source: {shard: raw_params_hash(root, source, shard) for shard in raw_shards(root, source)}
+              for source in sources}
+    parses = {}
+    if any(s.over == "parses" for s in stats):
+        for source, shards in inputs.items():
+            for shard in shards:
+                path = SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table
+                parses[f"{source}/{shard}"] = (read_index_metadata(path).get(PARAMS_KEY, b"").decode()
+                                               if fsio.exists(path) else None)
+    blob = json.dumps({"raw": inputs, "parse": parses, "max_chars": config.max_chars,
+                       "stats": [s.name for s in stats]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_statistics(root: str, sources: list[str], config: RewriteConfig, runner: RunnerConfig) -> str:
+    """Compute the missing statistics in one Beam pipeline; the corpus digest they are filed under.
+    Statistics of an earlier corpus (and temporaries) are removed."""
+    stats = statistics(config)
+    digest = corpus_digest(root, sources, config, stats)
+    folder = fsio.join(root, FOLDER, "_stats")
+    fsio.delete([p for p in fsio.glob(fsio.join(folder, "*")) if f"-{digest}.pkl" not in p or ".tmp-" in p])
+    missing = [s for s in stats if not fsio.exists(stat_path(root, s.name, digest))]
+    if not missing:
+        return digest
+    shards = [(source, shard) for source in sources for shard in raw_shards(root, source)]
+    with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
+        spread = pipeline | "Shards" >> beam.Create(shards) | "Spread" >> beam.Reshuffle()
+        inputs = {}
+        if any(s.over == "captions" for s in missing):
+            inputs["captions"] = (spread | "Captions" >> beam.FlatMapTuple(partial(shard_captions, root, config.max_chars))
+                                  | "Texts" >> beam.Map(lambda caption: caption[3]))
+        if any(s.over == "parses" for s in missing):
+            inputs["parses"] = spread | "Parses" >> beam.FlatMapTuple(partial(shard_parses, root))
+        for stat in missing:
+            (inputs[stat.over]
+             | f"{stat.name}/Combine" >> beam.CombineGlobally(_Combine(stat.combiner()))
+             | f"{stat.name}/Write" >> beam.Map(_write_stat, stat_path(root, stat.name, digest)))
+    return digest
+
+
+# --- the per-shard pass ------------------------------------------------------------------------------------
+
+
+class RewriteAnnotator(ShardAnnotator):
+    stage = STAGE
+    folder = FOLDER
+    schema = ANN_REWRITE
+    modalities = _PAIR
+    columns = _COLUMNS
+
+    def __init__(self, config: RewriteConfig, root: str, sources: list[str], digest: str,
+                 encoder: str | None = None):
+        self.config, self.root, self.sources, self.digest, self.encoder = config, root, sources, digest, encoder
+        self.pivots: list = []
+        self.index = None
+        self.rewriter = None
+
+    def params(self) -> dict:
+        c = self.config
+        bt, sg, tf = c.back_translation, c.scene_graph, c.tfidf
+        return {
+            "max_chars": c.max_chars,
+            "corpus": self.digest,
+            "back_translation": bt.enabled and {
+                "pivots": [[p.pivot, p.forward, p.backward, p.code] for p in bt.pivots],
+                "source_code": bt.source_code, "max_length": bt.max_length, "num_beams": bt.num_beams},
+            "scene_graph": sg.enabled and {"top_n": sg.top_n, "candidates_per_node": sg.candidates_per_node,
+                                           "min_count": sg.min_count, "encoder": self.encoder,
+                                           "language_model": sg.language_model},
+            "tfidf": tf.enabled and {"top_n": tf.top_n, "max_df": tf.max_df},
+        }
+
+    def setup(self) -> None:
+        c = self.config
+        if c.back_translation.enabled:
+            self.pivots = load_pivots(c.back_translation)
+        if c.tfidf.enabled:
+            from pipelines.annotators.tfidf_negatives import CaptionIndex, TfidfVectorizer
+
+            vectorizer = TfidfVectorizer(load_stat(stat_path(self.root, "tfidf", self.digest)), c.tfidf.max_df)
+            corpus = [caption for source in self.sources for shard in raw_shards(self.root, source)
+                      for caption in shard_captions(self.root, c.max_chars, source, shard)]
+            self.index = CaptionIndex(vectorizer, corpus)
+        if c.scene_graph.enabled:
+            from pipelines.annotators.scene_graph_rewrite import SceneGraphRewriter, build_similar
+            from retrieval.embed import Embedder
+
+            encode = Embedder(self.encoder, c.back_translation.device, where="retrieval.embed.model").encode
+            similar = build_similar(load_stat(stat_path(self.root, "vocabulary", self.digest)), encode, c.scene_graph)
+            if c.scene_graph.language_model:
+                from pipelines.annotators.causal_lm import CausalLMScorer
+
+                lm = CausalLMScorer(c.scene_graph.language_model, c.back_translation.device)
+            else:
+                lm = load_stat(stat_path(self.root, "ngram", self.digest))
+            self.rewriter = SceneGraphRewriter(similar, lm, c.scene_graph)
+
+    def annotate(self, shard: ShardInput) -> tuple[list[dict], list[Reject], int]:
+        captions, rejects = split_captions(shard, self.config.max_chars)
+        units = len(captions) + len(rejects)
+        rows = self._back_translations(shard.source, captions) + self._tfidf(shard.source, captions)
+        rows += self._scene_graph(shard, captions)
+        done = {(row["key"], row["text_index"]) for row in rows}
+        rejects += [Reject(shard.source, location(c), Reason.NO_REWRITE, self._why_none(), c.key)
+                    for c in captions if (c.key, c.index) not in done]
+        rows.sort(key=lambda row: (row["key"], row["text_index"], METHODS.index(row["method"])))  # stable: ranks kept
+        return rows, rejects, units
+
+    def accounted(self, rows: list[dict], rejects: list[Reject]) -> int:
+        return len({(row["key"], row["text_index"]) for row in rows}) + len(rejects)
+
+    def _back_translations(self, source: str, captions: list[Text]) -> list[dict]:
+        if not self.pivots:
+            return []
+        from pipelines.annotators.backtranslate import back_translate
+
+        bt = self.config.back_translation
+        found = back_translate(self.pivots, [c.text for c in captions], bt.batch_size, bt.max_length, bt.num_beams)
+        return [_row(c, source, "positive", "back_translation", text, None, detail)
+                for c, rewrites in zip(captions, found) for text, detail in rewrites]
+
+    def _tfidf(self, source: str, captions: list[Text]) -> list[dict]:
+        if self.index is None:
+            return []
+        found = self.index.negatives([c.key for c in captions], [c.text for c in captions], self.config.tfidf.top_n)
+        return [_row(c, source, "hard_negative", "tfidf", other[3], score,
+                     json.dumps({"key": other[0], "source": other[1], "text_index": other[2]}))
+                for c, hits in zip(captions, found) for other, score in hits]
+
+    def _scene_graph(self, shard: ShardInput, captions: list[Text]) -> list[dict]:
+        if self.rewriter is None:
+            return []
+        parses = {(row["key"], row["text_index"]): row for row in shard_parses(self.root, shard.source, shard.shard)}
+        return [row for c in captions if (c.key, c.index) in parses for row in self.rewriter.rewrite(parses[c.key, c.index])]
+
+    def _why_none(self) -> str:
+        c = self.config
+        why = [reason for enabled, reason in (
+            (c.back_translation.enabled, "back_translation: every output empty or the caption again"),
+            (c.scene_graph.enabled, "scene_graph: no parsed node with a similar vocabulary entry"),
+            (c.tfidf.enabled, "tfidf: no caption of another image shares a weighted term")) if enabled]
+        return "; ".join(why) or "every method is disabled"
+
+
+def _row(caption: Text, source: str, kind: str, method: str, text: str, score: float | None, detail: str) -> dict:
+    return {"key": caption.key, "source": source, "text_index": caption.index, "kind": kind, "method": method,
+            "text": text, "score": score, "detail": detail}
+
+
+def check_models(config: CorpusConfig) -> None:
+    """Fail before any pipeline starts when a configured method has no model."""
+    section = config.annotate.rewrite
+    bt = section.back_translation
+    where = "annotate.rewrite.back_translation"
+    if bt.enabled and not bt.pivots:
+        raise ConfigError(f"{where}.pivots: none configured; give pivot languages (UNIMO: zh, fr, es) with "
+                          f"forward and backward model folders, or set {where}.enabled: false")
+    for i, pair in enumerate(bt.pivots if bt.enabled else ()):
+        require_model(pair.forward, f"{where}.pivots[{i}].forward", _TRANSLATION_HINT)
+        require_model(pair.backward, f"{where}.pivots[{i}].backward", _TRANSLATION_HINT)
+    if section.scene_graph.enabled:
+        require_model(config.retrieval.embed.model, "retrieval.embed.model", _ENCODER_HINT)
+        if section.scene_graph.language_model:
+            from pipelines.annotators.causal_lm import HINT, WHERE
+
+            require_model(section.scene_graph.language_model, WHERE, HINT)
+
+
+def load_pivots(config) -> list:
+    """The configured pivots' translators (``BackTranslationConfig``), each model loaded once."""
+    from pipelines.annotators.backtranslate import Pivot, Translator
+
+    return [Pivot(p.pivot, Translator(p.forward, config.device, config.source_code, p.code),
+                  Translator(p.backward, config.device, p.code, config.source_code)) for p in config.pivots]
+
+
+def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
+                show_progress: bool = True) -> list[SourceResult]:
+    """Rewrite the captions of ``sources`` (default: the corpus, ``annotate.rewrite.sources``, else every
+    source with pair samples): the corpus statistics first, then every shard of ``sources``."""
+    check_models(config)
+    section, root = config.annotate.rewrite, config.output
+    fsio.configure(pipeline_options(runner))
+    probe = RewriteAnnotator(section, root, [], "")
+    corpus = applicable_sources(config, probe, section.sources)  # negatives come from all of it, always
+    names = applicable_sources(config, probe, sources) if sources else corpus
+    corpus += [name for name in names if name not in corpus]
+    if not names:
+        return []
+    digest = build_statistics(root, corpus, section, runner)
+    factory = partial(RewriteAnnotator, section, root, corpus, digest, config.retrieval.embed.model)
+    return run_sidecar_stage(config, factory, names, runner, overwrite, show_progress)
