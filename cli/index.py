@@ -1,5 +1,26 @@
-"""``unicorpus index`` (issue 5)."""
+"""``unicorpus index``: FAISS indexes of the emb/ tables -> index/<space>/<source>/."""
 
 
 def register(subparsers) -> None:
-    pass
+    parser = subparsers.add_parser("index", help="FAISS index per embedding space and source (type chosen from "
+                                                 "size, dim and memory budget; tuned to the recall target)")
+    parser.add_argument("--config", required=True, help="corpus YAML (its retrieval.index section)")
+    parser.add_argument("--space", action="append", choices=("text", "tags"), default=[],
+                        help="only this embedding space (repeatable; default: both)")
+    parser.add_argument("--source", action="append", default=[], metavar="NAME",
+                        help="only this source (repeatable; default: every source with emb/ tables)")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild indexes that are current")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.set_defaults(run=_run)
+
+
+def _run(args, beam_args) -> int:
+    from pipelines.stages.index import format_index_summary, run_index
+    from schemas.config import load_config
+
+    if beam_args:
+        raise ValueError(f"unknown arguments: {' '.join(beam_args)}")
+    results = run_index(load_config(args.config), args.space or None, args.source or None,
+                        overwrite=args.overwrite, show_progress=not args.quiet)
+    print(format_index_summary(results))
+    return 0

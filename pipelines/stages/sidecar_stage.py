@@ -39,7 +39,7 @@ from schemas.records import Reject
 
 class ShardAnnotator:
     """What a per-shard stage defines. ``annotate`` returns (rows, rejects, units considered), with
-    ``units == len(rows) + len(rejects)``: nothing a stage looks at is dropped silently."""
+    ``units == accounted(rows, rejects)``: nothing a stage looks at is dropped silently."""
 
     stage: str = ""  # the name in rejects/ and the manifest
     folder: str = ""  # where the tables go, e.g. "ann/detect"
@@ -53,6 +53,16 @@ class ShardAnnotator:
 
     def setup(self) -> None:
         """Load models; called once per worker before the first shard."""
+
+    def accounted(self, rows: list[dict], rejects: list[Reject]) -> int:
+        """The units ``rows`` and ``rejects`` stand for: one row per unit here; a stage that writes several
+        rows per unit (rewrite: many per caption) counts the units they belong to."""
+        return len(rows) + len(rejects)
+
+    def input_digest(self, root: str, source: str, shard: int) -> str:
+        """The hash of the other sidecar tables a shard's output is made from (embed tags: ann/detect), so
+        a redone input redoes this shard too; "" when the raw shard is the only input."""
+        return ""
 
     def annotate(self, shard: ShardInput) -> tuple[list[dict], list[Reject], int]:
         raise NotImplementedError
@@ -79,9 +89,10 @@ class _AnnotateShard(beam.DoFn):
             return
         shard_input = read_shard_input(self.root, self.source, shard, annotator.columns)
         rows, rejects, units = annotator.annotate(shard_input)
-        if units != len(rows) + len(rejects):
-            raise RuntimeError(f"{annotator.stage} {self.source}/{shard}: {units} units in, "
-                               f"{len(rows)} rows + {len(rejects)} rejects out")
+        accounted = annotator.accounted(rows, rejects)
+        if units != accounted:
+            raise RuntimeError(f"{annotator.stage} {self.source}/{shard}: {units} units in, {len(rows)} rows and "
+                               f"{len(rejects)} rejects out account for {accounted}")
         write_sidecar(paths, annotator.stage, rows, rejects, annotator.schema, digest, units,
                       annotator.table_metadata())
 
@@ -93,10 +104,11 @@ def applicable_sources(config: CorpusConfig, annotator: ShardAnnotator, names: l
         if unknown:
             raise ValueError(f"{', '.join(unknown)}: not a source of the config (have: {', '.join(config.sources)})")
         return list(names)
-    return [name for name in config.sources if _has_modality(config.output, name, annotator.modalities)]
+    return [name for name in config.sources if has_modality(config.output, name, annotator.modalities)]
 
 
-def _has_modality(root: str, source: str, modalities: frozenset[str]) -> bool:
+def has_modality(root: str, source: str, modalities: frozenset[str]) -> bool:
+    """Whether any ingested sample of ``source`` is of one of ``modalities``."""
     return any(row["modality"] in modalities
                for shard in raw_shards(root, source)
                for row in read_shard_input(root, source, shard, ["modality"]).rows)
@@ -115,7 +127,8 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
                 overwrite: bool, show_progress: bool) -> SourceResult:
     root, stage_params = config.output, annotator.params()
     shards = raw_shards(root, name)
-    digests = {shard: params_hash(stage_params, raw_params_hash(root, name, shard)) for shard in shards}
+    digests = {shard: params_hash(stage_params, raw_params_hash(root, name, shard)
+                                  + annotator.input_digest(root, name, shard)) for shard in shards}
     paths = {shard: SidecarPaths.of(root, annotator.folder, annotator.stage, name, shard) for shard in shards}
     reused = [] if overwrite else [s for s in shards if is_done(paths[s], digests[s])]
     remove_temporaries(root, annotator.folder, annotator.stage, name)
