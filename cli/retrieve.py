@@ -1,5 +1,34 @@
-"""``unicorpus retrieve`` (issue 5)."""
+"""``unicorpus retrieve``: weak pairs, phrase-region links and related items -> links/ (issue 5)."""
+
+from cli.common import runner_arguments, runner_config
 
 
 def register(subparsers) -> None:
-    pass
+    parser = subparsers.add_parser("retrieve", help="mu-VLA weak pairs and phrase-region links, UNIMO related "
+                                                    "images and texts (links/)")
+    parser.add_argument("--config", required=True, help="corpus YAML (retrieval.retrieve section)")
+    parser.add_argument("--examples", type=int, default=3, metavar="N",
+                        help="weak pairs to print per weak_pairs entry (default 3)")
+    runner_arguments(parser)
+    parser.set_defaults(run=_run)
+
+
+def _run(args, beam_args) -> int:
+    from pipelines.stages.retrieve import example_pairs, run_retrieve
+    from pipelines.summary import format_summary
+    from schemas.config import load_config
+
+    config = load_config(args.config)
+    results = run_retrieve(config, runner_config(args, beam_args), overwrite=args.overwrite,
+                           show_progress=not args.quiet)
+    if not results:
+        print("nothing to retrieve: set retrieval.retrieve.weak_pairs, or run detect / embed for related items")
+        return 0
+    print(format_summary(results))
+    print("(per links table / query source: read = queries, written = queries served)")
+    print("links: " + ", ".join(f"{r.name} {r.links}" for r in results))
+    for example in example_pairs(config, args.examples):
+        print(f"\n[{example['name']}] {example['image']}  tags: {example['tags']}")
+        for score, text in example["sentences"]:
+            print(f"  {score:.3f}  {text}")
+    return 0

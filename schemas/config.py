@@ -358,6 +358,10 @@ def _check_source_names(annotate: AnnotateConfig, retrieval: RetrievalConfig, so
     for i, weak in enumerate(retrieval.retrieve.weak_pairs):
         named += [(f"retrieval.retrieve.weak_pairs[{i}].images", weak.images),
                   (f"retrieval.retrieve.weak_pairs[{i}].texts", weak.texts)]
+    retrieve = retrieval.retrieve
+    named += [(f"retrieval.retrieve.{name}", getattr(retrieve, name)) for name in
+              ("related_images_queries", "related_images_collections", "related_texts_queries",
+               "related_texts_collections")]
     for where, names in named:
         for name in names or ():
             if name not in sources:

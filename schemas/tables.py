@@ -147,6 +147,7 @@ LINKS = pa.schema([
     pa.field("text_index", pa.int32()),  # which text of the result sample (null: an image)
     pa.field("text", pa.string()),
     pa.field("score", pa.float32(), nullable=False),
+    pa.field("query_text_index", pa.int32()),  # which text of the query sample (related texts; null: an image)
 ])
 
 # links/<name>-regions/<source>/<shard>.parquet: mu-VLA §3.3.2 phrase-region links of weak pairs.

@@ -1,0 +1,303 @@
+"""The per-shard logic of the retrieve stage (``pipelines/stages/retrieve.py`` is its Beam shell): each
+``ShardLinker`` turns one query shard into links tables and rejects, reading the sidecar tables it needs
+(emb/tags, emb/text, ann/detect, ann/parse) and calling ``retrieval.align`` / ``retrieval.related``.
+
+- ``WeakPairs``: mu-VLA §3.2 weak pairs of a ``weak_pairs`` entry, + §3.3.2 phrase-region links.
+- ``RelatedImages`` / ``RelatedTexts``: UNIMO App. A related items.
+
+Indexes, models and collections load in ``setup`` (once per worker); ``params`` names everything the
+output depends on beyond the query shard's own inputs (``inputs``), for the shard's params hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import io as fsio
+from pipelines.shards import read_index_metadata
+from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar
+from schemas.keys import shard_name, shard_of
+from schemas.records import Modality, Reason, Reject
+from schemas.stages import RESERVED_LINKS, EmbedConfig, WeakPairsConfig, require_model
+from schemas.tables import LINKS, MODEL_KEY, PARAMS_KEY, PHRASE_REGIONS, check_version
+
+STAGE = "retrieve"
+RELATED_IMAGES, RELATED_TEXTS = RESERVED_LINKS
+TEXT_SPACE = "text"  # the FAISS space of sentences and captions (index/text/<source>/)
+_PARSE_CACHE = 64  # ann/parse shards a weak-pairs worker keeps in memory
+
+
+@dataclass(frozen=True)
+class Table:
+    """One links table: ``links/<name>/<source>/NNNNN.parquet``; ``query`` columns identify a served query."""
+
+    name: str
+    schema: pa.Schema
+    query: tuple[str, ...]
+
+    def paths(self, root: str, source: str, shard: int) -> SidecarPaths:
+        return SidecarPaths.of(root, f"links/{self.name}", f"{STAGE}/{self.name}", source, shard)
+
+
+LINKS_QUERY = ("query_key", "query_text_index")
+REGIONS_QUERY = ("image_key", "text_key", "text_index")
+
+
+@dataclass
+class Linked:
+    """One table's share of a shard: rows, refused queries, and the queries considered."""
+
+    rows: list[dict]
+    rejects: list[Reject]
+    units: int
+
+
+def _table_rows(root: str, folder: str, source: str, shard: int, columns: list[str], hint: str) -> list[dict]:
+    path = SidecarPaths.of(root, folder, STAGE, source, shard).table
+    if not fsio.exists(path):
+        raise ValueError(f"retrieve {source}/{shard_name(shard)}: no {path}; {hint}")
+    with fsio.open_read(path) as f:
+        table = pq.read_table(f, columns=columns)
+    check_version(table.schema, path)
+    return table.to_pylist()
+
+
+def _images(root: str, source: str, shard: int) -> list[str]:
+    rows = read_shard_input(root, source, shard, ["key", "modality"]).rows
+    return [row["key"] for row in rows if row["modality"] != Modality.TEXT.value]
+
+
+def _reject(source: str, folder: str, shard: int, key: str, reason: Reason, detail: str) -> Reject:
+    return Reject(source, f"{folder}/{source}/{shard_name(shard)}.parquet", reason, detail, key)
+
+
+def _fingerprint(root: str, folder: str, sources: list[str]) -> str:
+    """What a collection of sidecar tables holds: their params hashes (each covers its raw shard)."""
+    digest = hashlib.sha256()
+    for source in sources:
+        for path in fsio.glob(fsio.join(root, folder, source, "[0-9]*.parquet")):
+            digest.update("/".join(path.rsplit("/", 2)[-2:]).encode() + read_index_metadata(path).get(PARAMS_KEY, b""))
+    return digest.hexdigest()[:16]
+
+
+_DETECT_HINT = "run `unicorpus annotate detect` first"
+
+
+@lru_cache(maxsize=2)
+def _phrase_encoder(model: str, device: str, batch_size: int):
+    """One model and one cache of label / phrase vectors per process, shared by the weak-pairs jobs."""
+    from retrieval.align import CachedEncoder
+    from retrieval.embed import shared_embedder
+
+    return CachedEncoder(shared_embedder(model, device, batch_size).encode)
+
+
+class ShardLinker:
+    """What one links job defines: its tables, query sources, inputs and the per-shard logic."""
+
+    tables: list[Table]
+    sources: list[str]
+    inputs: tuple[str, ...]  # sidecar folders of the query shard the result depends on
+    input_hint: str
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def params(self) -> dict:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Load indexes, models, collections; once per worker."""
+
+    def link(self, source: str, shard: int) -> list[Linked]:
+        """One ``Linked`` per table, in ``tables`` order."""
+        raise NotImplementedError
+
+
+class WeakPairs(ShardLinker):
+    """mu-VLA §3.2 weak pairs (+ §3.3.2 phrase-region links) of one ``weak_pairs`` entry."""
+
+    input_hint = "run `unicorpus annotate detect` and `unicorpus embed` first (emb/tags holds the tag queries)"
+
+    def __init__(self, root: str, weak: WeakPairsConfig, regions: bool, embed: EmbedConfig):
+        super().__init__(root)
+        self.weak, self.regions, self.embed = weak, regions, embed
+        self.sources = list(weak.images)
+        self.tables = [Table(weak.name, LINKS, LINKS_QUERY)]
+        self.inputs = ("emb/tags",)
+        if regions:
+            self.tables.append(Table(f"{weak.name}-regions", PHRASE_REGIONS, REGIONS_QUERY))
+            self.inputs += ("ann/detect",)
+        self.text_shards = {name: len(raw_shards(root, name)) for name in weak.texts}
+
+    def params(self) -> dict:
+        builds = {}
+        for name in self.weak.texts:
+            path = fsio.join(self.root, "index", TEXT_SPACE, name, "build.json")
+            if not fsio.exists(path):
+                raise ValueError(f"weak pairs {self.weak.name}: no index at {path}; run `unicorpus index` first")
+            builds[name] = hashlib.sha256(fsio.read_bytes(path)).hexdigest()[:16]
+        params = {"kind": "weak_pairs", "texts": self.weak.texts, "k": self.weak.k, "indexes": builds}
+        if self.regions:
+            require_model(self.embed.model, "retrieval.embed.model", "phrase_regions embeds noun phrases and "
+                          "region labels with it: the sentence-transformers folder of the embed stage")
+            params |= {"model": self.embed.model, "parse": _fingerprint(self.root, "ann/parse", self.weak.texts)}
+        return params
+
+    def setup(self) -> None:
+        from retrieval.index import open_indexes
+
+        self.indexes = open_indexes(self.root, TEXT_SPACE, self.weak.texts)
+        self.models = {index.model for index in self.indexes}
+        self.parse_cache: dict[tuple[str, int], dict] = {}
+        if self.regions:
+            self.encode = _phrase_encoder(self.embed.model, self.embed.device, self.embed.batch_size)
+
+    def link(self, source: str, shard: int) -> list[Linked]:
+        from retrieval.align import weak_pairs
+
+        tags = {row["key"]: row for row in _table_rows(self.root, "emb/tags", source, shard,
+                                                      ["key", "text", "vector"], self.input_hint)}
+        self._check_model(source, shard)
+        images = _images(self.root, source, shard)
+        queries = [key for key in images if key in tags]
+        rejects = [_reject(source, "emb/tags", shard, key, Reason.NO_TAGS, "the image has no region label")
+                   for key in images if key not in tags]
+        vectors = np.array([tags[key]["vector"] for key in queries], dtype=np.float32).reshape(len(queries), -1)
+        found = weak_pairs(queries, source, vectors, self.indexes, self.weak.k)
+        rejects += [_reject(source, "emb/tags", shard, key, Reason.NO_RESULTS,
+                            f"tag query {tags[key]['text']!r}: the indexes of {', '.join(self.weak.texts)} are empty")
+                    for key, rows in zip(queries, found) if not rows]
+        pairs = [row for rows in found for row in rows]
+        out = [Linked(pairs, rejects, len(images))]
+        if self.regions:
+            out.append(self._regions(source, shard, pairs))
+        return out
+
+    def _check_model(self, source: str, shard: int) -> None:
+        path = SidecarPaths.of(self.root, "emb/tags", STAGE, source, shard).table
+        model = read_index_metadata(path).get(MODEL_KEY, b"").decode()
+        if self.models - {model}:
+            raise ValueError(f"{path} was embedded with {model!r} but the indexes of {', '.join(self.weak.texts)} "
+                             f"with {sorted(self.models)}: embed and index with one model")
+
+    def _regions(self, source: str, shard: int, pairs: list[dict]) -> Linked:
+        from retrieval.align import phrase_region_links
+
+        detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], _DETECT_HINT)
+        labels = {row["key"]: [region["label"] for region in row["regions"]] for row in detect}
+        phrases = {(p["key"], p["text_index"]): self._phrases(p["source"], p["key"]).get((p["key"], p["text_index"]), [])
+                   for p in pairs}
+        links = phrase_region_links(pairs, phrases, labels, self.encode)
+        rejects = [_reject(source, f"links/{self.weak.name}", shard, pair["query_key"], Reason.NO_PHRASES,
+                           f"{pair['key']} text {pair['text_index']}: no noun phrase in ann/parse")
+                   for pair, rows in zip(pairs, links) if not rows]
+        return Linked([row for rows in links for row in rows], rejects, len(pairs))
+
+    def _phrases(self, source: str, key: str) -> dict:
+        """(key, text_index) -> noun phrases of the ann/parse shard that holds ``key`` (cached per shard)."""
+        shard = shard_of(key, self.text_shards[source])
+        if (source, shard) not in self.parse_cache:
+            if len(self.parse_cache) >= _PARSE_CACHE:
+                self.parse_cache.clear()
+            rows = _table_rows(self.root, "ann/parse", source, shard, ["key", "text_index", "noun_phrases"],
+                               "run `unicorpus annotate parse` first (phrase_regions needs noun phrases)")
+            self.parse_cache[(source, shard)] = {(r["key"], r["text_index"]): r["noun_phrases"] for r in rows}
+        return self.parse_cache[(source, shard)]
+
+
+class RelatedImages(ShardLinker):
+    """UNIMO App. A: TF-IDF over region labels, cosine, top N other images of the collections."""
+
+    inputs = ("ann/detect",)
+    input_hint = _DETECT_HINT
+
+    def __init__(self, root: str, queries: list[str], collections: list[str], top_n: int):
+        super().__init__(root)
+        self.sources, self.collections, self.top_n = queries, collections, top_n
+        self.tables = [Table(RELATED_IMAGES, LINKS, LINKS_QUERY)]
+
+    def params(self) -> dict:
+        return {"kind": "related_images", "top_n": self.top_n, "collections": self.collections,
+                "collection": _fingerprint(self.root, "ann/detect", self.collections)}
+
+    def setup(self) -> None:
+        from retrieval.related import TfidfIndex, label_terms
+
+        self.items = [(row["key"], row["source"], [region["label"] for region in row["regions"]])
+                      for name in self.collections
+                      for row in read_sidecar(self.root, "ann/detect", name, ["key", "source", "regions"])]
+        self.index = TfidfIndex([label_terms(labels) for _, _, labels in self.items])
+
+    def link(self, source: str, shard: int) -> list[Linked]:
+        from retrieval.related import related_images, same_key
+
+        detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], self.input_hint)
+        labels = {row["key"]: [region["label"] for region in row["regions"] if region["label"]] for row in detect}
+        images = _images(self.root, source, shard)
+        queries = [key for key in images if labels.get(key)]
+        rejects = [_reject(source, "ann/detect", shard, key, Reason.NO_TAGS, "the image has no region label")
+                   for key in images if not labels.get(key)]
+        exclude = same_key([key for key, _, _ in self.items], queries)
+        found = related_images(self.index, [labels[key] for key in queries], self.top_n, exclude)
+        rows = []
+        for key, hits in zip(queries, found):
+            if not hits:
+                rejects.append(_reject(source, "ann/detect", shard, key, Reason.NO_RESULTS,
+                                       f"no other image shares a label of {sorted(set(labels[key]))}"))
+            rows += [{"query_key": key, "query_source": source, "rank": rank, "key": self.items[i][0],
+                      "source": self.items[i][1], "text_index": None, "text": None, "score": score,
+                      "query_text_index": None} for rank, (i, score) in enumerate(hits)]
+        return [Linked(rows, rejects, len(images))]
+
+
+class RelatedTexts(ShardLinker):
+    """UNIMO App. A: inverted index + TF-IDF top M, embedding rerank, top N texts of the collections."""
+
+    inputs = ("emb/text",)
+    input_hint = "run `unicorpus embed` first (emb/text holds the text vectors)"
+
+    def __init__(self, root: str, queries: list[str], collections: list[str], top_m: int, top_n: int):
+        super().__init__(root)
+        self.sources, self.collections, self.top_m, self.top_n = queries, collections, top_m, top_n
+        self.tables = [Table(RELATED_TEXTS, LINKS, LINKS_QUERY)]
+
+    def params(self) -> dict:
+        return {"kind": "related_texts", "candidates_m": self.top_m, "top_n": self.top_n,
+                "collections": self.collections, "collection": _fingerprint(self.root, "emb/text", self.collections)}
+
+    def setup(self) -> None:
+        from retrieval.related import TfidfIndex, text_terms
+
+        self.items = [row for name in self.collections
+                      for row in read_sidecar(self.root, "emb/text", name, ["key", "source", "text_index", "text",
+                                                                            "vector"])]
+        self.vectors = np.array([row.pop("vector") for row in self.items], dtype=np.float32).reshape(
+            len(self.items), -1)
+        self.index = TfidfIndex([text_terms(row["text"]) for row in self.items])
+
+    def link(self, source: str, shard: int) -> list[Linked]:
+        from retrieval.related import related_texts, same_key
+
+        queries = _table_rows(self.root, "emb/text", source, shard, ["key", "text_index", "text", "vector"],
+                              self.input_hint)
+        vectors = np.array([row["vector"] for row in queries], dtype=np.float32).reshape(len(queries), -1)
+        exclude = same_key([row["key"] for row in self.items], [row["key"] for row in queries])
+        found = related_texts(self.index, self.vectors, [row["text"] for row in queries], vectors,
+                              self.top_m, self.top_n, exclude)
+        rows, rejects = [], []
+        for query, hits in zip(queries, found):
+            if not hits:
+                rejects.append(_reject(source, "emb/text", shard, query["key"], Reason.NO_RESULTS,
+                                       f"text {query['text_index']}: no other text shares a term"))
+            rows += [{"query_key": query["key"], "query_source": source, "rank": rank,
+                      "key": self.items[i]["key"], "source": self.items[i]["source"],
+                      "text_index": self.items[i]["text_index"], "text": self.items[i]["text"], "score": score,
+                      "query_text_index": query["text_index"]} for rank, (i, score) in enumerate(hits)]
+        return [Linked(rows, rejects, len(queries))]
