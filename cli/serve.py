@@ -1,5 +1,41 @@
-"""``unicorpus serve`` (issue 5)."""
+"""``unicorpus serve``: the retrieval HTTP service and web page (retrieval/service.py). Loads the model and
+the indexes once, then serves until interrupted."""
+
+from __future__ import annotations
+
+import sys
 
 
 def register(subparsers) -> None:
-    pass
+    parser = subparsers.add_parser("serve", help="HTTP search service and web page over the indexes")
+    parser.add_argument("--config", required=True, help="corpus YAML")
+    parser.add_argument("--host", help="address to bind (default retrieval.serve.host: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default retrieval.serve.port: 8765; 0: any free port)")
+    parser.add_argument("--token", help="require `Authorization: Bearer TOKEN` (default retrieval.serve.token)")
+    parser.set_defaults(run=_run)
+
+
+def _run(args, beam_args) -> int:
+    from retrieval.query import QueryEngine
+    from retrieval.service import Service, make_server
+    from schemas.config import load_config
+
+    config = load_config(args.config)
+    serve = config.retrieval.serve
+    host = args.host or serve.host
+    port = serve.port if args.port is None else args.port
+    token = args.token or serve.token
+    engine = QueryEngine(config)
+    engine.embedder  # noqa: B018 (loaded now, not by the first request)
+    server = make_server(Service(engine, token), host, port)
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"unicorpus serve: warning: listening on {host} with no token; anyone who can reach it can query",
+              file=sys.stderr)
+    print(f"unicorpus serve: http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("unicorpus serve: stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,206 @@
+"""`unicorpus serve` over real HTTP on 127.0.0.1: every endpoint, the bearer token, and every refusal."""
+
+import io
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from retrieval.query import QueryEngine
+from tests.conftest import free_port, wait_for_port
+from tests.retrieval import served
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def service(ingested, mini_corpus, tmp_path_factory):
+    """(base URL, an in-process engine over the same corpus to compare with)."""
+    config, embedder = served.build(ingested[0], str(tmp_path_factory.getbasetemp() / "served"))
+    path = served.write_config(mini_corpus[0], config)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--config", path, "--port", str(port),
+                                "--token", TOKEN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port, process, timeout=180)
+        yield f"http://127.0.0.1:{port}", QueryEngine(config, embedder=embedder)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def call(base, path, token=TOKEN, method="GET"):
+    """(status, headers, body bytes) of one request; the JSON of a JSON answer is ``json.loads(body)``."""
+    request = urllib.request.Request(base + path, method=method,
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def get_json(base, path, **kwargs):
+    status, headers, body = call(base, path, **kwargs)
+    assert headers["Content-Type"] == "application/json", (path, body[:200])
+    return status, json.loads(body)
+
+
+def test_health_is_open_and_lists_the_indexes(service):
+    base, engine = service
+    status, body = get_json(base, "/healthz", token=None)
+    assert status == 200 and body["status"] == "ok" and body["indexes"] == engine.catalog()
+
+
+def test_token_is_required_everywhere_else(service):
+    base, _ = service
+    for path in ("/api/search?q=ball", "/api/sample/coco-504518", "/api/image/coco-504518", "/metrics",
+                 "/api/related?key=coco-504518", "/api/indexes"):
+        for token in (None, "wrong"):
+            status, headers, body = call(base, path, token=token)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path
+            assert json.loads(body)["error"] == "missing or wrong bearer token"
+    assert call(base, "/", token=None)[0] == 200  # the page holds no data; its API calls carry the token
+
+
+def test_search_by_text_tags_and_key_as_the_engine_answers(service):
+    base, engine = service
+    for params, expected in (
+            ({"q": "a red ball on the grass", "k": 4}, engine.search(text="a red ball on the grass", k=4)),
+            ({"tags": "ball,tree", "index": "tags"}, engine.search(tags="ball,tree", index="tags")),
+            ({"key": "coco-504518", "index": "text/coco", "k": 3}, engine.search(key="coco-504518", index="text/coco", k=3))):
+        status, body = get_json(base, "/api/search?" + urlencode(params))
+        assert status == 200
+        assert [(r["rank"], r["key"], r["text_index"], r["text"]) for r in body["results"]] == \
+            [(h.rank, h.key, h.text_index, h.text) for h in expected]
+        assert [r["score"] for r in body["results"]] == pytest.approx([h.score for h in expected], abs=1e-5)
+    images = [r["image"] for r in body["results"]]
+    assert images == [f"/api/image/{r['key']}?thumb=1" for r in body["results"]]  # coco pairs all have images
+    _, body = get_json(base, "/api/search?" + urlencode({"q": "a tent", "index": "text/bookcorpus", "k": 1}))
+    assert body["results"][0]["image"] is None
+
+
+def test_sample_related_and_thumbnail(service):
+    from PIL import Image
+
+    base, engine = service
+    status, sample = get_json(base, "/api/sample/coco-504518")
+    assert status == 200 and sample["key"] == "coco-504518" and sample["image"] == "/api/image/coco-504518?thumb=1"
+    assert sorted(r["label"] for r in sample["regions"]) == ["ball", "box"] and "feature" not in sample["regions"][0]
+    status, headers, body = call(base, sample["image"])
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    with Image.open(io.BytesIO(body)) as image:
+        assert image.format == "JPEG" and max(image.size) <= engine.thumbnail_side
+    status, headers, body = call(base, "/api/image/coco-504518?thumb=0")
+    assert status == 200 and body == engine.image("coco-504518", thumb=False)[0]
+    status, related = get_json(base, "/api/related?key=coco-504518&kind=images&k=3")
+    assert status == 200 and [r["key"] for r in related["results"]] == [h.key for h in engine.related("coco-504518", k=3)]
+    assert all(r["image"] for r in related["results"])
+    status, related = get_json(base, "/api/related?key=coco-504518&kind=texts&k=3&text_index=1")
+    assert status == 200 and [(r["key"], r["text"]) for r in related["results"]] == \
+        [(h.key, h.text) for h in engine.related("coco-504518", "texts", 3, 1)]
+
+
+BAD = [
+    ("/api/search?q=", 400, "empty query"),
+    ("/api/search?q=%20%20", 400, "empty query"),
+    ("/api/search", 400, "exactly one of"),
+    ("/api/search?q=ball&tags=ball", 400, "exactly one of"),
+    ("/api/search?q=ball&k=abc", 400, "k: expected an integer"),
+    ("/api/search?q=ball&k=2.5", 400, "k: expected an integer"),
+    ("/api/search?q=ball&k=0", 400, "1 <= k <= 1000"),
+    ("/api/search?q=ball&k=100000", 400, "1 <= k <= 1000"),
+    ("/api/search?q=ball&index=images", 400, "unknown space 'images'"),
+    ("/api/search?q=ball&index=text/nope", 400, "no index 'text/nope'"),
+    ("/api/search?tags=,,", 400, "empty tag list"),
+    ("/api/search?q=ball&colour=red", 400, "unknown parameter 'colour'"),
+    ("/api/search?q=ball&q=tree", 400, "given more than once"),
+    ("/api/search?key=coco-999999999", 404, "no sample with key"),
+    ("/api/related", 400, "key: missing"),
+    ("/api/related?key=coco-504518&kind=videos", 400, "kind: expected one of images, texts"),
+    ("/api/related?key=coco-504518&k=x", 400, "k: expected an integer"),
+    ("/api/related?key={book}&kind=images", 404, "no links/related-images/bookcorpus/ table"),
+    ("/api/related?key=coco-504518&kind=images&text_index=1", 400, "text_index: only for kind=texts"),
+    ("/api/related?key=nosuch-1", 404, "no sample with key"),
+    ("/api/sample/coco-999999999", 404, "no sample with key"),
+    ("/api/sample", 400, "give the key in the path"),
+    ("/api/image/nosuch-1", 404, "no sample with key"),
+    ("/api/image/coco-504518?thumb=maybe", 400, "thumb: expected 0 or 1"),
+    ("/api/nothing", 404, "unknown endpoint '/api/nothing'"),
+    ("/static/../service.py", 404, "no static file"),
+]
+
+
+@pytest.mark.parametrize("path, status, message", BAD)
+def test_bad_requests_get_a_json_4xx_with_a_message(service, path, status, message):
+    base, engine = service
+    book = engine.search(text="a tent", index="text/bookcorpus", k=1)[0].key  # a text-only sample
+    got, body = get_json(base, path.format(book=book))
+    assert (got, body["status"]) == (status, status) and message in body["error"], body
+
+
+def test_wrong_method_is_405(service):
+    base, _ = service
+    for method in ("POST", "PUT", "DELETE"):
+        status, headers, body = call(base, "/api/search?q=ball", method=method)
+        assert status == 405 and headers["Allow"] == "GET" and "use GET" in json.loads(body)["error"]
+    assert call(base, "/nowhere", method="POST")[0] == 404
+
+
+def test_metrics_count_requests_by_endpoint_and_status(service):
+    base, engine = service
+
+    def metrics():
+        status, headers, body = call(base, "/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        return body.decode()
+
+    def count(text, endpoint, status):
+        found = re.search(rf'^unicorpus_requests_total{{endpoint="{re.escape(endpoint)}",status="{status}"}} (\d+)$',
+                          text, re.M)
+        return int(found.group(1)) if found else 0
+
+    before = metrics()
+    for _ in range(3):
+        call(base, "/api/search?q=ball&k=2")
+    call(base, "/api/search?q=ball&k=0")
+    call(base, "/api/sample/coco-999999999")
+    after = metrics()
+    assert count(after, "/api/search", 200) - count(before, "/api/search", 200) == 3
+    assert count(after, "/api/search", 400) - count(before, "/api/search", 400) == 1
+    assert count(after, "/api/sample", 404) - count(before, "/api/sample", 404) == 1
+    total = int(re.search(r'^unicorpus_request_duration_seconds_count{endpoint="/api/search"} (\d+)$', after, re.M)[1])
+    infinite = int(re.search(r'^unicorpus_request_duration_seconds_bucket{endpoint="/api/search",le="\+Inf"} (\d+)$',
+                             after, re.M)[1])
+    assert total == infinite == sum(count(after, "/api/search", s) for s in (200, 400, 401, 404, 405))
+    for space, sources in engine.catalog().items():
+        for source, n in sources.items():
+            assert f'unicorpus_index_vectors{{space="{space}",source="{source}"}} {n}\n' in after
+
+
+def test_key_with_a_slash_or_space_is_one_path_segment(service):
+    base, _ = service
+    status, body = get_json(base, "/api/sample/" + quote("coco 1/2", safe=""))
+    assert status == 404 and "'coco 1/2'" in body["error"]
+
+
+@pytest.mark.parametrize("serve, message", [
+    ({"port": 70000}, "retrieval.serve.port: expected 0..65535"),
+    ({"token": "  "}, "retrieval.serve.token: empty"),
+    ({"max_k": 0}, "retrieval.serve.max_k: expected a positive integer"),
+    ({"threads": 0}, "retrieval.serve.threads: expected a positive integer"),
+    ({"colour": "red"}, "colour"),
+])
+def test_serve_config_is_checked_with_its_dotted_key(tmp_path, serve, message):
+    from schemas.config import parse_config
+    from schemas.config_errors import ConfigError
+
+    data = {"output": "out", "sources": {"books": {"kind": "bookcorpus", "root": str(tmp_path)}},
+            "retrieval": {"serve": serve}}
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data, str(tmp_path))
