@@ -43,6 +43,11 @@ class Reason(str, Enum):
     NO_REWRITE = "no_rewrite"          # rewrite: a caption for which no method produced a rewrite (detail says why)
 
 
+# What the stages after ingest refuse (clean, annotate, embed, retrieve); every other reason is ingest's.
+AFTER_INGEST = frozenset({Reason.DUPLICATE, Reason.CONTAMINATED, Reason.OVERLONG_TEXT, Reason.NO_TAGS,
+                          Reason.NO_RESULTS, Reason.NO_PHRASES, Reason.NO_REWRITE})
+
+
 @dataclass
 class Candidate:
     """One would-be sample. Exactly one of ``image_path``, ``image_bytes`` or ``image_url`` (fetched by
