@@ -31,7 +31,7 @@ def main() -> None:
     from pipelines.minicorpus.prose import sentence
     from pipelines.sidecar import ShardInput
     from pipelines.stages.embed import EmbedAnnotator
-    from retrieval.embed import resolve_device
+    from retrieval.models import resolve_device
     from schemas.stages import EmbedConfig
 
     model = args.model or _default_model()

@@ -11,8 +11,7 @@ import sys
 from cli.common import runner_arguments, runner_config
 
 # Each module registers its sub-commands (``register(subparsers)``) and imports its stage lazily.
-ANNOTATE_COMMANDS = ("cli.detect", "cli.parse", "cli.rewrite")  # unicorpus annotate detect|parse|rewrite
-COMMANDS = ("cli.embed", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report")
+COMMANDS = ("cli.stages", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     clean.add_argument("--config", required=True, help="corpus YAML (its `clean:` section names the eval splits)")
     clean.set_defaults(run=_clean)
 
-    demo = commands.add_parser("demo", help="generate the mini corpus in every raw format, ingest and clean it")
+    demo = commands.add_parser("demo", help="generate the mini corpus in every raw format with offline models, "
+                                            "run every stage on it, check the counts, query the service")
     demo.add_argument("--out", default="demo-out", help="folder for the raw mini corpus and the corpus")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--scale", type=int, default=1, help="multiplies the number of images and documents")
@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     annotate = commands.add_parser("annotate", help="sidecar annotations of ingested shards under ann/")
     annotators = annotate.add_subparsers(dest="annotator", required=True)
-    for module in ANNOTATE_COMMANDS:
-        importlib.import_module(module).register(annotators)
+    importlib.import_module("cli.stages").register_annotators(annotators)  # annotate detect|parse|rewrite
     for module in COMMANDS:
         importlib.import_module(module).register(commands)
 

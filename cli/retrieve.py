@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 def _run(args, beam_args) -> int:
     from pipelines.stages.retrieve import example_pairs, run_retrieve
-    from pipelines.summary import format_summary
+    from pipelines.summary import format_example_pairs, format_summary
     from schemas.config import load_config
 
     config = load_config(args.config)
@@ -27,8 +27,5 @@ def _run(args, beam_args) -> int:
     print(format_summary(results))
     print("(per links table / query source: read = queries, written = queries served)")
     print("links: " + ", ".join(f"{r.name} {r.links}" for r in results))
-    for example in example_pairs(config, args.examples):
-        print(f"\n[{example['name']}] {example['image']}  tags: {example['tags']}")
-        for score, text in example["sentences"]:
-            print(f"  {score:.3f}  {text}")
+    print("\n" + format_example_pairs(example_pairs(config, args.examples)))
     return 0

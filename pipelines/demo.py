@@ -1,5 +1,7 @@
 """The end-to-end demo: the mini corpus in every raw format (and a URL list served from a local HTTP
-server), ingested, cleaned, and checked against what the generator planted."""
+server), built with offline models, then every stage: ingest, clean, annotate (detect, parse, rewrite),
+embed, index, retrieve, report; finally the retrieval service answers a query over real HTTP. Counts are
+checked against what the generator planted."""
 
 from __future__ import annotations
 
@@ -8,10 +10,14 @@ import functools
 import json
 import os
 import threading
+import urllib.parse
+import urllib.request
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 from pipelines.runner import RunnerConfig
+
+DEMO_QUERY = "a red ball next to a tree"
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -23,10 +29,16 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def static_server(directory: str) -> Iterator[str]:
     """Serve ``directory`` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=directory))
+    with _serving(server):
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@contextlib.contextmanager
+def _serving(server: ThreadingHTTPServer) -> Iterator[None]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield
     finally:
         server.shutdown()
         server.server_close()
@@ -40,23 +52,96 @@ def run_demo(out: str, seed: int, scale: int, runner: RunnerConfig, overwrite: b
     from schemas.config import load_config
 
     with static_server(os.path.join(out, "datasets", "web")) as url_base:
-        config_path = generate(out, seed=seed, scale=scale, url_base=url_base)
+        config_path = generate(out, seed=seed, scale=scale, url_base=url_base, models=True)
         print(f"mini corpus in every raw format under {out}/datasets (URL list served at {url_base}), "
-              f"config {config_path}")
+              f"models under {out}/models, config {config_path}")
         config = load_config(config_path)
         ingested = run_ingest(config, list(config.sources), runner, overwrite=overwrite, show_progress=show_progress)
     print(format_summary(ingested))
     cleaned, duplicates, contaminations = run_clean(config)
     print(format_clean_summary(cleaned))
-    print(f"corpus written to {config.output}")
     with open(os.path.join(os.path.dirname(config_path), "expected.json"), encoding="utf-8") as f:
         expected = json.load(f)
     problems = check_ingest(expected, ingested, config.output) + check_clean(expected["_clean"], duplicates,
                                                                           contaminations)
+    problems += run_later_stages(config, expected, runner, overwrite, show_progress)
+    from pipelines.report import write_report
+
+    print(f"\nreport: {write_report(config)}")
+    problems += query_service(config)
+    print(f"\ncorpus written to {config.output}; look around with\n"
+          f"  .venv/bin/unicorpus serve --config {config_path}   (then open the printed URL)\n"
+          f"  .venv/bin/unicorpus query --config {config_path} \"{DEMO_QUERY}\"")
     for problem in problems:
         print(f"MISMATCH {problem}")
     print("all counts match the generator's ground truth" if not problems else f"{len(problems)} mismatches")
     return 1 if problems else 0
+
+
+def run_later_stages(config, expected: dict, runner: RunnerConfig, overwrite: bool, show_progress: bool) -> list[str]:
+    """annotate detect, parse, rewrite; embed; index; retrieve: each summary printed; what disagrees returned."""
+    from pipelines.stages.detect import run_detect
+    from pipelines.stages.embed import run_embed
+    from pipelines.stages.index import format_index_summary, run_index
+    from pipelines.stages.parse import run_parse
+    from pipelines.stages.retrieve import example_pairs, run_retrieve
+    from pipelines.stages.rewrite import example_text, run_rewrite
+    from pipelines.summary import format_example_pairs, format_summary
+
+    problems = []
+    for title, run in (("annotate detect", run_detect), ("annotate parse", run_parse),
+                       ("annotate rewrite", run_rewrite), ("embed", run_embed)):
+        results = run(config, None, runner, overwrite=overwrite, show_progress=show_progress)
+        print(f"\n{title}\n{format_summary(results)}")
+        if title == "annotate detect":
+            problems += check_detect(expected, results)
+        if title == "annotate rewrite":
+            print(example_text(config))
+    print(f"\nindex\n{format_index_summary(run_index(config, overwrite=overwrite, show_progress=show_progress))}")
+    retrieved = run_retrieve(config, runner, overwrite=overwrite, show_progress=show_progress)
+    print(f"\nretrieve\n{format_summary(retrieved)}")
+    print(format_example_pairs(example_pairs(config, 2)))
+    return problems + check_weak_pairs(config)
+
+
+def check_detect(expected: dict, results) -> list[str]:
+    """Every ingested image is looked at by detect: its units are the source's samples (no image is refused
+    after ingest decoded it)."""
+    return [f"detect {r.name}: {r.counts.records_in} images considered, ingest wrote {expected[r.name]['samples']}"
+            for r in results if r.counts.records_in != expected[r.name]["samples"] or r.counts.rejected_total]
+
+
+def check_weak_pairs(config) -> list[str]:
+    """Every served image of a weak-pairs table has exactly K sentences (the candidates outnumber K here)."""
+    from pipelines.sidecar import read_sidecar
+
+    problems = []
+    for weak in config.retrieval.retrieve.weak_pairs:
+        for source in weak.images:
+            counts: dict[str, int] = {}
+            for row in read_sidecar(config.output, f"links/{weak.name}", source, ["query_key"]):
+                counts[row["query_key"]] = counts.get(row["query_key"], 0) + 1
+            wrong = sorted(key for key, n in counts.items() if n != weak.k)
+            if not counts or wrong:
+                problems.append(f"{weak.name} {source}: {len(counts)} images served, "
+                                f"{len(wrong)} without exactly {weak.k} sentences {wrong[:3]}")
+    return problems
+
+
+def query_service(config) -> list[str]:
+    """Start the retrieval service on a free loopback port, ask it one free-text query, print the answer."""
+    from retrieval.query import QueryEngine
+    from retrieval.service import Service, make_server
+
+    server = make_server(Service(QueryEngine(config)), "127.0.0.1", 0)
+    with _serving(server):
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/search?q={urllib.parse.quote(DEMO_QUERY)}&k=3"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            answer = json.load(response)
+    print(f"\nthe service answered GET {url.split('/', 3)[-1]}:")
+    for hit in answer["results"]:
+        print(f"  {hit['score']:.3f}  {hit['source']:<12} {hit['text']}")
+    return [] if len(answer["results"]) == 3 else [f"service: {len(answer['results'])} results for k=3"]
 
 
 def check_ingest(expected: dict, results, root: str) -> list[str]:

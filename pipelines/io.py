@@ -38,6 +38,11 @@ def exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
+def size(path: str) -> int:
+    (result,) = FileSystems.match([path])
+    return result.metadata_list[0].size_in_bytes
+
+
 def join(base: str, *parts: str) -> str:
     return FileSystems.join(base, *parts)
 

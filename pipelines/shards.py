@@ -306,12 +306,14 @@ def has_failed_downloads(paths: ShardPaths) -> bool:
         return any(status != "ok" for status in pq.read_table(f, columns=["status"]).column("status").to_pylist())
 
 
-def write_table(path: str, rows: list[dict], schema: pa.Schema, metadata: dict[bytes, bytes] | None = None) -> None:
-    """A parquet table with the schema version (and ``metadata``) in its footer, on any FileSystems path."""
+def write_table(path: str, rows: list[dict], schema: pa.Schema, metadata: dict[bytes, bytes] | None = None) -> int:
+    """A parquet table with the schema version (and ``metadata``) in its footer, on any FileSystems path;
+    returns its size in bytes."""
     table = pa.Table.from_pylist(rows, schema=with_metadata(schema, metadata))
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     fsio.write_bytes(path, buffer.getvalue())
+    return buffer.tell()
 
 
 def _reject(candidate: Candidate, reason: Reason, detail: str) -> Reject:

@@ -25,7 +25,7 @@ from pipelines import io as fsio
 from pipelines.shards import SHARD_INDEX_PATTERN, ShardCounts, ShardPaths, read_index_metadata, write_table
 from schemas.keys import shard_name
 from schemas.records import Reject
-from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, check_version
+from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, UNITS_WRITTEN_KEY, check_version
 
 INGEST = "ingest"
 
@@ -108,30 +108,41 @@ def is_done(paths: SidecarPaths, digest: str) -> bool:
 
 
 def write_sidecar(paths: SidecarPaths, stage: str, rows: list[dict], rejects: Iterable[Reject], schema: pa.Schema,
-                  digest: str, records_in: int, metadata: dict[bytes, bytes] | None = None) -> ShardCounts:
-    """Commit one shard's table and rejects (rejects first, the table last: the table is the proof)."""
+                  digest: str, records_in: int, metadata: dict[bytes, bytes] | None = None,
+                  units_written: int | None = None) -> ShardCounts:
+    """Commit one shard's table and rejects (rejects first, the table last: the table is the proof).
+    ``units_written``: the input units the rows stand for, where a unit has several rows (rewrites of a
+    caption, links of a query); by default one row per unit. ``records_in == units_written + rejects``."""
     reject_rows = sorted(
         ({"stage": stage, "source": r.source, "key": r.key, "location": r.location, "reason": r.reason.value,
           "detail": r.detail} for r in rejects),
         key=lambda row: (row["key"] or "", row["location"], row["reason"], row["detail"]),
     )
-    meta = {PARAMS_KEY: digest.encode(), RECORDS_IN_KEY: str(records_in).encode(), **(metadata or {})}
+    written = len(rows) if units_written is None else units_written
+    meta = {PARAMS_KEY: digest.encode(), RECORDS_IN_KEY: str(records_in).encode(),
+            UNITS_WRITTEN_KEY: str(written).encode(), **(metadata or {})}
+    size = 0
     for path, table_rows, table_schema, extra in ((paths.rejects, reject_rows, REJECTS, {}),
                                                    (paths.table, rows, schema, meta)):
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        write_table(tmp, table_rows, table_schema, extra)
+        size = write_table(tmp, table_rows, table_schema, extra)
         fsio.rename(tmp, path)
-    return ShardCounts(records_in, len(rows), 0, Counter(r["reason"] for r in reject_rows))
+    return ShardCounts(records_in, written, size, Counter(r["reason"] for r in reject_rows))
 
 
 def read_sidecar_counts(paths: SidecarPaths) -> ShardCounts:
-    """``records_in`` are the units the stage considered (images, texts); written are the table's rows."""
+    """From the committed files: the units the stage considered (images, texts, queries), those with rows,
+    the rejects by reason, and the table's bytes."""
     metadata = read_index_metadata(paths.table)
-    with fsio.open_read(paths.table) as f:
-        rows = pq.read_metadata(f).num_rows
     with fsio.open_read(paths.rejects) as f:
         reasons = pq.read_table(f, columns=["reason"]).column("reason").to_pylist()
-    return ShardCounts(int(metadata[RECORDS_IN_KEY]), rows, 0, Counter(reasons))
+    return ShardCounts(int(metadata[RECORDS_IN_KEY]), int(metadata[UNITS_WRITTEN_KEY]), fsio.size(paths.table),
+                       Counter(reasons))
+
+
+def read_sidecar_rows(paths: SidecarPaths) -> int:
+    with fsio.open_read(paths.table) as f:
+        return pq.read_metadata(f).num_rows
 
 
 def read_sidecar(root: str, folder: str, source: str, columns: list[str] | None = None) -> Iterator[dict]:

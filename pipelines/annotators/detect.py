@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retrieval.models import resolve_device
 from schemas.keys import shard_name
 from schemas.records import Reason, Reject
 
@@ -70,14 +71,6 @@ def file_digest(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 # --- geometry: the letterboxed detector input <-> the normalised box of the stored image -------------

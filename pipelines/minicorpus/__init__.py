@@ -18,6 +18,10 @@
   duplicate for the dropped copy of a matched sample) and ``planted`` (the copied files, for debugging).
   With ``url_base``, the ``cc_urls`` entry has ``url_status`` too (download status -> URLs).
 
+With ``models=True`` the models of the later stages are built offline under ``models/`` (models.py: a small
+random-weight detector with the corpus' classes, tiny Marian translation pairs) and ``corpus.yaml`` gets the
+``annotate:`` and ``retrieval:`` sections that name them, so every stage runs on the mini corpus.
+
 The same ``seed`` and ``scale`` give byte-identical files; ``scale`` multiplies the number of images
 and documents (planted bad records stay fixed, except ImageNet's unlabelled synset, which scales).
 """
@@ -73,10 +77,11 @@ SPECS = (
 )
 
 
-def generate(out_dir: str, seed: int = 0, scale: int = 1, url_base: str | None = None) -> str:
+def generate(out_dir: str, seed: int = 0, scale: int = 1, url_base: str | None = None, models: bool = False) -> str:
     """Write the mini corpus, ``corpus.yaml`` and ``expected.json`` under ``out_dir``; return the
     config's path. A previous generation's ``datasets/`` there is replaced; anything else is refused.
-    With ``url_base`` (a static HTTP server serving ``datasets/web``), a URL-list source is added."""
+    With ``url_base`` (a static HTTP server serving ``datasets/web``), a URL-list source is added; with
+    ``models``, the later stages' models and config sections."""
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale: expected a positive integer, got {scale!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -111,19 +116,25 @@ def generate(out_dir: str, seed: int = 0, scale: int = 1, url_base: str | None =
     contaminated = cleaning.sort_contaminated(contaminated + cleaning.inherited(duplicates, contaminated))
     expected[CLEAN] = {"duplicates": duplicates, "contaminated": contaminated, "planted": planted}
 
+    stages = {}
+    if models:
+        from pipelines.minicorpus.models import build_models, stage_sections
+
+        build_models(out_dir, seed)
+        stages = stage_sections()
     config_path = os.path.join(out_dir, CONFIG)
-    write_text(config_path, _yaml(sources, eval_sets, seed, scale))
+    write_text(config_path, _yaml(sources, eval_sets, seed, scale, stages))
     write_text(os.path.join(out_dir, EXPECTED), json.dumps(expected, indent=2) + "\n")
     return config_path
 
 
-def _yaml(sources: dict[str, Any], eval_sets: list[dict[str, str]], seed: int, scale: int) -> str:
+def _yaml(sources: dict[str, Any], eval_sets: list[dict[str, str]], seed: int, scale: int, stages: dict) -> str:
     import yaml
 
     header = (f"# unicorpus mini corpus (pipelines.minicorpus, seed {seed}, scale {scale}).\n"
               "# Roots are relative to this file; expected.json beside it has the counts ingest must get.\n")
     body = yaml.safe_dump({"output": "corpus", "text": {"pack": "sentence"}, "sources": sources,
-                           "clean": {"near_duplicate_distance": 4, "eval_sets": eval_sets}},
+                           "clean": {"near_duplicate_distance": 4, "eval_sets": eval_sets}, **stages},
                           sort_keys=False, default_flow_style=False)
     return header + body
 

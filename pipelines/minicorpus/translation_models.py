@@ -15,6 +15,7 @@ import json
 import os
 
 from pipelines.minicorpus.scenes import KINDS
+from retrieval.models import offline_hub
 
 _WORDS = {  # a few words per pivot language, enough for a sentencepiece vocabulary of that script
     "en": (["a", "the", "small", "red", "big", "green", "blue"], list(KINDS), ["on", "near", "under", "in front of"]),
@@ -40,6 +41,7 @@ def sentences(language: str) -> list[str]:
 def build_translation_model(folder: str, source: str, target: str, seed: int = 0, vocab_size: int = 96,
                             d_model: int = 16) -> str:
     """A random-weight Marian ``source`` -> ``target`` model with trained tokenizers, saved to ``folder``."""
+    offline_hub()
     import sentencepiece as spm
     import torch
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer

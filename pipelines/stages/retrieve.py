@@ -16,11 +16,9 @@ that cannot be served (an image without tags, a text nothing matches) is a rejec
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.annotators.links import (
@@ -28,7 +26,6 @@ from pipelines.annotators.links import (
     RelatedImages,
     RelatedTexts,
     ShardLinker,
-    Table,
     WeakPairs,
 )
 from pipelines.manifest_io import update_manifest
@@ -42,11 +39,13 @@ from pipelines.sidecar import (
     raw_params_hash,
     raw_shards,
     read_sidecar,
+    read_sidecar_counts,
+    read_sidecar_rows,
     remove_temporaries,
     write_sidecar,
 )
 from schemas.config import CorpusConfig
-from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY
+from schemas.tables import PARAMS_KEY
 
 
 @dataclass
@@ -81,7 +80,7 @@ class _LinkShard(beam.DoFn):
                 raise RuntimeError(f"{table.name} {source}/{shard}: {linked.units} queries in, {served} served + "
                                    f"{len(linked.rejects)} rejects out")
             write_sidecar(path, f"{STAGE}/{table.name}", linked.rows, linked.rejects, table.schema, digest,
-                          linked.units)
+                          linked.units, units_written=served)
 
 
 def _digest(linker: ShardLinker, params: dict, source: str, shard: int) -> str:
@@ -93,17 +92,6 @@ def _digest(linker: ShardLinker, params: dict, source: str, shard: int) -> str:
             raise ValueError(f"retrieve {linker.tables[0].name}: no {path}; {linker.input_hint}")
         inputs[folder] = read_index_metadata(path).get(PARAMS_KEY, b"").decode()
     return params_hash({**params, "inputs": inputs}, raw_params_hash(linker.root, source, shard))
-
-
-def _counts(table: Table, paths: SidecarPaths) -> tuple[ShardCounts, int]:
-    """(queries considered / served / rejected by reason, link rows) read back from a committed shard."""
-    with fsio.open_read(paths.table) as f:
-        data = pq.read_table(f, columns=list(table.query))
-    served = len(set(zip(*(data.column(c).to_pylist() for c in table.query))))
-    with fsio.open_read(paths.rejects) as f:
-        reasons = pq.read_table(f, columns=["reason"]).column("reason").to_pylist()
-    units = int(read_index_metadata(paths.table)[RECORDS_IN_KEY])
-    return ShardCounts(units, served, 0, Counter(reasons)), data.num_rows
 
 
 def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig, overwrite: bool,
@@ -136,8 +124,8 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
             shard_jobs = [job for job in jobs if job[0] == source]
             counts, links = ShardCounts(), 0
             for _, shard, _ in shard_jobs:
-                shard_counts, shard_links = _counts(table, table.paths(root, source, shard))
-                counts, links = counts + shard_counts, links + shard_links
+                paths = table.paths(root, source, shard)
+                counts, links = counts + read_sidecar_counts(paths), links + read_sidecar_rows(paths)
             name = f"{table.name}/{source}"
             results.append(RetrieveResult(name, counts, len(shard_jobs), len(reused & set(shard_jobs)), seconds,
                                           links))

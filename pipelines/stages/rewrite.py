@@ -33,12 +33,14 @@ from pipelines.sidecar import (
     raw_params_hash,
     raw_shards,
     read_shard_input,
+    read_sidecar,
     sample_texts,
 )
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, run_sidecar_stage
 from schemas.config import CorpusConfig
 from schemas.config_errors import ConfigError
+from schemas.keys import shard_of
 from schemas.records import Reason, Reject
 from schemas.stages import RewriteConfig, require_model
 from schemas.tables import ANN_REWRITE, PARAMS_KEY, check_version
@@ -351,3 +353,28 @@ def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerC
     digest = build_statistics(root, corpus, section, runner)
     factory = partial(RewriteAnnotator, section, root, corpus, digest, config.retrieval.embed.model)
     return run_sidecar_stage(config, factory, names, runner, overwrite, show_progress)
+
+
+def example_rewrites(config: CorpusConfig, per_method: int = 2) -> dict | None:
+    """One caption's rewrites to show: the first caption (by key) that every method rewrote, with its best
+    ``per_method`` rewrites of each method; None before the stage has run."""
+    for source in config.annotate.rewrite.sources or config.sources:
+        by_caption: dict[tuple[str, int], list[dict]] = {}
+        for row in read_sidecar(config.output, FOLDER, source, ["key", "text_index", "method", "text", "score"]):
+            by_caption.setdefault((row["key"], row["text_index"]), []).append(row)
+        for (key, text_index), rows in sorted(by_caption.items()):
+            methods = sorted({row["method"] for row in rows})
+            if len(methods) == 3:
+                shard = read_shard_input(config.output, source, shard_of(key, config.sources[source].shards))
+                (sample,) = [row for row in shard.rows if row["key"] == key]
+                return {"key": key, "caption": dict(sample_texts(sample))[text_index],
+                        "rewrites": [(row["method"], row["score"], row["text"]) for method in methods
+                                     for row in [r for r in rows if r["method"] == method][:per_method]]}
+    return None
+
+
+def example_text(config: CorpusConfig) -> str:
+    """What ``unicorpus annotate rewrite`` shows after its summary."""
+    from pipelines.summary import format_example_rewrites
+
+    return format_example_rewrites(example_rewrites(config))

@@ -94,7 +94,7 @@ class _AnnotateShard(beam.DoFn):
             raise RuntimeError(f"{annotator.stage} {self.source}/{shard}: {units} units in, {len(rows)} rows and "
                                f"{len(rejects)} rejects out account for {accounted}")
         write_sidecar(paths, annotator.stage, rows, rejects, annotator.schema, digest, units,
-                      annotator.table_metadata())
+                      annotator.table_metadata(), units_written=annotator.accounted(rows, []))
 
 
 def applicable_sources(config: CorpusConfig, annotator: ShardAnnotator, names: list[str] | None) -> list[str]:
