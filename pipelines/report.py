@@ -22,6 +22,7 @@ from pipelines.sidecar import ShardInput, read_shard_input, read_sidecar
 from schemas.config import CorpusConfig
 from schemas.keys import shard_of
 
+STAGE_ORDER = ("ingest", "clean", "detect", "parse", "rewrite", "embed-text", "embed-tags")
 TOP_TAGS = 15
 EXAMPLES = 6
 THUMB = 128
@@ -58,8 +59,10 @@ def build_report(config: CorpusConfig) -> str:
     images = _Images(config)
     sections = [_stages_section(read_manifest(config.output)), _rejects_section(config), _tags_section(config)]
     for weak in config.retrieval.retrieve.weak_pairs:
+        queries = {row["key"]: row["text"] for source in weak.images
+                   for row in read_sidecar(config.output, "emb/tags", source, ["key", "text"])}
         sections.append(_links_section(config, images, weak.name, f"Weak pairs {weak.name} (mu-VLA §3.2): "
-                                       f"{', '.join(weak.images)} images x {', '.join(weak.texts)} sentences"))
+                                       f"{', '.join(weak.images)} images x {', '.join(weak.texts)} sentences", queries))
     sections.append(_links_section(config, images, "related-images", "Related images (UNIMO App. A)"))
     sections.append(_links_section(config, images, "related-texts", "Related texts (UNIMO App. A)"))
     body = "\n".join(sections)
@@ -76,15 +79,31 @@ def write_report(config: CorpusConfig) -> str:
 
 
 def _stages_section(manifest: dict) -> str:
+    """Sources x stages: what each stage kept of what it was given (ingest: written/read; clean: kept/samples;
+    the stages after: units with output/units). Retrieval tables have sections of their own below."""
+    found = manifest["stages"]
+    order = [stage for stage in STAGE_ORDER if stage in found] + sorted(set(found) - set(STAGE_ORDER) - {"retrieve"})
+    stages = {stage: found[stage] for stage in order}
+    if not stages:
+        return "<h2>Stages</h2><p class='muted'>no stage has run</p>"
+    sources = sorted({source for entries in stages.values() for source in entries})
+    header = "".join(f"<th>{html.escape(stage)}</th>" for stage in stages)
     rows = []
-    for stage, sources in manifest["stages"].items():
-        for source, entry in sorted(sources.items()):
-            counts = entry.get("counts", {})
-            shown = ", ".join(f"{k} {v}" for k, v in counts.items() if isinstance(v, int))
-            rows.append(f"<tr><td>{html.escape(stage)}</td><td>{html.escape(source)}</td>"
-                        f"<td>{html.escape(shown)}</td></tr>")
-    table = "".join(rows) or "<tr><td colspan=3>no stage has run</td></tr>"
-    return f"<h2>Stages</h2><table><tr><th>stage</th><th>source</th><th>counts</th></tr>{table}</table>"
+    for source in sources:
+        cells = []
+        for entries in stages.values():
+            counts = entries.get(source, {}).get("counts")
+            cells.append(f"<td class='n'>{_kept(counts)}</td>" if counts else "<td class='n muted'>-</td>")
+        rows.append(f"<tr><td>{html.escape(source)}</td>{''.join(cells)}</tr>")
+    return (f"<h2>Stages</h2><p class='muted'>per source: output / input of each stage (rejects are below)</p>"
+            f"<table><tr><th>source</th>{header}</tr>{''.join(rows)}</table>")
+
+
+def _kept(counts: dict) -> str:
+    for out, given in (("written", "read"), ("kept", "samples"), ("written", "units")):
+        if out in counts and given in counts:
+            return f"{counts[out]}/{counts[given]}"
+    return "?"
 
 
 def _rejects_section(config: CorpusConfig) -> str:
@@ -94,11 +113,14 @@ def _rejects_section(config: CorpusConfig) -> str:
         with fsio.open_read(path) as f:
             for reason in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
                 counts[(stage, source, reason)] += 1
-    rows = "".join(f"<tr><td>{html.escape(s)}</td><td>{html.escape(src)}</td><td>{html.escape(r)}</td>"
-                   f"<td class='n'>{n}</td></tr>" for (s, src, r), n in sorted(counts.items()))
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for (stage, source, reason), n in sorted(counts.items()):
+        grouped[(stage, source)].append(f"{reason} {n}")
+    rows = "".join(f"<tr><td>{html.escape(stage)}</td><td>{html.escape(source)}</td>"
+                   f"<td>{html.escape(', '.join(reasons))}</td></tr>" for (stage, source), reasons in grouped.items())
     return ("<h2>Rejects</h2><p class='muted'>every refused record, by stage, source and reason "
-            "(rows in <code>rejects/</code>)</p><table><tr><th>stage</th><th>source</th><th>reason</th><th>records</th>"
-            f"</tr>{rows or '<tr><td colspan=4>none</td></tr>'}</table>")
+            "(rows in <code>rejects/</code>)</p><table><tr><th>stage</th><th>source</th><th>records by reason</th>"
+            f"</tr>{rows or '<tr><td colspan=3>none</td></tr>'}</table>")
 
 
 def tag_counts(config: CorpusConfig) -> dict[str, Counter]:
@@ -135,7 +157,9 @@ def _tags_section(config: CorpusConfig) -> str:
     return f"<h2>Tags</h2>{legend}<div class='cards'>{''.join(blocks)}</div>"
 
 
-def _links_section(config: CorpusConfig, images: _Images, name: str, title: str) -> str:
+def _links_section(config: CorpusConfig, images: _Images, name: str, title: str,
+                   queries: dict[str, str] | None = None) -> str:
+    """A card per query (the first few by key): its thumbnail, its tag query if any, its top results."""
     by_query: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for source in config.sources:
         for row in read_sidecar(config.output, f"links/{name}", source):
@@ -155,7 +179,9 @@ def _links_section(config: CorpusConfig, images: _Images, name: str, title: str)
                 items.append(f"<li><span class='score'>{result['score']:.3f}</span> "
                              + (f"<img class='small' src='{other}' alt='{html.escape(result['key'])}'>" if other
                                 else html.escape(result["key"])) + "</li>")
-        cards.append(f"<div class='card'>{picture}<div class='key'>{html.escape(key)}</div><ol>{''.join(items)}</ol></div>")
+        query = f"<div class='tags'>tags: {html.escape(queries[key])}</div>" if queries and key in queries else ""
+        cards.append(f"<div class='card'>{picture}<div class='key'>{html.escape(key)}</div>{query}"
+                     f"<ol>{''.join(items)}</ol></div>")
     return f"<h2>{html.escape(title)}</h2><div class='cards'>{''.join(cards)}</div>"
 
 
@@ -166,7 +192,7 @@ table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #e
 td.n,.n{text-align:right;color:#555}.muted{color:#777}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:10px;width:340px}
 .card img{max-width:128px;display:block}.card img.small{display:inline;max-width:64px;vertical-align:middle}
-.key{font:12px monospace;color:#555;margin:4px 0}.score{font:12px monospace;color:#06c}
+.key{font:12px monospace;color:#555;margin:4px 0}.tags{color:#2a7;margin:2px 0}.score{font:12px monospace;color:#06c}
 .bar{display:flex;align-items:center;gap:4px;margin:2px 0}.bar .label{width:90px;overflow:hidden}
 .fill{height:12px;display:inline-block}.annotation{background:#4a8}.detector{background:#e94}
 .swatch{display:inline-block;width:12px;height:12px;vertical-align:middle}

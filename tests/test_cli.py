@@ -31,16 +31,6 @@ def test_config_and_runner_errors(tmp_path, capsys):
     assert "sources.coco.shards: expected int" in capsys.readouterr().err
 
 
-def test_demo_ingests_every_format_and_checks_the_ground_truth(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "all counts match the generator's ground truth" in out
-    for source in ("coco", "vg", "cc", "cc_img2dataset", "sbu", "openimages", "imagenet", "coco_unlabeled",
-                   "bookcorpus", "wiki", "owt"):
-        assert f"\n{source} " in out
-    assert (tmp_path / "corpus" / "corpus.json").exists()
-
-
 def test_clean_before_ingest_says_what_to_do(tmp_path, capsys):
     assert main(["clean", "--config", _bad_coco(tmp_path)]) == 2
     err = capsys.readouterr().err

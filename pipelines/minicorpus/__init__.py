@@ -57,15 +57,15 @@ class Spec:
 
 SPECS = (
     Spec("coco", "coco", "coco", Modality.PAIR, coco.write_coco,
-         {"shards": 4, "instances": coco.INSTANCES, "tags": "both"}),
+         {"shards": 4, "instances": coco.INSTANCES, "tags": "annotations"}),
     Spec("coco_unlabeled", "image_folder", "coco", Modality.IMAGE, coco.write_unlabeled, {"shards": 2}),
     Spec("vg", "visual_genome", "visual_genome", Modality.PAIR, visual_genome.write,
-         {"shards": 3, "objects": visual_genome.OBJECTS, "tags": "both"}),
+         {"shards": 3, "objects": visual_genome.OBJECTS, "tags": "annotations"}),
     Spec("cc", "conceptual_captions", "conceptual_captions", Modality.PAIR, web.write_cc, {"shards": 2}),
     Spec("cc_img2dataset", "img2dataset", "cc_img2dataset", Modality.PAIR, web.write_img2dataset, {"shards": 2}),
     Spec("sbu", "sbu", "sbu", Modality.PAIR, web.write_sbu, {"shards": 2}),
     Spec("openimages", "openimages", "openimages", Modality.PAIR, labels.write_openimages,
-         {"shards": 3, "boxes": labels.OI_BOXES, "pseudo_pairs": {"enabled": True}, "tags": "both"}),
+         {"shards": 3, "boxes": labels.OI_BOXES, "pseudo_pairs": {"enabled": True}, "tags": "annotations"}),
     Spec("imagenet", "imagenet21k", "imagenet21k", Modality.PAIR, labels.write_imagenet,
          {"shards": 2, "pseudo_pairs": {"enabled": True}}),
     Spec("bookcorpus", "bookcorpus", "bookcorpus", Modality.TEXT, text_sources.write_books, {"shards": 2}),

@@ -201,6 +201,24 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
     return digest
 
 
+def similar_name(config: RewriteConfig, encoder: str | None) -> str:
+    """The similar-nodes statistic is named by what it depends on besides the vocabulary."""
+    sg = config.scene_graph
+    return "similar-" + hashlib.sha256(json.dumps([encoder, sg.candidates_per_node, sg.min_count]).encode()).hexdigest()[:8]
+
+
+def build_similar_nodes(root: str, digest: str, config: RewriteConfig, encoder: str | None) -> None:
+    """Each vocabulary entry's most similar entries of its kind, embedded once for the whole corpus here,
+    not once per worker (a Visual Genome vocabulary is about 100k entries: minutes of embedding)."""
+    from pipelines.annotators.scene_graph_rewrite import build_similar
+    from retrieval.embed import Embedder
+
+    path = stat_path(root, similar_name(config, encoder), digest)
+    if not fsio.exists(path):
+        encode = Embedder(encoder, config.back_translation.device, where="retrieval.embed.model").encode
+        _write_stat(build_similar(load_stat(stat_path(root, "vocabulary", digest)), encode, config.scene_graph), path)
+
+
 # --- the per-shard pass ------------------------------------------------------------------------------------
 
 
@@ -245,11 +263,9 @@ class RewriteAnnotator(ShardAnnotator):
                       for caption in shard_captions(self.root, c.max_chars, source, shard)]
             self.index = CaptionIndex(vectorizer, corpus)
         if c.scene_graph.enabled:
-            from pipelines.annotators.scene_graph_rewrite import SceneGraphRewriter, build_similar
-            from retrieval.embed import Embedder
+            from pipelines.annotators.scene_graph_rewrite import SceneGraphRewriter
 
-            encode = Embedder(self.encoder, c.back_translation.device, where="retrieval.embed.model").encode
-            similar = build_similar(load_stat(stat_path(self.root, "vocabulary", self.digest)), encode, c.scene_graph)
+            similar = load_stat(stat_path(self.root, similar_name(c, self.encoder), self.digest))
             if c.scene_graph.language_model:
                 from pipelines.annotators.causal_lm import CausalLMScorer
 
@@ -351,6 +367,8 @@ def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerC
     if not names:
         return []
     digest = build_statistics(root, corpus, section, runner)
+    if section.scene_graph.enabled:
+        build_similar_nodes(root, digest, section, config.retrieval.embed.model)
     factory = partial(RewriteAnnotator, section, root, corpus, digest, config.retrieval.embed.model)
     return run_sidecar_stage(config, factory, names, runner, overwrite, show_progress)
 

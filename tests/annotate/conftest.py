@@ -18,7 +18,8 @@ def detector_path(tmp_path_factory):
 
 @pytest.fixture
 def detect_corpus(ingested, detector_path, tmp_path):
-    """(config, root): the raw shards of a few sources copied to ``tmp_path``, the detector configured small."""
+    """(config, root): the raw shards of a few sources copied to ``tmp_path``, the detector configured small,
+    COCO's tags from its instances and the detector both (the mini corpus takes them from the instances)."""
     config, _, _ = ingested
     root = tmp_path / "corpus"
     for name in DETECT_SOURCES:
@@ -26,4 +27,5 @@ def detect_corpus(ingested, detector_path, tmp_path):
     detect = dataclasses.replace(config.annotate.detect, model=detector_path, min_confidence=0.0, max_boxes=5,
                                  image_size=128, batch_size=4, device="cpu")
     annotate = dataclasses.replace(config.annotate, detect=detect)
-    return dataclasses.replace(config, output=str(root), annotate=annotate), str(root)
+    sources = {**config.sources, "coco": dataclasses.replace(config.sources["coco"], tags="both")}
+    return dataclasses.replace(config, output=str(root), annotate=annotate, sources=sources), str(root)

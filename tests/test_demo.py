@@ -1,0 +1,74 @@
+"""The demo end to end (every stage on the mini corpus with offline models, a live service query), and
+the HTML report it writes, checked against what the tables say."""
+
+import base64
+import contextlib
+import io
+import json
+import re
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from cli.main import main
+from pipelines.sidecar import raw_shards, read_shard_input, read_sidecar
+from schemas.config import load_config
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """(config, printed output) of one `unicorpus demo` run."""
+    out = tmp_path_factory.mktemp("demo")
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    return load_config(str(out / "corpus.yaml")), capture.getvalue()
+
+
+def test_demo_runs_every_stage_and_matches_the_ground_truth(demo):
+    config, out = demo
+    assert "all counts match the generator's ground truth" in out
+    for source in ("coco", "vg", "cc", "cc_img2dataset", "sbu", "openimages", "imagenet", "coco_unlabeled",
+                   "bookcorpus", "wiki", "owt"):
+        assert f"\n{source} " in out
+    for title in ("annotate detect", "annotate parse", "annotate rewrite", "embed", "index", "retrieve"):
+        assert f"\n{title}\n" in out
+    assert "WARNING" not in out  # read == written + rejected in every summary
+    assert out.count("[weak-cc] ") == 2 and out.count("[weak-books] ") == 2
+    assert re.search(r"the service answered GET api/search\?q=.*\n(  \d\.\d{3}  .*\n){3}", out)
+    manifest = json.loads(open(f"{config.output}/corpus.json").read())
+    assert {"ingest", "clean", "detect", "parse", "rewrite", "embed-text", "embed-tags", "retrieve"} <= set(
+        manifest["stages"])
+
+
+def test_report_tag_counts_are_the_ground_truth_objects(demo):
+    config, _ = demo
+    from pipelines.report import tag_counts
+
+    counts = tag_counts(config)
+    for source in ("coco", "vg", "openimages"):  # tags: annotations in the mini corpus
+        truth = Counter()
+        for shard in raw_shards(config.output, source):
+            for row in read_shard_input(config.output, source, shard).rows:
+                for obj in row["meta"].get("objects", []):  # COCO and OpenImages: name; VG: names
+                    truth[(obj.get("name") or obj["names"][0], "annotation")] += 1
+        assert counts[source] == truth
+    assert {origin for _, origin in counts["cc"]} == {"detector"}
+
+
+def test_report_shows_each_weak_pair_with_its_thumbnail_and_best_sentence(demo):
+    config, _ = demo
+    page = open(f"{config.output}/report/index.html", encoding="utf-8").read()
+    for section in ("Stages", "Rejects", "Tags", "Weak pairs weak-cc", "Weak pairs weak-books", "Related images",
+                    "Related texts"):
+        assert f"<h2>{section}" in page
+    links = sorted(read_sidecar(config.output, "links/weak-cc", "coco"), key=lambda r: (r["query_key"], r["rank"]))
+    first = links[0]
+    card = page[page.index(f">{first['query_key']}</div>"):]
+    assert first["text"] in card[:card.index("</ol>")]
+    thumbnails = re.findall(r"src='data:image/jpeg;base64,([^']+)'", page)
+    assert len(thumbnails) >= 12
+    for data in thumbnails:
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert image.format == "JPEG" and max(image.size) <= 128
