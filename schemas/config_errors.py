@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 
 class ConfigError(ValueError):
     """A config that cannot be used, with the dotted path of the bad key in the message."""
@@ -15,3 +17,11 @@ def choice(value: str, allowed: tuple[str, ...], where: str) -> None:
 def positive(value: int | None, where: str) -> None:
     if value is not None and value < 1:
         raise ConfigError(f"{where}: expected a positive integer, got {value}")
+
+
+def validate_sections(section, where: str) -> None:
+    """Validate every sub-section of a config section (each field that has ``validate``)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if hasattr(value, "validate"):
+            value.validate(f"{where}.{f.name}")

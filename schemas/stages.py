@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from schemas.config_errors import ConfigError, choice, positive
+from schemas.config_errors import ConfigError, choice, positive, validate_sections
 
 
 def require_model(path: str | None, where: str, what: str) -> str:
@@ -142,9 +142,7 @@ class AnnotateConfig:
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
 
     def validate(self, where: str) -> None:
-        self.detect.validate(f"{where}.detect")
-        self.parse.validate(f"{where}.parse")
-        self.rewrite.validate(f"{where}.rewrite")
+        validate_sections(self, where)
 
 
 # --- retrieval ---------------------------------------------------------------------------------------
@@ -255,7 +253,4 @@ class RetrievalConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
 
     def validate(self, where: str) -> None:
-        self.embed.validate(f"{where}.embed")
-        self.index.validate(f"{where}.index")
-        self.retrieve.validate(f"{where}.retrieve")
-        self.serve.validate(f"{where}.serve")
+        validate_sections(self, where)

@@ -70,3 +70,52 @@ def test_nested_pseudo_pair_templates_are_checked(tmp_path):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: cannot read config"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+_COCO = "output: o\nsources:\n  coco: {kind: coco, root: coco}\n"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("output: o\nsources:\n  coco: {kind: coco, root: coco, tags: all}\n", "sources.coco.tags: expected one of"),
+        ("output: o\nsources:\n  coco: {kind: coco, root: coco, tags: both}\n",
+         "sources.coco.tags: 'both' needs sources.coco.instances"),
+        (_COCO + "annotate: {detect: {min_confidence: 1.5}}\n", "annotate.detect.min_confidence: expected 0 <= x < 1"),
+        (_COCO + "annotate: {detect: {max_boxes: 0}}\n", "annotate.detect.max_boxes: expected a positive integer"),
+        (_COCO + "annotate: {parse: {sources: [vg]}}\n", "annotate.parse.sources: 'vg' is not a source of this config"),
+        (_COCO + "annotate: {rewrite: {tfidf: {top_n: 0}}}\n", "annotate.rewrite.tfidf.top_n"),
+        (_COCO + "annotate: {rewrite: {back_translation: {pivots: [{pivot: zh}]}}}\n",
+         "annotate.rewrite.back_translation.pivots[0].forward: missing (required)"),
+        (_COCO + "retrieval: {index: {recall_target: 2}}\n", "retrieval.index.recall_target: expected 0 < x <= 1"),
+        (_COCO + "retrieval: {index: {use_gpu: maybe}}\n", "retrieval.index.use_gpu: expected one of"),
+        (_COCO + "retrieval: {retrieve: {weak_pairs: [{name: w, images: [coco], texts: [books]}]}}\n",
+         "retrieval.retrieve.weak_pairs[0].texts: 'books' is not a source of this config"),
+        (_COCO + "retrieval: {retrieve: {weak_pairs: [{name: w, images: [coco], texts: [coco], k: 0}]}}\n",
+         "retrieval.retrieve.weak_pairs[0].k: expected a positive integer"),
+        (_COCO + "retrieval: {embedd: {}}\n", "retrieval.embedd: unknown key"),
+    ],
+)
+def test_stage_section_errors_name_the_bad_key(tmp_path, yaml_text, message):
+    _coco_root(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, yaml_text))
+    assert message in str(error.value)
+
+
+def test_model_paths_are_taken_from_the_config_folder_and_checked_when_used(tmp_path):
+    from schemas.stages import require_model
+
+    _coco_root(tmp_path)
+    config = load_config(_write(tmp_path, _COCO + "annotate: {detect: {model: models/yolo.pt}, parse: {model: "
+                                "en_core_web_sm}}\nretrieval: {embed: {model: ../minilm}}\n"))
+    assert config.annotate.detect.model == os.path.join(tmp_path, "models", "yolo.pt")
+    assert config.annotate.parse.model == "en_core_web_sm"  # a package name stays a name
+    assert config.retrieval.embed.model == os.path.normpath(os.path.join(tmp_path, "..", "minilm"))
+    with pytest.raises(ConfigError, match=r"annotate.detect.model: no such file or directory: .*yolo.pt; put it here"):
+        require_model(config.annotate.detect.model, "annotate.detect.model", "put it here")
+    with pytest.raises(ConfigError, match="annotate.detect.model: no model configured; put it here"):
+        require_model(None, "annotate.detect.model", "put it here")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "yolo.pt").write_bytes(b"")
+    assert require_model(config.annotate.detect.model, "annotate.detect.model", "") == config.annotate.detect.model

@@ -24,7 +24,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 
 from pipelines import io as fsio
-from pipelines.annotators.parse import Text, location
+from pipelines.annotators.parse import Text, location, split_texts
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.shards import read_index_metadata
 from pipelines.sidecar import (
@@ -58,29 +58,9 @@ _ENCODER_HINT = ("the sentence encoder that finds similar scene-graph nodes (a s
 # --- which captions ------------------------------------------------------------------------------------
 
 
-def caption_problem(text: str, max_chars: int) -> tuple[Reason, str] | None:
-    """Why a caption is not rewritten: empty, or longer than ``max_chars`` (refused, not silently cut)."""
-    if not text.strip():
-        return Reason.EMPTY_TEXT, "no words to rewrite"
-    if len(text) > max_chars:
-        return Reason.OVERLONG_TEXT, f"{len(text)} characters > annotate.rewrite.max_chars {max_chars}"
-    return None
-
-
 def split_captions(shard: ShardInput, max_chars: int) -> tuple[list[Text], list[Reject]]:
-    """The captions of the shard's pair samples (``sample_texts``): good ones, and rejects of the others."""
-    good, rejects = [], []
-    for row in shard.rows:
-        if row["modality"] not in _PAIR:
-            continue
-        for index, text in sample_texts(row):
-            caption = Text(row["key"], index, text)
-            problem = caption_problem(text, max_chars)
-            if problem:
-                rejects.append(Reject(shard.source, location(caption), problem[0], problem[1], caption.key))
-            else:
-                good.append(caption)
-    return good, rejects
+    """The captions of the shard's pair samples: good ones, and rejects (empty, overlong) of the others."""
+    return split_texts(shard, _PAIR, max_chars, "annotate.rewrite.max_chars")
 
 
 def shard_captions(root: str, max_chars: int, source: str, shard: int) -> list[tuple[str, str, int, str]]:
