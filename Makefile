@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test browser bench bench-download clean
+.PHONY: demo test browser bench bench-stages bench-index bench-download clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,19 @@ test: $(VENV)/.installed browser
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.dedup
+
+# The stages after ingest, each beside its plain-library baseline (a few minutes each on 2 cores).
+bench-stages: $(VENV)/.installed
+	$(PY) -m benchmarks.detect
+	$(PY) -m benchmarks.parse --texts 20000 --repeat 2
+	$(PY) -m benchmarks.rewrite
+	$(PY) -m benchmarks.embed
+	$(PY) -m benchmarks.related
+	$(PY) -m benchmarks.service
+
+# FAISS at 100k and 1M vectors vs exact search (the 1M build takes several minutes; about 3 GB of memory).
+bench-index: $(VENV)/.installed
+	$(PY) -m benchmarks.index --sizes 100000 1000000 --memory-budget-mb 1600
 
 # img2dataset has pins of its own: it gets its own virtual environment.
 bench-download: $(VENV)/.installed
