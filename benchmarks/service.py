@@ -84,7 +84,7 @@ def build_corpus(work: str, threads: int | None) -> tuple[object, str]:
     from pipelines.runner import RunnerConfig
     from pipelines.stages.ingest import run_ingest
     from schemas.config import load_config
-    from tests.retrieval.served import build, write_config
+    from pipelines.minicorpus.served import build, write_config
 
     mini = generate(os.path.join(work, "mini"), seed=0, scale=1)
     config = dataclasses.replace(load_config(mini), output=os.path.join(work, "ingested"))

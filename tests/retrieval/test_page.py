@@ -7,7 +7,7 @@ import pytest
 
 from retrieval.query import QueryEngine
 from retrieval.service import Service, make_server
-from tests.retrieval import served
+from pipelines.minicorpus import served
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from retrieval.query import NotFound, QueryEngine, QueryError
-from tests.retrieval import served
+from pipelines.minicorpus import served
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from retrieval.query import QueryEngine
 from tests.conftest import free_port, wait_for_port
-from tests.retrieval import served
+from pipelines.minicorpus import served
 
 TOKEN = "s3cret-token"
 

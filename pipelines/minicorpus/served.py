@@ -1,8 +1,8 @@
-"""A small corpus ready to serve, for the query, service and page tests: the ingested mini corpus copied
-to its own root, then the real stages: detect (ground-truth boxes only: no detector weights exist
-offline), embed (MiniLM), index (FAISS) and retrieve (related images and texts).
+"""A small corpus ready to serve, for the query, service and page tests and the service benchmark: the
+ingested mini corpus copied to its own root, then the real stages: detect (ground-truth boxes only, so no
+detector is needed), embed (MiniLM), index (FAISS) and retrieve (related images and texts).
 
-Built once per test process (``build``).
+Built once per process and root (``build``).
 """
 
 from __future__ import annotations
