@@ -44,7 +44,7 @@ def _unicorpus(*args, **kwargs) -> subprocess.Popen:
 
 def _finish(process: subprocess.Popen, timeout=300) -> str:
     out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err[-3000:]
+    assert process.returncode == 0, f"exit {process.returncode}\nstdout: {out[-1500:]}\nstderr: {err[-3000:]}"
     return out + err
 
 
