@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 # The web page test drives Debian's chromium (a test tool's own browser download cannot work offline).
 browser:
 	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the page test needs chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 test: $(VENV)/.installed browser
