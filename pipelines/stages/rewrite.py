@@ -17,7 +17,7 @@ import json
 import pickle
 import uuid
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable
 
 import apache_beam as beam
@@ -236,12 +236,7 @@ class RewriteAnnotator(ShardAnnotator):
         if c.back_translation.enabled:
             self.pivots = load_pivots(c.back_translation)
         if c.tfidf.enabled:
-            from pipelines.annotators.tfidf_negatives import CaptionIndex, TfidfVectorizer
-
-            vectorizer = TfidfVectorizer(load_stat(stat_path(self.root, "tfidf", self.digest)), c.tfidf.max_df)
-            corpus = [caption for source in self.sources for shard in raw_shards(self.root, source)
-                      for caption in shard_captions(self.root, c.max_chars, source, shard)]
-            self.index = CaptionIndex(vectorizer, corpus)
+            self.index = _caption_index(self.root, tuple(self.sources), c.max_chars, self.digest, c.tfidf.max_df)
         if c.scene_graph.enabled:
             from pipelines.annotators.scene_graph_rewrite import SceneGraphRewriter
 
@@ -326,11 +321,30 @@ def check_models(config: CorpusConfig) -> None:
 
 
 def load_pivots(config) -> list:
-    """The configured pivots' translators (``BackTranslationConfig``), each model loaded once."""
-    from pipelines.annotators.backtranslate import Pivot, Translator
+    """The configured pivots' translators (``BackTranslationConfig``), each model loaded once per process."""
+    from pipelines.annotators.backtranslate import Pivot
 
-    return [Pivot(p.pivot, Translator(p.forward, config.device, config.source_code, p.code),
-                  Translator(p.backward, config.device, p.code, config.source_code)) for p in config.pivots]
+    return [Pivot(p.pivot, _translator(p.forward, config.device, config.source_code, p.code),
+                  _translator(p.backward, config.device, p.code, config.source_code)) for p in config.pivots]
+
+
+@lru_cache(maxsize=16)
+def _translator(path: str, device: str, source_code: str | None, target_code: str | None):
+    """Cached per process: the stage runs one pipeline per source, and a worker process serves several."""
+    from pipelines.annotators.backtranslate import Translator
+
+    return Translator(path, device, source_code, target_code)
+
+
+@lru_cache(maxsize=1)
+def _caption_index(root: str, sources: tuple[str, ...], max_chars: int, digest: str, max_df: float):
+    """The TF-IDF index of every caption of the corpus (``digest`` names its state), built once per process."""
+    from pipelines.annotators.tfidf_negatives import CaptionIndex, TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(load_stat(stat_path(root, "tfidf", digest)), max_df)
+    corpus = [caption for source in sources for shard in raw_shards(root, source)
+              for caption in shard_captions(root, max_chars, source, shard)]
+    return CaptionIndex(vectorizer, corpus)
 
 
 def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
