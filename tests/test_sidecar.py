@@ -1,5 +1,10 @@
 """Sidecar tables: images read at their tar offset, texts of a sample, atomic commit and completeness."""
 
+import dataclasses
+import functools
+import shutil
+
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,6 +21,8 @@ from pipelines.sidecar import (
     sample_texts,
     write_sidecar,
 )
+from pipelines.runner import RunnerConfig
+from pipelines.stages.sidecar_stage import ShardAnnotator, run_sidecar_stage
 from schemas.records import Reason, Reject
 from schemas.tables import ANN_PARSE
 
@@ -65,3 +72,39 @@ def test_a_source_without_shards_says_run_ingest_first(tmp_path, ingested):
     with pytest.raises(ValueError, match="run ingest first"):
         raw_shards(str(tmp_path), "coco")
     assert len(raw_params_hash(config.output, "coco", raw_shards(config.output, "coco")[0])) == 16
+
+
+class _KeyLengths(ShardAnnotator):
+    """A real annotator of the smallest kind: one row per image with its key's length. ``setup`` leaves a
+    file behind, so a test can see whether a worker started."""
+
+    stage, folder, modalities, columns = "keylen", "ann/keylen", frozenset({"image"}), ["key", "modality"]
+    schema = pa.schema([pa.field("key", pa.string()), pa.field("length", pa.int32())])
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def params(self) -> dict:
+        return {}
+
+    def setup(self) -> None:
+        open(self.marker, "a").close()
+
+    def annotate(self, shard):
+        rows = [{"key": r["key"], "length": len(r["key"])} for r in shard.rows if r["modality"] == "image"]
+        return rows, [], len(rows)
+
+
+def test_a_rerun_with_every_shard_done_starts_no_worker(ingested, tmp_path):
+    config, expected, _ = ingested
+    shutil.copytree(f"{config.output}/raw/coco_unlabeled", tmp_path / "raw" / "coco_unlabeled")
+    config = dataclasses.replace(config, output=str(tmp_path))
+    marker = tmp_path / "setup-ran"
+    factory = functools.partial(_KeyLengths, str(marker))
+    (first,) = run_sidecar_stage(config, factory, ["coco_unlabeled"], RunnerConfig(), show_progress=False)
+    assert marker.exists() and first.counts.written == expected["coco_unlabeled"]["samples"]
+    marker.unlink()
+    (again,) = run_sidecar_stage(config, factory, ["coco_unlabeled"], RunnerConfig(), show_progress=False)
+    assert not marker.exists() and again.skipped_shards == again.shards and again.counts == first.counts
+    run_sidecar_stage(config, factory, ["coco_unlabeled"], RunnerConfig(), overwrite=True, show_progress=False)
+    assert marker.exists()

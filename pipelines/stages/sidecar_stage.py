@@ -133,15 +133,17 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     reused = [] if overwrite else [s for s in shards if is_done(paths[s], digests[s])]
     remove_temporaries(root, annotator.folder, annotator.stage, name)
     started = time.monotonic()
+    pending = sorted((shard, digest) for shard, digest in digests.items() if shard not in reused)
     pattern = fsio.join(root, annotator.folder, name, "[0-9]*.parquet")
-    with ShardProgress(pattern, f"{annotator.stage} {name}", len(shards), enabled=show_progress):
-        with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
-            (
-                pipeline
-                | f"{name}/Shards" >> beam.Create(sorted(digests.items()))
-                | f"{name}/Spread" >> beam.Reshuffle()
-                | f"{name}/Annotate" >> beam.ParDo(_AnnotateShard(factory, root, name, overwrite))
-            )
+    if pending:  # else no worker needs to start, nor load a model
+        with ShardProgress(pattern, f"{annotator.stage} {name}", len(shards), enabled=show_progress):
+            with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
+                (
+                    pipeline
+                    | f"{name}/Shards" >> beam.Create(pending)
+                    | f"{name}/Spread" >> beam.Reshuffle()
+                    | f"{name}/Annotate" >> beam.ParDo(_AnnotateShard(factory, root, name, overwrite))
+                )
     seconds = time.monotonic() - started
     counts = sum((read_sidecar_counts(paths[s]) for s in shards), ShardCounts())
     update_manifest(root, annotator.stage, {name: {
