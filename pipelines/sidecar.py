@@ -15,8 +15,8 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,16 +49,24 @@ class ShardInput:
     source: str
     shard: int
     rows: list[dict]  # raw index rows (schemas.tables.SHARD_INDEX), ``meta`` parsed to a dict
+    _stream: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def tar(self) -> str:
         return ShardPaths.of(self.root, INGEST, self.source, self.shard).tar
 
     def image_bytes(self, row: dict) -> bytes:
-        """The stored image of ``row``, read at its byte offset in the tar (no scan of the archive)."""
-        with fsio.open_read(self.tar) as f:
-            f.seek(row["image_offset"])
-            return f.read(row["image_size"])
+        """The stored image of ``row``, read at its byte offset in the tar (no scan of the archive). The tar
+        is opened once per shard (an open is a request on object stores), not once per image."""
+        if self._stream is None:
+            self._stream = fsio.open_read(self.tar)
+        self._stream.seek(row["image_offset"])
+        return self._stream.read(row["image_size"])
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
 
 def raw_shards(root: str, source: str) -> list[int]:

@@ -88,7 +88,10 @@ class _AnnotateShard(beam.DoFn):
         if not self.overwrite and is_done(paths, digest):
             return
         shard_input = read_shard_input(self.root, self.source, shard, annotator.columns)
-        rows, rejects, units = annotator.annotate(shard_input)
+        try:
+            rows, rejects, units = annotator.annotate(shard_input)
+        finally:
+            shard_input.close()
         accounted = annotator.accounted(rows, rejects)
         if units != accounted:
             raise RuntimeError(f"{annotator.stage} {self.source}/{shard}: {units} units in, {len(rows)} rows and "
