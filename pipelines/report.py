@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.manifest_io import read_manifest
-from pipelines.sidecar import ShardInput, read_shard_input, read_sidecar
+from pipelines.sidecar import REGION_LABELS, ShardInput, read_shard_input, read_sidecar
 from schemas.config import CorpusConfig
 from schemas.keys import shard_of
 
@@ -128,7 +128,7 @@ def tag_counts(config: CorpusConfig) -> dict[str, Counter]:
     counts: dict[str, Counter] = {}
     for source in config.sources:
         counter: Counter = Counter()
-        for row in read_sidecar(config.output, "ann/detect", source, ["regions"]):
+        for row in read_sidecar(config.output, "ann/detect", source, REGION_LABELS):
             counter.update((region["label"], region["origin"]) for region in row["regions"])
         if counter:
             counts[source] = counter

@@ -153,11 +153,15 @@ def read_sidecar_rows(paths: SidecarPaths) -> int:
         return pq.read_metadata(f).num_rows
 
 
+REGION_LABELS = ["regions.list.element.label", "regions.list.element.origin"]  # ann/detect without boxes and features
+
+
 def read_sidecar(root: str, folder: str, source: str, columns: list[str] | None = None) -> Iterator[dict]:
-    """Every row of ``<folder>/<source>/*.parquet``, shard by shard."""
+    """Every row of ``<folder>/<source>/*.parquet``, shard by shard. ``columns`` may name nested fields by
+    their parquet path (``REGION_LABELS``), so a reader of labels does not read every region's features."""
     for path in fsio.glob(fsio.join(root, folder, source, "[0-9]*.parquet")):
         with fsio.open_read(path) as f:
-            table = pq.read_table(f, columns=columns)
+            table = pq.ParquetFile(f).read(columns=columns)
         check_version(table.schema, path)
         yield from table.to_pylist()
 
