@@ -163,7 +163,11 @@ def _links_section(config: CorpusConfig, images: _Images, name: str, title: str,
     by_query: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for source in config.sources:
         for row in read_sidecar(config.output, f"links/{name}", source):
+            if len(by_query) >= EXAMPLES and (row["query_source"], row["query_key"]) not in by_query:
+                break  # enough queries to show: the rest of the links are not read
             by_query[(row["query_source"], row["query_key"])].append(row)
+        if len(by_query) >= EXAMPLES:
+            break
     if not by_query:
         return f"<h2>{html.escape(title)}</h2><p class='muted'>no links/{html.escape(name)}: run <code>unicorpus retrieve</code></p>"
     cards = []

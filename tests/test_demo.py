@@ -63,10 +63,14 @@ def test_report_shows_each_weak_pair_with_its_thumbnail_and_best_sentence(demo):
     for section in ("Stages", "Rejects", "Tags", "Weak pairs weak-cc", "Weak pairs weak-books", "Related images",
                     "Related texts"):
         assert f"<h2>{section}" in page
-    links = sorted(read_sidecar(config.output, "links/weak-cc", "coco"), key=lambda r: (r["query_key"], r["rank"]))
-    first = links[0]
-    card = page[page.index(f">{first['query_key']}</div>"):]
-    assert first["text"] in card[:card.index("</ol>")]
+    section = page[page.index("<h2>Weak pairs weak-cc"):page.index("<h2>Weak pairs weak-books")]
+    shown = re.findall(r"<div class='key'>([^<]+)</div>", section)
+    assert len(shown) == 6
+    best = {r["query_key"]: r["text"] for source in ("coco", "vg", "openimages")
+            for r in read_sidecar(config.output, "links/weak-cc", source) if r["rank"] == 0}
+    for key in shown:
+        card = section[section.index(f">{key}</div>"):]
+        assert best[key] in card[:card.index("</ol>")]
     thumbnails = re.findall(r"src='data:image/jpeg;base64,([^']+)'", page)
     assert len(thumbnails) >= 12
     for data in thumbnails:
