@@ -11,13 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Sequence
 
+from pipelines.dedup import normalise_text as normalise  # case and white space make no new sentence
 from retrieval.models import offline_hub, resolve_device
-
-
-
-def normalise(text: str) -> str:
-    """Case and white space do not make a sentence different."""
-    return " ".join(text.lower().split())
 
 
 class Translator:

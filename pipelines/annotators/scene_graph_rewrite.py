@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 from pipelines.annotators.similar import Encode, nearest_entries, variant_key
+from pipelines.dedup import normalise_text as normalize
 from schemas.stages import SceneGraphNegativeConfig
 
 KINDS = ("object", "attribute", "relation")
 METHOD = "scene_graph"
 KIND = "hard_negative"
-
-
-def normalize(phrase: str) -> str:
-    return " ".join(phrase.lower().split())
 
 
 def graph_entries(parse_row: dict) -> Iterable[tuple[str, str]]:
