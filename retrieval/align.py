@@ -85,7 +85,7 @@ class CachedEncoder:
         new = list(dict.fromkeys(s for s in strings if s not in self.vectors))
         self.vectors.update(zip(new, self.encode(new)) if new else ())
         out = np.stack([self.vectors[s] for s in strings])
-        for old in list(self.vectors)[:max(0, len(self.vectors) - self.capacity)]:
-            del self.vectors[old]
+        while len(self.vectors) > self.capacity:  # oldest first, without listing every key each call
+            del self.vectors[next(iter(self.vectors))]
         return out
 

@@ -134,16 +134,10 @@ class Corpus:
 
     def links(self, name: str, key: str) -> list[dict] | None:
         """LINKS rows whose query is ``key`` under ``links/<name>/<source>/``, best first; None when that
-        link table was never built for the key's source."""
-        source, _, _ = self.locate(key)
-        folder = self.path("links", name, source)
-        fs, inner = _filesystem(folder)
-        if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        link table was never built for the key's shard."""
+        source, shard, _ = self.locate(key)
+        path = self.path("links", name, source, f"{shard_name(shard)}.parquet")  # a query's links: its own shard
+        if not _exists(path):
             return None
-        selector = pafs.FileSelector(inner, recursive=False)
-        files = sorted(info.base_name for info in fs.get_file_info(selector)
-                       if re.fullmatch(r"\d+\.parquet", info.base_name))
-        if not files:
-            return None
-        rows = [row for name in files for row in _read_table(f"{folder}/{name}", key_column="query_key", key=key).to_pylist()]
+        rows = _read_table(path, key_column="query_key", key=key).to_pylist()
         return sorted(rows, key=lambda row: row["rank"])

@@ -215,7 +215,7 @@ def add_parts(folder: str, new: Sequence[Part], every: Sequence[Part], config: I
     started = time.monotonic()
     info = read_build_info(folder)
     index = faiss.read_index(os.path.join(folder, INDEX_FILE))
-    plan = IndexPlan(**{**info["plan"], "search_values": tuple(info["plan"]["search_values"])})
+    plan = _plan_of(info)
     gpu = use_gpu(config.use_gpu)
     empty = faiss.read_index(os.path.join(folder, TRAINED_FILE))
     index = _add_in_shards(empty, new, config.shard_size, gpu, plan, into=index)
@@ -224,6 +224,11 @@ def add_parts(folder: str, new: Sequence[Part], every: Sequence[Part], config: I
                                 gpu).factory  # what a rebuild would choose now
     return _finish(folder, index, None, new, every, config, info, started, np.random.default_rng(seed + 1),
                    ids_before)
+
+
+def _plan_of(info: dict) -> IndexPlan:
+    """The plan a build.json recorded (JSON made its tuple a list)."""
+    return IndexPlan(**{**info["plan"], "search_values": tuple(info["plan"]["search_values"])})
 
 
 def read_build_info(folder: str) -> dict | None:
@@ -390,7 +395,7 @@ def _finish(folder: str, index, empty, new: Sequence[Part], every: Sequence[Part
             started: float, rng: np.random.Generator, ids_before: pa.Table | None) -> dict:
     import faiss
 
-    plan = IndexPlan(**{**info["plan"], "search_values": tuple(info["plan"]["search_values"])})
+    plan = _plan_of(info)
     params, recall, curve = tune(index, plan, every, config.recall_k, config.recall_target,
                                  config.recall_queries, rng)
     ids = pa.concat_tables([t for t in (ids_before, *(p.entries() for p in new)) if t is not None])

@@ -113,11 +113,18 @@ def _best(ids: np.ndarray, scores: np.ndarray, top: int) -> list[tuple[int, floa
     return list(zip(ids[order].tolist(), scores[order].tolist()))
 
 
-def same_key(collection_keys: list[str], query_keys: list[str]) -> list[set[int]]:
-    """For each query, the collection positions holding its own sample: what ``exclude`` leaves out."""
+def key_positions(collection_keys: list[str]) -> dict[str, set[int]]:
+    """key -> the collection positions holding that sample; build once per collection, not per query shard."""
     positions: dict[str, set[int]] = {}
     for i, key in enumerate(collection_keys):
         positions.setdefault(key, set()).add(i)
+    return positions
+
+
+def same_key(collection_keys: list[str] | dict[str, set[int]], query_keys: list[str]) -> list[set[int]]:
+    """For each query, the collection positions holding its own sample: what ``exclude`` leaves out
+    (``collection_keys``: the keys, or their ``key_positions``)."""
+    positions = collection_keys if isinstance(collection_keys, dict) else key_positions(collection_keys)
     return [positions.get(key, set()) for key in query_keys]
 
 

@@ -68,6 +68,12 @@ def _table_rows(root: str, folder: str, source: str, shard: int, columns: list[s
     return table.to_pylist()
 
 
+def _stored_vectors(vectors: list) -> np.ndarray:
+    """Stored vectors as one (n, dim) float32 matrix; (0, 0) for none: numpy cannot reshape an empty list to
+    (0, -1), and a shard with no query (every image untagged, every text empty) must give rejects, not a crash."""
+    return np.array(vectors, dtype=np.float32).reshape(len(vectors), -1) if vectors else np.zeros((0, 0), np.float32)
+
+
 def _images(root: str, source: str, shard: int) -> list[str]:
     rows = read_shard_input(root, source, shard, ["key", "modality"]).rows
     return [row["key"] for row in rows if row["modality"] != Modality.TEXT.value]
@@ -169,7 +175,7 @@ class WeakPairs(ShardLinker):
         queries = [key for key in images if key in tags]
         rejects = [_reject(source, "emb/tags", shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if key not in tags]
-        vectors = np.array([tags[key]["vector"] for key in queries], dtype=np.float32).reshape(len(queries), -1)
+        vectors = _stored_vectors([tags[key]["vector"] for key in queries])
         found = weak_pairs(queries, source, vectors, self.indexes, self.weak.k)
         rejects += [_reject(source, "emb/tags", shard, key, Reason.NO_RESULTS,
                             f"tag query {tags[key]['text']!r}: the indexes of {', '.join(self.weak.texts)} are empty")
@@ -228,12 +234,13 @@ class RelatedImages(ShardLinker):
                 "collection": _fingerprint(self.root, "ann/detect", self.collections)}
 
     def setup(self) -> None:
-        from retrieval.related import TfidfIndex, label_terms
+        from retrieval.related import TfidfIndex, key_positions, label_terms
 
         self.items = [(row["key"], row["source"], [region["label"] for region in row["regions"]])
                       for name in self.collections
                       for row in read_sidecar(self.root, "ann/detect", name, ["key", "source", "regions"])]
         self.index = TfidfIndex([label_terms(labels) for _, _, labels in self.items])
+        self.positions = key_positions([key for key, _, _ in self.items])
 
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_images, same_key
@@ -244,7 +251,7 @@ class RelatedImages(ShardLinker):
         queries = [key for key in images if labels.get(key)]
         rejects = [_reject(source, "ann/detect", shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if not labels.get(key)]
-        exclude = same_key([key for key, _, _ in self.items], queries)
+        exclude = same_key(self.positions, queries)
         found = related_images(self.index, [labels[key] for key in queries], self.top_n, exclude)
         rows = []
         for key, hits in zip(queries, found):
@@ -273,22 +280,22 @@ class RelatedTexts(ShardLinker):
                 "collections": self.collections, "collection": _fingerprint(self.root, "emb/text", self.collections)}
 
     def setup(self) -> None:
-        from retrieval.related import TfidfIndex, text_terms
+        from retrieval.related import TfidfIndex, key_positions, text_terms
 
         self.items = [row for name in self.collections
                       for row in read_sidecar(self.root, "emb/text", name, ["key", "source", "text_index", "text",
                                                                             "vector"])]
-        self.vectors = np.array([row.pop("vector") for row in self.items], dtype=np.float32).reshape(
-            len(self.items), -1)
+        self.vectors = _stored_vectors([row.pop("vector") for row in self.items])
         self.index = TfidfIndex([text_terms(row["text"]) for row in self.items])
+        self.positions = key_positions([row["key"] for row in self.items])
 
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_texts, same_key
 
         queries = _table_rows(self.root, "emb/text", source, shard, ["key", "text_index", "text", "vector"],
                               self.input_hint)
-        vectors = np.array([row["vector"] for row in queries], dtype=np.float32).reshape(len(queries), -1)
-        exclude = same_key([row["key"] for row in self.items], [row["key"] for row in queries])
+        vectors = _stored_vectors([row["vector"] for row in queries])
+        exclude = same_key(self.positions, [row["key"] for row in queries])
         found = related_texts(self.index, self.vectors, [row["text"] for row in queries], vectors,
                               self.top_m, self.top_n, exclude)
         rows, rejects = [], []

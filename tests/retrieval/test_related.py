@@ -120,3 +120,12 @@ def test_related_texts_defaults_and_fewer_candidates_than_top_n():
     scores = [s for _, s in found]
     assert scores == sorted(scores, reverse=True)
     assert related_texts(index, vectors, ["the of and"], vectors[:1]) == [[]]  # stop words only: no term
+
+
+def test_a_shard_without_queries_gives_no_links_not_a_crash():
+    from pipelines.annotators.links import _stored_vectors
+
+    empty = _stored_vectors([])  # np.array([]).reshape(0, -1) would raise
+    assert empty.shape == (0, 0) and _stored_vectors([[1, 0], [0, 1]]).shape == (2, 2)
+    index = TfidfIndex([text_terms("a red ball"), text_terms("a blue tent")])
+    assert related_texts(index, _stored_vectors([[1, 0], [0, 1]]), [], empty) == []
