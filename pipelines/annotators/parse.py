@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pipelines.sidecar import ShardInput, sample_texts
 from schemas.config_errors import ConfigError
@@ -84,8 +85,10 @@ def model_version(model: str) -> str:
     return spacy.util.get_package_version(model) or ""
 
 
+@lru_cache(maxsize=2)
 def load_pipeline(model: str):
-    """The spaCy pipeline without the components nothing here reads (named entities, lemmas)."""
+    """The spaCy pipeline without the components nothing here reads (named entities, lemmas); once per
+    process (the stage runs a pipeline per source)."""
     import spacy
 
     check_model(model)

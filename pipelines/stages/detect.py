@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 
 from pipelines.annotators.detect import (
     IMAGE_MODALITIES,
@@ -54,8 +55,8 @@ class DetectAnnotator(ShardAnnotator):
     def setup(self) -> None:
         if self.model:
             c = self.config
-            self.detector = Detector(self.model, c.image_size, c.device, c.min_confidence, c.max_boxes,
-                                     c.iou_threshold)
+            self.detector = _detector(self.model, os.stat(self.model).st_mtime_ns, c.image_size, c.device,
+                                      c.min_confidence, c.max_boxes, c.iou_threshold)
 
     def annotate(self, shard):
         c = self.config
@@ -67,6 +68,13 @@ class DetectAnnotator(ShardAnnotator):
             return {}
         return {MODEL_KEY: self.model.encode(), DIM_KEY: str(self.detector.dim).encode(),
                 CLASSES_KEY: json.dumps(self.detector.names).encode()}
+
+
+@functools.lru_cache(maxsize=2)
+def _detector(path: str, mtime_ns: int, *settings) -> Detector:
+    """One detector per process and model file version: the stage runs a pipeline per source, and an
+    in-process worker would otherwise load the model again for each."""
+    return Detector(path, *settings)
 
 
 def source_tags(config: CorpusConfig, name: str) -> str:
