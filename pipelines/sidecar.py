@@ -160,10 +160,18 @@ def read_sidecar(root: str, folder: str, source: str, columns: list[str] | None 
     """Every row of ``<folder>/<source>/*.parquet``, shard by shard. ``columns`` may name nested fields by
     their parquet path (``REGION_LABELS``), so a reader of labels does not read every region's features."""
     for path in fsio.glob(fsio.join(root, folder, source, "[0-9]*.parquet")):
-        with fsio.open_read(path) as f:
-            table = pq.ParquetFile(f).read(columns=columns)
-        check_version(table.schema, path)
-        yield from table.to_pylist()
+        yield from read_table_rows(path, columns)
+
+
+def read_table_rows(path: str, columns: list[str] | None = None, missing: str | None = None) -> list[dict]:
+    """The rows of one sidecar table (schema version checked). ``missing``: the advice of the ValueError
+    raised when the table does not exist (which stage to run first)."""
+    if missing is not None and not fsio.exists(path):
+        raise ValueError(f"no {path}; {missing}")
+    with fsio.open_read(path) as f:
+        table = pq.ParquetFile(f).read(columns=columns)
+    check_version(table.schema, path)
+    return table.to_pylist()
 
 
 def remove_temporaries(root: str, folder: str, stage: str, source: str) -> None:

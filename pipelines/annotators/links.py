@@ -17,15 +17,14 @@ from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.shards import read_index_metadata
-from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar
+from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
 from schemas.stages import RESERVED_LINKS, EmbedConfig, WeakPairsConfig, require_model
-from schemas.tables import LINKS, MODEL_KEY, PARAMS_KEY, PHRASE_REGIONS, check_version
+from schemas.tables import LINKS, MODEL_KEY, PARAMS_KEY, PHRASE_REGIONS
 
 STAGE = "retrieve"
 RELATED_IMAGES, RELATED_TEXTS = RESERVED_LINKS
@@ -59,13 +58,7 @@ class Linked:
 
 
 def _table_rows(root: str, folder: str, source: str, shard: int, columns: list[str], hint: str) -> list[dict]:
-    path = SidecarPaths.of(root, folder, STAGE, source, shard).table
-    if not fsio.exists(path):
-        raise ValueError(f"retrieve {source}/{shard_name(shard)}: no {path}; {hint}")
-    with fsio.open_read(path) as f:
-        table = pq.read_table(f, columns=columns)
-    check_version(table.schema, path)
-    return table.to_pylist()
+    return read_table_rows(SidecarPaths.of(root, folder, STAGE, source, shard).table, columns, hint)
 
 
 def _stored_vectors(vectors: list) -> np.ndarray:

@@ -15,19 +15,18 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.runner import RunnerConfig
 from pipelines.shards import read_index_metadata
-from pipelines.sidecar import ShardInput, SidecarPaths, raw_shards, sample_texts
+from pipelines.sidecar import REGION_LABELS, ShardInput, SidecarPaths, raw_shards, read_table_rows, sample_texts
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, has_modality, run_sidecar_stage
 from retrieval.embed import MODEL_HINT
 from schemas.config import CorpusConfig
 from schemas.records import Reason, Reject
 from schemas.stages import EmbedConfig, require_model
-from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, check_version, embedding_schema
+from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, embedding_schema
 
 SPACES = ("text", "tags")
 DETECT_STAGE, DETECT_FOLDER = "detect", "ann/detect"
@@ -114,10 +113,8 @@ def read_detect_labels(root: str, source: str, shard: int) -> dict[str, list[str
     path = detect_table(root, source, shard)
     if not fsio.exists(path):
         raise ValueError(_not_detected(source, shard, path))
-    with fsio.open_read(path) as f:
-        table = pq.read_table(f, columns=["key", "regions"])
-    check_version(table.schema, path)
-    return {row["key"]: [r["label"] for r in row["regions"] if r["label"]] for row in table.to_pylist()}
+    rows = read_table_rows(path, ["key", *REGION_LABELS])
+    return {row["key"]: [r["label"] for r in row["regions"] if r["label"]] for row in rows}
 
 
 def check_detected(root: str, source: str) -> None:

@@ -21,7 +21,6 @@ from functools import lru_cache, partial
 from typing import Callable
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.annotators.parse import Text, location, split_texts
@@ -34,6 +33,7 @@ from pipelines.sidecar import (
     raw_shards,
     read_shard_input,
     read_sidecar,
+    read_table_rows,
     sample_texts,
 )
 from pipelines.stages.ingest import SourceResult
@@ -43,7 +43,7 @@ from schemas.config_errors import ConfigError
 from schemas.keys import shard_of
 from schemas.records import Reason, Reject
 from schemas.stages import RewriteConfig, require_model
-from schemas.tables import ANN_REWRITE, PARAMS_KEY, check_version
+from schemas.tables import ANN_REWRITE, PARAMS_KEY
 
 STAGE, FOLDER, PARSE_FOLDER = "rewrite", "ann/rewrite", "ann/parse"
 METHODS = ("back_translation", "scene_graph", "tfidf")  # row order within a caption
@@ -71,14 +71,9 @@ def shard_captions(root: str, max_chars: int, source: str, shard: int) -> list[t
 
 def shard_parses(root: str, source: str, shard: int) -> list[dict]:
     """The ANN_PARSE rows of one shard, or a ValueError saying to run parse first."""
-    path = SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table
-    if not fsio.exists(path):
-        raise ValueError(f"annotate.rewrite.scene_graph: no parse table {path}; run `unicorpus annotate parse` "
-                         "first, or set annotate.rewrite.scene_graph.enabled: false")
-    with fsio.open_read(path) as f:
-        table = pq.read_table(f)
-    check_version(table.schema, path)
-    return table.to_pylist()
+    return read_table_rows(SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table, missing=(
+        "annotate.rewrite.scene_graph needs the parse tables: run `unicorpus annotate parse` first, or set "
+        "annotate.rewrite.scene_graph.enabled: false"))
 
 
 # --- corpus statistics: a Beam combine each, written once per corpus digest ---------------------------------
