@@ -42,7 +42,7 @@ from schemas.config import CorpusConfig
 from schemas.config_errors import ConfigError
 from schemas.keys import shard_of
 from schemas.records import Reason, Reject
-from schemas.stages import RewriteConfig, require_model
+from schemas.stages import EmbedConfig, RewriteConfig, require_model
 from schemas.tables import ANN_REWRITE, PARAMS_KEY
 
 STAGE, FOLDER, PARSE_FOLDER = "rewrite", "ann/rewrite", "ann/parse"
@@ -182,15 +182,15 @@ def similar_name(config: RewriteConfig, encoder: str | None) -> str:
     return "similar-" + hashlib.sha256(json.dumps([encoder, sg.candidates_per_node, sg.min_count]).encode()).hexdigest()[:8]
 
 
-def build_similar_nodes(root: str, digest: str, config: RewriteConfig, encoder: str | None) -> None:
+def build_similar_nodes(root: str, digest: str, config: RewriteConfig, encoder: EmbedConfig) -> None:
     """Each vocabulary entry's most similar entries of its kind, embedded once for the whole corpus here,
     not once per worker (a Visual Genome vocabulary is about 100k entries: minutes of embedding)."""
     from pipelines.annotators.scene_graph_rewrite import build_similar
     from retrieval.embed import Embedder
 
-    path = stat_path(root, similar_name(config, encoder), digest)
+    path = stat_path(root, similar_name(config, encoder.model), digest)
     if not fsio.exists(path):
-        encode = Embedder(encoder, config.back_translation.device, where="retrieval.embed.model").encode
+        encode = Embedder(encoder.model, encoder.device, where="retrieval.embed.model").encode
         _write_stat(build_similar(load_stat(stat_path(root, "vocabulary", digest)), encode, config.scene_graph), path)
 
 
@@ -357,7 +357,7 @@ def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerC
         return []
     digest = build_statistics(root, corpus, section, runner)
     if section.scene_graph.enabled:
-        build_similar_nodes(root, digest, section, config.retrieval.embed.model)
+        build_similar_nodes(root, digest, section, config.retrieval.embed)
     factory = partial(RewriteAnnotator, section, root, corpus, digest, config.retrieval.embed.model)
     return run_sidecar_stage(config, factory, names, runner, overwrite, show_progress)
 
