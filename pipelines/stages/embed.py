@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-
 from pipelines import io as fsio
 from pipelines.runner import RunnerConfig
 from pipelines.shards import read_index_metadata
@@ -24,6 +23,7 @@ from pipelines.stages.ingest import SourceResult
 from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, has_modality, run_sidecar_stage
 from retrieval.embed import MODEL_HINT
 from schemas.config import CorpusConfig
+from schemas.keys import shard_name
 from schemas.records import Reason, Reject
 from schemas.stages import EmbedConfig, require_model
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, embedding_schema
@@ -84,8 +84,8 @@ class EmbedAnnotator(ShardAnnotator):
                 if text and text.strip():
                     queries.append((row["key"], index, text))
                 else:
-                    rejects.append(Reject(shard.source, row["key"], f"{shard.tar}#text{index}", Reason.EMPTY_TEXT,
-                                          "empty text: nothing to embed"))
+                    rejects.append(Reject(shard.source, f"{_tar(shard)}#text{index}", Reason.EMPTY_TEXT,
+                                          "empty text: nothing to embed", row["key"]))
         return queries, rejects
 
     def _tag_queries(self, shard: ShardInput) -> tuple[list[tuple[str, int, str]], list[Reject]]:
@@ -101,11 +101,16 @@ class EmbedAnnotator(ShardAnnotator):
                 queries.append((row["key"], 0, query))
             else:
                 why = "no region labels" if row["key"] in labels else "no ann/detect row (the detect stage refused it)"
-                rejects.append(Reject(shard.source, row["key"], shard.tar, Reason.NO_TAGS, f"{why}: no tag query"))
+                rejects.append(Reject(shard.source, _tar(shard), Reason.NO_TAGS, f"{why}: no tag query", row["key"]))
         return queries, rejects
 
     def table_metadata(self) -> dict[bytes, bytes]:
         return {MODEL_KEY: self.config.model.encode(), DIM_KEY: str(self.embedder.dim).encode()}
+
+
+def _tar(shard: ShardInput) -> str:
+    """A raw shard's tar as reject locations name it: relative to the corpus root, like detect's."""
+    return f"raw/{shard.source}/{shard_name(shard.shard)}.tar"
 
 
 def read_detect_labels(root: str, source: str, shard: int) -> dict[str, list[str]]:

@@ -184,3 +184,39 @@ def test_redone_detect_table_redoes_its_tag_queries(embedded):
     redone = pq.read_table(os.path.join(root, "emb", "tags", "coco", "00000.parquet")).to_pylist()
     assert redone and all(r["text"].startswith("kite") for r in redone)
     assert len(redone) == len(rows)
+
+
+def test_untagged_image_and_empty_text_are_reject_rows(model_path, tmp_path):
+    """An image without region labels is a no_tags row, an empty text an empty_text row, each naming the key;
+    the stage finishes and accounts for every unit."""
+    from PIL import Image
+
+    from pipelines.shards import ShardPaths, write_shard
+    from pipelines.stages.detect import run_detect
+    from pipelines.stages.embed import run_embed
+    from schemas.config import CocoConfig, CorpusConfig, ImageConfig
+    from schemas.records import Candidate
+    from schemas.stages import RetrievalConfig
+
+    image = tmp_path / "img.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(image)
+    box = {"name": "dog", "box": [0.1, 0.1, 0.9, 0.9], "iscrowd": 0}
+    records = [
+        Candidate("tiny-tagged", "tiny", "pair", "tagged", "c.json[0]", "a dog", str(image), meta={"objects": [box]}),
+        Candidate("tiny-untagged", "tiny", "pair", "untagged", "c.json[1]", "a cat", str(image), meta={"objects": []}),
+        Candidate("tiny-empty", "tiny", "pair", "empty", "c.json[2]", " ", str(image), meta={"objects": [box]}),
+    ]
+    root = str(tmp_path / "corpus")
+    write_shard(ShardPaths.of(root, "ingest", "tiny", 0), "ingest", records, ImageConfig(), "hash")
+    source = CocoConfig(root=str(tmp_path), instances="c.json", tags="annotations", shards=1)
+    retrieval = RetrievalConfig()
+    retrieval.embed.model = model_path
+    config = CorpusConfig(output=root, sources={"tiny": source}, retrieval=retrieval)
+    run_detect(config, ["tiny"], RunnerConfig(), show_progress=False)
+    results = {r.name: r for r in run_embed(config, ["tiny"], RunnerConfig(), show_progress=False)}
+    for space, key, reason in (("text", "tiny-empty", "empty_text"), ("tags", "tiny-untagged", "no_tags")):
+        rejects = pq.read_table(os.path.join(root, "rejects", f"embed-{space}", "tiny", "00000.parquet")).to_pylist()
+        assert [(r["key"], r["reason"], r["source"]) for r in rejects] == [(key, reason, "tiny")]
+        assert rejects[0]["location"].endswith("00000.tar" if space == "tags" else "00000.tar#text0")
+        counts = results[f"{space}/tiny"].counts
+        assert (counts.records_in, counts.written, dict(counts.rejected)) == (3, 2, {reason: 1})
