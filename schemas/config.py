@@ -295,13 +295,17 @@ def load_config(path: str) -> CorpusConfig:
     """Read and validate a corpus YAML file; relative paths are taken from the file's folder."""
     import yaml
 
+    from schemas.config_yaml import load_yaml
+
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    except ConfigError as e:  # a duplicate key: "LINE: key: ..."
+        raise ConfigError(f"{path}:{e}") from e
     try:
         return parse_config(data, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as e:

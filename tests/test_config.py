@@ -119,3 +119,20 @@ def test_model_paths_are_taken_from_the_config_folder_and_checked_when_used(tmp_
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "yolo.pt").write_bytes(b"")
     assert require_model(config.annotate.detect.model, "annotate.detect.model", "") == config.annotate.detect.model
+
+
+def test_a_duplicate_key_names_both_lines(tmp_path):
+    """YAML itself keeps the last of two equal keys: a second source of the same name would silently replace
+    the first, so the loader refuses it, naming the line (and the first one)."""
+    _coco_root(tmp_path)
+    text = ("output: out\nsources:\n  coco: {kind: coco, root: coco, shards: 4}\n"
+            "  other: {kind: coco, root: coco}\n  coco:\n    kind: coco\n    root: coco\n")
+    with pytest.raises(ConfigError, match=r"corpus\.yaml:5: sources\.coco: duplicate key \(first at line 3\)"):
+        load_config(_write(tmp_path, text))
+    nested = "output: out\nsources:\n  coco: {kind: coco, root: coco, shards: 4, shards: 2}\n"
+    with pytest.raises(ConfigError, match=r"corpus\.yaml:3: sources\.coco\.shards: duplicate key \(first at line 3\)"):
+        load_config(_write(tmp_path, nested))
+    anchors = ("output: out\nbase: &b {kind: coco, root: coco}\nsources:\n  coco: {<<: *b, shards: 2}\n"
+               "  other: {<<: *b, root: coco}\n")  # a merge key overridden on purpose is not a duplicate
+    with pytest.raises(ConfigError, match="base: unknown key"):  # (the anchor's own key is then refused)
+        load_config(_write(tmp_path, anchors))
