@@ -101,11 +101,14 @@ def params_hash(stage_params: dict, raw_hash: str) -> str:
 
 
 def sample_texts(row: dict) -> list[tuple[int, str]]:
-    """(text_index, text) of a sample: every caption of a multi-caption image (COCO's ``meta.captions``),
-    else its one ``txt``. Image-only samples have none."""
-    captions = row.get("meta", {}).get("captions")
-    if captions:
-        return [(i, c["caption"]) for i, c in enumerate(captions)]
+    """(text_index, text) of a sample: every caption of a multi-caption image (COCO's ``meta.captions``,
+    Visual Genome's region descriptions ``meta.regions``: each a pair in UNITER Table 1), else its one
+    ``txt``. Image-only samples have none. Index 0 is the sample's ``txt``."""
+    meta = row.get("meta", {})
+    if meta.get("captions"):
+        return [(i, c["caption"]) for i, c in enumerate(meta["captions"])]
+    if meta.get("regions") and row.get("text") is not None:
+        return [(i, r["phrase"]) for i, r in enumerate(meta["regions"])]
     return [] if row.get("text") is None else [(0, row["text"])]
 
 

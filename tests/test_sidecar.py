@@ -44,6 +44,11 @@ def test_sample_texts_are_every_caption_or_the_one_text(ingested):
     assert sample_texts(coco)[0] == (0, coco["text"])
     book = read_shard_input(config.output, "bookcorpus", raw_shards(config.output, "bookcorpus")[0]).rows[0]
     assert sample_texts(book) == [(0, book["text"])]
+    vg = [row for shard in raw_shards(config.output, "vg") for row in read_shard_input(config.output, "vg", shard).rows]
+    for row in vg:  # every region description is a caption of its image (UNITER Table 1: 5.06M VG pairs)
+        assert sample_texts(row) == list(enumerate(r["phrase"] for r in row["meta"]["regions"]))
+        assert sample_texts(row)[0] == (0, row["text"])
+    assert max(len(sample_texts(row)) for row in vg) > 1
     image_only = read_shard_input(config.output, "coco_unlabeled", raw_shards(config.output, "coco_unlabeled")[0])
     assert sample_texts(image_only.rows[0]) == []
 

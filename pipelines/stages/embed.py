@@ -2,7 +2,7 @@
 
 Two embedding spaces, one model (mu-VLA §3.2: the same sentence-BERT embeds tag queries and
 sentences, so their cosine compares them):
-- ``text``: every text of every sample (``sidecar.sample_texts``: each COCO caption, else the one text);
+- ``text``: every text of every sample (``sidecar.sample_texts``: each COCO caption and VG region description, else the one text);
   empty texts are rejects. The model reads a text's first ``max_seq_length`` tokens (256 for MiniLM).
 - ``tags``: one query per image, its ann/detect region labels as one sequence (``retrieval.embed.tag_query``);
   an image without labels is a reject (no_tags). Needs the detect stage's tables.

@@ -211,8 +211,12 @@ def test_one_row_per_text_of_every_pair_and_text_source(parsed):
             assert all(0 <= r["subject"] < len(row["objects"]) and 0 <= r["object"] < len(row["objects"])
                        for r in row["relations"])
     assert any(r.counts.rejected_total for r in results)
-    coco_indexes = {r["text_index"] for r in read_sidecar(root, "ann/parse", "coco")}
-    assert len(coco_indexes) > 1  # every caption of a COCO image, not just the first
+    for source in ("coco", "vg"):  # every caption of a COCO image and every region phrase of a VG image
+        assert len({r["text_index"] for r in read_sidecar(root, "ann/parse", source)}) > 1, source
+    phrases = {(row["key"], i): region["phrase"] for shard in raw_shards(root, "vg")
+               for row in read_shard_input(root, "vg", shard).rows for i, region in enumerate(row["meta"]["regions"])}
+    parsed_vg = {(r["key"], r["text_index"]): r["text"] for r in read_sidecar(root, "ann/parse", "vg")}
+    assert parsed_vg and parsed_vg == {k: t for k, t in phrases.items() if len(t) <= MAX_CHARS}
 
 
 def test_mini_corpus_captions_get_their_graphs(parsed):
