@@ -18,6 +18,7 @@ set would silently decontaminate nothing.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import pickle
@@ -196,7 +197,7 @@ def load_id_list(path: str, name: str) -> EvalSet:
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 ({error})") from None
     return _id_list(text, path, name)
@@ -227,7 +228,7 @@ def load_evalset(path: str, name: str) -> EvalSet:
     JSON with ``images`` is a Karpathy split file, with ``questions``/``annotations`` a VQA file;
     anything else an id list. Default eval splits throughout."""
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = f.read().removeprefix(codecs.BOM_UTF8)
     if path.endswith((".p", ".pkl", ".pickle")) or raw[:1] == b"\x80":
         return _refcoco(_unpickle(raw, path), path, name, REFCOCO_EVAL_SPLITS)
     if path.endswith(".json") or raw.lstrip()[:1] == b"{":

@@ -269,3 +269,13 @@ def test_phash_matching_over_many_samples_and_shared_eval_hashes():
     assert {(c.key, c.eval_set) for c in found} == expected
     assert all(c.matched_by == "phash" for c in found)
     assert [c.key for c in found] == sorted(c.key for c in found)
+
+
+def test_files_with_a_byte_order_mark_read_like_without(tmp_path):
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"\xef\xbb\xbfcoco:391895\n")
+    assert load_id_list(str(ids), "ids").coco_ids == load_evalset(str(ids), "ids").coco_ids == {391895}
+    vqa = tmp_path / "questions"  # no .json suffix: recognised by its first character
+    vqa.write_bytes(b"\xef\xbb\xbf" + json.dumps({"questions": [{"image_id": 7, "question": "?", "question_id": 1}]})
+                    .encode())
+    assert load_evalset(str(vqa), "vqa").coco_ids == {7}

@@ -25,6 +25,7 @@ from pipelines.sources.common import (
     normalise_box,
     pixel_box,
     sample_key,
+    surrogate_reject,
 )
 from schemas.records import Candidate, Reason, Reject
 
@@ -99,6 +100,8 @@ class CocoReader(Reader):
         if image_id not in images:
             detail = f"caption of unknown image {image_id}"
             yield Reject(self.name, location, Reason.UNKNOWN_REFERENCE, detail)
+        elif bad := surrogate_reject(element["caption"], self.name, location, sample_key(self.name, image_id)):
+            yield bad
         elif caption is None:
             yield Reject(self.name, location, Reason.EMPTY_TEXT, f"empty caption {ann_id}")
         else:

@@ -7,6 +7,7 @@ copying them into a reader; do not rename existing ones (other readers use them)
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io as stdio
 import math
@@ -59,12 +60,19 @@ def require_exists(path: str, what: str = "file") -> None:
 
 
 def source_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """``pipelines.io.iter_lines`` with a missing or unreadable file as ``SourceError``."""
+    """``pipelines.io.iter_lines`` with a missing or unreadable file as ``SourceError``, and a leading
+    byte-order mark (Windows editors write one) removed from line 1."""
     require_exists(path)
     try:
-        yield from io.iter_lines(path)
+        for number, line in io.iter_lines(path):
+            yield number, strip_bom(line) if number == 1 else line
     except OSError as e:
         raise SourceError(f"{path}: cannot read: {e}") from e
+
+
+def strip_bom(data: bytes) -> bytes:
+    """``data`` without a leading UTF-8 byte-order mark: the start of a file, not text."""
+    return data.removeprefix(codecs.BOM_UTF8)
 
 
 def json_array_elements(path: str) -> Iterator[tuple[int, Any]]:
@@ -110,6 +118,19 @@ def decode_utf8(raw: bytes, source: str, location: str, key: str | None = None) 
     except UnicodeDecodeError as e:
         detail = f"invalid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}"
         return Reject(source, location, Reason.NON_UTF8, detail, key)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def surrogate_reject(text: str, source: str, location: str, key: str | None = None) -> Reject | None:
+    """A ``non_utf8`` reject if ``text`` holds a lone surrogate (valid in a JSON string as ``\\ud800``, but
+    no character: it cannot be written as UTF-8), else ``None``."""
+    found = _LONE_SURROGATE.search(text)
+    if found is None:
+        return None
+    detail = f"unpaired surrogate {found.group()!a} at character {found.start()}: not valid Unicode text"
+    return Reject(source, location, Reason.NON_UTF8, detail, key)
 
 
 def clean_text(text: str) -> str | None:

@@ -181,7 +181,7 @@ def _text(members: dict[str, bytes], row: dict[str, Any]) -> str | None:
     for name, data in members.items():
         if name.endswith(".txt"):
             try:
-                text = clean_text(data.decode("utf-8"))
+                text = clean_text(data.decode("utf-8-sig"))
             except UnicodeDecodeError:
                 text = None
             if text is not None:

@@ -138,7 +138,7 @@ def load_words(path: str) -> dict[str, list[str]]:
     with open_source(path) as f:
         data = f.read()
     try:
-        return parse_words(data.decode("utf-8").splitlines())
+        return parse_words(data.decode("utf-8-sig").splitlines())
     except UnicodeDecodeError as e:
         raise SourceError(f"{path}: not UTF-8 at byte {e.start}") from e
     except ValueError as e:

@@ -28,6 +28,7 @@ from pipelines.sources.common import (
     relative_to,
     require_exists,
     source_lines,
+    strip_bom,
 )
 from pipelines.sources.sentences import split_sentences, text_records
 from schemas.config import BookCorpusConfig, OpenWebTextConfig, SourceConfig, WikipediaConfig
@@ -297,6 +298,6 @@ class OpenWebTextReader(_FileReader):
         def where(number: int) -> str:
             return f"{location}:{number}"
 
-        lines = ((n, raw.rstrip(b"\r")) for n, raw in enumerate(data.split(b"\n"), start=1))
+        lines = ((n, raw.rstrip(b"\r")) for n, raw in enumerate(strip_bom(data).split(b"\n"), start=1))
         sentences = paragraph_sentences(decoded_lines(self.name, lines, where), where)
         yield from text_records(self.name, doc_id, sentences, location, self.text)

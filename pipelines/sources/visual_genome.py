@@ -26,6 +26,7 @@ from pipelines.sources.common import (
     json_array_elements,
     pixel_box_of,
     sample_key,
+    surrogate_reject,
 )
 from schemas.records import Candidate, Reason, Reject
 
@@ -118,6 +119,8 @@ class VisualGenomeReader(Reader):
         phrase = clean_text(region["phrase"])
         if image is None:
             yield self._unknown(location, image_id, "region")
+        elif bad := surrogate_reject(region["phrase"], self.name, location):
+            yield bad
         elif phrase is None:
             detail = f"empty phrase of region {region['region_id']}"
             yield Reject(self.name, location, Reason.EMPTY_TEXT, detail)
