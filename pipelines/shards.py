@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.images import ImageError, process_image
+from pipelines.sources.common import surrogate_field
 from schemas.config import DownloadConfig, ImageConfig
 from schemas.keys import shard_name
 from schemas.records import Candidate, Reason, Reject
@@ -99,36 +100,48 @@ def write_shard(
                                        image_config, download)
     rows, statuses = [], []
     tmp = {path: f"{path}.tmp-{uuid.uuid4().hex}" for path in paths.all() + (paths.urls,)}
-    with fsio.create(tmp[paths.tar]) as out, tarfile.open(
-        fileobj=_CountingWriter(out), mode="w", format=tarfile.GNU_FORMAT
-    ) as tar:
-        for candidate in candidates:
-            if candidate.key in reuse:
-                sample, status = reuse[candidate.key].sample, reuse[candidate.key].status
-            elif candidate.key in downloaded:
-                sample, status = downloaded[candidate.key]
-            else:
-                sample, status = _encode_sample(candidate, image_config, candidate.image_bytes), None
-            if status is not None:
-                statuses.append(status)
-            if isinstance(sample, Reject):
-                rejects.append(sample)
-            else:
-                rows.append(_append_sample(tar, sample))
-    reject_rows = sorted(
-        ({"stage": stage, "source": r.source, "key": r.key, "location": r.location,
-          "reason": r.reason.value, "detail": r.detail} for r in rejects),
-        key=lambda row: (row["location"], row["reason"], row["key"] or "", row["detail"]),
-    )
-    write_table(tmp[paths.rejects], reject_rows, REJECTS, {})
-    if statuses:
-        write_table(tmp[paths.urls], statuses, URL_STATUS, {})
-    write_table(tmp[paths.index], rows, SHARD_INDEX,
-                 {PARAMS_KEY: params_hash.encode(), RECORDS_IN_KEY: str(len(records)).encode()})
+    try:
+        with fsio.create(tmp[paths.tar]) as out, tarfile.open(
+            fileobj=_CountingWriter(out), mode="w", format=tarfile.GNU_FORMAT
+        ) as tar:
+            for candidate in candidates:
+                if candidate.key in reuse:
+                    sample, status = reuse[candidate.key].sample, reuse[candidate.key].status
+                elif candidate.key in downloaded:
+                    sample, status = downloaded[candidate.key]
+                else:
+                    sample, status = _encode_sample(candidate, image_config, candidate.image_bytes), None
+                if status is not None:
+                    statuses.append(status)
+                if isinstance(sample, Reject):
+                    rejects.append(sample)
+                else:
+                    rows.append(_append_sample(tar, sample))
+        reject_rows = sorted((reject_row(stage, r) for r in rejects),
+                             key=lambda row: (row["location"], row["reason"], row["key"] or "", row["detail"]))
+        write_table(tmp[paths.rejects], reject_rows, REJECTS, {})
+        if statuses:
+            write_table(tmp[paths.urls], statuses, URL_STATUS, {})
+        write_table(tmp[paths.index], rows, SHARD_INDEX,
+                    {PARAMS_KEY: params_hash.encode(), RECORDS_IN_KEY: str(len(records)).encode()})
+    except BaseException:  # a failed shard leaves nothing that looks like output
+        fsio.delete([path for path in tmp.values() if fsio.exists(path)])
+        raise
     for path in ((paths.urls,) if statuses else ()) + paths.all():
         fsio.rename(tmp[path], path)
     return ShardCounts(len(records), len(rows), sum(r["sample_bytes"] for r in rows),
                        Counter(r["reason"] for r in reject_rows))
+
+
+def reject_row(stage: str, reject: Reject) -> dict:
+    """A ``REJECTS`` table row. Lone surrogates (a non-UTF-8 file name in a location, say) are written as
+    ``\\udcxx`` escapes: parquet strings are UTF-8, and the row must exist to say what was refused."""
+    return {"stage": stage, "source": reject.source, "key": reject.key, "location": _escaped(reject.location),
+            "reason": reject.reason.value, "detail": _escaped(reject.detail)}
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _unique_candidates(records: list[Candidate | Reject]) -> tuple[list[Candidate], list[Reject]]:
@@ -224,6 +237,10 @@ class Reusable:
 
 
 def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None) -> _Sample | Reject:
+    field = _not_unicode(candidate)
+    if field is not None:
+        return _reject(candidate, Reason.NON_UTF8, f"{field} holds an unpaired surrogate: not valid Unicode text, "
+                                                   f"cannot be written as UTF-8")
     image = None
     members: list[tuple[str, bytes]] = []
     if candidate.modality.value != "text":
@@ -232,6 +249,8 @@ def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None
                 data = fsio.read_bytes(candidate.image_path)
             except OSError as e:
                 return _reject(candidate, Reason.MISSING_IMAGE, f"{candidate.image_path}: {e}")
+            except UnicodeError as e:  # a lone surrogate in the path: no file can have that name
+                return _reject(candidate, Reason.NON_UTF8, f"image path {_escaped(candidate.image_path)}: {e}")
         try:
             image = process_image(data, config)
         except ImageError as e:
@@ -264,6 +283,17 @@ def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None
         "meta": meta_json,
     }
     return _Sample(candidate.key, members, row)
+
+
+def _not_unicode(candidate: Candidate) -> str | None:
+    """The field of a candidate that cannot be written as UTF-8 (``text``, ``meta.captions[2].caption``),
+    or ``None``. One encode in the common case; the search only when it fails."""
+    fields = {"text": candidate.text, "source_id": candidate.source_id, "meta": candidate.meta}
+    try:
+        json.dumps(fields, ensure_ascii=False).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return next(filter(None, (surrogate_field(value, name) for name, value in fields.items())), "a field")
 
 
 def _append_sample(tar: tarfile.TarFile, sample: _Sample) -> dict:

@@ -22,7 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import io as fsio
-from pipelines.shards import SHARD_INDEX_PATTERN, ShardCounts, ShardPaths, read_index_metadata, write_table
+from pipelines.shards import (
+    SHARD_INDEX_PATTERN,
+    ShardCounts,
+    ShardPaths,
+    read_index_metadata,
+    reject_row,
+    write_table,
+)
 from schemas.keys import shard_name
 from schemas.records import Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, UNITS_WRITTEN_KEY, check_version
@@ -124,11 +131,8 @@ def write_sidecar(paths: SidecarPaths, stage: str, rows: list[dict], rejects: It
     """Commit one shard's table and rejects (rejects first, the table last: the table is the proof).
     ``units_written``: the input units the rows stand for, where a unit has several rows (rewrites of a
     caption, links of a query); by default one row per unit. ``records_in == units_written + rejects``."""
-    reject_rows = sorted(
-        ({"stage": stage, "source": r.source, "key": r.key, "location": r.location, "reason": r.reason.value,
-          "detail": r.detail} for r in rejects),
-        key=lambda row: (row["key"] or "", row["location"], row["reason"], row["detail"]),
-    )
+    reject_rows = sorted((reject_row(stage, r) for r in rejects),
+                         key=lambda row: (row["key"] or "", row["location"], row["reason"], row["detail"]))
     written = len(rows) if units_written is None else units_written
     meta = {PARAMS_KEY: digest.encode(), RECORDS_IN_KEY: str(records_in).encode(),
             UNITS_WRITTEN_KEY: str(written).encode(), **(metadata or {})}

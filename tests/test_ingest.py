@@ -106,3 +106,38 @@ def test_read_shards_source_gives_back_every_sample(ingested):
         assert_that(samples | beam.Map(lambda s: s["__key__"]), equal_to(keys))
         assert_that(samples | "Members" >> beam.Map(lambda s: "json" in s and ("txt" in s or "jpg" in s or "png" in s)),
                     equal_to([True] * len(keys)), label="EveryMember")
+
+
+def _coco_with(root, images, annotations):
+    """A tiny COCO release under ``root`` (JSON written with escapes, as a release may hold them)."""
+    from PIL import Image
+
+    from schemas.config import CocoConfig, CorpusConfig
+
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    os.makedirs(os.path.join(root, "train2017"), exist_ok=True)
+    with open(os.path.join(root, "annotations", "captions_train2017.json"), "w") as f:
+        json.dump({"images": images, "annotations": annotations}, f)
+    for image in images:
+        if "\ud800" not in image["file_name"]:
+            Image.new("RGB", (4, 3), (10, 20, 30)).save(os.path.join(root, "train2017", image["file_name"]))
+    return CorpusConfig(output=os.path.join(root, "out"), sources={"coco": CocoConfig(root=str(root), shards=2)})
+
+
+def test_lone_surrogates_become_rejects_not_a_dead_run(tmp_path):
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 4, "height": 3} for i in (1, 2)]
+    images.append({"id": 3, "file_name": "bad\ud800.jpg", "width": 4, "height": 3})
+    annotations = [{"id": 10, "image_id": 1, "caption": "lone \ud800 surrogate"},
+                   {"id": 11, "image_id": 2, "caption": "a good caption"},
+                   {"id": 12, "image_id": 3, "caption": "another good caption"}]
+    config = _coco_with(tmp_path, images, annotations)
+    (result,) = run_ingest(config, ["coco"], RunnerConfig(), show_progress=False)
+    assert (result.counts.records_in, result.counts.written) == (4, 1)
+    assert dict(result.counts.rejected) == {"non_utf8": 2, "empty_text": 1}  # image 1 has no caption left
+    rows = [r for f in glob.glob(str(tmp_path / "out" / "rejects" / "ingest" / "coco" / "*.parquet"))
+            for r in pq.read_table(f).to_pylist()]
+    bad = {r["location"]: r for r in rows if r["reason"] == "non_utf8"}
+    assert set(bad) == {"annotations/captions_train2017.json[annotations][0]",
+                        "annotations/captions_train2017.json[images][2]"}
+    assert "meta.file_name" in bad["annotations/captions_train2017.json[images][2]"]["detail"]
+    assert not glob.glob(str(tmp_path / "out" / "**" / "*.tmp-*"), recursive=True)

@@ -86,3 +86,36 @@ def test_long_keys_survive_the_tar_format(tmp_path):
     key = "s-" + "x" * 150
     paths, counts = _write(tmp_path, tmp_path / "out", [Candidate(key, "s", "text", "x", "f:1", text="hi")])
     assert [s["__key__"] for s in wds.WebDataset(paths.tar, shardshuffle=False)] == [key]
+
+
+def test_text_that_is_not_unicode_is_a_reject_naming_record_and_field(tmp_path):
+    """Lone surrogates (from a JSON ``\\ud800`` escape, or a file name that is not UTF-8) cannot be written as
+    UTF-8: the sample is a non_utf8 reject with its location and key; the rest of the shard is written."""
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg())
+    records = [
+        Candidate("s-ok", "s", "pair", "ok", "c.json[0]", text="fine", image_path=str(image)),
+        Candidate("s-text", "s", "pair", "text", "c.json[1]", text="lone \ud800 surrogate", image_path=str(image)),
+        Candidate("s-meta", "s", "image", "meta", "c.json[2]", image_path=str(image),
+                  meta={"objects": [{"names": ["ok", "caf\udce9"]}]}),
+        Candidate("s-path", "s", "image", "path", "caf\udce9/\ud800.jpg", image_path=str(tmp_path / "\ud800.jpg")),
+        Reject("s", "list\udcff.txt:3", "empty_text", "empty caption \udcff", "s-r"),
+    ]
+    paths, counts = _write(tmp_path, tmp_path / "out", records)
+    assert (counts.written, dict(counts.rejected)) == (1, {"non_utf8": 3, "empty_text": 1})
+    rows = {r["key"]: r for r in pq.read_table(paths.rejects).to_pylist()}
+    assert rows["s-text"]["location"] == "c.json[1]" and "text" in rows["s-text"]["detail"]
+    assert "meta.objects[0].names[1]" in rows["s-meta"]["detail"]
+    assert rows["s-path"]["location"] == "caf\\udce9/\\ud800.jpg"  # escaped, so the rejects table can hold it
+    assert rows["s-r"]["location"] == "list\\udcff.txt:3" and rows["s-r"]["detail"] == "empty caption \\udcff"
+    assert [s["__key__"] for s in iter_samples(paths.tar)] == ["s-ok"]
+
+
+def test_a_writer_that_fails_leaves_no_temporary_files(tmp_path):
+    import pytest
+
+    broken = Candidate("s-x", "s", "text", "x", "doc.txt:1", text="a", meta={"not json": {1, 2}})
+    out = tmp_path / "out"
+    with pytest.raises(TypeError):
+        _write(tmp_path, out, [*_records(tmp_path), broken])
+    assert not [p for p in out.rglob("*") if p.is_file()]  # no .tar.tmp-* that looks like output

@@ -133,6 +133,21 @@ def surrogate_reject(text: str, source: str, location: str, key: str | None = No
     return Reject(source, location, Reason.NON_UTF8, detail, key)
 
 
+def surrogate_field(value: Any, where: str) -> str | None:
+    """The dotted path (``meta.objects[0].names[1]``) of the first string in ``value`` (JSON-like: dicts,
+    lists, strings) that holds a lone surrogate, or ``None``."""
+    if isinstance(value, str):
+        return where if _LONE_SURROGATE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for name, item in items:
+        step = f"{where}.{name}" if isinstance(value, dict) else f"{where}[{name}]"
+        found = (surrogate_field(name, f"{step} (the key)") if isinstance(name, str) else None) or \
+            surrogate_field(item, step)
+        if found:
+            return found
+    return None
+
+
 def clean_text(text: str) -> str | None:
     """Captions are stored stripped; an empty or whitespace-only one is no caption (``None``)."""
     text = text.strip()
