@@ -1,28 +1,41 @@
 """Image decoding, validation and normalisation for ingest.
 
 Every image is fully decoded (a truncated file fails here, not in the trainer), turned upright by its
-EXIF orientation, converted to RGB and optionally resized so its longest side fits ``max_side``.
-With ``encode: keep`` the original bytes are stored when no pixel had to change, which keeps ingest
-lossless and fast; otherwise the result is re-encoded.
+EXIF orientation, converted to RGB (``to_rgb``: every PIL mode, with its own value range) and optionally
+resized so its longest side fits ``max_side``. With ``encode: keep`` the original bytes are stored when no
+pixel had to change, which keeps ingest lossless and fast; otherwise the result is re-encoded. An image of
+more than ``max_pixels`` pixels is refused from its header, before anything is decoded, in place of PIL's
+decompression-bomb warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import re
+import warnings
 from dataclasses import dataclass
 
 from schemas.config import ImageConfig
 
 _ORIENTATION = 0x0112  # EXIF tag
 _ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # object reprs would make rejects differ between runs
+_PIXELS = re.compile(r"\((\d+) pixels\)")  # in PIL's DecompressionBombError message
 _KEEPABLE = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
 class ImageError(ValueError):
     """Bytes that are not a decodable image."""
+
+
+class ImageTooLarge(ImageError):
+    """An image of more pixels than ``image.max_pixels`` (a ``too_large`` reject)."""
+
+
+BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on: white, as a web page shows them
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # greys in 0..65535 (PIL opens 16-bit PNG/TIFF so)
 
 
 @dataclass(frozen=True)
@@ -39,15 +52,25 @@ def process_image(data: bytes, config: ImageConfig) -> ProcessedImage:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with open_stored(data, config.max_pixels) as opened:
+            width, height = opened.size
+            if width * height > config.max_pixels:
+                raise ImageTooLarge(f"{width}x{height} = {width * height} pixels > image.max_pixels "
+                                    f"{config.max_pixels}")
             original_format = opened.format
             opened.load()
             changed = opened.getexif().get(_ORIENTATION, 1) != 1
             image = ImageOps.exif_transpose(opened)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # over twice PIL's limit, which is raised to max_pixels
+        pixels = _PIXELS.search(str(e))
+        size = f"{pixels.group(1)} pixels" if pixels else _ADDRESS.sub("the bytes", str(e))
+        raise ImageTooLarge(f"{size} > image.max_pixels {config.max_pixels}") from e
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{type(e).__name__}: {_ADDRESS.sub('the bytes', str(e))}") from e
     if image.mode != "RGB":
-        image = image.convert("RGB")
+        image = to_rgb(image)
         changed = True
     if config.max_side and max(image.size) > config.max_side:
         scale = config.max_side / max(image.size)
@@ -60,6 +83,48 @@ def process_image(data: bytes, config: ImageConfig) -> ProcessedImage:
         out, extension = _encode(image, "png" if config.encode == "png" else "jpg", config.jpeg_quality)
     return ProcessedImage(out, extension, image.width, image.height, hashlib.sha256(out).hexdigest(),
                           perceptual_hash(image))
+
+
+@contextlib.contextmanager
+def open_stored(data: bytes, max_pixels: int | None = None):
+    """``Image.open`` without PIL's decompression-bomb warning: the caller checks the size itself (ingest,
+    against ``image.max_pixels``) or opens an image ingest has checked already (report, detect). PIL's
+    own error limit (twice its warning limit) is raised to ``max_pixels`` when that is larger."""
+    from PIL import Image
+
+    if max_pixels and max_pixels > (Image.MAX_IMAGE_PIXELS or max_pixels):
+        Image.MAX_IMAGE_PIXELS = max_pixels  # process-wide, only ever raised, to a limit checked before decoding
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+    with image:
+        yield image
+
+
+def to_rgb(image):
+    """An RGB image of any PIL mode, each by its own value range:
+
+    - ``I;16``/``I`` (16-bit PNG and TIFF greys): 0..65535 scaled to 0..255 (clipped), not cut at 255;
+    - ``F`` (float greys): 0.0..1.0 scaled to 0..255 (clipped);
+    - ``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa``/``La``, ``P`` or ``L``/``RGB`` with a transparent
+      colour: composited over ``BACKGROUND`` (white), ``out = c * a + 255 * (1 - a)``, rounded;
+    - ``L``, ``1``, ``P``, ``CMYK`` (``(255 - c)(255 - k) / 255``), ``YCbCr`` (JFIF), ``LAB``, ``HSV``: PIL's
+      own conversion."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in _SIXTEEN_BIT or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255 / 65535 if image.mode in _SIXTEEN_BIT else 255.0
+        grey = np.floor(np.clip(values * scale, 0, 255) + 0.5).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint32)
+        alpha = rgba[..., 3:]
+        background = np.asarray(BACKGROUND, dtype=np.uint32)
+        out = (rgba[..., :3] * alpha + background * (255 - alpha) + 127) // 255
+        return Image.fromarray(out.astype(np.uint8), "RGB")
+    return image.convert("RGB")
 
 
 def perceptual_hash(image) -> str:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import io as fsio
-from pipelines.images import ImageError, process_image
+from pipelines.images import ImageError, ImageTooLarge, process_image
 from pipelines.sources.common import surrogate_field
 from schemas.config import DownloadConfig, ImageConfig
 from schemas.keys import shard_name
@@ -253,6 +253,8 @@ def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None
                 return _reject(candidate, Reason.NON_UTF8, f"image path {_escaped(candidate.image_path)}: {e}")
         try:
             image = process_image(data, config)
+        except ImageTooLarge as e:
+            return _reject(candidate, Reason.TOO_LARGE, str(e))
         except ImageError as e:
             return _reject(candidate, Reason.CORRUPT_IMAGE, str(e))
         members.append((image.extension, image.data))

@@ -33,10 +33,12 @@ class ImageConfig:
     max_side: int | None = None  # resize so the longest side is at most this (keeps aspect)
     encode: str = "keep"  # keep | jpeg | png
     jpeg_quality: int = 95
+    max_pixels: int = 89_478_485  # larger images are too_large rejects, refused before decoding (PIL's own limit)
 
     def validate(self, where: str) -> None:
         _choice(self.encode, ("keep", "jpeg", "png"), f"{where}.encode")
         _positive(self.max_side, f"{where}.max_side")
+        _positive(self.max_pixels, f"{where}.max_pixels")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"{where}.jpeg_quality: expected 1..100, got {self.jpeg_quality}")
 

@@ -30,6 +30,7 @@ class Reason(str, Enum):
     EMPTY_TEXT = "empty_text"          # an empty or whitespace-only caption or sentence
     MISSING_IMAGE = "missing_image"    # the image file or member the record points at is absent
     CORRUPT_IMAGE = "corrupt_image"    # bytes that do not decode as an image
+    TOO_LARGE = "too_large"            # an image of more pixels than image.max_pixels (not decoded)
     DUPLICATE_ID = "duplicate_id"      # a second record with the same source id (the first is kept)
     UNKNOWN_REFERENCE = "unknown_reference"  # an annotation that names an id the source does not have
     FAILED_DOWNLOAD = "failed_download"  # a source that records a download failure for this record

@@ -119,3 +119,14 @@ def test_a_writer_that_fails_leaves_no_temporary_files(tmp_path):
     with pytest.raises(TypeError):
         _write(tmp_path, out, [*_records(tmp_path), broken])
     assert not [p for p in out.rglob("*") if p.is_file()]  # no .tar.tmp-* that looks like output
+
+
+def test_an_image_over_max_pixels_is_a_too_large_reject(tmp_path):
+    from tests.test_images import _png_header
+
+    records = [Candidate("s-big", "s", "image", "big", "list.csv:1", image_bytes=_png_header(9500, 9500)),
+               Candidate("s-ok", "s", "image", "ok", "list.csv:2", image_bytes=jpeg(4, 3))]
+    paths, counts = _write(tmp_path, tmp_path / "out", records)
+    assert (counts.written, dict(counts.rejected)) == (1, {"too_large": 1})
+    (row,) = pq.read_table(paths.rejects).to_pylist()
+    assert row["key"] == "s-big" and "90250000 pixels > image.max_pixels" in row["detail"]
