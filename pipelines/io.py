@@ -49,8 +49,22 @@ def join(base: str, *parts: str) -> str:
 
 def glob(pattern: str) -> list[str]:
     """Matching file paths, sorted (so readers see files in a deterministic order)."""
+    return [path for path, _, _ in listing(pattern)]
+
+
+def listing(pattern: str) -> list[tuple[str, int, float]]:
+    """``(path, size in bytes, last modified in seconds)`` of each match, sorted by path: one listing
+    gives both, on every filesystem."""
     (result,) = FileSystems.match([pattern])
-    return sorted(m.path for m in result.metadata_list)
+    return sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in result.metadata_list)
+
+
+def stat(paths: list[str]) -> dict[str, tuple[int, float]]:
+    """``path -> (size, last modified)`` of those ``paths`` that exist (locally, folders too)."""
+    if not paths:
+        return {}
+    return {m.path: (m.size_in_bytes, m.last_updated_in_seconds)
+            for result in FileSystems.match(list(paths)) for m in result.metadata_list}
 
 
 def rename(src: str, dst: str) -> None:

@@ -21,7 +21,7 @@ from schemas.records import shard_key
 @dataclass(frozen=True)
 class WriteOptions:
     image: ImageConfig
-    params_hash: str
+    params_hashes: tuple[str, ...]  # one per shard (``stages.ingest.params_hashes``)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     overwrite: bool = False  # redo finished shards
     retry_failed: bool = False  # redo finished shards with failed downloads, fetching only those
@@ -37,12 +37,13 @@ class _WriteShard(beam.DoFn):
         shard, records = element
         paths = ShardPaths.of(self.root, self.stage, self.source, shard)
         options, reuse = self.options, None
-        if not options.overwrite and is_complete(paths, options.params_hash):
+        digest = options.params_hashes[shard]
+        if not options.overwrite and is_complete(paths, digest):
             if not (options.retry_failed and has_failed_downloads(paths)):
                 self.skipped.inc()
                 return
             reuse = load_reusable(paths)
-        write_shard(paths, self.stage, records, options.image, options.params_hash, options.download, reuse)
+        write_shard(paths, self.stage, records, options.image, digest, options.download, reuse)
         self.written.inc()
 
 

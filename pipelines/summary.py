@@ -6,11 +6,13 @@ from pipelines.shards import ShardCounts
 
 
 def format_summary(results) -> str:
-    """``results``: objects with ``name``, ``counts`` (ShardCounts), ``shards``, ``skipped_shards``, ``seconds``."""
+    """``results``: objects with ``name``, ``counts`` (ShardCounts), ``shards``, ``skipped_shards``, ``seconds``,
+    and optionally ``fresh`` (the counts of the shards this run wrote: the rate is theirs, not the reused ones')."""
     header = ("source", "read", "written", "rejected", "MB", "samples/s", "shards", "rejected by reason")
-    rows = [_row(r.name, r.counts, r.seconds, f"{r.shards} ({r.skipped_shards} reused)") for r in results]
+    rows = [_row(r.name, r.counts, _fresh(r), r.seconds, f"{r.shards} ({r.skipped_shards} reused)") for r in results]
     total = sum((r.counts for r in results), ShardCounts())
-    rows.append(_row("TOTAL", total, sum(r.seconds for r in results), str(sum(r.shards for r in results))))
+    fresh = sum((_fresh(r) for r in results), ShardCounts())
+    rows.append(_row("TOTAL", total, fresh, sum(r.seconds for r in results), str(sum(r.shards for r in results))))
     balanced = all(r.counts.records_in == r.counts.written + r.counts.rejected_total for r in results)
     return _table(header, rows, left=(0, 7)) + ("\nread == written + rejected for every source" if balanced
                                                 else "\nWARNING: read != written + rejected for some source")
@@ -26,9 +28,14 @@ def _table(header: tuple, rows: list[tuple], left: tuple[int, ...] = (0,)) -> st
     return "\n".join(lines)
 
 
-def _row(name: str, counts: ShardCounts, seconds: float, shards: str) -> tuple:
+def _fresh(result) -> ShardCounts:
+    fresh = getattr(result, "fresh", None)
+    return result.counts if fresh is None else fresh
+
+
+def _row(name: str, counts: ShardCounts, fresh: ShardCounts, seconds: float, shards: str) -> tuple:
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.rejected.items())) or "-"
-    rate = f"{counts.written / seconds:.0f}" if seconds > 0 else "-"
+    rate = f"{fresh.written / seconds:.0f}" if seconds > 0 and fresh.written else "-"
     return (name, counts.records_in, counts.written, counts.rejected_total,
             f"{counts.bytes / 1e6:.1f}", rate, shards, reasons)
 

@@ -227,12 +227,13 @@ class OpenImagesConfig(SourceConfig):
 
 @dataclass
 class ImageNetConfig(SourceConfig):
-    """ImageNet-21k: ``nXXXXXXXX/`` folders or ``nXXXXXXXX.tar`` files under ``images``."""
+    """ImageNet-21k: ``nXXXXXXXX/`` folders or ``nXXXXXXXX.tar`` files under ``images`` (and ``tars``)."""
 
     kind: ClassVar[str] = "imagenet21k"
-    paths: ClassVar[tuple[str, ...]] = ("words", "images")
+    paths: ClassVar[tuple[str, ...]] = ("words", "images", "tars")
     words: str = "words.txt"
     images: str = "."
+    tars: str | None = None  # a second folder of nXXXXXXXX.tar (the release keeps folders and tars apart)
     pseudo_pairs: PseudoPairConfig = field(default_factory=PseudoPairConfig)
 
 

@@ -141,3 +141,99 @@ def test_lone_surrogates_become_rejects_not_a_dead_run(tmp_path):
                         "annotations/captions_train2017.json[images][2]"}
     assert "meta.file_name" in bad["annotations/captions_train2017.json[images][2]"]["detail"]
     assert not glob.glob(str(tmp_path / "out" / "**" / "*.tmp-*"), recursive=True)
+
+
+# --- resume that notices what changed; sources that read nothing; progress of this run only ----------------
+
+
+def _folder_config(root, n=40, shards=8):
+    from PIL import Image
+
+    from schemas.config import CorpusConfig, ImageFolderConfig
+
+    folder = root / "unlabeled2017"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", (4, 3), (i, 2 * i, 3 * i)).save(folder / f"{i:04d}.png")
+    return CorpusConfig(output=str(root / "out"), sources={"u": ImageFolderConfig(root=str(root), shards=shards)})
+
+
+def _shard_of_file(name, shards=8):
+    from schemas.keys import make_key, shard_of
+
+    return shard_of(make_key("u", name), shards)
+
+
+def _index_mtimes(config):
+    return {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(config.output, "raw", "u", "*.parquet"))}
+
+
+def test_added_removed_and_changed_files_redo_only_their_shards(tmp_path):
+    from PIL import Image
+
+    config = _folder_config(tmp_path)
+    first = run_ingest(config, ["u"], RunnerConfig(), show_progress=False)[0]
+    assert (first.counts.written, first.shards, first.skipped_shards) == (40, 8, 0)
+    folder = tmp_path / "unlabeled2017"
+
+    Image.new("RGB", (4, 3), (1, 1, 1)).save(folder / "new.png")
+    before = _index_mtimes(config)
+    added = run_ingest(config, ["u"], RunnerConfig(), show_progress=False)[0]
+    assert (added.counts.records_in, added.counts.written, added.skipped_shards) == (41, 41, 7)
+    redone = {p for p, t in _index_mtimes(config).items() if before[p] != t}
+    assert redone == {os.path.join(config.output, "raw", "u", f"{_shard_of_file('new'):05d}.parquet")}
+
+    (folder / "0007.png").unlink()
+    removed = run_ingest(config, ["u"], RunnerConfig(), show_progress=False)[0]
+    assert (removed.counts.written, removed.skipped_shards) == (40, 7)
+
+    changed = folder / "0009.png"
+    Image.new("RGB", (5, 5), (9, 9, 9)).save(changed)  # edited in place: another size and mtime
+    again = run_ingest(config, ["u"], RunnerConfig(), show_progress=False)[0]
+    assert again.skipped_shards == 7
+    rows = [r for p in glob.glob(os.path.join(config.output, "raw", "u", "*.parquet"))
+            for r in pq.read_table(p).to_pylist()]
+    assert {(r["width"], r["height"]) for r in rows if r["source_id"] == "0009"} == {(5, 5)}
+    assert run_ingest(config, ["u"], RunnerConfig(), show_progress=False)[0].skipped_shards == 8
+
+
+def test_an_edited_annotation_file_redoes_the_source(tmp_path):
+    images = [{"id": 1, "file_name": "1.jpg", "width": 4, "height": 3}]
+    config = _coco_with(tmp_path, images, [{"id": 10, "image_id": 1, "caption": "a dog"}])
+    first = run_ingest(config, ["coco"], RunnerConfig(), show_progress=False)[0]
+    _coco_with(tmp_path, images, [{"id": 10, "image_id": 1, "caption": "a dog on a beach"}])
+    again = run_ingest(config, ["coco"], RunnerConfig(), show_progress=False)[0]
+    assert first.skipped_shards == 0 and again.skipped_shards == 0
+    rows = [r for p in glob.glob(os.path.join(config.output, "raw", "coco", "*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert [r["text"] for r in rows] == ["a dog on a beach"]
+
+
+def test_a_source_that_reads_nothing_is_an_error_naming_it_and_where_it_looked(tmp_path):
+    import pytest
+
+    from pipelines.sources import SourceError
+    from schemas.config import CorpusConfig, ImageFolderConfig
+
+    (tmp_path / "unlabeled2017").mkdir()
+    (tmp_path / "unlabeled2017" / "README.txt").write_text("no images here")
+    config = CorpusConfig(output=str(tmp_path / "out"), sources={"u": ImageFolderConfig(root=str(tmp_path))})
+    with pytest.raises(SourceError, match=r"source u: no image file .*under .*unlabeled2017"):
+        run_ingest(config, ["u"], RunnerConfig(), show_progress=False)
+    coco = _coco_with(tmp_path / "coco", [], [])
+    with pytest.raises(SourceError, match=r"source coco: no record read from .*captions_train2017\.json"):
+        run_ingest(coco, ["coco"], RunnerConfig(), show_progress=False)
+    assert not os.path.exists(os.path.join(coco.output, "corpus.json"))
+
+
+def test_progress_and_rate_count_only_this_runs_work(tmp_path, capsys):
+    config = _folder_config(tmp_path, n=16, shards=4)
+    run_ingest(config, ["u"], RunnerConfig(), show_progress=False)
+    reused = run_ingest(config, ["u"], RunnerConfig(), show_progress=True)[0]
+    err = capsys.readouterr().err
+    assert "[u] shards 0/0 (4 reused)" in err and "shards 4/4" not in err
+    row = next(line for line in format_summary([reused]).splitlines() if line.startswith("u "))
+    assert row.split()[5] == "-" and "4 (4 reused)" in row  # no samples written by this run: no rate
+    redone = run_ingest(config, ["u"], RunnerConfig(), overwrite=True, show_progress=True)[0]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[u] shards")]
+    assert lines[0].startswith("[u] shards 0/4") and lines[-1].startswith("[u] shards 4/4")
+    assert redone.fresh.written == 16 and redone.skipped_shards == 0

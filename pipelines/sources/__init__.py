@@ -32,6 +32,19 @@ class Reader:
     def read(self, part: str) -> Iterator[Candidate | Reject]:
         raise NotImplementedError
 
+    def inputs(self, parts: list[str]) -> list:
+        """The files (``common.InputFile``: path, size, mtime) this source reads, for the parameters hash:
+        a file added, removed or edited redoes the shards that depend on it. By default the parts and
+        the config's path fields (a folder counts by its own mtime, which changes as entries come and go)."""
+        from pipelines.sources.common import input_files
+
+        fields = [getattr(self.config, name) for name in self.config.paths]
+        return input_files(self.config.root, [*parts, *(self.config.path(f) for f in fields if f is not None)])
+
+    def looked_in(self, parts: list[str]) -> str:
+        """Where the source looked for records, for the error when it found none."""
+        return ", ".join(parts[:5]) + (f" (and {len(parts) - 5} more)" if len(parts) > 5 else "")
+
 
 def reader_for(name: str, config: SourceConfig, text: TextConfig) -> Reader:
     from pipelines.sources.registry import reader_class

@@ -13,6 +13,7 @@ import io as stdio
 import math
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator, Sequence
 
 from pipelines import io
@@ -91,12 +92,36 @@ def json_object_members(path: str) -> Iterator[tuple[str, int | None, Any]]:
 
 def list_files(folder: str, extensions: tuple[str, ...]) -> list[str]:
     """Files under ``folder`` (recursive) whose name ends with one of ``extensions`` (any case), sorted."""
+    return [path for path, _, _ in list_file_stats(folder, extensions)]
+
+
+def list_file_stats(folder: str, extensions: tuple[str, ...]) -> list[tuple[str, int, float]]:
+    """``list_files`` with each file's size and mtime (the same listing)."""
     require_exists(folder, "folder")
     try:
-        paths = io.glob(io.join(folder, "**"))
+        found = io.listing(io.join(folder, "**"))
     except Exception as e:
         raise SourceError(f"{folder}: cannot list: {e}") from e
-    return [p for p in paths if p.lower().endswith(extensions)]
+    return [entry for entry in found if entry[0].lower().endswith(extensions)]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input of a source as its parameters hash sees it (``Reader.inputs``)."""
+
+    path: str  # relative to the source root
+    size: int
+    mtime: float
+    key: str | None = None  # the one sample this file is, whose shard alone depends on it; None: any shard
+
+    def row(self) -> list:
+        return [self.path, self.size, self.mtime]
+
+
+def input_files(root: str, paths: list[str]) -> list[InputFile]:
+    """``InputFile`` of each of ``paths`` that exists; the others are the readers' business."""
+    found = io.stat(list(dict.fromkeys(paths)))
+    return [InputFile(relative_to(path, root), size, mtime) for path, (size, mtime) in sorted(found.items())]
 
 
 def is_image_name(name: str) -> bool:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from pipelines.sources import Reader
-from pipelines.sources.common import IMAGE_EXTENSIONS, candidate, list_files, relative_to
+from pipelines.sources import Reader, SourceError
+from pipelines.sources.common import IMAGE_EXTENSIONS, InputFile, candidate, list_file_stats, list_files, relative_to
+from schemas.keys import make_key
 from schemas.records import Candidate, Reject
 
 
@@ -22,9 +23,24 @@ class ImageFolderReader(Reader):
     def parts(self) -> list[str]:
         return [self.config.path(self.config.images)]
 
+    def inputs(self, parts: list[str]) -> list[InputFile]:
+        """Every image file with its size, mtime and key: an added, removed or edited image redoes its
+        own shard only. A folder without images is an error, not an empty corpus."""
+        (folder,) = parts
+        found = [InputFile(relative_to(path, self.config.root), size, mtime, make_key(self.name, self._id(path, folder)))
+                 for path, size, mtime in list_file_stats(folder, IMAGE_EXTENSIONS)]
+        if not found:
+            raise SourceError(f"source {self.name}: no image file ({' '.join(IMAGE_EXTENSIONS)}) under {folder} "
+                              f"(sources.{self.name}.images)")
+        return found
+
+    @staticmethod
+    def _id(path: str, folder: str) -> str:
+        return os.path.splitext(relative_to(path, folder))[0]
+
     def read(self, part: str) -> Iterator[Candidate | Reject]:
         for path in list_files(part, IMAGE_EXTENSIONS):
             file_name = relative_to(path, part)
-            source_id = os.path.splitext(file_name)[0]
+            source_id = self._id(path, part)
             location = self.config.relative(path)
             yield candidate(self.name, source_id, location, {"file_name": file_name}, image_path=path)

@@ -17,6 +17,7 @@ from pipelines import io
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     IMAGE_EXTENSIONS,
+    input_files,
     is_image_name,
     list_files,
     member_location,
@@ -42,15 +43,29 @@ class ImageNetReader(Reader):
         return {**self.__dict__, "_words": None}  # workers reload it rather than ship 80K entries
 
     def parts(self) -> list[str]:
-        """The synset folders and tars directly under ``images``, sorted; other entries are not images."""
-        folder = source_path(self.config.root, self.config.images)
-        parts = []
-        for name in _entries(folder):
-            if name.endswith("/") and _SYNSET.match(name[:-1]):
-                parts.append(io.join(folder, name[:-1]))
-            elif name.endswith(".tar") and _SYNSET.match(name[: -len(".tar")]):
-                parts.append(io.join(folder, name))
-        return sorted(parts)
+        """The synset folders and tars directly under ``images`` and ``tars``, sorted; other entries are not
+        images. None at all is an error naming where it looked (and the subfolders that do hold synsets)."""
+        folders = [self._folder(self.config.images)]
+        if self.config.tars is not None:
+            folders.append(self._folder(self.config.tars))
+        parts = sorted({part for folder in folders for part in _synset_parts(folder)})
+        if not parts:
+            hint = [name for name in _entries(folders[0]) if name.endswith("/") and _synset_parts(
+                io.join(folders[0], name[:-1]), probe=True)]
+            fields = f"sources.{self.name}.images" + (" and .tars" if self.config.tars is not None else "")
+            raise SourceError(
+                f"source {self.name}: no synset folder nXXXXXXXX/ or nXXXXXXXX.tar in {' or '.join(folders)} "
+                f"({fields})" + (f"; synsets are under {', '.join(hint)}: name it in images: (folders) or tars: "
+                                 f"(per-synset tars)" if hint else ""))
+        return parts
+
+    def inputs(self, parts: list[str]) -> list:
+        """The tars (size, mtime), the synset folders (their mtime changes as images come and go) and
+        ``words.txt``. Each redoes every shard: a synset's images spread over all of them."""
+        return input_files(self.config.root, [*parts, source_path(self.config.root, self.config.words)])
+
+    def _folder(self, relative: str) -> str:
+        return source_path(self.config.root, relative)
 
     def read(self, part: str) -> Iterator[Candidate | Reject]:
         base = posixpath.basename(part.rstrip("/"))
@@ -114,6 +129,20 @@ class ImageNetReader(Reader):
             image_bytes=image_bytes,
             meta={"image_id": image_id, "synset": synset, "labels": labels or [], "file_name": file_name},
         )
+
+
+def _synset_parts(folder: str, probe: bool = False) -> list[str]:
+    """The ``nXXXXXXXX/`` folders and ``nXXXXXXXX.tar`` files directly in ``folder``; ``probe``: the first only
+    (when guessing where synsets are)."""
+    parts = []
+    for name in _entries(folder):
+        if name.endswith("/") and _SYNSET.match(name[:-1]):
+            parts.append(io.join(folder, name[:-1]))
+        elif name.endswith(".tar") and _SYNSET.match(name[: -len(".tar")]):
+            parts.append(io.join(folder, name))
+        if probe and parts:
+            break
+    return parts
 
 
 def _entries(folder: str) -> list[str]:

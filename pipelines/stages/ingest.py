@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
@@ -31,9 +32,11 @@ from pipelines.shards import (
     read_counts,
     read_index_metadata,
 )
-from pipelines.sources import Reader, reader_for
+from pipelines.sources import Reader, SourceError, reader_for
+from pipelines.sources.common import InputFile
 from schemas import SCHEMA_VERSION
 from schemas.config import CorpusConfig, SourceConfig
+from schemas.keys import shard_of
 from schemas.tables import PARAMS_KEY
 
 STAGE = "ingest"
@@ -43,10 +46,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class SourceResult:
     name: str
-    counts: ShardCounts
+    counts: ShardCounts  # of every shard, reused or not
     shards: int
     skipped_shards: int
     seconds: float
+    fresh: ShardCounts | None = None  # of the shards this run wrote (the rate is theirs); None: all of them
 
 
 def _read_part(part: str, reader: Reader):
@@ -65,13 +69,28 @@ def build_source(pipeline, name: str, source: SourceConfig, reader: Reader, part
     )
 
 
-def params_hash(name: str, source: SourceConfig, config: CorpusConfig, parts: list[str]) -> str:
-    """Everything that changes a shard's bytes. Input files are named, not hashed: after editing an
-    input file in place, rerun with ``--overwrite``."""
+def params_hashes(name: str, source: SourceConfig, config: CorpusConfig, parts: list[str],
+                  inputs: list[InputFile]) -> tuple[str, ...]:
+    """One hash per shard of everything that changes its bytes: the config, image and text settings, the
+    parts, and the input files (name, size, mtime) it depends on: a file that is one sample (an image of
+    a folder) only its own shard, other files (annotations, archives) every shard. So an added, removed or
+    edited file redoes the shards it touches. Contents are not read (cheap on a cluster): an edit that
+    keeps a file's size and mtime needs ``--overwrite``."""
     params = source_params(name, source, config)
     params["parts"] = parts
     params.pop("download")  # how images are fetched does not change what a finished shard holds
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    base = json.dumps([params, [f.row() for f in inputs if f.key is None]], sort_keys=True)
+    own: dict[int, list] = defaultdict(list)
+    for f in inputs:
+        if f.key is not None:
+            own[shard_of(f.key, source.shards)].append(f.row())
+    return tuple(hashlib.sha256((base + json.dumps(own[shard])).encode()).hexdigest()[:16]
+                 for shard in range(source.shards))
+
+
+def manifest_hash(hashes: tuple[str, ...]) -> str:
+    """The source's parameters hash in ``corpus.json``: a digest of its shards' hashes."""
+    return hashlib.sha256(" ".join(hashes).encode()).hexdigest()[:16]
 
 
 def source_params(name: str, source: SourceConfig, config: CorpusConfig) -> dict:
@@ -101,21 +120,26 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     source = config.sources[name]
     reader = reader_for(name, source, config.text)
     parts = reader.parts()
-    digest = params_hash(name, source, config, parts)
+    hashes = params_hashes(name, source, config, parts, reader.inputs(parts))
     _remove_temporaries(config.output, name)
-    reused = [] if overwrite else _reusable_shards(config.output, name, digest, retry_failed)
+    reused = [] if overwrite else _reusable_shards(config.output, name, hashes, retry_failed)
     started = time.monotonic()
     pattern = fsio.join(config.output, "raw", name, SHARD_INDEX_PATTERN)
-    with ShardProgress(pattern, name, source.shards, enabled=show_progress):
+    with ShardProgress(pattern, name, source.shards - len(reused), enabled=show_progress, reused=len(reused)):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
-            options = WriteOptions(config.image, digest, config.download, overwrite, retry_failed)
+            options = WriteOptions(config.image, hashes, config.download, overwrite, retry_failed)
             build_source(pipeline, name, source, reader, parts, config.output, options)
     seconds = time.monotonic() - started
-    _remove_stale_shards(config.output, name, digest)
+    _remove_stale_shards(config.output, name, hashes)
     shards = _shard_ids(config.output, name)
-    counts = sum((read_counts(ShardPaths.of(config.output, STAGE, name, s)) for s in shards), ShardCounts())
-    _record_in_manifest(config, name, source, digest, len(shards), counts)
-    return SourceResult(name, counts, len(shards), len(reused), seconds)
+    counts = {s: read_counts(ShardPaths.of(config.output, STAGE, name, s)) for s in shards}
+    total = sum(counts.values(), ShardCounts())
+    if total.records_in == 0:
+        raise SourceError(f"source {name}: no record read from {reader.looked_in(parts)}; check sources.{name} "
+                          f"(kind {source.kind}) against the release's layout (docs/SOURCES.md)")
+    _record_in_manifest(config, name, source, manifest_hash(hashes), len(shards), total)
+    fresh = sum((c for s, c in counts.items() if s not in reused), ShardCounts())
+    return SourceResult(name, total, len(shards), len(reused), seconds, fresh)
 
 
 def _shard_ids(root: str, name: str) -> list[int]:
@@ -123,10 +147,11 @@ def _shard_ids(root: str, name: str) -> list[int]:
     return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in indexes)
 
 
-def _reusable_shards(root: str, name: str, digest: str, retry_failed: bool) -> list[int]:
+def _reusable_shards(root: str, name: str, hashes: tuple[str, ...], retry_failed: bool) -> list[int]:
     """Shards this run will leave as they are: finished with these parameters, and not up for a retry."""
-    paths = {s: ShardPaths.of(root, STAGE, name, s) for s in _shard_ids(root, name)}
-    return [s for s, p in paths.items() if is_complete(p, digest) and not (retry_failed and has_failed_downloads(p))]
+    paths = {s: ShardPaths.of(root, STAGE, name, s) for s in _shard_ids(root, name) if s < len(hashes)}
+    return [s for s, p in paths.items()
+            if is_complete(p, hashes[s]) and not (retry_failed and has_failed_downloads(p))]
 
 
 def _remove_temporaries(root: str, name: str) -> None:
@@ -135,10 +160,11 @@ def _remove_temporaries(root: str, name: str) -> None:
         fsio.delete(fsio.glob(fsio.join(folder, "*.tmp-*")))
 
 
-def _remove_stale_shards(root: str, name: str, digest: str) -> None:
+def _remove_stale_shards(root: str, name: str, hashes: tuple[str, ...]) -> None:
     """Shards of an earlier run with other parameters that this run did not rewrite (no records now)."""
     for shard in _shard_ids(root, name):
         paths = ShardPaths.of(root, STAGE, name, shard)
+        digest = hashes[shard] if shard < len(hashes) else None
         if read_index_metadata(paths.index).get(PARAMS_KEY, b"").decode() != digest:
             log.warning("removing stale shard %s (written with other parameters)", paths.index)
             fsio.delete([p for p in (*paths.all(), paths.urls) if fsio.exists(p)])

@@ -139,7 +139,8 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     pending = sorted((shard, digest) for shard, digest in digests.items() if shard not in reused)
     pattern = fsio.join(root, annotator.folder, name, "[0-9]*.parquet")
     if pending:  # else no worker needs to start, nor load a model
-        with ShardProgress(pattern, f"{annotator.stage} {name}", len(shards), enabled=show_progress):
+        with ShardProgress(pattern, f"{annotator.stage} {name}", len(pending), enabled=show_progress,
+                           reused=len(reused)):
             with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
                 (
                     pipeline
@@ -148,11 +149,13 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
                     | f"{name}/Annotate" >> beam.ParDo(_AnnotateShard(factory, root, name, overwrite))
                 )
     seconds = time.monotonic() - started
-    counts = sum((read_sidecar_counts(paths[s]) for s in shards), ShardCounts())
+    per_shard = {s: read_sidecar_counts(paths[s]) for s in shards}
+    counts = sum(per_shard.values(), ShardCounts())
     update_manifest(root, annotator.stage, {name: {
         "params": stage_params,
         "shards": len(shards),
         "counts": {"units": counts.records_in, "written": counts.written, "rejected": counts.rejected_total,
                    "rejected_by_reason": dict(sorted(counts.rejected.items()))},
     }})
-    return SourceResult(name, counts, len(shards), len(reused), seconds)
+    fresh = sum((c for s, c in per_shard.items() if s not in reused), ShardCounts())
+    return SourceResult(name, counts, len(shards), len(reused), seconds, fresh)

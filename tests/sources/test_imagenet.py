@@ -128,3 +128,46 @@ def test_missing_images_folder(tmp_path):
     reader = ImageNetReader("in21k", ImageNetConfig(root=str(tmp_path), images="absent"), TextConfig())
     with pytest.raises(SourceError, match="absent"):
         reader.parts()
+
+
+def _release(root: Path) -> None:
+    """The layout of a downloaded release: synset folders under winter21_whole/, per-synset tars under tars/."""
+    (root / "words.txt").write_text(WORDS)
+    write_jpeg(root / "winter21_whole" / DOG / f"{DOG}_1.JPEG")
+    write_tar(root / "tars" / f"{TENCH}.tar", {f"{TENCH}_7.JPEG": jpeg_bytes()})
+
+
+def test_folders_and_tars_in_two_places_make_one_source(tmp_path):
+    _release(tmp_path)
+    config = ImageNetConfig(root=str(tmp_path), images="winter21_whole", tars="tars")
+    reader = ImageNetReader("in21k", config, TextConfig())
+    assert reader.parts() == [str(tmp_path / "tars" / f"{TENCH}.tar"), str(tmp_path / "winter21_whole" / DOG)]
+    candidates, rejects = split(read_all(reader))
+    assert rejects == [] and sorted(c.source_id for c in candidates) == [f"{TENCH}_7", f"{DOG}_1"]
+    inputs = {f.path for f in reader.inputs(reader.parts())}
+    assert inputs == {"tars/n01440764.tar", f"winter21_whole/{DOG}", "words.txt"}
+
+
+def test_a_root_without_synsets_is_an_error_saying_where_they_are(tmp_path):
+    _release(tmp_path)
+    reader = ImageNetReader("in21k", ImageNetConfig(root=str(tmp_path)), TextConfig())
+    with pytest.raises(SourceError, match=rf"source in21k: no synset folder .* in {tmp_path} \(sources\.in21k\.images\)"
+                                          r"; synsets are under tars/, winter21_whole/"):
+        reader.parts()
+
+
+def test_the_readme_example_reads_the_release_layout(tmp_path):
+    """The ImageNet-21k line of the README's config example, with its root here, reads every image."""
+    import re
+
+    import yaml
+
+    from schemas.config import parse_config
+
+    readme = open(Path(__file__).parents[2] / "README.md", encoding="utf-8").read()
+    line = next(m.group(1) for m in re.finditer(r"^  in21k: +(\{.*\})$", readme, re.M))
+    spec = {**yaml.safe_load(line), "root": str(tmp_path)}
+    _release(tmp_path)
+    config = parse_config({"output": "out", "sources": {"in21k": spec}}, str(tmp_path))
+    candidates, _ = split(read_all(ImageNetReader("in21k", config.sources["in21k"], TextConfig())))
+    assert len(candidates) == 2
