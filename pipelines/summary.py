@@ -29,8 +29,11 @@ def _table(header: tuple, rows: list[tuple], left: tuple[int, ...] = (0,)) -> st
 
 
 def _fresh(result) -> ShardCounts:
+    """What this run wrote: ``fresh`` where the stage gives it, nothing when every shard was reused."""
     fresh = getattr(result, "fresh", None)
-    return result.counts if fresh is None else fresh
+    if fresh is None:
+        return ShardCounts() if result.shards and result.skipped_shards == result.shards else result.counts
+    return fresh
 
 
 def _row(name: str, counts: ShardCounts, fresh: ShardCounts, seconds: float, shards: str) -> tuple:

@@ -177,16 +177,9 @@ def test_grey_and_rgb_images_convert_as_before():
 
 
 def _png_header(width: int, height: int) -> bytes:
-    """A PNG that claims ``width x height`` pixels and holds almost nothing: what a decompression bomb
-    looks like to ``Image.open`` (which reads only the header)."""
-    import struct
-    import zlib
+    from pipelines.minicorpus.scenes import header_only_png
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return header_only_png(width, height)
 
 
 @pytest.mark.parametrize("side", [9500, 20000])  # over PIL's warning limit (89.5M pixels), over its error limit

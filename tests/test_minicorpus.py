@@ -185,13 +185,22 @@ def test_coco(corpus):
 
 def test_coco_unlabeled(corpus):
     _, _, expected = corpus
+    import warnings
+
+    from schemas.config import ImageConfig
+
     folder = os.path.join(_root(corpus, "coco_unlabeled"), "unlabeled2017")
-    modes = Counter()
+    modes, rejects = Counter(), Counter()
     for name in os.listdir(folder):
-        with Image.open(os.path.join(folder, name)) as im:
-            modes[(im.format, im.mode)] += 1
-    assert modes[("PNG", "P")] == 1 and modes[("PNG", "RGBA")] == 1
-    _check(expected, "coco_unlabeled", sum(modes.values()), Counter())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(os.path.join(folder, name)) as im:
+                if im.width * im.height > ImageConfig().max_pixels:
+                    rejects["too_large"] += 1
+                else:
+                    modes[(im.format, im.mode)] += 1
+    assert modes[("PNG", "P")] == 1 and modes[("PNG", "RGBA")] == 1 and rejects["too_large"] == 1
+    _check(expected, "coco_unlabeled", sum(modes.values()), rejects)
 
 
 def test_visual_genome(corpus):

@@ -172,7 +172,8 @@ def write_coco(root: str, rng: random.Random, scale: int, tally: Tally) -> None:
 
 
 def write_unlabeled(root: str, rng: random.Random, scale: int, tally: Tally) -> None:
-    """``unlabeled2017/``: image files only; two PNGs (a palette one and one with alpha)."""
+    """``unlabeled2017/``: image files only; two PNGs (a palette one and one with alpha), and one whose header
+    claims 100M pixels (a decompression bomb: ``too_large``)."""
     n = UNLABELED_PER_SCALE * scale
     for i, image_id in enumerate(sorted(rng.sample(range(1, 600_000), n))):
         image = scenes.draw(scenes.sample_scene(rng))
@@ -186,3 +187,5 @@ def write_unlabeled(root: str, rng: random.Random, scale: int, tally: Tally) -> 
             name, data = f"{image_id:012d}.jpg", scenes.encode(image)
         write_bytes(os.path.join(root, UNLABELED, name), data)
         tally.sample()
+    write_bytes(os.path.join(root, UNLABELED, "huge.png"), scenes.header_only_png(10_000, 10_000))
+    tally.reject(Reason.TOO_LARGE, UNLABELED, "huge.png claims 10000x10000 pixels, over image.max_pixels")

@@ -331,6 +331,19 @@ def rotated_jpeg(scene: Scene) -> bytes:
     return encode(stored, exif=exif.tobytes())
 
 
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` grey pixels and whose data holds almost nothing: what a
+    decompression bomb looks like to ``Image.open``, which reads only the header (a few dozen bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
 # --- text about a scene ---------------------------------------------------------------------------
 
 

@@ -118,10 +118,15 @@ class InputFile:
         return [self.path, self.size, self.mtime]
 
 
+def listed_inputs(root: str, entries: list[tuple[str, int, float]]) -> list[InputFile]:
+    """``InputFile`` of each ``(path, size, mtime)`` of a listing."""
+    return [InputFile(relative_to(path, root), size, mtime) for path, size, mtime in entries]
+
+
 def input_files(root: str, paths: list[str]) -> list[InputFile]:
     """``InputFile`` of each of ``paths`` that exists; the others are the readers' business."""
     found = io.stat(list(dict.fromkeys(paths)))
-    return [InputFile(relative_to(path, root), size, mtime) for path, (size, mtime) in sorted(found.items())]
+    return listed_inputs(root, [(path, size, mtime) for path, (size, mtime) in sorted(found.items())])
 
 
 def is_image_name(name: str) -> bool:
@@ -346,14 +351,19 @@ def match_files(root: str, pattern: str) -> list[str]:
     """Files under ``root`` matching ``pattern``, sorted. ``**/`` also matches no folder at all, as in
     Python's glob (Beam's ``**`` needs at least one), so ``**/*.txt`` finds ``root/a.txt`` too. No match
     raises ``SourceError``: a source that reads nothing is a wrong path, not an empty corpus."""
+    return [path for path, _, _ in match_file_stats(root, pattern)]
+
+
+def match_file_stats(root: str, pattern: str) -> list[tuple[str, int, float]]:
+    """``match_files`` with each file's size and mtime (the same listing)."""
     patterns = [pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]
     try:
-        paths = sorted({p for pat in patterns for p in io.glob(io.join(root, pat))})
+        found = sorted({entry for pat in patterns for entry in io.listing(io.join(root, pat))})
     except Exception as e:
         raise SourceError(f"{root}: cannot list {pattern}: {e}") from e
-    if not paths:
+    if not found:
         raise SourceError(f"{root}: no files match {pattern}")
-    return paths
+    return found
 
 
 def image_reference(folder: str | None, file_name: str, url: str | None) -> dict[str, str] | None:

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 from pipelines import io
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
+    InputFile,
     image_reference,
+    listed_inputs,
     candidate,
     clean_text,
     decode_utf8,
@@ -79,6 +81,11 @@ class Img2datasetReader(Reader):
         if not stems:
             raise SourceError(f"{root}: no img2dataset shards (NNNNN.parquet + NNNNN.tar)")
         return sorted(stems)
+
+    def inputs(self, parts: list[str]) -> list[InputFile]:
+        """Every shard's parquet and tar with size and mtime."""
+        root = self.config.root
+        return listed_inputs(root, sorted(e for ext in (".parquet", ".tar") for e in io.listing(io.join(root, "*" + ext))))
 
     def read(self, part: str) -> Iterator[Candidate | Reject]:
         parquet, tar = part + ".parquet", part + ".tar"

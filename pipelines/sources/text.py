@@ -21,7 +21,10 @@ from typing import Any, Callable, Iterable, Iterator
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     decode_utf8,
+    InputFile,
     line_location,
+    listed_inputs,
+    match_file_stats,
     match_files,
     member_location,
     open_source,
@@ -85,6 +88,10 @@ class _FileReader(Reader):
 
     def parts(self) -> list[str]:
         return match_files(self.config.root, self.config.files)
+
+    def inputs(self, parts: list[str]) -> list[InputFile]:
+        """The matched files with size and mtime, from one listing (not a request per file)."""
+        return listed_inputs(self.config.root, match_file_stats(self.config.root, self.config.files))
 
     def relpath(self, path: str) -> str:
         return relative_to(path, self.config.root)
