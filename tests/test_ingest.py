@@ -219,10 +219,14 @@ def test_a_source_that_reads_nothing_is_an_error_naming_it_and_where_it_looked(t
     config = CorpusConfig(output=str(tmp_path / "out"), sources={"u": ImageFolderConfig(root=str(tmp_path))})
     with pytest.raises(SourceError, match=r"source u: no image file .*under .*unlabeled2017"):
         run_ingest(config, ["u"], RunnerConfig(), show_progress=False)
-    coco = _coco_with(tmp_path / "coco", [], [])
+    coco = _coco_with(tmp_path / "coco", [{"id": 1, "file_name": "1.jpg", "width": 4, "height": 3}],
+                      [{"id": 10, "image_id": 1, "caption": "a dog"}])
+    run_ingest(coco, ["coco"], RunnerConfig(), show_progress=False)
+    before = tree_digest(coco.output)
+    _coco_with(tmp_path / "coco", [], [])  # the same file, now without images
     with pytest.raises(SourceError, match=r"source coco: no record read from .*captions_train2017\.json"):
         run_ingest(coco, ["coco"], RunnerConfig(), show_progress=False)
-    assert not os.path.exists(os.path.join(coco.output, "corpus.json"))
+    assert tree_digest(coco.output) == before  # the earlier run's shards and manifest are left as they were
 
 
 def test_progress_and_rate_count_only_this_runs_work(tmp_path, capsys):

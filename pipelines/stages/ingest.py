@@ -130,13 +130,15 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
             options = WriteOptions(config.image, hashes, config.download, overwrite, retry_failed)
             build_source(pipeline, name, source, reader, parts, config.output, options)
     seconds = time.monotonic() - started
+    if not any(is_complete(ShardPaths.of(config.output, STAGE, name, s), hashes[s]) for s in range(source.shards)):
+        # every record lands in a shard: none with these parameters means none was read (checked before
+        # the shards of an earlier run, with other parameters, are removed as stale)
+        raise SourceError(f"source {name}: no record read from {reader.looked_in(parts)}; check sources.{name} "
+                          f"(kind {source.kind}) against the release's layout (docs/SOURCES.md)")
     _remove_stale_shards(config.output, name, hashes)
     shards = _shard_ids(config.output, name)
     counts = {s: read_counts(ShardPaths.of(config.output, STAGE, name, s)) for s in shards}
     total = sum(counts.values(), ShardCounts())
-    if total.records_in == 0:
-        raise SourceError(f"source {name}: no record read from {reader.looked_in(parts)}; check sources.{name} "
-                          f"(kind {source.kind}) against the release's layout (docs/SOURCES.md)")
     _record_in_manifest(config, name, source, manifest_hash(hashes), len(shards), total)
     fresh = sum((c for s, c in counts.items() if s not in reused), ShardCounts())
     return SourceResult(name, total, len(shards), len(reused), seconds, fresh)
