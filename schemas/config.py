@@ -232,7 +232,7 @@ class ImageNetConfig(SourceConfig):
 
     kind: ClassVar[str] = "imagenet21k"
     paths: ClassVar[tuple[str, ...]] = ("words", "images")
-    words: str = "words.txt"
+    words: str | None = "words.txt"  # null: lemma names from WordNet by the synset's offset (text.nltk_data)
     images: str = "."
     pseudo_pairs: PseudoPairConfig = field(default_factory=PseudoPairConfig)
 

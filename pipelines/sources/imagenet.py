@@ -1,7 +1,8 @@
 """ImageNet-21k: one folder ``nXXXXXXXX/`` or one tar ``nXXXXXXXX.tar`` per WordNet noun synset.
 
 Each image is an image sample; with ``pseudo_pairs.enabled`` its synset's lemma names from ``words.txt``
-become a caption (UNIMO-2 §4) and the sample a pair. One part per synset folder or tar (both may be
+(or, with ``words: null``, from WordNet 3.0 by the synset's offset) become a caption (UNIMO-2 §4) and the
+sample a pair. One part per synset folder or tar (both may be
 mixed under ``images``); tar members are streamed (``r|``) and carried as ``image_bytes``.
 """
 
@@ -25,7 +26,8 @@ from pipelines.sources.common import (
     require_exists,
     source_path,
 )
-from pipelines.sources.labels import parse_words, pseudo_caption
+from pipelines.nltk_data import WORDNET, data_dir, require, wordnet
+from pipelines.sources.labels import parse_words, pseudo_caption, wordnet_labels
 from schemas.config import ImageNetConfig, TextConfig
 from schemas.keys import make_key
 from schemas.records import Candidate, Modality, Reason, Reject
@@ -43,6 +45,8 @@ class ImageNetReader(Reader):
 
     def parts(self) -> list[str]:
         """The synset folders and tars directly under ``images``, sorted; other entries are not images."""
+        if self.config.words is None:  # before any pipeline: fail with what to put where
+            require(data_dir(self.text.nltk_data), WORDNET, f"sources.{self.name}.words", "null (labels from WordNet)")
         folder = source_path(self.config.root, self.config.images)
         parts = []
         for name in _entries(folder):
@@ -57,13 +61,18 @@ class ImageNetReader(Reader):
         synset = base[: -len(".tar")] if base.endswith(".tar") else base
         if not _SYNSET.match(synset):
             raise ValueError(f"not an ImageNet synset folder or tar: {part!r}")
-        labels = self.words().get(synset)
+        labels = self.labels(synset)
         if base.endswith(".tar"):
             yield from self._read_tar(part, synset, labels)
         else:
             for path in list_files(part, IMAGE_EXTENSIONS):
                 location = relative_to(path, self.config.root)
                 yield self._record(synset, labels, path, location, image_path=path)
+
+    def labels(self, synset: str) -> list[str] | None:
+        if self.config.words is None:
+            return wordnet_labels(wordnet(data_dir(self.text.nltk_data)), synset)
+        return self.words().get(synset)
 
     def words(self) -> dict[str, list[str]]:
         if self._words is None:
@@ -100,7 +109,7 @@ class ImageNetReader(Reader):
         pseudo = self.config.pseudo_pairs
         if pseudo.enabled:
             if not labels:
-                detail = f"synset {synset} is not in {self.config.words}"
+                detail = f"synset {synset} is not in {self.config.words or 'WordNet 3.0'}"
                 return Reject(self.name, location, Reason.NO_LABEL, detail, key)
             text = pseudo_caption(key, labels, pseudo)
         return Candidate(
