@@ -5,7 +5,10 @@ every replacement passes; with it, the share of each label that still passes is 
 synonym passes, at most 5% of true negatives refused), per ``max_depth``. With ``--corpus`` (a built
 corpus with ``ann/rewrite/_stats``), the same counts over its vocabulary's embedding neighbours.
 
-    python -m benchmarks.wordnet_filter [--depths 1 2 3 4 6] [--corpus demo-out/corpus]
+Cost: ``--vocabulary N`` checks N WordNet nouns against 20 random others each (every word's profile
+computed once, as in the stage), cold.
+
+    python -m benchmarks.wordnet_filter [--depths 1 2 4 8 12] [--corpus demo-out/corpus] [--vocabulary 2000]
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     from schemas.stages import WordNetFilterConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4, 6])
+    parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8, 12])
+    parser.add_argument("--vocabulary", type=int, default=0, help="time the filter on this many nouns x 20")
     parser.add_argument("--min-sense-share", type=float, default=WordNetFilterConfig.min_sense_share)
     parser.add_argument("--corpus", help="a built corpus folder, to count refusals among its neighbours")
     parser.add_argument("--pairs", default=str(PAIRS), help="labelled pairs (default: the tuning set; "
@@ -98,6 +102,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{f'max_depth {depth}':<22}{cells}{rate:>10.0f}")
         if args.show_mistakes:
             print("\n".join("    " + line for line in mistakes(refuse, pairs)))
+    if args.vocabulary:
+        import random
+
+        rng = random.Random(0)
+        nouns = sorted({name for synset in wn.all_synsets("n") for name in synset.lemma_names()
+                        if "_" not in name and name.islower()})
+        words = rng.sample(nouns, args.vocabulary)
+        checks = [(word, rng.choice(words)) for word in words for _ in range(20)]
+        refuse = WordNetFilter(wn, WordNetFilterConfig(min_sense_share=args.min_sense_share)).refusal
+        started = time.perf_counter()
+        refused = sum(refuse("object", a, b) is not None for a, b in checks)
+        seconds = time.perf_counter() - started
+        print(f"{len(checks)} neighbour pairs of {len(words)} nouns: {seconds:.1f} s, {len(checks) / seconds:.0f} "
+              f"pairs/s, {len(words) / seconds:.0f} words/s, {refused} refused")
     if args.corpus:
         total, refused = corpus_counts(args.corpus, None)
         print(f"{args.corpus}: {total} neighbour pairs examined, {sum(refused.values())} refused "

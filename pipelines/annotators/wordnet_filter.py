@@ -23,6 +23,7 @@ WordNet (``pipelines.nltk_data.wordnet``), results cached per pair.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from pipelines.annotators.similar import variant_key
@@ -47,14 +48,25 @@ _PARTICLES = frozenset("at on in to with of over from into onto by for up down o
 _SUFFIXES = ("en", "y", "ish", "ed", "ing", "s", "es", "er", "ly", "ness")  # "wood" -> "wooden", "red" -> "reddish"
 
 
+@dataclass(frozen=True)
+class _Word:
+    bases: frozenset[str]  # base forms ("holds" -> "hold")
+    senses: frozenset  # common synsets
+    synonyms: frozenset  # synsets for the synonym test
+    derived: frozenset[str]  # lemma names derivationally related to, or pertainyms of, its common senses
+    genus: frozenset[str]  # first content words of its common noun and verb senses' glosses
+    ancestors: frozenset  # synsets above its common senses, up to max_depth
+
+
 class WordNetFilter:
     """``refusal(kind, original, replacement)``: a reason of ``REASONS``, or None for a true replacement."""
 
     def __init__(self, wordnet, config: WordNetFilterConfig):
         self.wn, self.config = wordnet, config
         self.refusal = lru_cache(maxsize=None)(self._refusal)
-        self._senses = lru_cache(maxsize=None)(self._common_senses)
-        self._up = lru_cache(maxsize=None)(self._ancestors)
+        self._word = lru_cache(maxsize=None)(self._profile)
+        self._bases = lru_cache(maxsize=None)(self._base_forms)
+        self._counts: dict[str, int] | None = None
 
     def _refusal(self, kind: str, original: str, replacement: str) -> str | None:
         a, b = original.lower().split(), replacement.lower().split()
@@ -85,58 +97,59 @@ class WordNetFilter:
         return None
 
     def _related(self, a: str, b: str, pos: tuple[str, ...]) -> str | None:
-        bases_a, bases_b = self._bases(a, pos), self._bases(b, pos)
-        if bases_a & bases_b or _suffixed(bases_a, bases_b) or _suffixed(bases_b, bases_a):
+        wa, wb = self._word(a, pos), self._word(b, pos)
+        if wa.bases & wb.bases or _suffixed(wa.bases, wb.bases) or _suffixed(wb.bases, wa.bases):
             return "morphological"
-        senses_a, senses_b = self._senses(a, pos), self._senses(b, pos)
-        if self._synonym_senses(a, pos) & self._synonym_senses(b, pos):
+        if wa.synonyms & wb.synonyms:
             return "synonym"
-        if not senses_a or not senses_b:
+        if not wa.senses or not wb.senses:
             return None
-        if self._derived(senses_a, bases_b) or self._derived(senses_b, bases_a):
+        if wa.derived & wb.bases or wb.derived & wa.bases:
             return "morphological"
-        if senses_b & self._up(senses_a) or _genus(senses_a, bases_b):
+        if wb.senses & wa.ancestors or wa.genus & wb.bases:
             return "hypernym"
-        if senses_a & self._up(senses_b) or _genus(senses_b, bases_a):
+        if wa.senses & wb.ancestors or wb.genus & wa.bases:
             return "hyponym"
         return None
 
-    def _bases(self, word: str, pos: tuple[str, ...]) -> frozenset[str]:
+    def _profile(self, word: str, pos: tuple[str, ...]) -> _Word:
+        """Everything a pair check needs of one word, computed once per word (a vocabulary has about 100k
+        entries, each checked against a few dozen neighbours)."""
+        senses = self._common_senses(word, pos)
+        synonyms = senses | {s for p in pos if p in ("n", "a") for s in self.wn.synsets(word, pos=p)}
+        derived = {other.name().lower() for synset in senses for lemma in synset.lemmas()
+                   for other in lemma.derivationally_related_forms() + lemma.pertainyms()}
+        genus = {w for synset in senses if synset.pos() in ("n", "v") for w in _genus_words(synset.definition())}
+        return _Word(self._bases(word, pos), senses, frozenset(synonyms), frozenset(derived), frozenset(genus),
+                     self._ancestors(senses))
+
+    def _base_forms(self, word: str, pos: tuple[str, ...]) -> frozenset[str]:
         """WordNet base forms of ``word`` ("holds" -> "hold"); the word itself when it has none."""
         found = {base for p in pos if (base := self.wn.morphy(word, p))}
         return frozenset(found or {word})
 
-    def _synonym_senses(self, word: str, pos: tuple[str, ...]) -> frozenset:
-        """Every sense of a noun or adjective ("sea" is also "ocean" in its second sense), only the common
-        ones of a verb or adverb: verbs share rare senses widely ("hold" and "throw" a party)."""
-        senses = set(self._senses(word, pos))
-        senses.update(s for p in pos if p in ("n", "a") for s in self.wn.synsets(word, pos=p))
-        return frozenset(senses)
+    def _count(self, lemma) -> int:
+        """``lemma.count()`` (its tagged frequency) from a table read once: nltk searches the file each time."""
+        if self._counts is None:
+            with self.wn.open("cntlist.rev") as f:
+                self._counts = {key: int(count) for key, _, count in (line.split() for line in f if line.strip())}
+        return self._counts.get(lemma.key(), 0)
 
     def _common_senses(self, word: str, pos: tuple[str, ...]) -> frozenset:
-        """The synsets of ``word`` (of ``pos``) that are common enough to count, per part of speech."""
+        """The synsets of ``word`` (of ``pos``) that are common enough to count, per part of speech. Every
+        sense of a noun or adjective still counts for synonymy ("sea" is "ocean" in its second sense), but
+        verbs share rare senses widely ("hold" and "throw" a party), so theirs do not."""
         kept = set()
+        forms = self._bases(word, ("n", "v", "a", "r")) | {word}
         for p in pos:
             synsets = self.wn.synsets(word, pos=p)  # adjectives: head and satellite synsets
             if not synsets:
                 continue
-            counts = [max((lemma.count() for lemma in s.lemmas() if self._is(lemma.name(), word)), default=0)
+            counts = [max((self._count(lemma) for lemma in s.lemmas() if lemma.name().lower() in forms), default=0)
                       for s in synsets]
             floor = self.config.min_sense_share * max(counts)
             kept.update(s for i, (s, count) in enumerate(zip(synsets, counts)) if i == 0 or count >= max(floor, 1))
         return frozenset(kept)
-
-    def _is(self, lemma: str, word: str) -> bool:
-        return lemma.lower() == word or lemma.lower() in self._bases(word, ("n", "v", "a", "r"))
-
-    def _derived(self, senses: frozenset, bases: frozenset[str]) -> bool:
-        """Whether a lemma of ``senses`` is derived from (or a pertainym of) one of ``bases``."""
-        for synset in senses:
-            for lemma in synset.lemmas():
-                related = lemma.derivationally_related_forms() + lemma.pertainyms()
-                if any(other.name().lower() in bases for other in related):
-                    return True
-        return False
 
     def _ancestors(self, senses: frozenset) -> frozenset:
         """Synsets up to ``max_depth`` steps above: hypernyms and instance hypernyms; for an adjective its
@@ -166,14 +179,9 @@ def _suffixed(bases: frozenset[str], others: frozenset[str]) -> bool:
 _GLOSS_SKIP = frozenset("a an the any of one or some".split())
 
 
-def _genus(senses: frozenset, bases: frozenset[str]) -> bool:
-    """Whether a gloss of ``senses`` names one of ``bases`` among its first three content words: glosses
-    are genus-and-difference definitions ("kitten: young domestic cat", "watch: look attentively"), and
-    the genus is a hypernym the graph does not always have."""
-    for synset in senses:
-        if synset.pos() not in ("n", "v"):  # adjective glosses are not genus and difference ("closed: not open")
-            continue
-        words = [w.strip(",;()").lower() for w in synset.definition().split()]
-        if bases & set([w for w in words if w not in _GLOSS_SKIP][:3]):
-            return True
-    return False
+def _genus_words(definition: str) -> list[str]:
+    """The first three content words of a gloss: glosses are genus-and-difference definitions ("kitten:
+    young domestic cat", "watch: look attentively"), and the genus is a hypernym the graph does not always
+    have. Nouns and verbs only: adjective glosses are not built that way ("closed: not open")."""
+    words = [w.strip(",;()").lower() for w in definition.split()]
+    return [w for w in words if w not in _GLOSS_SKIP][:3]
