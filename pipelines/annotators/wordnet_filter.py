@@ -17,7 +17,8 @@ Rare senses would refuse true negatives through the hypernym graph ("dog" is als
 there only a word's common senses count: those whose tagged frequency (WordNet's ``cntlist``) is at least
 ``min_sense_share`` of its most frequent sense's, the first sense always. Multi-word entries are looked
 up whole ("tennis_racket"), else by what differs between the two ("sitting on" / "standing on":
-"sitting" / "standing"; "looking at" / "watching": "looking" / "watching"). Pure logic over a loaded
+"sitting" / "standing"; "looking at" / "watching": "looking" / "watching"). A gloss's genus counts as a
+hypernym for objects and relations, not attributes (colour glosses name other colours). Pure logic over a loaded
 WordNet (``pipelines.nltk_data.wordnet``), results cached per pair.
 """
 
@@ -78,12 +79,13 @@ class WordNetFilter:
         if group is not None and " ".join(b) in group:
             return "synonym"
         pos = _POS.get(kind, ("n",))
-        whole = self._related("_".join(a), "_".join(b), pos)
+        genus = kind != "attribute"  # "orange: round yellow to orange fruit", "brown: an orange of low brightness"
+        whole = self._related("_".join(a), "_".join(b), pos, genus)
         if whole:
             return whole
         if kind in ("object", "attribute") and a[-1] == b[-1] and (a[-len(b):] == b or b[-len(a):] == a):
             return "hypernym" if len(b) < len(a) else "hyponym"  # the same head, with or without modifiers
-        if kind == "relation" and (a[-len(b):] == b or b[-len(a):] == a):
+        if kind == "relation" and self._verb_added(a, b):
             return "hypernym" if len(b) < len(a) else "hyponym"  # "sitting on" / "on": the verb dropped
         while len(a) > 1 and len(b) > 1 and a[0] == b[0]:  # "sitting on" / "standing on": what differs
             a, b = a[1:], b[1:]
@@ -93,10 +95,16 @@ class WordNetFilter:
             a = a[:-1] if len(a) > 1 and a[-1] in _PARTICLES else a
             b = b[:-1] if len(b) > 1 and b[-1] in _PARTICLES else b
         if len(a) == 1 and len(b) == 1 and (a, b) != (original.lower().split(), replacement.lower().split()):
-            return self._related(a[0], b[0], pos)
+            return self._related(a[0], b[0], pos, genus)
         return None
 
-    def _related(self, a: str, b: str, pos: tuple[str, ...]) -> str | None:
+    def _verb_added(self, a: list[str], b: list[str]) -> bool:
+        """Whether one relation is the other with a verb before it ("on" / "sitting on"; not "of" / "to the
+        left of")."""
+        short, long = sorted((a, b), key=len)
+        return len(long) == len(short) + 1 and long[1:] == short and self.wn.morphy(long[0], "v") is not None
+
+    def _related(self, a: str, b: str, pos: tuple[str, ...], genus: bool = True) -> str | None:
         wa, wb = self._word(a, pos), self._word(b, pos)
         if wa.bases & wb.bases or _suffixed(wa.bases, wb.bases) or _suffixed(wb.bases, wa.bases):
             return "morphological"
@@ -106,9 +114,9 @@ class WordNetFilter:
             return None
         if wa.derived & wb.bases or wb.derived & wa.bases:
             return "morphological"
-        if wb.senses & wa.ancestors or wa.genus & wb.bases:
+        if wb.senses & wa.ancestors or genus and wa.genus & wb.bases:
             return "hypernym"
-        if wa.senses & wb.ancestors or wb.genus & wa.bases:
+        if wa.senses & wb.ancestors or genus and wb.genus & wa.bases:
             return "hyponym"
         return None
 

@@ -54,7 +54,7 @@ _COLUMNS = ["key", "modality", "text", "meta"]
 _PAIR = frozenset({"pair"})
 _TRANSLATION_HINT = ("a seq2seq model folder (transformers save_pretrained: config.json, weights, tokenizer), "
                      "e.g. Helsinki-NLP/opus-mt-en-zh downloaded elsewhere and copied there")
-_WORDNET_RULES = 1  # the version of wordnet_filter's rules: a change refilters every corpus
+_WORDNET_RULES = 2  # the version of wordnet_filter's rules: a change refilters every corpus
 _ENCODER_HINT = ("the sentence encoder that finds similar scene-graph nodes (a sentence-transformers folder), "
                  "or set annotate.rewrite.scene_graph.enabled: false")
 
