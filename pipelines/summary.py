@@ -66,6 +66,16 @@ def format_example_pairs(examples: list[dict]) -> str:
     return "\n\n".join(blocks)
 
 
+def format_refusals(refusals: dict[str, dict[str, int]]) -> str:
+    """Scene-graph replacements WordNet refused per source (``pipelines.stages.rewrite.wordnet_refusals``),
+    as lines ending in a blank line; nothing when the filter was off."""
+    if not refusals:
+        return ""
+    lines = [f"  {name}: {sum(counts.values())} ({', '.join(f'{r} {n}' for r, n in counts.items())})"
+             for name, counts in refusals.items()]
+    return "scene-graph replacements refused by WordNet (they still describe the image):\n" + "\n".join(lines) + "\n\n"
+
+
 def format_example_rewrites(example: dict | None) -> str:
     """A caption and its rewrites (``pipelines.stages.rewrite.example_rewrites``)."""
     if example is None:

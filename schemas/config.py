@@ -49,9 +49,12 @@ class TextConfig:
 
     pack: str = "sentence"  # sentence | tokens
     max_tokens: int = 128  # whitespace tokens per sample when pack == "tokens"
+    splitter: str = "punkt"  # punkt | rules: how prose (books, Wikipedia, web pages) is cut into sentences
+    nltk_data: str | None = None  # NLTK data folder (punkt, WordNet); default $NLTK_DATA, else .nltk_data/
 
     def validate(self, where: str) -> None:
         _choice(self.pack, ("sentence", "tokens"), f"{where}.pack")
+        _choice(self.splitter, ("punkt", "rules"), f"{where}.splitter")
         _positive(self.max_tokens, f"{where}.max_tokens")
 
 
@@ -231,7 +234,7 @@ class ImageNetConfig(SourceConfig):
 
     kind: ClassVar[str] = "imagenet21k"
     paths: ClassVar[tuple[str, ...]] = ("words", "images", "tars")
-    words: str = "words.txt"
+    words: str | None = "words.txt"  # null: lemma names from WordNet by the synset's offset (text.nltk_data)
     images: str = "."
     tars: str | None = None  # a second folder of nXXXXXXXX.tar (the release keeps folders and tars apart)
     pseudo_pairs: PseudoPairConfig = field(default_factory=PseudoPairConfig)
@@ -327,6 +330,7 @@ def parse_config(data: Any, base_dir: str) -> CorpusConfig:
     sources = {name: _source(name, spec, base_dir) for name, spec in data["sources"].items()}
     image = _build(ImageConfig, data.get("image") or {}, "image")
     text = _build(TextConfig, data.get("text") or {}, "text")
+    text.nltk_data = text.nltk_data and _local(text.nltk_data, base_dir)
     download = _build(DownloadConfig, data.get("download") or {}, "download")
     clean = _build(CleanConfig, data.get("clean") or {}, "clean")
     for eval_set in clean.eval_sets:

@@ -98,6 +98,20 @@ class BackTranslationConfig:
 
 
 @dataclass
+class WordNetFilterConfig:
+    """Refuse replacements WordNet relates to the original: they still describe the image (wordnet_filter)."""
+
+    enabled: bool = True
+    max_depth: int = 8  # hypernym/hyponym steps between original and replacement that count as related
+    min_sense_share: float = 0.1  # a word's senses count when tagged at least this share of its commonest
+
+    def validate(self, where: str) -> None:
+        positive(self.max_depth, f"{where}.max_depth")
+        if not 0 <= self.min_sense_share <= 1:
+            raise ConfigError(f"{where}.min_sense_share: expected 0..1, got {self.min_sense_share}")
+
+
+@dataclass
 class SceneGraphNegativeConfig:
     """Phrase/word-level hard negatives: replace one scene-graph node, rank by fluency (UNIMO §2.1)."""
 
@@ -106,6 +120,7 @@ class SceneGraphNegativeConfig:
     candidates_per_node: int = 10  # similar replacements tried per object, attribute or relation
     min_count: int = 1  # vocabulary entries seen fewer times are not used as replacements
     language_model: str | None = None  # a causal LM folder; default: an n-gram model of the corpus captions
+    wordnet: WordNetFilterConfig = field(default_factory=WordNetFilterConfig)
 
 
 @dataclass
@@ -127,6 +142,7 @@ class RewriteConfig:
 
     def validate(self, where: str) -> None:
         self.back_translation.validate(f"{where}.back_translation")
+        self.scene_graph.wordnet.validate(f"{where}.scene_graph.wordnet")
         positive(self.max_chars, f"{where}.max_chars")
         if not 0 < self.tfidf.max_df <= 1:
             raise ConfigError(f"{where}.tfidf.max_df: expected 0 < x <= 1, got {self.tfidf.max_df}")

@@ -42,6 +42,7 @@ def test_minimal_config_uses_release_layout_defaults(tmp_path):
         ("output: o\nsources:\n  coco: {kind: coco}\n", "sources.coco.root: missing (required)"),
         ("output: o\nimage: {encode: gif}\nsources:\n  coco: {kind: coco, root: coco}\n", "image.encode: expected one of"),
         ("output: o\ntext: {max_tokens: -1}\nsources:\n  coco: {kind: coco, root: coco}\n", "text.max_tokens"),
+        ("output: o\ntext: {splitter: spacy}\nsources:\n  coco: {kind: coco, root: coco}\n", "text.splitter"),
         ("output: o\nsources:\n  oi: {kind: openimages, root: coco, pseudo_pairs: {templates: ['a photo']}}\n", "sources.oi"),
         ("output: [o\n", "not valid YAML"),
     ],

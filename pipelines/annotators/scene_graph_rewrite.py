@@ -1,7 +1,10 @@
 """Phrase- and word-level hard negatives by scene-graph rewriting (UNIMO §2.1 "Text Rewriting" and App. A
 "Data Augmentations"): build object, attribute and relation vocabularies over all captions, replace one
 node of a caption's scene graph with a similar other entry of its vocabulary, rank the rewrites by
-fluency and keep the top N (100 in the paper).
+fluency and keep the top N (100 in the paper). Embedding neighbours include synonyms, hypernyms and
+inflections, which would make "hard negatives" that still describe the image: ``refuse_related`` drops
+them with a WordNet check (``wordnet_filter``) once per vocabulary, and the rewriter counts, per caption
+node, the replacements that were refused.
 
 Pure functions over ANN_PARSE rows (dicts as ``pyarrow.Table.to_pylist`` gives them). The Beam stage
 (``pipelines/stages/rewrite.py``) builds the vocabulary with ``VocabularyCombiner`` mixed into a
@@ -14,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from pipelines.annotators.similar import Encode, nearest_entries, variant_key
 from pipelines.dedup import normalise_text as normalize
@@ -78,16 +81,51 @@ def build_vocabulary(parse_rows: Iterable[dict]) -> Vocabulary:
 
 
 Similar = dict[str, dict[str, list[str]]]  # kind -> entry -> similar entries, best first
+Refused = dict[str, dict[str, list[tuple[str, str]]]]  # kind -> entry -> (neighbour, reason) refused
+Refuse = Callable[[str, str, str], "str | None"]  # (kind, original, replacement) -> reason, or None
 
 
-def build_similar(vocabulary: Vocabulary, encode: Encode, config: SceneGraphNegativeConfig) -> Similar:
-    """Each entry's ``candidates_per_node`` nearest entries of its own kind (once per vocabulary)."""
+def build_similar(vocabulary: Vocabulary, encode: Encode, config: SceneGraphNegativeConfig,
+                  per_node: int | None = None) -> Similar:
+    """Each entry's ``per_node`` (default ``candidates_per_node``) nearest entries of its own kind, once
+    per vocabulary."""
     similar: Similar = {}
     for kind in KINDS:
         entries = [entry for entry, _ in vocabulary.entries[kind]]
         counts = [count for _, count in vocabulary.entries[kind]]
-        similar[kind] = nearest_entries(entries, counts, encode, config.candidates_per_node, config.min_count)
+        similar[kind] = nearest_entries(entries, counts, encode, per_node or config.candidates_per_node,
+                                        config.min_count)
     return similar
+
+
+@dataclass(frozen=True)
+class SimilarNodes:
+    """The replacements the rewriter may use, and those refused as related to the original (with why)."""
+
+    similar: Similar
+    refused: Refused
+
+
+def refuse_related(wide: Similar, refuse: Refuse, per_node: int) -> SimilarNodes:
+    """From neighbour lists longer than needed, each entry's first ``per_node`` that ``refuse`` lets pass;
+    the refused ones met on the way are kept with their reason, to be counted where they would be used."""
+    similar: Similar = {kind: {} for kind in wide}
+    refused: Refused = {kind: {} for kind in wide}
+    for kind, by_entry in wide.items():
+        for entry, neighbours in by_entry.items():
+            kept, dropped = [], []
+            for neighbour in neighbours:
+                if len(kept) == per_node:
+                    break
+                reason = refuse(kind, entry, neighbour)
+                if reason is None:
+                    kept.append(neighbour)
+                else:
+                    dropped.append((neighbour, reason))
+            similar[kind][entry] = kept
+            if dropped:
+                refused[kind][entry] = dropped
+    return SimilarNodes(similar, refused)
 
 
 @dataclass(frozen=True)
@@ -193,12 +231,16 @@ class Scorer(Protocol):
     def score_many(self, texts: list[str]) -> list[float]: ...
 
 
-def candidates(parse_row: dict, similar: Similar, per_node: int) -> list[tuple[str, str]]:
-    """(rewrite, detail) of every one-node replacement, in node order, distinct and never the original."""
+def candidates(parse_row: dict, similar: Similar, per_node: int, refused: Refused | None = None,
+               tally: Counter | None = None) -> list[tuple[str, str]]:
+    """(rewrite, detail) of every one-node replacement, in node order, distinct and never the original.
+    ``tally`` counts, by reason, the ``refused`` replacements of every node found."""
     text = parse_row["text"]
     seen = {normalize(text)}
     found = []
     for node in locate_nodes(parse_row):
+        if tally is not None and refused:
+            tally.update(reason for _, reason in refused.get(node.kind, {}).get(node.name, []))
         for candidate in similar.get(node.kind, {}).get(node.name, [])[:per_node]:
             if not _fits(node, candidate):
                 continue
@@ -211,13 +253,16 @@ def candidates(parse_row: dict, similar: Similar, per_node: int) -> list[tuple[s
 
 class SceneGraphRewriter:
     """Hard negatives of one caption: every one-node rewrite, scored by ``lm`` (higher = more fluent),
-    the best ``config.top_n`` kept in (score desc, text) order."""
+    the best ``config.top_n`` kept in (score desc, text) order. ``refusals`` counts, by reason, the
+    replacements ``refused`` at the nodes of the captions rewritten so far."""
 
-    def __init__(self, similar: Similar, lm: Scorer, config: SceneGraphNegativeConfig):
-        self.similar, self.lm, self.config = similar, lm, config
+    def __init__(self, similar: Similar, lm: Scorer, config: SceneGraphNegativeConfig,
+                 refused: Refused | None = None):
+        self.similar, self.lm, self.config, self.refused = similar, lm, config, refused or {}
+        self.refusals: Counter = Counter()
 
     def rewrite(self, parse_row: dict) -> list[dict]:
-        found = candidates(parse_row, self.similar, self.config.candidates_per_node)
+        found = candidates(parse_row, self.similar, self.config.candidates_per_node, self.refused, self.refusals)
         scores = self.lm.score_many([text for text, _ in found]) if found else []
         ranked = sorted(zip(scores, found), key=lambda item: (-item[0], item[1][0]))[:self.config.top_n]
         return [{"key": parse_row["key"], "source": parse_row["source"], "text_index": parse_row["text_index"],

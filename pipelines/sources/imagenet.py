@@ -1,7 +1,8 @@
 """ImageNet-21k: one folder ``nXXXXXXXX/`` or one tar ``nXXXXXXXX.tar`` per WordNet noun synset.
 
 Each image is an image sample; with ``pseudo_pairs.enabled`` its synset's lemma names from ``words.txt``
-become a caption (UNIMO-2 §4) and the sample a pair. One part per synset folder or tar (both may be
+(or, with ``words: null``, from WordNet 3.0 by the synset's offset) become a caption (UNIMO-2 §4) and the
+sample a pair. One part per synset folder or tar (both may be
 mixed under ``images``); tar members are streamed (``r|``) and carried as ``image_bytes``.
 """
 
@@ -26,7 +27,8 @@ from pipelines.sources.common import (
     require_exists,
     source_path,
 )
-from pipelines.sources.labels import parse_words, pseudo_caption
+from pipelines.nltk_data import WORDNET, data_dir, require, wordnet
+from pipelines.sources.labels import parse_words, pseudo_caption, wordnet_labels
 from schemas.config import ImageNetConfig, TextConfig
 from schemas.keys import make_key
 from schemas.records import Candidate, Modality, Reason, Reject
@@ -45,6 +47,8 @@ class ImageNetReader(Reader):
     def parts(self) -> list[str]:
         """The synset folders and tars directly under ``images`` and ``tars``, sorted; other entries are not
         images. None at all is an error naming where it looked (and the subfolders that do hold synsets)."""
+        if self.config.words is None:  # before any pipeline: fail with what to put where
+            require(data_dir(self.text.nltk_data), WORDNET, f"sources.{self.name}.words", "null (labels from WordNet)")
         folders = [self._folder(self.config.images)]
         if self.config.tars is not None:
             folders.append(self._folder(self.config.tars))
@@ -62,7 +66,8 @@ class ImageNetReader(Reader):
     def inputs(self, parts: list[str]) -> list:
         """The tars (size, mtime), the synset folders (their mtime changes as images come and go) and
         ``words.txt``. Each redoes every shard: a synset's images spread over all of them."""
-        return input_files(self.config.root, [*parts, source_path(self.config.root, self.config.words)])
+        words = [] if self.config.words is None else [source_path(self.config.root, self.config.words)]
+        return input_files(self.config.root, [*parts, *words])
 
     def _folder(self, relative: str) -> str:
         return source_path(self.config.root, relative)
@@ -72,13 +77,18 @@ class ImageNetReader(Reader):
         synset = base[: -len(".tar")] if base.endswith(".tar") else base
         if not _SYNSET.match(synset):
             raise ValueError(f"not an ImageNet synset folder or tar: {part!r}")
-        labels = self.words().get(synset)
+        labels = self.labels(synset)
         if base.endswith(".tar"):
             yield from self._read_tar(part, synset, labels)
         else:
             for path in list_files(part, IMAGE_EXTENSIONS):
                 location = relative_to(path, self.config.root)
                 yield self._record(synset, labels, path, location, image_path=path)
+
+    def labels(self, synset: str) -> list[str] | None:
+        if self.config.words is None:
+            return wordnet_labels(wordnet(data_dir(self.text.nltk_data)), synset)
+        return self.words().get(synset)
 
     def words(self) -> dict[str, list[str]]:
         if self._words is None:
@@ -115,7 +125,7 @@ class ImageNetReader(Reader):
         pseudo = self.config.pseudo_pairs
         if pseudo.enabled:
             if not labels:
-                detail = f"synset {synset} is not in {self.config.words}"
+                detail = f"synset {synset} is not in {self.config.words or 'WordNet 3.0'}"
                 return Reject(self.name, location, Reason.NO_LABEL, detail, key)
             text = pseudo_caption(key, labels, pseudo)
         return Candidate(

@@ -1,12 +1,14 @@
-"""Class labels as captions: pseudo image-text pairs (UNIMO-2 §4) and ImageNet's ``words.txt``.
+"""Class labels as captions: pseudo image-text pairs (UNIMO-2 §4), ImageNet's ``words.txt`` or WordNet.
 
 UNIMO-2 §4 turns an image-only sample into a pair by filling a prompt template such as
 "a photo of [label]" with the image's class labels. Which template a sample gets is a function of its key
-alone (``shard_of``), so reruns produce the same caption. Pure functions: no file access here.
+alone (``shard_of``), so reruns produce the same caption. Pure functions: no file access here (WordNet
+comes in as a loaded reader).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Sequence
 
 from schemas.config import PseudoPairConfig
@@ -55,3 +57,20 @@ def parse_words(lines: Iterable[str]) -> dict[str, list[str]]:
             raise ValueError(f"line {number}: {e}") from None
         words.setdefault(wnid, labels)
     return words
+
+
+def wordnet_labels(wordnet, wnid: str) -> list[str] | None:
+    """The lemma names of ImageNet synset ``wnid`` (``n02121808``: part of speech and WordNet 3.0 offset) as
+    ``words.txt`` has them (``domestic cat, house cat, Felis domesticus, Felis catus``: ``_`` read as a
+    space); None for an id that is not a WordNet synset. ``wordnet``: nltk's WordNet corpus reader."""
+    from nltk.corpus.reader.wordnet import WordNetError
+
+    if len(wnid) != 9 or wnid[0] not in "nvasr" or not wnid[1:].isdigit():
+        return None
+    try:
+        with warnings.catch_warnings():  # nltk warns, then returns None, for an offset it does not have
+            warnings.simplefilter("ignore", UserWarning)
+            synset = wordnet.synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
+    except WordNetError:
+        return None
+    return [name.replace("_", " ") for name in synset.lemma_names()] if synset is not None else None

@@ -1,11 +1,12 @@
-"""Text corpora as samples: a rule-based English sentence splitter, packing, and text candidates.
+"""Text corpora as samples: English sentence splitters, packing, and text candidates.
 
 The text corpora of UNIMO App. A (BookWiki, OpenWebText) become text-only samples of the unified
 format: one sentence each, or whole consecutive sentences of a document up to ``max_tokens``
-whitespace tokens (``TextConfig``, docs/SOURCES.md "Text packing"). The splitter needs no model or data
-files, so it runs on any Beam worker; it favours not splitting where a rule is unsure (an
-abbreviation, an initial, a lower-case continuation), since a merged pair of sentences still makes a
-valid text sample while a cut one does not.
+whitespace tokens (``TextConfig``, docs/SOURCES.md "Text packing"). Two splitters (``text.splitter``):
+``punkt`` (the default), NLTK's unsupervised punkt model (Kiss & Strunk 2006) with its English
+parameters read from the NLTK data folder, and ``rules``, a rule-based splitter that needs no data
+files; it favours not splitting where a rule is unsure (an abbreviation, an initial, a lower-case
+continuation), since a merged pair of sentences still makes a valid text sample while a cut one does not.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
+from pipelines.nltk_data import PUNKT, data_dir, punkt_tokenizer, require
 from schemas.config import TextConfig
 from schemas.keys import make_key
 from schemas.records import Candidate, Modality, Reason, Reject
@@ -49,6 +51,43 @@ def split_sentences(text: str) -> list[str]:
             start = match.end()
     sentences.append(text[start:])
     return [s for s in (" ".join(part.split()) for part in sentences) if s]
+
+
+# What punkt's English parameters lack and scholarly or encyclopaedic prose has ("et al. (2021)", "Fig. 2",
+# "e.g. a dog"): the rules' abbreviations, added to punkt's own (it still splits after one when the next
+# word is a likely sentence start).
+PUNKT_ABBREVIATIONS = tuple(sorted(_ABBREVIATIONS | _BEFORE_NUMBER | {"al", "e.g", "i.e", "etc", "resp", "w.r.t"}))
+
+
+class PunktSplitter:
+    """``split_sentences`` with NLTK's punkt (English parameters plus ``PUNKT_ABBREVIATIONS``), whitespace
+    collapsed the same way. Punkt weighs only a ``.``; after ``!`` or ``?`` it always cuts, so a piece
+    that starts in lower case (``"Go!" she said.``) is joined back, as the rules do. Picklable (it holds
+    only the configured data folder, resolved where it runs: a worker may have its own ``NLTK_DATA``)
+    and options; the model loads once per process."""
+
+    def __init__(self, folder: str | None, abbreviations: tuple[str, ...] = PUNKT_ABBREVIATIONS, join_lower: bool = True):
+        self.folder, self.abbreviations, self.join_lower = folder, abbreviations, join_lower
+
+    def __call__(self, text: str) -> list[str]:
+        sentences: list[str] = []
+        for piece in punkt_tokenizer(data_dir(self.folder), self.abbreviations).tokenize(text):
+            piece = " ".join(piece.split())
+            if sentences and self.join_lower and piece[:1].islower():
+                sentences[-1] += " " + piece
+            elif piece:
+                sentences.append(piece)
+        return sentences
+
+
+def sentence_splitter(config: TextConfig, check: bool = False) -> Callable[[str], list[str]]:
+    """The splitter ``text.splitter`` names; ``check``: fail now, saying what to put where, when punkt's
+    parameters are not in the NLTK data folder (a stage calls this before its pipeline starts)."""
+    if config.splitter == "rules":
+        return split_sentences
+    if check:
+        require(data_dir(config.nltk_data), PUNKT, "text.splitter", "punkt")
+    return PunktSplitter(config.nltk_data)
 
 
 def _is_boundary(text: str, match: re.Match) -> bool:

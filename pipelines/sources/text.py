@@ -1,6 +1,6 @@
 """Text corpora (UNIMO App. A: BookWiki and OpenWebText) as packed text-only samples.
 
-Every document is split into sentences (``sentences.split_sentences``) and packed by ``TextConfig``
+Every document is split into sentences (``text.splitter``: punkt or rules, ``sentences``) and packed by ``TextConfig``
 (``sentences.text_records``). Lines are decoded one by one: a line that is not UTF-8 is a ``non_utf8``
 reject at ``file:LINE`` (``file::member:LINE`` inside an archive) and the rest of its document goes on.
 Parts are the files ``files`` matches under ``root``.
@@ -33,14 +33,15 @@ from pipelines.sources.common import (
     source_lines,
     strip_bom,
 )
-from pipelines.sources.sentences import split_sentences, text_records
-from schemas.config import BookCorpusConfig, OpenWebTextConfig, SourceConfig, WikipediaConfig
+from pipelines.sources.sentences import sentence_splitter, text_records
+from schemas.config import BookCorpusConfig, OpenWebTextConfig, SourceConfig, TextConfig, WikipediaConfig
 from schemas.keys import make_key
 from schemas.records import Candidate, Reason, Reject
 
 Where = Callable[[int], str]  # line number -> location
 Line = tuple[int, str]  # (line number, decoded text)
 Located = tuple[str, str]  # (location, sentence)
+Split = Callable[[str], list[str]]  # a paragraph -> its sentences
 
 
 # --- shared line handling --------------------------------------------------------------------------
@@ -53,7 +54,7 @@ def decoded_lines(source: str, lines: Iterable[tuple[int, bytes]], where: Where)
         yield text if isinstance(text, Reject) else (number, text)
 
 
-def paragraph_sentences(items: Iterable[Line | Reject], where: Where) -> Iterator[Located | Reject]:
+def paragraph_sentences(items: Iterable[Line | Reject], where: Where, split: Split) -> Iterator[Located | Reject]:
     """Sentences of blank-line separated paragraphs (hard-wrapped lines are joined), each located at
     its paragraph's first line. Rejects pass through and do not end a paragraph."""
     start, lines = 0, []
@@ -64,20 +65,20 @@ def paragraph_sentences(items: Iterable[Line | Reject], where: Where) -> Iterato
             start = start or item[0]
             lines.append(item[1])
         elif lines:
-            yield from ((where(start), s) for s in split_sentences(" ".join(lines)))
+            yield from ((where(start), s) for s in split(" ".join(lines)))
             start, lines = 0, []
 
 
 def line_sentences(
-    items: Iterable[Line | Reject], where: Where, split: bool = True
+    items: Iterable[Line | Reject], where: Where, split: Split | None
 ) -> Iterator[Located | Reject]:
-    """Each line a paragraph (WikiExtractor), or with ``split=False`` a sentence already (tokenised
-    BookCorpus); blank lines separate nothing and are skipped."""
+    """Each line a paragraph (WikiExtractor) that ``split`` cuts, or with ``split=None`` a sentence already
+    (tokenised BookCorpus); blank lines separate nothing and are skipped."""
     for item in items:
         if isinstance(item, Reject):
             yield item
         elif item[1].strip():
-            sentences = split_sentences(item[1]) if split else [" ".join(item[1].split())]
+            sentences = split(item[1]) if split else [" ".join(item[1].split())]
             yield from ((where(item[0]), s) for s in sentences)
 
 
@@ -86,12 +87,23 @@ class _FileReader(Reader):
 
     config: SourceConfig
 
+    def __init__(self, name: str, config: SourceConfig, text: TextConfig) -> None:
+        super().__init__(name, config, text)
+        self.split = sentence_splitter(text)
+
     def parts(self) -> list[str]:
+        if self.splits:
+            sentence_splitter(self.text, check=True)  # before any pipeline: fail with what to put where
         return match_files(self.config.root, self.config.files)
 
     def inputs(self, parts: list[str]) -> list[InputFile]:
         """The matched files with size and mtime, from one listing (not a request per file)."""
         return listed_inputs(self.config.root, match_file_stats(self.config.root, self.config.files))
+
+    @property
+    def splits(self) -> bool:
+        """Whether documents are split into sentences (not when lines are sentences already)."""
+        return True
 
     def relpath(self, path: str) -> str:
         return relative_to(path, self.config.root)
@@ -107,6 +119,10 @@ class BookCorpusReader(_FileReader):
 
     config: BookCorpusConfig
 
+    @property
+    def splits(self) -> bool:
+        return self.config.layout != "lines"
+
     def read(self, part: str) -> Iterator[Candidate | Reject]:
         relpath = self.relpath(part)
         doc_id = relpath[: -len(".txt")] if relpath.endswith(".txt") else relpath
@@ -116,9 +132,9 @@ class BookCorpusReader(_FileReader):
 
         lines = decoded_lines(self.name, source_lines(part), where)
         if self.config.layout == "lines":
-            sentences = line_sentences(lines, where, split=False)
+            sentences = line_sentences(lines, where, split=None)
         else:
-            sentences = paragraph_sentences(lines, where)
+            sentences = paragraph_sentences(lines, where, self.split)
         yield from text_records(self.name, doc_id, sentences, relpath, self.text)
 
 
@@ -181,7 +197,7 @@ class WikipediaReader(_FileReader):
             if isinstance(doc, Reject):
                 yield doc
                 continue
-            sentences = line_sentences([(number, p) for p in doc["text"].split("\n")], lambda n: location)
+            sentences = line_sentences([(number, p) for p in doc["text"].split("\n")], lambda n: location, self.split)
             meta = {"title": doc.get("title", ""), "url": doc.get("url", "")}
             yield from text_records(self.name, str(doc["id"]), sentences, location, self.text, meta)
 
@@ -238,7 +254,7 @@ class WikipediaReader(_FileReader):
         first = next((i for i, line in enumerate(lines) if not isinstance(line, Reject)), None)
         if first is not None and html.unescape(lines[first][1].strip()) == title.strip():
             lines = lines[:first] + lines[first + 1 :]  # the title line WikiExtractor repeats
-        sentences = line_sentences(lines, lambda number: line_location(relpath, number))
+        sentences = line_sentences(lines, lambda number: line_location(relpath, number), self.split)
         meta = {"title": title, "url": doc.attributes.get("url", "")}
         yield from text_records(self.name, doc_id, sentences, doc.location, self.text, meta)
 
@@ -306,5 +322,5 @@ class OpenWebTextReader(_FileReader):
             return f"{location}:{number}"
 
         lines = ((n, raw.rstrip(b"\r")) for n, raw in enumerate(strip_bom(data).split(b"\n"), start=1))
-        sentences = paragraph_sentences(decoded_lines(self.name, lines, where), where)
+        sentences = paragraph_sentences(decoded_lines(self.name, lines, where), where, self.split)
         yield from text_records(self.name, doc_id, sentences, location, self.text)

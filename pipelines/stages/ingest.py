@@ -101,7 +101,7 @@ def source_params(name: str, source: SourceConfig, config: CorpusConfig) -> dict
         "kind": source.kind,
         "config": asdict(source),
         "image": asdict(config.image),
-        "text": asdict(config.text),
+        "text": {k: v for k, v in asdict(config.text).items() if k != "nltk_data"},  # where, not what
         "download": asdict(config.download),
     }
 

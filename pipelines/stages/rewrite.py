@@ -5,9 +5,12 @@ positives by back-translation and hard negatives by scene-graph rewriting and by
 Two passes. First the corpus statistics, each a Beam combine over all captions (or parses) of the
 rewrite sources: TF-IDF document frequencies, the scene-graph vocabulary, the n-gram fluency model.
 Each is written once to ``ann/rewrite/_stats/<name>-<digest>.pkl``, the digest naming what it was
-computed from (every input shard's hash), so an unchanged corpus reuses them. Then the per-shard pass on
+computed from (every input shard's hash), so an unchanged corpus reuses them; the scene-graph nodes'
+similar replacements are then filtered once with WordNet (``annotate.rewrite.scene_graph.wordnet``:
+synonyms, hypernyms, hyponyms and inflections of a node are not negatives). Then the per-shard pass on
 ``run_sidecar_stage``: each worker loads the models and statistics once and rewrites shard by shard;
-the corpus digest is part of every shard's parameters, so a changed corpus redoes them all.
+the corpus digest is part of every shard's parameters, so a changed corpus redoes them all. Each table's
+footer counts the WordNet refusals at its captions' nodes (``wordnet_refused``), summed into corpus.json.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ _COLUMNS = ["key", "modality", "text", "meta"]
 _PAIR = frozenset({"pair"})
 _TRANSLATION_HINT = ("a seq2seq model folder (transformers save_pretrained: config.json, weights, tokenizer), "
                      "e.g. Helsinki-NLP/opus-mt-en-zh downloaded elsewhere and copied there")
+_WORDNET_RULES = 2  # the version of wordnet_filter's rules: a change refilters every corpus
 _ENCODER_HINT = ("the sentence encoder that finds similar scene-graph nodes (a sentence-transformers folder), "
                  "or set annotate.rewrite.scene_graph.enabled: false")
 
@@ -179,19 +183,36 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
 def similar_name(config: RewriteConfig, encoder: str | None) -> str:
     """The similar-nodes statistic is named by what it depends on besides the vocabulary."""
     sg = config.scene_graph
-    return "similar-" + hashlib.sha256(json.dumps([encoder, sg.candidates_per_node, sg.min_count]).encode()).hexdigest()[:8]
+    wordnet = sg.wordnet.enabled and [sg.wordnet.max_depth, sg.wordnet.min_sense_share, _WORDNET_RULES]
+    blob = json.dumps([encoder, sg.candidates_per_node, sg.min_count, wordnet])
+    return "similar-" + hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-def build_similar_nodes(root: str, digest: str, config: RewriteConfig, encoder: EmbedConfig) -> None:
+def build_similar_nodes(root: str, digest: str, config: RewriteConfig, encoder: EmbedConfig,
+                        nltk_data: str | None = None) -> None:
     """Each vocabulary entry's most similar entries of its kind, embedded once for the whole corpus here,
-    not once per worker (a Visual Genome vocabulary is about 100k entries: minutes of embedding)."""
-    from pipelines.annotators.scene_graph_rewrite import build_similar
+    not once per worker (a Visual Genome vocabulary is about 100k entries: minutes of embedding), less
+    those WordNet relates to the entry (twice as many neighbours are looked at, to keep
+    ``candidates_per_node`` after the refusals)."""
+    from pipelines.annotators.scene_graph_rewrite import SimilarNodes, build_similar, refuse_related
     from retrieval.embed import Embedder
 
     path = stat_path(root, similar_name(config, encoder.model), digest)
-    if not fsio.exists(path):
-        encode = Embedder(encoder.model, encoder.device, where="retrieval.embed.model").encode
-        _write_stat(build_similar(load_stat(stat_path(root, "vocabulary", digest)), encode, config.scene_graph), path)
+    if fsio.exists(path):
+        return
+    sg = config.scene_graph
+    encode = Embedder(encoder.model, encoder.device, where="retrieval.embed.model").encode
+    vocabulary = load_stat(stat_path(root, "vocabulary", digest))
+    if sg.wordnet.enabled:
+        from pipelines.annotators.wordnet_filter import WordNetFilter
+        from pipelines.nltk_data import data_dir, wordnet
+
+        wide = build_similar(vocabulary, encode, sg, per_node=2 * sg.candidates_per_node)
+        refuse = WordNetFilter(wordnet(data_dir(nltk_data)), sg.wordnet).refusal
+        nodes = refuse_related(wide, refuse, sg.candidates_per_node)
+    else:
+        nodes = SimilarNodes(build_similar(vocabulary, encode, sg), {})
+    _write_stat(nodes, path)
 
 
 # --- the per-shard pass ------------------------------------------------------------------------------------
@@ -210,6 +231,7 @@ class RewriteAnnotator(ShardAnnotator):
         self.pivots: list = []
         self.index = None
         self.rewriter = None
+        self.refusals: dict[str, int] = {}  # of the shard just annotated
 
     def params(self) -> dict:
         c = self.config
@@ -222,7 +244,10 @@ class RewriteAnnotator(ShardAnnotator):
                 "source_code": bt.source_code, "max_length": bt.max_length, "num_beams": bt.num_beams},
             "scene_graph": sg.enabled and {"top_n": sg.top_n, "candidates_per_node": sg.candidates_per_node,
                                            "min_count": sg.min_count, "encoder": self.encoder,
-                                           "language_model": sg.language_model},
+                                           "language_model": sg.language_model,
+                                           "wordnet": sg.wordnet.enabled and {
+                                               "max_depth": sg.wordnet.max_depth, "rules": _WORDNET_RULES,
+                                               "min_sense_share": sg.wordnet.min_sense_share}},
             "tfidf": tf.enabled and {"top_n": tf.top_n, "max_df": tf.max_df},
         }
 
@@ -235,14 +260,14 @@ class RewriteAnnotator(ShardAnnotator):
         if c.scene_graph.enabled:
             from pipelines.annotators.scene_graph_rewrite import SceneGraphRewriter
 
-            similar = load_stat(stat_path(self.root, similar_name(c, self.encoder), self.digest))
+            nodes = load_stat(stat_path(self.root, similar_name(c, self.encoder), self.digest))
             if c.scene_graph.language_model:
                 from pipelines.annotators.causal_lm import CausalLMScorer
 
                 lm = CausalLMScorer(c.scene_graph.language_model, c.back_translation.device)
             else:
                 lm = load_stat(stat_path(self.root, "ngram", self.digest))
-            self.rewriter = SceneGraphRewriter(similar, lm, c.scene_graph)
+            self.rewriter = SceneGraphRewriter(nodes.similar, lm, c.scene_graph, nodes.refused)
 
     def annotate(self, shard: ShardInput) -> tuple[list[dict], list[Reject], int]:
         captions, rejects = split_captions(shard, self.config.max_chars)
@@ -254,6 +279,18 @@ class RewriteAnnotator(ShardAnnotator):
                     for c in captions if (c.key, c.index) not in done]
         rows.sort(key=lambda row: (row["key"], row["text_index"], METHODS.index(row["method"])))  # stable: ranks kept
         return rows, rejects, units
+
+    def table_metadata(self) -> dict[bytes, bytes]:
+        """The shard's WordNet refusals by reason (``annotate`` just ran on it), when the filter is on."""
+        if not (self.config.scene_graph.enabled and self.config.scene_graph.wordnet.enabled):
+            return {}
+        return {REFUSED_KEY: json.dumps(self.refusals, sort_keys=True).encode()}
+
+    def manifest_counts(self, footers: list[dict[bytes, bytes]]) -> dict:
+        """``wordnet_refused``: replacements refused at the captions' nodes, by reason, over all shards."""
+        if not (self.config.scene_graph.enabled and self.config.scene_graph.wordnet.enabled):
+            return {}
+        return {"wordnet_refused": summed_refusals(footers)}
 
     def accounted(self, rows: list[dict], rejects: list[Reject]) -> int:
         return len({(row["key"], row["text_index"]) for row in rows}) + len(rejects)
@@ -280,7 +317,10 @@ class RewriteAnnotator(ShardAnnotator):
         if self.rewriter is None:
             return []
         parses = {(row["key"], row["text_index"]): row for row in shard_parses(self.root, shard.source, shard.shard)}
-        return [row for c in captions if (c.key, c.index) in parses for row in self.rewriter.rewrite(parses[c.key, c.index])]
+        self.rewriter.refusals.clear()
+        rows = [row for c in captions if (c.key, c.index) in parses for row in self.rewriter.rewrite(parses[c.key, c.index])]
+        self.refusals = dict(sorted(self.rewriter.refusals.items()))
+        return rows
 
     def _why_none(self) -> str:
         c = self.config
@@ -296,6 +336,20 @@ def _row(caption: Text, source: str, kind: str, method: str, text: str, score: f
             "text": text, "score": score, "detail": detail}
 
 
+REFUSED_KEY = b"wordnet_refused"  # table footer: {reason: replacements refused at the shard's caption nodes}
+
+
+def summed_refusals(footers: list[dict[bytes, bytes]]) -> dict[str, int]:
+    """The WordNet refusals of several tables' footers, by reason (every reason, zero included)."""
+    from pipelines.annotators.wordnet_filter import REASONS
+
+    total = dict.fromkeys(REASONS, 0)
+    for footer in footers:
+        for reason, count in json.loads(footer.get(REFUSED_KEY, b"{}")).items():
+            total[reason] = total.get(reason, 0) + count
+    return total
+
+
 def check_models(config: CorpusConfig) -> None:
     """Fail before any pipeline starts when a configured method has no model."""
     section = config.annotate.rewrite
@@ -309,6 +363,11 @@ def check_models(config: CorpusConfig) -> None:
         require_model(pair.backward, f"{where}.pivots[{i}].backward", _TRANSLATION_HINT)
     if section.scene_graph.enabled:
         require_model(config.retrieval.embed.model, "retrieval.embed.model", _ENCODER_HINT)
+        if section.scene_graph.wordnet.enabled:
+            from pipelines.nltk_data import WORDNET, data_dir, require
+
+            require(data_dir(config.text.nltk_data), WORDNET, "annotate.rewrite.scene_graph.wordnet",
+                    "the synonym filter (or set its enabled: false)")
         if section.scene_graph.language_model:
             from pipelines.annotators.causal_lm import HINT, WHERE
 
@@ -357,7 +416,7 @@ def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerC
         return []
     digest = build_statistics(root, corpus, section, runner)
     if section.scene_graph.enabled:
-        build_similar_nodes(root, digest, section, config.retrieval.embed)
+        build_similar_nodes(root, digest, section, config.retrieval.embed, config.text.nltk_data)
     factory = partial(RewriteAnnotator, section, root, corpus, digest, config.retrieval.embed.model)
     return run_sidecar_stage(config, factory, names, runner, overwrite, show_progress)
 
@@ -380,8 +439,17 @@ def example_rewrites(config: CorpusConfig, per_method: int = 2) -> dict | None:
     return None
 
 
-def example_text(config: CorpusConfig) -> str:
-    """What ``unicorpus annotate rewrite`` shows after its summary."""
-    from pipelines.summary import format_example_rewrites
+def wordnet_refusals(config: CorpusConfig) -> dict[str, dict[str, int]]:
+    """Per source, the WordNet refusals corpus.json records for the last rewrite run (none when off)."""
+    from pipelines.manifest_io import read_manifest
 
-    return format_example_rewrites(example_rewrites(config))
+    entries = read_manifest(config.output)["stages"].get(STAGE, {})
+    return {name: entry["counts"]["wordnet_refused"] for name, entry in sorted(entries.items())
+            if "wordnet_refused" in entry.get("counts", {})}
+
+
+def example_text(config: CorpusConfig) -> str:
+    """What ``unicorpus annotate rewrite`` shows after its summary: the WordNet refusals, an example."""
+    from pipelines.summary import format_example_rewrites, format_refusals
+
+    return format_refusals(wordnet_refusals(config)) + format_example_rewrites(example_rewrites(config))

@@ -19,7 +19,7 @@ from pipelines import io as fsio
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import ShardCounts
+from pipelines.shards import ShardCounts, read_index_metadata
 from pipelines.sidecar import (
     ShardInput,
     SidecarPaths,
@@ -68,7 +68,13 @@ class ShardAnnotator:
         raise NotImplementedError
 
     def table_metadata(self) -> dict[bytes, bytes]:
-        """Extra footer metadata of every table (model name, vector dimension, ...)."""
+        """Extra footer metadata of the table of the shard just annotated (model name, vector dimension,
+        the shard's own counts, ...)."""
+        return {}
+
+    def manifest_counts(self, footers: list[dict[bytes, bytes]]) -> dict:
+        """Stage-specific counts for corpus.json, from the footers of a source's committed tables (rewrite:
+        the WordNet refusals); none by default."""
         return {}
 
 
@@ -151,11 +157,12 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     seconds = time.monotonic() - started
     per_shard = {s: read_sidecar_counts(paths[s]) for s in shards}
     counts = sum(per_shard.values(), ShardCounts())
+    extra = annotator.manifest_counts([read_index_metadata(paths[s].table) for s in shards])
     update_manifest(root, annotator.stage, {name: {
         "params": stage_params,
         "shards": len(shards),
         "counts": {"units": counts.records_in, "written": counts.written, "rejected": counts.rejected_total,
-                   "rejected_by_reason": dict(sorted(counts.rejected.items()))},
+                   "rejected_by_reason": dict(sorted(counts.rejected.items())), **extra},
     }})
     fresh = sum((c for s, c in per_shard.items() if s not in reused), ShardCounts())
     return SourceResult(name, counts, len(shards), len(reused), seconds, fresh)

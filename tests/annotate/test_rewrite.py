@@ -21,7 +21,7 @@ from pipelines.annotators.backtranslate import Pivot, Translator, back_translate
 from pipelines.annotators.tfidf_negatives import CaptionIndex, DocumentFrequencyCombiner, TfidfVectorizer, terms
 from pipelines.minicorpus.translation_models import build_translation_model, build_translation_models
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar import raw_shards, read_shard_input, read_sidecar, sample_texts
+from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar, sample_texts
 from pipelines.stages.parse import run_parse
 from pipelines.stages.rewrite import run_rewrite
 from schemas.config_errors import ConfigError
@@ -269,6 +269,57 @@ def test_every_caption_gets_rewrites_or_a_reject(rewritten):
     assert {other["source"] for other in cc_negatives} - {"cc"}  # negatives come from the whole corpus
     stats = sorted(os.path.basename(p).split("-")[0] for p in glob.glob(f"{root}/ann/rewrite/_stats/*"))
     assert stats == ["ngram", "similar", "tfidf", "vocabulary"]  # similar: the vocabulary's neighbours, embedded once
+
+
+def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):
+    """No scene-graph negative is a replacement WordNet relates to its node; each table's footer counts the
+    refusals at its captions' nodes (recounted here from the filtered neighbours), summed in corpus.json."""
+    from collections import Counter
+
+    from pipelines.annotators.scene_graph_rewrite import candidates
+    from pipelines.annotators.wordnet_filter import WordNetFilter
+    from pipelines.manifest_io import read_manifest
+    from pipelines.nltk_data import data_dir, wordnet
+    from pipelines.shards import read_index_metadata
+    from pipelines.stages.rewrite import (
+        REFUSED_KEY,
+        example_text,
+        load_stat,
+        shard_captions,
+        shard_parses,
+        similar_name,
+        stat_path,
+        summed_refusals,
+    )
+
+    config, results = rewritten
+    root, section = config.output, config.annotate.rewrite
+    refuse = WordNetFilter(wordnet(data_dir()), section.scene_graph.wordnet).refusal
+    (digest,) = {os.path.basename(p).rsplit("-", 1)[1][:-4] for p in glob.glob(f"{root}/ann/rewrite/_stats/ngram-*")}
+    nodes = load_stat(stat_path(root, similar_name(section, config.retrieval.embed.model), digest))
+    assert any(nodes.refused[kind] for kind in nodes.refused)  # the mini corpus has related neighbours
+    for kind, by_entry in nodes.refused.items():
+        for entry, refused in by_entry.items():
+            assert all(refuse(kind, entry, other) == reason for other, reason in refused)
+            assert not {other for other, _ in refused} & set(nodes.similar[kind][entry])
+    manifest = read_manifest(root)["stages"]["rewrite"]
+    for result in results:
+        footers = []
+        for shard in raw_shards(root, result.name):
+            footer = read_index_metadata(SidecarPaths.of(root, "ann/rewrite", "rewrite", result.name, shard).table)
+            footers.append(footer)
+            good = {(key, index) for key, _, index, _ in shard_captions(root, MAX_CHARS, result.name, shard)}
+            tally = Counter()
+            for row in shard_parses(root, result.name, shard):
+                if (row["key"], row["text_index"]) in good:
+                    candidates(row, nodes.similar, section.scene_graph.candidates_per_node, nodes.refused, tally)
+            assert json.loads(footer[REFUSED_KEY]) == dict(sorted(tally.items()))
+        assert manifest[result.name]["counts"]["wordnet_refused"] == summed_refusals(footers)
+        for row in read_sidecar(root, "ann/rewrite", result.name):
+            if row["method"] == "scene_graph":
+                kind, change = row["detail"].split(": ", 1)
+                assert refuse(kind, *change.split(" -> ")) is None
+    assert "refused by WordNet" in example_text(config)
 
 
 def test_rerun_skips_and_changed_params_redo(rewritten, models):

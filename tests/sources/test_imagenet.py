@@ -7,14 +7,14 @@ import pytest
 
 from pipelines.sources import SourceError
 from pipelines.sources.imagenet import ImageNetReader, load_words
-from pipelines.sources.labels import pseudo_caption
-from schemas.config import ImageNetConfig, PseudoPairConfig, TextConfig
+from pipelines.sources.labels import parse_words, pseudo_caption, wordnet_labels
+from schemas.config import ConfigError, ImageNetConfig, PseudoPairConfig, TextConfig
 from schemas.keys import make_key
 from schemas.records import Modality
 from tests.sources.helpers import by_location, jpeg_bytes, read_all, split, write_jpeg
 
 WORDS = "n02084071\tdog, domestic dog, Canis familiaris\nn01440764\ttench, Tinca tinca\nn00001740\tentity\n"
-DOG, TENCH, UNKNOWN = "n02084071", "n01440764", "n09999999"
+DOG, TENCH, UNKNOWN, CAT = "n02084071", "n01440764", "n09999999", "n02121808"
 
 
 def write_tar(path: Path, members: dict[str, bytes], folder: str | None = None) -> None:
@@ -171,3 +171,36 @@ def test_the_readme_example_reads_the_release_layout(tmp_path):
     config = parse_config({"output": "out", "sources": {"in21k": spec}}, str(tmp_path))
     candidates, _ = split(read_all(ImageNetReader("in21k", config.sources["in21k"], TextConfig())))
     assert len(candidates) == 2
+
+
+def test_labels_from_wordnet_without_words_txt(tmp_path):
+    """``words: null``: lemma names from WordNet 3.0 by offset, the same as ImageNet's own words.txt lines."""
+    config, _ = make_source(tmp_path)
+    (tmp_path / "words.txt").unlink()
+    write_jpeg(tmp_path / CAT / f"{CAT}_3.JPEG")
+    config.words = None
+    config.pseudo_pairs = PseudoPairConfig(enabled=True, templates=["a photo of a {label}."], max_labels=1)
+    candidates, rejects = split(read_all(ImageNetReader("in21k", config, TextConfig())))
+    by_id = {c.source_id: c for c in candidates}
+    assert by_id[f"{DOG}_1"].meta["labels"] == parse_words(WORDS.splitlines())[DOG]
+    assert by_id[f"{TENCH}_7"].meta["labels"] == ["tench", "Tinca tinca"]
+    assert by_id[f"{CAT}_3"].meta["labels"] == ["domestic cat", "house cat", "Felis domesticus", "Felis catus"]
+    assert by_id[f"{CAT}_3"].text == "a photo of a domestic cat."
+    assert by_location(rejects) == {f"{UNKNOWN}.tar::{UNKNOWN}/{UNKNOWN}_5.JPEG": "no_label"}
+    assert "not in WordNet 3.0" in rejects[0].detail
+
+
+def test_wordnet_labels_of_bad_ids():
+    from pipelines.nltk_data import data_dir, wordnet
+
+    wn = wordnet(data_dir())
+    assert wordnet_labels(wn, UNKNOWN) is None and wordnet_labels(wn, "x02084071") is None
+    assert wordnet_labels(wn, "n0208407") is None and wordnet_labels(wn, DOG)[0] == "dog"
+
+
+def test_wordnet_labels_need_wordnet(tmp_path):
+    config, _ = make_source(tmp_path)
+    config.words = None
+    reader = ImageNetReader("in21k", config, TextConfig(nltk_data=str(tmp_path / "nltk")))
+    with pytest.raises(ConfigError, match=r"sources.in21k.words: .*corpora/wordnet/.*make nltk-data"):
+        reader.parts()
