@@ -165,7 +165,7 @@ def url_statuses(root: str, source: str) -> dict[str, int]:
     from pipelines import io as fsio
 
     counts: dict[str, int] = {}
-    for path in fsio.glob(fsio.join(root, "raw", source, "*.urls.parquet")):
+    for path in fsio.glob(fsio.join(root, "urls", source, "*.parquet")):
         with fsio.open_read(path) as f:
             for status in pq.read_table(f, columns=["status"]).column("status").to_pylist():
                 counts[status] = counts.get(status, 0) + 1

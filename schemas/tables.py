@@ -34,7 +34,9 @@ SHARD_INDEX = pa.schema(
     ]
 )
 
-# rejects/<stage>/<source>/<shard>.parquet: every record a stage refused.
+# rejects/<stage>/<source>/<shard>.parquet: every record a stage refused. The rows of these stages (written by
+# ``clean``) are removals: samples every stage after clean, and every reader of the corpus, leaves out.
+REMOVAL_STAGES = ("dedup", "decontam")
 REJECTS = pa.schema(
     [
         pa.field("stage", pa.string(), nullable=False),
@@ -47,7 +49,7 @@ REJECTS = pa.schema(
 )
 
 
-# raw/<source>/<shard>.urls.parquet: one row per downloaded URL of the shard (img2dataset-style).
+# urls/<source>/<shard>.parquet: one row per downloaded URL of the shard (img2dataset-style).
 URL_STATUS = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),

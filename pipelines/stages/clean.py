@@ -22,12 +22,13 @@ from pipelines.dedup import Duplicate, Item, find_duplicates
 from pipelines.evalsets import Contamination, EvalSet, find_contamination, load_evalset, sample_ref
 from pipelines.manifest_io import update_manifest
 from pipelines.shards import SHARD_INDEX_PATTERN, write_table
+from pipelines.sidecar import removed_keys  # noqa: F401 (the readers' entry point, kept here too)
 from schemas.config import CorpusConfig, EvalSetConfig
 from schemas.keys import shard_name
 from schemas.records import Reason
-from schemas.tables import REJECTS, check_version
+from schemas.tables import REJECTS, REMOVAL_STAGES, check_version
 
-DEDUP, DECONTAM = "dedup", "decontam"
+DEDUP, DECONTAM = REMOVAL_STAGES
 _COLUMNS = ["key", "modality", "sha256", "phash", "text", "meta"]
 
 
@@ -75,16 +76,6 @@ def run_clean(config: CorpusConfig) -> tuple[list[CleanResult], list[Duplicate],
     results = _results(config, rows, duplicates, contaminations)
     _record_in_manifest(config, results)
     return results, duplicates, contaminations
-
-
-def removed_keys(root: str, source: str) -> set[str]:
-    """Keys of ``source`` that ``clean`` removed; readers of ``raw/`` skip them."""
-    keys: set[str] = set()
-    for stage in (DEDUP, DECONTAM):
-        for path in fsio.glob(fsio.join(root, "rejects", stage, source, "*.parquet")):
-            with fsio.open_read(path) as f:
-                keys.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
-    return keys
 
 
 def _index_rows(root: str, name: str) -> list[_Row]:

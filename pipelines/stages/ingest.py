@@ -47,6 +47,7 @@ class SourceResult:
     shards: int
     skipped_shards: int
     seconds: float
+    removed: int = 0  # stages after clean: samples of the source clean removed, left out
 
 
 def _read_part(part: str, reader: Reader):
@@ -106,7 +107,7 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     reused = [] if overwrite else _reusable_shards(config.output, name, digest, retry_failed)
     started = time.monotonic()
     pattern = fsio.join(config.output, "raw", name, SHARD_INDEX_PATTERN)
-    with ShardProgress(pattern, name, source.shards, enabled=show_progress):
+    with ShardProgress(pattern, name, source.shards, enabled=show_progress, unit="records"):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
             options = WriteOptions(config.image, digest, config.download, overwrite, retry_failed)
             build_source(pipeline, name, source, reader, parts, config.output, options)

@@ -30,6 +30,7 @@ from pipelines.sidecar import (
     read_shard_input,
     read_sidecar_counts,
     remove_temporaries,
+    removed_keys,
     write_sidecar,
 )
 from pipelines.stages.ingest import SourceResult
@@ -139,7 +140,7 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     pending = sorted((shard, digest) for shard, digest in digests.items() if shard not in reused)
     pattern = fsio.join(root, annotator.folder, name, "[0-9]*.parquet")
     if pending:  # else no worker needs to start, nor load a model
-        with ShardProgress(pattern, f"{annotator.stage} {name}", len(shards), enabled=show_progress):
+        with ShardProgress(pattern, f"{annotator.stage} {name}", len(shards), enabled=show_progress, unit="units"):
             with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
                 (
                     pipeline
@@ -149,10 +150,11 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
                 )
     seconds = time.monotonic() - started
     counts = sum((read_sidecar_counts(paths[s]) for s in shards), ShardCounts())
+    removed = len(removed_keys(root, name))
     update_manifest(root, annotator.stage, {name: {
         "params": stage_params,
         "shards": len(shards),
         "counts": {"units": counts.records_in, "written": counts.written, "rejected": counts.rejected_total,
-                   "rejected_by_reason": dict(sorted(counts.rejected.items()))},
+                   "rejected_by_reason": dict(sorted(counts.rejected.items())), "removed_by_clean": removed},
     }})
-    return SourceResult(name, counts, len(shards), len(reused), seconds)
+    return SourceResult(name, counts, len(shards), len(reused), seconds, removed)
