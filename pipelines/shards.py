@@ -262,7 +262,7 @@ def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None
         "height": image.height if image else None,
         "sha256": image.sha256 if image else None,
         "phash": image.phash if image else None,
-        "meta": meta_json,
+        "json": meta_json,
     }
     return _Sample(candidate.key, members, row)
 

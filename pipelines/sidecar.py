@@ -48,7 +48,7 @@ class ShardInput:
     root: str
     source: str
     shard: int
-    rows: list[dict]  # raw index rows (schemas.tables.SHARD_INDEX), ``meta`` parsed to a dict
+    rows: list[dict]  # raw index rows (schemas.tables.SHARD_INDEX), ``json`` replaced by its ``meta``, parsed
     removed: int = 0  # rows ``clean`` removed, left out of ``rows``
     _stream: IO[bytes] | None = field(default=None, repr=False)
 
@@ -91,8 +91,8 @@ def read_shard_input(root: str, source: str, shard: int, columns: list[str] | No
     removed = set() if keep_removed else removed_keys(root, source, shard)
     kept = [row for row in rows if row["key"] not in removed]
     for row in kept:
-        if "meta" in row:
-            row["meta"] = json.loads(row["meta"]).get("meta", {})
+        if "json" in row:  # the json member; stages want its ``meta``
+            row["meta"] = json.loads(row.pop("json")).get("meta", {})
     return ShardInput(root, source, shard, kept, removed=len(rows) - len(kept))
 
 

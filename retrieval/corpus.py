@@ -95,7 +95,7 @@ class Corpus:
         for key in self._removed(source, shard):  # what clean removed is no sample of the corpus any more
             rows.pop(key, None)
         for row in rows.values():
-            row["meta"] = json.loads(row["meta"]).get("meta", {})
+            row["meta"] = json.loads(row.pop("json")).get("meta", {})
         with self._lock:
             self._rows[(source, shard)] = rows
             while len(self._rows) > self._cached_shards:

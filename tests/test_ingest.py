@@ -11,6 +11,7 @@ import webdataset as wds
 from pipelines.runner import RunnerConfig
 from pipelines.stages.ingest import run_ingest
 from pipelines.summary import format_summary
+from schemas import SCHEMA_VERSION
 from tests.conftest import tree_digest
 
 
@@ -53,7 +54,7 @@ def test_manifest_records_parameters_and_counts(ingested):
     config, _, results = ingested
     with open(os.path.join(config.output, "corpus.json")) as f:
         manifest = json.load(f)
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == SCHEMA_VERSION
     for result in results:
         entry = manifest["stages"]["ingest"][result.name]
         assert entry["counts"]["written"] == result.counts.written

@@ -29,7 +29,7 @@ from schemas.records import Reason
 from schemas.tables import REJECTS, REMOVAL_STAGES, check_version
 
 DEDUP, DECONTAM = REMOVAL_STAGES
-_COLUMNS = ["key", "modality", "sha256", "phash", "text", "meta"]
+_COLUMNS = ["key", "modality", "sha256", "phash", "text", "json"]
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _index_rows(root: str, name: str) -> list[_Row]:
         check_version(table.schema, path)
         shard = int(path.rsplit("/", 1)[-1].split(".")[0])
         for row in table.to_pylist():
-            meta = json.loads(row.pop("meta")).get("meta", {})
+            meta = json.loads(row.pop("json")).get("meta", {})
             rows.append(_Row(source=name, shard=shard, meta=meta, **row))
     return rows
 

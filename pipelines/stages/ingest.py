@@ -94,7 +94,13 @@ def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig, ove
     if unknown:
         raise ValueError(f"--source {', '.join(unknown)}: not in the config (have: {', '.join(config.sources)})")
     fsio.configure(pipeline_options(runner))
-    return [_run_source(config, name, runner, overwrite, show_progress, retry_failed) for name in names]
+    results = [_run_source(config, name, runner, overwrite, show_progress, retry_failed) for name in names]
+    from pipelines.card import write_card, write_sizes
+
+    for name in names:  # what open_clip and HF datasets read beside the shards
+        write_sizes(config.output, name)
+    write_card(config.output, list(config.sources))
+    return results
 
 
 def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite: bool,

@@ -47,7 +47,7 @@ from schemas.tables import ANN_REWRITE, PARAMS_KEY
 
 STAGE, FOLDER, PARSE_FOLDER = "rewrite", "ann/rewrite", "ann/parse"
 METHODS = ("back_translation", "scene_graph", "tfidf")  # row order within a caption
-_COLUMNS = ["key", "modality", "text", "meta"]
+_COLUMNS = ["key", "modality", "text", "json"]
 _PAIR = frozenset({"pair"})
 _TRANSLATION_HINT = ("a seq2seq model folder (transformers save_pretrained: config.json, weights, tokenizer), "
                      "e.g. Helsinki-NLP/opus-mt-en-zh downloaded elsewhere and copied there")
