@@ -105,10 +105,11 @@ def run_later_stages(config, expected: dict, runner: RunnerConfig, overwrite: bo
 
 
 def check_detect(expected: dict, results) -> list[str]:
-    """Every ingested image is looked at by detect: its units are the source's samples (no image is refused
-    after ingest decoded it)."""
-    return [f"detect {r.name}: {r.counts.records_in} images considered, ingest wrote {expected[r.name]['samples']}"
-            for r in results if r.counts.records_in != expected[r.name]["samples"] or r.counts.rejected_total]
+    """Every ingested image clean kept is looked at by detect: its units and the removed samples it left out
+    are the source's samples (no image is refused after ingest decoded it)."""
+    return [f"detect {r.name}: {r.counts.records_in} images considered and {r.removed} removed by clean, ingest "
+            f"wrote {expected[r.name]['samples']}" for r in results
+            if r.counts.records_in + r.removed != expected[r.name]["samples"] or r.counts.rejected_total]
 
 
 def check_weak_pairs(config) -> list[str]:

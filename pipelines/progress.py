@@ -56,7 +56,7 @@ class ShardProgress:
         units = 0
         with tqdm(total=self.total, initial=len(self._seen), desc=f"[{self.source}] shards", unit="shard",
                   file=sys.stderr, dynamic_ncols=True, mininterval=0) as bar:
-            bar.set_postfix_str(f"0 {self.unit}")
+            bar.set_postfix_str(f"0 {self.unit}", refresh=False)
             while True:
                 stopping = self._stop.wait(self.interval)
                 new = [path for path in fsio.glob(self.pattern) if path not in self._seen]
