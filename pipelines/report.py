@@ -165,8 +165,8 @@ def tag_counts(config: CorpusConfig) -> dict[str, Counter]:
 def histogram(values: list[float], bins: int = BINS) -> tuple[list[int], float, float]:
     """(counts per bin, low, high): equal bins over [low, high], the value range widened to tenths, the
     highest value in the last bin."""
-    low = math.floor(round(min(values) * 10, 6)) / 10  # rounded first: a float32 cosine of 1.0000001 is 1
-    high = max(math.ceil(round(max(values) * 10, 6)) / 10, low + 0.1)
+    low = math.floor(round(min(values) * 10, 4)) / 10  # rounded first: a float32 cosine of 1.0000001 is 1
+    high = max(math.ceil(round(max(values) * 10, 4)) / 10, low + 0.1)
     counts = [0] * bins
     for value in values:
         counts[min(int((value - low) / (high - low) * bins), bins - 1)] += 1

@@ -22,8 +22,7 @@ def format_removed(results) -> str:
     removed = [(r.name, r.removed) for r in results if getattr(r, "removed", 0)]
     if not removed:
         return ""
-    return ("\nleft out, removed by clean: " + ", ".join(f"{name} {n}" for name, n in removed)
-            + f" ({sum(n for _, n in removed)} samples)")
+    return "\nleft out, removed by clean: " + ", ".join(f"{name} {n}" for name, n in removed)
 
 
 def _table(header: tuple, rows: list[tuple], left: tuple[int, ...] = (0,)) -> str:
