@@ -127,6 +127,26 @@ json.dump(out, sys.stdout)
     assert {"jpg", "txt", "json"} <= set(loaded["coco"]["columns"]) and "txt" not in loaded["coco_unlabeled"]["columns"]
 
 
+def test_every_source_has_one_json_shape(demo):
+    """The same keys in every sample of a source (nested: meta's too), and one type per field besides null
+    (VG's coco_id is null or an integer, never a string): what the card declares holds for every shard."""
+    from pipelines.card import json_shape
+
+    config, _ = demo
+
+    def keys(value, prefix=""):
+        if isinstance(value, dict):
+            return {f"{prefix}{k}" for k in value} | {n for k, v in value.items() for n in keys(v, f"{prefix}{k}.")}
+        return set()
+
+    for source in config.sources:
+        members = [json.loads(text) for (text,) in
+                   _sql(f"SELECT json FROM read_parquet('{config.output}/raw/{source}/*.parquet')")]
+        assert len({frozenset(keys(member)) for member in members}) == 1, source
+        shape, _ = json_shape(config.output, source)
+        assert {field.name for field in shape} == set(members[0])
+
+
 def test_sizes_json_counts_what_webdataset_reads(demo):
     config, _ = demo
     for source in config.sources:
