@@ -99,3 +99,25 @@ def test_contamination_spreads_to_every_copy_kept_or_dropped():
     assert sorted((c.key, c.eval_set, c.matched_by) for c in inherited) == [
         ("a", "coco_karpathy", "duplicate"), ("b", "coco_karpathy", "duplicate")]
     assert all("copy of c" in c.detail for c in inherited)
+
+
+def test_stages_after_clean_read_shards_without_the_removals_and_hash_them(cleaned):
+    from pipelines.shards import ShardPaths, read_index_metadata
+    from pipelines.sidecar import raw_params_hash, raw_shards, read_shard_input
+    from schemas.tables import PARAMS_KEY
+
+    config, _, (results, _, _) = cleaned
+    source = next(r for r in results if r.removed).name
+    removed = removed_keys(config.output, source)
+    seen = 0
+    for shard in raw_shards(config.output, source):
+        kept, everything = (read_shard_input(config.output, source, shard, ["key"], keep_removed=keep)
+                            for keep in (False, True))
+        gone = {row["key"] for row in everything.rows} & removed
+        assert {row["key"] for row in kept.rows} == {row["key"] for row in everything.rows} - removed
+        assert kept.removed == len(gone) and everything.removed == 0
+        ingested = read_index_metadata(ShardPaths.of(config.output, "ingest", source, shard).index)[PARAMS_KEY]
+        # a shard's removals are part of its hash: a new clean redoes exactly the tables of changed shards
+        assert (raw_params_hash(config.output, source, shard) == ingested.decode()) == (not gone)
+        seen += len(gone)
+    assert seen == len(removed) > 0
