@@ -14,12 +14,18 @@ def runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+def json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as one JSON object (for scripts) instead of the table")
+
+
 def stage_arguments(parser: argparse.ArgumentParser) -> None:
     """A per-shard stage over ingested sources: the config, which sources, the runner."""
     parser.add_argument("--config", required=True, help="corpus YAML")
     parser.add_argument("--source", action="append", default=[], metavar="NAME",
                         help="only this source (repeatable; default: the stage's sources)")
     runner_arguments(parser)
+    json_argument(parser)
 
 
 def runner_config(args, beam_args):
@@ -28,12 +34,13 @@ def runner_config(args, beam_args):
     return RunnerConfig(args.runner, args.workers, args.job_endpoint, args.worker_pool, beam_args)
 
 
-def run_stage(run, args, beam_args) -> int:
-    """Load the config, run ``run(config, sources, runner, overwrite, show_progress)``, print the summary."""
-    from pipelines.summary import format_summary
+def run_stage(run, args, beam_args, name: str) -> int:
+    """Load the config, run ``run(config, sources, runner, overwrite, show_progress)``, print the summary
+    (a table, or JSON with ``--json``)."""
+    from pipelines.summary import format_json, format_summary
     from schemas.config import load_config
 
     results = run(load_config(args.config), args.source or None, runner_config(args, beam_args),
                   overwrite=args.overwrite, show_progress=not args.quiet)
-    print(format_summary(results))
+    print(format_json(name, results) if args.json else format_summary(results))
     return 0

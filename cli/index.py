@@ -1,5 +1,7 @@
 """``unicorpus index``: FAISS indexes of the emb/ tables -> index/<space>/<source>/."""
 
+from cli.common import json_argument
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("index", help="FAISS index per embedding space and source (type chosen from "
@@ -11,16 +13,18 @@ def register(subparsers) -> None:
                         help="only this source (repeatable; default: every source with emb/ tables)")
     parser.add_argument("--overwrite", action="store_true", help="rebuild indexes that are current")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    json_argument(parser)
     parser.set_defaults(run=_run)
 
 
 def _run(args, beam_args) -> int:
     from pipelines.stages.index import format_index_summary, run_index
+    from pipelines.summary import format_json
     from schemas.config import load_config
 
     if beam_args:
         raise ValueError(f"unknown arguments: {' '.join(beam_args)}")
     results = run_index(load_config(args.config), args.space or None, args.source or None,
                         overwrite=args.overwrite, show_progress=not args.quiet)
-    print(format_index_summary(results))
+    print(format_json("index", results) if args.json else format_index_summary(results))
     return 0

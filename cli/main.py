@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from cli.common import runner_arguments, runner_config
+from cli.common import json_argument, runner_arguments, runner_config
 
 # Each module registers its sub-commands (``register(subparsers)``) and imports its stage lazily.
 COMMANDS = ("cli.stages", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report")
@@ -25,10 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--source", action="append", default=[], metavar="NAME",
                         help="ingest only this source (repeatable; default: all)")
     _runner_arguments(ingest)
+    json_argument(ingest)
     ingest.set_defaults(run=_ingest)
 
     clean = commands.add_parser("clean", help="deduplicate across sources and remove evaluation images (after ingest)")
     clean.add_argument("--config", required=True, help="corpus YAML (its `clean:` section names the eval splits)")
+    json_argument(clean)
     clean.set_defaults(run=_clean)
 
     demo = commands.add_parser("demo", help="generate the mini corpus in every raw format with offline models, "
@@ -70,11 +72,11 @@ def _runner_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(config, names, args, beam_args) -> list:
     from pipelines.stages.ingest import run_ingest
-    from pipelines.summary import format_summary
+    from pipelines.summary import format_json, format_summary
 
     results = run_ingest(config, names or list(config.sources), runner_config(args, beam_args),
                          overwrite=args.overwrite, show_progress=not args.quiet, retry_failed=args.retry_failed)
-    print(format_summary(results))
+    print(format_json("ingest", results) if getattr(args, "json", False) else format_summary(results))
     return results
 
 
@@ -87,11 +89,11 @@ def _ingest(args, beam_args) -> int:
 
 def _clean(args, beam_args) -> int:
     from pipelines.stages.clean import run_clean
-    from pipelines.summary import format_clean_summary
+    from pipelines.summary import format_clean_summary, format_json
     from schemas.config import load_config
 
     results, _, _ = run_clean(load_config(args.config))
-    print(format_clean_summary(results))
+    print(format_json("clean", results) if args.json else format_clean_summary(results))
     return 0
 
 

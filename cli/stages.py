@@ -46,8 +46,8 @@ def _register(subparsers, stage: Stage) -> None:
 
 
 def _run(stage: Stage, args, beam_args) -> int:
-    code = run_stage(_function(stage.run), args, beam_args)
-    if stage.example:
+    code = run_stage(_function(stage.run), args, beam_args, stage.name)
+    if stage.example and not args.json:
         from schemas.config import load_config
 
         print("\n" + _function(stage.example)(load_config(args.config)))

@@ -105,10 +105,11 @@ def run_later_stages(config, expected: dict, runner: RunnerConfig, overwrite: bo
 
 
 def check_detect(expected: dict, results) -> list[str]:
-    """Every ingested image is looked at by detect: its units are the source's samples (no image is refused
-    after ingest decoded it)."""
-    return [f"detect {r.name}: {r.counts.records_in} images considered, ingest wrote {expected[r.name]['samples']}"
-            for r in results if r.counts.records_in != expected[r.name]["samples"] or r.counts.rejected_total]
+    """Every ingested image clean kept is looked at by detect: its units and the removed samples it left out
+    are the source's samples (no image is refused after ingest decoded it)."""
+    return [f"detect {r.name}: {r.counts.records_in} images considered and {r.removed} removed by clean, ingest "
+            f"wrote {expected[r.name]['samples']}" for r in results
+            if r.counts.records_in + r.removed != expected[r.name]["samples"] or r.counts.rejected_total]
 
 
 def check_weak_pairs(config) -> list[str]:
@@ -165,7 +166,7 @@ def url_statuses(root: str, source: str) -> dict[str, int]:
     from pipelines import io as fsio
 
     counts: dict[str, int] = {}
-    for path in fsio.glob(fsio.join(root, "raw", source, "*.urls.parquet")):
+    for path in fsio.glob(fsio.join(root, "urls", source, "*.parquet")):
         with fsio.open_read(path) as f:
             for status in pq.read_table(f, columns=["status"]).column("status").to_pylist():
                 counts[status] = counts.get(status, 0) + 1

@@ -1,27 +1,43 @@
 """Progress of a running stage, seen from outside the pipeline: committed shard files are counted.
 
 Watching the output works the same on every runner (in-process, worker pools, a cluster writing to
-shared storage), where in-pipeline counters would not reach the launching process.
+shared storage), where in-pipeline counters would not reach the launching process. Shown with tqdm (what
+users know): shards done of the total with an ETA, and beside them the samples (or units: images, texts,
+queries) the committed files account for and their rate, read from each file's footer.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-import time
 
 from pipelines import io as fsio
 
 
+def committed_units(path: str) -> int:
+    """What one committed table accounts for: ``records_in`` of its footer (records read, units considered,
+    queries), else its row count."""
+    import pyarrow.parquet as pq
+
+    from schemas.tables import RECORDS_IN_KEY
+
+    with fsio.open_read(path) as f:
+        metadata = pq.read_metadata(f)
+    records_in = (metadata.metadata or {}).get(RECORDS_IN_KEY)
+    return int(records_in) if records_in is not None else metadata.num_rows
+
+
 class ShardProgress:
-    """Prints ``[label] shards N/M`` at the start and whenever N changes: N counts the files matching
-    ``pattern`` that this run wrote (new, or rewritten since it started: ``--overwrite`` redoes files that
-    exist), M the shards it has to write; ``reused`` shards, left as they are, are named, not counted."""
+    """A tqdm bar ``[label] shards N/M (R reused) [elapsed<ETA, K units, U units/s]``: N counts the files
+    matching ``pattern`` that this run wrote (new, or rewritten since it started: ``--overwrite`` redoes
+    files that exist), M the shards it has to write; ``reused`` shards, left as they are, are named, not
+    counted, so the rate is this run's own."""
 
     def __init__(self, pattern: str, label: str, total: int, enabled: bool = True, interval: float = 1.0,
-                 reused: int = 0):
+                 reused: int = 0, unit: str = "samples"):
         self.pattern = pattern
-        self.source, self.total, self.enabled, self.interval, self.reused = label, total, enabled, interval, reused
+        self.source, self.total, self.enabled, self.interval = label, total, enabled, interval
+        self.reused, self.unit = reused, unit
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._before: dict[str, tuple[int, float]] = {}
@@ -37,21 +53,27 @@ class ShardProgress:
             self._stop.set()
             self._thread.join()
 
-    def done(self) -> int:
+    def written(self) -> list[str]:
         """Files written since the start: absent then, or with another size or mtime now."""
-        return sum(self._before.get(path) != (size, mtime) for path, size, mtime in fsio.listing(self.pattern))
+        return [path for path, size, mtime in fsio.listing(self.pattern) if self._before.get(path) != (size, mtime)]
 
     def _watch(self) -> None:
-        shown, started = -1, time.monotonic()
+        from tqdm import tqdm
+
+        units, counted = 0, set()
         reused = f" ({self.reused} reused)" if self.reused else ""
-        stopping = False
-        while True:
-            done = self.done()
-            if done != shown:
-                elapsed = time.monotonic() - started
-                print(f"[{self.source}] shards {done}/{self.total}{reused} ({elapsed:.0f}s)", file=sys.stderr,
-                      flush=True)
-                shown = done
-            if stopping:
-                return
-            stopping = self._stop.wait(self.interval)
+        with tqdm(total=self.total, desc=f"[{self.source}] shards{reused}", unit="shard", file=sys.stderr,
+                  dynamic_ncols=True, mininterval=0) as bar:
+            bar.set_postfix_str(f"0 {self.unit}", refresh=False)
+            while True:
+                stopping = self._stop.wait(self.interval)
+                new = [path for path in self.written() if path not in counted]
+                for path in new:
+                    units += committed_units(path)
+                    counted.add(path)
+                if new:
+                    elapsed = max(bar.format_dict["elapsed"], 1e-9)
+                    bar.set_postfix_str(f"{units:,} {self.unit}, {units / elapsed:,.0f} {self.unit}/s", refresh=False)
+                    bar.update(len(new))
+                if stopping:
+                    return

@@ -1,10 +1,14 @@
 """``unicorpus report``: one self-contained HTML page to look at a corpus rather than read tables.
 
-What a data engineer checks after a run: per stage and source, what went in, out and was refused (by
-reason); which object tags the images carry (distribution per source, detector vs ground truth); for a
-few images, the sentences weak alignment retrieved (mu-VLA §3.2) and the images UNIMO's related-image
-retrieval found, with thumbnails. Thumbnails are inlined (base64), so the page is one file to copy
-anywhere. Reads only committed tables; sections whose stage has not run say so.
+What a data engineer checks after a run: headline totals; per stage and source, what went in, out and was
+refused (by reason); the indexes with their measured recall; which object tags the images carry
+(distribution per source, detector vs ground truth) and some images with their boxes drawn; score
+histograms (weak pairs, detector boxes, related items); rewrite examples (UNIMO §2.1: back-translations
+and hard negatives); the strongest and weakest weak pairs side by side and a few images with the sentences
+weak alignment retrieved (mu-VLA §3.2); related images and texts (UNIMO App. A). Thumbnails are inlined
+(base64), so the page is one file to copy anywhere. Reads only committed tables, and never shows a sample
+``clean`` removed (``read_shard_input`` leaves them out, and the stages after clean never linked them);
+sections whose stage has not run say so.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import math
 from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from itertools import islice
 
 import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.manifest_io import read_manifest
-from pipelines.sidecar import REGION_LABELS, ShardInput, read_shard_input, read_sidecar
+from pipelines.sidecar import REGION_LABELS, ShardInput, read_shard_input, read_sidecar, sample_texts
 from schemas.config import CorpusConfig
 from schemas.keys import shard_of
 
@@ -26,44 +34,68 @@ STAGE_ORDER = ("ingest", "clean", "detect", "parse", "rewrite", "embed-text", "e
 TOP_TAGS = 15
 EXAMPLES = 6
 THUMB = 128
+BOXED = 256  # side of the images with boxes drawn
+BINS = 20
+EXTREMES = 3  # strongest and weakest weak pairs shown
 
 
 class _Images:
-    """Image lookup by key over the raw shards, one shard index read at most once."""
+    """Sample lookup by key over the raw shards (removed samples left out), one shard index read at most once."""
 
     def __init__(self, config: CorpusConfig):
         self.config = config
         self._shards: dict[tuple[str, int], tuple[ShardInput, dict[str, dict]]] = {}
 
-    def thumbnail(self, source: str, key: str) -> str | None:
-        """A data: URI of a small JPEG of ``key``'s image, or None if it has none."""
-        from pipelines.images import open_stored
-
+    def row(self, source: str, key: str) -> tuple[ShardInput, dict | None]:
         shard = shard_of(key, self.config.sources[source].shards)
         if (source, shard) not in self._shards:
             shard_input = read_shard_input(self.config.output, source, shard)
             self._shards[(source, shard)] = shard_input, {r["key"]: r for r in shard_input.rows}
         shard_input, rows = self._shards[(source, shard)]
-        row = rows.get(key)
+        return shard_input, rows.get(key)
+
+    def text(self, source: str, key: str, text_index: int | None) -> str | None:
+        """The sample's text ``text_index`` (a COCO image's caption i, else its one text)."""
+        _, row = self.row(source, key)
+        return None if row is None or text_index is None else dict(sample_texts(row)).get(text_index)
+
+    def picture(self, source: str, key: str, side: int = THUMB) -> tuple[str, int, int] | None:
+        """(data: URI of a JPEG whose longest side is ``side``, width, height), or None without an image."""
+        from pipelines.images import open_stored
+
+        shard_input, row = self.row(source, key)
         if row is None or row.get("image_offset") is None:
             return None
         with open_stored(shard_input.image_bytes(row)) as stored:  # checked by ingest: no PIL bomb warning
             image = stored.convert("RGB")
-        image.thumbnail((THUMB, THUMB))
+        image.thumbnail((side, side))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=80)
-        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode(), image.width, image.height
+
+    def thumbnail(self, source: str, key: str) -> str | None:
+        picture = self.picture(source, key)
+        return None if picture is None else picture[0]
 
 
-def build_report(config: CorpusConfig) -> str:
+def build_report(config: CorpusConfig, made: datetime | None = None) -> str:
     """The page as a string (``write_report`` puts it under the corpus root)."""
     images = _Images(config)
-    sections = [_stages_section(read_manifest(config.output)), _rejects_section(config), _tags_section(config)]
+    manifest = read_manifest(config.output)
+    tags = tag_counts(config)
+    rejects = reject_counts(config)
+    indexes = index_builds(config.output)
+    sections = [_headline(manifest, tags, rejects, indexes, made or datetime.now(timezone.utc)),
+                _stages_section(manifest), _rejects_section(rejects), _index_section(indexes),
+                _tags_section(tags), _boxes_section(config, images), _histograms_section(config),
+                _rewrites_section(config)]
     for weak in config.retrieval.retrieve.weak_pairs:
         queries = {row["key"]: row["text"] for source in weak.images
                    for row in read_sidecar(config.output, "emb/tags", source, ["key", "text"])}
-        sections.append(_links_section(config, images, weak.name, f"Weak pairs {weak.name} (mu-VLA §3.2): "
-                                       f"{', '.join(weak.images)} images x {', '.join(weak.texts)} sentences", queries))
+        title = f"{', '.join(weak.images)} images x {', '.join(weak.texts)} sentences"
+        sections.append(_extremes_section(config, images, weak.name, title, queries))
+        sections.append(_links_section(config, images, weak.name, f"Weak pairs {weak.name} (mu-VLA §3.2): {title}",
+                                       queries))
     sections.append(_links_section(config, images, "related-images", "Related images (UNIMO App. A)"))
     sections.append(_links_section(config, images, "related-texts", "Related texts (UNIMO App. A)"))
     body = "\n".join(sections)
@@ -77,6 +109,107 @@ def write_report(config: CorpusConfig) -> str:
     fsio.write_bytes(path + ".tmp", build_report(config).encode("utf-8"))
     fsio.rename(path + ".tmp", path)
     return path
+
+
+# --- the numbers ---------------------------------------------------------------------------------------------
+
+
+def headline_totals(manifest: dict, tags: dict[str, Counter], rejects: Counter, indexes: list[dict]) -> dict:
+    """What the page opens with: samples ingested, removed by clean, kept; regions; vectors indexed; links;
+    records refused (the removals of clean are counted as removed, not refused)."""
+    stages = manifest.get("stages", {})
+    ingested = sum(e["counts"]["written"] for e in stages.get("ingest", {}).values())
+    removed = sum(e["counts"]["removed"] for e in stages.get("clean", {}).values())
+    return {
+        "samples ingested": ingested,
+        "removed by clean": removed,
+        "samples kept": ingested - removed,
+        "regions": sum(sum(counter.values()) for counter in tags.values()),
+        "vectors indexed": sum(info["vectors"] for info in indexes),
+        "links": sum(e.get("links", 0) for e in stages.get("retrieve", {}).values()),
+        "records refused": sum(n for (stage, _, _), n in rejects.items() if stage not in ("dedup", "decontam")),
+    }
+
+
+def reject_counts(config: CorpusConfig) -> Counter:
+    """(stage, source, reason) -> rows in ``rejects/``."""
+    counts: Counter = Counter()
+    for path in fsio.glob(fsio.join(config.output, "rejects", "*", "*", "*.parquet")):
+        stage, source = path.rsplit("/", 3)[-3:-1]
+        with fsio.open_read(path) as f:
+            for reason in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
+                counts[(stage, source, reason)] += 1
+    return counts
+
+
+def index_builds(root: str) -> list[dict]:
+    """The ``build.json`` of every index under ``index/<space>/<source>/``, with its ``name``."""
+    out = []
+    for path in sorted(fsio.glob(fsio.join(root, "index", "*", "*", "build.json"))):
+        space, source = path.rsplit("/", 3)[-3:-1]
+        out.append({"name": f"{space}/{source}", **json.loads(fsio.read_bytes(path))})
+    return out
+
+
+def tag_counts(config: CorpusConfig) -> dict[str, Counter]:
+    """source -> Counter of (label, origin) over the regions in ann/detect."""
+    counts: dict[str, Counter] = {}
+    for source in config.sources:
+        counter: Counter = Counter()
+        for row in read_sidecar(config.output, "ann/detect", source, REGION_LABELS):
+            counter.update((region["label"], region["origin"]) for region in row["regions"])
+        if counter:
+            counts[source] = counter
+    return counts
+
+
+def histogram(values: list[float], bins: int = BINS) -> tuple[list[int], float, float]:
+    """(counts per bin, low, high): equal bins over [low, high], the value range widened to tenths, the
+    highest value in the last bin."""
+    low = math.floor(round(min(values) * 10, 4)) / 10  # rounded first: a float32 cosine of 1.0000001 is 1
+    high = max(math.ceil(round(max(values) * 10, 4)) / 10, low + 0.1)
+    counts = [0] * bins
+    for value in values:
+        counts[min(int((value - low) / (high - low) * bins), bins - 1)] += 1
+    return counts, low, high
+
+
+def score_sets(config: CorpusConfig) -> dict[str, list[float]]:
+    """The scores the histograms show: weak pairs (cosine of tag query and sentence), detector boxes (class
+    confidence; ground truth is always 1), related images and texts (TF-IDF / embedding cosine)."""
+    root, sets = config.output, {}
+    for weak in config.retrieval.retrieve.weak_pairs:
+        sets[f"weak pairs {weak.name}"] = _scores(root, f"links/{weak.name}", config.sources)
+    sets["detector boxes"] = [region["score"] for source in config.sources
+                              for row in read_sidecar(root, "ann/detect", source,
+                                                      ["regions.list.element.score", "regions.list.element.origin"])
+                              for region in row["regions"] if region["origin"] == "detector"]
+    for name in ("related-images", "related-texts"):
+        sets[name.replace("-", " ")] = _scores(root, f"links/{name}", config.sources)
+    return sets
+
+
+def _scores(root: str, folder: str, sources) -> list[float]:
+    return [row["score"] for source in sources for row in read_sidecar(root, folder, source, ["score"])]
+
+
+def weak_pair_extremes(config: CorpusConfig, name: str, count: int = EXTREMES) -> tuple[list[dict], list[dict]]:
+    """(strongest, weakest) ``count`` rows of ``links/<name>/`` by score: each an image and one retrieved sentence."""
+    rows = [row for source in config.sources
+            for row in read_sidecar(config.output, f"links/{name}", source,
+                                    ["query_key", "query_source", "rank", "text", "score"])]
+    rows.sort(key=lambda row: (-row["score"], row["query_key"], row["rank"]))
+    return rows[:count], rows[::-1][:count] if len(rows) > count else []
+
+
+# --- the sections ---------------------------------------------------------------------------------------------
+
+
+def _headline(manifest: dict, tags: dict, rejects: Counter, indexes: list[dict], made: datetime) -> str:
+    tiles = "".join(f"<div class='tile'><div class='big'>{n:,}</div><div class='muted'>{html.escape(label)}</div></div>"
+                    for label, n in headline_totals(manifest, tags, rejects, indexes).items())
+    return (f"<p class='muted'>made {made.strftime('%Y-%m-%d %H:%M UTC')}</p>"
+            f"<div class='tiles' id='totals'>{tiles}</div>")
 
 
 def _stages_section(manifest: dict) -> str:
@@ -96,7 +229,8 @@ def _stages_section(manifest: dict) -> str:
             counts = entries.get(source, {}).get("counts")
             cells.append(f"<td class='n'>{_kept(counts)}</td>" if counts else "<td class='n muted'>-</td>")
         rows.append(f"<tr><td>{html.escape(source)}</td>{''.join(cells)}</tr>")
-    return (f"<h2>Stages</h2><p class='muted'>per source: output / input of each stage (rejects are below)</p>"
+    return (f"<h2>Stages</h2><p class='muted'>per source: output / input of each stage (rejects are below); the "
+            f"stages after clean leave its removals out</p>"
             f"<table><tr><th>source</th>{header}</tr>{''.join(rows)}</table>")
 
 
@@ -107,37 +241,34 @@ def _kept(counts: dict) -> str:
     return "?"
 
 
-def _rejects_section(config: CorpusConfig) -> str:
-    counts: Counter = Counter()
-    for path in fsio.glob(fsio.join(config.output, "rejects", "*", "*", "*.parquet")):
-        stage, source = path.rsplit("/", 3)[-3:-1]
-        with fsio.open_read(path) as f:
-            for reason in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
-                counts[(stage, source, reason)] += 1
+def _rejects_section(counts: Counter) -> str:
     grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
     for (stage, source, reason), n in sorted(counts.items()):
         grouped[(stage, source)].append(f"{reason} {n}")
     rows = "".join(f"<tr><td>{html.escape(stage)}</td><td>{html.escape(source)}</td>"
                    f"<td>{html.escape(', '.join(reasons))}</td></tr>" for (stage, source), reasons in grouped.items())
     return ("<h2>Rejects</h2><p class='muted'>every refused record, by stage, source and reason "
-            "(rows in <code>rejects/</code>)</p><table><tr><th>stage</th><th>source</th><th>records by reason</th>"
+            "(rows in <code>rejects/</code>; <code>dedup</code> and <code>decontam</code> are clean's removals)</p>"
+            "<table><tr><th>stage</th><th>source</th><th>records by reason</th>"
             f"</tr>{rows or '<tr><td colspan=3>none</td></tr>'}</table>")
 
 
-def tag_counts(config: CorpusConfig) -> dict[str, Counter]:
-    """source -> Counter of (label, origin) over the regions in ann/detect."""
-    counts: dict[str, Counter] = {}
-    for source in config.sources:
-        counter: Counter = Counter()
-        for row in read_sidecar(config.output, "ann/detect", source, REGION_LABELS):
-            counter.update((region["label"], region["origin"]) for region in row["regions"])
-        if counter:
-            counts[source] = counter
-    return counts
+def _index_section(indexes: list[dict]) -> str:
+    if not indexes:
+        return "<h2>Indexes</h2><p class='muted'>no index/: run <code>unicorpus index</code></p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(info['name'])}</td><td class='n'>{info['vectors']:,}</td>"
+        f"<td>{html.escape(info['factory'])}</td>"
+        f"<td>{html.escape(', '.join(f'{k}={v}' for k, v in info['search_params'].items()) or 'exact')}</td>"
+        f"<td class='n'>{info['recall']:.3f} @{info['recall_k']}"
+        f"{'' if info['recall_reached'] else ' (below target)'}</td><td class='n'>{info['index_mb']:.1f}</td></tr>"
+        for info in indexes)
+    return ("<h2>Indexes</h2><p class='muted'>recall measured against exact search on held-out queries when the "
+            "index was built</p><table id='indexes'><tr><th>index</th><th>vectors</th><th>type</th>"
+            f"<th>search params</th><th>recall</th><th>MB</th></tr>{rows}</table>")
 
 
-def _tags_section(config: CorpusConfig) -> str:
-    counts = tag_counts(config)
+def _tags_section(counts: dict[str, Counter]) -> str:
     if not counts:
         return "<h2>Tags</h2><p class='muted'>no ann/detect tables: run <code>unicorpus annotate detect</code></p>"
     blocks = []
@@ -148,25 +279,129 @@ def _tags_section(config: CorpusConfig) -> str:
         top = by_label.most_common(TOP_TAGS)
         widest = top[0][1]
         bars = "".join(
-            f"<div class='bar'><span class='label'>{html.escape(label)}</span>"
-            + "".join(f"<span class='fill {origin}' style='width:{240 * counter[(label, origin)] / widest:.0f}px'></span>"
-                      for origin in ("annotation", "detector") if counter[(label, origin)])
-            + f"<span class='n'>{n}</span></div>" for label, n in top)
+            f"<div class='bar'><span class='label' title='{html.escape(label)}'>{html.escape(label)}</span>"
+            "<span class='track'>"
+            + "".join(f"<span class='fill {origin}' style='width:{100 * counter[(label, origin)] / widest:.2f}%'>"
+                      "</span>" for origin in ("annotation", "detector") if counter[(label, origin)])
+            + f"</span><span class='n'>{n}</span></div>" for label, n in top)
         blocks.append(f"<div class='card'><h3>{html.escape(source)}</h3>{bars}</div>")
     legend = ("<p class='muted'><span class='swatch annotation'></span> ground truth "
               "<span class='swatch detector'></span> detector</p>")
-    return f"<h2>Tags</h2>{legend}<div class='cards'>{''.join(blocks)}</div>"
+    return f"<h2>Tags</h2>{legend}<div class='cards' id='tags'>{''.join(blocks)}</div>"
+
+
+def _boxes_section(config: CorpusConfig, images: _Images) -> str:
+    """One image per source with regions (the first by key), its boxes drawn and labelled over it."""
+    cards = []
+    for source in config.sources:
+        if len(cards) >= EXAMPLES:
+            break
+        row = next((r for r in read_sidecar(config.output, "ann/detect", source, ["key", "regions"]) if r["regions"]),
+                   None)
+        picture = row and images.picture(source, row["key"], BOXED)
+        if not picture:
+            continue
+        uri, width, height = picture
+        shapes = []
+        for region in row["regions"][:10]:
+            x1, y1, x2, y2 = (v * s for v, s in zip(region["box"], (width, height, width, height)))
+            shapes.append(f"<g class='{region['origin']}'><rect x='{x1:.1f}' y='{y1:.1f}' width='{x2 - x1:.1f}' "
+                          f"height='{y2 - y1:.1f}'/><text x='{x1 + 2:.1f}' y='{y1 + 11:.1f}'>"
+                          f"{html.escape(region['label'])} {region['score']:.2f}</text></g>")
+        cards.append(f"<div class='card boxed'><svg width='{width}' height='{height}' viewBox='0 0 {width} {height}'>"
+                     f"<image href='{uri}' width='{width}' height='{height}'/>{''.join(shapes)}</svg>"
+                     f"<div class='key'>{html.escape(row['key'])}</div>"
+                     f"<div class='muted'>{len(row['regions'])} regions</div></div>")
+    if not cards:
+        return "<h2>Boxes</h2><p class='muted'>no regions in ann/detect: run <code>unicorpus annotate detect</code></p>"
+    return ("<h2>Boxes</h2><p class='muted'>an image per source with its regions (up to 10, by score): "
+            "<span class='swatch annotation'></span> ground truth <span class='swatch detector'></span> detector</p>"
+            f"<div class='cards' id='boxes'>{''.join(cards)}</div>")
+
+
+def _histograms_section(config: CorpusConfig) -> str:
+    cards = []
+    for title, values in score_sets(config).items():
+        if not values:
+            continue
+        counts, low, high = histogram(values)
+        tallest = max(counts)
+        width, height, step = 300, 90, 300 / len(counts)
+        bars = "".join(f"<rect x='{i * step:.1f}' y='{height - height * n / tallest:.1f}' width='{step - 1:.1f}' "
+                       f"height='{height * n / tallest:.1f}'><title>{n}</title></rect>" for i, n in enumerate(counts) if n)
+        cards.append(f"<div class='card hist'><h3>{html.escape(title)}</h3><svg width='{width}' height='{height}'>"
+                     f"{bars}</svg><div class='axis'><span>{low:.1f}</span><span>{len(values):,} scores</span>"
+                     f"<span>{high:.1f}</span></div></div>")
+    if not cards:
+        return "<h2>Scores</h2><p class='muted'>no scores yet: run detect and retrieve</p>"
+    return f"<h2>Scores</h2><div class='cards' id='histograms'>{''.join(cards)}</div>"
+
+
+def _rewrites_section(config: CorpusConfig) -> str:
+    from pipelines.stages.rewrite import iter_example_rewrites
+
+    cards = []
+    for example in islice(_distinct_keys(iter_example_rewrites(config, per_method=3)), 3):
+        by_method: dict[str, list] = defaultdict(list)
+        for method, score, text in example["rewrites"]:
+            by_method[method].append((score, text))
+        blocks = "".join(
+            f"<div class='method {'positive' if method == 'back_translation' else 'negative'}'>"
+            f"<b>{html.escape(method)}</b>{' (paraphrases)' if method == 'back_translation' else ' (hard negatives)'}"
+            "<ul>" + "".join(f"<li>{'' if score is None else f'<span class=score>{score:.3f}</span> '}"
+                             f"{html.escape(text)}</li>" for score, text in rewrites) + "</ul></div>"
+            for method, rewrites in by_method.items())
+        cards.append(f"<div class='card wide'><div class='key'>{html.escape(example['key'])}</div>"
+                     f"<div class='caption'>{html.escape(example['caption'])}</div>{blocks}</div>")
+    if not cards:
+        return ("<h2>Rewrites</h2><p class='muted'>no caption rewritten by every method: run "
+                "<code>unicorpus annotate rewrite</code></p>")
+    return ("<h2>Rewrites (UNIMO §2.1)</h2><p class='muted'>captions with their back-translations and hard "
+            f"negatives</p><div class='cards' id='rewrites'>{''.join(cards)}</div>")
+
+
+def _distinct_keys(examples):
+    """The first example of each sample (a COCO image has five captions: show other images too)."""
+    seen = set()
+    for example in examples:
+        if example["key"] not in seen:
+            seen.add(example["key"])
+            yield example
+
+
+def _extremes_section(config: CorpusConfig, images: _Images, name: str, title: str, queries: dict[str, str]) -> str:
+    strongest, weakest = weak_pair_extremes(config, name)
+    if not strongest:
+        return ""
+
+    def column(label: str, rows: list[dict]) -> str:
+        items = []
+        for row in rows:
+            thumb = images.thumbnail(row["query_source"], row["query_key"])
+            items.append(f"<div class='pair'>{f'<img src={thumb!r}>' if thumb else ''}<div>"
+                         f"<span class='score'>{row['score']:.3f}</span> <div class='key'>{html.escape(row['query_key'])}"
+                         f"</div><div class='tags'>tags: {html.escape(queries.get(row['query_key'], ''))}</div>"
+                         f"<div>{html.escape(row['text'] or '')}</div></div></div>")
+        return f"<div class='column'><h3>{label}</h3>{''.join(items)}</div>"
+
+    return (f"<h2>Strongest and weakest weak pairs {html.escape(name)}</h2><p class='muted'>{html.escape(title)}: "
+            f"image, tag query, retrieved sentence, cosine</p><div class='sides'>{column('strongest', strongest)}"
+            f"{column('weakest', weakest)}</div>")
 
 
 def _links_section(config: CorpusConfig, images: _Images, name: str, title: str,
                    queries: dict[str, str] | None = None) -> str:
-    """A card per query (the first few by key): its thumbnail, its tag query if any, its top results."""
+    """A card per query sample (the first few by key; of a sample with several captions, its first): its
+    thumbnail or caption, its tag query if any, its top results."""
     by_query: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    text_of: dict[tuple[str, str], int | None] = {}
     for source in config.sources:
         for row in read_sidecar(config.output, f"links/{name}", source):
-            if len(by_query) >= EXAMPLES and (row["query_source"], row["query_key"]) not in by_query:
+            query = (row["query_source"], row["query_key"])
+            if len(by_query) >= EXAMPLES and query not in by_query:
                 break  # enough queries to show: the rest of the links are not read
-            by_query[(row["query_source"], row["query_key"])].append(row)
+            if text_of.setdefault(query, row["query_text_index"]) == row["query_text_index"]:
+                by_query[query].append(row)
         if len(by_query) >= EXAMPLES:
             break
     if not by_query:
@@ -175,6 +410,7 @@ def _links_section(config: CorpusConfig, images: _Images, name: str, title: str,
     for (source, key), results in sorted(by_query.items())[:EXAMPLES]:
         thumb = images.thumbnail(source, key)
         picture = f"<img src='{thumb}' alt='{html.escape(key)}'>" if thumb else ""
+        caption = images.text(source, key, text_of[(source, key)])
         items = []
         for result in sorted(results, key=lambda r: r["rank"])[:5]:
             if result["text"] is not None:
@@ -185,21 +421,37 @@ def _links_section(config: CorpusConfig, images: _Images, name: str, title: str,
                              + (f"<img class='small' src='{other}' alt='{html.escape(result['key'])}'>" if other
                                 else html.escape(result["key"])) + "</li>")
         query = f"<div class='tags'>tags: {html.escape(queries[key])}</div>" if queries and key in queries else ""
-        cards.append(f"<div class='card'>{picture}<div class='key'>{html.escape(key)}</div>{query}"
+        text = f"<div class='caption'>{html.escape(caption)}</div>" if caption else ""
+        cards.append(f"<div class='card'>{picture}<div class='key'>{html.escape(key)}</div>{text}{query}"
                      f"<ol>{''.join(items)}</ol></div>")
     return f"<h2>{html.escape(title)}</h2><div class='cards'>{''.join(cards)}</div>"
 
 
 _CSS = """
 body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-h2{margin-top:32px;border-bottom:1px solid #ddd}
+h2{margin-top:32px;border-bottom:1px solid #ddd}h3{margin:0 0 6px}
 table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
 td.n,.n{text-align:right;color:#555}.muted{color:#777}
-.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:10px;width:340px}
+.tiles{display:flex;flex-wrap:wrap;gap:12px}.tile{border:1px solid #ddd;border-radius:6px;padding:10px 16px;min-width:110px}
+.big{font-size:24px;font-weight:600}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #ddd;border-radius:6px;padding:10px;width:340px;box-sizing:border-box;overflow:hidden}
+.card.wide{width:560px}.card.boxed{width:auto}
 .card img{max-width:128px;display:block}.card img.small{display:inline;max-width:64px;vertical-align:middle}
 .key{font:12px monospace;color:#555;margin:4px 0}.tags{color:#2a7;margin:2px 0}.score{font:12px monospace;color:#06c}
-.bar{display:flex;align-items:center;gap:4px;margin:2px 0}.bar .label{width:90px;overflow:hidden}
-.fill{height:12px;display:inline-block}.annotation{background:#4a8}.detector{background:#e94}
+.caption{font-style:italic;margin:4px 0}
+.bar{display:flex;align-items:center;gap:6px;margin:2px 0}
+.bar .label{flex:0 0 90px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.bar .track{flex:1 1 auto;min-width:0;display:flex;height:12px}
+.bar .n{flex:0 0 36px}
+.fill{height:12px;flex:none}.annotation{background:#4a8}.detector{background:#e94}
 .swatch{display:inline-block;width:12px;height:12px;vertical-align:middle}
+svg rect{fill:#48c}svg g rect{fill:none;stroke-width:2}svg g.detector rect{stroke:#e94}
+svg g.annotation rect{stroke:#4a8}svg text{font:11px sans-serif;fill:#fff;paint-order:stroke;stroke:#000;stroke-width:3px}
+.hist .axis{display:flex;justify-content:space-between;font:11px monospace;color:#777;width:300px}
+.method{margin:6px 0}.method ul{margin:2px 0;padding-left:18px}.negative b{color:#b44}.positive b{color:#2a7}
+.sides{display:flex;gap:16px;flex-wrap:wrap}.column{flex:1 1 420px;min-width:0}
+.pair{display:flex;gap:10px;border:1px solid #ddd;border-radius:6px;padding:8px;margin-bottom:8px}
+.pair img{width:96px;height:auto;flex:none}
 ol{padding-left:18px;margin:6px 0}
 """

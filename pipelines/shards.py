@@ -6,8 +6,9 @@ Files go under a temporary name and are renamed when complete, the index last: a
 ``params_hash`` matches is the proof that the shard is done, which is what makes stages resumable.
 
 Layout (DESIGN.md): ``raw/<source>/<shard>.tar``, ``raw/<source>/<shard>.parquet``,
-``rejects/<stage>/<source>/<shard>.parquet``, and for downloaded images ``raw/<source>/<shard>.urls.parquet``
-(one row per URL, like img2dataset's status table). Paths may be any Beam FileSystems URI.
+``rejects/<stage>/<source>/<shard>.parquet``, and for downloaded images ``urls/<source>/<shard>.parquet``
+(one row per URL, like img2dataset's status table; outside ``raw/`` so that the ``raw/*/*.parquet`` glob
+holds one schema for DuckDB, polars and HF). Paths may be any Beam FileSystems URI.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from schemas.records import Candidate, Reason, Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, SHARD_INDEX, URL_STATUS, check_version, with_metadata
 
 _BLOCK = tarfile.BLOCKSIZE
-SHARD_INDEX_PATTERN = "[0-9][0-9][0-9][0-9][0-9].parquet"  # not the .urls.parquet beside it
+SHARD_INDEX_PATTERN = "[0-9][0-9][0-9][0-9][0-9].parquet"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class ShardPaths:
             tar=fsio.join(root, "raw", source, f"{name}.tar"),
             index=fsio.join(root, "raw", source, f"{name}.parquet"),
             rejects=fsio.join(root, "rejects", stage, source, f"{name}.parquet"),
-            urls=fsio.join(root, "raw", source, f"{name}.urls.parquet"),
+            urls=fsio.join(root, "urls", source, f"{name}.parquet"),
         )
 
     def all(self) -> tuple[str, str, str]:
@@ -282,7 +283,7 @@ def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None
         "height": image.height if image else None,
         "sha256": image.sha256 if image else None,
         "phash": image.phash if image else None,
-        "meta": meta_json,
+        "json": meta_json,
     }
     return _Sample(candidate.key, members, row)
 

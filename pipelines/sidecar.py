@@ -32,7 +32,7 @@ from pipelines.shards import (
 )
 from schemas.keys import shard_name
 from schemas.records import Reject
-from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, UNITS_WRITTEN_KEY, check_version
+from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, REMOVAL_STAGES, UNITS_WRITTEN_KEY, check_version
 
 INGEST = "ingest"
 
@@ -55,7 +55,8 @@ class ShardInput:
     root: str
     source: str
     shard: int
-    rows: list[dict]  # raw index rows (schemas.tables.SHARD_INDEX), ``meta`` parsed to a dict
+    rows: list[dict]  # raw index rows (schemas.tables.SHARD_INDEX), ``json`` replaced by its ``meta``, parsed
+    removed: int = 0  # rows ``clean`` removed, left out of ``rows``
     _stream: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -85,20 +86,43 @@ def raw_shards(root: str, source: str) -> list[int]:
     return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in indexes)
 
 
-def read_shard_input(root: str, source: str, shard: int, columns: list[str] | None = None) -> ShardInput:
+def read_shard_input(root: str, source: str, shard: int, columns: list[str] | None = None,
+                     keep_removed: bool = False) -> ShardInput:
+    """The shard's index rows, without the samples ``clean`` removed (unless ``keep_removed``): every stage
+    after clean reads its samples here, so a removed sample enters no table, index or link."""
     path = ShardPaths.of(root, INGEST, source, shard).index
     with fsio.open_read(path) as f:
-        table = pq.read_table(f, columns=columns)
+        table = pq.read_table(f, columns=None if columns is None else sorted({"key", *columns}))
     check_version(table.schema, path)
     rows = table.to_pylist()
-    for row in rows:
-        if "meta" in row:
-            row["meta"] = json.loads(row["meta"]).get("meta", {})
-    return ShardInput(root, source, shard, rows)
+    removed = set() if keep_removed else removed_keys(root, source, shard)
+    kept = [row for row in rows if row["key"] not in removed]
+    for row in kept:
+        if "json" in row:  # the json member; stages want its ``meta``
+            row["meta"] = json.loads(row.pop("json")).get("meta", {})
+    return ShardInput(root, source, shard, kept, removed=len(rows) - len(kept))
+
+
+def removed_keys(root: str, source: str, shard: int | None = None) -> set[str]:
+    """Keys of ``source`` (of one raw shard, or all) that ``clean`` removed (``rejects/dedup``,
+    ``rejects/decontam``): readers of ``raw/`` skip them."""
+    name = "*.parquet" if shard is None else f"{shard_name(shard)}.parquet"
+    keys: set[str] = set()
+    for stage in REMOVAL_STAGES:
+        for path in fsio.glob(fsio.join(root, "rejects", stage, source, name)):
+            with fsio.open_read(path) as f:
+                keys.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
+    return keys
 
 
 def raw_params_hash(root: str, source: str, shard: int) -> str:
-    return read_index_metadata(ShardPaths.of(root, INGEST, source, shard).index).get(PARAMS_KEY, b"").decode()
+    """What a raw shard is, as the stages after it see it: its ingest hash, and the keys ``clean`` removed
+    from it (so a new clean redoes exactly the tables of the shards whose removals changed)."""
+    ingested = read_index_metadata(ShardPaths.of(root, INGEST, source, shard).index).get(PARAMS_KEY, b"").decode()
+    removed = removed_keys(root, source, shard)
+    if not removed:
+        return ingested
+    return f"{ingested}-{hashlib.sha256(json.dumps(sorted(removed)).encode()).hexdigest()[:16]}"
 
 
 def params_hash(stage_params: dict, raw_hash: str) -> str:

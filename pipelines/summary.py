@@ -14,8 +14,17 @@ def format_summary(results) -> str:
     fresh = sum((_fresh(r) for r in results), ShardCounts())
     rows.append(_row("TOTAL", total, fresh, sum(r.seconds for r in results), str(sum(r.shards for r in results))))
     balanced = all(r.counts.records_in == r.counts.written + r.counts.rejected_total for r in results)
-    return _table(header, rows, left=(0, 7)) + ("\nread == written + rejected for every source" if balanced
-                                                else "\nWARNING: read != written + rejected for some source")
+    return _table(header, rows, left=(0, 7)) + format_removed(results) + (
+        "\nread == written + rejected for every source" if balanced
+        else "\nWARNING: read != written + rejected for some source")
+
+
+def format_removed(results) -> str:
+    """The line that says how many samples ``clean`` removed were left out (results with ``removed``)."""
+    removed = [(r.name, r.removed) for r in results if getattr(r, "removed", 0)]
+    if not removed:
+        return ""
+    return "\nleft out, removed by clean: " + ", ".join(f"{name} {n}" for name, n in removed)
 
 
 def _table(header: tuple, rows: list[tuple], left: tuple[int, ...] = (0,)) -> str:
@@ -84,3 +93,34 @@ def format_example_rewrites(example: dict | None) -> str:
     lines += [f"  {method:<16} {'' if score is None else f'{score:.3f}':>7}  {text}"
               for method, score, text in example["rewrites"]]
     return "\n".join(lines)
+
+
+def summary_records(results) -> list[dict]:
+    """The results of any stage (dataclasses: SourceResult, RetrieveResult, IndexResult, CleanResult) as
+    JSON-ready dicts: the fields, counts spelled out like the table, Counters as sorted dicts."""
+    import dataclasses
+    from collections import Counter
+
+    records = []
+    for result in results:
+        record = {}
+        for item in dataclasses.fields(result):
+            value = getattr(result, item.name)
+            if isinstance(value, ShardCounts):
+                value = {"read": value.records_in, "written": value.written, "rejected": value.rejected_total,
+                         "rejected_by_reason": dict(sorted(value.rejected.items())), "bytes": value.bytes}
+            elif isinstance(value, Counter):
+                value = dict(sorted(value.items()))
+            record[item.name] = value
+        if hasattr(result, "removed") and "removed" not in record:  # CleanResult: a property
+            record["removed"] = result.removed
+        records.append(record)
+    return records
+
+
+def format_json(stage: str, results, **extra) -> str:
+    """What ``--json`` prints instead of the table: one JSON object, for scripts."""
+    import json
+
+    return json.dumps({"stage": stage, "results": summary_records(results), **extra}, indent=2, sort_keys=True,
+                      default=str)

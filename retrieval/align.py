@@ -62,8 +62,8 @@ def phrase_region_links(pairs: list[dict], phrases: Mapping[tuple[str, int], lis
             similarity = label_matrix @ vector_of[phrase["text"]]
             best = int(np.argmax(similarity))
             region = usable[best]
-            rows.append({"image_key": pair["query_key"], "image_source": pair["query_source"],
-                         "text_key": pair["key"], "text_index": pair["text_index"], "phrase": phrase["text"],
+            rows.append({"query_key": pair["query_key"], "query_source": pair["query_source"],
+                         "key": pair["key"], "text_index": pair["text_index"], "phrase": phrase["text"],
                          "phrase_start": phrase["start"], "region": region, "region_label": image_labels[region],
                          "score": float(similarity[best])})
         out.append(rows)

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from schemas.keys import shard_name, shard_of
-from schemas.tables import check_version
+from schemas.tables import REMOVAL_STAGES, check_version
 
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
@@ -92,13 +92,20 @@ class Corpus:
                 return self._rows[(source, shard)]
         path = self.path("raw", source, f"{shard_name(shard)}.parquet")
         rows = {} if not _exists(path) else {row["key"]: row for row in _read_table(path).to_pylist()}
+        for key in self._removed(source, shard):  # what clean removed is no sample of the corpus any more
+            rows.pop(key, None)
         for row in rows.values():
-            row["meta"] = json.loads(row["meta"]).get("meta", {})
+            row["meta"] = json.loads(row.pop("json")).get("meta", {})
         with self._lock:
             self._rows[(source, shard)] = rows
             while len(self._rows) > self._cached_shards:
                 self._rows.popitem(last=False)
         return rows
+
+    def _removed(self, source: str, shard: int) -> set[str]:
+        """Keys of one shard that ``clean`` removed (``rejects/dedup``, ``rejects/decontam``)."""
+        paths = [self.path("rejects", stage, source, f"{shard_name(shard)}.parquet") for stage in REMOVAL_STAGES]
+        return {key for path in paths if _exists(path) for key in _read_table(path, ["key"]).column("key").to_pylist()}
 
     def image_bytes(self, key: str) -> bytes:
         """The stored image, read at its byte offset in the shard's tar (no scan of the archive)."""

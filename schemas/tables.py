@@ -30,11 +30,13 @@ SHARD_INDEX = pa.schema(
         pa.field("image_offset", pa.int64()),  # byte offset of the image member's data in the tar
         pa.field("image_size", pa.int64()),
         pa.field("sample_bytes", pa.int64(), nullable=False),  # all members' data of this sample
-        pa.field("meta", pa.string(), nullable=False),  # the json member, verbatim
+        pa.field("json", pa.string(), nullable=False),  # the sample's json member, verbatim (its ``meta`` inside)
     ]
 )
 
-# rejects/<stage>/<source>/<shard>.parquet: every record a stage refused.
+# rejects/<stage>/<source>/<shard>.parquet: every record a stage refused. The rows of these stages (written by
+# ``clean``) are removals: samples every stage after clean, and every reader of the corpus, leaves out.
+REMOVAL_STAGES = ("dedup", "decontam")
 REJECTS = pa.schema(
     [
         pa.field("stage", pa.string(), nullable=False),
@@ -47,7 +49,7 @@ REJECTS = pa.schema(
 )
 
 
-# raw/<source>/<shard>.urls.parquet: one row per downloaded URL of the shard (img2dataset-style).
+# urls/<source>/<shard>.parquet: one row per downloaded URL of the shard (img2dataset-style).
 URL_STATUS = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -153,9 +155,9 @@ LINKS = pa.schema([
 
 # links/<name>-regions/<source>/<shard>.parquet: mu-VLA §3.3.2 phrase-region links of weak pairs.
 PHRASE_REGIONS = pa.schema([
-    pa.field("image_key", pa.string(), nullable=False),
-    pa.field("image_source", pa.string(), nullable=False),
-    pa.field("text_key", pa.string(), nullable=False),
+    pa.field("query_key", pa.string(), nullable=False),  # the image (the weak pair's query), as in LINKS
+    pa.field("query_source", pa.string(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),  # the retrieved sentence's sample, as in LINKS
     pa.field("text_index", pa.int32(), nullable=False),
     pa.field("phrase", pa.string(), nullable=False),
     pa.field("phrase_start", pa.int32(), nullable=False),

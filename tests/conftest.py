@@ -32,6 +32,23 @@ def ingested(mini_corpus, tmp_path_factory):
     return config, expected, results
 
 
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """(config, printed output) of one `unicorpus demo` run: every stage on the mini corpus, once per session
+    (the demo tests, the outside clients and the report page read it)."""
+    import contextlib
+    import io
+
+    from cli.main import main
+    from schemas.config import load_config
+
+    out = tmp_path_factory.mktemp("demo")
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    return load_config(str(out / "corpus.yaml")), capture.getvalue()
+
+
 def tree_digest(root) -> dict[str, str]:
     """Relative path -> sha256 of every file under ``root``."""
     digests = {}

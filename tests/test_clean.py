@@ -19,8 +19,15 @@ from tests.conftest import tree_digest
 
 
 @pytest.fixture(scope="module")
-def cleaned(ingested):
+def cleaned(ingested, tmp_path_factory):
+    """clean on a copy of the shared ingested corpus: its removals would hold for every later test's reads."""
+    import dataclasses
+    import shutil
+
     config, expected, _ = ingested
+    root = tmp_path_factory.mktemp("cleaned")
+    shutil.copytree(config.output, root, dirs_exist_ok=True)
+    config = dataclasses.replace(config, output=str(root))
     return config, expected, run_clean(config)
 
 
@@ -57,7 +64,7 @@ def test_readers_skip_removed_keys(cleaned):
     assert len(removed) == source.removed
     pattern = os.path.join(config.output, "raw", source.name, "*.tar")
     keys = [k for f in sorted(glob.glob(pattern.replace(".tar", ".parquet")))
-            if not f.endswith(".urls.parquet") for k in pq.read_table(f).column("key").to_pylist()]
+            for k in pq.read_table(f).column("key").to_pylist()]
     with beam.Pipeline(options=pipeline_options(RunnerConfig())) as pipeline:
         samples = pipeline | ReadShards(pattern, exclude=frozenset(removed))
         assert_that(samples | beam.Map(lambda s: s["__key__"]), equal_to([k for k in keys if k not in removed]))
@@ -92,3 +99,25 @@ def test_contamination_spreads_to_every_copy_kept_or_dropped():
     assert sorted((c.key, c.eval_set, c.matched_by) for c in inherited) == [
         ("a", "coco_karpathy", "duplicate"), ("b", "coco_karpathy", "duplicate")]
     assert all("copy of c" in c.detail for c in inherited)
+
+
+def test_stages_after_clean_read_shards_without_the_removals_and_hash_them(cleaned):
+    from pipelines.shards import ShardPaths, read_index_metadata
+    from pipelines.sidecar import raw_params_hash, raw_shards, read_shard_input
+    from schemas.tables import PARAMS_KEY
+
+    config, _, (results, _, _) = cleaned
+    source = next(r for r in results if r.removed).name
+    removed = removed_keys(config.output, source)
+    seen = 0
+    for shard in raw_shards(config.output, source):
+        kept, everything = (read_shard_input(config.output, source, shard, ["key"], keep_removed=keep)
+                            for keep in (False, True))
+        gone = {row["key"] for row in everything.rows} & removed
+        assert {row["key"] for row in kept.rows} == {row["key"] for row in everything.rows} - removed
+        assert kept.removed == len(gone) and everything.removed == 0
+        ingested = read_index_metadata(ShardPaths.of(config.output, "ingest", source, shard).index)[PARAMS_KEY]
+        # a shard's removals are part of its hash: a new clean redoes exactly the tables of changed shards
+        assert (raw_params_hash(config.output, source, shard) == ingested.decode()) == (not gone)
+        seen += len(gone)
+    assert seen == len(removed) > 0

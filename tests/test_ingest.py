@@ -11,6 +11,7 @@ import webdataset as wds
 from pipelines.runner import RunnerConfig
 from pipelines.stages.ingest import run_ingest
 from pipelines.summary import format_summary
+from schemas import SCHEMA_VERSION
 from tests.conftest import tree_digest
 
 
@@ -53,7 +54,7 @@ def test_manifest_records_parameters_and_counts(ingested):
     config, _, results = ingested
     with open(os.path.join(config.output, "corpus.json")) as f:
         manifest = json.load(f)
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == SCHEMA_VERSION
     for result in results:
         entry = manifest["stages"]["ingest"][result.name]
         assert entry["counts"]["written"] == result.counts.written
@@ -79,7 +80,7 @@ def test_changed_parameters_redo_and_remove_stale_shards(ingested, tmp_path):
                        show_progress=False)[0]
     second = run_ingest(small, [name], RunnerConfig(), show_progress=False)[0]
     assert second.shards == 1 and second.skipped_shards == 0
-    assert sorted(os.listdir(tmp_path / "raw" / name)) == ["00000.parquet", "00000.tar"]
+    assert sorted(os.listdir(tmp_path / "raw" / name)) == ["00000.parquet", "00000.tar", "sizes.json"]
     assert second.counts == first.counts
 
 
@@ -234,10 +235,10 @@ def test_progress_and_rate_count_only_this_runs_work(tmp_path, capsys):
     run_ingest(config, ["u"], RunnerConfig(), show_progress=False)
     reused = run_ingest(config, ["u"], RunnerConfig(), show_progress=True)[0]
     err = capsys.readouterr().err
-    assert "[u] shards 0/0 (4 reused)" in err and "shards 4/4" not in err
+    assert "[u] shards (4 reused): 0shard" in err and "4/4" not in err
     row = next(line for line in format_summary([reused]).splitlines() if line.startswith("u "))
     assert row.split()[5] == "-" and "4 (4 reused)" in row  # no samples written by this run: no rate
     redone = run_ingest(config, ["u"], RunnerConfig(), overwrite=True, show_progress=True)[0]
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[u] shards")]
-    assert lines[0].startswith("[u] shards 0/4") and lines[-1].startswith("[u] shards 4/4")
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("[u] shards")]
+    assert " 0/4 " in lines[0] and " 4/4 " in lines[-1]
     assert redone.fresh.written == 16 and redone.skipped_shards == 0

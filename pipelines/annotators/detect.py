@@ -44,8 +44,9 @@ def uses_annotations(tags: str) -> bool:
 def import_ultralytics():
     """Import ultralytics the way this project needs it, and return it.
 
-    Before the import: never download or pip-install anything, and keep its settings file and
-    matplotlib's cache out of the home folder (a temp folder unless the user set them). After it: undo
+    Before the import: never download or pip-install anything, keep its settings file and
+    matplotlib's cache out of the home folder (a temp folder unless the user set them), and keep its
+    banners (the first-run settings message) out of our output unless the user set ``YOLO_VERBOSE``. After it: undo
     its process-wide monkey patches of ``PIL.Image.open`` (which turns every undecodable image into an
     attempt to pip-install pi-heif, a ModuleNotFoundError offline, breaking the corrupt-image rejects of
     every stage in the process) and of ``torch.save``.
@@ -54,6 +55,7 @@ def import_ultralytics():
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "0"
     os.environ.setdefault("YOLO_CONFIG_DIR", base)
+    os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(base, "matplotlib"))
     import torch
     import ultralytics

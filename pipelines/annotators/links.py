@@ -45,7 +45,7 @@ class Table:
 
 
 LINKS_QUERY = ("query_key", "query_text_index")
-REGIONS_QUERY = ("image_key", "text_key", "text_index")
+REGIONS_QUERY = ("query_key", "key", "text_index")
 
 
 @dataclass

@@ -216,7 +216,9 @@ def _box(values: list[str]) -> list[float] | None:
 def load_classes(path: str) -> dict[str, str]:
     """LabelName -> DisplayName from ``class-descriptions-boxable.csv`` (no header: ``/m/011k07,Tortoise``)
     or ``oidv7-class-descriptions.csv`` (header ``LabelName,DisplayName``), detected by the first row.
-    Not records, so a bad row raises ``SourceError`` (file and line): its labels could not be named."""
+    Not records, so a bad row raises ``SourceError`` (file and line): its labels could not be named.
+    Names are lower-cased (``Tortoise`` -> ``tortoise``), as every other source's labels are, so tags, tag
+    queries and label statistics agree across sources."""
     rows = iter_csv(path)
     first = next(rows, None)
     if first is None:
@@ -237,5 +239,5 @@ def load_classes(path: str) -> dict[str, str]:
     for line, fields, problem in body:
         if problem or len(fields) != 2 or not fields[0]:
             raise SourceError(f"{path}:{line}: expected LabelName,DisplayName, got {problem or fields!r}")
-        classes.setdefault(fields[0], fields[1])
+        classes.setdefault(fields[0], fields[1].lower())
     return classes

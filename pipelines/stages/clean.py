@@ -22,13 +22,14 @@ from pipelines.dedup import Duplicate, Item, find_duplicates
 from pipelines.evalsets import Contamination, EvalSet, find_contamination, load_evalset, sample_ref
 from pipelines.manifest_io import update_manifest
 from pipelines.shards import SHARD_INDEX_PATTERN, write_table
+from pipelines.sidecar import removed_keys  # noqa: F401 (the readers' entry point, kept here too)
 from schemas.config import CorpusConfig, EvalSetConfig
 from schemas.keys import shard_name
 from schemas.records import Reason
-from schemas.tables import REJECTS, check_version
+from schemas.tables import REJECTS, REMOVAL_STAGES, check_version
 
-DEDUP, DECONTAM = "dedup", "decontam"
-_COLUMNS = ["key", "modality", "sha256", "phash", "text", "meta"]
+DEDUP, DECONTAM = REMOVAL_STAGES
+_COLUMNS = ["key", "modality", "sha256", "phash", "text", "json"]
 
 
 @dataclass
@@ -77,16 +78,6 @@ def run_clean(config: CorpusConfig) -> tuple[list[CleanResult], list[Duplicate],
     return results, duplicates, contaminations
 
 
-def removed_keys(root: str, source: str) -> set[str]:
-    """Keys of ``source`` that ``clean`` removed; readers of ``raw/`` skip them."""
-    keys: set[str] = set()
-    for stage in (DEDUP, DECONTAM):
-        for path in fsio.glob(fsio.join(root, "rejects", stage, source, "*.parquet")):
-            with fsio.open_read(path) as f:
-                keys.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
-    return keys
-
-
 def _index_rows(root: str, name: str) -> list[_Row]:
     indexes = fsio.glob(fsio.join(root, "raw", name, SHARD_INDEX_PATTERN))
     if not indexes:
@@ -98,7 +89,7 @@ def _index_rows(root: str, name: str) -> list[_Row]:
         check_version(table.schema, path)
         shard = int(path.rsplit("/", 1)[-1].split(".")[0])
         for row in table.to_pylist():
-            meta = json.loads(row.pop("meta")).get("meta", {})
+            meta = json.loads(row.pop("json")).get("meta", {})
             rows.append(_Row(source=name, shard=shard, meta=meta, **row))
     return rows
 

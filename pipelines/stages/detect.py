@@ -37,7 +37,7 @@ class DetectAnnotator(ShardAnnotator):
     folder = "ann/detect"
     schema = ANN_DETECT
     modalities = frozenset(IMAGE_MODALITIES)
-    columns = ["key", "modality", "image_offset", "image_size", "meta"]
+    columns = ["key", "modality", "image_offset", "image_size", "json"]
 
     def __init__(self, config: DetectConfig, tags: str):
         self.config, self.tags = config, tags

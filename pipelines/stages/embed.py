@@ -40,7 +40,7 @@ def detect_table(root: str, source: str, shard: int) -> str:
 class EmbedAnnotator(ShardAnnotator):
     """One embedding space; rows are (key, source, text_index, text, vector)."""
 
-    columns = ["key", "modality", "text", "meta"]
+    columns = ["key", "modality", "text", "json"]
 
     def __init__(self, config: EmbedConfig, space: str):
         if space not in SPACES:

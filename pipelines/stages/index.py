@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.shards import read_index_metadata
+from pipelines.sidecar import removed_keys
 from schemas.config import CorpusConfig
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, check_version
 
@@ -31,6 +32,7 @@ class IndexResult:
     action: str  # built | added | skipped
     info: dict  # build.json
     seconds: float
+    removed: int = 0  # samples of the source clean removed: embed left them out, so no vector of theirs is here
 
 
 @dataclass
@@ -111,7 +113,8 @@ def run_index(config: CorpusConfig, spaces: list[str] | None = None, sources: li
             started = time.monotonic()
             built = build_or_update(os.path.join(root, "index", space, source), parts, config.retrieval.index,
                                     parts[0].model, parts[0].dim, overwrite, name=f"{space}/{source}")
-            results.append(IndexResult(f"{space}/{source}", built.action, built.info, time.monotonic() - started))
+            results.append(IndexResult(f"{space}/{source}", built.action, built.info, time.monotonic() - started,
+                                       len(removed_keys(root, source))))
             if show_progress:
                 print(f"index {space}/{source}: {built.action}, {built.info['vectors']} vectors, "
                       f"{built.info['factory']}", file=sys.stderr)
@@ -120,7 +123,7 @@ def run_index(config: CorpusConfig, spaces: list[str] | None = None, sources: li
 
 def format_index_summary(results: list[IndexResult]) -> str:
     """index, vectors, type, search params, measured recall@k, build seconds, MB."""
-    from pipelines.summary import _table
+    from pipelines.summary import _table, format_removed
 
     header = ("index", "action", "vectors", "type", "search params", "recall@k", "build s", "MB")
     rows = [(r.name, r.action, r.info["vectors"], r.info["factory"] + _replan(r.info),
@@ -129,7 +132,7 @@ def format_index_summary(results: list[IndexResult]) -> str:
              f"{r.seconds:.1f}", f"{r.info['index_mb']:.1f}") for r in results]
     rows.append(("TOTAL", "", sum(r.info["vectors"] for r in results), "", "", "",
                  f"{sum(r.seconds for r in results):.1f}", f"{sum(r.info['index_mb'] for r in results):.1f}"))
-    return _table(header, rows, left=(0, 1, 3, 4))
+    return _table(header, rows, left=(0, 1, 3, 4)) + format_removed(results)
 
 
 def _replan(info: dict) -> str:

@@ -51,6 +51,7 @@ class SourceResult:
     skipped_shards: int
     seconds: float
     fresh: ShardCounts | None = None  # of the shards this run wrote (the rate is theirs); None: all of them
+    removed: int = 0  # stages after clean: samples of the source clean removed, left out
 
 
 def _read_part(part: str, reader: Reader):
@@ -112,7 +113,13 @@ def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig, ove
     if unknown:
         raise ValueError(f"--source {', '.join(unknown)}: not in the config (have: {', '.join(config.sources)})")
     fsio.configure(pipeline_options(runner))
-    return [_run_source(config, name, runner, overwrite, show_progress, retry_failed) for name in names]
+    results = [_run_source(config, name, runner, overwrite, show_progress, retry_failed) for name in names]
+    from pipelines.card import write_card, write_sizes
+
+    for name in names:  # what open_clip and HF datasets read beside the shards
+        write_sizes(config.output, name)
+    write_card(config.output, list(config.sources))
+    return results
 
 
 def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite: bool,
@@ -125,7 +132,8 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     reused = [] if overwrite else _reusable_shards(config.output, name, hashes, retry_failed)
     started = time.monotonic()
     pattern = fsio.join(config.output, "raw", name, SHARD_INDEX_PATTERN)
-    with ShardProgress(pattern, name, source.shards - len(reused), enabled=show_progress, reused=len(reused)):
+    with ShardProgress(pattern, name, source.shards - len(reused), enabled=show_progress, reused=len(reused),
+                       unit="records"):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
             options = WriteOptions(config.image, hashes, config.download, overwrite, retry_failed)
             build_source(pipeline, name, source, reader, parts, config.output, options)

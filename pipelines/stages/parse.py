@@ -25,7 +25,7 @@ class ParseAnnotator(ShardAnnotator):
     folder = "ann/parse"
     schema = ANN_PARSE
     modalities = frozenset({"pair", "text"})
-    columns = ["key", "modality", "text", "meta"]
+    columns = ["key", "modality", "text", "json"]
 
     def __init__(self, config: ParseConfig):
         self.config = config

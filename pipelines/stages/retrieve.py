@@ -38,6 +38,7 @@ from pipelines.sidecar import (
     params_hash,
     raw_params_hash,
     raw_shards,
+    removed_keys,
     read_sidecar,
     read_sidecar_counts,
     read_sidecar_rows,
@@ -59,6 +60,7 @@ class RetrieveResult:
     skipped_shards: int
     seconds: float
     links: int
+    removed: int = 0  # query samples clean removed, left out
 
 
 class _LinkShard(beam.DoFn):
@@ -109,7 +111,7 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
     pending = [job for job in jobs if job not in reused]
     if pending:  # else not even a worker's setup (indexes, model) is needed
         with ShardProgress(fsio.join(root, "links", last, "*", "[0-9]*.parquet"), f"{STAGE} {last}", len(jobs),
-                           enabled=show_progress):
+                           enabled=show_progress, unit="queries"):
             with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
                 (
                     pipeline
@@ -128,7 +130,7 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
                 counts, links = counts + read_sidecar_counts(paths), links + read_sidecar_rows(paths)
             name = f"{table.name}/{source}"
             results.append(RetrieveResult(name, counts, len(shard_jobs), len(reused & set(shard_jobs)), seconds,
-                                          links))
+                                          links, len(removed_keys(root, source))))
             entries[name] = {"params": params, "shards": len(shard_jobs), "links": links,
                              "counts": {"queries": counts.records_in, "served": counts.written,
                                         "rejected": counts.rejected_total,

@@ -21,7 +21,7 @@ import pickle
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable
+from typing import Callable, Iterator
 
 import apache_beam as beam
 
@@ -50,7 +50,7 @@ from schemas.tables import ANN_REWRITE, PARAMS_KEY
 
 STAGE, FOLDER, PARSE_FOLDER = "rewrite", "ann/rewrite", "ann/parse"
 METHODS = ("back_translation", "scene_graph", "tfidf")  # row order within a caption
-_COLUMNS = ["key", "modality", "text", "meta"]
+_COLUMNS = ["key", "modality", "text", "json"]
 _PAIR = frozenset({"pair"})
 _TRANSLATION_HINT = ("a seq2seq model folder (transformers save_pretrained: config.json, weights, tokenizer), "
                      "e.g. Helsinki-NLP/opus-mt-en-zh downloaded elsewhere and copied there")
@@ -424,6 +424,11 @@ def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerC
 def example_rewrites(config: CorpusConfig, per_method: int = 2) -> dict | None:
     """One caption's rewrites to show: the first caption (by key) that every method rewrote, with its best
     ``per_method`` rewrites of each method; None before the stage has run."""
+    return next(iter_example_rewrites(config, per_method), None)
+
+
+def iter_example_rewrites(config: CorpusConfig, per_method: int = 2) -> Iterator[dict]:
+    """Every caption that every method rewrote (by source, then key), as ``example_rewrites`` shows one."""
     for source in config.annotate.rewrite.sources or config.sources:
         by_caption: dict[tuple[str, int], list[dict]] = {}
         for row in read_sidecar(config.output, FOLDER, source, ["key", "text_index", "method", "text", "score"]):
@@ -432,11 +437,12 @@ def example_rewrites(config: CorpusConfig, per_method: int = 2) -> dict | None:
             methods = sorted({row["method"] for row in rows})
             if len(methods) == 3:
                 shard = read_shard_input(config.output, source, shard_of(key, config.sources[source].shards))
-                (sample,) = [row for row in shard.rows if row["key"] == key]
-                return {"key": key, "caption": dict(sample_texts(sample))[text_index],
-                        "rewrites": [(row["method"], row["score"], row["text"]) for method in methods
-                                     for row in [r for r in rows if r["method"] == method][:per_method]]}
-    return None
+                sample = next((row for row in shard.rows if row["key"] == key), None)
+                if sample is None:  # removed by a clean after this table was made: not shown
+                    continue
+                yield {"key": key, "caption": dict(sample_texts(sample))[text_index],
+                       "rewrites": [(row["method"], row["score"], row["text"]) for method in methods
+                                    for row in [r for r in rows if r["method"] == method][:per_method]]}
 
 
 def wordnet_refusals(config: CorpusConfig) -> dict[str, dict[str, int]]:

@@ -30,6 +30,7 @@ from pipelines.sidecar import (
     read_shard_input,
     read_sidecar_counts,
     remove_temporaries,
+    removed_keys,
     write_sidecar,
 )
 from pipelines.stages.ingest import SourceResult
@@ -146,7 +147,7 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     pattern = fsio.join(root, annotator.folder, name, "[0-9]*.parquet")
     if pending:  # else no worker needs to start, nor load a model
         with ShardProgress(pattern, f"{annotator.stage} {name}", len(pending), enabled=show_progress,
-                           reused=len(reused)):
+                           reused=len(reused), unit="units"):
             with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
                 (
                     pipeline
@@ -158,11 +159,13 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     per_shard = {s: read_sidecar_counts(paths[s]) for s in shards}
     counts = sum(per_shard.values(), ShardCounts())
     extra = annotator.manifest_counts([read_index_metadata(paths[s].table) for s in shards])
+    removed = len(removed_keys(root, name))
     update_manifest(root, annotator.stage, {name: {
         "params": stage_params,
         "shards": len(shards),
         "counts": {"units": counts.records_in, "written": counts.written, "rejected": counts.rejected_total,
-                   "rejected_by_reason": dict(sorted(counts.rejected.items())), **extra},
+                   "rejected_by_reason": dict(sorted(counts.rejected.items())), **extra,
+                   "removed_by_clean": removed},
     }})
     fresh = sum((c for s, c in per_shard.items() if s not in reused), ShardCounts())
-    return SourceResult(name, counts, len(shards), len(reused), seconds, fresh)
+    return SourceResult(name, counts, len(shards), len(reused), seconds, fresh, removed)

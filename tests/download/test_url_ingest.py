@@ -37,7 +37,7 @@ def url_source(tmp_path):
 
 
 def _statuses(config):
-    files = sorted((Path(config.output) / "raw" / "cc").glob("*.urls.parquet"))
+    files = sorted((Path(config.output) / "urls" / "cc").glob("*.parquet"))
     return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
@@ -63,7 +63,7 @@ def test_rerun_stays_off_the_network_and_retry_fetches_only_failures(url_source)
     run_ingest(config, ["cc"], RunnerConfig(), show_progress=False)
     assert dict(server.hits) == hits
 
-    failing = {f.name for f in (Path(config.output) / "raw" / "cc").glob("*.urls.parquet")
+    failing = {f.name for f in (Path(config.output) / "urls" / "cc").glob("*.parquet")
                if any(row["status"] != "ok" for row in pq.read_table(f).to_pylist())}
     server.files["missing.jpg"] = jpeg(33, 33)  # the 404 starts to serve
     (retried,) = run_ingest(config, ["cc"], RunnerConfig(), show_progress=False, retry_failed=True)

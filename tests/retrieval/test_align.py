@@ -97,7 +97,7 @@ def test_phrase_region_links_pick_the_most_similar_tag(embedder):
         for row in rows:
             assert row["score"] == pytest.approx(float(vector[row["phrase"]] @ vector[row["region_label"]]), abs=1e-5)
     first = links[0][1]
-    assert (first["image_key"], first["image_source"], first["text_key"], first["text_index"],
+    assert (first["query_key"], first["query_source"], first["key"], first["text_index"],
             first["phrase_start"]) == ("img-0", "imgs", "t-0", 0, 16)
 
 

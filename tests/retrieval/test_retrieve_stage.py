@@ -154,11 +154,11 @@ def test_phrase_region_links_score_the_most_similar_region(corpus):
             links = table(root, f"links/{name}-regions", source)
             strings = sorted({row["phrase"] for row in links} | {label for ls in labels.values() for label in ls})
             vector = dict(zip(strings, embedder.encode(strings)))
-            linked = by_query(links, "image_key")
+            linked = by_query(links, "query_key")
             for row in links:
-                image = labels[row["image_key"]]
+                image = labels[row["query_key"]]
                 assert row["region_label"] == image[row["region"]]
-                assert row["phrase"] in [p["text"] for p in parses[(row["text_key"], row["text_index"])]]
+                assert row["phrase"] in [p["text"] for p in parses[(row["key"], row["text_index"])]]
                 cosines = [float(vector[row["phrase"]] @ vector[label]) for label in image]
                 assert row["score"] == pytest.approx(cosines[row["region"]], abs=1e-4)
                 assert row["score"] >= max(cosines) - 1e-4
@@ -167,7 +167,7 @@ def test_phrase_region_links_score_the_most_similar_region(corpus):
             for pair in pairs:
                 phrases = parses.get((pair["key"], pair["text_index"]), [])
                 got = [r for r in linked.get(pair["query_key"], [])
-                       if (r["text_key"], r["text_index"]) == (pair["key"], pair["text_index"])]
+                       if (r["key"], r["text_index"]) == (pair["key"], pair["text_index"])]
                 assert len(got) == len(phrases) or (not phrases and pair["query_key"] in refused)
 
 

@@ -118,16 +118,16 @@ def test_images_with_labels_and_boxes(tmp_path, classes_form):
     assert a.image_path == str(tmp_path / "images" / f"{A}.jpg")
     assert a.meta == {
         "image_id": A,
-        "labels": ["Tortoise", "Animal"],  # the negative Cat is not a label; the repeat counted once
+        "labels": ["tortoise", "animal"],  # lower-cased; the negative Cat is not a label; the repeat counted once
         "label_ids": ["/m/011k07", "/m/0jbk"],
         "url": f"https://farm.staticflickr.com/{A}_o.jpg",
         "rotation": 0.0,
         "objects": [
-            {"name": "Tortoise", "box": [0.1, 0.2, 0.5, 0.9]},
-            {"name": "Animal", "box": [0.0, 0.3, 1.0, 0.4]},
+            {"name": "tortoise", "box": [0.1, 0.2, 0.5, 0.9]},
+            {"name": "animal", "box": [0.0, 0.3, 1.0, 0.4]},
         ],
     }
-    assert by_id[B].location == f"{I}:3" and by_id[B].meta["labels"] == ["Cat"]
+    assert by_id[B].location == f"{I}:3" and by_id[B].meta["labels"] == ["cat"]
     assert by_id[B].meta["objects"] == []
     assert by_id[C].location == f"{I}:5" and by_id[C].meta["rotation"] is None
     assert by_id[D].location == f"{I}:6" and by_id[D].meta["rotation"] == 90.0
@@ -151,7 +151,7 @@ def test_pseudo_pairs(tmp_path):
         assert c.modality is Modality.PAIR and c.image_path is not None
         assert "objects" not in c.meta
         assert c.text == pseudo_caption(c.key, c.meta["labels"], config.pseudo_pairs)
-    assert by_id[A].text in ("a photo of Tortoise.", "Tortoise!")
+    assert by_id[A].text in ("a photo of tortoise.", "tortoise!")
 
 
 def test_malformed_image_rows(tmp_path):
@@ -249,8 +249,8 @@ def test_header_with_bom_is_accepted(tmp_path):
 def test_classes_forms(tmp_path):
     write(tmp_path, "a.csv", "/m/011k07,Tortoise\n/g/11bc5,\"Cat, domestic\"\n")
     write(tmp_path, "b.csv", "LabelName,DisplayName\n/m/011k07,Tortoise\n")
-    assert load_classes(str(tmp_path / "a.csv")) == {"/m/011k07": "Tortoise", "/g/11bc5": "Cat, domestic"}
-    assert load_classes(str(tmp_path / "b.csv")) == {"/m/011k07": "Tortoise"}
+    assert load_classes(str(tmp_path / "a.csv")) == {"/m/011k07": "tortoise", "/g/11bc5": "cat, domestic"}
+    assert load_classes(str(tmp_path / "b.csv")) == {"/m/011k07": "tortoise"}
     write(tmp_path, "c.csv", "ImageID,Source\nx,y\n")
     with pytest.raises(SourceError, match="c.csv.*LabelName,DisplayName"):
         load_classes(str(tmp_path / "c.csv"))
