@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from retrieval.corpus import Corpus, UnknownKey
+from retrieval.corpus import Corpus, ImageTooLarge, UnknownKey
 
 SPACES = ("text", "tags")
 RELATED = {"images": "related-images", "texts": "related-texts"}
@@ -39,6 +39,12 @@ class NotFound(QueryError):
     """A key, or a table it needs, that does not exist: HTTP 404."""
 
     status = 404
+
+
+class Unprocessable(QueryError):
+    """A request for something the data cannot give (a thumbnail of an image over PIL's limit): HTTP 422."""
+
+    status = 422
 
 
 @dataclass
@@ -293,8 +299,8 @@ class QueryEngine:
         except UnknownKey:
             return False
 
-    def image(self, key: str, thumb: bool = True) -> tuple[bytes, str]:
-        """(bytes, MIME type): a JPEG thumbnail, or the stored image as it is."""
+    def image(self, key: str, thumb: bool = False) -> tuple[bytes, str]:
+        """(bytes, MIME type): the stored image as it is, or a JPEG thumbnail."""
         try:
             if thumb:
                 return self.corpus.thumbnail(key, self.thumbnail_side), "image/jpeg"
@@ -302,4 +308,15 @@ class QueryEngine:
             return data, "image/jpeg" if fmt == "jpg" else f"image/{fmt}"
         except UnknownKey as e:
             raise NotFound(str(e)) from None
+        except ImageTooLarge as e:
+            raise Unprocessable(str(e)) from None
 
+    def image_sha256(self, key: str) -> str:
+        """The stored image's sha256 (its identity, for HTTP caching); NotFound without one."""
+        try:
+            sha256 = self.corpus.row(key)["sha256"]
+        except UnknownKey as e:
+            raise NotFound(str(e)) from None
+        if sha256 is None:
+            raise NotFound(f"sample {key!r} has no image")
+        return sha256

@@ -20,7 +20,7 @@ def base_url(ingested, tmp_path_factory):
     server = make_server(Service(QueryEngine(config, embedder=embedder)), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    yield f"http://127.0.0.1:{server.port}/"
     server.shutdown()
     server.server_close()
     thread.join(timeout=10)

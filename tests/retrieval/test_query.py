@@ -150,7 +150,7 @@ def test_sample_thumbnail_and_original_image(corpus):
     sample = engine.sample("coco-504518")
     assert sample["has_image"] and sample["modality"] == "pair" and len(sample["meta"]["captions"]) == 6
     assert sorted(r["label"] for r in sample["regions"]) == ["ball", "box"]
-    thumb, mime = engine.image("coco-504518")
+    thumb, mime = engine.image("coco-504518", thumb=True)
     assert mime == "image/jpeg"
     with Image.open(io.BytesIO(thumb)) as image:
         assert image.format == "JPEG" and max(image.size) <= engine.thumbnail_side

@@ -1,5 +1,6 @@
 """`unicorpus serve` over real HTTP on 127.0.0.1: every endpoint, the bearer token, and every refusal."""
 
+import hashlib
 import io
 import json
 import re
@@ -96,8 +97,11 @@ def test_sample_related_and_thumbnail(service):
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     with Image.open(io.BytesIO(body)) as image:
         assert image.format == "JPEG" and max(image.size) <= engine.thumbnail_side
-    status, headers, body = call(base, "/api/image/coco-504518?thumb=0")
-    assert status == 200 and body == engine.image("coco-504518", thumb=False)[0]
+    original = engine.image("coco-504518", thumb=False)[0]
+    assert hashlib.sha256(original).hexdigest() == engine.corpus.row("coco-504518")["sha256"]
+    for path in ("/api/image/coco-504518", "/api/image/coco-504518?thumb=0"):  # the original, as stored
+        status, headers, body = call(base, path)
+        assert status == 200 and body == original and headers["Content-Type"] == "image/jpeg"
     status, related = get_json(base, "/api/related?key=coco-504518&kind=images&k=3")
     assert status == 200 and [r["key"] for r in related["results"]] == [h.key for h in engine.related("coco-504518", k=3)]
     assert all(r["image"] for r in related["results"])
@@ -144,12 +148,65 @@ def test_bad_requests_get_a_json_4xx_with_a_message(service, path, status, messa
     assert (got, body["status"]) == (status, status) and message in body["error"], body
 
 
-def test_wrong_method_is_405(service):
+def test_wrong_method_is_a_json_405(service):
     base, _ = service
-    for method in ("POST", "PUT", "DELETE"):
-        status, headers, body = call(base, "/api/search?q=ball", method=method)
-        assert status == 405 and headers["Allow"] == "GET" and "use GET" in json.loads(body)["error"]
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "HEAD"):
+        for path in ("/api/search?q=ball", "/healthz", "/"):
+            status, headers, body = call(base, path, method=method)
+            assert status == 405 and headers["Allow"] == "GET", (method, path)
+            assert headers["Content-Type"] == "application/json" and headers["X-Content-Type-Options"] == "nosniff"
+            if method != "HEAD":  # a HEAD answer has no body
+                assert "use GET" in json.loads(body)["error"], (method, path)
     assert call(base, "/nowhere", method="POST")[0] == 404
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/api/search?q=caf%E9%20ball", "the query string is not valid UTF-8"),
+    ("/api/search?tags=caf%E9,ball", "the query string is not valid UTF-8"),
+    ("/api/search?q=%FF%FE", "the query string is not valid UTF-8"),
+    ("/api/sample/caf%E9", "the path is not valid UTF-8"),
+])
+def test_invalid_utf8_is_a_400(service, path, message):
+    base, _ = service
+    status, body = get_json(base, path)
+    assert (status, body["error"]) == (400, message)
+
+
+def test_error_bodies_hold_no_server_path(service):
+    base, engine = service
+    book = engine.search(text="a tent", index="text/bookcorpus", k=1)[0].key
+    bodies = [call(base, path.format(book=book))[2].decode() for path, _, _ in BAD]
+    bodies += [call(base, p)[2].decode() for p in ("/api/image/" + book, "/api/related?key=nosuch-1")]
+    assert len(bodies) == len(BAD) + 2
+    for body in bodies:
+        assert engine.corpus.root not in body and "/tmp" not in body and "site-packages" not in body, body
+
+
+def test_headers_nosniff_everywhere_and_cache_headers_on_images(service):
+    base, _ = service
+    for path in ("/", "/healthz", "/api/search?q=ball", "/api/search?q=", "/api/nothing", "/static/app.js",
+                 "/api/image/coco-504518?thumb=1", "/metrics"):
+        assert call(base, path)[1]["X-Content-Type-Options"] == "nosniff", path
+    for path in ("/api/image/coco-504518?thumb=1", "/api/image/coco-504518"):
+        status, headers, body = call(base, path)
+        assert status == 200 and headers["Cache-Control"].startswith("private, max-age=") and headers["ETag"]
+        revalidated = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {TOKEN}",
+                                                                   "If-None-Match": headers["ETag"]})
+        try:
+            urllib.request.urlopen(revalidated, timeout=60)
+            raise AssertionError("expected 304")
+        except urllib.error.HTTPError as e:
+            assert e.code == 304 and e.read() == b"" and e.headers["ETag"] == headers["ETag"]
+    thumb, original = (call(base, p)[1]["ETag"] for p in ("/api/image/coco-504518?thumb=1", "/api/image/coco-504518"))
+    assert thumb != original
+
+
+def test_favicon_and_page_with_a_query_string(service):
+    base, _ = service
+    status, headers, body = call(base, "/favicon.ico", token=None)
+    assert status == 200 and headers["Content-Type"] == "image/svg+xml" and body.startswith(b"<svg")
+    status, headers, body = call(base, "/?q=a+red+ball&k=3", token=None)  # a shared page link
+    assert status == 200 and b"<title>unicorpus search</title>" in body
 
 
 def test_metrics_count_requests_by_endpoint_and_status(service):
@@ -161,8 +218,8 @@ def test_metrics_count_requests_by_endpoint_and_status(service):
         return body.decode()
 
     def count(text, endpoint, status):
-        found = re.search(rf'^unicorpus_requests_total{{endpoint="{re.escape(endpoint)}",status="{status}"}} (\d+)$',
-                          text, re.M)
+        found = re.search(rf'^unicorpus_requests_total{{endpoint="{re.escape(endpoint)}",status="{status}"}} '
+                          r'(\d+)(\.0)?$', text, re.M)
         return int(found.group(1)) if found else 0
 
     before = metrics()
@@ -174,13 +231,14 @@ def test_metrics_count_requests_by_endpoint_and_status(service):
     assert count(after, "/api/search", 200) - count(before, "/api/search", 200) == 3
     assert count(after, "/api/search", 400) - count(before, "/api/search", 400) == 1
     assert count(after, "/api/sample", 404) - count(before, "/api/sample", 404) == 1
-    total = int(re.search(r'^unicorpus_request_duration_seconds_count{endpoint="/api/search"} (\d+)$', after, re.M)[1])
-    infinite = int(re.search(r'^unicorpus_request_duration_seconds_bucket{endpoint="/api/search",le="\+Inf"} (\d+)$',
-                             after, re.M)[1])
+    total = int(re.search(r'^unicorpus_request_duration_seconds_count{endpoint="/api/search"} (\d+)(\.0)?$',
+                          after, re.M)[1])
+    infinite = int(re.search(r'^unicorpus_request_duration_seconds_bucket{endpoint="/api/search",le="\+Inf"} '
+                             r'(\d+)(\.0)?$', after, re.M)[1])
     assert total == infinite == sum(count(after, "/api/search", s) for s in (200, 400, 401, 404, 405))
     for space, sources in engine.catalog().items():
         for source, n in sources.items():
-            assert f'unicorpus_index_vectors{{space="{space}",source="{source}"}} {n}\n' in after
+            assert f'unicorpus_index_vectors{{source="{source}",space="{space}"}} {float(n)}\n' in after
 
 
 def test_key_with_a_slash_or_space_is_one_path_segment(service):
