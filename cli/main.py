@@ -11,6 +11,8 @@ import sys
 
 from cli.common import runner_arguments, runner_config
 
+BAD_REQUEST, FAILED = 2, 1  # exit codes (README: "Exit codes"); argparse's usage errors are 2 as well
+
 # Each module registers its sub-commands (``register(subparsers)``) and imports its stage lazily.
 COMMANDS = ("cli.stages", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report")
 
@@ -49,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_beam_logging()
     try:
         return args.run(args, beam_args)
-    except (ValueError, RuntimeError, OSError) as e:
+    except ValueError as e:  # a bad request, config or input: fix the command line, the config or the data
         print(f"unicorpus {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return BAD_REQUEST
+    except (RuntimeError, OSError) as e:  # the run itself failed (accounting, I/O, a server out of reach)
+        print(f"unicorpus {args.command}: error: {e}", file=sys.stderr)
+        return FAILED
 
 
 def _quiet_beam_logging() -> None:

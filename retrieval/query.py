@@ -73,11 +73,23 @@ def check_k(k, max_k: int) -> int:
     return value
 
 
+def check_utf8(value: str, name: str) -> str:
+    """``value`` if it is valid Unicode text; a command-line argument whose bytes were not UTF-8 arrives with
+    lone surrogates (Python's surrogateescape) that no model, table or terminal can take."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError(f"{name}: not valid UTF-8 (check the terminal's or the file's encoding)") from None
+    return value
+
+
 def parse_tags(tags: str | list[str]) -> list[str]:
     """``"ball, tree"`` or ``["ball", "tree"]`` -> ["ball", "tree"]; no tag at all is an error."""
     items = tags.split(",") if isinstance(tags, str) else tags
     if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
         raise QueryError("tags: expected a comma-separated list of labels")
+    for item in items:
+        check_utf8(item, "tags")
     labels = [" ".join(t.split()) for t in items if t.strip()]
     if not labels:
         raise QueryError("tags: empty tag list")
@@ -96,7 +108,7 @@ def check_request(text, tags, key, k, max_k: int) -> tuple[str, object, int]:
     value = text if key is None else key
     if not isinstance(value, str):
         raise QueryError(f"{given[0]}: expected a string, got {type(value).__name__}")
-    value = " ".join(value.split())
+    value = " ".join(check_utf8(value, given[0]).split())
     if not value:
         raise QueryError("empty query" if key is None else "key: empty")
     return given[0], value, k
