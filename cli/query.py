@@ -65,7 +65,8 @@ def _open(args, load=None):
     if args.server:
         from retrieval.client import RemoteEngine
 
-        return RemoteEngine(args.server, args.token or os.environ.get("UNICORPUS_TOKEN")), sys.maxsize
+        engine = RemoteEngine(args.server, args.token or os.environ.get("UNICORPUS_TOKEN"))
+        return engine, engine.max_k
     from schemas.config import load_config
 
     config = load_config(args.config)

@@ -45,6 +45,13 @@ class RemoteEngine:
         except (urllib.error.URLError, OSError) as e:
             raise ConnectionError(f"cannot reach {self.url}: {getattr(e, 'reason', e)}") from None
 
+    @property
+    def max_k(self) -> int:
+        """The service's largest k (asked once): the CLI checks a request as the service would."""
+        if not hasattr(self, "_max_k"):
+            self._max_k = int(self._get("/api/indexes", {})["max_k"])
+        return self._max_k
+
     @staticmethod
     def _hits(body: dict) -> list[Hit]:
         return [Hit(r["rank"], r["score"], r["key"], r["source"], r["text_index"], r["text"]) for r in body["results"]]

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -391,3 +392,80 @@ def test_thumbnails_of_many_images_decode_at_most_the_bound_at_once():
     assert reads == ["new"] and len(set(same)) == 1
     thumbnails.get("k3", 64)
     assert reads == ["new"]  # cached
+
+
+def query_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "cli.main", "query", *args], capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+def test_query_cli_asks_a_running_server(service):
+    """`unicorpus query --server URL` answers as the engine does, with no model of its own."""
+    base, engine = service
+    out = query_cli("--server", base, "--token", TOKEN, "a red ball on the grass", "-k", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)["results"]
+    assert [(r["rank"], r["key"], r["text"]) for r in results] == \
+        [(h.rank, h.key, h.text) for h in engine.search(text="a red ball on the grass", k=3)]
+    out = query_cli("--server", base, "--key", "coco-504518", "--related", "images", "-k", "2",
+                    env={**os.environ, "UNICORPUS_TOKEN": TOKEN})  # the token from the environment
+    assert out.returncode == 0 and out.stdout.splitlines()[1].split()[3] == engine.related("coco-504518", k=1)[0].key
+    for args, message in ((["ball", "-k", "0"], "1 <= k <= 1000"), (["--key", "coco-999999999"], "no sample with key"),
+                          (["--index", "text/nope", "ball"], "no index 'text/nope'")):
+        out = query_cli("--server", base, "--token", TOKEN, *args)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, (args, out.stderr)
+        assert "<corpus>" not in out.stderr or "no sample" in out.stderr
+    out = query_cli("--server", base, "--token", "wrong", "ball")
+    assert out.returncode == 2 and out.stderr == "unicorpus query: error: missing or wrong bearer token\n"
+
+
+def test_interactive_history_on_a_terminal(service, tmp_path):
+    """--interactive on a real terminal (a pty): the up arrow recalls the last question, and the next session
+    starts with this one's history."""
+    import pty
+    import select
+
+    base, engine = service
+    history = tmp_path / "history"
+
+    def session(keys: list[bytes]) -> bytes:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: the CLI on the terminal's slave side
+            env = {**os.environ, "TERM": "xterm", "UNICORPUS_TOKEN": TOKEN}
+            os.execve(sys.executable, [sys.executable, "-m", "cli.main", "query", "--server", base, "-i",
+                                       "--history", str(history), "--json", "-k", "1"], env)
+        output = b""
+
+        def read_until(count: int) -> None:
+            nonlocal output
+            while output.count(b"query> ") < count:
+                ready, _, _ = select.select([fd], [], [], 60)
+                assert ready, f"no prompt; so far: {output[-500:]!r}"
+                output += os.read(fd, 65536)
+
+        try:
+            read_until(1)
+            for n, key in enumerate(keys, start=2):
+                os.write(fd, key)
+                read_until(n)
+            os.write(fd, b"quit\r")
+            while True:  # until the child closes the terminal
+                ready, _, _ = select.select([fd], [], [], 60)
+                try:
+                    chunk = os.read(fd, 65536) if ready else b""
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        finally:
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, output[-500:]
+        return output
+
+    first = session([b"a red ball on the grass\r", b"\x1b[A\r"])  # a question, then the up arrow and Enter
+    best = engine.search(text="a red ball on the grass", k=1)[0].key
+    assert first.count(f'"key": "{best}"'.encode()) == 2
+    assert "a red ball on the grass" in history.read_text()
+    second = session([b"\x1b[A\x1b[A\r"])  # quit, then the question of the first session
+    assert second.count(f'"key": "{best}"'.encode()) == 1
