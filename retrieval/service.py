@@ -18,6 +18,7 @@ import logging
 import mimetypes
 import os
 import socket
+import threading
 import time
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote
@@ -290,12 +291,19 @@ class HttpServer:
         config = uvicorn.Config(make_app(service), backlog=backlog, log_level="warning", access_log=False,
                                 lifespan="off", server_header=False)
         self.server = uvicorn.Server(config)
+        self._stopped = threading.Event()
+        self._stopped.set()
 
     def serve_forever(self) -> None:
-        self.server.run(sockets=[self.socket])
+        self._stopped.clear()
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
 
     def shutdown(self) -> None:
         self.server.should_exit = True
+        self._stopped.wait()
 
     def server_close(self) -> None:
         self.socket.close()
