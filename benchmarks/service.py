@@ -22,6 +22,7 @@ import dataclasses
 import http.client
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,7 +143,7 @@ def main() -> None:
                         help="a contender: `unicorpus serve` run from this checkout (repeatable)")
     parser.add_argument("--clients", default="100,200", help="concurrent clients of the closed-loop test")
     parser.add_argument("--requests-per-client", type=int, default=10)
-    parser.add_argument("--rates", default="20,40,60,80,100,130,160,200,250,300",
+    parser.add_argument("--rates", default="10,20,40,60,80,100,130,160,200,250,300",
                         help="requests/s of the open-loop sweep, ascending")
     parser.add_argument("--requests-per-rate", type=int, default=400)
     parser.add_argument("--p99-ms", type=float, default=50.0)
@@ -160,15 +161,17 @@ def main() -> None:
             running[name] = start_server(checkout, config)
             for query in QUERIES * 2:  # unmeasured warm-up: a fresh model's first calls are slow
                 search(running[name][1], query, timeout=60)
-        concurrent = {(name, c): ([], []) for name in servers for c in clients}
+        concurrent = {(name, c): ([], [], []) for name in servers for c in clients}
         best: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(args.repeat):
             for name, (_, port) in running.items():
                 call = lambda q, port=port: search(port, q)  # noqa: E731
                 for c in clients:
+                    started = time.perf_counter()
                     latencies, errors = closed_loop(call, c, c * args.requests_per_client)
                     concurrent[(name, c)][0].extend(latencies)
                     concurrent[(name, c)][1].extend(errors)
+                    concurrent[(name, c)][2].append(len(latencies) / (time.perf_counter() - started))
                 passed = 0.0
                 for rate in rates:
                     latencies, errors = open_loop(call, rate, args.requests_per_rate, 64)
@@ -183,14 +186,17 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=30)
 
-    print(f"{os.cpu_count()} cores; search k=10, a fresh connection per request, 10 s timeout; "
-          f"{args.repeat} interleaved round(s)")
-    print("| server | clients | requests | errors | p50 ms | p99 ms | max ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for (name, c), (latencies, errors) in concurrent.items():
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; search k=10, a fresh connection "
+          f"per request, 10 s timeout; {args.repeat} interleaved round(s)")
+    print("| server | clients | requests | errors | answers/s | fair-queue wait ms (clients / answers/s) "
+          "| p50 ms | p99 ms | max ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (name, c), (latencies, errors, throughputs) in concurrent.items():
         p50, p99 = (1000 * percentile(latencies, q) for q in (0.5, 0.99))
         top = 1000 * max(latencies) if latencies else float("nan")
-        print(f"| {name} | {c} | {len(latencies) + len(errors)} | {len(errors)} | {p50:.1f} | {p99:.1f} | {top:.1f} |")
+        rate = statistics.median(throughputs)
+        print(f"| {name} | {c} | {len(latencies) + len(errors)} | {len(errors)} | {rate:.1f} | {1000 * c / rate:.0f} "
+              f"| {p50:.1f} | {p99:.1f} | {top:.1f} |")
         for error in sorted(set(errors))[:2]:
             print(f"  error: {error}")
     print(f"highest open-loop rate (of {args.rates}) with no error and p99 < {args.p99_ms:g} ms, "
