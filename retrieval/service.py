@@ -294,6 +294,11 @@ class HttpServer:
         self._stopped = threading.Event()
         self._stopped.set()
 
+    @property
+    def server_address(self) -> tuple[str, int]:
+        """(host, port), as the standard library's servers name it (pipelines/demo.py reads it)."""
+        return self.host, self.port
+
     def serve_forever(self) -> None:
         self._stopped.clear()
         try:
