@@ -54,9 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # a bad request, config or input: fix the command line, the config or the data
         print(f"unicorpus {args.command}: error: {e}", file=sys.stderr)
         return BAD_REQUEST
-    except (RuntimeError, OSError) as e:  # the run itself failed (accounting, I/O, a server out of reach)
+    except (RuntimeError, OSError) as e:  # the run itself failed (accounting, I/O, a server out of reach) ...
         print(f"unicorpus {args.command}: error: {e}", file=sys.stderr)
-        return FAILED
+        return BAD_REQUEST if _bad_source(e) else FAILED
+
+
+def _bad_source(error: Exception) -> bool:
+    """... unless a source's files are malformed (``SourceError``, a RuntimeError): bad input, as a config is.
+    Looked up without an import: if pipelines.sources never loaded, none was raised."""
+    sources = sys.modules.get("pipelines.sources")
+    return sources is not None and isinstance(error, sources.SourceError)
 
 
 def _quiet_beam_logging() -> None:

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from typing import NamedTuple
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 from retrieval.query import QueryEngine, QueryError
 
@@ -85,7 +85,9 @@ class Params:
     def __init__(self, query: str, allowed: tuple[str, ...]):
         try:
             parsed = parse_qs(query, keep_blank_values=True, errors="strict")
-        except UnicodeDecodeError:
+            for name, values in parsed.items():  # raw bytes that were not UTF-8 arrive as lone surrogates
+                "".join((name, *values)).encode("utf-8")
+        except UnicodeError:
             raise QueryError("the query string is not valid UTF-8") from None
         unknown = sorted(set(parsed) - set(allowed))
         if unknown:
@@ -128,9 +130,11 @@ class Service:
         for prefix in PATH_ARGUMENT:
             if path.startswith(f"{prefix}/"):
                 try:
-                    return prefix, unquote(path[len(prefix) + 1:], errors="strict")
-                except UnicodeDecodeError:
+                    rest = unquote(path[len(prefix) + 1:], errors="strict")
+                    rest.encode("utf-8")  # raw bytes that were not UTF-8 arrive as lone surrogates
+                except UnicodeError:
                     raise QueryError("the path is not valid UTF-8") from None
+                return prefix, rest
         raise HttpError(404, f"unknown endpoint {path!r}")
 
     def endpoint(self, path: str) -> str:
@@ -140,7 +144,7 @@ class Service:
         return next((prefix for prefix in PATH_ARGUMENT if path.startswith(f"{prefix}/")), "unknown")
 
     def handle(self, method: str, path: str, query: str, headers) -> Answer:
-        """``path`` and ``query`` as they came on the request line (percent-escaped ASCII)."""
+        """``path`` and ``query`` as they came on the request line (percent-escapes not yet decoded)."""
         endpoint = "unknown"
         try:
             endpoint, rest = self.route(path)
@@ -264,8 +268,11 @@ def make_app(service: Service):
         async def __call__(self, scope, receive, send) -> None:
             started = time.perf_counter()
             request = Request(scope, receive)
-            path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-            args = (request.method, path, scope.get("query_string", b"").decode("latin-1"), request.headers)
+            # as sent: percent-escapes still in (so %2F stays inside a key), raw non-ASCII bytes decoded as
+            # UTF-8 where they are, and kept as lone surrogates (a 400 later) where they are not
+            path = scope.get("raw_path", b"").decode("utf-8", "surrogateescape") or quote(scope["path"])
+            query = scope.get("query_string", b"").decode("utf-8", "surrogateescape")
+            args = (request.method, path, query, request.headers)
             if service.endpoint(path) in INLINE:
                 answer = service.handle(*args)
             else:

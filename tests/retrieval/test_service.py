@@ -173,6 +173,33 @@ def test_invalid_utf8_is_a_400(service, path, message):
     assert (status, body["error"]) == (400, message)
 
 
+def raw_get(base: str, target: bytes) -> tuple[int, dict]:
+    """One GET whose request line carries ``target`` byte for byte (http.client refuses non-ASCII)."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+                           + b"\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_raw_bytes_on_the_request_line_are_utf8_or_a_400(service):
+    """Bytes a client did not percent-escape: UTF-8 is read as UTF-8, anything else is a 400, not nonsense."""
+    base, _ = service
+    assert raw_get(base, b"/api/related?key=caf\xe9") == (400, {"error": "the query string is not valid UTF-8",
+                                                                "status": 400})
+    assert raw_get(base, b"/api/sample/caf\xe9")[1]["error"] == "the path is not valid UTF-8"
+    status, body = raw_get(base, "/api/related?key=café-1".encode())
+    assert status == 404 and body["error"] == "no sample with key 'café-1' in the corpus"
+    status, body = raw_get(base, "/api/sample/café-1".encode())
+    assert status == 404 and body["error"] == "no sample with key 'café-1' in the corpus"
+
+
 def test_error_bodies_hold_no_server_path(service):
     base, engine = service
     book = engine.search(text="a tent", index="text/bookcorpus", k=1)[0].key
