@@ -139,8 +139,8 @@ def start_server(checkout: str, config: str) -> tuple[subprocess.Popen, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", action="append", required=True, metavar="NAME=CHECKOUT",
-                        help="a contender: `unicorpus serve` run from this checkout (repeatable)")
+    parser.add_argument("--server", action="append", default=[], metavar="NAME=CHECKOUT",
+                        help="a contender: `unicorpus serve` run from this checkout (repeatable; default: this one)")
     parser.add_argument("--clients", default="100,200", help="concurrent clients of the closed-loop test")
     parser.add_argument("--requests-per-client", type=int, default=10)
     parser.add_argument("--rates", default="10,20,40,60,80,100,130,160,200,250,300",
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--work", help="folder for the corpus (default: a temporary one; reused if built)")
     args = parser.parse_args()
 
-    servers = dict(item.split("=", 1) for item in args.server)
+    servers = dict(item.split("=", 1) for item in args.server) or {"this": "."}
     clients = [int(c) for c in args.clients.split(",")]
     rates = [float(r) for r in args.rates.split(",")]
     config = build_corpus(args.work or tempfile.mkdtemp(prefix="bench-service-"))

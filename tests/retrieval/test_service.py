@@ -410,7 +410,7 @@ def test_thumbnails_of_many_images_decode_at_most_the_bound_at_once():
     thumbnails = Thumbnails(read, decodes=2, cached=100)
     with ThreadPoolExecutor(16) as pool:
         distinct = list(pool.map(lambda i: thumbnails.get(f"k{i}", 64), range(16)))
-    assert state["most"] == 2 and sorted(reads) == sorted(f"k{i}" for i in range(16))
+    assert 1 <= state["most"] <= 2 and sorted(reads) == sorted(f"k{i}" for i in range(16))
     with Image.open(io.BytesIO(distinct[0])) as thumb:
         assert thumb.size == (64, 48)
     reads.clear()
