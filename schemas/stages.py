@@ -247,6 +247,8 @@ class ServeConfig:
     token: str | None = None  # bearer token; none: open (loopback only by default)
     max_k: int = 1000  # larger k is refused (400), not clipped
     thumbnail_side: int = 256  # /api/image thumbnails: longest side in pixels
+    thumbnail_decodes: int = 2  # images decoded for thumbnails at once (bounds the service's memory)
+    cached_thumbnails: int = 1024  # thumbnails kept in memory (a few kB each)
     # torch CPU threads of the query-encoding process (None: torch's default, every core). 1 keeps latency
     # steady when the cores are shared (measured: benchmarks/service.py); concurrent queries are batched.
     threads: int | None = 1
@@ -258,6 +260,8 @@ class ServeConfig:
             raise ConfigError(f"{where}.token: empty; leave it out for no token")
         positive(self.max_k, f"{where}.max_k")
         positive(self.thumbnail_side, f"{where}.thumbnail_side")
+        positive(self.thumbnail_decodes, f"{where}.thumbnail_decodes")
+        positive(self.cached_thumbnails, f"{where}.cached_thumbnails")
         positive(self.threads, f"{where}.threads")
 
 

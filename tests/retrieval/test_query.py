@@ -4,6 +4,7 @@ indexes), and `unicorpus query` as a user runs it."""
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -150,7 +151,7 @@ def test_sample_thumbnail_and_original_image(corpus):
     sample = engine.sample("coco-504518")
     assert sample["has_image"] and sample["modality"] == "pair" and len(sample["meta"]["captions"]) == 6
     assert sorted(r["label"] for r in sample["regions"]) == ["ball", "box"]
-    thumb, mime = engine.image("coco-504518")
+    thumb, mime = engine.image("coco-504518", thumb=True)
     assert mime == "image/jpeg"
     with Image.open(io.BytesIO(thumb)) as image:
         assert image.format == "JPEG" and max(image.size) <= engine.thumbnail_side
@@ -237,3 +238,74 @@ def test_concurrent_queries_get_the_vectors_of_single_queries(corpus):
     with ThreadPoolExecutor(len(texts)) as pool:
         vectors = list(pool.map(engine.encode, texts))
     np.testing.assert_allclose(np.stack(vectors), embedder.encode(texts), atol=1e-5)
+
+
+def test_cli_invalid_utf8_is_one_line_and_exit_code_2(corpus, mini_corpus):
+    """Issue 13: `unicorpus query $'caf\\xe9 ball'` ended in a traceback. The bytes reach Python as lone
+    surrogates (surrogateescape); in the text, in --tags and in --key alike they are a bad request."""
+    config, _, _ = corpus
+    path = served.write_config(mini_corpus[0], config)
+    for args, name in ((["caf\udce9 ball"], "text"), (["--tags", "caf\udce9,ball"], "tags"),
+                       (["--key", "coco-\udcff"], "key"), (["ball", "--index", "text/\udce9"], "index")):
+        out = subprocess.run([sys.executable, "-m", "cli.main", "query", "--config", path, *args],
+                             capture_output=True, timeout=300)
+        assert out.returncode == 2 and out.stdout == b"", (args, out)
+        assert out.stderr.decode() == f"unicorpus query: error: {name}: not valid UTF-8 (check the terminal's or " \
+                                      "the file's encoding)\n"
+    with pytest.raises(QueryError, match="text: not valid UTF-8"):
+        corpus[2].search(text="caf\udce9")
+
+
+def test_cli_exit_codes_bad_request_2_failed_run_1(corpus, mini_corpus, tmp_path):
+    from tests.conftest import free_port
+
+    config, _, _ = corpus
+    path = served.write_config(mini_corpus[0], config)
+    out = run_cli("--server", f"http://127.0.0.1:{free_port()}", "ball")  # nothing listens: the run failed
+    assert out.returncode == 1 and out.stderr.startswith("unicorpus query: error: cannot reach http://127.0.0.1:")
+    assert out.stderr.count("\n") == 1
+    for args in (["ball"], ["--config", path, "--server", "http://127.0.0.1:1", "ball"],  # argparse: usage, 2
+                 ["--config", str(tmp_path / "none.yaml"), "ball"], ["--server", "ftp://x", "ball"],
+                 ["--config", path, "--interactive", "ball"]):
+        out = run_cli(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr)
+    assert "cannot read config" in run_cli("--config", str(tmp_path / "none.yaml"), "ball").stderr
+
+
+def read_json_documents(text: str) -> list:
+    decoder, documents, position = json.JSONDecoder(), [], 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        document, position = decoder.raw_decode(text, position)
+        documents.append(document)
+    return documents
+
+
+def test_interactive_loads_once_and_answers_every_line(corpus, mini_corpus):
+    config, _, engine = corpus
+    path = served.write_config(mini_corpus[0], config)
+    lines = ["a red ball on the grass -k 3", "--tags ball,tree --index tags -k 2", "-k 0 ball", "--colour red",
+             "caf\udce9 au lait", '"unbalanced', "--key coco-504518 --related texts -k 2", "", "help",
+             "a small kite", "quit", "a question after quit"]
+    data = "\n".join(lines).encode("utf-8", "surrogateescape") + b"\n"
+    out = subprocess.run([sys.executable, "-m", "cli.main", "query", "--config", path, "--interactive", "--json"],
+                         input=data, capture_output=True, timeout=300)
+    stdout, stderr = out.stdout.decode(), out.stderr.decode()
+    assert out.returncode == 0, stderr
+    assert stderr.count("loading the model") == 1 and stderr.count("ready") == 1
+    assert [line for line in stderr.splitlines() if line.startswith("error: ")] == [
+        "error: k: expected 1 <= k <= 1000, got 0", "error: unrecognized arguments: --colour",
+        "error: line: not valid UTF-8 (check the terminal's or the file's encoding)", "error: No closing quotation"]
+    assert len(re.findall(r"^\(\d+ ms\)$", stderr, re.M)) == 4  # one per answered question
+    help_start = stdout.index("one question per line")
+    help_end = stdout.index("Ctrl-D) ends") + len("Ctrl-D) ends")
+    documents = read_json_documents(stdout[:help_start] + stdout[help_end:])
+    expected = [engine.search(text="a red ball on the grass", k=3), engine.search(tags="ball,tree", index="tags", k=2),
+                engine.related("coco-504518", "texts", 2), engine.search(text="a small kite", k=5)]
+    assert len(documents) == len(expected)
+    for document, hits in zip(documents, expected):
+        assert [(r["rank"], r["key"], r["text_index"], r["text"]) for r in document["results"]] == \
+            [(h.rank, h.key, h.text_index, h.text) for h in hits]
+        assert [r["score"] for r in document["results"]] == pytest.approx([h.score for h in hits], abs=1e-5)
