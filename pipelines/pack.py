@@ -528,7 +528,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _negative_source_key(row: dict) -> str | None:
-    """The caption a TF-IDF negative was taken from (its ``detail`` JSON); None for scene-graph rewrites."""
+    """The sample whose caption a TF-IDF negative is (its ``detail`` JSON); None for scene-graph rewrites."""
     if row["method"] != "tfidf":
         return None
     return json.loads(row["detail"]).get("key")
@@ -547,7 +547,8 @@ def hard_negatives(rows: list[dict], count: int) -> list[dict]:
         for queue in queues:
             if depth < len(queue) and len(out) < count:
                 row = queue[depth]
-                out.append({"text": row["text"], "method": row["method"], "score": _round(row["score"])})
+                out.append({"text": row["text"], "method": row["method"], "score": _round(row["score"]),
+                            "key": _negative_source_key(row)})
         depth += 1
     return out
 
