@@ -194,6 +194,7 @@ class _ShardView:
         self.packer, self.input, self.rows = packer, shard_input, rows
         self.source, self.shard = shard_input.source, shard_input.shard
         self._by_key: dict[str, dict] = {}
+        self._images: dict[str, tuple] = {}
 
     def _grouped(self, folder: str, index: Callable[[dict], object]) -> dict[object, list[dict]]:
         """This shard's rows of ``folder`` grouped by ``index`` (rewrites of a caption, links of a query)."""
@@ -241,11 +242,15 @@ class _ShardView:
         raise ValueError(f"unknown packed task {task!r}")
 
     def _image_part(self, row: dict, task: str) -> tuple[tuple[str, bytes], dict, list[tuple[str, bytes]]] | Reject:
+        """The image member, regions json and ``.npy`` members of a sample; made once per image and shard, as
+        every caption of every task repeats them."""
         detect = self.detect().get(row["key"])
         if detect is None:
             return self._missing(task, row["key"], "ann/detect", "the image")
-        regions, arrays = region_members(detect)
-        return (row["image_format"], self.input.image_bytes(row)), regions, arrays
+        if row["key"] not in self._images:
+            regions, arrays = region_members(detect)
+            self._images[row["key"]] = (row["image_format"], self.input.image_bytes(row)), regions, arrays
+        return self._images[row["key"]]
 
     def _caption_part(self, row: dict, index: int, task: str) -> list[dict] | Reject:
         parse = self.parse().get((row["key"], index))
