@@ -136,7 +136,10 @@ class ShardPacker:
         cache_key = (folder, source, shard, tuple(columns or ()))
         if cache_key not in self._tables:
             path = SidecarPaths.of(self.settings.root, folder, STAGE, source, shard).table
-            self._tables[cache_key] = read_table_rows(path, columns, f"{hint(folder)} first")
+            if folder == "ann/detect" and columns is None:
+                self._tables[cache_key] = read_detect_rows(path)
+            else:
+                self._tables[cache_key] = read_table_rows(path, columns, f"{hint(folder)} first")
             if len(self._tables) > _CACHE:
                 self._tables.popitem(last=False)
         return self._tables[cache_key]
@@ -511,6 +514,40 @@ def region_members(detect_row: dict) -> tuple[dict, list[tuple[str, bytes]]]:
     if has_probs:
         arrays.append((contract.REGION_PROBS, npy_bytes(np.asarray(probs, dtype=np.float16))))
     return meta, arrays
+
+
+def read_detect_rows(path: str) -> list[dict]:
+    """The rows of an ann/detect table with each region's ``feature`` and ``class_probs`` as float32 numpy
+    arrays (or None), read column-wise: ``to_pylist`` makes a Python float of every feature value, which was
+    most of pack's time (benchmarks/pack.py)."""
+    import pyarrow.parquet as pq
+
+    from schemas.tables import check_version
+
+    if not fsio.exists(path):
+        raise ValueError(f"no {path}; {hint('ann/detect')} first")
+    with fsio.open_read(path) as f:
+        table = pq.ParquetFile(f).read()
+    check_version(table.schema, path)
+    regions = table.column("regions").combine_chunks()
+    starts = regions.offsets.to_numpy()
+    children = dict(zip([f.name for f in regions.type.value_type], regions.values.flatten()))
+    plain = {name: children[name].to_pylist() for name in ("box", "label", "score", "origin")}
+    arrays = {name: _list_arrays(children[name]) for name in ("feature", "class_probs")}
+    rows = table.drop_columns(["regions"]).to_pylist()
+    for i, row in enumerate(rows):
+        row["regions"] = [{"box": plain["box"][r], "label": plain["label"][r], "score": plain["score"][r],
+                           "origin": plain["origin"][r], "feature": arrays["feature"][r],
+                           "class_probs": arrays["class_probs"][r]} for r in range(starts[i], starts[i + 1])]
+    return rows
+
+
+def _list_arrays(lists) -> list[np.ndarray | None]:
+    """Each element of a pyarrow list<float32> array as a numpy view (None for a null list)."""
+    offsets = lists.offsets.to_numpy()
+    values = lists.values.to_numpy(zero_copy_only=False)
+    nulls = lists.is_null().to_numpy(zero_copy_only=False)
+    return [None if nulls[i] else values[offsets[i]:offsets[i + 1]] for i in range(len(lists))]
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
