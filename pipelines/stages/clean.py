@@ -78,6 +78,17 @@ def run_clean(config: CorpusConfig) -> tuple[list[CleanResult], list[Duplicate],
     return results, duplicates, contaminations
 
 
+def removed_reasons(root: str, source: str) -> dict[str, str]:
+    """Key -> why ``clean`` removed it (``contaminated`` or ``duplicate``), for ``source``."""
+    reasons: dict[str, str] = {}
+    for stage in (DEDUP, DECONTAM):
+        for path in fsio.glob(fsio.join(root, "rejects", stage, source, "*.parquet")):
+            with fsio.open_read(path) as f:
+                table = pq.read_table(f, columns=["key", "reason"])
+            reasons.update(zip(table.column("key").to_pylist(), table.column("reason").to_pylist()))
+    return reasons
+
+
 def _index_rows(root: str, name: str) -> list[_Row]:
     indexes = fsio.glob(fsio.join(root, "raw", name, SHARD_INDEX_PATTERN))
     if not indexes:
