@@ -14,6 +14,7 @@ computed once, as in the stage), cold.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -54,14 +55,14 @@ def mistakes(refuse, pairs) -> list[str]:
     return shown
 
 
-def corpus_counts(root: str, config) -> tuple[int, Counter]:
+def corpus_counts(root: str) -> tuple[int, Counter]:
     """Neighbour pairs in a built corpus' similar-nodes statistic, and the filter's refusals by reason."""
     import glob
     import pickle
 
     from pipelines.annotators.scene_graph_rewrite import SimilarNodes
 
-    paths = sorted(glob.glob(f"{root}/ann/rewrite/_stats/similar-*.pkl"))
+    paths = sorted(glob.glob(f"{root}/ann/rewrite/_stats/similar-*.pkl"), key=os.path.getmtime)  # the last run's
     if not paths:
         raise SystemExit(f"{root}: no ann/rewrite/_stats/similar-*.pkl; run `unicorpus annotate rewrite` first")
     with open(paths[-1], "rb") as f:
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(checks)} neighbour pairs of {len(words)} nouns: {seconds:.1f} s, {len(checks) / seconds:.0f} "
               f"pairs/s, {len(words) / seconds:.0f} words/s, {refused} refused")
     if args.corpus:
-        total, refused = corpus_counts(args.corpus, None)
+        total, refused = corpus_counts(args.corpus)
         print(f"{args.corpus}: {total} neighbour pairs examined, {sum(refused.values())} refused "
               f"({', '.join(f'{r} {n}' for r, n in sorted(refused.items())) or 'none'})")
 
