@@ -88,7 +88,7 @@ def process_image(data: bytes, config: ImageConfig) -> ProcessedImage:
 @contextlib.contextmanager
 def open_stored(data: bytes, max_pixels: int | None = None):
     """``Image.open`` without PIL's decompression-bomb warning: the caller checks the size itself (ingest,
-    against ``image.max_pixels``) or opens an image ingest has checked already (report, detect). PIL's
+    against ``image.max_pixels``) or opens an image ingest has checked already (the report). PIL's
     own error limit (twice its warning limit) is raised to ``max_pixels`` when that is larger."""
     from PIL import Image
 
@@ -106,8 +106,8 @@ def to_rgb(image):
 
     - ``I;16``/``I`` (16-bit PNG and TIFF greys): 0..65535 scaled to 0..255 (clipped), not cut at 255;
     - ``F`` (float greys): 0.0..1.0 scaled to 0..255 (clipped);
-    - ``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa``/``La``, ``P`` or ``L``/``RGB`` with a transparent
-      colour: composited over ``BACKGROUND`` (white), ``out = c * a + 255 * (1 - a)``, rounded;
+    - ``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa``/``La``, ``P`` or ``L`` with a transparent colour:
+      composited over ``BACKGROUND`` (white), ``out = c * a + 255 * (1 - a)``, rounded;
     - ``L``, ``1``, ``P``, ``CMYK`` (``(255 - c)(255 - k) / 255``), ``YCbCr`` (JFIF), ``LAB``, ``HSV``: PIL's
       own conversion."""
     import numpy as np

@@ -354,3 +354,16 @@ def test_missing_translation_model_names_the_key(rewritten, tmp_path, capsys):
                     "    back_translation: {pivots: [{pivot: zh, forward: en-zh, backward: zh-en}]}\n")
     assert main(["annotate", "rewrite", "--config", str(path), "--quiet"]) == 2
     assert "annotate.rewrite.back_translation.pivots[0].forward" in capsys.readouterr().err
+
+
+def test_every_region_description_of_a_visual_genome_image_is_a_caption_to_rewrite(ingested):
+    """UNITER Table 1 counts VG's region descriptions as pairs: rewrite (and its corpus statistics) takes
+    each of them, not only the sample's first."""
+    from pipelines.stages.rewrite import shard_captions
+
+    root = ingested[0].output
+    got = [(key, index, text) for shard in raw_shards(root, "vg")
+           for key, _, index, text in shard_captions(root, 2000, "vg", shard)]
+    want = [(row["key"], i, region["phrase"]) for shard in raw_shards(root, "vg")
+            for row in read_shard_input(root, "vg", shard).rows for i, region in enumerate(row["meta"]["regions"])]
+    assert sorted(got) == sorted(want) and max(index for _, index, _ in got) >= 1

@@ -74,7 +74,7 @@ def test_vectors_are_normalised_and_semantic(model_path):
 def test_text_space_has_a_row_for_every_text(embedded, model_path):
     config, results = embedded
     root = config.output
-    for source in TEXT_SOURCES:
+    for source in [*TEXT_SOURCES, "vg"]:  # vg: every region description is a text of its image
         want = sorted((row["key"], i, text) for shard in raw_shards(root, source)
                       for row in read_shard_input(root, source, shard).rows
                       if row["modality"] in ("pair", "text") for i, text in sample_texts(row))
@@ -89,6 +89,7 @@ def test_text_space_has_a_row_for_every_text(embedded, model_path):
         assert footer[MODEL_KEY].decode() == model_path and footer[DIM_KEY] == b"384"
     coco = [r for r in read_sidecar(root, "emb/text", "coco")]
     assert max(r["text_index"] for r in coco) >= 1  # every caption of a COCO image, not only the first
+    assert max(r["text_index"] for r in read_sidecar(root, "emb/text", "vg")) >= 1
     by_name = {r.name: r for r in results}
     assert by_name["text/coco"].counts.written == len(coco)
     assert "tags/bookcorpus" not in by_name  # no images: no tag queries
