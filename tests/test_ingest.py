@@ -82,6 +82,8 @@ def test_changed_parameters_redo_and_remove_stale_shards(ingested, tmp_path):
     assert second.shards == 1 and second.skipped_shards == 0
     assert sorted(os.listdir(tmp_path / "raw" / name)) == ["00000.parquet", "00000.tar", "sizes.json"]
     assert second.counts == first.counts
+    with open(tmp_path / "raw" / name / "sizes.json") as f:  # open_clip's sizes: only the shards there now
+        assert json.load(f) == {"00000.tar": second.counts.written}
 
 
 def test_summary_table(ingested):
