@@ -102,7 +102,7 @@ def plain_loop(root: str, shards: int, out: str) -> int:
                 regions = detect[row["key"]]["regions"]
                 features = np.asarray([r["feature"] for r in regions], np.float16)  # once per image, like pack
                 probs = np.asarray([r["class_probs"] for r in regions], np.float16)
-                meta = json.loads(row["meta"])["meta"]
+                meta = json.loads(row["json"])["meta"]
                 for i, caption in enumerate(c["caption"] for c in meta["captions"]):
                     phrases = [{"text": p["text"], "start": p["start"], "end": p["end"]}
                                for p in parse[(row["key"], i)]["noun_phrases"]]

@@ -353,7 +353,7 @@ class _ShardView:
             regions_links: dict[tuple, list[dict]] = {}
             if weak.regions:
                 for link in self.packer._table(layout.links(f"{weak.name}-regions"), self.source, self.shard):
-                    regions_links.setdefault((link["image_key"], link["text_key"], link["text_index"]), []).append(link)
+                    regions_links.setdefault((link["query_key"], link["key"], link["text_index"]), []).append(link)
             out.units += len(links)
             for link in sorted(links, key=lambda r: (r["query_key"], r["rank"])):
                 row = kept[link["query_key"]]

@@ -204,7 +204,7 @@ def test_weak_pairs_carry_each_retrieved_sentence_with_its_links(packed, samples
         link = links[(meta["sample_key"], meta["rank"])]
         assert sample["txt"] == link["text"] and meta["text_key"] == link["key"]
         assert meta["score"] == pytest.approx(link["score"], abs=1e-6)
-        rows = [r for r in region_links if (r["image_key"], r["text_key"], r["text_index"]) ==
+        rows = [r for r in region_links if (r["query_key"], r["key"], r["text_index"]) ==
                 (meta["sample_key"], link["key"], link["text_index"])]
         assert len(meta["phrase_regions"]) == len(rows)
         for pr in meta["phrase_regions"]:
