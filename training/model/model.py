@@ -254,8 +254,10 @@ def build_model(cfg: ModelConfig | dict[str, Any]) -> UnifiedModel:
     if isinstance(cfg, dict):
         cfg = ModelConfig.from_dict(cfg)
     cfg.validate()
+    if cfg.init_from:
+        from training.model.pretrained import check_sizes, load_text_weights
+        check_sizes(cfg, cfg.init_from)
     model = UnifiedModel(cfg)
     if cfg.init_from:
-        from training.model.pretrained import load_text_weights
         load_text_weights(model, cfg.init_from)
     return model
