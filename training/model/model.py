@@ -83,8 +83,11 @@ class UnifiedModel(nn.Module):
         self.image_proj = nn.Linear(h, cfg.output_heads.projection_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.output_heads.temperature)))
         if cfg.dictionary.enabled:  # UNIMO-2 §3.1
-            self.dictionary = nn.Parameter(torch.randn(cfg.dictionary.size, h) * 0.02)
-            self.dictionary_eta = nn.Parameter(torch.tensor(1.0))
+            # entries on the scale of the (layer-normed) hidden states they quantise, and eta = 1/sqrt(H) so
+            # eta v.g starts near unit variance (scaled dot product); at 0.02 the entries took thousands of
+            # steps to reach the features while the encoder drifted (measured on the tiny test model)
+            self.dictionary = nn.Parameter(torch.randn(cfg.dictionary.size, h))
+            self.dictionary_eta = nn.Parameter(torch.tensor(h ** -0.5))
             self.grounded_type = nn.Parameter(torch.zeros(h))
         self.apply(_init_weights)
 
