@@ -60,3 +60,22 @@ def test_loss_goes_down_on_a_fixed_batch(case):
         torch.manual_seed(7)
         final = run_objectives(model, objectives, batch)[0].item()
     assert final < losses[0] - 0.05 * abs(losses[0]), losses + [final]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_objectives_under_mixed_precision_stay_close_to_float32(case):
+    """CPU autocast with bfloat16 stands in for CUDA AMP: losses come back float32 and near the full-precision
+    value, gradients are finite."""
+    model_kwargs, make_batch, spec = CASES[case]
+    model = tiny_model(seed=0, **model_kwargs)
+    objectives = build_objectives(spec)
+    batch = make_batch()
+    torch.manual_seed(0)
+    full = run_objectives(model, objectives, batch)[0].item()
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = run_objectives(model, objectives, batch)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert loss.item() == pytest.approx(full, rel=0.05, abs=0.05)

@@ -105,10 +105,17 @@ def build_objectives(spec: list[str] | dict[str, dict | None]) -> nn.ModuleDict:
     return nn.ModuleDict(built)
 
 
+def similarity(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b.T`` in float32 even under AMP (contrastive logits are scaled by up to 100 before softmax)."""
+    import torch
+    with torch.autocast(a.device.type, enabled=False):
+        return a.float() @ b.float().t()
+
+
 def ce(logits: Tensor, targets: Tensor) -> Tensor:
     """Per-target cross entropy in float32 (AMP-safe)."""
     return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
 
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "accuracy", "build_objectives", "ce", "register",
-           "require", "run_objectives", "token_targets", "weighted_mean"]
+           "require", "run_objectives", "similarity", "token_targets", "weighted_mean"]

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from schemas.batch import Batch
 from training.model.inputs import has_image, has_text, select
-from training.objectives.base import Objective, ObjectiveResult, register, weighted_mean
+from training.objectives.base import Objective, ObjectiveResult, register, similarity, weighted_mean
 from training.objectives.itc import paired
 
 
@@ -52,19 +52,19 @@ def item_scores(model, items: Batch, images: Tensor, texts: Tensor) -> Tensor:
     image_vec = _embed(model, items, own_image, model.embed_image)
     image_side = images[items.owner] if image_vec is None else torch.where(own_image[:, None], image_vec, images[items.owner])
     text_side = texts[items.owner] if text_vec is None else torch.where(own_text[:, None], text_vec, texts[items.owner])
-    return (image_side * text_side).sum(-1)
+    return (image_side.float() * text_side.float()).sum(-1)
 
 
 def cmcl_loss(images: Tensor, texts: Tensor, scale: Tensor, pos_scores: Tensor, pos_owner: Tensor,
               neg_scores: Tensor, neg_owner: Tensor) -> Tensor:
     """``[B]`` eq. 6 per anchor from normalised anchor vectors and the extra items' cosines and owners."""
     b = len(images)
-    sim = images @ texts.t()  # sim[i, j] = d(V_i, W_j)
+    sim = similarity(images, texts)  # sim[i, j] = d(V_i, W_j), float32 under AMP
     eye = torch.eye(b, dtype=torch.bool, device=sim.device)
     logits = [sim, sim.t(), _scatter(pos_scores, pos_owner, b), _scatter(neg_scores, neg_owner, b)]
     member = [torch.ones_like(eye), ~eye, _owned(pos_owner, b), _owned(neg_owner, b)]
     positive = [eye, torch.zeros_like(eye), _owned(pos_owner, b), torch.zeros_like(_owned(neg_owner, b))]
-    logits = torch.cat(logits, dim=1) * scale
+    logits = torch.cat([x.float() for x in logits], dim=1) * scale.float()
     member, positive = torch.cat(member, dim=1), torch.cat(positive, dim=1)
     minus_inf = torch.finfo(logits.dtype).min
     top = logits.masked_fill(~positive, minus_inf).logsumexp(1)

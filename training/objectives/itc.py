@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from training.model.inputs import has_image, has_text, select
-from training.objectives.base import Objective, ObjectiveResult, accuracy, ce, register, weighted_mean
+from training.objectives.base import Objective, ObjectiveResult, accuracy, ce, register, similarity, weighted_mean
 
 
 def paired(batch, objective: str):
@@ -30,7 +30,7 @@ class ITC(Objective):
     def forward(self, model, batch, outputs):
         batch = paired(batch, self.name)
         scale = model.temperature_scale()
-        logits = scale * model.embed_image(batch) @ model.embed_text(batch).t()
+        logits = scale * similarity(model.embed_image(batch), model.embed_text(batch))
         labels = torch.arange(len(logits), device=logits.device)
         per_pair = (ce(logits, labels) + ce(logits.t(), labels)) / 2
         return ObjectiveResult(weighted_mean(per_pair, labels, batch.sample_weights),
