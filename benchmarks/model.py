@@ -110,10 +110,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--problems", type=int, default=32)
     parser.add_argument("--skip-encoder", action="store_true")
+    parser.add_argument("--skip-ot", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     if not args.skip_encoder:
         bench_encoder(args.batch, args.seq, args.steps, args.repeat)
-    bench_ot(args.problems)
+    if not args.skip_ot:
+        bench_ot(args.problems)
 
 
 if __name__ == "__main__":

@@ -112,10 +112,29 @@ def similarity(a: Tensor, b: Tensor) -> Tensor:
         return a.float() @ b.float().t()
 
 
+def gather_across_ranks(x: Tensor) -> tuple[Tensor, int]:
+    """Every rank's rows of ``x`` (ranks may hold different counts) and where this rank's rows start.
+
+    Under ``torch.distributed`` the contrastive objectives use all ranks' vectors as negatives (VLMo §3.3,
+    UNIMO App. A: the whole batch); the gather keeps the gradient to this rank's rows, and each rank's loss
+    covers its own rows (open_clip's local loss with gathered features). One process: ``(x, 0)``."""
+    import torch
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    from torch.distributed.nn.functional import all_gather
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([len(x)], device=x.device))
+    sizes = [int(s) for s in sizes]
+    padded = torch.cat([x, x.new_zeros(max(sizes) - len(x), *x.shape[1:])])
+    parts = all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:dist.get_rank()])
+
+
 def ce(logits: Tensor, targets: Tensor) -> Tensor:
     """Per-target cross entropy in float32 (AMP-safe)."""
     return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
 
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "accuracy", "build_objectives", "ce", "register",
-           "require", "run_objectives", "similarity", "token_targets", "weighted_mean"]
+           "require", "run_objectives", "similarity", "gather_across_ranks", "token_targets", "weighted_mean"]
