@@ -119,7 +119,8 @@ class UnifiedModel(nn.Module):
             masks.append(torch.cat([present[:, None], visual_mask], dim=1))
             visual_len = emb.shape[1]
         if not parts:
-            raise ValueError(f"batch of task {batch.task!r} has no {'stream' if streams == 'both' else streams} to encode")
+            what = "stream" if streams == "both" else streams
+            raise ValueError(f"batch of task {batch.task!r} has no {what} to encode")
         x = torch.cat(parts, dim=1)
         mask = torch.cat(masks, dim=1)
         pattern = self._pattern(batch, text_len, visual_len)

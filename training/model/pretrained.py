@@ -93,6 +93,7 @@ def load_text_weights(model, folder: str, where: str = "model.init_from") -> lis
     own = model.state_dict()
     for key, value in mapped.items():
         if own[key].shape != value.shape:
-            raise ConfigError(f"{where}: {key} is {tuple(value.shape)} in {folder}, the model has {tuple(own[key].shape)}")
+            raise ConfigError(f"{where}: {key} is {tuple(value.shape)} in {folder}, "
+                              f"the model has {tuple(own[key].shape)}")
     model.load_state_dict(mapped, strict=False)
     return sorted(mapped)

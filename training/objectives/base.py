@@ -50,6 +50,15 @@ def require(batch: Batch, objective: str, *names: str) -> None:
                          f"task {batch.task!r} did not set it (is {objective!r} in the batch kind's objectives?)")
 
 
+def other_modality_masked(batch: Batch, outputs: ModelOutput, own: str, other: str) -> ObjectiveResult | None:
+    """Conditional masking (UNITER §3.2; mu-VLA §3.3.2) masks one modality per sample; when every sample of
+    a batch masked the other one, the collator sets no ``own`` targets (but ``other``): zero loss, not an
+    error. None otherwise (the objective runs, and ``require`` still catches a collator that set neither)."""
+    if getattr(batch, own) is None and getattr(batch, other) is not None:
+        return ObjectiveResult(outputs.hidden.new_zeros(()), {"targets": 0.0})
+    return None
+
+
 def weighted_mean(losses: Tensor, sample: Tensor, weights: Tensor | None) -> Tensor:
     """Mean of per-target ``losses`` with each target scaled by its sample's weight (mu-VLA §3.4: the loss
     of a pair is multiplied by its ITM score). Normalised by the number of targets, not the weights, so a
@@ -136,5 +145,6 @@ def ce(logits: Tensor, targets: Tensor) -> Tensor:
     return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
 
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "accuracy", "build_objectives", "ce", "register",
-           "require", "run_objectives", "similarity", "gather_across_ranks", "token_targets", "weighted_mean"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "accuracy", "build_objectives", "ce", "gather_across_ranks",
+           "other_modality_masked", "register", "require", "run_objectives", "similarity", "token_targets",
+           "weighted_mean"]

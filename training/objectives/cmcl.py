@@ -52,8 +52,11 @@ def item_scores(model, items: Batch, images: Tensor, texts: Tensor) -> Tensor:
         raise ValueError(f"a CMCL item of task {items.task!r} has neither text nor image")
     text_vec = _embed(model, items, own_text, model.embed_text)
     image_vec = _embed(model, items, own_image, model.embed_image)
-    image_side = images[items.owner] if image_vec is None else torch.where(own_image[:, None], image_vec, images[items.owner])
-    text_side = texts[items.owner] if text_vec is None else torch.where(own_text[:, None], text_vec, texts[items.owner])
+    image_side, text_side = images[items.owner], texts[items.owner]
+    if image_vec is not None:
+        image_side = torch.where(own_image[:, None], image_vec, image_side)
+    if text_vec is not None:
+        text_side = torch.where(own_text[:, None], text_vec, text_side)
     return (image_side.float() * text_side.float()).sum(-1)
 
 
@@ -103,8 +106,8 @@ class CMCL(Objective):
         images, texts = model.embed_image(batch), model.embed_text(batch)
         empty = images.new_zeros(0)
         none = torch.zeros(0, dtype=torch.long, device=images.device)
-        pos = (item_scores(model, batch.positives, images, texts), batch.positives.owner) if batch.positives else (empty, none)
-        neg = (item_scores(model, batch.negatives, images, texts), batch.negatives.owner) if batch.negatives else (empty, none)
+        pos, neg = ((item_scores(model, items, images, texts), items.owner) if items else (empty, none)
+                    for items in (batch.positives, batch.negatives))
         all_images, offset = gather_across_ranks(images)
         all_texts, _ = gather_across_ranks(texts)
         per_anchor = cmcl_loss(images, texts, model.temperature_scale(), *pos, *neg, all_images, all_texts, offset)

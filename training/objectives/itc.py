@@ -1,6 +1,7 @@
 """ITC: image-text contrastive learning on the dual-encoder view (VLMo §3.3).
 
-Image and text are encoded alone (``[IMG]`` and ``[CLS]``, projected, normalised); the B x B similarities (B x N with the N vectors of every rank under torch.distributed),
+Image and text are encoded alone (``[IMG]`` and ``[CLS]``, projected, normalised); the B x B similarities
+(B x N with the N vectors of every rank under torch.distributed),
 scaled by the learned temperature, train both directions with cross entropy against the diagonal.
 Only samples that have both streams take part.
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from training.model.inputs import has_image, has_text, select
-from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, gather_across_ranks, register, similarity,
-                                      weighted_mean)
+from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, gather_across_ranks, register,
+                                      similarity, weighted_mean)
 
 
 def paired(batch, objective: str):
