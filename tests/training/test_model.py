@@ -154,3 +154,15 @@ def test_config_default_is_bert_base():
     cfg = tiny_config()
     assert ModelConfig().hidden == 768 and ModelConfig().layers == 12 and ModelConfig().heads == 12
     assert cfg.validate() is cfg
+
+
+def test_a_batch_without_padding_attends_everywhere():
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    assert _attention_mask(mask, None, None) is None
+    mask[1, 3] = False
+    assert _attention_mask(mask, None, None).shape == (2, 1, 1, 4)
+    model = tiny_model()
+    padded = pairs_batch(b=3)  # the first sample is full length, the others padded
+    batch = select(padded, torch.tensor([0]))  # alone: no padding anywhere, so no mask
+    assert bool(batch.text_mask.all()) and bool(batch.region_mask.all())
+    assert torch.allclose(model(batch).hidden[0], model(padded).hidden[0], atol=1e-5)

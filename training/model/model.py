@@ -216,14 +216,14 @@ class UnifiedModel(nn.Module):
         return self.logit_scale.clamp(max=math.log(100)).exp()
 
 
-def _attention_mask(mask: Tensor, pattern: Tensor | None, kinds: Tensor | None) -> Tensor:
-    """Bool ``[B, 1, L, L]`` (or ``[B, 1, 1, L]`` for key padding only): True = may attend.
+def _attention_mask(mask: Tensor, pattern: Tensor | None, kinds: Tensor | None) -> Tensor | None:
+    """Bool ``[B, 1, L, L]`` (or ``[B, 1, 1, L]`` for key padding only, None without any): True = may attend.
 
     ``kinds`` (UNIMO-2 Grounded Transformer): text and visual positions see their own stream and the
     grounded tokens only. Every position may attend to itself, so no row is empty (no NaN from softmax)."""
     keys = mask[:, None, None, :]
     if pattern is None and kinds is None:
-        return keys
+        return None if bool(mask.all()) else keys  # no mask at all lets SDPA take its fastest kernel
     allowed = keys.expand(-1, 1, mask.shape[1], -1)
     if pattern is not None:
         allowed = allowed & pattern[:, None]
