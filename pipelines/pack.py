@@ -185,7 +185,7 @@ class ShardPacker:
     def pack(self, source: str, shard: int) -> tuple[dict[str, TaskShard], Counter]:
         """Every configured task's samples and rejects for one raw shard, and the raw samples left out
         (removed by ``clean``) by reason."""
-        shard_input = read_shard_input(self.settings.root, source, shard)
+        shard_input = read_shard_input(self.settings.root, source, shard, keep_removed=True)  # left out here, by reason
         try:
             rows = shard_input.rows
             left_out = Counter(self.removed[row["key"]] for row in rows if row["key"] in self.removed)
