@@ -104,10 +104,11 @@ def seq2seq_fragments(n: int, rng: np.random.Generator, budget: float = 0.25, lo
     spent = 0
     while spent < target:
         length = min(int(rng.integers(low, high + 1)), target - spent)
-        starts = [s for s in range(1, n - length) if not taken[s:s + length].any()]
-        if not starts:
+        before = np.concatenate([[0], np.cumsum(taken)])
+        starts = np.flatnonzero(before[length:n] == before[:n - length])  # windows with nothing taken
+        if not len(starts):
             length = 1
-            starts = list(np.flatnonzero(~taken))
+            starts = np.flatnonzero(~taken)
         start = int(rng.choice(starts))
         taken[start:start + length] = True
         fragments.append((start, start + length))
