@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -34,9 +35,9 @@ import numpy as np
 
 from schemas import packed
 from schemas.batch import IGNORE_INDEX, Batch
-from schemas.regions import muvla_location, uniter_location
+from schemas.regions import locations
 from training import masking
-from training.tokenizer import Special, encode, encode_plain, phrase_token_spans, special_ids
+from training.tokenizer import Encoded, Special, encode, encode_many, encode_plain, phrase_token_spans, special_ids
 
 if TYPE_CHECKING:
     from training.data import BatchKind, DataConfig
@@ -65,15 +66,38 @@ class Sample:
     offsets: list[tuple[int, int]] = field(default_factory=list)
     image: bytes | None = None                         # encoded image (decoded only for patch models)
     boxes: np.ndarray | None = None                    # [R, 4] normalised, at most max_regions
+    loc: np.ndarray | None = None                      # [R, 7 | 5] location encoding (data.location)
     feats: np.ndarray | None = None                    # [R, D] float16
     probs: np.ndarray | None = None                    # [R, C] float16
     positives: list[Sample] = field(default_factory=list)  # CMCL
     negatives: list[Sample] = field(default_factory=list)
 
 
+_NPY_HEADER = re.compile(rb"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': (True|False), 'shape': \(([\d, ]*)\), \}")
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    """An ``.npy`` member as a read-only array. The header ``np.save`` writes is parsed with a regex
+    (``np.load`` runs ``ast.literal_eval`` on it: about 0.5 ms, more than the read, docs/BENCHMARKS.md);
+    anything else goes to ``np.load`` without pickles."""
+    if data[:6] == b"\x93NUMPY" and data[6] == 1:
+        size = int.from_bytes(data[8:10], "little")
+        match = _NPY_HEADER.fullmatch(data[10:10 + size].rstrip())
+        if match:
+            descr, fortran, dims = match.groups()
+            shape = tuple(int(d) for d in dims.split(b",") if d.strip())
+            dtype = np.dtype(descr.decode())
+            count = int(np.prod(shape)) if shape else 1
+            if len(data) < 10 + size + count * dtype.itemsize:
+                raise ValueError(f"truncated .npy: {len(data)} bytes for shape {shape} of {dtype}")
+            array = np.frombuffer(data, dtype=dtype, count=count, offset=10 + size)
+            return array.reshape(shape, order="F" if fortran == b"True" else "C")
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def _npy(raw: dict, member: str, key: str) -> np.ndarray:
     try:
-        return np.load(io.BytesIO(raw[member]), allow_pickle=False)
+        return read_npy(raw[member])
     except Exception as exc:  # noqa: BLE001 - any unreadable array is one reason
         raise BadSample("bad_npy", f"{key}.{member}: {exc}") from None
 
@@ -83,8 +107,12 @@ def _visual(raw: dict, prefix: str, regions: dict, cfg: DataConfig, key: str) ->
     image = next((raw[f"{prefix}{ext}"] for ext in IMAGE_MEMBERS if f"{prefix}{ext}" in raw), None)
     if image is None:
         raise BadSample("no_image", f"{key} has no {prefix}jpg/png member")
-    boxes = np.asarray(regions.get("boxes") or [], dtype=np.float32).reshape(-1, 4)[:cfg.max_regions]
-    out: dict[str, Any] = {"image": image, "boxes": boxes}
+    try:
+        boxes = np.asarray(regions.get("boxes") or [], dtype=np.float32).reshape(-1, 4)[:cfg.max_regions]
+        loc = locations(boxes, cfg.location)
+    except ValueError as exc:
+        raise BadSample("bad_boxes", f"{key} {prefix}regions.boxes: {exc}") from None
+    out: dict[str, Any] = {"image": image, "boxes": boxes, "loc": loc}
     if cfg.visual == "regions" and regions.get("has_features"):
         for name, member, width in (("feats", packed.REGION_FEATS, cfg.region_dim),
                                     ("probs", packed.REGION_PROBS, cfg.region_classes)):
@@ -103,9 +131,22 @@ def _text_sample(key: str, task: str, text: str, cfg: DataConfig, tokenizer: Any
     return Sample(key=key, task=task, meta={"modality": "text"}, ids=enc.ids, offsets=enc.offsets)
 
 
-def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any) -> Sample:
+def decode_chunk(raws: Sequence[dict], task: str, cfg: DataConfig, tokenizer: Any) -> list[Sample | BadSample]:
+    """``decode_sample`` for a chunk, its texts tokenized in one call; a bad sample comes back as its error."""
+    texts = [raw["txt"].decode("utf-8", errors="replace") for raw in raws if "txt" in raw]
+    encoded = iter(encode_many(tokenizer, texts, cfg.max_text_len))
+    out: list[Sample | BadSample] = []
+    for raw in raws:
+        try:
+            out.append(decode_sample(raw, task, cfg, tokenizer, next(encoded) if "txt" in raw else None))
+        except BadSample as exc:
+            out.append(exc)
+    return out
+
+
+def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any, encoded: Encoded | None = None) -> Sample:
     """A raw WebDataset sample of ``task`` as a ``Sample``; ``BadSample`` when a member the task needs is
-    missing or unreadable (the loader counts it and goes on)."""
+    missing or unreadable (the loader counts it and goes on). ``encoded``: its text, already tokenized."""
     key = str(raw.get("__key__"))
     if "json" not in raw:
         raise BadSample("no_json", f"{key} has no json member")
@@ -120,12 +161,12 @@ def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any) -> Samp
     if meta["modality"] in ("pair", "text"):
         if "txt" not in raw:
             raise BadSample("no_txt", f"{key} has no txt member")
-        enc = encode(tokenizer, raw["txt"].decode("utf-8", errors="replace"), cfg.max_text_len)
+        enc = encoded or encode(tokenizer, raw["txt"].decode("utf-8", errors="replace"), cfg.max_text_len)
         sample.ids, sample.offsets = enc.ids, enc.offsets
         sample.phrase_spans = phrase_token_spans(enc.offsets, meta.get("phrases") or [])
     if meta["modality"] in ("pair", "image"):
         visual = _visual(raw, "", meta["regions"], cfg, key)
-        sample.image, sample.boxes = visual["image"], visual["boxes"]
+        sample.image, sample.boxes, sample.loc = visual["image"], visual["boxes"], visual["loc"]
         sample.feats, sample.probs = visual.get("feats"), visual.get("probs")
     if task == packed.CMCL:
         texts = [p["text"] for p in meta["positives"]] + [r["text"] for r in meta["related_texts"]]
@@ -134,7 +175,7 @@ def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any) -> Samp
             prefix = f"related_{i}."
             visual = _visual(raw, prefix, related.get("regions") or {}, cfg, key)
             sample.positives.append(Sample(key=f"{key}/img{i}", task=task, meta={"modality": "image"},
-                                           image=visual["image"], boxes=visual["boxes"],
+                                           image=visual["image"], boxes=visual["boxes"], loc=visual["loc"],
                                            feats=visual.get("feats"), probs=visual.get("probs")))
         sample.positives = sample.positives[:cfg.cmcl_max_positives]
         sample.negatives = [_text_sample(f"{key}/neg{i}", task, n["text"], cfg, tokenizer)
@@ -233,13 +274,10 @@ def _pad(rows: Sequence[np.ndarray | None], fill: int, length: int | None = None
     return out
 
 
-def _locations(boxes: np.ndarray, kind: str) -> np.ndarray:
-    encode_box = uniter_location if kind == "uniter" else muvla_location
-    return np.asarray([encode_box(b) for b in boxes.tolist()], dtype=np.float32).reshape(len(boxes), -1)
-
-
-def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, want_targets: bool = True) -> Batch:
-    """Stack rows into a ``Batch`` (text stream, then regions or pixels, then the targets set on rows)."""
+def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, objectives: frozenset[str] = frozenset()) -> Batch:
+    """Stack rows into a ``Batch``: text stream, regions or pixels, and the targets the rows carry;
+    region feature targets only for ``mrfr``, class distributions only for ``mrc`` / ``mrc_kl``."""
+    want_targets = bool(objectives)
     import torch
 
     t = torch.from_numpy
@@ -265,25 +303,29 @@ def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, want_targets: bool 
     feats = np.zeros((len(rows), regions, cfg.region_dim), dtype=np.float32)
     loc = np.zeros((len(rows), regions, loc_dim), dtype=np.float32)
     mask = np.zeros((len(rows), regions), dtype=bool)
-    probs = np.zeros((len(rows), regions, cfg.region_classes), dtype=np.float32)
+    need_probs = bool(objectives & {"mrc", "mrc_kl"})
+    probs = np.zeros((len(rows), regions, cfg.region_classes if need_probs else 0), dtype=np.float32)
     for i, s in enumerate(samples):
         if s.image is None:
             continue
         n = len(s.boxes)
         mask[i, :n] = True
-        loc[i, :n] = _locations(s.boxes, cfg.location)
+        loc[i, :n] = s.loc if s.loc is not None else locations(s.boxes, cfg.location)
         if s.feats is not None:
             feats[i, :n] = s.feats
-            probs[i, :n] = s.probs
+            if need_probs:
+                probs[i, :n] = s.probs
     masked = np.zeros((len(rows), regions), dtype=bool)
     for i, r in enumerate(rows):
         if r.region_masked is not None:
             masked[i, :len(r.region_masked)] = r.region_masked
     batch.region_loc, batch.region_mask = t(loc), t(mask)
-    if want_targets and (masked.any() or any(r.region_masked is not None for r in rows)):
+    if want_targets and any(r.region_masked is not None for r in rows):
         batch.region_masked = t(masked)
-        batch.region_feat_targets = t(feats.copy())
-        batch.region_class_targets = t(probs)
+        if "mrfr" in objectives:
+            batch.region_feat_targets = t(feats.copy())
+        if objectives & {"mrc", "mrc_kl"}:
+            batch.region_class_targets = t(probs)
         feats[masked] = 0.0  # UNITER §3.2: masked regions are zeroed
     batch.region_feats = t(feats)
     if want_targets and any(r.token_targets for r in rows):
@@ -346,7 +388,7 @@ def collate(samples: Sequence[Sample], kind: BatchKind, cfg: DataConfig, tokeniz
             row.ids, row.mlm_labels = mask_text(row.ids, own.phrase_spans, kind.mlm_mode, cfg, special, rng)
         if mask_regions_here:
             row.region_masked, _ = masking.region_selection(row.sample.boxes, rng, m.region_prob, m.anchor_iou)
-    batch = _batch(kind.task, rows, cfg)
+    batch = _batch(kind.task, rows, cfg, frozenset(objectives))
     batch.keys = [s.key for s in samples]
     if "seq2seq" in objectives:
         visual = cfg.num_patches if cfg.visual == "patches" else batch.region_mask.shape[1]
@@ -382,7 +424,7 @@ def _sub_batch(task: str, samples: Sequence[Sample], which: str, cfg: DataConfig
         for child in getattr(sample, which):
             rows.append(_Row(ids=None if child.ids is None else np.asarray(child.ids), sample=child))
             owner.append(i)
-    batch = _batch(task, rows, cfg, want_targets=False)
+    batch = _batch(task, rows, cfg)
     return batch, torch.tensor(owner, dtype=torch.long)
 
 

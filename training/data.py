@@ -309,7 +309,7 @@ class TaskStream:
     # stages 5-6
     def _load_chunk(self) -> None:
         from training.batching import unit_budget_batches
-        from training.collate import BadSample, decode_sample, sample_units
+        from training.collate import Sample, decode_chunk, sample_units
 
         cursor = self.cursor
         while True:
@@ -331,15 +331,14 @@ class TaskStream:
             self._raw, self._epoch_samples = None, 0
         self._chunk_size = len(raw)
         samples = []
-        for item in raw:
-            try:
-                samples.append(decode_sample(item, self.task, self.cfg, self.tokenizer))
-            except BadSample as exc:
-                if cursor.emitted == 0:  # counted once, not again when a resumed stream rebuilds the chunk
-                    self.stats["bad_samples"] += 1
-                    reasons = self.stats["bad_reasons"]
-                    reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
-                    log.warning("dropping sample %s of %s: %s", item.get("__key__"), item.get("__url__"), exc)
+        for item, decoded in zip(raw, decode_chunk(raw, self.task, self.cfg, self.tokenizer)):
+            if isinstance(decoded, Sample):
+                samples.append(decoded)
+            elif cursor.emitted == 0:  # counted once, not again when a resumed stream rebuilds the chunk
+                self.stats["bad_samples"] += 1
+                reasons = self.stats["bad_reasons"]
+                reasons[decoded.reason] = reasons.get(decoded.reason, 0) + 1
+                log.warning("dropping sample %s of %s: %s", item.get("__key__"), item.get("__url__"), decoded)
         self._epoch_samples += len(samples)
         lengths = [sample_units(s, self.cfg) for s in samples]
         batches = unit_budget_batches(lengths, self.cfg.unit_budget, self.cfg.max_batch_size)

@@ -206,3 +206,39 @@ def test_bad_samples_name_their_reason(tok):
         decode_sample(bad_npy, packed.PAIRS, config, tok)
     with pytest.raises(BadSample, match="missing_fields"):
         decode_sample(raw, packed.WEAK_PAIRS, config, tok)
+    meta = json.loads(raw["json"])
+    meta["regions"]["boxes"][0] = [0.9, 0.1, 0.2, 0.5]
+    with pytest.raises(BadSample, match="bad_boxes"):
+        decode_sample(dict(raw, json=json.dumps(meta).encode()), packed.PAIRS, config, tok)
+
+
+def test_read_npy_matches_numpy_and_refuses_what_numpy_refuses():
+    import io
+
+    from training.collate import read_npy
+
+    arrays = [np.arange(55 * 8, dtype=np.float16).reshape(55, 8), np.arange(6, dtype=">i4"),
+              np.asfortranarray(np.arange(12.0).reshape(3, 4)), np.float32(3.5).reshape(()), np.zeros((0, 5))]
+    for array in arrays:
+        out = io.BytesIO()
+        np.save(out, array)
+        got = read_npy(out.getvalue())
+        assert got.dtype == array.dtype and got.shape == array.shape and (got == array).all()
+    out = io.BytesIO()
+    np.save(out, np.zeros((10, 8), dtype=np.float16))
+    with pytest.raises(ValueError, match="truncated"):
+        read_npy(out.getvalue()[:-20])
+    out = io.BytesIO()
+    np.save(out, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        read_npy(out.getvalue())
+
+
+def test_vector_locations_equal_the_scalar_encodings():
+    from schemas.regions import locations, muvla_location, uniter_location
+
+    boxes = np.array(BOXES + [[0.0, 0.0, 1.0, 1.0]])
+    assert np.allclose(locations(boxes, "uniter"), [uniter_location(b) for b in boxes.tolist()])
+    assert np.allclose(locations(boxes, "muvla"), [muvla_location(b) for b in boxes.tolist()])
+    with pytest.raises(ValueError, match="normalised"):
+        locations([[0.5, 0, 0.2, 1]])
