@@ -9,7 +9,8 @@ choice from the generator it is given (seeded by the loader from ``(seed, step, 
   with region objectives in the same kind, conditional masking: each sample masks one modality only
   (UNITER §3.2);
 - ``seq2seq``: UNIMO §2.3 fragments moved behind the source as ``[CLS] fragment [SEP]`` blocks, with
-  next-token targets and a source-bidirectional / target-causal attention pattern;
+  the generated tokens as targets (at their own positions) and a source-bidirectional / target-causal
+  attention pattern;
 - ``mrfr`` / ``mrc`` / ``mrc_kl``: regions zeroed at 15% plus their > 0.3-IoU neighbours (UNIMO §2.3),
   with feature and class-distribution targets;
 - ``p_mrtc``: mu-VLA §3.3.2 on ``weak_pairs``: linked phrases or linked regions (one modality per
@@ -231,7 +232,9 @@ def mask_text(ids: Sequence[int], spans: Sequence[tuple[int, int]], mode: str, c
 def seq2seq_text(ids: Sequence[int], fragments: Sequence[tuple[int, int]],
                  special: Special) -> tuple[np.ndarray, np.ndarray, int]:
     """UNIMO §2.3: the source (fragments removed) followed by each fragment as ``[CLS] w_i .. w_j [SEP]``.
-    Returns ``(ids, lm_labels, source_len)``; a target position's label is the next token of its block."""
+    Returns ``(ids, lm_labels, source_len)``. ``lm_labels[t]`` is the token AT ``t`` for every token a
+    block generates (``w_i .. w_j [SEP]``; the block's ``[CLS]`` only starts it), -100 elsewhere: the
+    objective shifts, so the output at ``t - 1`` predicts it (``schemas/batch.py``)."""
     ids = list(ids)
     taken = np.zeros(len(ids), dtype=bool)
     for start, stop in fragments:
@@ -241,7 +244,7 @@ def seq2seq_text(ids: Sequence[int], fragments: Sequence[tuple[int, int]],
     for start, stop in fragments:
         block = [special.cls, *ids[start:stop], special.sep]
         out.extend(block)
-        labels.extend(block[1:] + [IGNORE_INDEX])
+        labels.extend([IGNORE_INDEX] + block[1:])
     return np.asarray(out, dtype=np.int64), np.asarray(labels, dtype=np.int64), len(source)
 
 
@@ -390,6 +393,8 @@ def collate(samples: Sequence[Sample], kind: BatchKind, cfg: DataConfig, tokeniz
             row.region_masked, _ = masking.region_selection(row.sample.boxes, rng, m.region_prob, m.anchor_iou)
     batch = _batch(kind.task, rows, cfg, frozenset(objectives))
     batch.keys = [s.key for s in samples]
+    # the raw sample of each row's image: captions of one image share it (zero-shot retrieval counts it once)
+    batch.extra["image_keys"] = [str(samples[j].meta.get("sample_key", samples[j].key)) for j in image_from]
     if "seq2seq" in objectives:
         visual = cfg.num_patches if cfg.visual == "patches" else batch.region_mask.shape[1]
         import torch

@@ -446,13 +446,14 @@ class PackedLoader:
         return max(1, self.cfg.num_workers)
 
     def __iter__(self) -> Iterator[Batch]:
+        import torch
         import torch.utils.data
 
         dataset = PackedDataset(self.cfg, self.rank, self.world_size, self.step, dict(self._workers))
         loader = torch.utils.data.DataLoader(
             torch_dataset(dataset), batch_size=None, collate_fn=_identity, num_workers=self.cfg.num_workers,
             prefetch_factor=self.cfg.prefetch_factor if self.cfg.num_workers else None,
-            persistent_workers=False)
+            persistent_workers=False, generator=torch.Generator())  # never draws from the global generator
         for batch in loader:
             info = batch.extra.pop("loader")
             if info["step"] != self.step:

@@ -82,7 +82,8 @@ def test_seq2seq_moves_fragments_behind_the_source(special):
     out, labels, source_len = seq2seq_text(ids, [(2, 4), (6, 7)], special)
     assert out.tolist() == [101, 11, 14, 15, 102, 101, 12, 13, 102, 101, 16, 102]
     assert source_len == 5
-    assert labels.tolist() == [IGNORE_INDEX] * 5 + [12, 13, 102, IGNORE_INDEX, 16, 102, IGNORE_INDEX]
+    # the target AT each generated position (the objective shifts: output at t - 1 predicts t)
+    assert labels.tolist() == [IGNORE_INDEX] * 5 + [IGNORE_INDEX, 12, 13, 102, IGNORE_INDEX, 16, 102]
     pattern = seq2seq_attention([(source_len, [], len(out))], text_len=13, visual_len=2)
     assert pattern.shape == (1, 15, 15)
     p = pattern[0]
@@ -107,6 +108,7 @@ def test_itm_rows_carry_the_swapped_text_or_image(tok):
         assert batch.region_feats[i, 0, 0].item() == image_from[i] + 1
         assert labels[i] == int(image_from[i] == i and text_from[i] == i)
     assert batch.mlm_labels is None and batch.region_masked is None
+    assert batch.extra["image_keys"] == [f"raw-s{j}" for j in image_from]
 
 
 def test_conditional_masking_masks_one_modality_per_sample(tok):

@@ -225,3 +225,21 @@ def test_config_errors_name_the_dotted_key(tmp_path):
         DataConfig(visual="patches").validate()
     with pytest.raises(FileNotFoundError, match="no shards of task 'pairs'"):
         take(PackedLoader(config(tmp_path, [BatchKind(packed.PAIRS, ["mlm"])])), 1)
+
+
+def test_the_loader_leaves_the_global_generators_alone(shards):
+    """The trainer's dropout draws from torch's generator; a resumed run must not see the loader in it."""
+    import random
+
+    import torch
+
+    root, _ = shards
+    cfg = config(root, [BatchKind(packed.PAIRS, ["mlm", "mrfr"])], num_workers=2)
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    take(PackedLoader(cfg), 3)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert random.getstate() == before[1]
+    assert (np.random.get_state()[1] == before[2]).all()
