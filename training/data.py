@@ -130,7 +130,8 @@ class DataConfig:
     num_workers: int = 2                     # DataLoader workers per rank (0: in the main process)
     prefetch_factor: int = 2                 # batches each worker keeps ready
     shuffle_buffer: int = 1000               # samples in the shuffle buffer
-    sort_buffer: int = 512                   # samples sorted by length before cutting batches
+    sort_buffer: int = 512                   # samples sorted by length before cutting batches (a batch
+                                             # never spans two chunks: at most this many samples)
     unit_budget: int = 8192                  # padded units per batch (UNITER App. A.2)
     max_batch_size: int = 256
     max_text_len: int = 128                  # WordPiece tokens incl. [CLS]/[SEP] (UNIMO allows 512)
@@ -438,6 +439,10 @@ class PackedLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        if cfg.max_batch_size > cfg.sort_buffer:
+            log.warning("data.max_batch_size %d exceeds data.sort_buffer %d: batches are cut from one sorted "
+                        "chunk, so none holds more than %d samples", cfg.max_batch_size, cfg.sort_buffer,
+                        cfg.sort_buffer)
         self.step = 0
         self._workers: dict[str, dict] = {}
 
