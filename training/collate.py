@@ -114,11 +114,15 @@ def _visual(raw: dict, prefix: str, regions: dict, cfg: DataConfig, key: str) ->
     except ValueError as exc:
         raise BadSample("bad_boxes", f"{key} {prefix}regions.boxes: {exc}") from None
     out: dict[str, Any] = {"image": image, "boxes": boxes, "loc": loc}
-    if cfg.visual == "regions" and regions.get("has_features"):
+    if cfg.visual == "regions":
+        present = {"feats": bool(regions.get("has_features")),
+                   "probs": bool(regions.get("has_probs", regions.get("has_features")))}
         for name, member, width in (("feats", packed.REGION_FEATS, cfg.region_dim),
                                     ("probs", packed.REGION_PROBS, cfg.region_classes)):
+            if not present[name]:
+                continue
             if f"{prefix}{member}" not in raw:
-                raise BadSample("no_region_arrays", f"{key} says has_features but lacks {prefix}{member}")
+                raise BadSample("no_region_arrays", f"{key}: its regions say the {prefix}{member} member is there")
             array = _npy(raw, f"{prefix}{member}", key)
             if array.ndim != 2 or array.shape[1] != width or array.shape[0] < len(boxes):
                 raise BadSample("region_shape", f"{key}.{prefix}{member} has shape {array.shape}, expected "
@@ -316,8 +320,8 @@ def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, objectives: frozens
         loc[i, :n] = s.loc if s.loc is not None else locations(s.boxes, cfg.location)
         if s.feats is not None:
             feats[i, :n] = s.feats
-            if need_probs:
-                probs[i, :n] = s.probs
+        if need_probs and s.probs is not None:
+            probs[i, :n] = s.probs
     masked = np.zeros((len(rows), regions), dtype=bool)
     for i, r in enumerate(rows):
         if r.region_masked is not None:

@@ -243,3 +243,32 @@ def test_the_loader_leaves_the_global_generators_alone(shards):
     assert torch.equal(torch.get_rng_state(), before[0])
     assert random.getstate() == before[1]
     assert (np.random.get_state()[1] == before[2]).all()
+
+
+def test_every_task_streams_with_the_targets_its_objectives_need(tmp_path):
+    aligned = packed.aligned_task(50)
+    for task in (packed.PAIRS, packed.IMAGES, packed.TEXTS, packed.TAG_PAIRS, packed.WEAK_PAIRS, packed.CMCL,
+                 aligned):
+        write_task(str(tmp_path), task, 2, 6)
+    needs = {  # (task, objectives, mlm_mode) -> Batch fields that must be set
+        (packed.IMAGES, ("mrfr", "mrc"), "token"): ("region_masked", "region_feat_targets", "region_class_targets"),
+        (packed.TEXTS, ("seq2seq",), "token"): ("lm_labels", "attention_pattern"),
+        (packed.TEXTS, ("mlm",), "span"): ("mlm_labels",),
+        (packed.PAIRS, ("itm", "wra"), "token"): ("itm_labels",),
+        (packed.TAG_PAIRS, ("mlm",), "token"): ("mlm_labels",),
+        (packed.WEAK_PAIRS, ("p_mrtc",), "token"): ("region_masked", "region_token_targets"),
+        (packed.CMCL, ("cmcl",), "token"): ("positives", "negatives"),
+        (aligned, ("itc",), "token"): ("input_ids", "region_feats"),
+    }
+    kinds = [BatchKind(task, list(objectives), 1, mode) for task, objectives, mode in needs]
+    loader = PackedLoader(config(tmp_path, kinds, unit_budget=2000))
+    seen = set()
+    for batch in take(loader, 60):
+        key = (batch.task, tuple(batch.extra["objectives"]),
+               next(k.mlm_mode for k in kinds if k.task == batch.task and tuple(k.objectives) == tuple(batch.extra["objectives"])))
+        seen.add(key)
+        for name in needs[key]:
+            assert getattr(batch, name) is not None, f"{key} lacks {name}"
+        assert batch.input_ids.shape[0] == len(batch) == batch.region_feats.shape[0]
+    assert seen == set(needs)
+    assert loader.stats["bad_samples"] == 0 and loader.stats["corrupt_shards"] == 0
