@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=6000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--padding-only", action="store_true", help="skip the throughput rounds")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as work:
@@ -96,6 +97,8 @@ def main() -> None:
         pair_urls = task_shards(config(root, pairs_only, 0), packed.PAIRS)
         target = len(pair_urls) * 250
         units: dict[str, list[int]] = {"pairs": [], "unimo": []}
+        if args.padding_only:
+            args.repeat = 0
         results = interleaved({
             "plain webdataset loop (pairs)": lambda out: plain_loop(pair_urls, target, args.workers),
             "PackedLoader, pairs [mlm, mrfr]": lambda out: packed_loop(config(root, pairs_only, args.workers),
@@ -103,18 +106,23 @@ def main() -> None:
             "PackedLoader, UNIMO 1:1:5 mix": lambda out: packed_loop(config(root, unimo, args.workers),
                                                                     target, units["unimo"]),
         }, args.repeat, work)
-        base = median_rate(results["plain webdataset loop (pairs)"])
-        print(f"{'contender':36s} {'samples/s':>10s} {'vs loop':>8s}")
-        for name, rounds in results.items():
-            rate = median_rate(rounds)
-            print(f"{name:36s} {rate:10.0f} {rate / base:7.2f}x")
-        for name, key in (("PackedLoader, pairs [mlm, mrfr]", "pairs"), ("PackedLoader, UNIMO 1:1:5 mix", "unimo")):
-            per_sample = sum(units[key]) / max(1, statistics.median([n for n, _ in results[name]]) * args.repeat)
-            print(f"{name}: {per_sample * median_rate(results[name]):.0f} input units/s ({per_sample:.0f} units a sample)")
+        if args.repeat:
+            base = median_rate(results["plain webdataset loop (pairs)"])
+            print(f"{'contender':36s} {'samples/s':>10s} {'vs loop':>8s}")
+            for name, rounds in results.items():
+                rate = median_rate(rounds)
+                print(f"{name:36s} {rate:10.0f} {rate / base:7.2f}x")
+            for name, key in (("PackedLoader, pairs [mlm, mrfr]", "pairs"), ("PackedLoader, UNIMO 1:1:5 mix", "unimo")):
+                per_sample = sum(units[key]) / max(1, statistics.median([n for n, _ in results[name]]) * args.repeat)
+                print(f"{name}: {per_sample * median_rate(results[name]):.0f} input units/s "
+                      f"({per_sample:.0f} units a sample)")
         for task in (packed.PAIRS, packed.TEXTS):
-            budget, fixed, size = padding(config(root, pairs_only, 0), task)
-            print(f"padding on {task}: unit-budget {budget:.1%}, fixed-size ({size}) {fixed:.1%}, "
-                  f"{1 - budget / fixed:.0%} less")
+            for sort_buffer in (512, 2048):
+                cfg = config(root, pairs_only, 0)
+                cfg.sort_buffer = sort_buffer
+                budget, fixed, size = padding(cfg, task)
+                print(f"padding on {task}, sort_buffer {sort_buffer}: unit-budget {budget:.1%}, "
+                      f"fixed-size ({size}) {fixed:.1%}, {1 - budget / fixed:.0%} less")
 
 
 if __name__ == "__main__":
