@@ -181,6 +181,13 @@ def test_corrupt_and_truncated_shards_are_skipped_counted_and_leave_the_mixture_
     assert 0 < len(truncated) < 8, "the truncated shard gives the samples before the cut"
     assert [b.task for b in batches] == [kinds[kind_for_step([3, 1], cfg.seed, s)].task for s in range(60)]
     assert {k for b in batches if b.task == packed.TEXTS for k in b.keys} == set(texts)
+    # a resume across the corrupt shards continues exactly and counts each of them once
+    first = PackedLoader(cfg)
+    take(first, 25)
+    restored = PackedLoader(cfg)
+    restored.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert [fingerprint(b) for b in take(restored, 35)] == [fingerprint(b) for b in batches[25:]]
+    assert restored.stats == stats
 
 
 def test_a_sample_missing_a_member_is_dropped_and_counted(tmp_path):
