@@ -279,3 +279,14 @@ def test_every_task_streams_with_the_targets_its_objectives_need(tmp_path):
         assert batch.input_ids.shape[0] == len(batch) == batch.region_feats.shape[0]
     assert seen == set(needs)
     assert loader.stats["bad_samples"] == 0 and loader.stats["corrupt_shards"] == 0
+
+
+def test_a_task_with_nothing_usable_stops_with_the_reasons(tmp_path):
+    write_task(str(tmp_path), packed.PAIRS, 2, 6)
+    wrong_dim = config(tmp_path, [BatchKind(packed.PAIRS, ["mlm"])], region_dim=REGION_DIM * 2, max_bad_run=5)
+    with pytest.raises(RuntimeError, match=r"5 unusable samples in a row .*region_shape.*data\.region_dim"):
+        take(PackedLoader(wrong_dim), 1)
+    for shard in ("00000.tar", "00001.tar"):
+        garble(str(tmp_path / packed.PAIRS / shard))
+    with pytest.raises(RuntimeError, match=r"no usable sample in 10 epochs .*00000\.tar@0"):
+        take(PackedLoader(config(tmp_path, [BatchKind(packed.PAIRS, ["mlm"])])), 1)
