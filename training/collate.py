@@ -65,7 +65,8 @@ class Sample:
     ids: list[int] | None = None                       # [CLS] ... [SEP]
     phrase_spans: list[tuple[int, int]] = field(default_factory=list)  # token ranges of stored phrases
     offsets: list[tuple[int, int]] = field(default_factory=list)
-    image: bytes | None = None                         # encoded image (decoded only for patch models)
+    image: bytes | None = None                         # encoded image
+    rgb: np.ndarray | None = None                      # [S, S, 3] uint8, resized (patch models only)
     boxes: np.ndarray | None = None                    # [R, 4] normalised, at most max_regions
     loc: np.ndarray | None = None                      # [R, 7 | 5] location encoding (data.location)
     feats: np.ndarray | None = None                    # [R, D] float16
@@ -114,6 +115,8 @@ def _visual(raw: dict, prefix: str, regions: dict, cfg: DataConfig, key: str) ->
     except ValueError as exc:
         raise BadSample("bad_boxes", f"{key} {prefix}regions.boxes: {exc}") from None
     out: dict[str, Any] = {"image": image, "boxes": boxes, "loc": loc}
+    if cfg.visual == "patches":
+        out["rgb"] = _rgb(image, cfg.image_size, key)
     if cfg.visual == "regions":
         present = {"feats": bool(regions.get("has_features")),
                    "probs": bool(regions.get("has_probs", regions.get("has_features")))}
@@ -172,6 +175,7 @@ def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any, encoded
     if meta["modality"] in ("pair", "image"):
         visual = _visual(raw, "", meta["regions"], cfg, key)
         sample.image, sample.boxes, sample.loc = visual["image"], visual["boxes"], visual["loc"]
+        sample.rgb = visual.get("rgb")
         sample.feats, sample.probs = visual.get("feats"), visual.get("probs")
     if task == packed.CMCL:
         texts = [p["text"] for p in meta["positives"]] + [r["text"] for r in meta["related_texts"]]
@@ -181,6 +185,7 @@ def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any, encoded
             visual = _visual(raw, prefix, related.get("regions") or {}, cfg, key)
             sample.positives.append(Sample(key=f"{key}/img{i}", task=task, meta={"modality": "image"},
                                            image=visual["image"], boxes=visual["boxes"], loc=visual["loc"],
+                                           rgb=visual.get("rgb"),
                                            feats=visual.get("feats"), probs=visual.get("probs")))
         sample.positives = sample.positives[:cfg.cmcl_max_positives]
         sample.negatives = [_text_sample(f"{key}/neg{i}", task, n["text"], cfg, tokenizer)
@@ -300,10 +305,10 @@ def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, objectives: frozens
     if cfg.visual == "patches":
         pixels = np.zeros((len(rows), 3, cfg.image_size, cfg.image_size), dtype=np.float32)
         for i, s in enumerate(samples):
-            if s.image is not None:
-                pixels[i] = masking.image_pixels(_open_image(s), cfg.image_size)
+            if s.rgb is not None:
+                pixels[i] = masking.normalise(s.rgb)
         batch.pixels = t(pixels)
-        batch.image_mask = t(np.array([s.image is not None for s in samples]))
+        batch.image_mask = t(np.array([s.rgb is not None for s in samples]))
         return batch
     regions = max([1] + [len(s.boxes) for s in samples if s.image is not None])
     loc_dim = 7 if cfg.location == "uniter" else 5
@@ -344,15 +349,16 @@ def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, objectives: frozens
     return batch
 
 
-def _open_image(sample: Sample) -> Any:
+def _rgb(data: bytes, size: int, key: str) -> np.ndarray:
+    """The image resized for a patch model, decoded here so that a broken image is a bad sample, not a
+    crash in the collator."""
     from PIL import Image
 
     try:
-        image = Image.open(io.BytesIO(sample.image))
-        image.load()
-        return image
+        with Image.open(io.BytesIO(data)) as image:
+            return masking.resize_rgb(image, size)
     except Exception as exc:  # noqa: BLE001 - a broken image is one reason
-        raise BadSample("bad_image", f"{sample.key}: {exc}") from None
+        raise BadSample("bad_image", f"{key}: {exc}") from None
 
 
 # ---------------------------------------------------------------- the collator

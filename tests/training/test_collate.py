@@ -200,6 +200,8 @@ def test_bad_samples_name_their_reason(tok):
     with pytest.raises(BadSample) as info:
         decode_sample(broken, packed.PAIRS, config, tok)
     assert info.value.reason == "bad_json"
+    with pytest.raises(BadSample, match="bad_image"):  # patch models decode the image when the sample is read
+        decode_sample(dict(raw, jpg=raw["jpg"][:40]), packed.PAIRS, cfg(visual="patches", kinds=[]), tok)
     no_image = {k: v for k, v in raw.items() if k != "jpg"}
     with pytest.raises(BadSample, match="no_image"):
         decode_sample(no_image, packed.PAIRS, config, tok)
