@@ -247,6 +247,11 @@ def parse_train_config(data: Any, base_dir: str, tiny: bool = False,
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown key (expected one of: {', '.join(sorted(known))})")
+    scalars = {k: data[k] for k in ("output", "paper", "seed", "device", "amp") if k in data}
+    top = _build(TrainConfig, {"model": {}, "data": {}, **scalars}, "")
+    sections = {name: _build(cls, data.get(name) or {}, name) for name, cls in _OWN_SECTIONS.items()}
+    for name, section in sections.items():
+        section.validate(name)
     from training.data import DataConfig
     from training.model import ModelConfig
 
@@ -257,11 +262,6 @@ def parse_train_config(data: Any, base_dir: str, tiny: bool = False,
             section.validate(where)
         else:
             validate_sections(section, where)
-    scalars = {k: data[k] for k in ("output", "paper", "seed", "device", "amp") if k in data}
-    top = _build(TrainConfig, {"model": {}, "data": {}, **scalars}, "")
-    sections = {name: _build(cls, data.get(name) or {}, name) for name, cls in _OWN_SECTIONS.items()}
-    for name, section in sections.items():
-        section.validate(name)
     config = dataclasses.replace(top, model=model, data=data_cfg, **sections)
     config.output = _local(config.output, base_dir)
     if config.eval.root is not None:
