@@ -127,14 +127,15 @@ class EvalConfig:
 
 @dataclass
 class StageConfig:
-    """One stage of a stagewise curriculum: only the batch kinds over ``tasks`` are drawn, parameters whose
-    name starts with one of ``freeze`` get no gradient (VLMo §3.4: text-only with the vision side frozen)."""
+    """One stage of a stagewise curriculum: only the batch kinds over ``tasks`` are drawn; parameters whose
+    name matches a ``freeze`` pattern (shell-style, e.g. ``model.*.attention.*``) do not move (VLMo §3.4:
+    text-only with the attention and vision experts frozen)."""
 
     name: str
     tasks: list[str] = field(default_factory=list)   # packed tasks of this stage; empty = every kind
     steps: int | None = None                         # stage length in optimizer steps ...
     epochs: float | None = None                      # ... or in epochs over its tasks (UNIMO-2 §3.1)
-    freeze: list[str] = field(default_factory=list)  # parameter name prefixes
+    freeze: list[str] = field(default_factory=list)  # fnmatch patterns over Trainee parameter names
 
     def validate(self, where: str) -> None:
         if self.steps is not None and self.epochs is not None:

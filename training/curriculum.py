@@ -12,6 +12,7 @@ Epochs are counted from samples seen (summed over ranks) against the packed task
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,8 +68,10 @@ def stage_data(data_cfg: Any, cfg: CurriculumConfig, stage: int) -> Any:
     return dataclasses.replace(data_cfg, kinds=[k for k in data_cfg.kinds if k.task in wanted])
 
 
-def frozen_prefixes(cfg: CurriculumConfig, stage: int) -> tuple[str, ...]:
-    return tuple(cfg.stages[stage].freeze) if cfg.stages else ()
+def frozen_names(cfg: CurriculumConfig, stage: int, names: list[str]) -> set[str]:
+    """The parameter names a stage freezes (its ``freeze`` patterns, shell-style)."""
+    patterns = cfg.stages[stage].freeze if cfg.stages else []
+    return {name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)}
 
 
 def itm_weighting_on(cfg: CurriculumConfig, progress: Progress, sizes: dict[str, int], task: str) -> bool:

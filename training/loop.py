@@ -92,13 +92,14 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     meter, flops_per_unit, peak = Meter(), model_flops_per_unit(trainee), peak_flops(env.device)
     bar = progress_bar(cfg, progress.step, env.main and show_progress and cfg.log.progress)
     result = TrainResult(progress.step, resumed_from, path)
-    frozen = cur.frozen_prefixes(cfg.curriculum, progress.stage)
+    names = [name for name, _ in trainee.named_parameters()]
+    frozen = cur.frozen_names(cfg.curriculum, progress.stage, names)
 
     # -- the loop -----------------------------------------------------------------------------------------------
     while progress.step < cfg.schedule.steps:
         if cur.stage_done(cfg.curriculum, progress, sizes, all_tasks):       # next curriculum stage
             cur.advance(progress)
-            frozen = cur.frozen_prefixes(cfg.curriculum, progress.stage)
+            frozen = cur.frozen_names(cfg.curriculum, progress.stage, names)
             loader = PackedLoader(cur.stage_data(cfg.data, cfg.curriculum, progress.stage), rank=env.rank,
                                   world_size=env.world_size)
             batches = iter(loader)
@@ -121,7 +122,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             meter.add_batch(batch.task, {name: float(v) / env.world_size for name, v in zip(losses, counts[2:])},
                             int(counts[0]), int(counts[1]))
         for name, param in trainee.named_parameters():               # VLMo §3.4: a frozen side does not move
-            if frozen and name.startswith(frozen):
+            if name in frozen:
                 param.grad = None
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainee.parameters(), cfg.optim.grad_clip)
