@@ -92,14 +92,14 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     meter, flops_per_unit, peak = Meter(), model_flops_per_unit(trainee), peak_flops(env.device)
     bar = progress_bar(cfg, progress.step, env.main and show_progress and cfg.log.progress)
     result = TrainResult(progress.step, resumed_from, path)
-    names = [name for name, _ in trainee.named_parameters()]
-    frozen = cur.frozen_names(cfg.curriculum, progress.stage, names)
+    parameters = [name for name, _ in trainee.named_parameters()]
+    frozen = cur.frozen_names(cfg.curriculum, progress.stage, parameters)
 
     # -- the loop -----------------------------------------------------------------------------------------------
     while progress.step < cfg.schedule.steps:
         if cur.stage_done(cfg.curriculum, progress, sizes, all_tasks):       # next curriculum stage
             cur.advance(progress)
-            frozen = cur.frozen_names(cfg.curriculum, progress.stage, names)
+            frozen = cur.frozen_names(cfg.curriculum, progress.stage, parameters)
             loader = PackedLoader(cur.stage_data(cfg.data, cfg.curriculum, progress.stage), rank=env.rank,
                                   world_size=env.world_size)
             batches = iter(loader)
@@ -111,15 +111,15 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             if cur.itm_weighting_on(cfg.curriculum, progress, sizes, batch.task):   # mu-VLA §3.4
                 batch.sample_weights = itm_weights(trainee, batch, autocast)
             last = micro == cfg.optim.accumulate - 1
+            names = batch_objectives(batch, loader)
             with (contextlib.nullcontext() if last or not env.distributed else model.no_sync()), autocast():
-                losses = model(batch)
-                loss = cfg.objectives.task_weights.get(batch.task, 1.0) * sum(
-                    cfg.objectives.weights.get(name, 1.0) * value for name, value in losses.items())
+                loss, metrics = model(batch, names)
+                loss = loss * cfg.objectives.task_weights.get(batch.task, 1.0)
             (loss / cfg.optim.accumulate).backward()
-            counts = distributed.all_reduce_sum(torch.tensor(
-                [len(batch), batch.num_units(), *[v.detach().float().item() for v in losses.values()]]))
+            counts = distributed.all_reduce_sum(torch.tensor(   # the kind is the same on every rank
+                [len(batch), batch.num_units(), *[metrics[f"{name}/loss"] for name in names]], dtype=torch.float64, device=env.device))
             progress.count(batch.task, int(counts[0]))
-            meter.add_batch(batch.task, {name: float(v) / env.world_size for name, v in zip(losses, counts[2:])},
+            meter.add_batch(batch.task, {name: float(v) / env.world_size for name, v in zip(names, counts[2:])},
                             int(counts[0]), int(counts[1]))
         for name, param in trainee.named_parameters():               # VLMo §3.4: a frozen side does not move
             if name in frozen:
@@ -162,7 +162,8 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
 
 class Trainee(nn.Module):
     """The model and the objectives (whose heads have parameters too) as one module, so DDP, the optimizer and
-    the checkpoint see every parameter; ``forward(batch)`` runs the objectives of the batch's kind."""
+    the checkpoint see every parameter; ``forward(batch, names)`` runs the batch kind's objectives and returns
+    their weighted sum and metrics (``<objective>/loss`` ...)."""
 
     def __init__(self, cfg: TrainConfig):
         from training.model import build_model
@@ -171,39 +172,67 @@ class Trainee(nn.Module):
         super().__init__()
         names = sorted({name for kind in cfg.data.kinds for name in kind.objectives})
         self.model = build_model(cfg.model)
-        self.objectives = nn.ModuleDict(build_objectives(names, cfg.model, cfg.objectives.options))
+        self.objectives = build_objectives({name: cfg.objectives.options.get(name) for name in names})
+        self.weights = dict(cfg.objectives.weights)
 
-    def forward(self, batch) -> dict[str, torch.Tensor]:
-        return {name: self.objectives[name](self.model, batch).loss for name in batch_objectives(batch)}
+    def forward(self, batch, names: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+        from training.objectives import run_objectives
+
+        chosen = nn.ModuleDict({name: self.objectives[name] for name in names})
+        return run_objectives(self.model, chosen, batch, self.weights)
 
 
-def batch_objectives(batch) -> list[str]:
-    """The objective names of the batch's kind (the collator records them)."""
-    return list(batch.extra["objectives"])
+def batch_objectives(batch, loader) -> list[str]:
+    """The objectives of the batch just drawn: its kind is the one the loader's step drew (the same function of
+    (seed, step) the loader uses, so every rank agrees)."""
+    from training.batching import kind_for_step
+
+    if "objectives" in batch.extra:
+        return list(batch.extra["objectives"])
+    kinds = loader.cfg.kinds
+    return list(kinds[kind_for_step([k.weight for k in kinds], loader.cfg.seed, loader.step - 1)].objectives)
 
 
 def itm_weights(trainee, batch, autocast):
     """mu-VLA §3.4 w_ITM: the model's match probability for each (image, text) of the batch, no gradient."""
     with torch.no_grad(), autocast():
-        return trainee.objectives["itm"].match_probability(trainee.model, batch).float().detach()
+        model = trainee.model
+        return model.itm_logits(model(batch)).float().softmax(-1)[:, 1].detach()
 
 
 def evaluate(trainee, cfg: TrainConfig, env, autocast) -> dict[str, float]:
     """Zero-shot retrieval on ``cfg.eval.samples`` pairs, on rank 0; the other ranks wait."""
-    from training.data import eval_batches
     from training.evaluate import zero_shot_retrieval
 
     scores: dict[str, float] = {}
     if env.main:
         trainee.eval()
-        root = cfg.eval.root or packed_root(cfg.data)
         with torch.no_grad(), autocast():
-            batches = [b.to(env.device) for b in eval_batches(cfg.data, root, cfg.eval.task, cfg.eval.samples,
-                                                                cfg.eval.batch_size)]
+            batches = [b.to(env.device) for b in eval_batches(cfg)]
             scores = {k: float(v) for k, v in zero_shot_retrieval(trainee.model, batches, head=cfg.eval.head).items()}
         trainee.train()
     distributed.barrier()
     return scores
+
+
+def eval_batches(cfg: TrainConfig) -> list:
+    """The first ``eval.samples`` pairs of ``eval.task`` (a fixed seed: the same pool at every evaluation),
+    collated clean (an ``itc`` kind: no masking, no swapped pairs)."""
+    from training.data import BatchKind, PackedLoader
+
+    data = dataclasses.replace(cfg.data, root=cfg.eval.root or cfg.data.root, seed=0, num_workers=0,
+                               kinds=[BatchKind(cfg.eval.task, ["itc"])],
+                               max_batch_size=min(cfg.data.max_batch_size, cfg.eval.batch_size))
+    batches, seen = [], set()
+    for batch in PackedLoader(data):
+        keep = [i for i, key in enumerate(batch.keys) if key not in seen]
+        if len(keep) < len(batch) or len(seen) + len(batch) > cfg.eval.samples:
+            break                                   # an epoch came round, or the pool is full
+        seen.update(batch.keys)
+        batches.append(batch)
+    if not batches:
+        raise ValueError(f"eval: no batch of task {cfg.eval.task!r} fits eval.samples={cfg.eval.samples}")
+    return batches
 
 
 def checkpoint(cfg, env, progress, trainee, optimizer, scheduler, loader, digest) -> str | None:
