@@ -40,7 +40,11 @@ class Batch:
     # targets of the objectives (None when the batch's task does not train them)
     mlm_labels: Tensor | None = None             # [B, T] original ids at masked positions (MLM, UNITER/UNIMO)
     lm_labels: Tensor | None = None              # [B, T] next-fragment targets (UNIMO seq2seq LM)
+    #   lm_labels[b, t] is the target token AT t (-100 elsewhere); the model's output at t - 1 predicts it
+    #   (the objective shifts, as Hugging Face causal LMs do). [model-objectives]
     attention_pattern: Tensor | None = None      # [B, L, L] who attends to whom (seq2seq), L = T + visual length
+    #   bool, row = query, column = key, True = may attend; positions: the T text tokens, then the R regions
+    #   (or the patches); the model's [IMG] token shares the first visual position's row and column. [model-objectives]
     region_masked: Tensor | None = None          # [B, R] regions masked for MRFR / MRC / p-MRTC
     region_feat_targets: Tensor | None = None    # [B, R, D] the features before masking (MRFR)
     region_class_targets: Tensor | None = None   # [B, R, C] detector class distributions (MRC, MRC-kl)
