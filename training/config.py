@@ -297,6 +297,7 @@ def check_consistency(config: TrainConfig) -> None:
             if task not in tasks:
                 raise ConfigError(f"curriculum.stages[{i}].tasks: no batch kind trains on task {task!r} "
                                   f"(data.kinds have: {', '.join(sorted(tasks))})")
+    _check_model_matches_data(config.model, config.data)
     weighting = config.curriculum.itm_weighting
     if weighting is not None:
         if "itm" not in {name for kind in kinds for name in kind.objectives}:
@@ -304,6 +305,25 @@ def check_consistency(config: TrainConfig) -> None:
         for task in weighting.tasks:
             if task not in tasks:
                 raise ConfigError(f"curriculum.itm_weighting.tasks: no batch kind trains on task {task!r}")
+
+
+def _check_model_matches_data(model: Any, data: Any) -> None:
+    """What the collator produces must be what the model embeds: one config, no surprise at step 1."""
+    pairs = [("data.visual", data.visual, "model.visual.kind", model.visual.kind)]
+    if data.visual == "regions":
+        pairs += [("data.region_dim", data.region_dim, "model.visual.region_feat_dim", model.visual.region_feat_dim),
+                  ("data.location", {"uniter": 7, "muvla": 5}[data.location], "model.visual.region_loc_dim",
+                   model.visual.region_loc_dim),
+                  ("data.region_classes", data.region_classes, "model.output_heads.region_classes",
+                   model.output_heads.region_classes)]
+    else:
+        pairs += [("data.image_size", data.image_size, "model.visual.image_size", model.visual.image_size),
+                  ("data.patch_size", data.patch_size, "model.visual.patch_size", model.visual.patch_size)]
+    for data_key, data_value, model_key, model_value in pairs:
+        if data_value != model_value:
+            raise ConfigError(f"{data_key}: {data_value!r} does not match {model_key} {model_value!r}")
+    if data.max_text_len > model.max_text_len:
+        raise ConfigError(f"data.max_text_len: {data.max_text_len} exceeds model.max_text_len {model.max_text_len}")
 
 
 def _localise_data(data: Any, base_dir: str) -> None:

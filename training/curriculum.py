@@ -16,6 +16,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.config_errors import ConfigError
 from training.config import CurriculumConfig, StageConfig
 
 
@@ -72,6 +73,15 @@ def frozen_names(cfg: CurriculumConfig, stage: int, names: list[str]) -> set[str
     """The parameter names a stage freezes (its ``freeze`` patterns, shell-style)."""
     patterns = cfg.stages[stage].freeze if cfg.stages else []
     return {name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)}
+
+
+def check_freeze_patterns(cfg: CurriculumConfig, names: list[str]) -> None:
+    """A pattern that matches no parameter is a typo that would silently train what should stay fixed."""
+    for i, stage in enumerate(cfg.stages):
+        for j, pattern in enumerate(stage.freeze):
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise ConfigError(f"curriculum.stages[{i}].freeze[{j}]: {pattern!r} matches no parameter "
+                                  f"(names look like {names[0]!r}, {names[len(names) // 2]!r})")
 
 
 def itm_weighting_on(cfg: CurriculumConfig, progress: Progress, sizes: dict[str, int], task: str) -> bool:

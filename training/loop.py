@@ -37,7 +37,7 @@ class TrainResult:
     steps: int                                            # optimizer steps done (the run's last step)
     resumed_from: int | None                              # the checkpoint step this run started from
     checkpoint: str | None                                # the last checkpoint written
-    losses: dict[str, float] = field(default_factory=dict)  # "task/objective" -> mean over the run's last log window
+    losses: dict[str, float] = field(default_factory=dict)  # "task/objective" -> mean of its last log window
     evaluations: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -52,6 +52,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     # -- model and objectives (same initial weights on every rank), optimizer, schedule -----------------------
     seed_all(cfg.seed)
     trainee = Trainee(cfg).to(env.device)
+    cur.check_freeze_patterns(cfg.curriculum, [name for name, _ in trainee.named_parameters()])
     optimizer = build_optimizer(trainee, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule)
     all_tasks = sorted({kind.task for kind in cfg.data.kinds})
@@ -133,12 +134,12 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
         meter.add_step(wait, time.perf_counter() - started)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", task=batch.task)
+            bar.set_postfix(loss=f"{loss.item():.3f}", task=batch.task)
 
         if progress.step % cfg.log.every == 0 or progress.step == cfg.schedule.steps:
             summary = meter.summary(flops_per_unit, peak, env.world_size)
             summary["lr"] = scheduler.get_last_lr()[0]
-            result.losses = {k.removeprefix("loss/"): v for k, v in summary.items() if k.startswith("loss/")}
+            result.losses.update({k.removeprefix("loss/"): v for k, v in summary.items() if k.startswith("loss/")})
             if writer is not None:
                 writer.write(progress.step, summary)
             meter.reset()
