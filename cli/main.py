@@ -12,7 +12,7 @@ import sys
 from cli.common import runner_arguments, runner_config
 
 # Each module registers its sub-commands (``register(subparsers)``) and imports its stage lazily.
-COMMANDS = ("cli.stages", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report",
+COMMANDS = ("cli.stages", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report", "cli.pack",
             "cli.train")
 
 

@@ -100,7 +100,7 @@ def write_shard(
     rows, statuses = [], []
     tmp = {path: f"{path}.tmp-{uuid.uuid4().hex}" for path in paths.all() + (paths.urls,)}
     with fsio.create(tmp[paths.tar]) as out, tarfile.open(
-        fileobj=_CountingWriter(out), mode="w", format=tarfile.GNU_FORMAT
+        fileobj=CountingWriter(out), mode="w", format=tarfile.GNU_FORMAT
     ) as tar:
         for candidate in candidates:
             if candidate.key in reuse:
@@ -269,15 +269,21 @@ def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None
 def _append_sample(tar: tarfile.TarFile, sample: _Sample) -> dict:
     image_offset = image_size = None
     for position, (extension, data) in enumerate(sample.members):
-        info = tarfile.TarInfo(f"{sample.key}.{extension}")
-        info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
-        info.uname = info.gname = ""
-        tar.addfile(info, io.BytesIO(data))
+        add_member(tar, f"{sample.key}.{extension}", data)
         if position == 0 and sample.row["image_format"] is not None:
             image_size = len(data)
             image_offset = tar.offset - _BLOCK * ((len(data) + _BLOCK - 1) // _BLOCK)
     return {**sample.row, "image_offset": image_offset, "image_size": image_size,
             "sample_bytes": sum(len(data) for _, data in sample.members)}
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """A member with fixed headers (mtime 0, mode 644, uid/gid 0, no user names): a tar's bytes depend only
+    on its members' names and data."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
 
 
 def load_reusable(paths: ShardPaths) -> dict[str, Reusable]:
@@ -324,7 +330,7 @@ def _duplicate(candidate: Candidate, kept_location: str) -> Reject:
     return _reject(candidate, Reason.DUPLICATE_ID, f"same key as the record kept from {kept_location}")
 
 
-class _CountingWriter:
+class CountingWriter:
     """A write-only stream that knows its position, so tarfile works over non-seekable outputs."""
 
     def __init__(self, out: IO[bytes]) -> None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pipelines import io as fsio
 from pipelines.shards import SHARD_INDEX_PATTERN, ShardCounts, ShardPaths, read_index_metadata, write_table
-from schemas.keys import shard_name
+from schemas import layout
 from schemas.records import Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, UNITS_WRITTEN_KEY, check_version
 
@@ -37,8 +37,8 @@ class SidecarPaths:
 
     @classmethod
     def of(cls, root: str, folder: str, stage: str, source: str, shard: int) -> SidecarPaths:
-        name = f"{shard_name(shard)}.parquet"
-        return cls(fsio.join(root, folder, source, name), fsio.join(root, "rejects", stage, source, name))
+        name = layout.table_name(shard)
+        return cls(fsio.join(root, folder, source, name), fsio.join(root, layout.rejects(stage, source), name))
 
 
 @dataclass
@@ -71,7 +71,7 @@ class ShardInput:
 
 def raw_shards(root: str, source: str) -> list[int]:
     """Ids of the committed raw shards of ``source``; a ValueError naming the folder if there are none."""
-    folder = fsio.join(root, "raw", source)
+    folder = fsio.join(root, layout.raw(source))
     indexes = fsio.glob(fsio.join(folder, SHARD_INDEX_PATTERN))
     if not indexes:
         raise ValueError(f"source {source}: no ingested shards under {folder}; run ingest first")
@@ -175,5 +175,5 @@ def read_table_rows(path: str, columns: list[str] | None = None, missing: str | 
 
 
 def remove_temporaries(root: str, folder: str, stage: str, source: str) -> None:
-    for base in (fsio.join(root, folder, source), fsio.join(root, "rejects", stage, source)):
+    for base in (fsio.join(root, folder, source), fsio.join(root, layout.rejects(stage, source))):
         fsio.delete(fsio.glob(fsio.join(base, "*.tmp-*")))

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from schemas.config_errors import ConfigError
 from schemas.config_errors import choice as _choice
 from schemas.config_errors import positive as _positive
-from schemas.stages import AnnotateConfig, RetrievalConfig
+from schemas.stages import AnnotateConfig, PackConfig, RetrievalConfig
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
 TAG_ORIGINS = ("detector", "annotations", "both")
@@ -289,6 +289,7 @@ class CorpusConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
 
 
 def load_config(path: str) -> CorpusConfig:
@@ -327,14 +328,16 @@ def parse_config(data: Any, base_dir: str) -> CorpusConfig:
         eval_set.images = eval_set.images and _local(eval_set.images, base_dir)
     annotate = _build(AnnotateConfig, data.get("annotate") or {}, "annotate")
     retrieval = _build(RetrievalConfig, data.get("retrieval") or {}, "retrieval")
+    pack = _build(PackConfig, data.get("pack") or {}, "pack")
     _localise_models(annotate, retrieval, base_dir)
     sections = ((image, "image"), (text, "text"), (download, "download"), (clean, "clean"),
-                (annotate, "annotate"), (retrieval, "retrieval"))
+                (annotate, "annotate"), (retrieval, "retrieval"), (pack, "pack"))
     for section, where in sections:
         section.validate(where)
     _check_source_names(annotate, retrieval, sources)
+    _check_pack_names(pack, retrieval, sources)
     output = _local(_typed(data["output"], str, "output"), base_dir)
-    return CorpusConfig(output, sources, image, text, download, clean, annotate, retrieval)
+    return CorpusConfig(output, sources, image, text, download, clean, annotate, retrieval, pack)
 
 
 def _localise_models(annotate: AnnotateConfig, retrieval: RetrievalConfig, base_dir: str) -> None:
@@ -366,6 +369,18 @@ def _check_source_names(annotate: AnnotateConfig, retrieval: RetrievalConfig, so
         for name in names or ():
             if name not in sources:
                 raise ConfigError(f"{where}: {name!r} is not a source of this config (have: {', '.join(sources)})")
+
+
+def _check_pack_names(pack: PackConfig, retrieval: RetrievalConfig, sources: dict) -> None:
+    """``pack.sources`` are sources of the config; ``pack.weak_pairs`` name ``retrieval.retrieve.weak_pairs``."""
+    for i, name in enumerate(pack.sources or ()):
+        if name not in sources:
+            raise ConfigError(f"pack.sources[{i}]: {name!r} is not a source of this config (have: {', '.join(sources)})")
+    weak = [w.name for w in retrieval.retrieve.weak_pairs]
+    for i, name in enumerate(pack.weak_pairs or ()):
+        if name not in weak:
+            raise ConfigError(f"pack.weak_pairs[{i}]: {name!r} is not a retrieval.retrieve.weak_pairs name "
+                              f"(have: {', '.join(weak) or 'none'})")
 
 
 def _local(path: str, base_dir: str) -> str:

@@ -1,7 +1,8 @@
 """The packed training shards: the whole contract between ``pack`` (pipelines) and ``training/``.
 
-``packed/<task>/NNNNN.tar`` holds self-contained WebDataset samples; nothing in a training worker needs
-random access to another shard or table. ``packed/<task>/sizes.json`` maps shard file name -> sample
+``packed/<task>/<source>-NNNNN.tar`` holds self-contained WebDataset samples (one tar per task and raw
+shard ``raw/<source>/NNNNN.tar``, samples sorted by key); nothing in a training worker needs random access
+to another shard or table. ``packed/<task>/sizes.json`` maps shard file name -> sample
 count (the open_clip convention). Every member decodes without our code (JPEG/PNG, UTF-8 text, JSON,
 ``.npy`` arrays; never pickles).
 
@@ -18,22 +19,29 @@ Members of one sample (``KEY.<member>``):
 ``json`` fields (all tasks): ``key`` (the packed sample's key), ``sample_key`` (the raw sample),
 ``source``, ``task``, ``modality`` (pair | image | text), ``text_index`` (which text of the raw sample,
 null for images). With an image: ``regions`` = ``{"width", "height", "boxes": [[x1, y1, x2, y2], ...]
-normalised, "labels", "scores", "has_features"}`` sorted by score (UNIMO §3.2: > 0.2, at most 100); both
-location encodings derive from the boxes (``schemas.regions``). With a text: ``phrases`` =
+normalised, "labels", "scores", "origins", "has_features", "has_probs"}`` in ``ann/detect`` order (by
+score, annotations first; UNIMO §3.2: > 0.2, at most 100); both location encodings derive from the boxes
+(``schemas.regions``). ``has_features`` / ``has_probs``: the ``.npy`` members are present (every region has
+features / a class distribution; false for an image without regions). With a text: ``phrases`` =
 ``[{"text", "start", "end"}]`` noun phrases with character offsets (UNIMO whole-phrase masking, mu-VLA
 §3.3.2). Per task, in addition:
 
-- ``tag_pairs`` (mu-VLA R-T): ``txt`` is the image's tag sequence.
+- ``tag_pairs`` (mu-VLA R-T): ``txt`` is the image's tag sequence; ``phrases`` are its tags.
 - ``weak_pairs`` (mu-VLA R-P): ``score`` (retrieval cosine), ``rank``, ``text_key`` (the retrieved
-  sentence's sample) and ``phrase_regions`` = ``[{"start", "end", "phrase", "region", "score"}]``
+  sentence's sample; also ``text_source``, ``retrieved_text_index``, ``weak_pairs`` = the entry's name),
+  ``phrases`` of the retrieved sentence and ``phrase_regions`` = ``[{"start", "end", "phrase", "region", "score"}]``
   (mu-VLA §3.3.2; ``region`` indexes ``regions``).
 - ``cmcl`` (UNIMO §2.1, App. A): ``positives`` = ``[{"text", "method"}]`` (back-translations),
   ``negatives`` = ``[{"text", "method", "score"}]`` (scene-graph and TF-IDF rewrites),
-  ``related_texts`` = ``[{"key", "text", "score"}]`` and ``related_images`` = ``[{"key", "score",
-  "member", "regions"}]`` whose images are inlined as members ``related_<i>.jpg`` (or ``.png``; the
+  ``related_texts`` = ``[{"key", "source", "text_index", "text", "score"}]`` and ``related_images`` =
+  ``[{"key", "source", "score", "member", "regions"}]`` whose images are inlined as members ``related_<i>.jpg`` (or ``.png``; the
   ``member`` field names it) with ``related_<i>.region_feats.npy`` / ``related_<i>.region_probs.npy``.
-- ``pairs_aligned_<X>`` (mu-VLA §1, App. A Table 6): ``aligned`` (bool) and ``text_from`` (the sample
-  whose caption this sample carries; itself when aligned).
+- ``pairs_aligned_<X>`` (mu-VLA §1, App. A Table 6): ``aligned`` (bool), ``text_from`` and
+  ``text_from_index`` (the sample and caption whose text this sample carries; itself when aligned; the
+  ``phrases`` are that caption's). Per raw shard exactly ``round(n * X / 100)`` of the n pairs are aligned.
+
+Keys: ``<sample key>`` (images, texts, tag_pairs), ``<sample key>_t<caption>`` (pairs, cmcl,
+pairs_aligned_<X>), ``<sample key>_<weak-pairs name>_r<rank>`` (weak_pairs).
 """
 
 from __future__ import annotations

@@ -41,11 +41,14 @@ class Reason(str, Enum):
     NO_RESULTS = "no_results"          # retrieve: a query no candidate matches (no shared term, empty index)
     NO_PHRASES = "no_phrases"          # retrieve: a retrieved sentence with no noun phrase to link to a region
     NO_REWRITE = "no_rewrite"          # rewrite: a caption for which no method produced a rewrite (detail says why)
+    MISSING_ROW = "missing_row"        # pack: a sidecar row a task needs is missing (its stage refused it; detail names the table)
+    NO_OTHER_TEXT = "no_other_text"    # pack: an unaligned pair whose shard holds no caption of another image to take
 
 
 # What the stages after ingest refuse (clean, annotate, embed, retrieve); every other reason is ingest's.
 AFTER_INGEST = frozenset({Reason.DUPLICATE, Reason.CONTAMINATED, Reason.OVERLONG_TEXT, Reason.NO_TAGS,
-                          Reason.NO_RESULTS, Reason.NO_PHRASES, Reason.NO_REWRITE})
+                          Reason.NO_RESULTS, Reason.NO_PHRASES, Reason.NO_REWRITE, Reason.MISSING_ROW,
+                          Reason.NO_OTHER_TEXT})
 
 
 @dataclass

@@ -254,3 +254,55 @@ class RetrievalConfig:
 
     def validate(self, where: str) -> None:
         validate_sections(self, where)
+
+
+# --- pack --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CmclPackConfig:
+    """What a ``cmcl`` sample carries besides its pair (UNIMO §2.1, App. A: 3 back-translation positives,
+    100 rewrite hard negatives, 100 related images and 100 related texts per pair; the loader samples a few
+    of each per step, Algorithm 1)."""
+
+    positives: int | None = None  # back-translations per caption, in pivot order; None: all (UNIMO: 3)
+    negatives: int = 100  # scene-graph and TF-IDF hard negatives per caption, best first (UNIMO: 100)
+    related_texts: int = 100  # UNIMO: 100 (text is small)
+    # Inlined images (bytes + regions + features) in every sample: UNIMO retrieves 100 per pair and samples a
+    # few per step; storing 100 copies of images per caption would multiply the corpus, so a few by default.
+    related_images: int = 4
+
+    def validate(self, where: str) -> None:
+        positive(self.positives, f"{where}.positives")
+        for name in ("negatives", "related_texts", "related_images"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}: expected a count >= 0, got {getattr(self, name)}")
+
+
+PACK_TASKS = ("pairs", "images", "texts", "tag_pairs", "weak_pairs", "cmcl")  # = schemas.packed.BASE_TASKS
+
+
+@dataclass
+class PackConfig:
+    """``unicorpus pack``: which training tasks to write under ``packed/`` (schemas/packed.py)."""
+
+    tasks: list[str] = field(default_factory=lambda: list(PACK_TASKS))
+    # mu-VLA §1, App. A Table 6: pair corpora with X% aligned; one ``pairs_aligned_<X>`` task each ([]: none)
+    aligned_ratios: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80, 100])
+    cmcl: CmclPackConfig = field(default_factory=CmclPackConfig)
+    weak_pairs: list[str] | None = None  # names of retrieval.retrieve.weak_pairs entries; None: all of them
+    sources: list[str] | None = None  # default: every source of the config
+
+    def validate(self, where: str) -> None:
+        for i, task in enumerate(self.tasks):
+            if task not in PACK_TASKS:
+                raise ConfigError(f"{where}.tasks[{i}]: unknown task {task!r}; expected one of {', '.join(PACK_TASKS)}"
+                                  f" (alignment-ratio tasks come from {where}.aligned_ratios)")
+            if self.tasks.count(task) > 1:
+                raise ConfigError(f"{where}.tasks[{i}]: {task!r} is listed twice")
+        for i, ratio in enumerate(self.aligned_ratios):
+            if not 0 <= ratio <= 100:
+                raise ConfigError(f"{where}.aligned_ratios[{i}]: a percentage in 0..100, got {ratio}")
+            if self.aligned_ratios.count(ratio) > 1:
+                raise ConfigError(f"{where}.aligned_ratios[{i}]: {ratio} is listed twice")
+        self.cmcl.validate(f"{where}.cmcl")

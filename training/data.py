@@ -32,7 +32,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
@@ -243,6 +243,27 @@ def shuffle(samples: Iterator[Any], buffer: int, rng: np.random.Generator) -> It
         yield pool.pop(int(rng.integers(len(pool))))
 
 
+def epoch_stream(cfg: DataConfig, task: str, shards: list[str], epoch: int, slot: int, slots: int,
+                 on_corrupt: Callable[[str, Exception], None]) -> Iterator[dict]:
+    """Stages 1-4 for one epoch of one slot: raw samples (member bytes), shuffled; every sample of the
+    task lands in exactly one slot per epoch."""
+    mine, by_sample = split_shards(epoch_shards(shards, cfg.seed, task, epoch), slot, slots)
+
+    def samples() -> Iterator[dict]:
+        index = 0
+        for shard in mine:
+            errors = ShardErrors()
+            for sample in tar_samples(shard, errors):
+                if not by_sample or index % slots == slot:
+                    yield sample
+                index += 1
+            if errors.error is not None:
+                on_corrupt(shard, errors.error)
+
+    rng = np.random.default_rng(_seed(cfg.seed, task, epoch, slot, slots, "samples"))
+    return shuffle(samples(), cfg.shuffle_buffer, rng)
+
+
 @dataclass
 class Cursor:
     """Where one task's stream of one logical worker stands (all it takes to resume exactly)."""
@@ -273,24 +294,9 @@ class TaskStream:
         self._batches: list[list[Any]] | None = None
         self._epoch_samples = 0
 
-    # stages 1-4
     def _epoch_stream(self, epoch: int) -> Iterator[dict]:
-        shards, by_sample = split_shards(epoch_shards(self.shards, self.cfg.seed, self.task, epoch),
-                                         self.slot, self.slots)
-
-        def samples() -> Iterator[dict]:
-            index = 0
-            for shard in shards:
-                errors = ShardErrors()
-                for sample in tar_samples(shard, errors):
-                    if not by_sample or index % self.slots == self.slot:
-                        yield sample
-                    index += 1
-                if errors.error is not None:
-                    self._corrupt(shard, epoch, errors.error)
-
-        rng = np.random.default_rng(_seed(self.cfg.seed, self.task, epoch, self.slot, self.slots, "samples"))
-        return shuffle(samples(), self.cfg.shuffle_buffer, rng)
+        return epoch_stream(self.cfg, self.task, self.shards, epoch, self.slot, self.slots,
+                            lambda shard, error: self._corrupt(shard, epoch, error))
 
     def _corrupt(self, shard: str, epoch: int, error: Exception) -> None:
         name = f"{self.task}/{os.path.basename(shard)}@{epoch}"
@@ -393,8 +399,11 @@ class PackedDataset:
                 cursors.setdefault(kind.task, Cursor())
                 streams[kind.task] = TaskStream(cfg, kind.task, slot, slots, cursors[kind.task], stats, tokenizer)
             samples = streams[kind.task].next_batch()
+            epoch = cursors[kind.task].epoch
             rng = np.random.default_rng(_seed(cfg.seed, step, self.rank, "collate"))
             batch = collate(samples, kind, cfg, tokenizer, rng)
+            batch.extra["epoch"] = epoch  # of the batch's task, in this rank's and worker's stream
+            batch.extra["objectives"] = list(kind.objectives)
             stats["samples"] += len(samples)
             stats["batches"] += 1
             batch.extra["loader"] = {"worker": logical, "step": step, "stats": json.loads(json.dumps(stats)),

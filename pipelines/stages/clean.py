@@ -79,12 +79,18 @@ def run_clean(config: CorpusConfig) -> tuple[list[CleanResult], list[Duplicate],
 
 def removed_keys(root: str, source: str) -> set[str]:
     """Keys of ``source`` that ``clean`` removed; readers of ``raw/`` skip them."""
-    keys: set[str] = set()
+    return set(removed_reasons(root, source))
+
+
+def removed_reasons(root: str, source: str) -> dict[str, str]:
+    """Key -> why ``clean`` removed it (``contaminated`` or ``duplicate``), for ``source``."""
+    reasons: dict[str, str] = {}
     for stage in (DEDUP, DECONTAM):
         for path in fsio.glob(fsio.join(root, "rejects", stage, source, "*.parquet")):
             with fsio.open_read(path) as f:
-                keys.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
-    return keys
+                table = pq.read_table(f, columns=["key", "reason"])
+            reasons.update(zip(table.column("key").to_pylist(), table.column("reason").to_pylist()))
+    return reasons
 
 
 def _index_rows(root: str, name: str) -> list[_Row]:

@@ -1,0 +1,316 @@
+"""The pack stage on a cleaned, annotated and retrieved mini corpus (tests/pack/conftest.py) through the
+DirectRunner: the packed shards are read back with plain ``webdataset`` (no project code) and checked
+against the sidecar tables they were joined from."""
+
+import contextlib
+import dataclasses
+import glob
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from cli.main import main
+from pipelines.runner import RunnerConfig
+from pipelines.sidecar import raw_shards, read_shard_input, read_sidecar, sample_texts
+from pipelines.stages.clean import removed_reasons
+from pipelines.stages.pack import read_pack_counts, run_pack
+from schemas.packed import REGION_FEATS, REGION_PROBS, missing_fields
+from schemas.tables import check_version
+from tests.conftest import tree_digest
+from tests.pack.conftest import SOURCES, WEAK
+
+TASKS = ["pairs", "images", "texts", "tag_pairs", "weak_pairs", "cmcl"]
+RATIOS = [0, 20, 40, 60, 80, 100]
+ALL_TASKS = TASKS + [f"pairs_aligned_{x}" for x in RATIOS]
+
+
+@pytest.fixture(scope="module")
+def packed(annotated):
+    """(config path, config, summary output) after one ``unicorpus pack``."""
+    path, config = annotated
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["pack", "--config", path, "--quiet"]) == 0
+    return path, config, out.getvalue()
+
+
+def read_task(root, task) -> list[dict]:
+    """Every sample of ``packed/<task>/`` through plain webdataset (PIL images, decoded json and npy)."""
+    urls = sorted(glob.glob(f"{root}/packed/{task}/*.tar"))
+    if not urls:
+        return []
+    return list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+
+
+@pytest.fixture(scope="module")
+def samples(packed):
+    _, config, _ = packed
+    return {task: read_task(config.output, task) for task in ALL_TASKS}
+
+
+def removed(root) -> dict[str, str]:
+    return {key: reason for source in SOURCES for key, reason in removed_reasons(root, source).items()}
+
+
+def kept_rows(root, source) -> list[dict]:
+    gone = removed(root)
+    return [row for shard in raw_shards(root, source) for row in read_shard_input(root, source, shard).rows
+            if row["key"] not in gone]
+
+
+def test_plain_webdataset_reads_every_task_and_sizes_json_counts_each_shard(packed, samples):
+    _, config, out = packed
+    root = config.output
+    for task in ALL_TASKS:
+        assert samples[task], task
+        sizes = json.loads(open(f"{root}/packed/{task}/sizes.json").read())
+        assert sorted(sizes) == sorted(os.path.basename(p) for p in glob.glob(f"{root}/packed/{task}/*.tar"))
+        for name, count in sizes.items():
+            assert count == sum(1 for _ in wds.WebDataset(f"{root}/packed/{task}/{name}", shardshuffle=False))
+        assert sum(sizes.values()) == len(samples[task])
+        for sample in samples[task]:
+            meta = sample["json"]
+            assert meta["key"] == sample["__key__"] and meta["task"] == task
+            for member in ("jpg", "png"):
+                if member in sample:
+                    assert isinstance(sample[member], Image.Image) and sample[member].size == (
+                        meta["regions"]["width"], meta["regions"]["height"])
+    assert "read == written + rejected for every source" in out
+
+
+def test_no_sample_removed_by_clean_enters_packed(packed, samples):
+    _, config, out = packed
+    gone = removed(config.output)
+    assert {r for r in gone.values()} == {"duplicate", "contaminated"}
+    removed_captions = {text for source in SOURCES for shard in raw_shards(config.output, source)
+                        for row in read_shard_input(config.output, source, shard).rows if row["key"] in gone
+                        for _, text in sample_texts(row)}
+    referenced = 0
+    for task, task_samples in samples.items():
+        for sample in task_samples:
+            meta = sample["json"]
+            keys = {meta["sample_key"], meta.get("text_key"), meta.get("text_from")}
+            keys |= {item["key"] for item in meta.get("related_images", []) + meta.get("related_texts", [])}
+            assert not keys & set(gone), (task, meta["key"])
+            assert not {n["text"] for n in meta.get("negatives", [])} & removed_captions
+            referenced += len(keys)
+    assert referenced
+    # what was left out, per source and why: exactly clean's removals of the packed sources
+    for source in SOURCES:
+        reasons = sorted({reason for key, reason in gone.items() if key.startswith(f"{source}-")})
+        if reasons:
+            assert f"  {source}: " in out
+        for reason in reasons:
+            count = sum(1 for key, r in gone.items() if r == reason and key.startswith(f"{source}-"))
+            assert f"{reason} {count}" in out.split(f"  {source}: ")[1].splitlines()[0]
+
+
+def test_every_sample_carries_the_fields_and_members_its_task_needs(samples):
+    image_tasks = {"pairs", "images", "tag_pairs", "weak_pairs", "cmcl"} | {f"pairs_aligned_{x}" for x in RATIOS}
+    text_tasks = set(ALL_TASKS) - {"images"}
+    for task, task_samples in samples.items():
+        for sample in task_samples:
+            meta = sample["json"]
+            assert missing_fields(task, meta) == [], (task, meta["key"])
+            assert (("jpg" in sample) or ("png" in sample)) == (task in image_tasks)
+            assert ("txt" in sample) == (task in text_tasks)
+            if "txt" in sample:
+                for phrase in meta["phrases"]:
+                    assert sample["txt"][phrase["start"]:phrase["end"]] == phrase["text"]
+            if task in image_tasks:
+                regions = meta["regions"]
+                assert len(regions["boxes"]) == len(regions["labels"]) == len(regions["scores"])
+                assert all(0 <= v <= 1 for box in regions["boxes"] for v in box)
+                assert (REGION_FEATS in sample) == regions["has_features"]
+                assert (REGION_PROBS in sample) == regions["has_probs"]
+
+
+def test_region_arrays_are_the_detector_outputs_in_float16(packed, samples):
+    _, config, _ = packed
+    detect = {row["key"]: row for row in read_sidecar(config.output, "ann/detect", "cc")}
+    checked = 0
+    for sample in samples["pairs"]:
+        meta = sample["json"]
+        if meta["source"] != "cc" or not meta["regions"]["boxes"]:
+            continue
+        regions = detect[meta["sample_key"]]["regions"]
+        features, probs = sample[REGION_FEATS], sample[REGION_PROBS]
+        assert features.dtype == np.float16 and probs.dtype == np.float16
+        assert features.shape == (len(regions), len(regions[0]["feature"]))
+        np.testing.assert_array_equal(features, np.array([r["feature"] for r in regions], np.float16))
+        np.testing.assert_array_equal(probs, np.array([r["class_probs"] for r in regions], np.float16))
+        assert meta["regions"]["labels"] == [r["label"] for r in regions]
+        checked += 1
+    assert checked
+    coco = [s for s in samples["pairs"] if s["json"]["source"] == "coco"]
+    assert coco and not any(s["json"]["regions"]["has_features"] for s in coco)  # ground truth: no detector
+
+
+def test_units_are_packed_or_rejected_and_pairs_are_every_kept_caption(packed, samples):
+    _, config, _ = packed
+    root = config.output
+    for source in SOURCES:
+        for shard in raw_shards(root, source):
+            counts = read_pack_counts(root, source, shard)
+            table = pq.read_table(f"{root}/rejects/pack/{source}/{shard:05d}.parquet")
+            check_version(table.schema, source)
+            stages = table.column("stage").to_pylist()
+            for task, c in counts["tasks"].items():
+                assert c["units"] == c["packed"] + sum(c["rejected"].values())
+                assert stages.count(f"pack/{task}") == sum(c["rejected"].values())
+    captions = {(row["key"], i) for source in SOURCES for row in kept_rows(root, source) if row["modality"] == "pair"
+                for i, _ in sample_texts(row)}
+    pair_rejects = [row for path in glob.glob(f"{root}/rejects/pack/*/*.parquet")
+                    for row in pq.read_table(path).to_pylist() if row["stage"] == "pack/pairs"]
+    assert len(samples["pairs"]) + len(pair_rejects) == len(captions)
+    packed_pairs = {(s["json"]["sample_key"], s["json"]["text_index"]) for s in samples["pairs"]}
+    assert packed_pairs <= captions
+    for sample in samples["pairs"]:  # the caption is the raw sample's own text
+        assert dict(sample_texts(_raw_row(root, sample["json"])))[sample["json"]["text_index"]] == sample["txt"]
+    images = {row["key"] for row in kept_rows(root, "coco_unlabeled")}
+    assert {s["json"]["sample_key"] for s in samples["images"]} == images
+    texts = {row["key"] for row in kept_rows(root, "bookcorpus")}
+    assert {s["json"]["sample_key"] for s in samples["texts"]} == texts
+
+
+def _raw_row(root, meta):
+    return next(row for shard in raw_shards(root, meta["source"])
+                for row in read_shard_input(root, meta["source"], shard).rows if row["key"] == meta["sample_key"])
+
+
+def test_weak_pairs_carry_each_retrieved_sentence_with_its_links(packed, samples):
+    _, config, _ = packed
+    root = config.output
+    gone = removed(root)
+    links = {(row["query_key"], row["rank"]): row for source in WEAK["images"]
+             for row in read_sidecar(root, "links/weak-books", source)}
+    expected = {k for k, row in links.items() if k[0] not in gone and row["key"] not in gone}
+    assert {(s["json"]["sample_key"], s["json"]["rank"]) for s in samples["weak_pairs"]} == expected
+    region_links = [row for source in WEAK["images"] for row in read_sidecar(root, "links/weak-books-regions", source)]
+    linked = 0
+    for sample in samples["weak_pairs"]:
+        meta = sample["json"]
+        link = links[(meta["sample_key"], meta["rank"])]
+        assert sample["txt"] == link["text"] and meta["text_key"] == link["key"]
+        assert meta["score"] == pytest.approx(link["score"], abs=1e-6)
+        rows = [r for r in region_links if (r["image_key"], r["text_key"], r["text_index"]) ==
+                (meta["sample_key"], link["key"], link["text_index"])]
+        assert len(meta["phrase_regions"]) == len(rows)
+        for pr in meta["phrase_regions"]:
+            assert sample["txt"][pr["start"]:pr["end"]] == pr["phrase"]
+            assert 0 <= pr["region"] < len(meta["regions"]["boxes"])
+            linked += 1
+    assert linked
+
+
+def test_cmcl_inlines_rewrites_and_related_items(packed, samples):
+    _, config, _ = packed
+    cmcl = config.pack.cmcl
+    assert samples["cmcl"]
+    inlined = 0
+    for sample in samples["cmcl"]:
+        meta = sample["json"]
+        assert {p["method"] for p in meta["positives"]} <= {"back_translation"}
+        assert len(meta["negatives"]) <= cmcl.negatives
+        assert {n["method"] for n in meta["negatives"]} <= {"scene_graph", "tfidf"}
+        assert len(meta["related_texts"]) <= cmcl.related_texts
+        assert len(meta["related_images"]) <= cmcl.related_images
+        for i, item in enumerate(meta["related_images"]):
+            assert item["member"] == f"related_{i}.{item['member'].rsplit('.', 1)[1]}"
+            assert isinstance(sample[item["member"]], Image.Image)
+            assert sample[item["member"]].size == (item["regions"]["width"], item["regions"]["height"])
+            assert (f"related_{i}.{REGION_FEATS}" in sample) == item["regions"]["has_features"]
+            assert item["key"] != meta["sample_key"]
+            inlined += 1
+    assert inlined
+    assert any(meta["positives"] for meta in (s["json"] for s in samples["cmcl"]))
+    assert any(meta["negatives"] for meta in (s["json"] for s in samples["cmcl"]))
+
+
+def test_alignment_ratio_corpora_keep_exactly_x_percent_aligned_per_shard(packed):
+    _, config, _ = packed
+    root = config.output
+    aligned_sets = []
+    captions = {}
+    for x in RATIOS:
+        task = f"pairs_aligned_{x}"
+        aligned = set()
+        for url in sorted(glob.glob(f"{root}/packed/{task}/*.tar")):
+            shard_samples = list(wds.WebDataset(url, shardshuffle=False).decode())
+            n = len(shard_samples)
+            flags = [s["json"]["aligned"] for s in shard_samples]
+            assert sum(flags) == round(n * x / 100), (task, url)
+            for sample in shard_samples:
+                meta = sample["json"]
+                if meta["aligned"]:
+                    assert meta["text_from"] == meta["sample_key"] and meta["text_from_index"] == meta["text_index"]
+                    aligned.add(meta["key"])
+                else:
+                    assert meta["text_from"] != meta["sample_key"]
+                captions.setdefault((meta["text_from"], meta["text_from_index"]), sample["txt"])
+                assert captions[(meta["text_from"], meta["text_from_index"])] == sample["txt"]
+            if x < 100:  # the unaligned texts are a permutation of the unaligned samples' own captions
+                own = sorted((s["json"]["sample_key"], s["json"]["text_index"]) for s in shard_samples
+                             if not s["json"]["aligned"])
+                taken = sorted((s["json"]["text_from"], s["json"]["text_from_index"]) for s in shard_samples
+                               if not s["json"]["aligned"])
+                assert own == taken
+        aligned_sets.append(aligned)
+    for smaller, larger in zip(aligned_sets, aligned_sets[1:]):
+        assert smaller <= larger  # nested: raising X only aligns more pairs
+
+
+def test_rerun_skips_every_shard_and_overwrite_is_byte_identical(packed):
+    path, config, _ = packed
+    root = config.output
+    before = {k: v for k, v in tree_digest(root).items() if k.startswith(("packed", "rejects/pack"))}
+    assert any(k.endswith(".tar") for k in before)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["pack", "--config", path, "--quiet"]) == 0
+    shards = sum(len(raw_shards(root, s)) for s in SOURCES)
+    assert f"{shards} ({shards} reused)" in out.getvalue()
+    run = run_pack(config, None, RunnerConfig(), overwrite=True, show_progress=False)
+    assert all(r.skipped_shards == 0 for r in run.tasks)
+    after = {k: v for k, v in tree_digest(root).items() if k.startswith(("packed", "rejects/pack"))}
+    assert after == before
+
+
+def test_a_missing_sidecar_row_is_a_reject_naming_the_table(packed, tmp_path):
+    _, config, _ = packed
+    root = tmp_path / "corpus"
+    shutil.copytree(config.output, root)
+    parse_path = root / "ann/parse/coco/00000.parquet"
+    table = pq.read_table(parse_path)
+    dropped = table.slice(0, 1).to_pylist()[0]
+    pq.write_table(table.slice(1), parse_path)  # the schema (with its footer metadata) stays
+    pack = dataclasses.replace(config.pack, tasks=["pairs", "cmcl"], aligned_ratios=[])
+    copy = dataclasses.replace(config, output=str(root), pack=pack)
+    run = run_pack(copy, ["coco"], RunnerConfig(), overwrite=True, show_progress=False)
+    rejects = [row for row in pq.read_table(root / "rejects/pack/coco/00000.parquet").to_pylist()
+               if row["reason"] == "missing_row"]
+    assert {row["stage"] for row in rejects} == {"pack/pairs", "pack/cmcl"}
+    assert all(row["key"] == dropped["key"] and "ann/parse" in row["detail"]
+               and row["location"] == "ann/parse/coco/00000.parquet" for row in rejects)
+    assert all(f"text {dropped['text_index']}" in row["detail"] for row in rejects)
+    for result in run.tasks:
+        assert result.counts.rejected["missing_row"] == 1
+        assert result.counts.records_in == result.counts.written + result.counts.rejected_total
+
+
+def test_a_missing_table_stops_pack_before_any_pipeline_naming_the_stage(packed, tmp_path):
+    _, config, _ = packed
+    root = tmp_path / "corpus"
+    shutil.copytree(config.output, root)
+    os.remove(root / "links/related-texts/cc/00000.parquet")
+    with pytest.raises(ValueError, match=r"pack cmcl: no .*links/related-texts/cc/00000.parquet; run `unicorpus "
+                                         r"retrieve` first"):
+        run_pack(dataclasses.replace(config, output=str(root)), ["cc"], RunnerConfig(), show_progress=False)
+    assert not glob.glob(f"{root}/rejects/pack/cc/*.tmp-*")
