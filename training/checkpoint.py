@@ -144,7 +144,10 @@ def check_resumable(meta: dict[str, Any], digest: dict[str, Any], shapes: dict[s
     """Refuse, naming the difference, to resume on other packed data, another model shape or world size."""
     if meta["data"]["sha256"] != digest["sha256"]:
         before, now = meta["data"]["tasks"], digest["tasks"]
-        diff = [f"{task}: {before.get(task)} -> {now.get(task)}" for task in sorted(set(before) | set(now))
+        def show(info):
+            return f"{info['shards']} shards, {info['samples']} samples" if info else "absent"
+
+        diff = [f"{task}: {show(before.get(task))} -> {show(now.get(task))}" for task in sorted(set(before) | set(now))
                 if before.get(task) != now.get(task)] or ["same counts, but shard names or sizes differ"]
         raise ResumeError(f"{path}: the checkpoint was made on different packed data ({'; '.join(diff)}); "
                           f"resume only on the data it was trained on, or start a new run (another output)")

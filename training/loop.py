@@ -111,8 +111,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             wait += time.perf_counter() - t0
             if cur.itm_weighting_on(cfg.curriculum, progress, sizes, batch.task):   # mu-VLA §3.4
                 batch.sample_weights = itm_weights(trainee, batch, autocast)
+                meter.add_value("curriculum/w_itm", float(batch.sample_weights.mean()))
             last = micro == cfg.optim.accumulate - 1
-            names = batch_objectives(batch, loader)
+            names = list(batch.extra["objectives"])       # the batch kind's objectives (the loader's draw)
             with (contextlib.nullcontext() if last or not env.distributed else model.no_sync()), autocast():
                 loss, metrics = model(batch, names)
                 loss = loss * cfg.objectives.task_weights.get(batch.task, 1.0)
@@ -128,6 +129,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainee.parameters(), cfg.optim.grad_clip)
         optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]                          # the rate this step used
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         progress.step += 1
@@ -138,7 +140,8 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
 
         if progress.step % cfg.log.every == 0 or progress.step == cfg.schedule.steps:
             summary = meter.summary(flops_per_unit, peak, env.world_size)
-            summary["lr"] = scheduler.get_last_lr()[0]
+            summary["lr"] = lr
+            summary["curriculum/stage"] = progress.stage
             result.losses.update({k.removeprefix("loss/"): v for k, v in summary.items() if k.startswith("loss/")})
             if writer is not None:
                 writer.write(progress.step, summary)
@@ -181,17 +184,6 @@ class Trainee(nn.Module):
 
         chosen = nn.ModuleDict({name: self.objectives[name] for name in names})
         return run_objectives(self.model, chosen, batch, self.weights)
-
-
-def batch_objectives(batch, loader) -> list[str]:
-    """The objectives of the batch just drawn: its kind is the one the loader's step drew (the same function of
-    (seed, step) the loader uses, so every rank agrees)."""
-    from training.batching import kind_for_step
-
-    if "objectives" in batch.extra:
-        return list(batch.extra["objectives"])
-    kinds = loader.cfg.kinds
-    return list(kinds[kind_for_step([k.weight for k in kinds], loader.cfg.seed, loader.step - 1)].objectives)
 
 
 def itm_weights(trainee, batch, autocast):

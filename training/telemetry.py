@@ -40,6 +40,7 @@ class Meter:
 
     def reset(self) -> None:
         self.losses: dict[str, list[float]] = defaultdict(list)   # "task/objective" -> per micro-batch
+        self.values: dict[str, list[float]] = defaultdict(list)   # anything else to average ("curriculum/w_itm")
         self.samples = self.units = 0
         self.wait = self.elapsed = 0.0
         self.steps = 0
@@ -50,6 +51,9 @@ class Meter:
         self.samples += samples
         self.units += units
 
+    def add_value(self, key: str, value: float) -> None:
+        self.values[key].append(value)
+
     def add_step(self, wait: float, elapsed: float) -> None:
         self.wait += wait
         self.elapsed += elapsed
@@ -58,6 +62,7 @@ class Meter:
     def summary(self, flops_per_unit: float, peak: float | None, world_size: int) -> dict[str, float]:
         """Means and rates since the last reset (samples and units already summed over ranks)."""
         out = {f"loss/{key}": sum(v) / len(v) for key, v in sorted(self.losses.items())}
+        out.update({key: sum(v) / len(v) for key, v in sorted(self.values.items())})
         seconds = max(self.elapsed, 1e-9)
         out["throughput/samples_per_s"] = self.samples / seconds
         out["throughput/units_per_s"] = self.units / seconds
