@@ -16,6 +16,10 @@ class PMRTC(Objective):
     name = "p_mrtc"
 
     def forward(self, model, batch, outputs):
+        if batch.region_masked is None and batch.region_token_targets is None and batch.mlm_labels is not None:
+            # one modality masked at a time (§3.3.2): when every pair of the batch had its phrases masked,
+            # the collator sets no region targets and this batch has nothing to classify
+            return ObjectiveResult(outputs.hidden.new_zeros(()), {"accuracy": 0.0, "targets": 0.0})
         require(batch, self.name, "region_masked", "region_token_targets")
         targets = batch.region_token_targets
         linked = batch.region_masked & (targets != IGNORE_INDEX).any(-1)
