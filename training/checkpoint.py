@@ -56,13 +56,13 @@ def model_shapes(model) -> dict[str, list[int]]:
     return {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
-def rng_state() -> dict[str, Any]:
-    """This process's random generators: Python, NumPy, torch CPU and every CUDA device."""
+def rng_state(cuda: bool = True) -> dict[str, Any]:
+    """This process's random generators: Python, NumPy, torch CPU and (``cuda``) every CUDA device."""
     import numpy as np
     import torch
 
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if cuda and torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -107,7 +107,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
         started, wait = time.perf_counter(), 0.0
         for micro in range(cfg.optim.accumulate):
             t0 = time.perf_counter()
-            batch = next(batches).to(env.device, non_blocking=True)
+            with isolated_rng():            # whatever the loader draws (DataLoader seeds) leaves dropout's RNG alone
+                batch = next(batches)
+            batch = batch.to(env.device, non_blocking=True)
             wait += time.perf_counter() - t0
             if cur.itm_weighting_on(cfg.curriculum, progress, sizes, batch.task):   # mu-VLA §3.4
                 batch.sample_weights = itm_weights(trainee, batch, autocast)
@@ -246,6 +248,18 @@ def checkpoint(cfg, env, progress, trainee, optimizer, scheduler, loader, digest
 
 def packed_root(data_cfg) -> str:
     return data_cfg.root
+
+
+@contextlib.contextmanager
+def isolated_rng():
+    """Run the block without touching this process's generators. Creating a DataLoader iterator draws from
+    torch's generator; a resumed run creates it at another step than an uninterrupted one, so without this
+    their dropout masks would differ from the first step after the resume. (The loader never draws on CUDA.)"""
+    state = rng_state(cuda=False)
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def seed_all(seed: int) -> None:

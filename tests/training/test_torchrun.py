@@ -2,11 +2,11 @@
 losses step for step as an uninterrupted run."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from tests.training.train_fixture import last_rows, train_args, write_packed
@@ -21,6 +21,17 @@ def _command(packed, out, *extra):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "cli.main", *train_args("muvla", packed, out, f"schedule.steps={STEPS}", "checkpoint.every=4",
                                           "checkpoint.keep=10", *extra)]
+
+
+def _kill_tree(pid):
+    """SIGKILL torchrun and its workers at once (torchrun puts its workers in sessions of their own, so a
+    process-group kill would leave them running)."""
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _env():
@@ -40,14 +51,14 @@ def test_killed_run_resumes_with_the_same_losses(packed, tmp_path):
     assert f"train: {STEPS} steps" in done.stdout
     assert read_meta(latest_checkpoint(os.path.join(whole, "checkpoints")))["world_size"] == 2
 
-    # the same run, killed (the whole process group, SIGKILL) once its first checkpoint is complete
+    # the same run, killed (torchrun and both workers, SIGKILL) once its first checkpoint is complete
     proc = subprocess.Popen(_command(packed, killed), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while latest_checkpoint(os.path.join(killed, "checkpoints")) is None:
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    _kill_tree(proc.pid)
     proc.wait()
     killed_at = read_meta(latest_checkpoint(os.path.join(killed, "checkpoints")))["step"]
     assert killed_at < STEPS
