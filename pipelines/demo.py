@@ -1,6 +1,6 @@
 """The end-to-end demo: the mini corpus in every raw format (and a URL list served from a local HTTP
 server), built with offline models, then every stage: ingest, clean, annotate (detect, parse, rewrite),
-embed, index, retrieve, report; finally the retrieval service answers a query over real HTTP. Counts are
+embed, index, retrieve, pack, report; finally the retrieval service answers a query over real HTTP. Counts are
 checked against what the generator planted."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def run_demo(out: str, seed: int, scale: int, runner: RunnerConfig, overwrite: b
 
 
 def run_later_stages(config, expected: dict, runner: RunnerConfig, overwrite: bool, show_progress: bool) -> list[str]:
-    """annotate detect, parse, rewrite; embed; index; retrieve: each summary printed; what disagrees returned."""
+    """annotate detect, parse, rewrite; embed; index; retrieve; pack: each summary printed; what disagrees returned."""
     from pipelines.stages.detect import run_detect
     from pipelines.stages.embed import run_embed
     from pipelines.stages.index import format_index_summary, run_index
@@ -101,7 +101,42 @@ def run_later_stages(config, expected: dict, runner: RunnerConfig, overwrite: bo
     retrieved = run_retrieve(config, runner, overwrite=overwrite, show_progress=show_progress)
     print(f"\nretrieve\n{format_summary(retrieved)}")
     print(format_example_pairs(example_pairs(config, 2)))
-    return problems + check_weak_pairs(config)
+    return problems + check_weak_pairs(config) + run_pack_stage(config, expected, runner, overwrite, show_progress)
+
+
+def run_pack_stage(config, expected: dict, runner: RunnerConfig, overwrite: bool, show_progress: bool) -> list[str]:
+    """pack every task; its summary (samples per task) and what was left out; what disagrees returned."""
+    from pipelines.stages.pack import format_left_out, run_pack
+    from pipelines.summary import format_summary
+
+    run = run_pack(config, None, runner, overwrite=overwrite, show_progress=show_progress)
+    print(f"\npack\n{format_summary(run.tasks)}\n{format_left_out(run)}")
+    print("packed samples per task: " + ", ".join(f"{r.name} {r.counts.written}" for r in run.tasks))
+    return check_pack(expected, run)
+
+
+def check_pack(expected: dict, run) -> list[str]:
+    """Against the generator: exactly the samples clean removes (planted duplicates and evaluation images) are
+    left out, per source; every other image-only sample is an ``images`` unit, every other text-only sample a
+    ``texts`` unit, every other image a ``tag_pairs`` unit; every task packs something."""
+    clean = expected["_clean"]
+    removed = {d["key"] for d in clean["duplicates"]} | {c["key"] for c in clean["contaminated"]}
+    problems = []
+    kept: dict[str, int] = {}
+    for source, facts in expected.items():
+        if source.startswith("_"):
+            continue
+        gone = sum(1 for key in removed if key.split("-", 1)[0] == source)
+        kept[facts["modality"]] = kept.get(facts["modality"], 0) + facts["samples"] - gone
+        if sum(run.left_out.get(source, {}).values()) != gone:
+            problems.append(f"pack {source}: {dict(run.left_out.get(source, {}))} left out, clean removed {gone}")
+    units = {r.name: r.counts.records_in for r in run.tasks}
+    for task, want in (("images", kept.get("image", 0)), ("texts", kept.get("text", 0)),
+                       ("tag_pairs", kept.get("image", 0) + kept.get("pair", 0))):
+        if units.get(task) != want:
+            problems.append(f"pack {task}: {units.get(task)} units, the kept samples are {want}")
+    problems += [f"pack {r.name}: no sample packed" for r in run.tasks if not r.counts.written]
+    return problems
 
 
 def check_detect(expected: dict, results) -> list[str]:

@@ -195,18 +195,14 @@ class _ShardView:
         self.source, self.shard = shard_input.source, shard_input.shard
         self._by_key: dict[str, dict] = {}
 
-    # tables of this shard, indexed
-    def _indexed(self, folder: str, index: Callable[[dict], object], many: bool = False) -> dict:
-        name = (folder, many)
-        if name not in self._by_key:
+    def _grouped(self, folder: str, index: Callable[[dict], object]) -> dict[object, list[dict]]:
+        """This shard's rows of ``folder`` grouped by ``index`` (rewrites of a caption, links of a query)."""
+        if folder not in self._by_key:
             out: dict = {}
             for row in self.packer._table(folder, self.source, self.shard):
-                if many:
-                    out.setdefault(index(row), []).append(row)
-                else:
-                    out[index(row)] = row
-            self._by_key[name] = out
-        return self._by_key[name]
+                out.setdefault(index(row), []).append(row)
+            self._by_key[folder] = out
+        return self._by_key[folder]
 
     def detect(self) -> dict[str, dict]:
         return self.packer._keyed("ann/detect", self.source, self.shard)
@@ -235,18 +231,11 @@ class _ShardView:
         modalities = {row["modality"] for row in self.input.rows}  # removed samples too: the tables cover them
         if not task_tables(self.packer.settings, task, self.source, modalities):
             return TaskShard()  # no unit of the task in this shard (a text source has no pairs)
-        if task == contract.PAIRS:
-            return self._pairs(task)
-        if task == contract.IMAGES:
-            return self._images(task)
-        if task == contract.TEXTS:
-            return self._texts(task)
-        if task == contract.TAG_PAIRS:
-            return self._tag_pairs(task)
-        if task == contract.WEAK_PAIRS:
-            return self._weak_pairs(task)
-        if task == contract.CMCL:
-            return self._cmcl(task)
+        builders = {contract.PAIRS: self._pairs, contract.IMAGES: self._images, contract.TEXTS: self._texts,
+                    contract.TAG_PAIRS: self._tag_pairs, contract.WEAK_PAIRS: self._weak_pairs,
+                    contract.CMCL: self._cmcl}
+        if task in builders:
+            return builders[task](task)
         if task.startswith(contract.ALIGNED_PREFIX):
             return self._aligned(task, int(task[len(contract.ALIGNED_PREFIX):]))
         raise ValueError(f"unknown packed task {task!r}")
@@ -290,16 +279,22 @@ class _ShardView:
             out.samples.append(sample(key, image, text, meta, arrays))
         return out
 
-    def _images(self, task: str) -> TaskShard:
-        out = TaskShard()
-        rows = self.images(("image",))
-        out.units = len(rows)
+    def _image_units(self, task: str, modalities: tuple[str, ...], out: TaskShard) -> list[tuple]:
+        """Kept images of ``modalities`` with their image part; rejects appended to ``out``."""
+        rows = self.images(modalities)
+        out.units += len(rows)
+        units = []
         for row in rows:
             image = self._image_part(row, task)
             if isinstance(image, Reject):
                 out.rejects.append(image)
-                continue
-            image_member, regions, arrays = image
+            else:
+                units.append((row, *image))
+        return units
+
+    def _images(self, task: str) -> TaskShard:
+        out = TaskShard()
+        for row, image_member, regions, arrays in self._image_units(task, ("image",), out):
             meta = {**self._common(task, row["key"], row, "image", None), "regions": regions}
             out.samples.append(sample(row["key"], image_member, None, meta, arrays))
         return out
@@ -322,14 +317,7 @@ class _ShardView:
     def _tag_pairs(self, task: str) -> TaskShard:
         """mu-VLA R-T: an image and its tag sequence (the tag query of retrieval, each tag a phrase)."""
         out = TaskShard()
-        rows = self.images(IMAGE_MODALITIES)
-        out.units = len(rows)
-        for row in rows:
-            image = self._image_part(row, task)
-            if isinstance(image, Reject):
-                out.rejects.append(image)
-                continue
-            image_member, regions, arrays = image
+        for row, image_member, regions, arrays in self._image_units(task, IMAGE_MODALITIES, out):
             text, phrases = tag_sequence(regions["labels"])
             if not text:
                 out.rejects.append(Reject(self.source, self._location("ann/detect"), Reason.NO_TAGS,
@@ -396,10 +384,9 @@ class _ShardView:
         """UNIMO §2.1, App. A: a pair with its back-translations, rewrite hard negatives and related items
         inlined (images with their regions and features), so a training worker reads nothing else."""
         out, settings = TaskShard(), self.packer.settings.cmcl
-        rewrites = self._indexed("ann/rewrite", lambda row: (row["key"], row["text_index"]), many=True)
-        related_texts = self._indexed(layout.links("related-texts"),
-                                      lambda row: (row["query_key"], row["query_text_index"]), many=True)
-        related_images = self._indexed(layout.links("related-images"), lambda row: row["query_key"], many=True)
+        rewrites = self._grouped("ann/rewrite", lambda row: (row["key"], row["text_index"]))
+        related_texts = self._grouped(layout.links("related-texts"), lambda row: (row["query_key"], row["query_text_index"]))
+        related_images = self._grouped(layout.links("related-images"), lambda row: row["query_key"])
         removed = self.packer.removed
         for row, index, text, image, regions, arrays, phrases in self._pair_units(task, out):
             found = rewrites.get((row["key"], index))
@@ -528,7 +515,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _negative_source_key(row: dict) -> str | None:
-    """The caption a TF-IDF negative was taken from (its ``detail`` JSON); None for scene-graph rewrites."""
+    """The sample whose caption a TF-IDF negative is (its ``detail`` JSON); None for scene-graph rewrites."""
     if row["method"] != "tfidf":
         return None
     return json.loads(row["detail"]).get("key")
@@ -547,7 +534,8 @@ def hard_negatives(rows: list[dict], count: int) -> list[dict]:
         for queue in queues:
             if depth < len(queue) and len(out) < count:
                 row = queue[depth]
-                out.append({"text": row["text"], "method": row["method"], "score": _round(row["score"])})
+                out.append({"text": row["text"], "method": row["method"], "score": _round(row["score"]),
+                            "key": _negative_source_key(row)})
         depth += 1
     return out
 

@@ -32,7 +32,8 @@ features / a class distribution; false for an image without regions). With a tex
   ``phrases`` of the retrieved sentence and ``phrase_regions`` = ``[{"start", "end", "phrase", "region", "score"}]``
   (mu-VLA §3.3.2; ``region`` indexes ``regions``).
 - ``cmcl`` (UNIMO §2.1, App. A): ``positives`` = ``[{"text", "method"}]`` (back-translations),
-  ``negatives`` = ``[{"text", "method", "score"}]`` (scene-graph and TF-IDF rewrites),
+  ``negatives`` = ``[{"text", "method", "score", "key"}]`` (scene-graph and TF-IDF rewrites taking turns;
+  ``key``: the sample a TF-IDF negative's caption belongs to, null for scene-graph rewrites),
   ``related_texts`` = ``[{"key", "source", "text_index", "text", "score"}]`` and ``related_images`` =
   ``[{"key", "source", "score", "member", "regions"}]`` whose images are inlined as members ``related_<i>.jpg`` (or ``.png``; the
   ``member`` field names it) with ``related_<i>.region_feats.npy`` / ``related_<i>.region_probs.npy``.

@@ -298,11 +298,11 @@ class PackConfig:
             if task not in PACK_TASKS:
                 raise ConfigError(f"{where}.tasks[{i}]: unknown task {task!r}; expected one of {', '.join(PACK_TASKS)}"
                                   f" (alignment-ratio tasks come from {where}.aligned_ratios)")
-            if self.tasks.count(task) > 1:
+            if task in self.tasks[:i]:
                 raise ConfigError(f"{where}.tasks[{i}]: {task!r} is listed twice")
         for i, ratio in enumerate(self.aligned_ratios):
             if not 0 <= ratio <= 100:
                 raise ConfigError(f"{where}.aligned_ratios[{i}]: a percentage in 0..100, got {ratio}")
-            if self.aligned_ratios.count(ratio) > 1:
+            if ratio in self.aligned_ratios[:i]:
                 raise ConfigError(f"{where}.aligned_ratios[{i}]: {ratio} is listed twice")
         self.cmcl.validate(f"{where}.cmcl")

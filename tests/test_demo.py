@@ -32,14 +32,19 @@ def test_demo_runs_every_stage_and_matches_the_ground_truth(demo):
     for source in ("coco", "vg", "cc", "cc_img2dataset", "sbu", "openimages", "imagenet", "coco_unlabeled",
                    "bookcorpus", "wiki", "owt"):
         assert f"\n{source} " in out
-    for title in ("annotate detect", "annotate parse", "annotate rewrite", "embed", "index", "retrieve"):
+    for title in ("annotate detect", "annotate parse", "annotate rewrite", "embed", "index", "retrieve", "pack"):
         assert f"\n{title}\n" in out
     assert "WARNING" not in out  # read == written + rejected in every summary
     assert out.count("[weak-cc] ") == 2 and out.count("[weak-books] ") == 2
     assert re.search(r"the service answered GET api/search\?q=.*\n(  \d\.\d{3}  .*\n){3}", out)
     manifest = json.loads(open(f"{config.output}/corpus.json").read())
-    assert {"ingest", "clean", "detect", "parse", "rewrite", "embed-text", "embed-tags", "retrieve"} <= set(
+    assert {"ingest", "clean", "detect", "parse", "rewrite", "embed-text", "embed-tags", "retrieve", "pack"} <= set(
         manifest["stages"])
+    counts = re.search(r"packed samples per task: (.*)\n", out).group(1)
+    packed = {name: int(n) for name, n in (item.rsplit(" ", 1) for item in counts.split(", "))}
+    assert set(packed) == {"pairs", "images", "texts", "tag_pairs", "weak_pairs", "cmcl"} | {
+        f"pairs_aligned_{x}" for x in (0, 20, 40, 60, 80, 100)} and all(packed.values())
+    assert packed["pairs_aligned_100"] == packed["pairs"] == manifest["stages"]["pack"]["pairs"]["counts"]["packed"]
 
 
 def test_report_tag_counts_are_the_ground_truth_objects(demo):
