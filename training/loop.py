@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from training.optim import build_optimizer, build_scheduler
 from training.telemetry import Meter, Writer, model_flops_per_unit, peak_flops
 
 METRICS_FILE = "metrics.jsonl"
+CAPTION_SUFFIX = re.compile(r"_t\d+$")   # pack names caption i > 0 of an image "<image key>_t<i>"
 
 
 @dataclass
@@ -224,6 +226,7 @@ def eval_batches(cfg: TrainConfig) -> list:
         if len(keep) < len(batch) or len(seen) + len(batch) > cfg.eval.samples:
             break                                   # an epoch came round, or the pool is full
         seen.update(batch.keys)
+        batch.extra["image_keys"] = [CAPTION_SUFFIX.sub("", key) for key in batch.keys]   # captions of one image
         batches.append(batch)
     if not batches:
         raise ValueError(f"eval: no batch of task {cfg.eval.task!r} fits eval.samples={cfg.eval.samples}")

@@ -124,3 +124,17 @@ def test_a_bad_config_fails_before_any_step(packed, tmp_path, capsys):
     assert main(train_args("uniter", packed, out, "model.visual.region_feat_dim=16")) == 2
     assert "data.region_dim: 8 does not match model.visual.region_feat_dim 16" in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("head", ["itc", "itm"])
+def test_zero_shot_retrieval_every_n_steps(packed, tmp_path, capsys, head):
+    out = str(tmp_path / "run")
+    assert main(train_args("uniter", packed, out, "eval.every=2", f"eval.head={head}")) == 0
+    assert "eval (zero-shot retrieval): " in capsys.readouterr().out
+    evals = last_rows(read_metrics(out), kind="eval")
+    assert sorted(evals) == [2, 4]
+    for row in evals.values():
+        recalls = {k: v for k, v in row.items() if k.startswith("eval/")}
+        assert {"eval/i2t_r1", "eval/t2i_r1", "eval/i2t_r10"} <= set(recalls)
+        assert all(0 <= v <= 1 for v in recalls.values())
+        assert row["eval/i2t_r1"] <= row["eval/i2t_r5"] <= row["eval/i2t_r10"]
