@@ -21,7 +21,7 @@ browser:
 	  else echo "the page test needs chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 test: $(VENV)/.installed browser
-	$(VENV)/bin/ruff check schemas pipelines retrieval training cli tests benchmarks
+	$(VENV)/bin/ruff check schemas pipelines retrieval training cli tests benchmarks experiments
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
