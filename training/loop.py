@@ -122,8 +122,8 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
                 loss, metrics = model(batch, names)
                 loss = loss * cfg.objectives.task_weights.get(batch.task, 1.0)
             (loss / cfg.optim.accumulate).backward()
-            counts = distributed.all_reduce_sum(torch.tensor(   # the kind is the same on every rank
-                [len(batch), batch.num_units(), *[metrics[f"{name}/loss"] for name in names]], dtype=torch.float64, device=env.device))
+            counts = [len(batch), batch.num_units(), *[metrics[f"{name}/loss"] for name in names]]
+            counts = distributed.all_reduce_sum(torch.tensor(counts, dtype=torch.float64, device=env.device))
             progress.count(batch.task, int(counts[0]))
             meter.add_batch(batch.task, {name: float(v) / env.world_size for name, v in zip(names, counts[2:])},
                             int(counts[0]), int(counts[1]))
