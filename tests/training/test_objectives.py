@@ -297,3 +297,15 @@ def test_sub_batch_select_keeps_rows():
     part = select(batch, torch.tensor([2, 0]))
     assert isinstance(part, Batch) and part.keys == ["k2", "k0"]
     assert torch.equal(part.mlm_labels[0], batch.mlm_labels[2])
+
+
+@pytest.mark.parametrize("name, drop", [("mlm", "mlm_labels"), ("mrfr", "region_masked"), ("mrc", "region_masked"),
+                                        ("mrc_kl", "region_masked"), ("p_mrtc", "region_masked")])
+def test_conditional_masking_of_the_other_modality_gives_zero_loss(model, batch, name, drop):
+    """Every sample masked the other modality (UNITER §3.2, mu-VLA §3.3.2): nothing to predict, loss 0."""
+    setattr(batch, drop, None)
+    result, _ = _run(name, model, batch)
+    assert result.loss.item() == 0.0 and result.metrics["targets"] == 0.0
+    batch.mlm_labels = batch.region_masked = None  # a collator that set neither is still an error
+    with pytest.raises(ValueError, match=f"needs batch.{drop}"):
+        _run(name, model, batch)

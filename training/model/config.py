@@ -31,7 +31,8 @@ class VisualConfig:
         positive(self.patch_size, f"{where}.patch_size")
         positive(self.channels, f"{where}.channels")
         if self.image_size % self.patch_size:
-            raise ConfigError(f"{where}.image_size: {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ConfigError(f"{where}.image_size: {self.image_size} is not a multiple of "
+                              f"patch_size {self.patch_size}")
 
     @property
     def num_patches(self) -> int:

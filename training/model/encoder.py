@@ -42,8 +42,8 @@ class Layer(nn.Module):
         experts = ("l", "v", "vl") if cfg.mome.enabled else ("shared",)
         self.ffn = nn.ModuleDict({name: FeedForward(cfg) for name in experts})
 
-    def forward(self, x: Tensor, mask: Tensor, routes: list[Route]) -> Tensor:
-        """``mask``: bool, True = may attend, broadcastable to ``[B, heads, L, L]``."""
+    def forward(self, x: Tensor, mask: Tensor | None, routes: list[Route]) -> Tensor:
+        """``mask``: bool, True = may attend, broadcastable to ``[B, heads, L, L]``; None = everything."""
         b, length, hidden = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(

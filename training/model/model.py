@@ -83,8 +83,11 @@ class UnifiedModel(nn.Module):
         self.image_proj = nn.Linear(h, cfg.output_heads.projection_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.output_heads.temperature)))
         if cfg.dictionary.enabled:  # UNIMO-2 §3.1
-            self.dictionary = nn.Parameter(torch.randn(cfg.dictionary.size, h) * 0.02)
-            self.dictionary_eta = nn.Parameter(torch.tensor(1.0))
+            # entries on the scale of the (layer-normed) hidden states they quantise, and eta = 1/sqrt(H) so
+            # eta v.g starts near unit variance (scaled dot product); at 0.02 the entries took thousands of
+            # steps to reach the features while the encoder drifted (measured on the tiny test model)
+            self.dictionary = nn.Parameter(torch.randn(cfg.dictionary.size, h))
+            self.dictionary_eta = nn.Parameter(torch.tensor(h ** -0.5))
             self.grounded_type = nn.Parameter(torch.zeros(h))
         self.apply(_init_weights)
 
@@ -116,7 +119,8 @@ class UnifiedModel(nn.Module):
             masks.append(torch.cat([present[:, None], visual_mask], dim=1))
             visual_len = emb.shape[1]
         if not parts:
-            raise ValueError(f"batch of task {batch.task!r} has no {'stream' if streams == 'both' else streams} to encode")
+            what = "stream" if streams == "both" else streams
+            raise ValueError(f"batch of task {batch.task!r} has no {what} to encode")
         x = torch.cat(parts, dim=1)
         mask = torch.cat(masks, dim=1)
         pattern = self._pattern(batch, text_len, visual_len)
@@ -212,14 +216,14 @@ class UnifiedModel(nn.Module):
         return self.logit_scale.clamp(max=math.log(100)).exp()
 
 
-def _attention_mask(mask: Tensor, pattern: Tensor | None, kinds: Tensor | None) -> Tensor:
-    """Bool ``[B, 1, L, L]`` (or ``[B, 1, 1, L]`` for key padding only): True = may attend.
+def _attention_mask(mask: Tensor, pattern: Tensor | None, kinds: Tensor | None) -> Tensor | None:
+    """Bool ``[B, 1, L, L]`` (or ``[B, 1, 1, L]`` for key padding only, None without any): True = may attend.
 
     ``kinds`` (UNIMO-2 Grounded Transformer): text and visual positions see their own stream and the
     grounded tokens only. Every position may attend to itself, so no row is empty (no NaN from softmax)."""
     keys = mask[:, None, None, :]
     if pattern is None and kinds is None:
-        return keys
+        return None if bool(mask.all()) else keys  # no mask at all lets SDPA take its fastest kernel
     allowed = keys.expand(-1, 1, mask.shape[1], -1)
     if pattern is not None:
         allowed = allowed & pattern[:, None]
@@ -254,8 +258,10 @@ def build_model(cfg: ModelConfig | dict[str, Any]) -> UnifiedModel:
     if isinstance(cfg, dict):
         cfg = ModelConfig.from_dict(cfg)
     cfg.validate()
+    if cfg.init_from:
+        from training.model.pretrained import check_sizes, load_text_weights
+        check_sizes(cfg, cfg.init_from)
     model = UnifiedModel(cfg)
     if cfg.init_from:
-        from training.model.pretrained import load_text_weights
         load_text_weights(model, cfg.init_from)
     return model

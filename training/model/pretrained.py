@@ -47,14 +47,18 @@ def load_state(folder: str, where: str = "model.init_from") -> dict[str, torch.T
     raise ConfigError(f"{where}: {folder} has no model.safetensors or pytorch_model.bin; {_HOW}")
 
 
-def load_text_weights(model, folder: str, where: str = "model.init_from") -> list[str]:
-    """Copy the folder's BERT weights into ``model``'s text side; returns the model parameters loaded."""
-    sizes = pretrained_sizes(folder, where)
-    cfg = model.cfg
-    for field, value in sizes.items():
+def check_sizes(cfg, folder: str, where: str = "model.init_from") -> None:
+    """Fail before building anything when ``cfg``'s sizes differ from the folder's ``config.json``."""
+    for field, value in pretrained_sizes(folder, where).items():
         if getattr(cfg, field) != value:
             raise ConfigError(f"model.{field}: {getattr(cfg, field)} does not match {value} in "
                               f"{os.path.join(folder, 'config.json')}; set model.{field}: {value}")
+
+
+def load_text_weights(model, folder: str, where: str = "model.init_from") -> list[str]:
+    """Copy the folder's BERT weights into ``model``'s text side; returns the model parameters loaded."""
+    cfg = model.cfg
+    check_sizes(cfg, folder, where)
     state = load_state(folder, where)
     mapped: dict[str, torch.Tensor] = {}
     for name in ("word_embeddings", "token_type_embeddings", "LayerNorm"):
@@ -89,6 +93,7 @@ def load_text_weights(model, folder: str, where: str = "model.init_from") -> lis
     own = model.state_dict()
     for key, value in mapped.items():
         if own[key].shape != value.shape:
-            raise ConfigError(f"{where}: {key} is {tuple(value.shape)} in {folder}, the model has {tuple(own[key].shape)}")
+            raise ConfigError(f"{where}: {key} is {tuple(value.shape)} in {folder}, "
+                              f"the model has {tuple(own[key].shape)}")
     model.load_state_dict(mapped, strict=False)
     return sorted(mapped)

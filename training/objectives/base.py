@@ -50,6 +50,15 @@ def require(batch: Batch, objective: str, *names: str) -> None:
                          f"task {batch.task!r} did not set it (is {objective!r} in the batch kind's objectives?)")
 
 
+def other_modality_masked(batch: Batch, outputs: ModelOutput, own: str, other: str) -> ObjectiveResult | None:
+    """Conditional masking (UNITER §3.2; mu-VLA §3.3.2) masks one modality per sample; when every sample of
+    a batch masked the other one, the collator sets no ``own`` targets (but ``other``): zero loss, not an
+    error. None otherwise (the objective runs, and ``require`` still catches a collator that set neither)."""
+    if getattr(batch, own) is None and getattr(batch, other) is not None:
+        return ObjectiveResult(outputs.hidden.new_zeros(()), {"targets": 0.0})
+    return None
+
+
 def weighted_mean(losses: Tensor, sample: Tensor, weights: Tensor | None) -> Tensor:
     """Mean of per-target ``losses`` with each target scaled by its sample's weight (mu-VLA §3.4: the loss
     of a pair is multiplied by its ITM score). Normalised by the number of targets, not the weights, so a
@@ -105,10 +114,37 @@ def build_objectives(spec: list[str] | dict[str, dict | None]) -> nn.ModuleDict:
     return nn.ModuleDict(built)
 
 
+def similarity(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b.T`` in float32 even under AMP (contrastive logits are scaled by up to 100 before softmax)."""
+    import torch
+    with torch.autocast(a.device.type, enabled=False):
+        return a.float() @ b.float().t()
+
+
+def gather_across_ranks(x: Tensor) -> tuple[Tensor, int]:
+    """Every rank's rows of ``x`` (ranks may hold different counts) and where this rank's rows start.
+
+    Under ``torch.distributed`` the contrastive objectives use all ranks' vectors as negatives (VLMo §3.3,
+    UNIMO App. A: the whole batch); the gather keeps the gradient to this rank's rows, and each rank's loss
+    covers its own rows (open_clip's local loss with gathered features). One process: ``(x, 0)``."""
+    import torch
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    from torch.distributed.nn.functional import all_gather
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([len(x)], device=x.device))
+    sizes = [int(s) for s in sizes]
+    padded = torch.cat([x, x.new_zeros(max(sizes) - len(x), *x.shape[1:])])
+    parts = all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:dist.get_rank()])
+
+
 def ce(logits: Tensor, targets: Tensor) -> Tensor:
     """Per-target cross entropy in float32 (AMP-safe)."""
     return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
 
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "accuracy", "build_objectives", "ce", "register",
-           "require", "run_objectives", "token_targets", "weighted_mean"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "accuracy", "build_objectives", "ce", "gather_across_ranks",
+           "other_modality_masked", "register", "require", "run_objectives", "similarity", "token_targets",
+           "weighted_mean"]

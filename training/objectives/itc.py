@@ -1,6 +1,7 @@
 """ITC: image-text contrastive learning on the dual-encoder view (VLMo §3.3).
 
-Image and text are encoded alone (``[IMG]`` and ``[CLS]``, projected, normalised); the B x B similarities,
+Image and text are encoded alone (``[IMG]`` and ``[CLS]``, projected, normalised); the B x B similarities
+(B x N with the N vectors of every rank under torch.distributed),
 scaled by the learned temperature, train both directions with cross entropy against the diagonal.
 Only samples that have both streams take part.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from training.model.inputs import has_image, has_text, select
-from training.objectives.base import Objective, ObjectiveResult, accuracy, ce, register, weighted_mean
+from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, gather_across_ranks, register,
+                                      similarity, weighted_mean)
 
 
 def paired(batch, objective: str):
@@ -30,9 +32,14 @@ class ITC(Objective):
     def forward(self, model, batch, outputs):
         batch = paired(batch, self.name)
         scale = model.temperature_scale()
-        logits = scale * model.embed_image(batch) @ model.embed_text(batch).t()
-        labels = torch.arange(len(logits), device=logits.device)
-        per_pair = (ce(logits, labels) + ce(logits.t(), labels)) / 2
-        return ObjectiveResult(weighted_mean(per_pair, labels, batch.sample_weights),
-                               {"i2t_accuracy": accuracy(logits, labels), "t2i_accuracy": accuracy(logits.t(), labels),
+        images, texts = model.embed_image(batch), model.embed_text(batch)
+        all_images, offset = gather_across_ranks(images)
+        all_texts, _ = gather_across_ranks(texts)
+        i2t = scale * similarity(images, all_texts)  # [B, N]: this rank's images against every text
+        t2i = scale * similarity(texts, all_images)
+        labels = torch.arange(len(images), device=i2t.device) + offset
+        per_pair = (ce(i2t, labels) + ce(t2i, labels)) / 2
+        local = labels - offset
+        return ObjectiveResult(weighted_mean(per_pair, local, batch.sample_weights),
+                               {"i2t_accuracy": accuracy(i2t, labels), "t2i_accuracy": accuracy(t2i, labels),
                                 "temperature": float(1 / scale.detach())})

@@ -6,8 +6,8 @@ phrases) and puts the original ids in ``mlm_labels``; the loss is the same cross
 
 from __future__ import annotations
 
-from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, register, require, token_targets,
-                                      weighted_mean)
+from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, other_modality_masked, register,
+                                      require, token_targets, weighted_mean)
 
 
 @register
@@ -15,6 +15,8 @@ class MLM(Objective):
     name = "mlm"
 
     def forward(self, model, batch, outputs):
+        if (skip := other_modality_masked(batch, outputs, "mlm_labels", "region_masked")) is not None:
+            return skip
         require(batch, self.name, "mlm_labels")
         sample, position = token_targets(batch.mlm_labels)
         logits = model.vocab_logits(outputs.text[sample, position])

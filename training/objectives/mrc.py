@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from training.objectives.base import Objective, ObjectiveResult, accuracy, ce, register, require, weighted_mean
+from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, other_modality_masked, register,
+                                      require, weighted_mean)
 
 
 def _masked_logits(model, batch, outputs, name: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -24,6 +25,8 @@ class MRC(Objective):
     name = "mrc"
 
     def forward(self, model, batch, outputs):
+        if (skip := other_modality_masked(batch, outputs, "region_masked", "mlm_labels")) is not None:
+            return skip
         sample, logits, distribution = _masked_logits(model, batch, outputs, self.name)
         targets = distribution.argmax(-1)
         return ObjectiveResult(weighted_mean(ce(logits, targets), sample, batch.sample_weights),
@@ -35,6 +38,8 @@ class MRCKL(Objective):
     name = "mrc_kl"
 
     def forward(self, model, batch, outputs):
+        if (skip := other_modality_masked(batch, outputs, "region_masked", "mlm_labels")) is not None:
+            return skip
         sample, logits, distribution = _masked_logits(model, batch, outputs, self.name)
         distribution = distribution / distribution.sum(-1, keepdim=True).clamp_min(1e-12)
         kl = (torch.xlogy(distribution, distribution) - distribution * logits.log_softmax(-1)).sum(-1)

@@ -3,7 +3,8 @@ through a FC layer, to its feature before masking, ``||h(v_m) - r(v_m)||_2^2`` s
 
 from __future__ import annotations
 
-from training.objectives.base import Objective, ObjectiveResult, register, require, weighted_mean
+from training.objectives.base import (Objective, ObjectiveResult, other_modality_masked, register, require,
+                                      weighted_mean)
 
 
 @register
@@ -11,6 +12,8 @@ class MRFR(Objective):
     name = "mrfr"
 
     def forward(self, model, batch, outputs):
+        if (skip := other_modality_masked(batch, outputs, "region_masked", "mlm_labels")) is not None:
+            return skip
         require(batch, self.name, "region_masked", "region_feat_targets")
         sample, region = batch.region_masked.nonzero(as_tuple=True)
         predicted = model.region_features(outputs.visual[sample, region]).float()

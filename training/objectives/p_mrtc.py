@@ -8,7 +8,8 @@ uniform distribution over them: the loss is the mean of ``-log p(token)`` over t
 from __future__ import annotations
 
 from schemas.batch import IGNORE_INDEX
-from training.objectives.base import Objective, ObjectiveResult, register, require, weighted_mean
+from training.objectives.base import (Objective, ObjectiveResult, other_modality_masked, register, require,
+                                      weighted_mean)
 
 
 @register
@@ -16,10 +17,8 @@ class PMRTC(Objective):
     name = "p_mrtc"
 
     def forward(self, model, batch, outputs):
-        if batch.region_masked is None and batch.region_token_targets is None and batch.mlm_labels is not None:
-            # one modality masked at a time (§3.3.2): when every pair of the batch had its phrases masked,
-            # the collator sets no region targets and this batch has nothing to classify
-            return ObjectiveResult(outputs.hidden.new_zeros(()), {"accuracy": 0.0, "targets": 0.0})
+        if (skip := other_modality_masked(batch, outputs, "region_masked", "mlm_labels")) is not None:
+            return skip
         require(batch, self.name, "region_masked", "region_token_targets")
         targets = batch.region_token_targets
         linked = batch.region_masked & (targets != IGNORE_INDEX).any(-1)
@@ -31,4 +30,5 @@ class PMRTC(Objective):
         per_region = -picked.sum(-1) / valid.sum(-1).clamp_min(1)
         hit = (log_probs.argmax(-1, keepdim=True) == tokens).any(-1).float()
         return ObjectiveResult(weighted_mean(per_region, sample, batch.sample_weights),
-                               {"accuracy": float(hit.mean()) if hit.numel() else 0.0, "targets": float(sample.numel())})
+                               {"accuracy": float(hit.mean()) if hit.numel() else 0.0,
+                                "targets": float(sample.numel())})
