@@ -31,3 +31,22 @@ def muvla_location(box: Sequence[float]) -> list[float]:
     """mu-VLA §3.1: ``[x1/W, y1/H, x2/W, y2/H, area / (W * H)]``."""
     x1, y1, x2, y2 = _checked(box)
     return [x1, y1, x2, y2, (x2 - x1) * (y2 - y1)]
+
+
+def locations(boxes, kind: str = "uniter"):
+    """Both encodings above for ``[R, 4]`` normalised boxes at once (numpy, for collation): ``[R, 7]``
+    UNITER or ``[R, 5]`` mu-VLA, float32. Raises ValueError on a box the scalar functions would refuse."""
+    import numpy as np
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = boxes.T
+    if not ((0 <= x1) & (x1 <= x2) & (x2 <= 1) & (0 <= y1) & (y1 <= y2) & (y2 <= 1)).all():
+        raise ValueError("expected normalised boxes with x1 <= x2, y1 <= y2 in [0, 1]")
+    w, h = x2 - x1, y2 - y1
+    if kind == "uniter":
+        columns = [x1, y1, x2, y2, w, h, w * h]
+    elif kind == "muvla":
+        columns = [x1, y1, x2, y2, w * h]
+    else:
+        raise ValueError(f"unknown location encoding {kind!r}; expected uniter or muvla")
+    return np.stack(columns, axis=1).astype(np.float32)

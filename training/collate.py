@@ -9,7 +9,8 @@ choice from the generator it is given (seeded by the loader from ``(seed, step, 
   with region objectives in the same kind, conditional masking: each sample masks one modality only
   (UNITER §3.2);
 - ``seq2seq``: UNIMO §2.3 fragments moved behind the source as ``[CLS] fragment [SEP]`` blocks, with
-  next-token targets and a source-bidirectional / target-causal attention pattern;
+  the generated tokens as targets (at their own positions) and a source-bidirectional / target-causal
+  attention pattern;
 - ``mrfr`` / ``mrc`` / ``mrc_kl``: regions zeroed at 15% plus their > 0.3-IoU neighbours (UNIMO §2.3),
   with feature and class-distribution targets;
 - ``p_mrtc``: mu-VLA §3.3.2 on ``weak_pairs``: linked phrases or linked regions (one modality per
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -34,9 +36,9 @@ import numpy as np
 
 from schemas import packed
 from schemas.batch import IGNORE_INDEX, Batch
-from schemas.regions import muvla_location, uniter_location
+from schemas.regions import locations
 from training import masking
-from training.tokenizer import Special, encode, encode_plain, phrase_token_spans, special_ids
+from training.tokenizer import Encoded, Special, encode, encode_many, encode_plain, phrase_token_spans, special_ids
 
 if TYPE_CHECKING:
     from training.data import BatchKind, DataConfig
@@ -63,17 +65,41 @@ class Sample:
     ids: list[int] | None = None                       # [CLS] ... [SEP]
     phrase_spans: list[tuple[int, int]] = field(default_factory=list)  # token ranges of stored phrases
     offsets: list[tuple[int, int]] = field(default_factory=list)
-    image: bytes | None = None                         # encoded image (decoded only for patch models)
+    image: bytes | None = None                         # encoded image
+    rgb: np.ndarray | None = None                      # [S, S, 3] uint8, resized (patch models only)
     boxes: np.ndarray | None = None                    # [R, 4] normalised, at most max_regions
+    loc: np.ndarray | None = None                      # [R, 7 | 5] location encoding (data.location)
     feats: np.ndarray | None = None                    # [R, D] float16
     probs: np.ndarray | None = None                    # [R, C] float16
     positives: list[Sample] = field(default_factory=list)  # CMCL
     negatives: list[Sample] = field(default_factory=list)
 
 
+_NPY_HEADER = re.compile(rb"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': (True|False), 'shape': \(([\d, ]*)\), \}")
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    """An ``.npy`` member as a read-only array. The header ``np.save`` writes is parsed with a regex
+    (``np.load`` runs ``ast.literal_eval`` on it: about 0.5 ms, more than the read, docs/BENCHMARKS.md);
+    anything else goes to ``np.load`` without pickles."""
+    if data[:6] == b"\x93NUMPY" and data[6] == 1:
+        size = int.from_bytes(data[8:10], "little")
+        match = _NPY_HEADER.fullmatch(data[10:10 + size].rstrip())
+        if match:
+            descr, fortran, dims = match.groups()
+            shape = tuple(int(d) for d in dims.split(b",") if d.strip())
+            dtype = np.dtype(descr.decode())
+            count = int(np.prod(shape)) if shape else 1
+            if len(data) < 10 + size + count * dtype.itemsize:
+                raise ValueError(f"truncated .npy: {len(data)} bytes for shape {shape} of {dtype}")
+            array = np.frombuffer(data, dtype=dtype, count=count, offset=10 + size)
+            return array.reshape(shape, order="F" if fortran == b"True" else "C")
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def _npy(raw: dict, member: str, key: str) -> np.ndarray:
     try:
-        return np.load(io.BytesIO(raw[member]), allow_pickle=False)
+        return read_npy(raw[member])
     except Exception as exc:  # noqa: BLE001 - any unreadable array is one reason
         raise BadSample("bad_npy", f"{key}.{member}: {exc}") from None
 
@@ -83,13 +109,23 @@ def _visual(raw: dict, prefix: str, regions: dict, cfg: DataConfig, key: str) ->
     image = next((raw[f"{prefix}{ext}"] for ext in IMAGE_MEMBERS if f"{prefix}{ext}" in raw), None)
     if image is None:
         raise BadSample("no_image", f"{key} has no {prefix}jpg/png member")
-    boxes = np.asarray(regions.get("boxes") or [], dtype=np.float32).reshape(-1, 4)[:cfg.max_regions]
-    out: dict[str, Any] = {"image": image, "boxes": boxes}
-    if cfg.visual == "regions" and regions.get("has_features"):
+    try:
+        boxes = np.asarray(regions.get("boxes") or [], dtype=np.float32).reshape(-1, 4)[:cfg.max_regions]
+        loc = locations(boxes, cfg.location)
+    except ValueError as exc:
+        raise BadSample("bad_boxes", f"{key} {prefix}regions.boxes: {exc}") from None
+    out: dict[str, Any] = {"image": image, "boxes": boxes, "loc": loc}
+    if cfg.visual == "patches":
+        out["rgb"] = _rgb(image, cfg.image_size, key)
+    if cfg.visual == "regions":
+        present = {"feats": bool(regions.get("has_features")),
+                   "probs": bool(regions.get("has_probs", regions.get("has_features")))}
         for name, member, width in (("feats", packed.REGION_FEATS, cfg.region_dim),
                                     ("probs", packed.REGION_PROBS, cfg.region_classes)):
+            if not present[name]:
+                continue
             if f"{prefix}{member}" not in raw:
-                raise BadSample("no_region_arrays", f"{key} says has_features but lacks {prefix}{member}")
+                raise BadSample("no_region_arrays", f"{key}: its regions say the {prefix}{member} member is there")
             array = _npy(raw, f"{prefix}{member}", key)
             if array.ndim != 2 or array.shape[1] != width or array.shape[0] < len(boxes):
                 raise BadSample("region_shape", f"{key}.{prefix}{member} has shape {array.shape}, expected "
@@ -103,9 +139,22 @@ def _text_sample(key: str, task: str, text: str, cfg: DataConfig, tokenizer: Any
     return Sample(key=key, task=task, meta={"modality": "text"}, ids=enc.ids, offsets=enc.offsets)
 
 
-def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any) -> Sample:
+def decode_chunk(raws: Sequence[dict], task: str, cfg: DataConfig, tokenizer: Any) -> list[Sample | BadSample]:
+    """``decode_sample`` for a chunk, its texts tokenized in one call; a bad sample comes back as its error."""
+    texts = [raw["txt"].decode("utf-8", errors="replace") for raw in raws if "txt" in raw]
+    encoded = iter(encode_many(tokenizer, texts, cfg.max_text_len))
+    out: list[Sample | BadSample] = []
+    for raw in raws:
+        try:
+            out.append(decode_sample(raw, task, cfg, tokenizer, next(encoded) if "txt" in raw else None))
+        except BadSample as exc:
+            out.append(exc)
+    return out
+
+
+def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any, encoded: Encoded | None = None) -> Sample:
     """A raw WebDataset sample of ``task`` as a ``Sample``; ``BadSample`` when a member the task needs is
-    missing or unreadable (the loader counts it and goes on)."""
+    missing or unreadable (the loader counts it and goes on). ``encoded``: its text, already tokenized."""
     key = str(raw.get("__key__"))
     if "json" not in raw:
         raise BadSample("no_json", f"{key} has no json member")
@@ -120,12 +169,13 @@ def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any) -> Samp
     if meta["modality"] in ("pair", "text"):
         if "txt" not in raw:
             raise BadSample("no_txt", f"{key} has no txt member")
-        enc = encode(tokenizer, raw["txt"].decode("utf-8", errors="replace"), cfg.max_text_len)
+        enc = encoded or encode(tokenizer, raw["txt"].decode("utf-8", errors="replace"), cfg.max_text_len)
         sample.ids, sample.offsets = enc.ids, enc.offsets
         sample.phrase_spans = phrase_token_spans(enc.offsets, meta.get("phrases") or [])
     if meta["modality"] in ("pair", "image"):
         visual = _visual(raw, "", meta["regions"], cfg, key)
-        sample.image, sample.boxes = visual["image"], visual["boxes"]
+        sample.image, sample.boxes, sample.loc = visual["image"], visual["boxes"], visual["loc"]
+        sample.rgb = visual.get("rgb")
         sample.feats, sample.probs = visual.get("feats"), visual.get("probs")
     if task == packed.CMCL:
         texts = [p["text"] for p in meta["positives"]] + [r["text"] for r in meta["related_texts"]]
@@ -134,7 +184,8 @@ def decode_sample(raw: dict, task: str, cfg: DataConfig, tokenizer: Any) -> Samp
             prefix = f"related_{i}."
             visual = _visual(raw, prefix, related.get("regions") or {}, cfg, key)
             sample.positives.append(Sample(key=f"{key}/img{i}", task=task, meta={"modality": "image"},
-                                           image=visual["image"], boxes=visual["boxes"],
+                                           image=visual["image"], boxes=visual["boxes"], loc=visual["loc"],
+                                           rgb=visual.get("rgb"),
                                            feats=visual.get("feats"), probs=visual.get("probs")))
         sample.positives = sample.positives[:cfg.cmcl_max_positives]
         sample.negatives = [_text_sample(f"{key}/neg{i}", task, n["text"], cfg, tokenizer)
@@ -190,7 +241,9 @@ def mask_text(ids: Sequence[int], spans: Sequence[tuple[int, int]], mode: str, c
 def seq2seq_text(ids: Sequence[int], fragments: Sequence[tuple[int, int]],
                  special: Special) -> tuple[np.ndarray, np.ndarray, int]:
     """UNIMO §2.3: the source (fragments removed) followed by each fragment as ``[CLS] w_i .. w_j [SEP]``.
-    Returns ``(ids, lm_labels, source_len)``; a target position's label is the next token of its block."""
+    Returns ``(ids, lm_labels, source_len)``. ``lm_labels[t]`` is the token AT ``t`` for every token a
+    block generates (``w_i .. w_j [SEP]``; the block's ``[CLS]`` only starts it), -100 elsewhere: the
+    objective shifts, so the output at ``t - 1`` predicts it (``schemas/batch.py``)."""
     ids = list(ids)
     taken = np.zeros(len(ids), dtype=bool)
     for start, stop in fragments:
@@ -200,7 +253,7 @@ def seq2seq_text(ids: Sequence[int], fragments: Sequence[tuple[int, int]],
     for start, stop in fragments:
         block = [special.cls, *ids[start:stop], special.sep]
         out.extend(block)
-        labels.extend(block[1:] + [IGNORE_INDEX])
+        labels.extend([IGNORE_INDEX] + block[1:])
     return np.asarray(out, dtype=np.int64), np.asarray(labels, dtype=np.int64), len(source)
 
 
@@ -233,13 +286,10 @@ def _pad(rows: Sequence[np.ndarray | None], fill: int, length: int | None = None
     return out
 
 
-def _locations(boxes: np.ndarray, kind: str) -> np.ndarray:
-    encode_box = uniter_location if kind == "uniter" else muvla_location
-    return np.asarray([encode_box(b) for b in boxes.tolist()], dtype=np.float32).reshape(len(boxes), -1)
-
-
-def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, want_targets: bool = True) -> Batch:
-    """Stack rows into a ``Batch`` (text stream, then regions or pixels, then the targets set on rows)."""
+def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, objectives: frozenset[str] = frozenset()) -> Batch:
+    """Stack rows into a ``Batch``: text stream, regions or pixels, and the targets the rows carry;
+    region feature targets only for ``mrfr``, class distributions only for ``mrc`` / ``mrc_kl``."""
+    want_targets = bool(objectives)
     import torch
 
     t = torch.from_numpy
@@ -255,35 +305,39 @@ def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, want_targets: bool 
     if cfg.visual == "patches":
         pixels = np.zeros((len(rows), 3, cfg.image_size, cfg.image_size), dtype=np.float32)
         for i, s in enumerate(samples):
-            if s.image is not None:
-                pixels[i] = masking.image_pixels(_open_image(s), cfg.image_size)
+            if s.rgb is not None:
+                pixels[i] = masking.normalise(s.rgb)
         batch.pixels = t(pixels)
-        batch.image_mask = t(np.array([s.image is not None for s in samples]))
+        batch.image_mask = t(np.array([s.rgb is not None for s in samples]))
         return batch
     regions = max([1] + [len(s.boxes) for s in samples if s.image is not None])
     loc_dim = 7 if cfg.location == "uniter" else 5
     feats = np.zeros((len(rows), regions, cfg.region_dim), dtype=np.float32)
     loc = np.zeros((len(rows), regions, loc_dim), dtype=np.float32)
     mask = np.zeros((len(rows), regions), dtype=bool)
-    probs = np.zeros((len(rows), regions, cfg.region_classes), dtype=np.float32)
+    need_probs = bool(objectives & {"mrc", "mrc_kl"})
+    probs = np.zeros((len(rows), regions, cfg.region_classes if need_probs else 0), dtype=np.float32)
     for i, s in enumerate(samples):
         if s.image is None:
             continue
         n = len(s.boxes)
         mask[i, :n] = True
-        loc[i, :n] = _locations(s.boxes, cfg.location)
+        loc[i, :n] = s.loc if s.loc is not None else locations(s.boxes, cfg.location)
         if s.feats is not None:
             feats[i, :n] = s.feats
+        if need_probs and s.probs is not None:
             probs[i, :n] = s.probs
     masked = np.zeros((len(rows), regions), dtype=bool)
     for i, r in enumerate(rows):
         if r.region_masked is not None:
             masked[i, :len(r.region_masked)] = r.region_masked
     batch.region_loc, batch.region_mask = t(loc), t(mask)
-    if want_targets and (masked.any() or any(r.region_masked is not None for r in rows)):
+    if want_targets and any(r.region_masked is not None for r in rows):
         batch.region_masked = t(masked)
-        batch.region_feat_targets = t(feats.copy())
-        batch.region_class_targets = t(probs)
+        if "mrfr" in objectives:
+            batch.region_feat_targets = t(feats.copy())
+        if objectives & {"mrc", "mrc_kl"}:
+            batch.region_class_targets = t(probs)
         feats[masked] = 0.0  # UNITER §3.2: masked regions are zeroed
     batch.region_feats = t(feats)
     if want_targets and any(r.token_targets for r in rows):
@@ -295,15 +349,16 @@ def _batch(task: str, rows: Sequence[_Row], cfg: DataConfig, want_targets: bool 
     return batch
 
 
-def _open_image(sample: Sample) -> Any:
+def _rgb(data: bytes, size: int, key: str) -> np.ndarray:
+    """The image resized for a patch model, decoded here so that a broken image is a bad sample, not a
+    crash in the collator."""
     from PIL import Image
 
     try:
-        image = Image.open(io.BytesIO(sample.image))
-        image.load()
-        return image
+        with Image.open(io.BytesIO(data)) as image:
+            return masking.resize_rgb(image, size)
     except Exception as exc:  # noqa: BLE001 - a broken image is one reason
-        raise BadSample("bad_image", f"{sample.key}: {exc}") from None
+        raise BadSample("bad_image", f"{key}: {exc}") from None
 
 
 # ---------------------------------------------------------------- the collator
@@ -346,8 +401,10 @@ def collate(samples: Sequence[Sample], kind: BatchKind, cfg: DataConfig, tokeniz
             row.ids, row.mlm_labels = mask_text(row.ids, own.phrase_spans, kind.mlm_mode, cfg, special, rng)
         if mask_regions_here:
             row.region_masked, _ = masking.region_selection(row.sample.boxes, rng, m.region_prob, m.anchor_iou)
-    batch = _batch(kind.task, rows, cfg)
+    batch = _batch(kind.task, rows, cfg, frozenset(objectives))
     batch.keys = [s.key for s in samples]
+    # the raw sample of each row's image: captions of one image share it (zero-shot retrieval counts it once)
+    batch.extra["image_keys"] = [str(samples[j].meta.get("sample_key", samples[j].key)) for j in image_from]
     if "seq2seq" in objectives:
         visual = cfg.num_patches if cfg.visual == "patches" else batch.region_mask.shape[1]
         import torch
@@ -382,7 +439,7 @@ def _sub_batch(task: str, samples: Sequence[Sample], which: str, cfg: DataConfig
         for child in getattr(sample, which):
             rows.append(_Row(ids=None if child.ids is None else np.asarray(child.ids), sample=child))
             owner.append(i)
-    batch = _batch(task, rows, cfg, want_targets=False)
+    batch = _batch(task, rows, cfg)
     return batch, torch.tensor(owner, dtype=torch.long)
 
 

@@ -130,7 +130,8 @@ class DataConfig:
     num_workers: int = 2                     # DataLoader workers per rank (0: in the main process)
     prefetch_factor: int = 2                 # batches each worker keeps ready
     shuffle_buffer: int = 1000               # samples in the shuffle buffer
-    sort_buffer: int = 512                   # samples sorted by length before cutting batches
+    sort_buffer: int = 512                   # samples sorted by length before cutting batches (a batch
+                                             # never spans two chunks: at most this many samples)
     unit_budget: int = 8192                  # padded units per batch (UNITER App. A.2)
     max_batch_size: int = 256
     max_text_len: int = 128                  # WordPiece tokens incl. [CLS]/[SEP] (UNIMO allows 512)
@@ -144,6 +145,7 @@ class DataConfig:
     tokenizer: str | None = None             # a BERT WordPiece folder; None: the MiniLM package's
     cmcl_max_positives: int = 8              # per anchor, back-translations + related texts + related images
     cmcl_max_negatives: int = 8              # per anchor, rewrites
+    max_bad_run: int = 1000                  # this many unusable samples in a row stop the loader (with reasons)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
 
     def validate(self, where: str = "data") -> None:
@@ -156,7 +158,8 @@ class DataConfig:
         if self.num_workers < 0:
             raise ConfigError(f"{where}.num_workers: expected 0 or more, got {self.num_workers}")
         for name in ("prefetch_factor", "shuffle_buffer", "sort_buffer", "unit_budget", "max_batch_size",
-                     "max_regions", "region_dim", "region_classes", "image_size", "patch_size", "cmcl_max_positives", "cmcl_max_negatives"):
+                     "max_regions", "region_dim", "region_classes", "image_size", "patch_size", "cmcl_max_positives", "cmcl_max_negatives",
+                     "max_bad_run"):
             positive(getattr(self, name), f"{where}.{name}")
         if self.max_text_len < 3:
             raise ConfigError(f"{where}.max_text_len: expected at least 3 ([CLS] token [SEP]), got {self.max_text_len}")
@@ -272,7 +275,9 @@ class Cursor:
     chunk_start: int = 0   # raw shuffled samples of this epoch consumed by earlier chunks
     chunk_index: int = 0   # chunks begun this epoch
     emitted: int = 0       # batches of the current chunk already handed out
-    empty_epochs: int = 0  # consecutive epochs without one readable sample
+    epoch_good: int = 0    # usable samples in this epoch's chunks so far
+    empty_epochs: int = 0  # consecutive epochs without one usable sample
+    bad_run: int = 0       # consecutive unusable samples
 
 
 def new_stats() -> dict[str, Any]:
@@ -292,7 +297,6 @@ class TaskStream:
         self.shards = task_shards(cfg, task)
         self._raw: Iterator[dict] | None = None
         self._batches: list[list[Any]] | None = None
-        self._epoch_samples = 0
 
     def _epoch_stream(self, epoch: int) -> Iterator[dict]:
         return epoch_stream(self.cfg, self.task, self.shards, epoch, self.slot, self.slots,
@@ -309,7 +313,7 @@ class TaskStream:
     # stages 5-6
     def _load_chunk(self) -> None:
         from training.batching import unit_budget_batches
-        from training.collate import BadSample, decode_sample, sample_units
+        from training.collate import Sample, decode_chunk, sample_units
 
         cursor = self.cursor
         while True:
@@ -320,27 +324,34 @@ class TaskStream:
             raw = [s for _, s in zip(range(self.cfg.sort_buffer), self._raw)]
             if raw:
                 break
-            if self._epoch_samples == 0 and cursor.chunk_start == 0:
-                cursor.empty_epochs += 1
-                if cursor.empty_epochs >= self.MAX_EMPTY_EPOCHS:
-                    raise RuntimeError(f"task {self.task!r}: no readable sample in {cursor.empty_epochs} epochs of "
-                                       f"slot {self.slot}/{self.slots}; corrupt shards: {self.stats['corrupt']}")
-            else:
-                cursor.empty_epochs = 0
+            cursor.empty_epochs = cursor.empty_epochs + 1 if cursor.epoch_good == 0 else 0
+            if cursor.empty_epochs >= self.MAX_EMPTY_EPOCHS:
+                raise RuntimeError(f"task {self.task!r}: no usable sample in {cursor.empty_epochs} epochs of slot "
+                                   f"{self.slot}/{self.slots}; corrupt shards: {self.stats['corrupt']}, bad samples "
+                                   f"by reason: {self.stats['bad_reasons']}")
             cursor.epoch, cursor.chunk_start, cursor.chunk_index, cursor.emitted = cursor.epoch + 1, 0, 0, 0
-            self._raw, self._epoch_samples = None, 0
+            cursor.epoch_good = 0
+            self._raw = None
         self._chunk_size = len(raw)
         samples = []
-        for item in raw:
-            try:
-                samples.append(decode_sample(item, self.task, self.cfg, self.tokenizer))
-            except BadSample as exc:
-                if cursor.emitted == 0:  # counted once, not again when a resumed stream rebuilds the chunk
-                    self.stats["bad_samples"] += 1
-                    reasons = self.stats["bad_reasons"]
-                    reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
-                    log.warning("dropping sample %s of %s: %s", item.get("__key__"), item.get("__url__"), exc)
-        self._epoch_samples += len(samples)
+        first_load = cursor.emitted == 0  # not a resumed stream rebuilding a chunk it had counted
+        for item, decoded in zip(raw, decode_chunk(raw, self.task, self.cfg, self.tokenizer)):
+            if isinstance(decoded, Sample):
+                samples.append(decoded)
+                if first_load:
+                    cursor.bad_run = 0
+            elif first_load:
+                self.stats["bad_samples"] += 1
+                reasons = self.stats["bad_reasons"]
+                reasons[decoded.reason] = reasons.get(decoded.reason, 0) + 1
+                log.warning("dropping sample %s of %s: %s", item.get("__key__"), item.get("__url__"), decoded)
+                cursor.bad_run += 1
+                if cursor.bad_run >= self.cfg.max_bad_run:
+                    raise RuntimeError(f"task {self.task!r}: {cursor.bad_run} unusable samples in a row (last: "
+                                       f"{decoded}); bad samples by reason: {reasons}. A config that does not "
+                                       "match the shards (data.region_dim, data.region_classes) makes every sample bad")
+        if first_load:
+            cursor.epoch_good += len(samples)
         lengths = [sample_units(s, self.cfg) for s in samples]
         batches = unit_budget_batches(lengths, self.cfg.unit_budget, self.cfg.max_batch_size)
         rng = np.random.default_rng(_seed(self.cfg.seed, self.task, cursor.epoch, self.slot, self.slots,
@@ -439,6 +450,10 @@ class PackedLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        if cfg.max_batch_size > cfg.sort_buffer:
+            log.warning("data.max_batch_size %d exceeds data.sort_buffer %d: batches are cut from one sorted "
+                        "chunk, so none holds more than %d samples", cfg.max_batch_size, cfg.sort_buffer,
+                        cfg.sort_buffer)
         self.step = 0
         self._workers: dict[str, dict] = {}
 
@@ -447,13 +462,14 @@ class PackedLoader:
         return max(1, self.cfg.num_workers)
 
     def __iter__(self) -> Iterator[Batch]:
+        import torch
         import torch.utils.data
 
         dataset = PackedDataset(self.cfg, self.rank, self.world_size, self.step, dict(self._workers))
         loader = torch.utils.data.DataLoader(
             torch_dataset(dataset), batch_size=None, collate_fn=_identity, num_workers=self.cfg.num_workers,
             prefetch_factor=self.cfg.prefetch_factor if self.cfg.num_workers else None,
-            persistent_workers=False)
+            persistent_workers=False, generator=torch.Generator())  # never draws from the global generator
         for batch in loader:
             info = batch.extra.pop("loader")
             if info["step"] != self.step:

@@ -104,10 +104,11 @@ def seq2seq_fragments(n: int, rng: np.random.Generator, budget: float = 0.25, lo
     spent = 0
     while spent < target:
         length = min(int(rng.integers(low, high + 1)), target - spent)
-        starts = [s for s in range(1, n - length) if not taken[s:s + length].any()]
-        if not starts:
+        before = np.concatenate([[0], np.cumsum(taken)])
+        starts = np.flatnonzero(before[length:n] == before[:n - length])  # windows with nothing taken
+        if not len(starts):
             length = 1
-            starts = list(np.flatnonzero(~taken))
+            starts = np.flatnonzero(~taken)
         start = int(rng.choice(starts))
         taken[start:start + length] = True
         fragments.append((start, start + length))
@@ -185,13 +186,21 @@ IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)  # 
 IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
-def image_pixels(image, size: int = 224) -> np.ndarray:
-    """A PIL image as normalised ``float32 [3, size, size]`` (UNIMO-2 / VLMo: 224 px, bicubic resize)."""
+def resize_rgb(image, size: int = 224) -> np.ndarray:
+    """A PIL image as ``uint8 [size, size, 3]`` RGB (UNIMO-2 / VLMo: 224 px; bicubic resize)."""
     from PIL import Image
 
-    rgb = image.convert("RGB").resize((size, size), Image.BICUBIC)
-    array = np.asarray(rgb, dtype=np.float32) / 255.0
-    return ((array - IMAGE_MEAN) / IMAGE_STD).transpose(2, 0, 1).copy()
+    return np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+def normalise(rgb: np.ndarray) -> np.ndarray:
+    """``uint8 [H, W, 3]`` as ``float32 [3, H, W]`` normalised by the CLIP mean and std."""
+    return ((rgb.astype(np.float32) / 255.0 - IMAGE_MEAN) / IMAGE_STD).transpose(2, 0, 1).copy()
+
+
+def image_pixels(image, size: int = 224) -> np.ndarray:
+    """A PIL image as normalised ``float32 [3, size, size]``."""
+    return normalise(resize_rgb(image, size))
 
 
 def patchify(pixels: np.ndarray, patch: int = 16) -> np.ndarray:

@@ -10,6 +10,8 @@ import io
 import json
 import os
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from schemas import packed
@@ -47,33 +49,42 @@ def _text(rng: np.random.Generator, low: int = 3, high: int = 30) -> tuple[str, 
     return text, phrases
 
 
-def _regions(rng: np.random.Generator, has_features: bool = True) -> tuple[dict, np.ndarray, np.ndarray]:
-    count = int(rng.integers(2, 12))
+def _regions(rng: np.random.Generator, shape: Shape) -> tuple[dict, np.ndarray, np.ndarray]:
+    count = int(rng.integers(shape.regions[0], shape.regions[1] + 1))
     x1, y1 = rng.uniform(0, 0.6, count), rng.uniform(0, 0.6, count)
     boxes = np.stack([x1, y1, x1 + rng.uniform(0.05, 0.4, count), y1 + rng.uniform(0.05, 0.4, count)], 1)
     scores = np.sort(rng.uniform(0.2, 1.0, count))[::-1]
     regions = {"width": 32, "height": 24, "boxes": np.round(boxes, 4).tolist(),
                "labels": [str(w) for w in rng.choice(WORDS, count)], "scores": scores.round(4).tolist(),
-               "has_features": has_features}
-    feats = rng.standard_normal((count, REGION_DIM)).astype(np.float16)
+               "has_features": True}
+    feats = rng.standard_normal((count, shape.region_dim)).astype(np.float16)
     probs = rng.dirichlet(np.ones(REGION_CLASSES), count).astype(np.float16)
     return regions, feats, probs
 
 
-def make_sample(task: str, key: str, rng: np.random.Generator) -> dict:
+@dataclass(frozen=True)
+class Shape:
+    """Sizes of generated samples: tests keep them tiny; the loader benchmark uses caption-like ones."""
+
+    region_dim: int = REGION_DIM
+    regions: tuple[int, int] = (2, 11)   # regions per image, inclusive
+    words: tuple[int, int] = (3, 30)     # words per text, inclusive
+
+
+def make_sample(task: str, key: str, rng: np.random.Generator, shape: Shape = Shape()) -> dict:
     """One packed sample of ``task`` as WebDataset members."""
     modality = {packed.IMAGES: "image", packed.TEXTS: "text"}.get(task, "pair")
     meta = {"key": key, "sample_key": f"raw-{key}", "source": "fixture", "task": task, "modality": modality,
             "text_index": None if modality == "image" else 0}
     sample: dict = {"__key__": key}
     if modality != "text":
-        regions, feats, probs = _regions(rng)
+        regions, feats, probs = _regions(rng, shape)
         meta["regions"] = regions
         sample["jpg"] = _image(rng)
         sample[packed.REGION_FEATS] = _npy(feats)
         sample[packed.REGION_PROBS] = _npy(probs)
     if modality != "image":
-        text, phrases = _text(rng)
+        text, phrases = _text(rng, *shape.words)
         meta["phrases"] = phrases
         sample["txt"] = text.encode()
     if task == packed.WEAK_PAIRS:
@@ -85,7 +96,7 @@ def make_sample(task: str, key: str, rng: np.random.Generator) -> dict:
         meta["positives"] = [{"text": _text(rng)[0], "method": "back_translation"}]
         meta["negatives"] = [{"text": _text(rng)[0], "method": m, "score": 0.5} for m in ("scene_graph", "tfidf")]
         meta["related_texts"] = [{"key": f"rt-{key}", "text": _text(rng)[0], "score": 0.7}]
-        related_regions, feats, probs = _regions(rng)
+        related_regions, feats, probs = _regions(rng, shape)
         meta["related_images"] = [{"key": f"ri-{key}", "score": 0.6, "member": "related_0.jpg",
                                    "regions": related_regions}]
         sample["related_0.jpg"] = _image(rng)
@@ -97,7 +108,7 @@ def make_sample(task: str, key: str, rng: np.random.Generator) -> dict:
     return sample
 
 
-def write_task(root: str, task: str, shards: int, per_shard: int, seed: int = 0) -> list[str]:
+def write_task(root: str, task: str, shards: int, per_shard: int, seed: int = 0, shape: Shape = Shape()) -> list[str]:
     """``root/task/NNNNN.tar`` + ``sizes.json``; returns the keys written, in order."""
     import webdataset as wds
 
@@ -110,7 +121,7 @@ def write_task(root: str, task: str, shards: int, per_shard: int, seed: int = 0)
         with wds.TarWriter(os.path.join(folder, name), mtime=0) as sink:
             for i in range(per_shard):
                 key = f"{task}-{shard:05d}-{i:04d}"
-                sink.write(make_sample(task, key, rng))
+                sink.write(make_sample(task, key, rng, shape))
                 keys.append(key)
         sizes[name] = per_shard
     with open(os.path.join(folder, packed.SIZES_FILE), "w") as f:

@@ -181,6 +181,13 @@ def test_corrupt_and_truncated_shards_are_skipped_counted_and_leave_the_mixture_
     assert 0 < len(truncated) < 8, "the truncated shard gives the samples before the cut"
     assert [b.task for b in batches] == [kinds[kind_for_step([3, 1], cfg.seed, s)].task for s in range(60)]
     assert {k for b in batches if b.task == packed.TEXTS for k in b.keys} == set(texts)
+    # a resume across the corrupt shards continues exactly and counts each of them once
+    first = PackedLoader(cfg)
+    take(first, 25)
+    restored = PackedLoader(cfg)
+    restored.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert [fingerprint(b) for b in take(restored, 35)] == [fingerprint(b) for b in batches[25:]]
+    assert restored.stats == stats
 
 
 def test_a_sample_missing_a_member_is_dropped_and_counted(tmp_path):
@@ -224,4 +231,62 @@ def test_config_errors_name_the_dotted_key(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.kinds\[0\]\.objectives: \['mrfr'\] need detector regions"):
         DataConfig(visual="patches").validate()
     with pytest.raises(FileNotFoundError, match="no shards of task 'pairs'"):
+        take(PackedLoader(config(tmp_path, [BatchKind(packed.PAIRS, ["mlm"])])), 1)
+
+
+def test_the_loader_leaves_the_global_generators_alone(shards):
+    """The trainer's dropout draws from torch's generator; a resumed run must not see the loader in it."""
+    import random
+
+    import torch
+
+    root, _ = shards
+    cfg = config(root, [BatchKind(packed.PAIRS, ["mlm", "mrfr"])], num_workers=2)
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    take(PackedLoader(cfg), 3)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert random.getstate() == before[1]
+    assert (np.random.get_state()[1] == before[2]).all()
+
+
+def test_every_task_streams_with_the_targets_its_objectives_need(tmp_path):
+    aligned = packed.aligned_task(50)
+    for task in (packed.PAIRS, packed.IMAGES, packed.TEXTS, packed.TAG_PAIRS, packed.WEAK_PAIRS, packed.CMCL,
+                 aligned):
+        write_task(str(tmp_path), task, 2, 6)
+    needs = {  # (task, objectives, mlm_mode) -> Batch fields that must be set
+        (packed.IMAGES, ("mrfr", "mrc"), "token"): ("region_masked", "region_feat_targets", "region_class_targets"),
+        (packed.TEXTS, ("seq2seq",), "token"): ("lm_labels", "attention_pattern"),
+        (packed.TEXTS, ("mlm",), "span"): ("mlm_labels",),
+        (packed.PAIRS, ("itm", "wra"), "token"): ("itm_labels",),
+        (packed.TAG_PAIRS, ("mlm",), "token"): ("mlm_labels",),
+        (packed.WEAK_PAIRS, ("p_mrtc",), "token"): ("region_masked", "region_token_targets"),
+        (packed.CMCL, ("cmcl",), "token"): ("positives", "negatives"),
+        (aligned, ("itc",), "token"): ("input_ids", "region_feats"),
+    }
+    kinds = [BatchKind(task, list(objectives), 1, mode) for task, objectives, mode in needs]
+    loader = PackedLoader(config(tmp_path, kinds, unit_budget=2000))
+    seen = set()
+    for batch in take(loader, 60):
+        key = (batch.task, tuple(batch.extra["objectives"]),
+               next(k.mlm_mode for k in kinds if k.task == batch.task and tuple(k.objectives) == tuple(batch.extra["objectives"])))
+        seen.add(key)
+        for name in needs[key]:
+            assert getattr(batch, name) is not None, f"{key} lacks {name}"
+        assert batch.input_ids.shape[0] == len(batch) == batch.region_feats.shape[0]
+    assert seen == set(needs)
+    assert loader.stats["bad_samples"] == 0 and loader.stats["corrupt_shards"] == 0
+
+
+def test_a_task_with_nothing_usable_stops_with_the_reasons(tmp_path):
+    write_task(str(tmp_path), packed.PAIRS, 2, 6)
+    wrong_dim = config(tmp_path, [BatchKind(packed.PAIRS, ["mlm"])], region_dim=REGION_DIM * 2, max_bad_run=5)
+    with pytest.raises(RuntimeError, match=r"5 unusable samples in a row .*region_shape.*data\.region_dim"):
+        take(PackedLoader(wrong_dim), 1)
+    for shard in ("00000.tar", "00001.tar"):
+        garble(str(tmp_path / packed.PAIRS / shard))
+    with pytest.raises(RuntimeError, match=r"no usable sample in 10 epochs .*00000\.tar@0"):
         take(PackedLoader(config(tmp_path, [BatchKind(packed.PAIRS, ["mlm"])])), 1)
