@@ -36,6 +36,7 @@ bench-stages: $(VENV)/.installed
 	$(PY) -m benchmarks.embed
 	$(PY) -m benchmarks.related
 	$(PY) -m benchmarks.service
+	$(PY) -m benchmarks.pack --shards 2 --images 100 --repeat 3
 
 # FAISS at 100k and 1M vectors vs exact search (the 1M build takes several minutes; about 3 GB of memory).
 bench-index: $(VENV)/.installed

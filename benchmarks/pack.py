@@ -100,6 +100,8 @@ def plain_loop(root: str, shards: int, out: str) -> int:
                 tar_in.seek(row["image_offset"])
                 image = tar_in.read(row["image_size"])
                 regions = detect[row["key"]]["regions"]
+                features = np.asarray([r["feature"] for r in regions], np.float16)  # once per image, like pack
+                probs = np.asarray([r["class_probs"] for r in regions], np.float16)
                 meta = json.loads(row["meta"])["meta"]
                 for i, caption in enumerate(c["caption"] for c in meta["captions"]):
                     phrases = [{"text": p["text"], "start": p["start"], "end": p["end"]}
@@ -109,8 +111,7 @@ def plain_loop(root: str, shards: int, out: str) -> int:
                                          "regions": {"boxes": [r["box"] for r in regions],
                                                      "labels": [r["label"] for r in regions],
                                                      "scores": [r["score"] for r in regions]}},
-                                "region_feats.npy": np.asarray([r["feature"] for r in regions], np.float16),
-                                "region_probs.npy": np.asarray([r["class_probs"] for r in regions], np.float16)})
+                                "region_feats.npy": features, "region_probs.npy": probs})
                     done += 1
     return done
 

@@ -30,18 +30,20 @@ from schemas import layout
 from schemas import packed as contract
 from schemas.keys import shard_of
 from schemas.records import Reason, Reject
-from schemas.stages import CmclPackConfig
+from schemas.stages import RESERVED_LINKS, CmclPackConfig
 
 STAGE = "pack"
+DETECT, PARSE, REWRITE = layout.ann("detect"), layout.ann("parse"), layout.ann("rewrite")
+RELATED_IMAGES, RELATED_TEXTS = (layout.links(name) for name in RESERVED_LINKS)
 IMAGE_MODALITIES = ("pair", "image")
-_CACHE = 32  # tables (and open tars) of other shards a worker keeps
+_CACHE = 8  # tables (and open tars) of other shards a worker keeps: a detect table holds every feature
 
 # Which stage writes each input folder: the hint of a missing table.
 HINTS = {
-    "ann/detect": "run `unicorpus annotate detect`",
-    "ann/parse": "run `unicorpus annotate parse`",
-    "ann/rewrite": "run `unicorpus annotate rewrite`",
-    "links": "run `unicorpus retrieve`",
+    DETECT: "run `unicorpus annotate detect`",
+    PARSE: "run `unicorpus annotate parse`",
+    REWRITE: "run `unicorpus annotate rewrite`",
+    layout.LINKS: "run `unicorpus retrieve`",
 }
 
 
@@ -91,25 +93,25 @@ def task_tables(settings: PackSettings, task: str, source: str, modalities: set[
     """The sidecar folders ``task`` reads for a shard of ``source`` (none when the task has no unit there)."""
     pairs, images = "pair" in modalities, bool(modalities & set(IMAGE_MODALITIES))
     if task in (contract.PAIRS,) or task.startswith(contract.ALIGNED_PREFIX):
-        return ["ann/detect", "ann/parse"] if pairs else []
+        return [DETECT, PARSE] if pairs else []
     if task == contract.IMAGES:
-        return ["ann/detect"] if "image" in modalities else []
+        return [DETECT] if "image" in modalities else []
     if task == contract.TEXTS:
-        return ["ann/parse"] if "text" in modalities else []
+        return [PARSE] if "text" in modalities else []
     if task == contract.TAG_PAIRS:
-        return ["ann/detect"] if images else []
+        return [DETECT] if images else []
     if task == contract.WEAK_PAIRS:
         tables = [table for w in settings.weak if source in w.images
                   for table in [layout.links(w.name)] + ([layout.links(f"{w.name}-regions")] if w.regions else [])]
-        return ["ann/detect", *tables] if tables and images else []
+        return [DETECT, *tables] if tables and images else []
     if task == contract.CMCL:
-        return (["ann/detect", "ann/parse", "ann/rewrite", layout.links("related-images"),
-                 layout.links("related-texts")] if pairs else [])
+        return ([DETECT, PARSE, REWRITE, RELATED_IMAGES,
+                 RELATED_TEXTS] if pairs else [])
     raise ValueError(f"unknown packed task {task!r}")
 
 
 def hint(folder: str) -> str:
-    return HINTS.get(folder, HINTS["links"])
+    return HINTS.get(folder, HINTS[layout.LINKS])
 
 
 class ShardPacker:
@@ -136,9 +138,13 @@ class ShardPacker:
         cache_key = (folder, source, shard, tuple(columns or ()))
         if cache_key not in self._tables:
             path = SidecarPaths.of(self.settings.root, folder, STAGE, source, shard).table
-            self._tables[cache_key] = read_table_rows(path, columns, f"{hint(folder)} first")
+            if folder == DETECT and columns is None:
+                self._tables[cache_key] = read_detect_rows(path)
+            else:
+                self._tables[cache_key] = read_table_rows(path, columns, f"{hint(folder)} first")
             if len(self._tables) > _CACHE:
                 self._tables.popitem(last=False)
+        self._tables.move_to_end(cache_key)
         return self._tables[cache_key]
 
     def _keyed(self, folder: str, source: str, shard: int) -> dict:
@@ -146,10 +152,11 @@ class ShardPacker:
         cache_key = ("keyed", folder, source, shard)
         if cache_key not in self._tables:
             rows = self._table(folder, source, shard)
-            by = (lambda r: r["key"]) if folder == "ann/detect" else (lambda r: (r["key"], r["text_index"]))
+            by = (lambda r: r["key"]) if folder == DETECT else (lambda r: (r["key"], r["text_index"]))
             self._tables[cache_key] = {by(row): row for row in rows}
             if len(self._tables) > _CACHE:
                 self._tables.popitem(last=False)
+        self._tables.move_to_end(cache_key)
         return self._tables[cache_key]
 
     def _raw(self, source: str, shard: int) -> tuple[ShardInput, dict[str, dict]]:
@@ -159,6 +166,7 @@ class ShardPacker:
             self._inputs[(source, shard)] = (shard_input, {row["key"]: row for row in shard_input.rows})
             if len(self._inputs) > _CACHE:
                 self._inputs.popitem(last=False)[1][0].close()
+        self._inputs.move_to_end((source, shard))
         return self._inputs[(source, shard)]
 
     def _shard_of(self, source: str, key: str) -> int:
@@ -194,6 +202,7 @@ class _ShardView:
         self.packer, self.input, self.rows = packer, shard_input, rows
         self.source, self.shard = shard_input.source, shard_input.shard
         self._by_key: dict[str, dict] = {}
+        self._image_parts: dict[str, tuple] = {}
 
     def _grouped(self, folder: str, index: Callable[[dict], object]) -> dict[object, list[dict]]:
         """This shard's rows of ``folder`` grouped by ``index`` (rewrites of a caption, links of a query)."""
@@ -205,10 +214,10 @@ class _ShardView:
         return self._by_key[folder]
 
     def detect(self) -> dict[str, dict]:
-        return self.packer._keyed("ann/detect", self.source, self.shard)
+        return self.packer._keyed(DETECT, self.source, self.shard)
 
     def parse(self) -> dict[tuple[str, int], dict]:
-        return self.packer._keyed("ann/parse", self.source, self.shard)
+        return self.packer._keyed(PARSE, self.source, self.shard)
 
     def _location(self, folder: str) -> str:
         return f"{folder}/{self.source}/{layout.table_name(self.shard)}"
@@ -241,16 +250,20 @@ class _ShardView:
         raise ValueError(f"unknown packed task {task!r}")
 
     def _image_part(self, row: dict, task: str) -> tuple[tuple[str, bytes], dict, list[tuple[str, bytes]]] | Reject:
+        """The image member, regions json and ``.npy`` members of a sample; made once per image and shard, as
+        every caption of every task repeats them."""
         detect = self.detect().get(row["key"])
         if detect is None:
-            return self._missing(task, row["key"], "ann/detect", "the image")
-        regions, arrays = region_members(detect)
-        return (row["image_format"], self.input.image_bytes(row)), regions, arrays
+            return self._missing(task, row["key"], DETECT, "the image")
+        if row["key"] not in self._image_parts:
+            regions, arrays = region_members(detect)
+            self._image_parts[row["key"]] = (row["image_format"], self.input.image_bytes(row)), regions, arrays
+        return self._image_parts[row["key"]]
 
     def _caption_part(self, row: dict, index: int, task: str) -> list[dict] | Reject:
         parse = self.parse().get((row["key"], index))
         if parse is None:
-            return self._missing(task, row["key"], "ann/parse", f"text {index}")
+            return self._missing(task, row["key"], PARSE, f"text {index}")
         return phrases_of(parse)
 
     def _pair_units(self, task: str, out: TaskShard) -> list[tuple[dict, int, str, tuple, dict, list, list]]:
@@ -320,7 +333,7 @@ class _ShardView:
         for row, image_member, regions, arrays in self._image_units(task, IMAGE_MODALITIES, out):
             text, phrases = tag_sequence(regions["labels"])
             if not text:
-                out.rejects.append(Reject(self.source, self._location("ann/detect"), Reason.NO_TAGS,
+                out.rejects.append(Reject(self.source, self._location(DETECT), Reason.NO_TAGS,
                                           f"{task}: the image has no region label", row["key"]))
                 continue
             meta = {**self._common(task, row["key"], row, "pair", None), "regions": regions, "phrases": phrases}
@@ -373,10 +386,10 @@ class _ShardView:
         """The noun phrases of a retrieved sentence, from the ann/parse table of the shard that holds it."""
         source, key = link["source"], link["key"]
         shard = self.packer._shard_of(source, key)
-        row = self.packer._keyed("ann/parse", source, shard).get((key, link["text_index"]))
+        row = self.packer._keyed(PARSE, source, shard).get((key, link["text_index"]))
         if row is not None:
             return phrases_of(row)
-        return Reject(self.source, f"ann/parse/{source}/{layout.table_name(shard)}", Reason.MISSING_ROW,
+        return Reject(self.source, f"{PARSE}/{source}/{layout.table_name(shard)}", Reason.MISSING_ROW,
                       f"{task}: no ann/parse row for the retrieved sentence {key} text {link['text_index']}",
                       image_key)
 
@@ -384,14 +397,14 @@ class _ShardView:
         """UNIMO §2.1, App. A: a pair with its back-translations, rewrite hard negatives and related items
         inlined (images with their regions and features), so a training worker reads nothing else."""
         out, settings = TaskShard(), self.packer.settings.cmcl
-        rewrites = self._grouped("ann/rewrite", lambda row: (row["key"], row["text_index"]))
-        related_texts = self._grouped(layout.links("related-texts"), lambda row: (row["query_key"], row["query_text_index"]))
-        related_images = self._grouped(layout.links("related-images"), lambda row: row["query_key"])
+        rewrites = self._grouped(REWRITE, lambda row: (row["key"], row["text_index"]))
+        related_texts = self._grouped(RELATED_TEXTS, lambda row: (row["query_key"], row["query_text_index"]))
+        related_images = self._grouped(RELATED_IMAGES, lambda row: row["query_key"])
         removed = self.packer.removed
         for row, index, text, image, regions, arrays, phrases in self._pair_units(task, out):
             found = rewrites.get((row["key"], index))
             if not found:
-                out.rejects.append(self._missing(task, row["key"], "ann/rewrite", f"text {index}"))
+                out.rejects.append(self._missing(task, row["key"], REWRITE, f"text {index}"))
                 continue
             positives = [{"text": r["text"], "method": r["method"]} for r in found if r["kind"] == "positive"]
             negatives = hard_negatives([r for r in found if r["kind"] == "hard_negative"
@@ -424,9 +437,9 @@ class _ShardView:
             source, key, i = link["source"], link["key"], len(entries)
             shard = self.packer._shard_of(source, key)
             shard_input, rows = self.packer._raw(source, shard)
-            detect = self.packer._keyed("ann/detect", source, shard).get(key)
+            detect = self.packer._keyed(DETECT, source, shard).get(key)
             if key not in rows or detect is None:
-                folder = layout.raw(source) if key not in rows else f"ann/detect/{source}"
+                folder = layout.raw(source) if key not in rows else f"{DETECT}/{source}"
                 return Reject(self.source, f"{folder}/{layout.table_name(shard)}", Reason.MISSING_ROW,
                               f"{task}: no {folder} row for the related image {key}", query_key)
             regions, arrays = region_members(detect)
@@ -446,7 +459,7 @@ class _ShardView:
         for unit, donor in zip(units, donors):
             row, index, text, image, regions, arrays, phrases = unit
             if donor is None:
-                out.rejects.append(Reject(self.source, self._location("ann/parse"), Reason.NO_OTHER_TEXT,
+                out.rejects.append(Reject(self.source, self._location(PARSE), Reason.NO_OTHER_TEXT,
                                           f"{task}: no caption of another image in this shard to take", row["key"]))
                 continue
             donor_unit = units[donor]
@@ -506,6 +519,40 @@ def region_members(detect_row: dict) -> tuple[dict, list[tuple[str, bytes]]]:
     if has_probs:
         arrays.append((contract.REGION_PROBS, npy_bytes(np.asarray(probs, dtype=np.float16))))
     return meta, arrays
+
+
+def read_detect_rows(path: str) -> list[dict]:
+    """The rows of an ann/detect table with each region's ``feature`` and ``class_probs`` as float32 numpy
+    arrays (or None), read column-wise: ``to_pylist`` makes a Python float of every feature value, which was
+    most of pack's time (benchmarks/pack.py)."""
+    import pyarrow.parquet as pq
+
+    from schemas.tables import check_version
+
+    if not fsio.exists(path):
+        raise ValueError(f"no {path}; {hint('ann/detect')} first")
+    with fsio.open_read(path) as f:
+        table = pq.ParquetFile(f).read()
+    check_version(table.schema, path)
+    regions = table.column("regions").combine_chunks()
+    starts = regions.offsets.to_numpy()
+    children = dict(zip([f.name for f in regions.type.value_type], regions.values.flatten()))
+    plain = {name: children[name].to_pylist() for name in ("box", "label", "score", "origin")}
+    arrays = {name: _list_arrays(children[name]) for name in ("feature", "class_probs")}
+    rows = table.drop_columns(["regions"]).to_pylist()
+    for i, row in enumerate(rows):
+        row["regions"] = [{"box": plain["box"][r], "label": plain["label"][r], "score": plain["score"][r],
+                           "origin": plain["origin"][r], "feature": arrays["feature"][r],
+                           "class_probs": arrays["class_probs"][r]} for r in range(starts[i], starts[i + 1])]
+    return rows
+
+
+def _list_arrays(lists) -> list[np.ndarray | None]:
+    """Each element of a pyarrow list<float32> array as a numpy view (None for a null list)."""
+    offsets = lists.offsets.to_numpy()
+    values = lists.values.to_numpy(zero_copy_only=False)
+    nulls = lists.is_null().to_numpy(zero_copy_only=False)
+    return [None if nulls[i] else values[offsets[i]:offsets[i + 1]] for i in range(len(lists))]
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -9,6 +9,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -16,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+import yaml
 from PIL import Image
 
 from cli.main import main
@@ -320,3 +323,27 @@ def test_a_missing_table_stops_pack_before_any_pipeline_naming_the_stage(packed,
                                          r"retrieve` first"):
         run_pack(dataclasses.replace(config, output=str(root)), ["cc"], RunnerConfig(), show_progress=False)
     assert not glob.glob(f"{root}/rejects/pack/cc/*.tmp-*")
+
+
+def test_two_worker_processes_pack_the_same_bytes(packed, tmp_path):
+    """Nothing process-local: with the DirectRunner's two worker processes (each its own setup) the packed
+    tars, sizes.json and rejects are the bytes of the in-process run."""
+    path, config, _ = packed
+    root = tmp_path / "corpus"
+    shutil.copytree(config.output, root, ignore=shutil.ignore_patterns("packed", "pack", "corpus.json"))
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    data["output"] = str(root)
+    copy = tmp_path / "corpus.yaml"
+    copy.write_text(yaml.safe_dump(data))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-m", "cli.main", "pack", "--config", str(copy), "--quiet", "--workers", "2"],
+                          cwd=repo, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "read == written + rejected for every source" in done.stdout
+
+    def packed_files(base):
+        return {k: v for k, v in tree_digest(base).items() if k.startswith(("packed", "rejects/pack"))}
+
+    expected = packed_files(config.output)
+    assert len(expected) > 20 and packed_files(root) == expected

@@ -124,3 +124,30 @@ def test_pack_config_defaults_are_every_task_and_the_papers_ratios(tmp_path):
     assert config.pack.aligned_ratios == [0, 20, 40, 60, 80, 100]
     assert (config.pack.cmcl.positives, config.pack.cmcl.negatives, config.pack.cmcl.related_texts) == (None, 100, 100)
     assert config.pack.weak_pairs is None
+
+
+def test_detect_rows_read_column_wise_equal_the_plain_rows(tmp_path):
+    from pipelines.pack import read_detect_rows
+    from pipelines.shards import write_table
+    from pipelines.sidecar import read_table_rows
+    from schemas.tables import ANN_DETECT
+
+    def region(i, feature, probs):
+        return {"box": [0.0, 0.1, 0.5 + i / 10, 0.9], "label": f"l{i}", "score": 1 - i / 10, "origin": "detector",
+                "class_probs": probs, "feature": feature}
+
+    rows = [{"key": "a", "source": "s", "width": 4, "height": 3,
+             "regions": [region(0, [1.0, 2.0, 3.0], [0.5, 0.5]), region(1, None, None)]},
+            {"key": "b", "source": "s", "width": 4, "height": 3, "regions": []},
+            {"key": "c", "source": "s", "width": 5, "height": 6, "regions": [region(2, [4.0, 5.0, 6.0], None)]}]
+    path = str(tmp_path / "00000.parquet")
+    write_table(path, rows, ANN_DETECT)
+    fast, plain = read_detect_rows(path), read_table_rows(path)
+    assert [r["key"] for r in fast] == ["a", "b", "c"] and [len(r["regions"]) for r in fast] == [2, 0, 1]
+    for x_row, y_row in zip(fast, plain):
+        for x, y in zip(x_row["regions"], y_row["regions"]):
+            assert {k: x[k] for k in ("box", "label", "score", "origin")} == {k: y[k] for k in ("box", "label", "score", "origin")}
+            for name in ("feature", "class_probs"):
+                assert (x[name] is None and y[name] is None) or x[name].tolist() == y[name]
+    with pytest.raises(ValueError, match="annotate detect"):
+        read_detect_rows(str(tmp_path / "00001.parquet"))
