@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test browser nltk-data bench bench-stages bench-index bench-download clean
+.PHONY: demo test browser nltk-data bench bench-stages bench-index bench-download gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ nltk-data: $(VENV)/.installed
 	$(PY) -m pipelines.nltk_data --into $(NLTK_DATA_DIR)
 
 test: $(VENV)/.installed browser nltk-data
-	$(VENV)/bin/ruff check schemas pipelines retrieval training cli tests benchmarks
+	$(VENV)/bin/ruff check schemas pipelines retrieval training cli tests benchmarks experiments
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
@@ -55,6 +55,10 @@ bench-index: $(VENV)/.installed
 bench-download: $(VENV)/.installed
 	test -x .bench-i2d/bin/python || ($(PYTHON) -m venv .bench-i2d && .bench-i2d/bin/pip install -q img2dataset)
 	$(PY) -m benchmarks.download --img2dataset-python .bench-i2d/bin/python
+
+# On a machine with CUDA: detector, embedder, FAISS and AMP training steps on the GPU vs the CPU, throughput, MFU.
+gpu-check: $(VENV)/.installed
+	$(PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -14,7 +14,8 @@ from cli.common import json_argument, runner_arguments, runner_config
 BAD_REQUEST, FAILED = 2, 1  # exit codes (README: "Exit codes"); argparse's usage errors are 2 as well
 
 # Each module registers its sub-commands (``register(subparsers)``) and imports its stage lazily.
-COMMANDS = ("cli.stages", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report", "cli.pack")
+COMMANDS = ("cli.stages", "cli.index", "cli.retrieve", "cli.query", "cli.serve", "cli.report", "cli.pack",
+            "cli.train")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The end-to-end demo: the mini corpus in every raw format (and a URL list served from a local HTTP
 server), built with offline models, then every stage: ingest, clean, annotate (detect, parse, rewrite),
-embed, index, retrieve, pack, report; finally the retrieval service answers a query over real HTTP. Counts are
-checked against what the generator planted."""
+embed, index, retrieve, pack, a few training steps of a tiny model, report; finally the retrieval service answers
+a query over real HTTP. Counts are checked against what the generator planted."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from typing import Iterator
 from pipelines.runner import RunnerConfig
 
 DEMO_QUERY = "a red ball next to a tree"
+DEMO_TRAIN_CONFIG = "unimo"   # images, texts, pairs and cmcl: every task of the 1:1:5 mix
+DEMO_TRAIN_STEPS = 8
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -65,6 +67,7 @@ def run_demo(out: str, seed: int, scale: int, runner: RunnerConfig, overwrite: b
     problems = check_ingest(expected, ingested, config.output) + check_clean(expected["_clean"], duplicates,
                                                                           contaminations)
     problems += run_later_stages(config, expected, runner, overwrite, show_progress)
+    problems += run_train_stage(config.output, os.path.join(out, "train"), show_progress)
     from pipelines.report import write_report
 
     print(f"\nreport: {write_report(config)}")
@@ -219,3 +222,46 @@ def check_clean(expected: dict, duplicates, contaminations) -> list[str]:
     problems += [f"contaminated sample not found: {k}" for k in sorted(want - got)]
     problems += [f"unexpected contamination: {k}" for k in sorted(got - want)]
     return problems
+
+
+def packed_region_sizes(packed: str) -> tuple[int, int]:
+    """(feature size, detector classes) of the packed regions: the demo's model must match its detector."""
+    import glob
+    import io
+    import tarfile
+
+    import numpy as np
+
+    for path in sorted(glob.glob(os.path.join(packed, "pairs", "*.tar"))):
+        with tarfile.open(path) as tar:
+            arrays = {m.name.split(".", 1)[1]: m for m in tar.getmembers() if m.name.endswith(".npy")}
+            if {"region_feats.npy", "region_probs.npy"} <= set(arrays):
+                shape = {k: np.load(io.BytesIO(tar.extractfile(m).read())).shape for k, m in arrays.items()}
+                return shape["region_feats.npy"][1], shape["region_probs.npy"][1]
+    raise ValueError(f"{packed}/pairs: no packed sample with region features")
+
+
+def run_train_stage(corpus: str, out: str, show_progress: bool) -> list[str]:
+    """`unicorpus train` of the UNIMO recipe's tiny form on the packed mini corpus, in its own process (as a
+    user runs it; pipelines never import the trainer): a checkpoint, TensorBoard logs, losses per task."""
+    import shutil
+    import subprocess
+    import sys
+
+    packed = os.path.join(corpus, "packed")
+    dim, classes = packed_region_sizes(packed)
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "configs",
+                          f"{DEMO_TRAIN_CONFIG}.yaml")
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "cli.main", "train", "--config", config, "--tiny", f"data.root={packed}",
+               f"output={out}", f"schedule.steps={DEMO_TRAIN_STEPS}", f"checkpoint.every={DEMO_TRAIN_STEPS}",
+               f"data.region_dim={dim}", f"model.visual.region_feat_dim={dim}", f"data.region_classes={classes}",
+               f"model.output_heads.region_classes={classes}"] + ([] if show_progress else ["--quiet"])
+    print(f"\ntrain ({DEMO_TRAIN_CONFIG} --tiny, {DEMO_TRAIN_STEPS} steps)", flush=True)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    print(done.stdout, end="")
+    if done.returncode != 0:
+        return [f"train: exit code {done.returncode}"]
+    if not os.path.exists(os.path.join(out, "checkpoints", f"step-{DEMO_TRAIN_STEPS:08d}", "meta.json")):
+        return [f"train: no checkpoint of step {DEMO_TRAIN_STEPS} under {out}/checkpoints"]
+    return []

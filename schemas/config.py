@@ -450,6 +450,14 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _typed(value, inner, where)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is dict:  # a mapping of name -> section (the trainer's objectives, per-task weights)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {_typed(k, args[0], where): _typed(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")

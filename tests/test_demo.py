@@ -68,3 +68,19 @@ def test_report_shows_each_weak_pair_with_its_thumbnail_and_best_sentence(demo):
     for data in thumbnails:
         image = Image.open(io.BytesIO(base64.b64decode(data)))
         assert image.format == "JPEG" and max(image.size) <= 128
+
+
+def test_demo_trains_a_tiny_model_on_the_packed_corpus(demo):
+    """After pack: `unicorpus train` (UNIMO, --tiny) leaves a checkpoint and TensorBoard logs; the summary
+    prints the losses of every task of the 1:1:5 mix."""
+    import glob
+    import os
+
+    config, out = demo
+    train_dir = os.path.join(os.path.dirname(config.output), "train")
+    assert "\ntrain (unimo --tiny, 8 steps)\ntrain: 8 steps" in out
+    losses = out.split("losses (last log window), per task:\n")[1].split("checkpoint:")[0]
+    tasks = {line.split()[0] for line in losses.strip().splitlines()}
+    assert tasks and tasks <= {"images", "texts", "pairs", "cmcl"}
+    assert os.path.exists(os.path.join(train_dir, "checkpoints", "step-00000008", "meta.json"))
+    assert glob.glob(os.path.join(train_dir, "tensorboard", "events.out.tfevents.*"))
