@@ -268,8 +268,8 @@ def make_app(service: Service):
         async def __call__(self, scope, receive, send) -> None:
             started = time.perf_counter()
             request = Request(scope, receive)
-            # as sent: percent-escapes still in (so %2F stays inside a key), raw non-ASCII bytes decoded as
-            # UTF-8 where they are, and kept as lone surrogates (a 400 later) where they are not
+            # as sent: percent-escapes still in (so %2F stays inside a key). uvicorn refuses raw non-ASCII bytes
+            # on the request line; a more lenient server's would be UTF-8, or lone surrogates (then a 400)
             path = scope.get("raw_path", b"").decode("utf-8", "surrogateescape") or quote(scope["path"])
             query = scope.get("query_string", b"").decode("utf-8", "surrogateescape")
             args = (request.method, path, query, request.headers)
