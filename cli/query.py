@@ -193,12 +193,13 @@ def _start_history(path: str):
 
 
 def format_hits(hits, width: int = 72) -> str:
-    """rank, score, source, key and the text (cut to ``width``), one line per hit."""
+    """One line per hit: its number for people (``#``, from 1; ``--json`` has the 0-based ``rank`` field),
+    score, source, key and the text (cut to ``width``)."""
     if not hits:
         return "no results"
     keys = max(len(hit.key) for hit in hits)
     sources = max(max(len(hit.source) for hit in hits), len("source"))
-    lines = [f"{'rank':>4}  {'score':>7}  {'source':<{sources}}  {'key':<{keys}}  text"]
+    lines = [f"{'#':>4}  {'score':>7}  {'source':<{sources}}  {'key':<{keys}}  text"]
     for hit in hits:
         text = " ".join((hit.text or "").split())
         text = text if len(text) <= width else text[: width - 1] + "…"

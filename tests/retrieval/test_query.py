@@ -183,7 +183,7 @@ def test_cli_json_table_and_errors(corpus, mini_corpus):
     assert json.loads(out.stdout)["results"] == [h.to_dict() for h in engine.search(text="a red ball on the grass", k=3)]
     out = run_cli("--config", path, "--key", "coco-504518", "--related", "images", "-k", "2")
     lines = out.stdout.splitlines()
-    assert out.returncode == 0 and lines[0].split() == ["rank", "score", "source", "key", "text"] and len(lines) == 3
+    assert out.returncode == 0 and lines[0].split() == ["#", "score", "source", "key", "text"] and len(lines) == 3
     assert lines[1].split()[:4] == ["1", f"{engine.related('coco-504518', k=1)[0].score:.4f}", *lines[1].split()[2:4]]
     for args, message in ((["  "], "empty query"), (["ball", "-k", "0"], "1 <= k <= 1000"),
                           (["--key", "coco-999999999"], "no sample with key"), (["ball", "--tags", "a"], "exactly one"),
