@@ -27,8 +27,9 @@ META = "meta.json"
 STATE = "state.pt"
 
 
-class ResumeError(RuntimeError):
-    """A checkpoint that cannot continue this run (other data, other model shape, other world size)."""
+class ResumeError(ValueError):
+    """A checkpoint that cannot continue this run (other data, other model shape, other world size): a bad
+    request, not a failed run (the CLI exits 2 and says what differs)."""
 
 
 def data_digest(packed_root: str, tasks: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def setup(device: str = "auto") -> Env:
     local = int(os.environ.get("LOCAL_RANK", 0))
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda asked for, but torch sees no GPU (use device: auto or cpu)")
+        raise ValueError("device: cuda asked for, but torch sees no GPU (use device: auto or cpu)")
     if cuda:
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
