@@ -34,7 +34,7 @@ from pipelines.sidecar import params_hash, raw_params_hash, raw_shards, read_sha
 from schemas import layout
 from schemas import packed as contract
 from schemas.config import CorpusConfig
-from schemas.tables import PARAMS_KEY, REJECTS
+from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS
 
 COUNTS_KEY = b"unicorpus.pack_counts"  # footer of rejects/pack/<source>/NNNNN.parquet: counts per task
 _KEY = re.compile(r"[a-z0-9_-]+")
@@ -108,7 +108,9 @@ def write_packed(root: str, source: str, shard: int, digest: str, out: dict[str,
                   key=lambda r: (r["stage"], r["key"] or "", r["location"], r["reason"], r["detail"]))
     path = paths(root, source, shard)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    write_table(tmp, rows, REJECTS, {PARAMS_KEY: digest.encode(), COUNTS_KEY: json.dumps(counts, sort_keys=True).encode()})
+    units = sum(task["units"] for task in counts["tasks"].values())  # what the progress bar counts
+    write_table(tmp, rows, REJECTS, {PARAMS_KEY: digest.encode(), RECORDS_IN_KEY: str(units).encode(),
+                                     COUNTS_KEY: json.dumps(counts, sort_keys=True).encode()})
     fsio.rename(tmp, path)
     return counts
 
@@ -211,7 +213,8 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
         started = time.monotonic()
         if pending:
             pattern = fsio.join(root, layout.rejects(STAGE, source), "[0-9]*.parquet")
-            with ShardProgress(pattern, f"pack {source}", len(jobs[source]), enabled=show_progress):
+            with ShardProgress(pattern, f"pack {source}", len(pending), enabled=show_progress,
+                               reused=reused[source], unit="units"):
                 with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
                     (
                         pipeline
