@@ -12,8 +12,8 @@ import os
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 from pipelines.runner import RunnerConfig
 

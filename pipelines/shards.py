@@ -18,8 +18,9 @@ import json
 import tarfile
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -15,8 +15,9 @@ import hashlib
 import json
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,8 +31,8 @@ from pipelines.shards import (
     reject_row,
     write_table,
 )
-from schemas.keys import shard_name
 from schemas import layout
+from schemas.keys import shard_name
 from schemas.records import Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, REMOVAL_STAGES, UNITS_WRITTEN_KEY, check_version
 

@@ -172,7 +172,7 @@ class WeakPairs(ShardLinker):
         found = weak_pairs(queries, source, vectors, self.indexes, self.weak.k)
         rejects += [_reject(source, "emb/tags", shard, key, Reason.NO_RESULTS,
                             f"tag query {tags[key]['text']!r}: the indexes of {', '.join(self.weak.texts)} are empty")
-                    for key, rows in zip(queries, found) if not rows]
+                    for key, rows in zip(queries, found, strict=True) if not rows]
         pairs = [row for rows in found for row in rows]
         out = [Linked(pairs, rejects, len(images))]
         if self.regions:
@@ -191,12 +191,14 @@ class WeakPairs(ShardLinker):
 
         detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], _DETECT_HINT)
         labels = {row["key"]: [region["label"] for region in row["regions"]] for row in detect}
-        phrases = {(p["key"], p["text_index"]): self._phrases(p["source"], p["key"]).get((p["key"], p["text_index"]), [])
-                   for p in pairs}
+        phrases = {
+            (p["key"], p["text_index"]): self._phrases(p["source"], p["key"]).get((p["key"], p["text_index"]), [])
+            for p in pairs
+        }
         links = phrase_region_links(pairs, phrases, labels, self.encode)
         rejects = [_reject(source, f"links/{self.weak.name}", shard, pair["query_key"], Reason.NO_PHRASES,
                            f"{pair['key']} text {pair['text_index']}: no noun phrase in ann/parse")
-                   for pair, rows in zip(pairs, links) if not rows]
+                   for pair, rows in zip(pairs, links, strict=True) if not rows]
         return Linked([row for rows in links for row in rows], rejects, len(pairs))
 
     def _phrases(self, source: str, key: str) -> dict:
@@ -247,7 +249,7 @@ class RelatedImages(ShardLinker):
         exclude = same_key(self.positions, queries)
         found = related_images(self.index, [labels[key] for key in queries], self.top_n, exclude)
         rows = []
-        for key, hits in zip(queries, found):
+        for key, hits in zip(queries, found, strict=True):
             if not hits:
                 rejects.append(_reject(source, "ann/detect", shard, key, Reason.NO_RESULTS,
                                        f"no other image shares a label of {sorted(set(labels[key]))}"))
@@ -292,7 +294,7 @@ class RelatedTexts(ShardLinker):
         found = related_texts(self.index, self.vectors, [row["text"] for row in queries], vectors,
                               self.top_m, self.top_n, exclude)
         rows, rejects = [], []
-        for query, hits in zip(queries, found):
+        for query, hits in zip(queries, found, strict=True):
             if not hits:
                 rejects.append(_reject(source, "emb/text", shard, query["key"], Reason.NO_RESULTS,
                                        f"text {query['text_index']}: no other text shares a term"))

@@ -9,8 +9,9 @@ files are streamed (jsonstream), so the 450 MB instances file is never held whol
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from pipelines import io
 from pipelines.sources import Reader, SourceError

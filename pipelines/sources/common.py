@@ -13,8 +13,9 @@ import io as stdio
 import math
 import posixpath
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator, Sequence
+from typing import IO, Any
 
 from pipelines import io
 from pipelines.sources import SourceError

@@ -12,9 +12,11 @@ import os
 import posixpath
 import re
 import tarfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pipelines import io
+from pipelines.nltk_data import WORDNET, data_dir, require, wordnet
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     IMAGE_EXTENSIONS,
@@ -27,7 +29,6 @@ from pipelines.sources.common import (
     require_exists,
     source_path,
 )
-from pipelines.nltk_data import WORDNET, data_dir, require, wordnet
 from pipelines.sources.labels import parse_words, pseudo_caption, wordnet_labels
 from schemas.config import ImageNetConfig, TextConfig
 from schemas.keys import make_key

@@ -10,8 +10,9 @@ The image file (last part of the image's ``url``) is searched in every folder of
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from pipelines import io
 from pipelines.sources import Reader, SourceError

@@ -85,7 +85,7 @@ def removed_reasons(root: str, source: str) -> dict[str, str]:
         for path in fsio.glob(fsio.join(root, "rejects", stage, source, "*.parquet")):
             with fsio.open_read(path) as f:
                 table = pq.read_table(f, columns=["key", "reason"])
-            reasons.update(zip(table.column("key").to_pylist(), table.column("reason").to_pylist()))
+            reasons.update(zip(table.column("key").to_pylist(), table.column("reason").to_pylist(), strict=True))
     return reasons
 
 

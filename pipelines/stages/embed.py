@@ -2,8 +2,9 @@
 
 Two embedding spaces, one model (mu-VLA §3.2: the same sentence-BERT embeds tag queries and
 sentences, so their cosine compares them):
-- ``text``: every text of every sample (``sidecar.sample_texts``: each COCO caption and VG region description, else the one text);
-  empty texts are rejects. The model reads a text's first ``max_seq_length`` tokens (256 for MiniLM).
+- ``text``: every text of every sample (``sidecar.sample_texts``: each COCO caption and VG region
+  description, else the one text); empty texts are rejects. The model reads a text's first
+  ``max_seq_length`` tokens (256 for MiniLM).
 - ``tags``: one query per image, its ann/detect region labels as one sequence (``retrieval.embed.tag_query``);
   an image without labels is a reject (no_tags). Needs the detect stage's tables.
 
@@ -72,7 +73,7 @@ class EmbedAnnotator(ShardAnnotator):
         queries, rejects = (self._texts(shard) if self.space == "text" else self._tag_queries(shard))
         vectors = self.embedder.encode([text for _, _, text in queries])
         rows = [{"key": key, "source": shard.source, "text_index": index, "text": text, "vector": vector}
-                for (key, index, text), vector in zip(queries, vectors)]
+                for (key, index, text), vector in zip(queries, vectors, strict=True)]
         return rows, rejects, len(rows) + len(rejects)
 
     def _texts(self, shard: ShardInput) -> tuple[list[tuple[str, int, str]], list[Reject]]:

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import apache_beam as beam
 
@@ -108,7 +109,9 @@ def write_packed(root: str, source: str, shard: int, digest: str, out: dict[str,
                   key=lambda r: (r["stage"], r["key"] or "", r["location"], r["reason"], r["detail"]))
     path = paths(root, source, shard)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    write_table(tmp, rows, REJECTS, {PARAMS_KEY: digest.encode(), COUNTS_KEY: json.dumps(counts, sort_keys=True).encode()})
+    write_table(
+        tmp, rows, REJECTS, {PARAMS_KEY: digest.encode(), COUNTS_KEY: json.dumps(counts, sort_keys=True).encode()}
+    )
     fsio.rename(tmp, path)
     return counts
 
@@ -116,7 +119,7 @@ def write_packed(root: str, source: str, shard: int, digest: str, out: dict[str,
 def _write_tar(path: str, samples: list) -> int:
     """Samples sorted by key, fixed headers, under a temporary name then renamed; returns the bytes written."""
     samples = sorted(samples, key=lambda s: s.key)
-    for previous, sample in zip(samples, samples[1:]):
+    for previous, sample in pairwise(samples):
         if previous.key == sample.key:
             raise RuntimeError(f"{path}: two packed samples with key {sample.key}")
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -169,8 +172,10 @@ def shard_digest(settings: PackSettings, source: str, shard: int, shared: dict) 
     their own inputs: the related-items tables cover their collections) and ``shared`` (clean's removals,
     the parses of the weak pairs' text sources). Raises ValueError naming a missing input table."""
     modalities = {row["modality"] for row in read_shard_input(settings.root, source, shard, ["modality"]).rows}
-    inputs = {path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_index_metadata(path).get(PARAMS_KEY, b"").decode()
-              for path in check_tables(settings, source, shard, modalities)}
+    inputs = {
+        path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_index_metadata(path).get(PARAMS_KEY, b"").decode()
+        for path in check_tables(settings, source, shard, modalities)
+    }
     return params_hash({**settings.params(), "inputs": inputs, **shared}, raw_params_hash(settings.root, source, shard))
 
 
@@ -200,8 +205,10 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
         raise ValueError(f"{', '.join(unknown)}: not a source of the config (have: {', '.join(config.sources)})")
     root = config.output
     shared = _shared_inputs(settings)
-    jobs = {source: [(source, shard, shard_digest(settings, source, shard, shared)) for shard in raw_shards(root, source)]
-            for source in sources}  # every input checked before any pipeline starts
+    jobs = {
+        source: [(source, shard, shard_digest(settings, source, shard, shared)) for shard in raw_shards(root, source)]
+        for source in sources
+    }  # every input checked before any pipeline starts
     seconds: dict[str, float] = {}
     reused: dict[str, int] = {}
     for source in sources:

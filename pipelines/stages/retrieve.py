@@ -7,9 +7,10 @@
 
 The logic is in ``retrieval.align`` and ``retrieval.related``, applied per shard by the linkers of
 ``pipelines.annotators.links``; this is the Beam shell. One pipeline per linker, ``Create(query shards)
--> Reshuffle -> ParDo``; indexes, models and collections are loaded once per worker (``DoFn.setup``). Tables are committed like every sidecar (``pipelines.sidecar``): atomic, with a
-params hash covering the stage parameters, the raw shard and every input table (emb/tags, ann/detect,
-the indexes' build.json, ...), so a rerun skips finished shards and a rebuilt input redoes them. A query
+-> Reshuffle -> ParDo``; indexes, models and collections are loaded once per worker (``DoFn.setup``).
+Tables are committed like every sidecar (``pipelines.sidecar``): atomic, with a params hash covering the
+stage parameters, the raw shard and every input table (emb/tags, ann/detect, the indexes' build.json, ...),
+so a rerun skips finished shards and a rebuilt input redoes them. A query
 that cannot be served (an image without tags, a text nothing matches) is a reject with its reason.
 """
 
@@ -38,11 +39,11 @@ from pipelines.sidecar import (
     params_hash,
     raw_params_hash,
     raw_shards,
-    removed_keys,
     read_sidecar,
     read_sidecar_counts,
     read_sidecar_rows,
     remove_temporaries,
+    removed_keys,
     write_sidecar,
 )
 from schemas.config import CorpusConfig
@@ -76,7 +77,7 @@ class _LinkShard(beam.DoFn):
         paths = [table.paths(linker.root, source, shard) for table in linker.tables]
         if not self.overwrite and all(is_done(p, digest) for p in paths):
             return
-        for table, path, linked in zip(linker.tables, paths, linker.link(source, shard)):
+        for table, path, linked in zip(linker.tables, paths, linker.link(source, shard), strict=True):
             served = len({tuple(row[c] for c in table.query) for row in linked.rows})
             if linked.units != served + len(linked.rejects):
                 raise RuntimeError(f"{table.name} {source}/{shard}: {linked.units} queries in, {served} served + "

@@ -19,9 +19,9 @@ import hashlib
 import json
 import pickle
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable, Iterator
 
 import apache_beam as beam
 
@@ -169,8 +169,11 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
         spread = pipeline | "Shards" >> beam.Create(shards) | "Spread" >> beam.Reshuffle()
         inputs = {}
         if any(s.over == "captions" for s in missing):
-            inputs["captions"] = (spread | "Captions" >> beam.FlatMapTuple(partial(shard_captions, root, config.max_chars))
-                                  | "Texts" >> beam.Map(lambda caption: caption[3]))
+            inputs["captions"] = (
+                spread
+                | "Captions" >> beam.FlatMapTuple(partial(shard_captions, root, config.max_chars))
+                | "Texts" >> beam.Map(lambda caption: caption[3])
+            )
         if any(s.over == "parses" for s in missing):
             inputs["parses"] = spread | "Parses" >> beam.FlatMapTuple(partial(shard_parses, root))
         for stat in missing:
@@ -303,7 +306,7 @@ class RewriteAnnotator(ShardAnnotator):
         bt = self.config.back_translation
         found = back_translate(self.pivots, [c.text for c in captions], bt.batch_size, bt.max_length, bt.num_beams)
         return [_row(c, source, "positive", "back_translation", text, None, detail)
-                for c, rewrites in zip(captions, found) for text, detail in rewrites]
+                for c, rewrites in zip(captions, found, strict=True) for text, detail in rewrites]
 
     def _tfidf(self, source: str, captions: list[Text]) -> list[dict]:
         if self.index is None:
@@ -311,14 +314,16 @@ class RewriteAnnotator(ShardAnnotator):
         found = self.index.negatives([c.key for c in captions], [c.text for c in captions], self.config.tfidf.top_n)
         return [_row(c, source, "hard_negative", "tfidf", other[3], score,
                      json.dumps({"key": other[0], "source": other[1], "text_index": other[2]}))
-                for c, hits in zip(captions, found) for other, score in hits]
+                for c, hits in zip(captions, found, strict=True) for other, score in hits]
 
     def _scene_graph(self, shard: ShardInput, captions: list[Text]) -> list[dict]:
         if self.rewriter is None:
             return []
         parses = {(row["key"], row["text_index"]): row for row in shard_parses(self.root, shard.source, shard.shard)}
         self.rewriter.refusals.clear()
-        rows = [row for c in captions if (c.key, c.index) in parses for row in self.rewriter.rewrite(parses[c.key, c.index])]
+        rows = [
+            row for c in captions if (c.key, c.index) in parses for row in self.rewriter.rewrite(parses[c.key, c.index])
+        ]
         self.refusals = dict(sorted(self.rewriter.refusals.items()))
         return rows
 

@@ -10,7 +10,7 @@ is built from a picklable factory, so nothing process-local has to travel to a p
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import apache_beam as beam
 import pyarrow as pa

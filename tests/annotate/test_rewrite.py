@@ -132,7 +132,7 @@ def test_back_translations_are_new_texts_with_pivot_and_models_recorded(models):
     texts = ["a red ball near the tree", "the blue car", "a small kite under the sun"]
     found = back_translate(_pivots(models), texts, batch_size=2, max_length=16)
     assert len(found) == len(texts) and all(found)
-    for text, rewrites in zip(texts, found):
+    for text, rewrites in zip(texts, found, strict=True):
         pivots = []
         for rewrite, detail in rewrites:
             detail = json.loads(detail)
@@ -336,7 +336,9 @@ def test_rerun_skips_and_changed_params_redo(rewritten, models):
     assert {json.loads(r["detail"])["pivot"] for r in rows if r["method"] == "back_translation"} == {"zh"}
     counts = {}
     for row in rows:
-        counts[row["key"], row["text_index"], row["method"]] = counts.get((row["key"], row["text_index"], row["method"]), 0) + 1
+        counts[row["key"], row["text_index"], row["method"]] = (
+            counts.get((row["key"], row["text_index"], row["method"]), 0) + 1
+        )
     assert {n for (_, _, m), n in counts.items() if m == "tfidf"} == {1}
 
 
