@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.sidecar import ShardInput, SidecarPaths, raw_shards, read_shard_input, read_table_rows, sample_texts
 from schemas import layout
 from schemas import packed as contract
@@ -533,9 +533,9 @@ def read_detect_rows(path: str) -> list[dict]:
 
     from schemas.tables import check_version
 
-    if not fsio.exists(path):
+    if not storage.exists(path):
         raise ValueError(f"no {path}; {hint('ann/detect')} first")
-    with fsio.open_read(path) as f:
+    with storage.open_read(path) as f:
         table = pq.ParquetFile(f).read()
     check_version(table.schema, path)
     regions = table.column("regions").combine_chunks()
@@ -653,7 +653,7 @@ def check_tables(settings: PackSettings, source: str, shard: int, modalities: se
     paths = []
     for folder in folders:
         path = SidecarPaths.of(settings.root, folder, STAGE, source, shard).table
-        if not fsio.exists(path):
+        if not storage.exists(path):
             tasks = [t for t in settings.tasks if folder in task_tables(settings, t, source, modalities)]
             raise ValueError(f"pack {', '.join(tasks)}: no {path}; {hint(folder)} first, or leave the task out "
                              f"(pack.tasks) or the source out (pack.sources)")

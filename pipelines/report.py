@@ -24,7 +24,7 @@ from itertools import islice
 
 import pyarrow.parquet as pq
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.manifest_io import read_manifest
 from pipelines.sidecar import REGION_LABELS, ShardInput, read_shard_input, read_sidecar, sample_texts
 from schemas.config import CorpusConfig
@@ -105,9 +105,9 @@ def build_report(config: CorpusConfig, made: datetime | None = None) -> str:
 
 
 def write_report(config: CorpusConfig) -> str:
-    path = fsio.join(config.output, "report", "index.html")
-    fsio.write_bytes(path + ".tmp", build_report(config).encode("utf-8"))
-    fsio.rename(path + ".tmp", path)
+    path = storage.join(config.output, "report", "index.html")
+    storage.write_bytes(path + ".tmp", build_report(config).encode("utf-8"))
+    storage.rename(path + ".tmp", path)
     return path
 
 
@@ -134,9 +134,9 @@ def headline_totals(manifest: dict, tags: dict[str, Counter], rejects: Counter, 
 def reject_counts(config: CorpusConfig) -> Counter:
     """(stage, source, reason) -> rows in ``rejects/``."""
     counts: Counter = Counter()
-    for path in fsio.glob(fsio.join(config.output, "rejects", "*", "*", "*.parquet")):
+    for path in storage.glob(storage.join(config.output, "rejects", "*", "*", "*.parquet")):
         stage, source = path.rsplit("/", 3)[-3:-1]
-        with fsio.open_read(path) as f:
+        with storage.open_read(path) as f:
             for reason in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
                 counts[(stage, source, reason)] += 1
     return counts
@@ -145,9 +145,9 @@ def reject_counts(config: CorpusConfig) -> Counter:
 def index_builds(root: str) -> list[dict]:
     """The ``build.json`` of every index under ``index/<space>/<source>/``, with its ``name``."""
     out = []
-    for path in sorted(fsio.glob(fsio.join(root, "index", "*", "*", "build.json"))):
+    for path in sorted(storage.glob(storage.join(root, "index", "*", "*", "build.json"))):
         space, source = path.rsplit("/", 3)[-3:-1]
-        out.append({"name": f"{space}/{source}", **json.loads(fsio.read_bytes(path))})
+        out.append({"name": f"{space}/{source}", **json.loads(storage.read_bytes(path))})
     return out
 
 

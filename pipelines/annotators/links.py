@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.shards import read_index_metadata
 from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
 from schemas.keys import shard_name, shard_of
@@ -80,7 +80,7 @@ def _fingerprint(root: str, folder: str, sources: list[str]) -> str:
     """What a collection of sidecar tables holds: their params hashes (each covers its raw shard)."""
     digest = hashlib.sha256()
     for source in sources:
-        for path in fsio.glob(fsio.join(root, folder, source, "[0-9]*.parquet")):
+        for path in storage.glob(storage.join(root, folder, source, "[0-9]*.parquet")):
             digest.update("/".join(path.rsplit("/", 2)[-2:]).encode() + read_index_metadata(path).get(PARAMS_KEY, b""))
     return digest.hexdigest()[:16]
 
@@ -138,10 +138,10 @@ class WeakPairs(ShardLinker):
     def params(self) -> dict:
         builds = {}
         for name in self.weak.texts:
-            path = fsio.join(self.root, "index", TEXT_SPACE, name, "build.json")
-            if not fsio.exists(path):
+            path = storage.join(self.root, "index", TEXT_SPACE, name, "build.json")
+            if not storage.exists(path):
                 raise ValueError(f"weak pairs {self.weak.name}: no index at {path}; run `unicorpus index` first")
-            builds[name] = hashlib.sha256(fsio.read_bytes(path)).hexdigest()[:16]
+            builds[name] = hashlib.sha256(storage.read_bytes(path)).hexdigest()[:16]
         params = {"kind": "weak_pairs", "texts": self.weak.texts, "k": self.weak.k, "indexes": builds}
         if self.regions:
             require_model(self.embed.model, "retrieval.embed.model", "phrase_regions embeds noun phrases and "

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines import io
+from pipelines import storage
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     InputFile,
@@ -77,7 +77,7 @@ class Img2datasetReader(Reader):
     def parts(self) -> list[str]:
         root = self.config.root
         require_exists(root, "folder")
-        paths = [path for ext in (".parquet", ".tar") for path in io.glob(io.join(root, "*" + ext))]
+        paths = [path for ext in (".parquet", ".tar") for path in storage.glob(storage.join(root, "*" + ext))]
         stems = {path.rsplit(".", 1)[0] for path in paths}
         if not stems:
             raise SourceError(f"{root}: no img2dataset shards (NNNNN.parquet + NNNNN.tar)")
@@ -87,7 +87,7 @@ class Img2datasetReader(Reader):
         """Every shard's parquet and tar with size and mtime."""
         root = self.config.root
         return listed_inputs(
-            root, sorted(e for ext in (".parquet", ".tar") for e in io.listing(io.join(root, "*" + ext)))
+            root, sorted(e for ext in (".parquet", ".tar") for e in storage.listing(storage.join(root, "*" + ext)))
         )
 
     def read(self, part: str) -> Iterator[Candidate | Reject]:

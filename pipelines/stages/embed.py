@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.runner import RunnerConfig
 from pipelines.shards import read_index_metadata
 from pipelines.sidecar import REGION_LABELS, ShardInput, SidecarPaths, raw_shards, read_table_rows, sample_texts
@@ -65,7 +65,7 @@ class EmbedAnnotator(ShardAnnotator):
 
     def input_digest(self, root: str, source: str, shard: int) -> str:
         path = detect_table(root, source, shard)
-        if self.space == "text" or not fsio.exists(path):
+        if self.space == "text" or not storage.exists(path):
             return ""
         return read_index_metadata(path).get(PARAMS_KEY, b"").decode()
 
@@ -117,7 +117,7 @@ def _tar(shard: ShardInput) -> str:
 def read_detect_labels(root: str, source: str, shard: int) -> dict[str, list[str]]:
     """key -> region labels (in the table's order: annotations first, then by score) of one shard."""
     path = detect_table(root, source, shard)
-    if not fsio.exists(path):
+    if not storage.exists(path):
         raise ValueError(_not_detected(source, shard, path))
     rows = read_table_rows(path, ["key", *REGION_LABELS])
     return {row["key"]: [r["label"] for r in row["regions"] if r["label"]] for row in rows}
@@ -126,7 +126,7 @@ def read_detect_labels(root: str, source: str, shard: int) -> dict[str, list[str
 def check_detected(root: str, source: str) -> None:
     """Fail before any pipeline starts if a shard of ``source`` has no ann/detect table."""
     for shard in raw_shards(root, source):
-        if not fsio.exists(detect_table(root, source, shard)):
+        if not storage.exists(detect_table(root, source, shard)):
             raise ValueError(_not_detected(source, shard, detect_table(root, source, shard)))
 
 

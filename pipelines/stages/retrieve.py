@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.annotators.links import (
     STAGE,
     RelatedImages,
@@ -91,7 +91,7 @@ def _digest(linker: ShardLinker, params: dict, source: str, shard: int) -> str:
     inputs = {}
     for folder in linker.inputs:
         path = SidecarPaths.of(linker.root, folder, STAGE, source, shard).table
-        if not fsio.exists(path):
+        if not storage.exists(path):
             raise ValueError(f"retrieve {linker.tables[0].name}: no {path}; {linker.input_hint}")
         inputs[folder] = read_index_metadata(path).get(PARAMS_KEY, b"").decode()
     return params_hash({**params, "inputs": inputs}, raw_params_hash(linker.root, source, shard))
@@ -111,7 +111,7 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
     last = linker.tables[-1].name
     pending = [job for job in jobs if job not in reused]
     if pending:  # else not even a worker's setup (indexes, model) is needed
-        with ShardProgress(fsio.join(root, "links", last, "*", "[0-9]*.parquet"), f"{STAGE} {last}", len(jobs),
+        with ShardProgress(storage.join(root, "links", last, "*", "[0-9]*.parquet"), f"{STAGE} {last}", len(jobs),
                            enabled=show_progress, unit="queries"):
             with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
                 (
@@ -145,7 +145,7 @@ def _with_tables(config: CorpusConfig, folder: str, names: list[str] | None) -> 
     if names is not None:
         return list(names)
     return [name for name in config.sources
-            if fsio.glob(fsio.join(config.output, folder, name, "[0-9]*.parquet"))]
+            if storage.glob(storage.join(config.output, folder, name, "[0-9]*.parquet"))]
 
 
 def linkers(config: CorpusConfig) -> list[ShardLinker]:
@@ -170,7 +170,7 @@ def linkers(config: CorpusConfig) -> list[ShardLinker]:
 def run_retrieve(config: CorpusConfig, runner: RunnerConfig, overwrite: bool = False,
                  show_progress: bool = True) -> list[RetrieveResult]:
     """Every links/ table the config asks for; results read back from the committed tables."""
-    fsio.configure(pipeline_options(runner))
+    storage.configure(pipeline_options(runner))
     return [result for linker in linkers(config)
             for result in _run_linker(config, linker, runner, overwrite, show_progress)]
 

@@ -25,7 +25,7 @@ from functools import lru_cache, partial
 
 import apache_beam as beam
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.annotators.parse import Text, location, split_texts
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.shards import read_index_metadata
@@ -125,17 +125,17 @@ class _Combine(beam.CombineFn):
 
 
 def stat_path(root: str, name: str, digest: str) -> str:
-    return fsio.join(root, FOLDER, "_stats", f"{name}-{digest}.pkl")
+    return storage.join(root, FOLDER, "_stats", f"{name}-{digest}.pkl")
 
 
 def _write_stat(value, path: str) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    fsio.write_bytes(tmp, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-    fsio.rename(tmp, path)
+    storage.write_bytes(tmp, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    storage.rename(tmp, path)
 
 
 def load_stat(path: str):
-    return pickle.loads(fsio.read_bytes(path))
+    return pickle.loads(storage.read_bytes(path))
 
 
 def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: list[Statistic]) -> str:
@@ -148,7 +148,7 @@ def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: l
             for shard in shards:
                 path = SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table
                 parses[f"{source}/{shard}"] = (read_index_metadata(path).get(PARAMS_KEY, b"").decode()
-                                               if fsio.exists(path) else None)
+                                               if storage.exists(path) else None)
     blob = json.dumps({"raw": inputs, "parse": parses, "max_chars": config.max_chars,
                        "stats": [s.name for s in stats]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -159,9 +159,9 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
     Statistics of an earlier corpus (and temporaries) are removed."""
     stats = statistics(config)
     digest = corpus_digest(root, sources, config, stats)
-    folder = fsio.join(root, FOLDER, "_stats")
-    fsio.delete([p for p in fsio.glob(fsio.join(folder, "*")) if f"-{digest}.pkl" not in p or ".tmp-" in p])
-    missing = [s for s in stats if not fsio.exists(stat_path(root, s.name, digest))]
+    folder = storage.join(root, FOLDER, "_stats")
+    storage.delete([p for p in storage.glob(storage.join(folder, "*")) if f"-{digest}.pkl" not in p or ".tmp-" in p])
+    missing = [s for s in stats if not storage.exists(stat_path(root, s.name, digest))]
     if not missing:
         return digest
     shards = [(source, shard) for source in sources for shard in raw_shards(root, source)]
@@ -201,7 +201,7 @@ def build_similar_nodes(root: str, digest: str, config: RewriteConfig, encoder: 
     from retrieval.embed import Embedder
 
     path = stat_path(root, similar_name(config, encoder.model), digest)
-    if fsio.exists(path):
+    if storage.exists(path):
         return
     sg = config.scene_graph
     encode = Embedder(encoder.model, encoder.device, where="retrieval.embed.model").encode
@@ -412,7 +412,7 @@ def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerC
     source with pair samples): the corpus statistics first, then every shard of ``sources``."""
     check_models(config)
     section, root = config.annotate.rewrite, config.output
-    fsio.configure(pipeline_options(runner))
+    storage.configure(pipeline_options(runner))
     probe = RewriteAnnotator(section, root, [], "")
     corpus = applicable_sources(config, probe, section.sources)  # negatives come from all of it, always
     names = applicable_sources(config, probe, sources) if sources else corpus
