@@ -186,7 +186,7 @@ def is_complete(paths: ShardPaths, params_hash: str) -> bool:
     """Done by an earlier run with the same parameters: index committed with our hash, tar beside it."""
     if not (storage.exists(paths.index) and storage.exists(paths.tar) and storage.exists(paths.rejects)):
         return False
-    return read_index_metadata(paths.index).get(PARAMS_KEY, b"").decode() == params_hash
+    return read_footer(paths.index).get(PARAMS_KEY, b"").decode() == params_hash
 
 
 def read_counts(paths: ShardPaths) -> ShardCounts:
@@ -201,7 +201,9 @@ def read_counts(paths: ShardPaths) -> ShardCounts:
                        Counter(reasons))
 
 
-def read_index_metadata(path: str) -> dict[bytes, bytes]:
+def read_footer(path: str) -> dict[bytes, bytes]:
+    """The key-value metadata in any of our parquet tables' footer (params hash, counts, model, ...), its
+    schema version checked; reads the footer only, not the rows."""
     with storage.open_read(path) as f:
         schema = pq.read_schema(f)
     check_version(schema, path)

@@ -27,7 +27,7 @@ from pipelines.shards import (
     SHARD_INDEX_PATTERN,
     ShardCounts,
     ShardPaths,
-    read_index_metadata,
+    read_footer,
     reject_row,
     write_table,
 )
@@ -120,7 +120,7 @@ def removed_keys(root: str, source: str, shard: int | None = None) -> set[str]:
 def raw_params_hash(root: str, source: str, shard: int) -> str:
     """What a raw shard is, as the stages after it see it: its ingest hash, and the keys ``clean`` removed
     from it (so a new clean redoes exactly the tables of the shards whose removals changed)."""
-    ingested = read_index_metadata(ShardPaths.of(root, INGEST, source, shard).index).get(PARAMS_KEY, b"").decode()
+    ingested = read_footer(ShardPaths.of(root, INGEST, source, shard).index).get(PARAMS_KEY, b"").decode()
     removed = removed_keys(root, source, shard)
     if not removed:
         return ingested
@@ -148,7 +148,7 @@ def sample_texts(row: dict) -> list[tuple[int, str]]:
 def is_done(paths: SidecarPaths, digest: str) -> bool:
     if not (storage.exists(paths.table) and storage.exists(paths.rejects)):
         return False
-    return read_index_metadata(paths.table).get(PARAMS_KEY, b"").decode() == digest
+    return read_footer(paths.table).get(PARAMS_KEY, b"").decode() == digest
 
 
 def write_sidecar(paths: SidecarPaths, stage: str, rows: list[dict], rejects: Iterable[Reject], schema: pa.Schema,
@@ -174,14 +174,15 @@ def write_sidecar(paths: SidecarPaths, stage: str, rows: list[dict], rejects: It
 def read_sidecar_counts(paths: SidecarPaths) -> ShardCounts:
     """From the committed files: the units the stage considered (images, texts, queries), those with rows,
     the rejects by reason, and the table's bytes."""
-    metadata = read_index_metadata(paths.table)
+    metadata = read_footer(paths.table)
     with storage.open_read(paths.rejects) as f:
         reasons = pq.read_table(f, columns=["reason"]).column("reason").to_pylist()
     return ShardCounts(int(metadata[RECORDS_IN_KEY]), int(metadata[UNITS_WRITTEN_KEY]), storage.size(paths.table),
                        Counter(reasons))
 
 
-def read_sidecar_rows(paths: SidecarPaths) -> int:
+def count_sidecar_rows(paths: SidecarPaths) -> int:
+    """The number of rows of a committed sidecar table, from its footer (no row is read)."""
     with storage.open_read(paths.table) as f:
         return pq.read_metadata(f).num_rows
 

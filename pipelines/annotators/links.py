@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import storage
-from pipelines.shards import read_index_metadata
+from pipelines.shards import read_footer
 from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
@@ -81,7 +81,7 @@ def _fingerprint(root: str, folder: str, sources: list[str]) -> str:
     digest = hashlib.sha256()
     for source in sources:
         for path in storage.glob(storage.join(root, folder, source, "[0-9]*.parquet")):
-            digest.update("/".join(path.rsplit("/", 2)[-2:]).encode() + read_index_metadata(path).get(PARAMS_KEY, b""))
+            digest.update("/".join(path.rsplit("/", 2)[-2:]).encode() + read_footer(path).get(PARAMS_KEY, b""))
     return digest.hexdigest()[:16]
 
 
@@ -181,7 +181,7 @@ class WeakPairs(ShardLinker):
 
     def _check_model(self, source: str, shard: int) -> None:
         path = SidecarPaths.of(self.root, "emb/tags", STAGE, source, shard).table
-        model = read_index_metadata(path).get(MODEL_KEY, b"").decode()
+        model = read_footer(path).get(MODEL_KEY, b"").decode()
         if self.models - {model}:
             raise ValueError(f"{path} was embedded with {model!r} but the indexes of {', '.join(self.weak.texts)} "
                              f"with {sorted(self.models)}: embed and index with one model")

@@ -18,7 +18,7 @@ from functools import partial
 
 from pipelines import storage
 from pipelines.runner import RunnerConfig
-from pipelines.shards import read_index_metadata
+from pipelines.shards import read_footer
 from pipelines.sidecar import REGION_LABELS, ShardInput, SidecarPaths, raw_shards, read_table_rows, sample_texts
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, has_modality, run_sidecar_stage
@@ -67,7 +67,7 @@ class EmbedAnnotator(ShardAnnotator):
         path = detect_table(root, source, shard)
         if self.space == "text" or not storage.exists(path):
             return ""
-        return read_index_metadata(path).get(PARAMS_KEY, b"").decode()
+        return read_footer(path).get(PARAMS_KEY, b"").decode()
 
     def annotate(self, shard: ShardInput) -> tuple[list[dict], list[Reject], int]:
         queries, rejects = (self._texts(shard) if self.space == "text" else self._tag_queries(shard))

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.shards import read_index_metadata
+from pipelines.shards import read_footer
 from pipelines.sidecar import removed_keys
 from schemas.config import CorpusConfig
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, check_version
@@ -48,7 +48,7 @@ class EmbPart:
 
     @classmethod
     def open(cls, path: str) -> EmbPart:
-        meta = read_index_metadata(path)
+        meta = read_footer(path)
         with storage.open_read(path) as f:
             count = pq.read_metadata(f).num_rows
         name = path.rsplit("/", 1)[-1].split(".")[0]

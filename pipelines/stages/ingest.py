@@ -30,7 +30,7 @@ from pipelines.shards import (
     has_failed_downloads,
     is_complete,
     read_counts,
-    read_index_metadata,
+    read_footer,
 )
 from pipelines.sources import Reader, SourceError, reader_for
 from pipelines.sources.common import InputFile
@@ -175,7 +175,7 @@ def _remove_stale_shards(root: str, name: str, hashes: tuple[str, ...]) -> None:
     for shard in _shard_ids(root, name):
         paths = ShardPaths.of(root, STAGE, name, shard)
         digest = hashes[shard] if shard < len(hashes) else None
-        if read_index_metadata(paths.index).get(PARAMS_KEY, b"").decode() != digest:
+        if read_footer(paths.index).get(PARAMS_KEY, b"").decode() != digest:
             log.warning("removing stale shard %s (written with other parameters)", paths.index)
             storage.delete([p for p in (*paths.all(), paths.urls) if storage.exists(p)])
 

@@ -30,7 +30,7 @@ from pipelines.manifest_io import update_manifest
 from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntry, check_tables
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import CountingWriter, ShardCounts, add_member, read_index_metadata, write_table
+from pipelines.shards import CountingWriter, ShardCounts, add_member, read_footer, write_table
 from pipelines.sidecar import params_hash, raw_params_hash, raw_shards, read_shard_input
 from schemas import layout
 from schemas import packed as contract
@@ -76,14 +76,14 @@ def paths(root: str, source: str, shard: int, task: str | None = None) -> str:
 
 
 def read_pack_counts(root: str, source: str, shard: int) -> dict:
-    return json.loads(read_index_metadata(paths(root, source, shard))[COUNTS_KEY])
+    return json.loads(read_footer(paths(root, source, shard))[COUNTS_KEY])
 
 
 def is_done(root: str, source: str, shard: int, digest: str) -> bool:
     path = paths(root, source, shard)
     if not storage.exists(path):
         return False
-    metadata = read_index_metadata(path)
+    metadata = read_footer(path)
     if metadata.get(PARAMS_KEY, b"").decode() != digest:
         return False
     tasks = json.loads(metadata[COUNTS_KEY])["tasks"]
@@ -173,7 +173,7 @@ def shard_digest(settings: PackSettings, source: str, shard: int, shared: dict) 
     the parses of the weak pairs' text sources). Raises ValueError naming a missing input table."""
     modalities = {row["modality"] for row in read_shard_input(settings.root, source, shard, ["modality"]).rows}
     inputs = {
-        path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_index_metadata(path).get(PARAMS_KEY, b"").decode()
+        path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_footer(path).get(PARAMS_KEY, b"").decode()
         for path in check_tables(settings, source, shard, modalities)
     }
     return params_hash({**settings.params(), "inputs": inputs, **shared}, raw_params_hash(settings.root, source, shard))

@@ -32,16 +32,16 @@ from pipelines.annotators.links import (
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import ShardCounts, read_index_metadata
+from pipelines.shards import ShardCounts, read_footer
 from pipelines.sidecar import (
     SidecarPaths,
+    count_sidecar_rows,
     is_done,
     params_hash,
     raw_params_hash,
     raw_shards,
     read_sidecar,
     read_sidecar_counts,
-    read_sidecar_rows,
     remove_temporaries,
     removed_keys,
     write_sidecar,
@@ -93,7 +93,7 @@ def _digest(linker: ShardLinker, params: dict, source: str, shard: int) -> str:
         path = SidecarPaths.of(linker.root, folder, STAGE, source, shard).table
         if not storage.exists(path):
             raise ValueError(f"retrieve {linker.tables[0].name}: no {path}; {linker.input_hint}")
-        inputs[folder] = read_index_metadata(path).get(PARAMS_KEY, b"").decode()
+        inputs[folder] = read_footer(path).get(PARAMS_KEY, b"").decode()
     return params_hash({**params, "inputs": inputs}, raw_params_hash(linker.root, source, shard))
 
 
@@ -128,7 +128,7 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
             counts, links = ShardCounts(), 0
             for _, shard, _ in shard_jobs:
                 paths = table.paths(root, source, shard)
-                counts, links = counts + read_sidecar_counts(paths), links + read_sidecar_rows(paths)
+                counts, links = counts + read_sidecar_counts(paths), links + count_sidecar_rows(paths)
             name = f"{table.name}/{source}"
             results.append(RetrieveResult(name, counts, len(shard_jobs), len(reused & set(shard_jobs)), seconds,
                                           links, len(removed_keys(root, source))))

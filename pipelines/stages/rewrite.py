@@ -28,7 +28,7 @@ import apache_beam as beam
 from pipelines import storage
 from pipelines.annotators.parse import Text, location, split_texts
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import read_index_metadata
+from pipelines.shards import read_footer
 from pipelines.sidecar import (
     ShardInput,
     SidecarPaths,
@@ -147,7 +147,7 @@ def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: l
         for source, shards in inputs.items():
             for shard in shards:
                 path = SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table
-                parses[f"{source}/{shard}"] = (read_index_metadata(path).get(PARAMS_KEY, b"").decode()
+                parses[f"{source}/{shard}"] = (read_footer(path).get(PARAMS_KEY, b"").decode()
                                                if storage.exists(path) else None)
     blob = json.dumps({"raw": inputs, "parse": parses, "max_chars": config.max_chars,
                        "stats": [s.name for s in stats]}, sort_keys=True)

@@ -19,7 +19,7 @@ from pipelines import storage
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import ShardCounts, read_index_metadata
+from pipelines.shards import ShardCounts, read_footer
 from pipelines.sidecar import (
     ShardInput,
     SidecarPaths,
@@ -158,7 +158,7 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     seconds = time.monotonic() - started
     per_shard = {s: read_sidecar_counts(paths[s]) for s in shards}
     counts = sum(per_shard.values(), ShardCounts())
-    extra = annotator.manifest_counts([read_index_metadata(paths[s].table) for s in shards])
+    extra = annotator.manifest_counts([read_footer(paths[s].table) for s in shards])
     removed = len(removed_keys(root, name))
     update_manifest(root, annotator.stage, {name: {
         "params": stage_params,

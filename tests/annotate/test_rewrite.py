@@ -280,7 +280,7 @@ def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):
     from pipelines.annotators.wordnet_filter import WordNetFilter
     from pipelines.manifest_io import read_manifest
     from pipelines.nltk_data import data_dir, wordnet
-    from pipelines.shards import read_index_metadata
+    from pipelines.shards import read_footer
     from pipelines.stages.rewrite import (
         REFUSED_KEY,
         example_text,
@@ -306,7 +306,7 @@ def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):
     for result in results:
         footers = []
         for shard in raw_shards(root, result.name):
-            footer = read_index_metadata(SidecarPaths.of(root, "ann/rewrite", "rewrite", result.name, shard).table)
+            footer = read_footer(SidecarPaths.of(root, "ann/rewrite", "rewrite", result.name, shard).table)
             footers.append(footer)
             good = {(key, index) for key, _, index, _ in shard_captions(root, MAX_CHARS, result.name, shard)}
             tally = Counter()
