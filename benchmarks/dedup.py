@@ -31,7 +31,7 @@ def brute_force(hashes: np.ndarray) -> set[tuple[int, int]]:
     for start in range(0, len(hashes), 256):
         block = hashes[start:start + 256, None] ^ hashes[None, :]
         distance = np.unpackbits(block.view(np.uint8), axis=-1).reshape(*block.shape, 64).sum(-1)
-        for i, j in zip(*np.nonzero(distance <= DISTANCE)):
+        for i, j in zip(*np.nonzero(distance <= DISTANCE), strict=True):
             if start + i < j:
                 pairs.add((start + int(i), int(j)))
     return pairs
@@ -50,7 +50,7 @@ def main() -> None:
     started = time.perf_counter()
     i, j, _ = hamming_pairs(hashes, DISTANCE)
     banded_s = time.perf_counter() - started
-    banded = set(zip(i.tolist(), j.tolist()))
+    banded = set(zip(i.tolist(), j.tolist(), strict=True))
     print(f"{args.pairs_n} hashes, distance <= {DISTANCE}: all-pairs {brute_s:.2f} s, banded {banded_s:.3f} s "
           f"({brute_s / banded_s:.0f}x), same {len(banded)} pairs: {banded == exact}")
 

@@ -45,7 +45,7 @@ def make_shard(root: str, images: int, seed: int = 0):
             tar.addfile(info, io.BytesIO(data))
             rows.append({"key": f"bench-{i:06d}", "modality": "image", "meta": {}})
     with tarfile.open(os.path.join(folder, "00000.tar")) as tar:
-        for row, member in zip(rows, tar.getmembers()):
+        for row, member in zip(rows, tar.getmembers(), strict=True):
             row["image_offset"], row["image_size"] = member.offset_data, member.size
     return ShardInput(root, "bench", 0, rows)
 

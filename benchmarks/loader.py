@@ -16,7 +16,6 @@ import statistics
 import tempfile
 import time
 
-
 from benchmarks.rounds import interleaved, median_rate
 from schemas import packed
 from tests.training.packed_fixture import REGION_CLASSES, Shape, write_task
@@ -72,7 +71,9 @@ def padding(cfg: DataConfig, task: str) -> tuple[float, float, float]:
     budget_batches = []
     for start in range(0, len(lengths), cfg.sort_buffer):
         chunk = lengths[start:start + cfg.sort_buffer]
-        budget_batches += [[start + i for i in b] for b in unit_budget_batches(chunk, cfg.unit_budget, cfg.max_batch_size)]
+        budget_batches += [
+            [start + i for i in b] for b in unit_budget_batches(chunk, cfg.unit_budget, cfg.max_batch_size)
+        ]
     size = round(len(lengths) / len(budget_batches))
     fixed = fixed_size_batches(len(lengths), size)
     return padding_fraction(lengths, budget_batches), padding_fraction(lengths, fixed), size

@@ -90,14 +90,16 @@ def bench_ot(problems: int) -> None:
         started = time.perf_counter()
         exact = [lp(c.double().numpy()) for c in cost]
         lp_s = (time.perf_counter() - started) / problems
-        excess = [(float(a) - e) / e for a, e in zip(approx, exact)]
-        line = (f"  {n:>3} x {m:<3} IPOT {ipot_s * 1e3:7.3f} ms/problem (batched)  linprog {lp_s * 1e3:7.2f} ms/problem  "
-                f"IPOT excess over exact: median {statistics.median(excess):.2%}, max {max(excess):.2%}")
+        excess = [(float(a) - e) / e for a, e in zip(approx, exact, strict=True)]
+        line = (
+            f"  {n:>3} x {m:<3} IPOT {ipot_s * 1e3:7.3f} ms/problem (batched)  linprog {lp_s * 1e3:7.2f} ms/problem  "
+            f"IPOT excess over exact: median {statistics.median(excess):.2%}, max {max(excess):.2%}"
+        )
         if n == m:
             started = time.perf_counter()
             assignment = [float(c[linear_sum_assignment(c.numpy())].sum()) / n for c in cost]
             lsa_s = (time.perf_counter() - started) / problems
-            gap = max(abs(a - e) for a, e in zip(assignment, exact))
+            gap = max(abs(a - e) for a, e in zip(assignment, exact, strict=True))
             line += f"  linear_sum_assignment {lsa_s * 1e3:.3f} ms/problem (max |diff| to linprog {gap:.1e})"
         print(line)
 

@@ -41,8 +41,8 @@ def build_corpus(root: str, shards: int, images: int, regions: int, dim: int, se
     from pipelines.shards import ShardPaths, write_shard
     from pipelines.sidecar import SidecarPaths, params_hash, raw_params_hash, read_shard_input, write_sidecar
     from schemas.config import CorpusConfig, ImageConfig, ImageFolderConfig
-    from schemas.stages import PackConfig
     from schemas.records import Candidate
+    from schemas.stages import PackConfig
     from schemas.tables import ANN_DETECT, ANN_PARSE
 
     rng = np.random.default_rng(seed)
@@ -91,7 +91,9 @@ def plain_loop(root: str, shards: int, out: str) -> int:
     done = 0
     for shard in range(shards):
         index = pq.read_table(f"{root}/raw/{SOURCE}/{shard:05d}.parquet").to_pylist()
-        detect = {row["key"]: row for row in pq.read_table(f"{root}/ann/detect/{SOURCE}/{shard:05d}.parquet").to_pylist()}
+        detect = {
+            row["key"]: row for row in pq.read_table(f"{root}/ann/detect/{SOURCE}/{shard:05d}.parquet").to_pylist()
+        }
         parse = {(row["key"], row["text_index"]): row
                  for row in pq.read_table(f"{root}/ann/parse/{SOURCE}/{shard:05d}.parquet").to_pylist()}
         with open(f"{root}/raw/{SOURCE}/{shard:05d}.tar", "rb") as tar_in, \
@@ -170,7 +172,8 @@ def main() -> None:
     print(f"{args.shards} shards x {args.images} images x 5 captions, {args.regions} regions x {args.dim}-d, "
           f"{args.repeat} interleaved rounds (median samples/s)")
     for name, result in rounds.items():
-        print(f"{name:<10} {result[0][0]:>7} samples  {median_rate(result):>8.0f}/s  {median_rate(result) / base:.2f}x plain")
+        rate = median_rate(result)
+        print(f"{name:<10} {result[0][0]:>7} samples  {rate:>8.0f}/s  {rate / base:.2f}x plain")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,9 @@ def main() -> None:
     texts = make_texts(args.texts)
     parse = ParseConfig(model=args.model)
     config = ingest_texts(args.work, texts, args.shards, parse)
-    shards = [read_shard_input(config.output, SOURCE, s, ParseAnnotator.columns) for s in raw_shards(config.output, SOURCE)]
+    shards = [
+        read_shard_input(config.output, SOURCE, s, ParseAnnotator.columns) for s in raw_shards(config.output, SOURCE)
+    ]
     nlp = load_pipeline(args.model)
     annotator = ParseAnnotator(parse)
     annotator.setup()

@@ -53,14 +53,16 @@ class BruteForce:
             for row in scores:
                 best = np.argpartition(-row, min(top, len(row) - 1))[:top]
                 best = best[row[best] > 0]
-                out.append(sorted(zip(best.tolist(), row[best].tolist()), key=lambda hit: (-hit[1], hit[0])))
+                out.append(
+                    sorted(zip(best.tolist(), row[best].tolist(), strict=True), key=lambda hit: (-hit[1], hit[0]))
+                )
         return out
 
 
 def same_scores(a, b) -> bool:
     """Equal top lists up to the order of equal scores."""
     return all(len(x) == len(y) and np.allclose([s for _, s in x], [s for _, s in y], atol=1e-9)
-               for x, y in zip(a, b))
+               for x, y in zip(a, b, strict=True))
 
 
 def workload(name: str, documents: list[list[str]], queries: list[list[str]], top: int, repeat: int) -> dict:

@@ -6,10 +6,12 @@ import os
 import shutil
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
-def interleaved(contenders: dict[str, Callable[[str], int]], repeat: int, work: str) -> dict[str, list[tuple[int, float]]]:
+def interleaved(
+    contenders: dict[str, Callable[[str], int]], repeat: int, work: str
+) -> dict[str, list[tuple[int, float]]]:
     """``contender(out_dir) -> items done``; returns per contender its (items, items/s) of each round."""
     results: dict[str, list[tuple[int, float]]] = {name: [] for name in contenders}
     for _ in range(repeat):

@@ -15,8 +15,8 @@ import glob
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 GOLD = Path(__file__).resolve().parents[1] / "tests" / "data" / "sentences_gold.txt"
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"  # ../shared/papers of the checkout

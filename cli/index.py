@@ -22,8 +22,6 @@ def _run(args, beam_args) -> int:
     from pipelines.summary import format_json
     from schemas.config import load_config
 
-    if beam_args:
-        raise ValueError(f"unknown arguments: {' '.join(beam_args)}")
     results = run_index(load_config(args.config), args.space or None, args.source or None,
                         overwrite=args.overwrite, show_progress=not args.quiet)
     print(format_json("index", results) if args.json else format_index_summary(results))

@@ -30,7 +30,9 @@ def _question_arguments(parser: argparse.ArgumentParser, interactive_line: bool 
     parser.add_argument("--related", choices=("images", "texts"),
                         help="with --key: its related images or texts (links/related-*) instead of a search")
     parser.add_argument("-k", default="5", help="results to show (1..retrieval.serve.max_k; default 5)")
-    parser.add_argument("--index", default="text", help="space or space/source: text, tags, text/cc, ... (default text)")
+    parser.add_argument(
+        "--index", default="text", help="space or space/source: text, tags, text/cc, ... (default text)"
+    )
     parser.add_argument("--json", action="store_true", help="JSON instead of a table")
 
 

@@ -30,12 +30,12 @@ EMBED = Stage("embed", "pipelines.stages.embed:run_embed",
               "sentence-transformers vectors of texts (emb/text) and image tag queries (emb/tags)")
 
 
-def register_annotators(subparsers) -> None:
-    for stage in ANNOTATORS:
-        _register(subparsers, stage)
-
-
 def register(subparsers) -> None:
+    """``annotate detect|parse|rewrite`` and ``embed``."""
+    annotate = subparsers.add_parser("annotate", help="sidecar annotations of ingested shards under ann/")
+    annotators = annotate.add_subparsers(dest="annotator", required=True)
+    for stage in ANNOTATORS:
+        _register(annotators, stage)
     _register(subparsers, EMBED)
 
 

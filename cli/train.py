@@ -20,8 +20,6 @@ def register(subparsers) -> None:
 
 
 def _run(args, extra) -> int:
-    if extra:
-        raise ValueError(f"unknown arguments: {' '.join(extra)}")
     from training.config import load_train_config
 
     config = load_train_config(args.config, tiny=args.tiny, overrides=args.overrides)  # fails before any step

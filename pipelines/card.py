@@ -21,29 +21,29 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.shards import SHARD_INDEX_PATTERN
 
 CARD = "README.md"
 
 
 def _indexes(root: str, source: str) -> list[str]:
-    return fsio.glob(fsio.join(root, "raw", source, SHARD_INDEX_PATTERN))
+    return storage.glob(storage.join(root, "raw", source, SHARD_INDEX_PATTERN))
 
 
 def shard_sizes(root: str, source: str) -> dict[str, int]:
     """``NNNNN.tar`` -> samples in it, from the index footers (rows = samples of the tar)."""
     sizes = {}
     for path in _indexes(root, source):
-        with fsio.open_read(path) as f:
+        with storage.open_read(path) as f:
             sizes[f"{path.rsplit('/', 1)[-1].split('.')[0]}.tar"] = pq.read_metadata(f).num_rows
     return dict(sorted(sizes.items()))
 
 
 def write_sizes(root: str, source: str) -> str:
-    path = fsio.join(root, "raw", source, "sizes.json")
-    fsio.write_bytes(path + ".tmp", (json.dumps(shard_sizes(root, source), indent=1) + "\n").encode())
-    fsio.rename(path + ".tmp", path)
+    path = storage.join(root, "raw", source, "sizes.json")
+    storage.write_bytes(path + ".tmp", (json.dumps(shard_sizes(root, source), indent=1) + "\n").encode())
+    storage.rename(path + ".tmp", path)
     return path
 
 
@@ -51,7 +51,7 @@ def json_shape(root: str, source: str) -> tuple[pa.DataType, list[str]]:
     """(the Arrow type of the source's ``json`` members over all samples, the image member extensions used)."""
     documents, formats = [], set()
     for path in _indexes(root, source):
-        with fsio.open_read(path) as f:
+        with storage.open_read(path) as f:
             table = pq.read_table(f, columns=["json", "image_format"])
         documents += [json.loads(text) for text in table.column("json").to_pylist()]
         formats |= {fmt for fmt in table.column("image_format").to_pylist() if fmt}
@@ -111,7 +111,7 @@ def card_text(root: str, sources: list[str]) -> str:
 
 def _has_text(root: str, source: str) -> bool:
     for path in _indexes(root, source):
-        with fsio.open_read(path) as f:
+        with storage.open_read(path) as f:
             column = pq.read_table(f, columns=["text"]).column("text")
         if column.null_count < len(column):
             return True
@@ -121,7 +121,7 @@ def _has_text(root: str, source: str) -> bool:
 def write_card(root: str, sources: list[str]) -> str:
     """The card at the corpus root, for the ``sources`` that have shards (in config order)."""
     present = [source for source in sources if _indexes(root, source)]
-    path = fsio.join(root, CARD)
-    fsio.write_bytes(path + ".tmp", card_text(root, present).encode("utf-8"))
-    fsio.rename(path + ".tmp", path)
+    path = storage.join(root, CARD)
+    storage.write_bytes(path + ".tmp", card_text(root, present).encode("utf-8"))
+    storage.rename(path + ".tmp", path)
     return path

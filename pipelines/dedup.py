@@ -102,7 +102,7 @@ def hamming_pairs(
     if not found:
         empty = np.zeros(0, np.int64)
         return empty, empty.copy(), empty.copy()
-    i, j, dist = (np.concatenate(parts) for parts in zip(*found))
+    i, j, dist = (np.concatenate(parts) for parts in zip(*found, strict=True))
     i, j = np.minimum(i, j), np.maximum(i, j)  # i on side a, j on side b (a comes first in values)
     order = np.lexsort((j, i))
     i, j, dist = i[order], j[order], dist[order]
@@ -138,7 +138,7 @@ def _search(h, side, idx, free: int, d: int, depth: int, exclude: tuple[int, ...
         sizes = np.diff(np.r_[starts, len(values)])
         small = (sizes >= 2) & (sizes <= LEAF_SIZE)
         _compare_groups(h, side, members, starts[small], sizes[small], d, exclude, found)
-        for start, size in zip(starts[sizes > LEAF_SIZE], sizes[sizes > LEAF_SIZE]):
+        for start, size in zip(starts[sizes > LEAF_SIZE], sizes[sizes > LEAF_SIZE], strict=True):
             _search(h, side, members[start : start + size], free & ~mask, d, depth + 1, exclude, found)
         exclude = (*exclude, mask)
 
@@ -220,7 +220,7 @@ def _link_equal(codes: np.ndarray, members: np.ndarray, uf: _UnionFind) -> None:
         return
     _, first, inverse, counts = np.unique(codes, return_index=True, return_inverse=True, return_counts=True)
     repeated = counts[inverse] > 1
-    for item, rep in zip(members[repeated].tolist(), members[first[inverse[repeated]]].tolist()):
+    for item, rep in zip(members[repeated].tolist(), members[first[inverse[repeated]]].tolist(), strict=True):
         uf.union(item, rep)
 
 
@@ -266,14 +266,14 @@ def find_duplicates(items: Iterable[Item], max_distance: int = 4) -> list[Duplic
     _link_equal(hash_values, hashed, uf)  # equal pHash: distance 0
     distinct, first = np.unique(hash_values, return_index=True)
     i, j, _ = hamming_pairs(distinct, max_distance)
-    for x, y in zip(hashed[first[i]].tolist(), hashed[first[j]].tolist()):
+    for x, y in zip(hashed[first[i]].tolist(), hashed[first[j]].tolist(), strict=True):
         uf.union(x, y)
 
     clusters: dict[int, list[int]] = {}
     for x in list(uf.parent):
         clusters.setdefault(uf.find(x), []).append(x)
-    sha_of = dict(zip(image_items, shas))
-    phash_of = dict(zip(hashed_items, phashes))
+    sha_of = dict(zip(image_items, shas, strict=True))
+    phash_of = dict(zip(hashed_items, phashes, strict=True))
     text_set = set(text_items)
     duplicates = []
     for members in clusters.values():

@@ -12,8 +12,8 @@ import os
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 from pipelines.runner import RunnerConfig
 
@@ -201,11 +201,11 @@ def url_statuses(root: str, source: str) -> dict[str, int]:
     """status -> number of URLs, over the source's download status tables."""
     import pyarrow.parquet as pq
 
-    from pipelines import io as fsio
+    from pipelines import storage
 
     counts: dict[str, int] = {}
-    for path in fsio.glob(fsio.join(root, "urls", source, "*.parquet")):
-        with fsio.open_read(path) as f:
+    for path in storage.glob(storage.join(root, "urls", source, "*.parquet")):
+        with storage.open_read(path) as f:
             for status in pq.read_table(f, columns=["status"]).column("status").to_pylist():
                 counts[status] = counts.get(status, 0) + 1
     return counts

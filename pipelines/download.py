@@ -21,12 +21,11 @@ Every URL ends in exactly one ``Fetched``, never an exception: ``ok`` with the b
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from schemas.config import DownloadConfig
@@ -226,7 +225,7 @@ def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
                 raise _Failure("too_large", f"body over max_bytes {config.max_bytes}", len(body))
     except _Failure:
         raise
-    except (ReadTimeoutError, socket.timeout) as e:
+    except (TimeoutError, ReadTimeoutError) as e:
         raise _Failure("timeout", _late(config, body), len(body), retry=True) from e  # it was set to the time left
     except Exception as e:  # IncompleteRead, ProtocolError, a reset, a broken chunk or gzip stream
         raise _Failure("truncated", f"{type(e).__name__} after {len(body)} bytes: {_short(e)}", len(body),

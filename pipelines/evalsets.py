@@ -393,11 +393,11 @@ def _match_phashes(hashed, hash_values, sets, refs_seen, max_distance: int, foun
     distinct, inverse = np.unique(hash_values, return_inverse=True)
     i, j, dist = hamming_pairs(distinct, max_distance, eval_values)
     best: dict[int, dict[int, int]] = {}  # distinct sample value -> eval set -> smallest distance
-    for u, v, d in zip(i.tolist(), j.tolist(), dist.tolist()):
+    for u, v, d in zip(i.tolist(), j.tolist(), dist.tolist(), strict=True):
         nearest = best.setdefault(u, {})
         for e in members[int(eval_values[v])]:
             nearest[e] = min(d, nearest.get(e, d))
-    for n, u in zip(hashed.tolist(), inverse.tolist()):
+    for n, u in zip(hashed.tolist(), inverse.tolist(), strict=True):
         for e, d in best.get(u, {}).items():
             if (n, e) not in found:
                 key, source = refs_seen[n]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines import io as fsio
+from pipelines import storage
 from schemas.manifest import MANIFEST_NAME, dump_manifest, empty_manifest, parse_manifest, with_entry
 
 
 def read_manifest(root: str) -> dict[str, Any]:
-    path = fsio.join(root, MANIFEST_NAME)
-    return parse_manifest(fsio.read_bytes(path).decode(), path) if fsio.exists(path) else empty_manifest()
+    path = storage.join(root, MANIFEST_NAME)
+    return parse_manifest(storage.read_bytes(path).decode(), path) if storage.exists(path) else empty_manifest()
 
 
 def update_manifest(root: str, stage: str, entries: dict[str, dict[str, Any]]) -> None:
@@ -18,6 +18,6 @@ def update_manifest(root: str, stage: str, entries: dict[str, dict[str, Any]]) -
     manifest = read_manifest(root)
     for name, entry in entries.items():
         manifest = with_entry(manifest, stage, name, entry)
-    path = fsio.join(root, MANIFEST_NAME)
-    fsio.write_bytes(path + ".tmp", dump_manifest(manifest).encode())
-    fsio.rename(path + ".tmp", path)
+    path = storage.join(root, MANIFEST_NAME)
+    storage.write_bytes(path + ".tmp", dump_manifest(manifest).encode())
+    storage.rename(path + ".tmp", path)

@@ -19,13 +19,13 @@ import hashlib
 import io
 import json
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from pipelines import io as fsio
-from pipelines.sidecar import SidecarPaths, ShardInput, raw_shards, read_shard_input, read_table_rows, sample_texts
+from pipelines import storage
+from pipelines.sidecar import ShardInput, SidecarPaths, raw_shards, read_shard_input, read_table_rows, sample_texts
 from schemas import layout
 from schemas import packed as contract
 from schemas.keys import shard_of
@@ -68,8 +68,12 @@ class PackSettings:
     sources: tuple[str, ...] = ()  # every source of the config: removed keys and shard counts of all of them
 
     def params(self) -> dict:
-        return {"tasks": list(self.tasks), "cmcl": vars(self.cmcl),
-                "weak": [[w.name, list(w.images), list(w.texts), w.regions] for w in self.weak], "contract": contract.__name__}
+        return {
+            "tasks": list(self.tasks),
+            "cmcl": vars(self.cmcl),
+            "weak": [[w.name, list(w.images), list(w.texts), w.regions] for w in self.weak],
+            "contract": contract.__name__,
+        }
 
 
 @dataclass
@@ -456,7 +460,7 @@ class _ShardView:
         out = TaskShard()
         units = self._pair_units(task, out)
         donors = derangement([(u[0]["key"], u[1]) for u in units], percent)
-        for unit, donor in zip(units, donors):
+        for unit, donor in zip(units, donors, strict=True):
             row, index, text, image, regions, arrays, phrases = unit
             if donor is None:
                 out.rejects.append(Reject(self.source, self._location(PARSE), Reason.NO_OTHER_TEXT,
@@ -529,14 +533,14 @@ def read_detect_rows(path: str) -> list[dict]:
 
     from schemas.tables import check_version
 
-    if not fsio.exists(path):
+    if not storage.exists(path):
         raise ValueError(f"no {path}; {hint('ann/detect')} first")
-    with fsio.open_read(path) as f:
+    with storage.open_read(path) as f:
         table = pq.ParquetFile(f).read()
     check_version(table.schema, path)
     regions = table.column("regions").combine_chunks()
     starts = regions.offsets.to_numpy()
-    children = dict(zip([f.name for f in regions.type.value_type], regions.values.flatten()))
+    children = dict(zip([f.name for f in regions.type.value_type], regions.values.flatten(), strict=True))
     plain = {name: children[name].to_pylist() for name in ("box", "label", "score", "origin")}
     arrays = {name: _list_arrays(children[name]) for name in ("feature", "class_probs")}
     rows = table.drop_columns(["regions"]).to_pylist()
@@ -649,7 +653,7 @@ def check_tables(settings: PackSettings, source: str, shard: int, modalities: se
     paths = []
     for folder in folders:
         path = SidecarPaths.of(settings.root, folder, STAGE, source, shard).table
-        if not fsio.exists(path):
+        if not storage.exists(path):
             tasks = [t for t in settings.tasks if folder in task_tables(settings, t, source, modalities)]
             raise ValueError(f"pack {', '.join(tasks)}: no {path}; {hint(folder)} first, or leave the task out "
                              f"(pack.tasks) or the source out (pack.sources)")

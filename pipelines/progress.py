@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from pipelines import io as fsio
+from pipelines import storage
 
 
 def committed_units(path: str) -> int:
@@ -21,7 +21,7 @@ def committed_units(path: str) -> int:
 
     from schemas.tables import RECORDS_IN_KEY
 
-    with fsio.open_read(path) as f:
+    with storage.open_read(path) as f:
         metadata = pq.read_metadata(f)
     records_in = (metadata.metadata or {}).get(RECORDS_IN_KEY)
     return int(records_in) if records_in is not None else metadata.num_rows
@@ -44,7 +44,7 @@ class ShardProgress:
 
     def __enter__(self) -> ShardProgress:
         if self.enabled:
-            self._before = {path: (size, mtime) for path, size, mtime in fsio.listing(self.pattern)}
+            self._before = {path: (size, mtime) for path, size, mtime in storage.listing(self.pattern)}
             self._thread.start()
         return self
 
@@ -55,7 +55,7 @@ class ShardProgress:
 
     def written(self) -> list[str]:
         """Files written since the start: absent then, or with another size or mtime now."""
-        return [path for path, size, mtime in fsio.listing(self.pattern) if self._before.get(path) != (size, mtime)]
+        return [path for path, size, mtime in storage.listing(self.pattern) if self._before.get(path) != (size, mtime)]
 
     def _watch(self) -> None:
         from tqdm import tqdm

@@ -19,12 +19,12 @@ import io
 import json
 import math
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import islice
 
 import pyarrow.parquet as pq
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.manifest_io import read_manifest
 from pipelines.sidecar import REGION_LABELS, ShardInput, read_shard_input, read_sidecar, sample_texts
 from schemas.config import CorpusConfig
@@ -85,7 +85,7 @@ def build_report(config: CorpusConfig, made: datetime | None = None) -> str:
     tags = tag_counts(config)
     rejects = reject_counts(config)
     indexes = index_builds(config.output)
-    sections = [_headline(manifest, tags, rejects, indexes, made or datetime.now(timezone.utc)),
+    sections = [_headline(manifest, tags, rejects, indexes, made or datetime.now(UTC)),
                 _stages_section(manifest), _rejects_section(rejects), _index_section(indexes),
                 _tags_section(tags), _boxes_section(config, images), _histograms_section(config),
                 _rewrites_section(config)]
@@ -105,9 +105,9 @@ def build_report(config: CorpusConfig, made: datetime | None = None) -> str:
 
 
 def write_report(config: CorpusConfig) -> str:
-    path = fsio.join(config.output, "report", "index.html")
-    fsio.write_bytes(path + ".tmp", build_report(config).encode("utf-8"))
-    fsio.rename(path + ".tmp", path)
+    path = storage.join(config.output, "report", "index.html")
+    storage.write_bytes(path + ".tmp", build_report(config).encode("utf-8"))
+    storage.rename(path + ".tmp", path)
     return path
 
 
@@ -134,9 +134,9 @@ def headline_totals(manifest: dict, tags: dict[str, Counter], rejects: Counter, 
 def reject_counts(config: CorpusConfig) -> Counter:
     """(stage, source, reason) -> rows in ``rejects/``."""
     counts: Counter = Counter()
-    for path in fsio.glob(fsio.join(config.output, "rejects", "*", "*", "*.parquet")):
+    for path in storage.glob(storage.join(config.output, "rejects", "*", "*", "*.parquet")):
         stage, source = path.rsplit("/", 3)[-3:-1]
-        with fsio.open_read(path) as f:
+        with storage.open_read(path) as f:
             for reason in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
                 counts[(stage, source, reason)] += 1
     return counts
@@ -145,9 +145,9 @@ def reject_counts(config: CorpusConfig) -> Counter:
 def index_builds(root: str) -> list[dict]:
     """The ``build.json`` of every index under ``index/<space>/<source>/``, with its ``name``."""
     out = []
-    for path in sorted(fsio.glob(fsio.join(root, "index", "*", "*", "build.json"))):
+    for path in sorted(storage.glob(storage.join(root, "index", "*", "*", "build.json"))):
         space, source = path.rsplit("/", 3)[-3:-1]
-        out.append({"name": f"{space}/{source}", **json.loads(fsio.read_bytes(path))})
+        out.append({"name": f"{space}/{source}", **json.loads(storage.read_bytes(path))})
     return out
 
 
@@ -304,7 +304,7 @@ def _boxes_section(config: CorpusConfig, images: _Images) -> str:
         uri, width, height = picture
         shapes = []
         for region in row["regions"][:10]:
-            x1, y1, x2, y2 = (v * s for v, s in zip(region["box"], (width, height, width, height)))
+            x1, y1, x2, y2 = (v * s for v, s in zip(region["box"], (width, height, width, height), strict=True))
             shapes.append(f"<g class='{region['origin']}'><rect x='{x1:.1f}' y='{y1:.1f}' width='{x2 - x1:.1f}' "
                           f"height='{y2 - y1:.1f}'/><text x='{x1 + 2:.1f}' y='{y1 + 11:.1f}'>"
                           f"{html.escape(region['label'])} {region['score']:.2f}</text></g>")
@@ -327,8 +327,12 @@ def _histograms_section(config: CorpusConfig) -> str:
         counts, low, high = histogram(values)
         tallest = max(counts)
         width, height, step = 300, 90, 300 / len(counts)
-        bars = "".join(f"<rect x='{i * step:.1f}' y='{height - height * n / tallest:.1f}' width='{step - 1:.1f}' "
-                       f"height='{height * n / tallest:.1f}'><title>{n}</title></rect>" for i, n in enumerate(counts) if n)
+        bars = "".join(
+            f"<rect x='{i * step:.1f}' y='{height - height * n / tallest:.1f}' width='{step - 1:.1f}' "
+            f"height='{height * n / tallest:.1f}'><title>{n}</title></rect>"
+            for i, n in enumerate(counts)
+            if n
+        )
         cards.append(f"<div class='card hist'><h3>{html.escape(title)}</h3><svg width='{width}' height='{height}'>"
                      f"{bars}</svg><div class='axis'><span>{low:.1f}</span><span>{len(values):,} scores</span>"
                      f"<span>{high:.1f}</span></div></div>")
@@ -378,10 +382,12 @@ def _extremes_section(config: CorpusConfig, images: _Images, name: str, title: s
         items = []
         for row in rows:
             thumb = images.thumbnail(row["query_source"], row["query_key"])
-            items.append(f"<div class='pair'>{f'<img src={thumb!r}>' if thumb else ''}<div>"
-                         f"<span class='score'>{row['score']:.3f}</span> <div class='key'>{html.escape(row['query_key'])}"
-                         f"</div><div class='tags'>tags: {html.escape(queries.get(row['query_key'], ''))}</div>"
-                         f"<div>{html.escape(row['text'] or '')}</div></div></div>")
+            items.append(
+                f"<div class='pair'>{f'<img src={thumb!r}>' if thumb else ''}<div>"
+                f"<span class='score'>{row['score']:.3f}</span> <div class='key'>{html.escape(row['query_key'])}"
+                f"</div><div class='tags'>tags: {html.escape(queries.get(row['query_key'], ''))}</div>"
+                f"<div>{html.escape(row['text'] or '')}</div></div></div>"
+            )
         return f"<div class='column'><h3>{label}</h3>{''.join(items)}</div>"
 
     return (f"<h2>Strongest and weakest weak pairs {html.escape(name)}</h2><p class='muted'>{html.escape(title)}: "
@@ -405,7 +411,8 @@ def _links_section(config: CorpusConfig, images: _Images, name: str, title: str,
         if len(by_query) >= EXAMPLES:
             break
     if not by_query:
-        return f"<h2>{html.escape(title)}</h2><p class='muted'>no links/{html.escape(name)}: run <code>unicorpus retrieve</code></p>"
+        return (f"<h2>{html.escape(title)}</h2><p class='muted'>no links/{html.escape(name)}: "
+                "run <code>unicorpus retrieve</code></p>")
     cards = []
     for (source, key), results in sorted(by_query.items())[:EXAMPLES]:
         thumb = images.thumbnail(source, key)
@@ -432,7 +439,8 @@ body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h2{margin-top:32px;border-bottom:1px solid #ddd}h3{margin:0 0 6px}
 table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
 td.n,.n{text-align:right;color:#555}.muted{color:#777}
-.tiles{display:flex;flex-wrap:wrap;gap:12px}.tile{border:1px solid #ddd;border-radius:6px;padding:10px 16px;min-width:110px}
+.tiles{display:flex;flex-wrap:wrap;gap:12px}\
+.tile{border:1px solid #ddd;border-radius:6px;padding:10px 16px;min-width:110px}
 .big{font-size:24px;font-weight:600}
 .cards{display:flex;flex-wrap:wrap;gap:12px}
 .card{border:1px solid #ddd;border-radius:6px;padding:10px;width:340px;box-sizing:border-box;overflow:hidden}
@@ -447,7 +455,8 @@ td.n,.n{text-align:right;color:#555}.muted{color:#777}
 .fill{height:12px;flex:none}.annotation{background:#4a8}.detector{background:#e94}
 .swatch{display:inline-block;width:12px;height:12px;vertical-align:middle}
 svg rect{fill:#48c}svg g rect{fill:none;stroke-width:2}svg g.detector rect{stroke:#e94}
-svg g.annotation rect{stroke:#4a8}svg text{font:11px sans-serif;fill:#fff;paint-order:stroke;stroke:#000;stroke-width:3px}
+svg g.annotation rect{stroke:#4a8}\
+svg text{font:11px sans-serif;fill:#fff;paint-order:stroke;stroke:#000;stroke-width:3px}
 .hist .axis{display:flex;justify-content:space-between;font:11px monospace;color:#777;width:300px}
 .method{margin:6px 0}.method ul{margin:2px 0;padding-left:18px}.negative b{color:#b44}.positive b{color:#2a7}
 .sides{display:flex;gap:16px;flex-wrap:wrap}.column{flex:1 1 420px;min-width:0}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.shards import ShardPaths, has_failed_downloads, is_complete, iter_samples, load_reusable, write_shard
 from schemas.config import DownloadConfig, ImageConfig
 from schemas.keys import shard_of
@@ -78,7 +78,7 @@ class ReadShards(beam.PTransform):
         return (
             pipeline
             | "Pattern" >> beam.Create([self.pattern])
-            | "Match" >> beam.FlatMap(fsio.glob)
+            | "Match" >> beam.FlatMap(storage.glob)
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.FlatMap(lambda path: (s for s in iter_samples(path) if s["__key__"] not in exclude))
         )

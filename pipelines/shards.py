@@ -18,13 +18,14 @@ import json
 import tarfile
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.images import ImageError, ImageTooLarge, process_image
 from pipelines.sources.common import surrogate_field
 from schemas.config import DownloadConfig, ImageConfig
@@ -47,10 +48,10 @@ class ShardPaths:
     def of(cls, root: str, stage: str, source: str, shard: int) -> ShardPaths:
         name = shard_name(shard)
         return cls(
-            tar=fsio.join(root, "raw", source, f"{name}.tar"),
-            index=fsio.join(root, "raw", source, f"{name}.parquet"),
-            rejects=fsio.join(root, "rejects", stage, source, f"{name}.parquet"),
-            urls=fsio.join(root, "urls", source, f"{name}.parquet"),
+            tar=storage.join(root, "raw", source, f"{name}.tar"),
+            index=storage.join(root, "raw", source, f"{name}.parquet"),
+            rejects=storage.join(root, "rejects", stage, source, f"{name}.parquet"),
+            urls=storage.join(root, "urls", source, f"{name}.parquet"),
         )
 
     def all(self) -> tuple[str, str, str]:
@@ -102,7 +103,7 @@ def write_shard(
     rows, statuses = [], []
     tmp = {path: f"{path}.tmp-{uuid.uuid4().hex}" for path in paths.all() + (paths.urls,)}
     try:
-        with fsio.create(tmp[paths.tar]) as out, tarfile.open(
+        with storage.create(tmp[paths.tar]) as out, tarfile.open(
             fileobj=CountingWriter(out), mode="w", format=tarfile.GNU_FORMAT
         ) as tar:
             for candidate in candidates:
@@ -126,10 +127,10 @@ def write_shard(
         write_table(tmp[paths.index], rows, SHARD_INDEX,
                     {PARAMS_KEY: params_hash.encode(), RECORDS_IN_KEY: str(len(records)).encode()})
     except BaseException:  # a failed shard leaves nothing that looks like output
-        fsio.delete([path for path in tmp.values() if fsio.exists(path)])
+        storage.delete([path for path in tmp.values() if storage.exists(path)])
         raise
     for path in ((paths.urls,) if statuses else ()) + paths.all():
-        fsio.rename(tmp[path], path)
+        storage.rename(tmp[path], path)
     return ShardCounts(len(records), len(rows), sum(r["sample_bytes"] for r in rows),
                        Counter(r["reason"] for r in reject_rows))
 
@@ -183,25 +184,27 @@ def _prepare(candidate: Candidate, config: ImageConfig, fetched) -> tuple[_Sampl
 
 def is_complete(paths: ShardPaths, params_hash: str) -> bool:
     """Done by an earlier run with the same parameters: index committed with our hash, tar beside it."""
-    if not (fsio.exists(paths.index) and fsio.exists(paths.tar) and fsio.exists(paths.rejects)):
+    if not (storage.exists(paths.index) and storage.exists(paths.tar) and storage.exists(paths.rejects)):
         return False
-    return read_index_metadata(paths.index).get(PARAMS_KEY, b"").decode() == params_hash
+    return read_footer(paths.index).get(PARAMS_KEY, b"").decode() == params_hash
 
 
 def read_counts(paths: ShardPaths) -> ShardCounts:
     """The counts of a finished shard, from its files alone (runner-independent summaries)."""
-    with fsio.open_read(paths.index) as f:
+    with storage.open_read(paths.index) as f:
         index = pq.read_table(f, columns=["sample_bytes"])
     check_version(index.schema, paths.index)
-    with fsio.open_read(paths.rejects) as f:
+    with storage.open_read(paths.rejects) as f:
         reasons = pq.read_table(f, columns=["reason"]).column("reason").to_pylist()
     records_in = int(index.schema.metadata[RECORDS_IN_KEY])
     return ShardCounts(records_in, index.num_rows, sum(index.column("sample_bytes").to_pylist()),
                        Counter(reasons))
 
 
-def read_index_metadata(path: str) -> dict[bytes, bytes]:
-    with fsio.open_read(path) as f:
+def read_footer(path: str) -> dict[bytes, bytes]:
+    """The key-value metadata in any of our parquet tables' footer (params hash, counts, model, ...), its
+    schema version checked; reads the footer only, not the rows."""
+    with storage.open_read(path) as f:
         schema = pq.read_schema(f)
     check_version(schema, path)
     return dict(schema.metadata)
@@ -210,7 +213,7 @@ def read_index_metadata(path: str) -> dict[bytes, bytes]:
 def iter_samples(tar_path: str) -> Iterator[dict]:
     """Samples of one shard as WebDataset does: ``__key__`` plus one entry per member extension."""
     sample: dict = {}
-    with fsio.open_read(tar_path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+    with storage.open_read(tar_path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
         for member in tar:
             key, _, extension = member.name.partition(".")
             if sample and sample["__key__"] != key:
@@ -247,7 +250,7 @@ def _encode_sample(candidate: Candidate, config: ImageConfig, data: bytes | None
     if candidate.modality.value != "text":
         if data is None:
             try:
-                data = fsio.read_bytes(candidate.image_path)
+                data = storage.read_bytes(candidate.image_path)
             except OSError as e:
                 return _reject(candidate, Reason.MISSING_IMAGE, f"{candidate.image_path}: {e}")
             except UnicodeError as e:  # a lone surrogate in the path: no file can have that name
@@ -321,11 +324,11 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def load_reusable(paths: ShardPaths) -> dict[str, Reusable]:
     """The successfully downloaded samples of a finished shard, for ``--retry-failed``."""
-    if not fsio.exists(paths.urls):
+    if not storage.exists(paths.urls):
         return {}
-    with fsio.open_read(paths.urls) as f:
+    with storage.open_read(paths.urls) as f:
         ok = {row["key"]: row for row in pq.read_table(f).to_pylist() if row["status"] == "ok"}
-    with fsio.open_read(paths.index) as f:
+    with storage.open_read(paths.index) as f:
         rows = {row["key"]: row for row in pq.read_table(f).to_pylist() if row["key"] in ok}
     reusable = {}
     for sample in iter_samples(paths.tar):
@@ -339,9 +342,9 @@ def load_reusable(paths: ShardPaths) -> dict[str, Reusable]:
 
 
 def has_failed_downloads(paths: ShardPaths) -> bool:
-    if not fsio.exists(paths.urls):
+    if not storage.exists(paths.urls):
         return False
-    with fsio.open_read(paths.urls) as f:
+    with storage.open_read(paths.urls) as f:
         return any(status != "ok" for status in pq.read_table(f, columns=["status"]).column("status").to_pylist())
 
 
@@ -351,7 +354,7 @@ def write_table(path: str, rows: list[dict], schema: pa.Schema, metadata: dict[b
     table = pa.Table.from_pylist(rows, schema=with_metadata(schema, metadata))
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
-    fsio.write_bytes(path, buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
     return buffer.tell()
 
 

@@ -15,23 +15,24 @@ import hashlib
 import json
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.shards import (
     SHARD_INDEX_PATTERN,
     ShardCounts,
     ShardPaths,
-    read_index_metadata,
+    read_footer,
     reject_row,
     write_table,
 )
-from schemas.keys import shard_name
 from schemas import layout
+from schemas.keys import shard_name
 from schemas.records import Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, REMOVAL_STAGES, UNITS_WRITTEN_KEY, check_version
 
@@ -46,7 +47,7 @@ class SidecarPaths:
     @classmethod
     def of(cls, root: str, folder: str, stage: str, source: str, shard: int) -> SidecarPaths:
         name = layout.table_name(shard)
-        return cls(fsio.join(root, folder, source, name), fsio.join(root, layout.rejects(stage, source), name))
+        return cls(storage.join(root, folder, source, name), storage.join(root, layout.rejects(stage, source), name))
 
 
 @dataclass
@@ -68,7 +69,7 @@ class ShardInput:
         """The stored image of ``row``, read at its byte offset in the tar (no scan of the archive). The tar
         is opened once per shard (an open is a request on object stores), not once per image."""
         if self._stream is None:
-            self._stream = fsio.open_read(self.tar)
+            self._stream = storage.open_read(self.tar)
         self._stream.seek(row["image_offset"])
         return self._stream.read(row["image_size"])
 
@@ -80,8 +81,8 @@ class ShardInput:
 
 def raw_shards(root: str, source: str) -> list[int]:
     """Ids of the committed raw shards of ``source``; a ValueError naming the folder if there are none."""
-    folder = fsio.join(root, layout.raw(source))
-    indexes = fsio.glob(fsio.join(folder, SHARD_INDEX_PATTERN))
+    folder = storage.join(root, layout.raw(source))
+    indexes = storage.glob(storage.join(folder, SHARD_INDEX_PATTERN))
     if not indexes:
         raise ValueError(f"source {source}: no ingested shards under {folder}; run ingest first")
     return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in indexes)
@@ -92,7 +93,7 @@ def read_shard_input(root: str, source: str, shard: int, columns: list[str] | No
     """The shard's index rows, without the samples ``clean`` removed (unless ``keep_removed``): every stage
     after clean reads its samples here, so a removed sample enters no table, index or link."""
     path = ShardPaths.of(root, INGEST, source, shard).index
-    with fsio.open_read(path) as f:
+    with storage.open_read(path) as f:
         table = pq.read_table(f, columns=None if columns is None else sorted({"key", *columns}))
     check_version(table.schema, path)
     rows = table.to_pylist()
@@ -110,8 +111,8 @@ def removed_keys(root: str, source: str, shard: int | None = None) -> set[str]:
     name = "*.parquet" if shard is None else f"{shard_name(shard)}.parquet"
     keys: set[str] = set()
     for stage in REMOVAL_STAGES:
-        for path in fsio.glob(fsio.join(root, "rejects", stage, source, name)):
-            with fsio.open_read(path) as f:
+        for path in storage.glob(storage.join(root, "rejects", stage, source, name)):
+            with storage.open_read(path) as f:
                 keys.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
     return keys
 
@@ -119,7 +120,7 @@ def removed_keys(root: str, source: str, shard: int | None = None) -> set[str]:
 def raw_params_hash(root: str, source: str, shard: int) -> str:
     """What a raw shard is, as the stages after it see it: its ingest hash, and the keys ``clean`` removed
     from it (so a new clean redoes exactly the tables of the shards whose removals changed)."""
-    ingested = read_index_metadata(ShardPaths.of(root, INGEST, source, shard).index).get(PARAMS_KEY, b"").decode()
+    ingested = read_footer(ShardPaths.of(root, INGEST, source, shard).index).get(PARAMS_KEY, b"").decode()
     removed = removed_keys(root, source, shard)
     if not removed:
         return ingested
@@ -145,9 +146,9 @@ def sample_texts(row: dict) -> list[tuple[int, str]]:
 
 
 def is_done(paths: SidecarPaths, digest: str) -> bool:
-    if not (fsio.exists(paths.table) and fsio.exists(paths.rejects)):
+    if not (storage.exists(paths.table) and storage.exists(paths.rejects)):
         return False
-    return read_index_metadata(paths.table).get(PARAMS_KEY, b"").decode() == digest
+    return read_footer(paths.table).get(PARAMS_KEY, b"").decode() == digest
 
 
 def write_sidecar(paths: SidecarPaths, stage: str, rows: list[dict], rejects: Iterable[Reject], schema: pa.Schema,
@@ -166,22 +167,23 @@ def write_sidecar(paths: SidecarPaths, stage: str, rows: list[dict], rejects: It
                                                    (paths.table, rows, schema, meta)):
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         size = write_table(tmp, table_rows, table_schema, extra)
-        fsio.rename(tmp, path)
+        storage.rename(tmp, path)
     return ShardCounts(records_in, written, size, Counter(r["reason"] for r in reject_rows))
 
 
 def read_sidecar_counts(paths: SidecarPaths) -> ShardCounts:
     """From the committed files: the units the stage considered (images, texts, queries), those with rows,
     the rejects by reason, and the table's bytes."""
-    metadata = read_index_metadata(paths.table)
-    with fsio.open_read(paths.rejects) as f:
+    metadata = read_footer(paths.table)
+    with storage.open_read(paths.rejects) as f:
         reasons = pq.read_table(f, columns=["reason"]).column("reason").to_pylist()
-    return ShardCounts(int(metadata[RECORDS_IN_KEY]), int(metadata[UNITS_WRITTEN_KEY]), fsio.size(paths.table),
+    return ShardCounts(int(metadata[RECORDS_IN_KEY]), int(metadata[UNITS_WRITTEN_KEY]), storage.size(paths.table),
                        Counter(reasons))
 
 
-def read_sidecar_rows(paths: SidecarPaths) -> int:
-    with fsio.open_read(paths.table) as f:
+def count_sidecar_rows(paths: SidecarPaths) -> int:
+    """The number of rows of a committed sidecar table, from its footer (no row is read)."""
+    with storage.open_read(paths.table) as f:
         return pq.read_metadata(f).num_rows
 
 
@@ -191,21 +193,21 @@ REGION_LABELS = ["regions.list.element.label", "regions.list.element.origin"]  #
 def read_sidecar(root: str, folder: str, source: str, columns: list[str] | None = None) -> Iterator[dict]:
     """Every row of ``<folder>/<source>/*.parquet``, shard by shard. ``columns`` may name nested fields by
     their parquet path (``REGION_LABELS``), so a reader of labels does not read every region's features."""
-    for path in fsio.glob(fsio.join(root, folder, source, "[0-9]*.parquet")):
+    for path in storage.glob(storage.join(root, folder, source, "[0-9]*.parquet")):
         yield from read_table_rows(path, columns)
 
 
 def read_table_rows(path: str, columns: list[str] | None = None, missing: str | None = None) -> list[dict]:
     """The rows of one sidecar table (schema version checked). ``missing``: the advice of the ValueError
     raised when the table does not exist (which stage to run first)."""
-    if missing is not None and not fsio.exists(path):
+    if missing is not None and not storage.exists(path):
         raise ValueError(f"no {path}; {missing}")
-    with fsio.open_read(path) as f:
+    with storage.open_read(path) as f:
         table = pq.ParquetFile(f).read(columns=columns)
     check_version(table.schema, path)
     return table.to_pylist()
 
 
 def remove_temporaries(root: str, folder: str, stage: str, source: str) -> None:
-    for base in (fsio.join(root, folder, source), fsio.join(root, layout.rejects(stage, source))):
-        fsio.delete(fsio.glob(fsio.join(base, "*.tmp-*")))
+    for base in (storage.join(root, folder, source), storage.join(root, layout.rejects(stage, source))):
+        storage.delete(storage.glob(storage.join(base, "*.tmp-*")))

@@ -30,8 +30,13 @@ def format_removed(results) -> str:
 def _table(header: tuple, rows: list[tuple], left: tuple[int, ...] = (0,)) -> str:
     """Columns aligned (text left, numbers right), a rule under the header and above the last row."""
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) if i in left else str(cell).rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in [header, *rows]]
+    lines = [
+        "  ".join(
+            str(cell).ljust(w) if i in left else str(cell).rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in [header, *rows]
+    ]
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(-1, "-" * len(lines[0]))
     return "\n".join(lines)

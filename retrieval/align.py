@@ -13,7 +13,7 @@ Pure numpy over ``retrieval.index`` search results: the retrieve stage and the s
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def weak_pairs(query_keys: list[str], query_source: str, vectors: np.ndarray, in
               "source": entry["source"], "text_index": entry["text_index"], "text": entry["text"],
               "score": float(score), "query_text_index": None}
              for rank, (score, entry) in enumerate(found)]
-            for key, found in zip(query_keys, hits)]
+            for key, found in zip(query_keys, hits, strict=True)]
 
 
 def phrase_region_links(pairs: list[dict], phrases: Mapping[tuple[str, int], list[dict]],
@@ -42,7 +42,8 @@ def phrase_region_links(pairs: list[dict], phrases: Mapping[tuple[str, int], lis
     """Per weak pair (a LINKS row: image ``query_key`` -> sentence ``key``/``text_index``), a PHRASE_REGIONS
     row for each noun phrase of the sentence (``phrases[(key, text_index)]``: ANN_PARSE phrase structs):
     the region (index into ``labels[image key]``, the image's region labels in ann/detect order) whose
-    label is most similar, ties to the first; unlabelled regions are never linked. ``encode`` (normalised vectors) sees each distinct string once."""
+    label is most similar, ties to the first; unlabelled regions are never linked. ``encode`` (normalised
+    vectors) sees each distinct string once."""
     needed = {(pair["key"], pair["text_index"]) for pair in pairs}
     strings = sorted({p["text"] for ref in needed for p in phrases.get(ref, ())}
                      | {label for pair in pairs for label in labels.get(pair["query_key"], ()) if label})
@@ -83,7 +84,7 @@ class CachedEncoder:
         if not strings:
             return self.encode([])
         new = list(dict.fromkeys(s for s in strings if s not in self.vectors))
-        self.vectors.update(zip(new, self.encode(new)) if new else ())
+        self.vectors.update(zip(new, self.encode(new), strict=True) if new else ())
         out = np.stack([self.vectors[s] for s in strings])
         while len(self.vectors) > self.capacity:  # oldest first, without listing every key each call
             del self.vectors[next(iter(self.vectors))]

@@ -16,8 +16,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -350,7 +351,7 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray, query_ids: np.ndarray, k: 
     """Mean share of the exact top ``k`` found, each query's own vector left out of both lists (the
     queries are held out of the ground truth, so finding oneself earns nothing)."""
     hits = 0
-    for row_found, row_exact, own in zip(found, exact, query_ids):
+    for row_found, row_exact, own in zip(found, exact, query_ids, strict=True):
         truth = [i for i in row_exact if i != own][:k]
         hits += len(set(truth) & {i for i in row_found if i != own and i >= 0})
     return hits / (len(query_ids) * k)

@@ -143,7 +143,7 @@ class Batcher:
                 for _, future in batch:
                     future.set_exception(e)
                 continue
-            for (_, future), vector in zip(batch, vectors):
+            for (_, future), vector in zip(batch, vectors, strict=True):
                 future.set_result(vector)
 
 

@@ -110,7 +110,7 @@ def _best(ids: np.ndarray, scores: np.ndarray, top: int) -> list[tuple[int, floa
         keep = scores >= threshold  # every tie at the threshold stays, so the order below decides
         ids, scores = ids[keep], scores[keep]
     order = np.lexsort((ids, -scores))[:top]
-    return list(zip(ids[order].tolist(), scores[order].tolist()))
+    return list(zip(ids[order].tolist(), scores[order].tolist(), strict=True))
 
 
 def key_positions(collection_keys: list[str]) -> dict[str, set[int]]:
@@ -143,7 +143,7 @@ def related_texts(index: TfidfIndex, vectors: np.ndarray, query_texts: list[str]
     ``top_n`` best with their embedding cosine, per query."""
     filtered = index.search([text_terms(text) for text in query_texts], candidates, exclude)
     out = []
-    for query, hits in zip(query_vectors, filtered):
+    for query, hits in zip(query_vectors, filtered, strict=True):
         ids = np.array([doc for doc, _ in hits], dtype=np.int64)
         scores = vectors[ids] @ query if len(ids) else np.zeros(0, dtype=np.float32)
         out.append(_best(ids, scores, top_n))

@@ -386,7 +386,9 @@ def _check_pack_names(pack: PackConfig, retrieval: RetrievalConfig, sources: dic
     """``pack.sources`` are sources of the config; ``pack.weak_pairs`` name ``retrieval.retrieve.weak_pairs``."""
     for i, name in enumerate(pack.sources or ()):
         if name not in sources:
-            raise ConfigError(f"pack.sources[{i}]: {name!r} is not a source of this config (have: {', '.join(sources)})")
+            raise ConfigError(
+                f"pack.sources[{i}]: {name!r} is not a source of this config (have: {', '.join(sources)})"
+            )
     weak = [w.name for w in retrieval.retrieve.weak_pairs]
     for i, name in enumerate(pack.weak_pairs or ()):
         if name not in weak:

@@ -1,7 +1,7 @@
 """The corpus layout on disk (DESIGN.md "The corpus on disk"): every folder name in one place.
 
 Paths here are relative to the corpus root, with ``/`` separators; callers join them to the root with
-their file system (``pipelines.io.join``: local, ``gs://``, ``s3://``). ``schemas`` imports none of ours,
+their file system (``pipelines.storage.join``: local, ``gs://``, ``s3://``). ``schemas`` imports none of ours,
 so this module only names things.
 
 ```

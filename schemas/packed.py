@@ -35,8 +35,8 @@ features / a class distribution; false for an image without regions). With a tex
   ``negatives`` = ``[{"text", "method", "score", "key"}]`` (scene-graph and TF-IDF rewrites taking turns;
   ``key``: the sample a TF-IDF negative's caption belongs to, null for scene-graph rewrites),
   ``related_texts`` = ``[{"key", "source", "text_index", "text", "score"}]`` and ``related_images`` =
-  ``[{"key", "source", "score", "member", "regions"}]`` whose images are inlined as members ``related_<i>.jpg`` (or ``.png``; the
-  ``member`` field names it) with ``related_<i>.region_feats.npy`` / ``related_<i>.region_probs.npy``.
+  ``[{"key", "source", "score", "member", "regions"}]`` whose images are inlined as members ``related_<i>.jpg``
+  (or ``.png``; the ``member`` field names it) with ``related_<i>.region_feats.npy`` / ``related_<i>.region_probs.npy``.
 - ``pairs_aligned_<X>`` (mu-VLA §1, App. A Table 6): ``aligned`` (bool), ``text_from`` and
   ``text_from_index`` (the sample and caption whose text this sample carries; itself when aligned; the
   ``phrases`` are that caption's). Per raw shard exactly ``round(n * X / 100)`` of the n pairs are aligned.

@@ -41,8 +41,10 @@ class Reason(str, Enum):
     NO_TAGS = "no_tags"                # retrieve: an image with no region labels, so no tag query (mu-VLA §3.2)
     NO_RESULTS = "no_results"          # retrieve: a query no candidate matches (no shared term, empty index)
     NO_PHRASES = "no_phrases"          # retrieve: a retrieved sentence with no noun phrase to link to a region
-    NO_REWRITE = "no_rewrite"          # rewrite: a caption for which no method produced a rewrite (detail says why)
-    MISSING_ROW = "missing_row"        # pack: a sidecar row a task needs is missing (its stage refused it; detail names the table)
+    NO_REWRITE = "no_rewrite"  # rewrite: a caption for which no method produced a rewrite (detail says why)
+    MISSING_ROW = (
+        "missing_row"  # pack: a sidecar row a task needs is missing (its stage refused it; detail names the table)
+    )
     NO_OTHER_TEXT = "no_other_text"    # pack: an unaligned pair whose shard holds no caption of another image to take
 
 

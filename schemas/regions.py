@@ -8,7 +8,7 @@ normalised to [0, 1] by the image size), so that no encoding has to be stored.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _checked(box: Sequence[float]) -> tuple[float, float, float, float]:

@@ -231,8 +231,10 @@ class RetrieveConfig:
                 raise ConfigError(f"{where}.weak_pairs[{i}].name: {weak.name!r} is not unique")
             if (not re.fullmatch(r"[a-z0-9_-]+", weak.name) or weak.name in RESERVED_LINKS
                     or f"{weak.name}-regions" in names):
-                raise ConfigError(f"{where}.weak_pairs[{i}].name: {weak.name!r} names a links/ folder: use only "
-                                  f"a-z, 0-9, '_' and '-', not {', '.join(RESERVED_LINKS)}, nor another name + '-regions'")
+                raise ConfigError(
+                    f"{where}.weak_pairs[{i}].name: {weak.name!r} names a links/ folder: use only "
+                    f"a-z, 0-9, '_' and '-', not {', '.join(RESERVED_LINKS)}, nor another name + '-regions'"
+                )
             positive(weak.k, f"{where}.weak_pairs[{i}].k")
         for name in ("related_images_top_n", "related_texts_candidates", "related_texts_top_n"):
             positive(getattr(self, name), f"{where}.{name}")

@@ -84,14 +84,20 @@ _BOX = pa.list_(pa.float32(), 4)  # [x1, y1, x2, y2] normalised to [0, 1] by the
 # ann/detect/<source>/<shard>.parquet: one row per image. Regions are sorted by score (annotations first).
 # Both location encodings derive from box + image size: UNITER §3.1 7-d [x1,y1,x2,y2,w,h,w*h] and
 # mu-VLA §3.1 5-d [x1,y1,x2,y2,area] (schemas.regions).
-REGION = pa.struct([
-    pa.field("box", _BOX),
-    pa.field("label", pa.string()),
-    pa.field("score", pa.float32()),  # 1.0 for ground truth
-    pa.field("origin", pa.string()),  # detector | annotation
-    pa.field("class_probs", pa.list_(pa.float32())),  # the detector's full class distribution (MRC-kl); null for annotations without a detector
-    pa.field("feature", pa.list_(pa.float32())),  # pooled from the detector's feature maps at the box; null without a detector
-])
+REGION = pa.struct(
+    [
+        pa.field("box", _BOX),
+        pa.field("label", pa.string()),
+        pa.field("score", pa.float32()),  # 1.0 for ground truth
+        pa.field("origin", pa.string()),  # detector | annotation
+        pa.field(
+            "class_probs", pa.list_(pa.float32())
+        ),  # the detector's full class distribution (MRC-kl); null for annotations without a detector
+        pa.field(
+            "feature", pa.list_(pa.float32())
+        ),  # pooled from the detector's feature maps at the box; null without a detector
+    ]
+)
 ANN_DETECT = pa.schema([
     pa.field("key", pa.string(), nullable=False),
     pa.field("source", pa.string(), nullable=False),

@@ -39,8 +39,8 @@ import mimetypes
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 import pytest

@@ -102,7 +102,7 @@ def test_contamination_spreads_to_every_copy_kept_or_dropped():
 
 
 def test_stages_after_clean_read_shards_without_the_removals_and_hash_them(cleaned):
-    from pipelines.shards import ShardPaths, read_index_metadata
+    from pipelines.shards import ShardPaths, read_footer
     from pipelines.sidecar import raw_params_hash, raw_shards, read_shard_input
     from schemas.tables import PARAMS_KEY
 
@@ -116,7 +116,7 @@ def test_stages_after_clean_read_shards_without_the_removals_and_hash_them(clean
         gone = {row["key"] for row in everything.rows} & removed
         assert {row["key"] for row in kept.rows} == {row["key"] for row in everything.rows} - removed
         assert kept.removed == len(gone) and everything.removed == 0
-        ingested = read_index_metadata(ShardPaths.of(config.output, "ingest", source, shard).index)[PARAMS_KEY]
+        ingested = read_footer(ShardPaths.of(config.output, "ingest", source, shard).index)[PARAMS_KEY]
         # a shard's removals are part of its hash: a new clean redoes exactly the tables of changed shards
         assert (raw_params_hash(config.output, source, shard) == ingested.decode()) == (not gone)
         seen += len(gone)

@@ -1,5 +1,7 @@
 """The console script as a user meets it: exit codes and messages."""
 
+import pytest
+
 from cli.main import main
 
 
@@ -35,3 +37,56 @@ def test_clean_before_ingest_says_what_to_do(tmp_path, capsys):
     assert main(["clean", "--config", _bad_coco(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "source coco: no ingested shards" in err and "run ingest first" in err
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"unicorpus {metadata.version('unicorpus')}\n"
+
+
+def test_help_describes_the_tool_in_whole_sentences_and_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    description = " ".join(out.split("\n\n")[1].split())
+    assert description.startswith("Build vision-language pre-training corpora") and description.endswith(".")
+    for command in ("ingest", "clean", "demo", "annotate", "embed", "index", "retrieve", "query", "serve",
+                    "report", "pack", "train"):
+        assert f"\n    {command} " in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["query", "--config", "corpus.yaml", "--bogus"],
+    ["index", "--config", "corpus.yaml", "--bogus"],
+    ["serve", "--config", "corpus.yaml", "--bogus"],
+    ["report", "--config", "corpus.yaml", "--bogus"],
+    ["clean", "--config", "corpus.yaml", "--bogus"],
+    ["train", "--config", "train.yaml", "--bogus", "optim.lr=1e-4"],
+])
+def test_unknown_options_are_usage_errors_where_no_beam_options_pass(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: unicorpus {argv[0]} ")
+    assert f"unicorpus {argv[0]}: error: unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["ingest", "--config"], ["annotate", "parse", "--config"], ["embed", "--config"], ["pack", "--config"],
+    ["retrieve", "--config"],
+])
+def test_pipeline_commands_pass_unknown_options_to_beam(argv, tmp_path, capsys):
+    """The option is not refused: the command runs as it would without it, and fails on the broken source
+    (ingest) or the missing ingest (the later stages), or finds nothing to do (retrieve, nothing configured)."""
+    code = main([*argv, _bad_coco(tmp_path), "--quiet", "--flink_master=localhost:8081"])
+    out, err = capsys.readouterr()
+    assert "unrecognized arguments" not in err and "usage:" not in err
+    if argv[0] == "retrieve":
+        assert code == 0 and out.startswith("nothing to retrieve")
+    else:
+        assert code in (1, 2) and err.startswith(f"unicorpus {argv[0]}: error: ")

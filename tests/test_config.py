@@ -32,18 +32,33 @@ def test_minimal_config_uses_release_layout_defaults(tmp_path):
     "yaml_text, message",
     [
         ("output: o\nsources:\n  coco: {kind: coco, root: coco, shardz: 4}\n", "sources.coco.shardz: unknown key"),
-        ("output: o\nsources:\n  coco: {kind: coco, root: coco, shards: four}\n", "sources.coco.shards: expected int, got str 'four'"),
-        ("output: o\nsources:\n  coco: {kind: coco, root: coco, shards: 0}\n", "sources.coco.shards: expected a positive integer"),
+        (
+            "output: o\nsources:\n  coco: {kind: coco, root: coco, shards: four}\n",
+            "sources.coco.shards: expected int, got str 'four'",
+        ),
+        (
+            "output: o\nsources:\n  coco: {kind: coco, root: coco, shards: 0}\n",
+            "sources.coco.shards: expected a positive integer",
+        ),
         ("output: o\nsources:\n  coco: {kind: cocoa, root: coco}\n", "sources.coco.kind: expected one of"),
         ("output: o\nsources:\n  coco: {kind: coco, root: nowhere}\n", "sources.coco.root: no such directory"),
-        ("output: o\nsources:\n  coco: {kind: coco, root: coco, instances: x.json}\n", "sources.coco.instances: no such file or directory: "),
+        (
+            "output: o\nsources:\n  coco: {kind: coco, root: coco, instances: x.json}\n",
+            "sources.coco.instances: no such file or directory: ",
+        ),
         ("output: o\nsources:\n  Coco: {kind: coco, root: coco}\n", "sources.Coco: source names use only"),
         ("sources:\n  coco: {kind: coco, root: coco}\n", "output: missing (required)"),
         ("output: o\nsources:\n  coco: {kind: coco}\n", "sources.coco.root: missing (required)"),
-        ("output: o\nimage: {encode: gif}\nsources:\n  coco: {kind: coco, root: coco}\n", "image.encode: expected one of"),
+        (
+            "output: o\nimage: {encode: gif}\nsources:\n  coco: {kind: coco, root: coco}\n",
+            "image.encode: expected one of",
+        ),
         ("output: o\ntext: {max_tokens: -1}\nsources:\n  coco: {kind: coco, root: coco}\n", "text.max_tokens"),
         ("output: o\ntext: {splitter: spacy}\nsources:\n  coco: {kind: coco, root: coco}\n", "text.splitter"),
-        ("output: o\nsources:\n  oi: {kind: openimages, root: coco, pseudo_pairs: {templates: ['a photo']}}\n", "sources.oi"),
+        (
+            "output: o\nsources:\n  oi: {kind: openimages, root: coco, pseudo_pairs: {templates: ['a photo']}}\n",
+            "sources.oi",
+        ),
         ("output: [o\n", "not valid YAML"),
     ],
 )

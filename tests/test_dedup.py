@@ -172,7 +172,7 @@ def test_blocked_search_finds_every_pair_within_the_distance(monkeypatch, biased
     got = hamming_pairs(values, d)
     expected = _brute(values, d)
     assert len(expected[0]) > 0
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         np.testing.assert_array_equal(g, e)
 
 
@@ -186,7 +186,7 @@ def test_blocked_search_between_two_sets(monkeypatch, biased):
     got = hamming_pairs(a, 4, b)
     expected = _brute(a, 4, b)
     order = np.lexsort((expected[1], expected[0]))
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         np.testing.assert_array_equal(g, e[order])
 
 

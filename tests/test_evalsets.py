@@ -52,8 +52,10 @@ def test_karpathy_flickr_ids_come_from_the_filename_not_imgid(tmp_path):
     path = _write_json(tmp_path / "dataset_flickr30k.json", {"dataset": "flickr30k", "images": images})
     evalset = load_karpathy(path, "f30k")
     assert evalset.flickr_ids == {10002456, 1007129816} and not evalset.coco_ids
-    f8k = _write_json(tmp_path / "dataset_flickr8k.json",
-                      {"dataset": "flickr8k", "images": [_karpathy_image("test", filename="2513260012_03d33305cf.jpg")]})
+    f8k = _write_json(
+        tmp_path / "dataset_flickr8k.json",
+        {"dataset": "flickr8k", "images": [_karpathy_image("test", filename="2513260012_03d33305cf.jpg")]},
+    )
     assert load_karpathy(f8k, "f8k").flickr_ids == {2513260012}
 
 
@@ -94,9 +96,16 @@ def test_vqa_questions(tmp_path):
 
 
 def _ref(ref_id, image_id, split):
-    return {"sent_ids": [ref_id * 10], "file_name": f"COCO_train2014_{image_id:012d}_{ref_id}.jpg", "ann_id": ref_id + 1000,
-            "ref_id": ref_id, "image_id": image_id, "split": split, "category_id": 1,
-            "sentences": [{"tokens": ["man", "left"], "raw": "man left", "sent_id": ref_id * 10, "sent": "man left"}]}
+    return {
+        "sent_ids": [ref_id * 10],
+        "file_name": f"COCO_train2014_{image_id:012d}_{ref_id}.jpg",
+        "ann_id": ref_id + 1000,
+        "ref_id": ref_id,
+        "image_id": image_id,
+        "split": split,
+        "category_id": 1,
+        "sentences": [{"tokens": ["man", "left"], "raw": "man left", "sent_id": ref_id * 10, "sent": "man left"}],
+    }
 
 
 def test_refcoco_pickle(tmp_path):
@@ -190,8 +199,13 @@ def test_sample_refs_per_source_kind():
     assert sample_ref("sbu-3", "sbu", "sbu", sbu, None).flickr_id == 4385058960
     cc = sample_ref("cc-1", "cc", "conceptual_captions", {"url": "http://x.com/a.jpg", "row": 1}, None)
     assert (cc.url, cc.flickr_id, cc.coco_id) == ("http://x.com/a.jpg", None, None)
-    oi = sample_ref("oi-1", "oi", "openimages", {"image_id": "000002b66c9c498e",
-                                                 "url": "https://farm3.staticflickr.com/2723/4385058960_b0f291553e_o.jpg"}, None)
+    oi = sample_ref(
+        "oi-1",
+        "oi",
+        "openimages",
+        {"image_id": "000002b66c9c498e", "url": "https://farm3.staticflickr.com/2723/4385058960_b0f291553e_o.jpg"},
+        None,
+    )
     assert (oi.coco_id, oi.flickr_id) == (None, 4385058960)
     imagenet = sample_ref("in-1", "in", "imagenet21k", {"image_id": 7, "synset": "n01"}, "0" * 16)
     assert (imagenet.coco_id, imagenet.url, imagenet.phash) == (None, None, "0" * 16)

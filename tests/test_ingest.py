@@ -97,8 +97,8 @@ def test_read_shards_source_gives_back_every_sample(ingested):
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.shard_io import ReadShards
     from pipelines.runner import pipeline_options
+    from pipelines.shard_io import ReadShards
 
     config, _, results = ingested
     keys = [k for f in sorted(glob.glob(os.path.join(config.output, "raw", "*", "*.parquet")))
@@ -207,7 +207,11 @@ def test_an_edited_annotation_file_redoes_the_source(tmp_path):
     _coco_with(tmp_path, images, [{"id": 10, "image_id": 1, "caption": "a dog on a beach"}])
     again = run_ingest(config, ["coco"], RunnerConfig(), show_progress=False)[0]
     assert first.skipped_shards == 0 and again.skipped_shards == 0
-    rows = [r for p in glob.glob(os.path.join(config.output, "raw", "coco", "*.parquet")) for r in pq.read_table(p).to_pylist()]
+    rows = [
+        r
+        for p in glob.glob(os.path.join(config.output, "raw", "coco", "*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    ]
     assert [r["text"] for r in rows] == ["a dog on a beach"]
 
 

@@ -1,5 +1,6 @@
-from schemas.keys import make_key, shard_of, shard_name
 import re
+
+from schemas.keys import make_key, shard_name, shard_of
 
 
 def test_keys_are_webdataset_safe_and_unique():

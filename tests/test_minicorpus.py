@@ -5,8 +5,8 @@ the rules of docs/SOURCES.md: a sanity check of the generator's bookkeeping, not
 """
 
 import csv
-import itertools
 import io
+import itertools
 import json
 import lzma
 import os
@@ -93,7 +93,9 @@ def test_config_loads_with_one_source_per_format(corpus):
     assert config.output == os.path.join(str(out), "corpus")
     assert config.text.pack == "sentence"
     kinds = {name: source.kind for name, source in config.sources.items()}
-    assert kinds == {spec.name: spec.kind for spec in SPECS} == {n: e["kind"] for n, e in source_entries(expected).items()}
+    assert (
+        kinds == {spec.name: spec.kind for spec in SPECS} == {n: e["kind"] for n, e in source_entries(expected).items()}
+    )
     assert len(set(kinds.values())) == 11  # every reader kind, bookcorpus in both layouts
     assert config.sources["coco"].instances and config.sources["vg"].objects and config.sources["openimages"].boxes
     assert config.sources["openimages"].pseudo_pairs.enabled and config.sources["imagenet"].pseudo_pairs.enabled
@@ -290,7 +292,7 @@ def test_sbu(corpus):
     read = lambda name: open(os.path.join(root, name), "rb").read().split(b"\n")[:-1]  # noqa: E731
     urls, captions = read("SBU_captioned_photo_dataset_urls.txt"), read("SBU_captioned_photo_dataset_captions.txt")
     rejects, samples = Counter({"malformed": abs(len(urls) - len(captions))}), 0
-    for row, (url, caption) in enumerate(zip(urls, captions)):
+    for row, (_url, caption) in enumerate(zip(urls, captions, strict=False)):  # unequal on purpose
         try:
             text = caption.decode("utf-8")
         except UnicodeDecodeError:
@@ -580,7 +582,7 @@ def _image_samples(out):
         if image["image_id"] in phrased and found:
             refs.append((f"vg-{image['image_id']}", image["coco_id"], image["flickr_id"], image["url"].split("://")[1]))
     urls = _lines(os.path.join(root, "sbu/SBU_captioned_photo_dataset_urls.txt"))
-    for row, caption in enumerate(_lines(os.path.join(root, "sbu/SBU_captioned_photo_dataset_captions.txt"))):
+    for row, _caption in enumerate(_lines(os.path.join(root, "sbu/SBU_captioned_photo_dataset_captions.txt"))):
         if os.path.exists(os.path.join(root, f"sbu/images/{row:08d}.jpg")):
             url = urls[row].decode()
             refs.append((f"sbu-{row}", None, int(_FLICKR_URL.fullmatch(url).group(1)), url.split("://")[1]))

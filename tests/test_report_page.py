@@ -47,8 +47,13 @@ def _inside(inner: dict, outer: dict, slack: float = 0.5) -> bool:
 def test_headline_totals_and_index_table_match_the_corpus(demo, page):
     config, _ = demo
     manifest = json.loads(open(f"{config.output}/corpus.json").read())["stages"]
-    totals = dict(zip(page.locator("#totals .tile .muted").all_inner_texts(),
-                      (int(t.replace(",", "")) for t in page.locator("#totals .tile .big").all_inner_texts())))
+    totals = dict(
+        zip(
+            page.locator("#totals .tile .muted").all_inner_texts(),
+            (int(t.replace(",", "")) for t in page.locator("#totals .tile .big").all_inner_texts()),
+            strict=True,
+        )
+    )
     ingested = sum(e["counts"]["written"] for e in manifest["ingest"].values())
     removed = sum(e["counts"]["removed"] for e in manifest["clean"].values())
     assert totals["samples ingested"] == ingested and totals["removed by clean"] == removed > 0
@@ -84,7 +89,7 @@ def test_tag_bars_stay_in_their_cards_and_grow_with_their_counts(page):
             lengths.append(sum(end["width"] for end in ends))
             counts.append(int(bar.locator(".n").inner_text()))
         widest = lengths[0]
-        for length, count in zip(lengths, counts):  # proportional: 119 and 108 do not end at the same x
+        for length, count in zip(lengths, counts, strict=True):  # proportional: 119 and 108 do not end at the same x
             assert abs(length - widest * count / counts[0]) <= 1.5
 
 

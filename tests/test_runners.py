@@ -57,7 +57,7 @@ def local_cluster():
                                   start_new_session=True)
                  for service, port in ports.items()]
     try:
-        for process, port in zip(processes, ports.values()):
+        for process, port in zip(processes, ports.values(), strict=True):
             wait_for_port(port, process)
         yield f"127.0.0.1:{ports['job-service']}", f"127.0.0.1:{ports['worker-pool']}"
     finally:

@@ -62,7 +62,7 @@ def test_shard_contents_and_accounting(tmp_path):
 def test_shards_are_byte_identical_whatever_the_record_order(tmp_path):
     a, _ = _write(tmp_path, tmp_path / "a")
     b, _ = _write(tmp_path, tmp_path / "b", list(reversed(_records(tmp_path))))
-    for left, right in zip(a.all(), b.all()):
+    for left, right in zip(a.all(), b.all(), strict=True):
         assert open(left, "rb").read() == open(right, "rb").read(), left
     assert not list((tmp_path / "a").rglob("*.tmp-*"))
 
@@ -79,7 +79,7 @@ def test_iter_samples_matches_webdataset(tmp_path):
     ours = list(iter_samples(paths.tar))
     theirs = list(wds.WebDataset(paths.tar, shardshuffle=False))
     assert [s["__key__"] for s in ours] == [s["__key__"] for s in theirs]
-    assert all(o[k] == t[k] for o, t in zip(ours, theirs) for k in ("json",))
+    assert all(o[k] == t[k] for o, t in zip(ours, theirs, strict=True) for k in ("json",))
 
 
 def test_long_keys_survive_the_tar_format(tmp_path):

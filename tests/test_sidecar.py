@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.runner import RunnerConfig
 from pipelines.shards import ShardPaths, iter_samples
 from pipelines.sidecar import (
     SidecarPaths,
@@ -21,7 +22,6 @@ from pipelines.sidecar import (
     sample_texts,
     write_sidecar,
 )
-from pipelines.runner import RunnerConfig
 from pipelines.stages.sidecar_stage import ShardAnnotator, run_sidecar_stage
 from schemas.records import Reason, Reject
 from schemas.tables import ANN_PARSE

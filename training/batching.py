@@ -10,7 +10,7 @@ seeded with ``(seed, s)`` alone, so every rank and every worker agrees on it wit
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

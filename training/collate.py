@@ -29,8 +29,9 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -248,7 +249,7 @@ def seq2seq_text(ids: Sequence[int], fragments: Sequence[tuple[int, int]],
     taken = np.zeros(len(ids), dtype=bool)
     for start, stop in fragments:
         taken[start:stop] = True
-    source = [t for t, gone in zip(ids, taken) if not gone]
+    source = [t for t, gone in zip(ids, taken, strict=True) if not gone]
     out, labels = list(source), [IGNORE_INDEX] * len(source)
     for start, stop in fragments:
         block = [special.cls, *ids[start:stop], special.sep]
@@ -380,7 +381,7 @@ def collate(samples: Sequence[Sample], kind: BatchKind, cfg: DataConfig, tokeniz
                  sample=samples[image_from[i]]) for i in range(len(samples))]
     text_masking = "mlm" in objectives
     region_masking = bool(objectives & set(REGION_OBJECTIVES))
-    for row, own in zip(rows, samples):
+    for row, own in zip(rows, samples, strict=True):
         has_text, has_regions = row.ids is not None, row.sample.image is not None and len(row.sample.boxes) > 0
         if "p_mrtc" in objectives:
             _link_mask(row, own, text_masking, cfg, special, tokenizer, rng)

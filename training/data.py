@@ -31,8 +31,9 @@ import glob
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -157,16 +158,30 @@ class DataConfig:
             kind.validate(f"{where}.kinds[{i}]")
         if self.num_workers < 0:
             raise ConfigError(f"{where}.num_workers: expected 0 or more, got {self.num_workers}")
-        for name in ("prefetch_factor", "shuffle_buffer", "sort_buffer", "unit_budget", "max_batch_size",
-                     "max_regions", "region_dim", "region_classes", "image_size", "patch_size", "cmcl_max_positives", "cmcl_max_negatives",
-                     "max_bad_run"):
+        for name in (
+            "prefetch_factor",
+            "shuffle_buffer",
+            "sort_buffer",
+            "unit_budget",
+            "max_batch_size",
+            "max_regions",
+            "region_dim",
+            "region_classes",
+            "image_size",
+            "patch_size",
+            "cmcl_max_positives",
+            "cmcl_max_negatives",
+            "max_bad_run",
+        ):
             positive(getattr(self, name), f"{where}.{name}")
         if self.max_text_len < 3:
             raise ConfigError(f"{where}.max_text_len: expected at least 3 ([CLS] token [SEP]), got {self.max_text_len}")
         choice(self.visual, ("regions", "patches"), f"{where}.visual")
         choice(self.location, ("uniter", "muvla"), f"{where}.location")
         if self.image_size % self.patch_size:
-            raise ConfigError(f"{where}.image_size: {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ConfigError(
+                f"{where}.image_size: {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.visual == "patches":
             for i, kind in enumerate(self.kinds):
                 region = [o for o in kind.objectives if o in ("mrfr", "mrc", "mrc_kl", "p_mrtc")]
@@ -321,7 +336,7 @@ class TaskStream:
                 self._raw = self._epoch_stream(cursor.epoch)
                 for _ in range(cursor.chunk_start):  # fast-forward: raw bytes only, nothing decoded
                     next(self._raw)
-            raw = [s for _, s in zip(range(self.cfg.sort_buffer), self._raw)]
+            raw = [s for _, s in zip(range(self.cfg.sort_buffer), self._raw, strict=False)]
             if raw:
                 break
             cursor.empty_epochs = cursor.empty_epochs + 1 if cursor.epoch_good == 0 else 0
@@ -335,7 +350,7 @@ class TaskStream:
         self._chunk_size = len(raw)
         samples = []
         first_load = cursor.emitted == 0  # not a resumed stream rebuilding a chunk it had counted
-        for item, decoded in zip(raw, decode_chunk(raw, self.task, self.cfg, self.tokenizer)):
+        for item, decoded in zip(raw, decode_chunk(raw, self.task, self.cfg, self.tokenizer), strict=True):
             if isinstance(decoded, Sample):
                 samples.append(decoded)
                 if first_load:

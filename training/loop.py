@@ -24,8 +24,17 @@ from torch import nn
 
 from training import curriculum as cur
 from training import distributed
-from training.checkpoint import (check_resumable, data_digest, latest_checkpoint, load_state, model_shapes,
-                                 read_meta, rng_state, save_checkpoint, set_rng_state)
+from training.checkpoint import (
+    check_resumable,
+    data_digest,
+    latest_checkpoint,
+    load_state,
+    model_shapes,
+    read_meta,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from training.config import TrainConfig
 from training.optim import build_optimizer, build_scheduler
 from training.telemetry import Meter, Writer, model_flops_per_unit, peak_flops
@@ -125,8 +134,12 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             counts = [len(batch), batch.num_units(), *[metrics[f"{name}/loss"] for name in names]]
             counts = distributed.all_reduce_sum(torch.tensor(counts, dtype=torch.float64, device=env.device))
             progress.count(batch.task, int(counts[0]))
-            meter.add_batch(batch.task, {name: float(v) / env.world_size for name, v in zip(names, counts[2:])},
-                            int(counts[0]), int(counts[1]))
+            meter.add_batch(
+                batch.task,
+                {name: float(v) / env.world_size for name, v in zip(names, counts[2:], strict=True)},
+                int(counts[0]),
+                int(counts[1]),
+            )
         for name, param in trainee.named_parameters():               # VLMo §3.4: a frozen side does not move
             if name in frozen:
                 param.grad = None

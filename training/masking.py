@@ -8,7 +8,7 @@ positions on every run and after a resume. Positions are token indices into one 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

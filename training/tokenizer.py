@@ -9,9 +9,10 @@ with 30,522 entries and a ``tokenizer.json``), so nothing is downloaded. In tran
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ the caption again (case and space aside) is no new positive and is dropped.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from pipelines.dedup import normalise_text as normalise  # case and white space make no new sentence
 from retrieval.models import offline_hub, resolve_device
@@ -45,7 +45,7 @@ class Translator:
                                      truncation=True).to(self.device)  # at the model's own input limit
             with torch.inference_mode():
                 generated = self.model.generate(**encoded, max_length=max_length, num_beams=num_beams, **extra)
-            for i, text in zip(batch, self.tokenizer.batch_decode(generated, skip_special_tokens=True)):
+            for i, text in zip(batch, self.tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
                 out[i] = text.strip()
         return out
 
@@ -76,7 +76,7 @@ def back_translate(pivots: Sequence[Pivot], texts: Sequence[str], batch_size: in
     for pivot in pivots:
         middle = pivot.forward.translate(texts, batch_size, max_length, num_beams)
         back = pivot.backward.translate(middle, batch_size, max_length, num_beams)
-        for rewrites, source, pivot_text, output in zip(found, texts, middle, back):
+        for rewrites, source, pivot_text, output in zip(found, texts, middle, back, strict=True):
             if is_new(source, output) and all(normalise(output) != normalise(seen) for seen, _ in rewrites):
                 rewrites.append((output, pivot.detail(pivot_text)))
     return found

@@ -8,7 +8,6 @@ token, the first token predicted from the tokenizer's BOS (or EOS) token, so bat
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from retrieval.models import offline_hub, resolve_device

@@ -231,10 +231,10 @@ class Detector:
                                                 max_det=self.max_boxes, return_idxs=True)
             nc = len(self.names)
             boxes = [torch.cat([k[:, :4], torch.tensor(e, dtype=k.dtype, device=k.device).view(-1, 4)])
-                     for k, e in zip(kept, extra_boxes)]
+                     for k, e in zip(kept, extra_boxes, strict=True)]
             pooled = self._pool(feature_maps, boxes).cpu().split([len(b) for b in boxes])
             out = []
-            for b, (k, idx, feats) in enumerate(zip(kept, indices, pooled)):
+            for b, (k, idx, feats) in enumerate(zip(kept, indices, pooled, strict=True)):
                 n, idx = len(k), idx.long().view(-1)  # an image without boxes has a float (0, 1) placeholder
                 out.append(Detection(k[:, :4].tolist(), k[:, 4].tolist(), y[b, 4:4 + nc, idx].T.float().cpu().numpy(),
                                      feats[:n].numpy(), feats[n:].numpy()))
@@ -246,7 +246,9 @@ class Detector:
 
         image = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=b.device) for i, b in enumerate(boxes)])
         flat = torch.cat(boxes).double()
-        return torch.cat([box_means(f, flat / s, image) for f, s in zip(feature_maps, self.strides)], dim=1)
+        return torch.cat(
+            [box_means(f, flat / s, image) for f, s in zip(feature_maps, self.strides, strict=True)], dim=1
+        )
 
 
 def box_means(feature_map, boxes, image):
@@ -340,14 +342,17 @@ def annotate_images(shard, settings: DetectSettings, detector: Detector | None) 
 def _batch_rows(source: str, batch: list, settings: DetectSettings, detector: Detector | None) -> list[dict]:
     objects = [annotation_objects(row["meta"]) if uses_annotations(settings.tags) else [] for row, _ in batch]
     if not uses_detector(settings.tags):
-        return [_row(source, row, image, annotation_regions(objs, None)) for (row, image), objs in zip(batch, objects)]
+        return [
+            _row(source, row, image, annotation_regions(objs, None))
+            for (row, image), objs in zip(batch, objects, strict=True)
+        ]
     letterboxes = [Letterbox.of(image.shape[1], image.shape[0], detector.image_size) for _, image in batch]
-    extra = [[lb.to_input(box) for _, box in objs] for lb, objs in zip(letterboxes, objects)]
+    extra = [[lb.to_input(box) for _, box in objs] for lb, objs in zip(letterboxes, objects, strict=True)]
     detections = detector.detect([image for _, image in batch], extra)
     return [_row(source, row, image,
                  annotation_regions(objs, d.extra_features)
                  + detector_regions(d, lb, detector.names, settings.min_confidence, settings.max_boxes))
-            for (row, image), objs, d, lb in zip(batch, objects, detections, letterboxes)]
+            for (row, image), objs, d, lb in zip(batch, objects, detections, letterboxes, strict=True)]
 
 
 def _row(source: str, row: dict, image, regions: list[dict]) -> dict:

@@ -18,8 +18,8 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from pipelines import io as fsio
-from pipelines.shards import read_index_metadata
+from pipelines import storage
+from pipelines.shards import read_footer
 from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
@@ -80,8 +80,8 @@ def _fingerprint(root: str, folder: str, sources: list[str]) -> str:
     """What a collection of sidecar tables holds: their params hashes (each covers its raw shard)."""
     digest = hashlib.sha256()
     for source in sources:
-        for path in fsio.glob(fsio.join(root, folder, source, "[0-9]*.parquet")):
-            digest.update("/".join(path.rsplit("/", 2)[-2:]).encode() + read_index_metadata(path).get(PARAMS_KEY, b""))
+        for path in storage.glob(storage.join(root, folder, source, "[0-9]*.parquet")):
+            digest.update("/".join(path.rsplit("/", 2)[-2:]).encode() + read_footer(path).get(PARAMS_KEY, b""))
     return digest.hexdigest()[:16]
 
 
@@ -138,10 +138,10 @@ class WeakPairs(ShardLinker):
     def params(self) -> dict:
         builds = {}
         for name in self.weak.texts:
-            path = fsio.join(self.root, "index", TEXT_SPACE, name, "build.json")
-            if not fsio.exists(path):
+            path = storage.join(self.root, "index", TEXT_SPACE, name, "build.json")
+            if not storage.exists(path):
                 raise ValueError(f"weak pairs {self.weak.name}: no index at {path}; run `unicorpus index` first")
-            builds[name] = hashlib.sha256(fsio.read_bytes(path)).hexdigest()[:16]
+            builds[name] = hashlib.sha256(storage.read_bytes(path)).hexdigest()[:16]
         params = {"kind": "weak_pairs", "texts": self.weak.texts, "k": self.weak.k, "indexes": builds}
         if self.regions:
             require_model(self.embed.model, "retrieval.embed.model", "phrase_regions embeds noun phrases and "
@@ -172,7 +172,7 @@ class WeakPairs(ShardLinker):
         found = weak_pairs(queries, source, vectors, self.indexes, self.weak.k)
         rejects += [_reject(source, "emb/tags", shard, key, Reason.NO_RESULTS,
                             f"tag query {tags[key]['text']!r}: the indexes of {', '.join(self.weak.texts)} are empty")
-                    for key, rows in zip(queries, found) if not rows]
+                    for key, rows in zip(queries, found, strict=True) if not rows]
         pairs = [row for rows in found for row in rows]
         out = [Linked(pairs, rejects, len(images))]
         if self.regions:
@@ -181,7 +181,7 @@ class WeakPairs(ShardLinker):
 
     def _check_model(self, source: str, shard: int) -> None:
         path = SidecarPaths.of(self.root, "emb/tags", STAGE, source, shard).table
-        model = read_index_metadata(path).get(MODEL_KEY, b"").decode()
+        model = read_footer(path).get(MODEL_KEY, b"").decode()
         if self.models - {model}:
             raise ValueError(f"{path} was embedded with {model!r} but the indexes of {', '.join(self.weak.texts)} "
                              f"with {sorted(self.models)}: embed and index with one model")
@@ -191,12 +191,14 @@ class WeakPairs(ShardLinker):
 
         detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], _DETECT_HINT)
         labels = {row["key"]: [region["label"] for region in row["regions"]] for row in detect}
-        phrases = {(p["key"], p["text_index"]): self._phrases(p["source"], p["key"]).get((p["key"], p["text_index"]), [])
-                   for p in pairs}
+        phrases = {
+            (p["key"], p["text_index"]): self._phrases(p["source"], p["key"]).get((p["key"], p["text_index"]), [])
+            for p in pairs
+        }
         links = phrase_region_links(pairs, phrases, labels, self.encode)
         rejects = [_reject(source, f"links/{self.weak.name}", shard, pair["query_key"], Reason.NO_PHRASES,
                            f"{pair['key']} text {pair['text_index']}: no noun phrase in ann/parse")
-                   for pair, rows in zip(pairs, links) if not rows]
+                   for pair, rows in zip(pairs, links, strict=True) if not rows]
         return Linked([row for rows in links for row in rows], rejects, len(pairs))
 
     def _phrases(self, source: str, key: str) -> dict:
@@ -247,7 +249,7 @@ class RelatedImages(ShardLinker):
         exclude = same_key(self.positions, queries)
         found = related_images(self.index, [labels[key] for key in queries], self.top_n, exclude)
         rows = []
-        for key, hits in zip(queries, found):
+        for key, hits in zip(queries, found, strict=True):
             if not hits:
                 rejects.append(_reject(source, "ann/detect", shard, key, Reason.NO_RESULTS,
                                        f"no other image shares a label of {sorted(set(labels[key]))}"))
@@ -292,7 +294,7 @@ class RelatedTexts(ShardLinker):
         found = related_texts(self.index, self.vectors, [row["text"] for row in queries], vectors,
                               self.top_m, self.top_n, exclude)
         rows, rejects = [], []
-        for query, hits in zip(queries, found):
+        for query, hits in zip(queries, found, strict=True):
             if not hits:
                 rejects.append(_reject(source, "emb/text", shard, query["key"], Reason.NO_RESULTS,
                                        f"text {query['text_index']}: no other text shares a term"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -25,7 +25,7 @@ def tokenize(text: str) -> list[str]:
 
 def trigrams(text: str) -> Iterable[tuple[str, str, str]]:
     tokens = [BOS, BOS, *tokenize(text), EOS]
-    return zip(tokens, tokens[1:], tokens[2:])
+    return zip(tokens, tokens[1:], tokens[2:], strict=False)
 
 
 class NgramCombiner:

@@ -274,7 +274,9 @@ def location(text: Text) -> str:
     return f"{text.key}#text_index={text.index}"
 
 
-def split_texts(shard: ShardInput, modalities: frozenset[str], max_chars: int, where: str) -> tuple[list[Text], list[Reject]]:
+def split_texts(
+    shard: ShardInput, modalities: frozenset[str], max_chars: int, where: str
+) -> tuple[list[Text], list[Reject]]:
     """The texts (``sample_texts``) of the shard's samples of ``modalities``: good ones, and rejects of the others."""
     good, rejects = [], []
     for row in shard.rows:
@@ -294,4 +296,4 @@ def parse_rows(nlp, source: str, texts: list[Text], batch_size: int) -> list[dic
     """ANN_PARSE rows of ``texts``, parsed in one ``nlp.pipe``."""
     return [{"key": text.key, "source": source, "text_index": text.index, "text": text.text,
              "noun_phrases": noun_phrases(doc), **scene_graph(doc)}
-            for text, doc in zip(texts, nlp.pipe((t.text for t in texts), batch_size=batch_size))]
+            for text, doc in zip(texts, nlp.pipe((t.text for t in texts), batch_size=batch_size), strict=True)]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from pipelines.annotators.similar import Encode, nearest_entries, variant_key
 from pipelines.dedup import normalise_text as normalize
@@ -161,10 +162,12 @@ def locate_nodes(parse_row: dict) -> list[Node]:
     text does not contain (a lemmatised relation, a bad span) cannot be rewritten and is left out."""
     text, objects = parse_row["text"], parse_row["objects"]
     heads = [(o["start"], o["end"]) for o in objects]
-    valid = [0 <= s < e <= len(text) and normalize(o["name"]) != "" for o, (s, e) in zip(objects, heads)]
-    nodes = [Node("object", normalize(o["name"]), s, e) for o, (s, e), ok in zip(objects, heads, valid) if ok]
-    taken = [span for span, ok in zip(heads, valid) if ok]
-    for obj, (start, _), ok in zip(objects, heads, valid):
+    valid = [0 <= s < e <= len(text) and normalize(o["name"]) != "" for o, (s, e) in zip(objects, heads, strict=True)]
+    nodes = [
+        Node("object", normalize(o["name"]), s, e) for o, (s, e), ok in zip(objects, heads, valid, strict=True) if ok
+    ]
+    taken = [span for span, ok in zip(heads, valid, strict=True) if ok]
+    for obj, (start, _), ok in zip(objects, heads, valid, strict=True):
         attributes = {normalize(a) for a in obj["attributes"]} - {""}
         for attribute in sorted(attributes) if ok else ():
             span = _nearest(text, attribute, 0, start, start, taken)
@@ -264,7 +267,7 @@ class SceneGraphRewriter:
     def rewrite(self, parse_row: dict) -> list[dict]:
         found = candidates(parse_row, self.similar, self.config.candidates_per_node, self.refused, self.refusals)
         scores = self.lm.score_many([text for text, _ in found]) if found else []
-        ranked = sorted(zip(scores, found), key=lambda item: (-item[0], item[1][0]))[:self.config.top_n]
+        ranked = sorted(zip(scores, found, strict=True), key=lambda item: (-item[0], item[1][0]))[:self.config.top_n]
         return [{"key": parse_row["key"], "source": parse_row["source"], "text_index": parse_row["text_index"],
                  "kind": KIND, "method": METHOD, "text": text, "score": float(score), "detail": detail}
                 for score, (text, detail) in ranked]

@@ -9,7 +9,7 @@ in the stage; a hand-made table in tests). Similarities are computed in row bloc
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def _best_of_rows(scores: np.ndarray, top_n: int) -> list[list[tuple[int, float]
     keep = np.arange(len(row)) - first[row] < k
     row, col, score = row[keep], col[keep], score[keep]
     bounds = np.searchsorted(row, np.arange(scores.shape[0] + 1))
-    return [list(zip(col[a:b].tolist(), score[a:b].tolist())) for a, b in zip(bounds, bounds[1:])]
+    return [list(zip(col[a:b].tolist(), score[a:b].tolist(), strict=True)) for a, b in pairwise(bounds)]
 
 
 class CaptionIndex:
@@ -131,8 +132,16 @@ class CaptionIndex:
     def _groups(self, keys: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         """Column 0: image key; column 1: the text's terms (a caption of another image with the same words
         is no negative). Ids are shared between the corpus and later queries."""
-        return np.array([[self._keys.setdefault(k, len(self._keys)), self._texts.setdefault(" ".join(terms(t)), len(self._texts))]
-                         for k, t in zip(keys, texts)], dtype=np.int64).reshape(len(keys), 2)
+        return np.array(
+            [
+                [
+                    self._keys.setdefault(k, len(self._keys)),
+                    self._texts.setdefault(" ".join(terms(t)), len(self._texts)),
+                ]
+                for k, t in zip(keys, texts, strict=True)
+            ],
+            dtype=np.int64,
+        ).reshape(len(keys), 2)
 
     def negatives(self, keys: Sequence[str], texts: Sequence[str], top_n: int,
                   block_entries: int = 1 << 22) -> list[list[tuple[tuple[str, str, int, str], float]]]:

@@ -156,7 +156,9 @@ class WordNetFilter:
             counts = [max((self._count(lemma) for lemma in s.lemmas() if lemma.name().lower() in forms), default=0)
                       for s in synsets]
             floor = self.config.min_sense_share * max(counts)
-            kept.update(s for i, (s, count) in enumerate(zip(synsets, counts)) if i == 0 or count >= max(floor, 1))
+            kept.update(
+                s for i, (s, count) in enumerate(zip(synsets, counts, strict=True)) if i == 0 or count >= max(floor, 1)
+            )
         return frozenset(kept)
 
     def _ancestors(self, senses: frozenset) -> frozenset:

@@ -32,8 +32,9 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pipelines.minicorpus import cleaning, coco, labels, prose, text_sources, visual_genome, web
 from pipelines.minicorpus.common import Tally, write_text

@@ -26,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(os.path.dirname(config), EXPECTED), encoding="utf-8") as f:
         expected = json.load(f)
     rejects = sum(sum(entry["rejects"].values()) for entry in source_entries(expected).values())
-    print(f"{config}: {len(source_entries(expected))} sources, {total_samples(expected)} samples and {rejects} rejects expected "
-          f"({time.perf_counter() - start:.1f} s)")
+    print(
+        f"{config}: {len(source_entries(expected))} sources, {total_samples(expected)} samples and {rejects} rejects "
+        "expected "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 

@@ -7,7 +7,8 @@ import json
 import os
 import tarfile
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from schemas.records import Modality, Reason
 

@@ -53,12 +53,12 @@ def write_openimages(root: str, rng: random.Random, scale: int, tally: Tally) ->
     roles = ["good"] * n + ["negatives_only", "no_labels"]
     rng.shuffle(roles)
     unknown_image = f"{rng.getrandbits(64):016x}"
-    good_ids = [i for i, r in zip(image_ids, roles) if r == "good"]
+    good_ids = [i for i, r in zip(image_ids, roles, strict=True) if r == "good"]
     unknown_class_on, malformed_on = rng.sample(good_ids, 2)
 
     image_rows, label_rows, box_rows = [OI_IMAGE_HEADER], [OI_LABEL_HEADER], [OI_BOX_HEADER]
     all_mids = list(OI_MIDS.values()) + list(OI_OTHER_CLASSES)
-    for image_id, role in zip(image_ids, roles):
+    for image_id, role in zip(image_ids, roles, strict=True):
         scene = scenes.sample_scene(rng)
         data = scenes.jpeg(scene)
         write_bytes(os.path.join(root, "images", f"{image_id}.jpg"), data)

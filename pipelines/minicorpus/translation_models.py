@@ -19,12 +19,21 @@ from retrieval.models import offline_hub
 
 _WORDS = {  # a few words per pivot language, enough for a sentencepiece vocabulary of that script
     "en": (["a", "the", "small", "red", "big", "green", "blue"], list(KINDS), ["on", "near", "under", "in front of"]),
-    "zh": (["一个", "这个", "小", "红色的", "大", "绿色的"], ["球", "盒子", "帐篷", "树", "汽车", "房子", "太阳", "风筝"],
-           ["在上面", "旁边", "下面"]),
-    "fr": (["un", "le", "petit", "rouge", "grand", "vert"], ["ballon", "boîte", "tente", "arbre", "voiture", "maison",
-                                                             "soleil", "cerf-volant"], ["sur", "près de", "sous"]),
-    "es": (["un", "el", "pequeño", "rojo", "grande", "verde"], ["balón", "caja", "tienda", "árbol", "coche", "casa",
-                                                               "sol", "cometa"], ["sobre", "cerca de", "debajo de"]),
+    "zh": (
+        ["一个", "这个", "小", "红色的", "大", "绿色的"],
+        ["球", "盒子", "帐篷", "树", "汽车", "房子", "太阳", "风筝"],
+        ["在上面", "旁边", "下面"],
+    ),
+    "fr": (
+        ["un", "le", "petit", "rouge", "grand", "vert"],
+        ["ballon", "boîte", "tente", "arbre", "voiture", "maison", "soleil", "cerf-volant"],
+        ["sur", "près de", "sous"],
+    ),
+    "es": (
+        ["un", "el", "pequeño", "rojo", "grande", "verde"],
+        ["balón", "caja", "tienda", "árbol", "coche", "casa", "sol", "cometa"],
+        ["sobre", "cerca de", "debajo de"],
+    ),
 }
 DEFAULT_PIVOTS = ("zh", "fr", "es")  # UNIMO §2.1
 _POSITIONS = 64  # the models' input and output limit, tokens

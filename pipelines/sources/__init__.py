@@ -8,7 +8,7 @@ guessing would lose data.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from schemas.config import SourceConfig, TextConfig
 from schemas.records import Candidate, Reject

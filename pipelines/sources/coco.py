@@ -9,10 +9,11 @@ files are streamed (jsonstream), so the 450 MB instances file is never held whol
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from pipelines import io
+from pipelines import storage
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     candidate,
@@ -156,7 +157,7 @@ class CocoReader(Reader):
         }
         if self.config.instances is not None:
             meta["objects"] = [obj for _, obj in sorted(image.objects, key=lambda o: id_order(o[0]))]
-        image_path = io.join(self.config.path(self.config.images), image.file_name)
+        image_path = storage.join(self.config.path(self.config.images), image.file_name)
         return candidate(self.name, image_id, location, meta, text=captions[0][1], image_path=image_path)
 
 

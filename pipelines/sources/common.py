@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io as stdio
+import io
 import math
 import posixpath
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator, Sequence
+from typing import IO, Any
 
-from pipelines import io
+from pipelines import storage
 from pipelines.sources import SourceError
 from pipelines.sources.jsonstream import iter_json_array, iter_json_object
 from schemas.keys import make_key
@@ -50,22 +51,22 @@ def member_location(relpath: str, member: str) -> str:
 def open_source(path: str) -> IO[bytes]:
     """Open a raw file, or raise ``SourceError`` naming it."""
     try:
-        return io.open_read(path)
+        return storage.open_read(path)
     except Exception as e:  # Beam wraps OSError in BeamIOError, remote filesystems raise their own.
         raise SourceError(f"{path}: cannot open: {e}") from e
 
 
 def require_exists(path: str, what: str = "file") -> None:
-    if not io.exists(path):
+    if not storage.exists(path):
         raise SourceError(f"{path}: no such {what}")
 
 
 def source_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """``pipelines.io.iter_lines`` with a missing or unreadable file as ``SourceError``, and a leading
+    """``pipelines.storage.iter_lines`` with a missing or unreadable file as ``SourceError``, and a leading
     byte-order mark (Windows editors write one) removed from line 1."""
     require_exists(path)
     try:
-        for number, line in io.iter_lines(path):
+        for number, line in storage.iter_lines(path):
             yield number, strip_bom(line) if number == 1 else line
     except OSError as e:
         raise SourceError(f"{path}: cannot read: {e}") from e
@@ -99,7 +100,7 @@ def list_file_stats(folder: str, extensions: tuple[str, ...]) -> list[tuple[str,
     """``list_files`` with each file's size and mtime (the same listing)."""
     require_exists(folder, "folder")
     try:
-        found = io.listing(io.join(folder, "**"))
+        found = storage.listing(storage.join(folder, "**"))
     except Exception as e:
         raise SourceError(f"{folder}: cannot list: {e}") from e
     return [entry for entry in found if entry[0].lower().endswith(extensions)]
@@ -125,7 +126,7 @@ def listed_inputs(root: str, entries: list[tuple[str, int, float]]) -> list[Inpu
 
 def input_files(root: str, paths: list[str]) -> list[InputFile]:
     """``InputFile`` of each of ``paths`` that exists; the others are the readers' business."""
-    found = io.stat(list(dict.fromkeys(paths)))
+    found = storage.stat(list(dict.fromkeys(paths)))
     return listed_inputs(root, [(path, size, mtime) for path, (size, mtime) in sorted(found.items())])
 
 
@@ -294,7 +295,7 @@ def iter_csv(path: str) -> Iterator[tuple[int, list[str], str | None]]:
     (bytes that are not UTF-8, a csv syntax error). The csv module, since fields hold quoted commas."""
     require_exists(path)
     with open_source(path) as raw:
-        text = stdio.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         reader = csv.reader(text)
         last = 0
         while True:
@@ -344,7 +345,7 @@ def csv_records(
 def source_path(root: str, *parts: str) -> str:
     """``root`` joined with config paths, skipping ``.`` and empty parts (``images: .``)."""
     parts = tuple(p for p in parts if p not in ("", "."))
-    return io.join(root, *parts) if parts else root
+    return storage.join(root, *parts) if parts else root
 
 
 def match_files(root: str, pattern: str) -> list[str]:
@@ -358,7 +359,7 @@ def match_file_stats(root: str, pattern: str) -> list[tuple[str, int, float]]:
     """``match_files`` with each file's size and mtime (the same listing)."""
     patterns = [pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]
     try:
-        found = sorted({entry for pat in patterns for entry in io.listing(io.join(root, pat))})
+        found = sorted({entry for pat in patterns for entry in storage.listing(storage.join(root, pat))})
     except Exception as e:
         raise SourceError(f"{root}: cannot list {pattern}: {e}") from e
     if not found:
@@ -370,5 +371,5 @@ def image_reference(folder: str | None, file_name: str, url: str | None) -> dict
     """Where a URL-list source's image is: ``image_path`` in its local folder, or, with ``images: null``
     in the config, ``image_url`` for the shard writer to fetch; None when there is no URL to fetch."""
     if folder is not None:
-        return {"image_path": io.join(folder, file_name)}
+        return {"image_path": storage.join(folder, file_name)}
     return {"image_url": url} if url else None

@@ -8,22 +8,23 @@ the parquet lists every URL it tried (failures included) and the tar holds what 
 from __future__ import annotations
 
 import tarfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines import io
+from pipelines import storage
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     InputFile,
-    image_reference,
-    listed_inputs,
     candidate,
     clean_text,
     decode_utf8,
     element_location,
+    image_reference,
     is_image_name,
     line_location,
+    listed_inputs,
     member_location,
     open_source,
     require_exists,
@@ -76,7 +77,7 @@ class Img2datasetReader(Reader):
     def parts(self) -> list[str]:
         root = self.config.root
         require_exists(root, "folder")
-        paths = [path for ext in (".parquet", ".tar") for path in io.glob(io.join(root, "*" + ext))]
+        paths = [path for ext in (".parquet", ".tar") for path in storage.glob(storage.join(root, "*" + ext))]
         stems = {path.rsplit(".", 1)[0] for path in paths}
         if not stems:
             raise SourceError(f"{root}: no img2dataset shards (NNNNN.parquet + NNNNN.tar)")
@@ -85,7 +86,9 @@ class Img2datasetReader(Reader):
     def inputs(self, parts: list[str]) -> list[InputFile]:
         """Every shard's parquet and tar with size and mtime."""
         root = self.config.root
-        return listed_inputs(root, sorted(e for ext in (".parquet", ".tar") for e in io.listing(io.join(root, "*" + ext))))
+        return listed_inputs(
+            root, sorted(e for ext in (".parquet", ".tar") for e in storage.listing(storage.join(root, "*" + ext)))
+        )
 
     def read(self, part: str) -> Iterator[Candidate | Reject]:
         parquet, tar = part + ".parquet", part + ".tar"

@@ -9,7 +9,7 @@ becomes a ``duplicate_id`` reject. The writer opens each file and rejects what d
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import IMAGE_EXTENSIONS, InputFile, candidate, list_file_stats, list_files, relative_to
@@ -27,8 +27,10 @@ class ImageFolderReader(Reader):
         """Every image file with its size, mtime and key: an added, removed or edited image redoes its
         own shard only. A folder without images is an error, not an empty corpus."""
         (folder,) = parts
-        found = [InputFile(relative_to(path, self.config.root), size, mtime, make_key(self.name, self._id(path, folder)))
-                 for path, size, mtime in list_file_stats(folder, IMAGE_EXTENSIONS)]
+        found = [
+            InputFile(relative_to(path, self.config.root), size, mtime, make_key(self.name, self._id(path, folder)))
+            for path, size, mtime in list_file_stats(folder, IMAGE_EXTENSIONS)
+        ]
         if not found:
             raise SourceError(f"source {self.name}: no image file ({' '.join(IMAGE_EXTENSIONS)}) under {folder} "
                               f"(sources.{self.name}.images)")

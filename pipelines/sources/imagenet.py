@@ -12,9 +12,11 @@ import os
 import posixpath
 import re
 import tarfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from pipelines import io
+from pipelines import storage
+from pipelines.nltk_data import WORDNET, data_dir, require, wordnet
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     IMAGE_EXTENSIONS,
@@ -27,7 +29,6 @@ from pipelines.sources.common import (
     require_exists,
     source_path,
 )
-from pipelines.nltk_data import WORDNET, data_dir, require, wordnet
 from pipelines.sources.labels import parse_words, pseudo_caption, wordnet_labels
 from schemas.config import ImageNetConfig, TextConfig
 from schemas.keys import make_key
@@ -55,7 +56,7 @@ class ImageNetReader(Reader):
         parts = sorted({part for folder in folders for part in _synset_parts(folder)})
         if not parts:
             hint = [name for name in _entries(folders[0]) if name.endswith("/") and _synset_parts(
-                io.join(folders[0], name[:-1]), probe=True)]
+                storage.join(folders[0], name[:-1]), probe=True)]
             fields = f"sources.{self.name}.images" + (" and .tars" if self.config.tars is not None else "")
             raise SourceError(
                 f"source {self.name}: no synset folder nXXXXXXXX/ or nXXXXXXXX.tar in {' or '.join(folders)} "
@@ -147,9 +148,9 @@ def _synset_parts(folder: str, probe: bool = False) -> list[str]:
     parts = []
     for name in _entries(folder):
         if name.endswith("/") and _SYNSET.match(name[:-1]):
-            parts.append(io.join(folder, name[:-1]))
+            parts.append(storage.join(folder, name[:-1]))
         elif name.endswith(".tar") and _SYNSET.match(name[: -len(".tar")]):
-            parts.append(io.join(folder, name))
+            parts.append(storage.join(folder, name))
         if probe and parts:
             break
     return parts
@@ -164,7 +165,7 @@ def _entries(folder: str) -> list[str]:
         with os.scandir(folder) as entries:
             return [e.name + "/" if e.is_dir() else e.name for e in entries]
     names = set()
-    for path in io.glob(io.join(folder, "**")):
+    for path in storage.glob(storage.join(folder, "**")):
         first, slash, _ = relative_to(path, folder).partition("/")
         names.add(first + slash)
     return sorted(names)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 from pipelines.sources import SourceError
 

@@ -9,7 +9,7 @@ comes in as a loaded reader).
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from schemas.config import PseudoPairConfig
 from schemas.keys import shard_of

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
-    image_reference,
     csv_records,
+    image_reference,
     iter_csv,
     relative_to,
     source_path,

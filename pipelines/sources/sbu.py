@@ -6,15 +6,15 @@ user downloaded as ``image_pattern.format(row=i)``. The files are read side by s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import zip_longest
-from typing import Iterator
 
 from pipelines.sources import Reader
 from pipelines.sources.common import (
-    image_reference,
     candidate,
     caption_or_reject,
     decode_utf8,
+    image_reference,
     line_location,
     sample_key,
     source_lines,

@@ -12,7 +12,8 @@ continuation), since a merged pair of sentences still makes a valid text sample 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from pipelines.nltk_data import PUNKT, data_dir, punkt_tokenizer, require
 from schemas.config import TextConfig
@@ -66,7 +67,9 @@ class PunktSplitter:
     only the configured data folder, resolved where it runs: a worker may have its own ``NLTK_DATA``)
     and options; the model loads once per process."""
 
-    def __init__(self, folder: str | None, abbreviations: tuple[str, ...] = PUNKT_ABBREVIATIONS, join_lower: bool = True):
+    def __init__(
+        self, folder: str | None, abbreviations: tuple[str, ...] = PUNKT_ABBREVIATIONS, join_lower: bool = True
+    ):
         self.folder, self.abbreviations, self.join_lower = folder, abbreviations, join_lower
 
     def __call__(self, text: str) -> list[str]:

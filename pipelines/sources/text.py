@@ -14,14 +14,15 @@ import lzma
 import posixpath
 import re
 import tarfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
-    decode_utf8,
     InputFile,
+    decode_utf8,
     line_location,
     listed_inputs,
     match_file_stats,
@@ -197,7 +198,9 @@ class WikipediaReader(_FileReader):
             if isinstance(doc, Reject):
                 yield doc
                 continue
-            sentences = line_sentences([(number, p) for p in doc["text"].split("\n")], lambda n: location, self.split)
+            sentences = line_sentences(
+                [(number, p) for p in doc["text"].split("\n")], lambda n, location=location: location, self.split
+            )
             meta = {"title": doc.get("title", ""), "url": doc.get("url", "")}
             yield from text_records(self.name, str(doc["id"]), sentences, location, self.text, meta)
 

@@ -10,10 +10,11 @@ The image file (last part of the image's ``url``) is searched in every folder of
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from pipelines import io
+from pipelines import storage
 from pipelines.sources import Reader, SourceError
 from pipelines.sources.common import (
     box_from,
@@ -157,11 +158,11 @@ class VisualGenomeReader(Reader):
         """File name -> path over all ``image_dirs`` (the first folder holding a name wins)."""
         files: dict[str, str] = {}
         folders = [self.config.path(d) for d in self.config.image_dirs]
-        present = [f for f in folders if io.exists(f)]
+        present = [f for f in folders if storage.exists(f)]
         if not present:
             raise SourceError(f"none of the image folders exists: {', '.join(folders)}")
         for folder in present:
-            for path in io.glob(io.join(folder, "*")):
+            for path in storage.glob(storage.join(folder, "*")):
                 files.setdefault(path.replace("\\", "/").rsplit("/", 1)[-1], path)
         return files
 

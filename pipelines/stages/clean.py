@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.dedup import Duplicate, Item, find_duplicates
 from pipelines.evalsets import Contamination, EvalSet, find_contamination, load_evalset, sample_ref
 from pipelines.manifest_io import update_manifest
@@ -82,20 +82,20 @@ def removed_reasons(root: str, source: str) -> dict[str, str]:
     """Key -> why ``clean`` removed it (``contaminated`` or ``duplicate``), for ``source``."""
     reasons: dict[str, str] = {}
     for stage in (DEDUP, DECONTAM):
-        for path in fsio.glob(fsio.join(root, "rejects", stage, source, "*.parquet")):
-            with fsio.open_read(path) as f:
+        for path in storage.glob(storage.join(root, "rejects", stage, source, "*.parquet")):
+            with storage.open_read(path) as f:
                 table = pq.read_table(f, columns=["key", "reason"])
-            reasons.update(zip(table.column("key").to_pylist(), table.column("reason").to_pylist()))
+            reasons.update(zip(table.column("key").to_pylist(), table.column("reason").to_pylist(), strict=True))
     return reasons
 
 
 def _index_rows(root: str, name: str) -> list[_Row]:
-    indexes = fsio.glob(fsio.join(root, "raw", name, SHARD_INDEX_PATTERN))
+    indexes = storage.glob(storage.join(root, "raw", name, SHARD_INDEX_PATTERN))
     if not indexes:
-        raise ValueError(f"source {name}: no ingested shards under {fsio.join(root, 'raw', name)}; run ingest first")
+        raise ValueError(f"source {name}: no ingested shards under {storage.join(root, 'raw', name)}; run ingest first")
     rows = []
     for path in indexes:
-        with fsio.open_read(path) as f:
+        with storage.open_read(path) as f:
             table = pq.read_table(f, columns=_COLUMNS)
         check_version(table.schema, path)
         shard = int(path.rsplit("/", 1)[-1].split(".")[0])
@@ -119,7 +119,7 @@ def _image_hashes(folder: str, config: CorpusConfig) -> set[str]:
     hashes = set()
     for path in list_files(folder, IMAGE_EXTENSIONS):
         try:
-            hashes.add(process_image(fsio.read_bytes(path), config.image).phash)
+            hashes.add(process_image(storage.read_bytes(path), config.image).phash)
         except ImageError as e:
             raise ValueError(f"{path}: an evaluation image that does not decode: {e}") from e
     return hashes
@@ -168,11 +168,11 @@ def _write_rejects(config: CorpusConfig, stage: str, rejects: list[tuple[_Row, s
             {"stage": stage, "source": row.source, "key": row.key, "reason": reason, "detail": detail,
              "location": f"raw/{row.source}/{shard_name(row.shard)}.tar"})
     for name in config.sources:
-        fsio.delete(fsio.glob(fsio.join(config.output, "rejects", stage, name, "*.parquet")))
+        storage.delete(storage.glob(storage.join(config.output, "rejects", stage, name, "*.parquet")))
     for (source, shard), table_rows in sorted(by_shard.items()):
-        path = fsio.join(config.output, "rejects", stage, source, f"{shard_name(shard)}.parquet")
+        path = storage.join(config.output, "rejects", stage, source, f"{shard_name(shard)}.parquet")
         write_table(path + ".tmp", sorted(table_rows, key=lambda r: r["key"]), REJECTS)
-        fsio.rename(path + ".tmp", path)
+        storage.rename(path + ".tmp", path)
 
 
 def _results(config: CorpusConfig, rows: list[_Row], duplicates: list[Duplicate],

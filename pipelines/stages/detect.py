@@ -13,8 +13,8 @@ import os
 
 from pipelines.annotators.detect import (
     IMAGE_MODALITIES,
-    DetectSettings,
     Detector,
+    DetectSettings,
     annotate_images,
     file_digest,
     uses_detector,

@@ -2,8 +2,9 @@
 
 Two embedding spaces, one model (mu-VLA §3.2: the same sentence-BERT embeds tag queries and
 sentences, so their cosine compares them):
-- ``text``: every text of every sample (``sidecar.sample_texts``: each COCO caption and VG region description, else the one text);
-  empty texts are rejects. The model reads a text's first ``max_seq_length`` tokens (256 for MiniLM).
+- ``text``: every text of every sample (``sidecar.sample_texts``: each COCO caption and VG region
+  description, else the one text); empty texts are rejects. The model reads a text's first
+  ``max_seq_length`` tokens (256 for MiniLM).
 - ``tags``: one query per image, its ann/detect region labels as one sequence (``retrieval.embed.tag_query``);
   an image without labels is a reject (no_tags). Needs the detect stage's tables.
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.runner import RunnerConfig
-from pipelines.shards import read_index_metadata
+from pipelines.shards import read_footer
 from pipelines.sidecar import REGION_LABELS, ShardInput, SidecarPaths, raw_shards, read_table_rows, sample_texts
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, has_modality, run_sidecar_stage
@@ -64,15 +65,15 @@ class EmbedAnnotator(ShardAnnotator):
 
     def input_digest(self, root: str, source: str, shard: int) -> str:
         path = detect_table(root, source, shard)
-        if self.space == "text" or not fsio.exists(path):
+        if self.space == "text" or not storage.exists(path):
             return ""
-        return read_index_metadata(path).get(PARAMS_KEY, b"").decode()
+        return read_footer(path).get(PARAMS_KEY, b"").decode()
 
     def annotate(self, shard: ShardInput) -> tuple[list[dict], list[Reject], int]:
         queries, rejects = (self._texts(shard) if self.space == "text" else self._tag_queries(shard))
         vectors = self.embedder.encode([text for _, _, text in queries])
         rows = [{"key": key, "source": shard.source, "text_index": index, "text": text, "vector": vector}
-                for (key, index, text), vector in zip(queries, vectors)]
+                for (key, index, text), vector in zip(queries, vectors, strict=True)]
         return rows, rejects, len(rows) + len(rejects)
 
     def _texts(self, shard: ShardInput) -> tuple[list[tuple[str, int, str]], list[Reject]]:
@@ -116,7 +117,7 @@ def _tar(shard: ShardInput) -> str:
 def read_detect_labels(root: str, source: str, shard: int) -> dict[str, list[str]]:
     """key -> region labels (in the table's order: annotations first, then by score) of one shard."""
     path = detect_table(root, source, shard)
-    if not fsio.exists(path):
+    if not storage.exists(path):
         raise ValueError(_not_detected(source, shard, path))
     rows = read_table_rows(path, ["key", *REGION_LABELS])
     return {row["key"]: [r["label"] for r in row["regions"] if r["label"]] for row in rows}
@@ -125,7 +126,7 @@ def read_detect_labels(root: str, source: str, shard: int) -> dict[str, list[str
 def check_detected(root: str, source: str) -> None:
     """Fail before any pipeline starts if a shard of ``source`` has no ann/detect table."""
     for shard in raw_shards(root, source):
-        if not fsio.exists(detect_table(root, source, shard)):
+        if not storage.exists(detect_table(root, source, shard)):
             raise ValueError(_not_detected(source, shard, detect_table(root, source, shard)))
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import io as fsio
-from pipelines.shards import read_index_metadata
+from pipelines import storage
+from pipelines.shards import read_footer
 from pipelines.sidecar import removed_keys
 from schemas.config import CorpusConfig
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, check_version
@@ -48,15 +48,15 @@ class EmbPart:
 
     @classmethod
     def open(cls, path: str) -> EmbPart:
-        meta = read_index_metadata(path)
-        with fsio.open_read(path) as f:
+        meta = read_footer(path)
+        with storage.open_read(path) as f:
             count = pq.read_metadata(f).num_rows
         name = path.rsplit("/", 1)[-1].split(".")[0]
         return cls(path, name, meta.get(PARAMS_KEY, b"").decode(), count, meta.get(MODEL_KEY, b"").decode(),
                    int(meta.get(DIM_KEY, b"0")))
 
     def _read(self, columns: list[str]) -> pa.Table:
-        with fsio.open_read(self.path) as f:
+        with storage.open_read(self.path) as f:
             table = pq.read_table(f, columns=columns)
         check_version(table.schema, self.path)
         return table
@@ -71,7 +71,7 @@ class EmbPart:
 
 def emb_parts(root: str, space: str, source: str) -> list[EmbPart]:
     """The non-empty emb tables of (space, source), all of one model and dimension."""
-    paths = fsio.glob(fsio.join(root, "emb", space, source, "[0-9]*.parquet"))
+    paths = storage.glob(storage.join(root, "emb", space, source, "[0-9]*.parquet"))
     if not paths:
         raise ValueError(f"no emb/{space}/{source} tables under {root}; run unicorpus embed first")
     parts = [EmbPart.open(p) for p in paths]
@@ -86,7 +86,7 @@ def indexable_sources(root: str, space: str, sources: list[str] | None) -> list[
     """``sources`` as given, else every source with emb/<space> tables."""
     if sources:
         return list(sources)
-    folders = fsio.glob(fsio.join(root, "emb", space, "*", "[0-9]*.parquet"))
+    folders = storage.glob(storage.join(root, "emb", space, "*", "[0-9]*.parquet"))
     return sorted({p.rsplit("/", 2)[-2] for p in folders})
 
 

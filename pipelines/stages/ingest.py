@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import apache_beam as beam
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
@@ -30,7 +30,7 @@ from pipelines.shards import (
     has_failed_downloads,
     is_complete,
     read_counts,
-    read_index_metadata,
+    read_footer,
 )
 from pipelines.sources import Reader, SourceError, reader_for
 from pipelines.sources.common import InputFile
@@ -112,7 +112,7 @@ def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig, ove
     unknown = [n for n in names if n not in config.sources]
     if unknown:
         raise ValueError(f"--source {', '.join(unknown)}: not in the config (have: {', '.join(config.sources)})")
-    fsio.configure(pipeline_options(runner))
+    storage.configure(pipeline_options(runner))
     results = [_run_source(config, name, runner, overwrite, show_progress, retry_failed) for name in names]
     from pipelines.card import write_card, write_sizes
 
@@ -131,7 +131,7 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     _remove_temporaries(config.output, name)
     reused = [] if overwrite else _reusable_shards(config.output, name, hashes, retry_failed)
     started = time.monotonic()
-    pattern = fsio.join(config.output, "raw", name, SHARD_INDEX_PATTERN)
+    pattern = storage.join(config.output, "raw", name, SHARD_INDEX_PATTERN)
     with ShardProgress(pattern, name, source.shards - len(reused), enabled=show_progress, reused=len(reused),
                        unit="records"):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
@@ -153,7 +153,7 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
 
 
 def _shard_ids(root: str, name: str) -> list[int]:
-    indexes = fsio.glob(fsio.join(root, "raw", name, SHARD_INDEX_PATTERN))
+    indexes = storage.glob(storage.join(root, "raw", name, SHARD_INDEX_PATTERN))
     return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in indexes)
 
 
@@ -166,8 +166,8 @@ def _reusable_shards(root: str, name: str, hashes: tuple[str, ...], retry_failed
 
 def _remove_temporaries(root: str, name: str) -> None:
     """Files a killed run left half-written; never read, since only renamed files count."""
-    for folder in (fsio.join(root, "raw", name), fsio.join(root, "rejects", STAGE, name)):
-        fsio.delete(fsio.glob(fsio.join(folder, "*.tmp-*")))
+    for folder in (storage.join(root, "raw", name), storage.join(root, "rejects", STAGE, name)):
+        storage.delete(storage.glob(storage.join(folder, "*.tmp-*")))
 
 
 def _remove_stale_shards(root: str, name: str, hashes: tuple[str, ...]) -> None:
@@ -175,9 +175,9 @@ def _remove_stale_shards(root: str, name: str, hashes: tuple[str, ...]) -> None:
     for shard in _shard_ids(root, name):
         paths = ShardPaths.of(root, STAGE, name, shard)
         digest = hashes[shard] if shard < len(hashes) else None
-        if read_index_metadata(paths.index).get(PARAMS_KEY, b"").decode() != digest:
+        if read_footer(paths.index).get(PARAMS_KEY, b"").decode() != digest:
             log.warning("removing stale shard %s (written with other parameters)", paths.index)
-            fsio.delete([p for p in (*paths.all(), paths.urls) if fsio.exists(p)])
+            storage.delete([p for p in (*paths.all(), paths.urls) if storage.exists(p)])
 
 
 def _record_in_manifest(config: CorpusConfig, name: str, source: SourceConfig, digest: str,

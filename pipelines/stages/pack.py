@@ -20,16 +20,17 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import apache_beam as beam
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.annotators.links import _fingerprint
 from pipelines.manifest_io import update_manifest
 from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntry, check_tables
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import CountingWriter, ShardCounts, add_member, read_index_metadata, write_table
+from pipelines.shards import CountingWriter, ShardCounts, add_member, read_footer, write_table
 from pipelines.sidecar import params_hash, raw_params_hash, raw_shards, read_shard_input
 from schemas import layout
 from schemas import packed as contract
@@ -70,23 +71,23 @@ def pack_settings(config: CorpusConfig) -> PackSettings:
 def paths(root: str, source: str, shard: int, task: str | None = None) -> str:
     """A shard's rejects table (the proof it is done), or its tar of ``task``."""
     if task is None:
-        return fsio.join(root, layout.rejects(STAGE, source), layout.table_name(shard))
-    return fsio.join(root, layout.packed(task), layout.packed_shard(source, shard))
+        return storage.join(root, layout.rejects(STAGE, source), layout.table_name(shard))
+    return storage.join(root, layout.packed(task), layout.packed_shard(source, shard))
 
 
 def read_pack_counts(root: str, source: str, shard: int) -> dict:
-    return json.loads(read_index_metadata(paths(root, source, shard))[COUNTS_KEY])
+    return json.loads(read_footer(paths(root, source, shard))[COUNTS_KEY])
 
 
 def is_done(root: str, source: str, shard: int, digest: str) -> bool:
     path = paths(root, source, shard)
-    if not fsio.exists(path):
+    if not storage.exists(path):
         return False
-    metadata = read_index_metadata(path)
+    metadata = read_footer(path)
     if metadata.get(PARAMS_KEY, b"").decode() != digest:
         return False
     tasks = json.loads(metadata[COUNTS_KEY])["tasks"]
-    return all(fsio.exists(paths(root, source, shard, task)) for task, c in tasks.items() if c["packed"])
+    return all(storage.exists(paths(root, source, shard, task)) for task, c in tasks.items() if c["packed"])
 
 
 def write_packed(root: str, source: str, shard: int, digest: str, out: dict[str, TaskShard], left_out: Counter) -> dict:
@@ -99,8 +100,8 @@ def write_packed(root: str, source: str, shard: int, digest: str, out: dict[str,
                                f"samples and {len(shard_out.rejects)} rejects out")
         tar = paths(root, source, shard, task)
         size = _write_tar(tar, shard_out.samples) if shard_out.samples else 0
-        if not shard_out.samples and fsio.exists(tar):
-            fsio.delete([tar])  # an earlier run's samples that this one does not pack
+        if not shard_out.samples and storage.exists(tar):
+            storage.delete([tar])  # an earlier run's samples that this one does not pack
         counts["tasks"][task] = {"units": shard_out.units, "packed": len(shard_out.samples), "bytes": size,
                                  "rejected": dict(sorted(Counter(r.reason.value for r in shard_out.rejects).items()))}
     rows = sorted(({"stage": f"{STAGE}/{task}", "source": r.source, "key": r.key, "location": r.location,
@@ -111,18 +112,18 @@ def write_packed(root: str, source: str, shard: int, digest: str, out: dict[str,
     units = sum(task["units"] for task in counts["tasks"].values())  # what the progress bar counts
     write_table(tmp, rows, REJECTS, {PARAMS_KEY: digest.encode(), RECORDS_IN_KEY: str(units).encode(),
                                      COUNTS_KEY: json.dumps(counts, sort_keys=True).encode()})
-    fsio.rename(tmp, path)
+    storage.rename(tmp, path)
     return counts
 
 
 def _write_tar(path: str, samples: list) -> int:
     """Samples sorted by key, fixed headers, under a temporary name then renamed; returns the bytes written."""
     samples = sorted(samples, key=lambda s: s.key)
-    for previous, sample in zip(samples, samples[1:]):
+    for previous, sample in pairwise(samples):
         if previous.key == sample.key:
             raise RuntimeError(f"{path}: two packed samples with key {sample.key}")
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fsio.create(tmp) as f:
+    with storage.create(tmp) as f:
         writer = CountingWriter(f)
         with tarfile.open(fileobj=writer, mode="w", format=tarfile.GNU_FORMAT) as tar:
             for sample in samples:
@@ -130,7 +131,7 @@ def _write_tar(path: str, samples: list) -> int:
                     raise RuntimeError(f"{path}: packed key {sample.key!r} is not a WebDataset key ([a-z0-9_-])")
                 for extension, data in sample.members:
                     add_member(tar, f"{sample.key}.{extension}", data)
-    fsio.rename(tmp, path)
+    storage.rename(tmp, path)
     return writer.tell()
 
 
@@ -161,8 +162,8 @@ def _removals_digest(root: str, sources: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for source in sources:
         for stage in ("dedup", "decontam"):
-            for path in fsio.glob(fsio.join(root, layout.rejects(stage, source), "*.parquet")):
-                digest.update(path.rsplit("/", 3)[-3].encode() + fsio.read_bytes(path))
+            for path in storage.glob(storage.join(root, layout.rejects(stage, source), "*.parquet")):
+                digest.update(path.rsplit("/", 3)[-3].encode() + storage.read_bytes(path))
     return digest.hexdigest()[:16]
 
 
@@ -171,8 +172,10 @@ def shard_digest(settings: PackSettings, source: str, shard: int, shared: dict) 
     their own inputs: the related-items tables cover their collections) and ``shared`` (clean's removals,
     the parses of the weak pairs' text sources). Raises ValueError naming a missing input table."""
     modalities = {row["modality"] for row in read_shard_input(settings.root, source, shard, ["modality"]).rows}
-    inputs = {path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_index_metadata(path).get(PARAMS_KEY, b"").decode()
-              for path in check_tables(settings, source, shard, modalities)}
+    inputs = {
+        path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_footer(path).get(PARAMS_KEY, b"").decode()
+        for path in check_tables(settings, source, shard, modalities)
+    }
     return params_hash({**settings.params(), "inputs": inputs, **shared}, raw_params_hash(settings.root, source, shard))
 
 
@@ -183,8 +186,8 @@ def _shared_inputs(settings: PackSettings) -> dict:
         texts = sorted({name for w in settings.weak for name in w.texts})
         for name in texts:
             for shard in raw_shards(root, name):
-                check_parse = fsio.join(root, layout.ann("parse"), name, layout.table_name(shard))
-                if not fsio.exists(check_parse):
+                check_parse = storage.join(root, layout.ann("parse"), name, layout.table_name(shard))
+                if not storage.exists(check_parse):
                     raise ValueError(f"pack weak_pairs: no {check_parse} (the retrieved sentences' noun phrases); "
                                      f"run `unicorpus annotate parse` first, or leave weak_pairs out of pack.tasks")
         shared["weak_texts_parse"] = _fingerprint(root, layout.ann("parse"), texts)
@@ -194,7 +197,7 @@ def _shared_inputs(settings: PackSettings) -> dict:
 def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
              show_progress: bool = True) -> PackRun:
     """Pack every source (``names``, else ``pack.sources``, else all); results read back from the files."""
-    fsio.configure(pipeline_options(runner))
+    storage.configure(pipeline_options(runner))
     settings = pack_settings(config)
     sources = list(names or config.pack.sources or config.sources)
     unknown = [name for name in sources if name not in config.sources]
@@ -202,8 +205,10 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
         raise ValueError(f"{', '.join(unknown)}: not a source of the config (have: {', '.join(config.sources)})")
     root = config.output
     shared = _shared_inputs(settings)
-    jobs = {source: [(source, shard, shard_digest(settings, source, shard, shared)) for shard in raw_shards(root, source)]
-            for source in sources}  # every input checked before any pipeline starts
+    jobs = {
+        source: [(source, shard, shard_digest(settings, source, shard, shared)) for shard in raw_shards(root, source)]
+        for source in sources
+    }  # every input checked before any pipeline starts
     seconds: dict[str, float] = {}
     reused: dict[str, int] = {}
     for source in sources:
@@ -212,7 +217,7 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
         _remove_temporaries(root, settings, source)
         started = time.monotonic()
         if pending:
-            pattern = fsio.join(root, layout.rejects(STAGE, source), "[0-9]*.parquet")
+            pattern = storage.join(root, layout.rejects(STAGE, source), "[0-9]*.parquet")
             with ShardProgress(pattern, f"pack {source}", len(pending), enabled=show_progress,
                                reused=reused[source], unit="units"):
                 with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
@@ -230,10 +235,10 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
 
 
 def _remove_temporaries(root: str, settings: PackSettings, source: str) -> None:
-    patterns = [fsio.join(root, layout.packed(task), f"{source}-*.tmp-*") for task in settings.tasks]
-    patterns.append(fsio.join(root, layout.rejects(STAGE, source), "*.tmp-*"))
+    patterns = [storage.join(root, layout.packed(task), f"{source}-*.tmp-*") for task in settings.tasks]
+    patterns.append(storage.join(root, layout.rejects(STAGE, source), "*.tmp-*"))
     for pattern in patterns:
-        fsio.delete(fsio.glob(pattern))
+        storage.delete(storage.glob(pattern))
 
 
 def _results(root: str, settings: PackSettings, jobs: dict, reused: dict, seconds: dict) -> PackRun:
@@ -255,15 +260,15 @@ def write_sizes(root: str, tasks: tuple[str, ...]) -> None:
     """``packed/<task>/sizes.json``: every tar of the folder -> its sample count (the open_clip convention),
     from the footers of the shards that wrote them."""
     for task in tasks:
-        folder = fsio.join(root, layout.packed(task))
+        folder = storage.join(root, layout.packed(task))
         sizes = {}
-        for tar in fsio.glob(fsio.join(folder, "*.tar")):
+        for tar in storage.glob(storage.join(folder, "*.tar")):
             name = tar.rsplit("/", 1)[-1]
             source, _, number = name[: -len(".tar")].rpartition("-")
             sizes[name] = read_pack_counts(root, source, int(number))["tasks"][task]["packed"]
-        path = fsio.join(folder, contract.SIZES_FILE)
-        fsio.write_bytes(path + ".tmp", (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
-        fsio.rename(path + ".tmp", path)
+        path = storage.join(folder, contract.SIZES_FILE)
+        storage.write_bytes(path + ".tmp", (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
+        storage.rename(path + ".tmp", path)
 
 
 def _record(root: str, settings: PackSettings, result: PackRun, jobs: dict) -> None:

@@ -1,7 +1,7 @@
 """The parse stage: noun phrases and a scene graph of every text -> ``ann/parse/<source>/NNNNN.parquet``.
 
-One ANN_PARSE row per text (every COCO caption and VG region description, else the sample's one text; pairs and text-only
-sources alike); empty and overlong texts are rejects. The logic is ``pipelines.annotators.parse``; this is
+One ANN_PARSE row per text (every COCO caption and VG region description, else the sample's one text; pairs and
+text-only sources alike); empty and overlong texts are rejects. The logic is ``pipelines.annotators.parse``; this is
 the shell that runs it per shard on ``run_sidecar_stage``, the spaCy model loaded once per worker.
 """
 

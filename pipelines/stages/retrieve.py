@@ -7,9 +7,10 @@
 
 The logic is in ``retrieval.align`` and ``retrieval.related``, applied per shard by the linkers of
 ``pipelines.annotators.links``; this is the Beam shell. One pipeline per linker, ``Create(query shards)
--> Reshuffle -> ParDo``; indexes, models and collections are loaded once per worker (``DoFn.setup``). Tables are committed like every sidecar (``pipelines.sidecar``): atomic, with a
-params hash covering the stage parameters, the raw shard and every input table (emb/tags, ann/detect,
-the indexes' build.json, ...), so a rerun skips finished shards and a rebuilt input redoes them. A query
+-> Reshuffle -> ParDo``; indexes, models and collections are loaded once per worker (``DoFn.setup``).
+Tables are committed like every sidecar (``pipelines.sidecar``): atomic, with a params hash covering the
+stage parameters, the raw shard and every input table (emb/tags, ann/detect, the indexes' build.json, ...),
+so a rerun skips finished shards and a rebuilt input redoes them. A query
 that cannot be served (an image without tags, a text nothing matches) is a reject with its reason.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.annotators.links import (
     STAGE,
     RelatedImages,
@@ -31,18 +32,18 @@ from pipelines.annotators.links import (
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import ShardCounts, read_index_metadata
+from pipelines.shards import ShardCounts, read_footer
 from pipelines.sidecar import (
     SidecarPaths,
+    count_sidecar_rows,
     is_done,
     params_hash,
     raw_params_hash,
     raw_shards,
-    removed_keys,
     read_sidecar,
     read_sidecar_counts,
-    read_sidecar_rows,
     remove_temporaries,
+    removed_keys,
     write_sidecar,
 )
 from schemas.config import CorpusConfig
@@ -76,7 +77,7 @@ class _LinkShard(beam.DoFn):
         paths = [table.paths(linker.root, source, shard) for table in linker.tables]
         if not self.overwrite and all(is_done(p, digest) for p in paths):
             return
-        for table, path, linked in zip(linker.tables, paths, linker.link(source, shard)):
+        for table, path, linked in zip(linker.tables, paths, linker.link(source, shard), strict=True):
             served = len({tuple(row[c] for c in table.query) for row in linked.rows})
             if linked.units != served + len(linked.rejects):
                 raise RuntimeError(f"{table.name} {source}/{shard}: {linked.units} queries in, {served} served + "
@@ -90,9 +91,9 @@ def _digest(linker: ShardLinker, params: dict, source: str, shard: int) -> str:
     inputs = {}
     for folder in linker.inputs:
         path = SidecarPaths.of(linker.root, folder, STAGE, source, shard).table
-        if not fsio.exists(path):
+        if not storage.exists(path):
             raise ValueError(f"retrieve {linker.tables[0].name}: no {path}; {linker.input_hint}")
-        inputs[folder] = read_index_metadata(path).get(PARAMS_KEY, b"").decode()
+        inputs[folder] = read_footer(path).get(PARAMS_KEY, b"").decode()
     return params_hash({**params, "inputs": inputs}, raw_params_hash(linker.root, source, shard))
 
 
@@ -110,7 +111,7 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
     last = linker.tables[-1].name
     pending = [job for job in jobs if job not in reused]
     if pending:  # else not even a worker's setup (indexes, model) is needed
-        with ShardProgress(fsio.join(root, "links", last, "*", "[0-9]*.parquet"), f"{STAGE} {last}", len(jobs),
+        with ShardProgress(storage.join(root, "links", last, "*", "[0-9]*.parquet"), f"{STAGE} {last}", len(jobs),
                            enabled=show_progress, unit="queries"):
             with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
                 (
@@ -127,7 +128,7 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
             counts, links = ShardCounts(), 0
             for _, shard, _ in shard_jobs:
                 paths = table.paths(root, source, shard)
-                counts, links = counts + read_sidecar_counts(paths), links + read_sidecar_rows(paths)
+                counts, links = counts + read_sidecar_counts(paths), links + count_sidecar_rows(paths)
             name = f"{table.name}/{source}"
             results.append(RetrieveResult(name, counts, len(shard_jobs), len(reused & set(shard_jobs)), seconds,
                                           links, len(removed_keys(root, source))))
@@ -144,7 +145,7 @@ def _with_tables(config: CorpusConfig, folder: str, names: list[str] | None) -> 
     if names is not None:
         return list(names)
     return [name for name in config.sources
-            if fsio.glob(fsio.join(config.output, folder, name, "[0-9]*.parquet"))]
+            if storage.glob(storage.join(config.output, folder, name, "[0-9]*.parquet"))]
 
 
 def linkers(config: CorpusConfig) -> list[ShardLinker]:
@@ -169,7 +170,7 @@ def linkers(config: CorpusConfig) -> list[ShardLinker]:
 def run_retrieve(config: CorpusConfig, runner: RunnerConfig, overwrite: bool = False,
                  show_progress: bool = True) -> list[RetrieveResult]:
     """Every links/ table the config asks for; results read back from the committed tables."""
-    fsio.configure(pipeline_options(runner))
+    storage.configure(pipeline_options(runner))
     return [result for linker in linkers(config)
             for result in _run_linker(config, linker, runner, overwrite, show_progress)]
 

@@ -19,16 +19,16 @@ import hashlib
 import json
 import pickle
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable, Iterator
 
 import apache_beam as beam
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.annotators.parse import Text, location, split_texts
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import read_index_metadata
+from pipelines.shards import read_footer
 from pipelines.sidecar import (
     ShardInput,
     SidecarPaths,
@@ -125,17 +125,17 @@ class _Combine(beam.CombineFn):
 
 
 def stat_path(root: str, name: str, digest: str) -> str:
-    return fsio.join(root, FOLDER, "_stats", f"{name}-{digest}.pkl")
+    return storage.join(root, FOLDER, "_stats", f"{name}-{digest}.pkl")
 
 
 def _write_stat(value, path: str) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    fsio.write_bytes(tmp, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-    fsio.rename(tmp, path)
+    storage.write_bytes(tmp, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    storage.rename(tmp, path)
 
 
 def load_stat(path: str):
-    return pickle.loads(fsio.read_bytes(path))
+    return pickle.loads(storage.read_bytes(path))
 
 
 def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: list[Statistic]) -> str:
@@ -147,8 +147,8 @@ def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: l
         for source, shards in inputs.items():
             for shard in shards:
                 path = SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table
-                parses[f"{source}/{shard}"] = (read_index_metadata(path).get(PARAMS_KEY, b"").decode()
-                                               if fsio.exists(path) else None)
+                parses[f"{source}/{shard}"] = (read_footer(path).get(PARAMS_KEY, b"").decode()
+                                               if storage.exists(path) else None)
     blob = json.dumps({"raw": inputs, "parse": parses, "max_chars": config.max_chars,
                        "stats": [s.name for s in stats]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -159,9 +159,9 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
     Statistics of an earlier corpus (and temporaries) are removed."""
     stats = statistics(config)
     digest = corpus_digest(root, sources, config, stats)
-    folder = fsio.join(root, FOLDER, "_stats")
-    fsio.delete([p for p in fsio.glob(fsio.join(folder, "*")) if f"-{digest}.pkl" not in p or ".tmp-" in p])
-    missing = [s for s in stats if not fsio.exists(stat_path(root, s.name, digest))]
+    folder = storage.join(root, FOLDER, "_stats")
+    storage.delete([p for p in storage.glob(storage.join(folder, "*")) if f"-{digest}.pkl" not in p or ".tmp-" in p])
+    missing = [s for s in stats if not storage.exists(stat_path(root, s.name, digest))]
     if not missing:
         return digest
     shards = [(source, shard) for source in sources for shard in raw_shards(root, source)]
@@ -169,8 +169,11 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
         spread = pipeline | "Shards" >> beam.Create(shards) | "Spread" >> beam.Reshuffle()
         inputs = {}
         if any(s.over == "captions" for s in missing):
-            inputs["captions"] = (spread | "Captions" >> beam.FlatMapTuple(partial(shard_captions, root, config.max_chars))
-                                  | "Texts" >> beam.Map(lambda caption: caption[3]))
+            inputs["captions"] = (
+                spread
+                | "Captions" >> beam.FlatMapTuple(partial(shard_captions, root, config.max_chars))
+                | "Texts" >> beam.Map(lambda caption: caption[3])
+            )
         if any(s.over == "parses" for s in missing):
             inputs["parses"] = spread | "Parses" >> beam.FlatMapTuple(partial(shard_parses, root))
         for stat in missing:
@@ -198,7 +201,7 @@ def build_similar_nodes(root: str, digest: str, config: RewriteConfig, encoder: 
     from retrieval.embed import Embedder
 
     path = stat_path(root, similar_name(config, encoder.model), digest)
-    if fsio.exists(path):
+    if storage.exists(path):
         return
     sg = config.scene_graph
     encode = Embedder(encoder.model, encoder.device, where="retrieval.embed.model").encode
@@ -303,7 +306,7 @@ class RewriteAnnotator(ShardAnnotator):
         bt = self.config.back_translation
         found = back_translate(self.pivots, [c.text for c in captions], bt.batch_size, bt.max_length, bt.num_beams)
         return [_row(c, source, "positive", "back_translation", text, None, detail)
-                for c, rewrites in zip(captions, found) for text, detail in rewrites]
+                for c, rewrites in zip(captions, found, strict=True) for text, detail in rewrites]
 
     def _tfidf(self, source: str, captions: list[Text]) -> list[dict]:
         if self.index is None:
@@ -311,14 +314,16 @@ class RewriteAnnotator(ShardAnnotator):
         found = self.index.negatives([c.key for c in captions], [c.text for c in captions], self.config.tfidf.top_n)
         return [_row(c, source, "hard_negative", "tfidf", other[3], score,
                      json.dumps({"key": other[0], "source": other[1], "text_index": other[2]}))
-                for c, hits in zip(captions, found) for other, score in hits]
+                for c, hits in zip(captions, found, strict=True) for other, score in hits]
 
     def _scene_graph(self, shard: ShardInput, captions: list[Text]) -> list[dict]:
         if self.rewriter is None:
             return []
         parses = {(row["key"], row["text_index"]): row for row in shard_parses(self.root, shard.source, shard.shard)}
         self.rewriter.refusals.clear()
-        rows = [row for c in captions if (c.key, c.index) in parses for row in self.rewriter.rewrite(parses[c.key, c.index])]
+        rows = [
+            row for c in captions if (c.key, c.index) in parses for row in self.rewriter.rewrite(parses[c.key, c.index])
+        ]
         self.refusals = dict(sorted(self.rewriter.refusals.items()))
         return rows
 
@@ -407,7 +412,7 @@ def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerC
     source with pair samples): the corpus statistics first, then every shard of ``sources``."""
     check_models(config)
     section, root = config.annotate.rewrite, config.output
-    fsio.configure(pipeline_options(runner))
+    storage.configure(pipeline_options(runner))
     probe = RewriteAnnotator(section, root, [], "")
     corpus = applicable_sources(config, probe, section.sources)  # negatives come from all of it, always
     names = applicable_sources(config, probe, sources) if sources else corpus

@@ -10,16 +10,16 @@ is built from a picklable factory, so nothing process-local has to travel to a p
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import apache_beam as beam
 import pyarrow as pa
 
-from pipelines import io as fsio
+from pipelines import storage
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import ShardCounts, read_index_metadata
+from pipelines.shards import ShardCounts, read_footer
 from pipelines.sidecar import (
     ShardInput,
     SidecarPaths,
@@ -127,7 +127,7 @@ def has_modality(root: str, source: str, modalities: frozenset[str]) -> bool:
 def run_sidecar_stage(config: CorpusConfig, factory: Callable[[], ShardAnnotator], names: list[str] | None,
                       runner: RunnerConfig, overwrite: bool = False, show_progress: bool = True) -> list[SourceResult]:
     """Run the stage over each source in turn; the results are read back from the committed tables."""
-    fsio.configure(pipeline_options(runner))
+    storage.configure(pipeline_options(runner))
     annotator = factory()
     return [_run_source(config, factory, annotator, name, runner, overwrite, show_progress)
             for name in applicable_sources(config, annotator, names)]
@@ -144,7 +144,7 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     remove_temporaries(root, annotator.folder, annotator.stage, name)
     started = time.monotonic()
     pending = sorted((shard, digest) for shard, digest in digests.items() if shard not in reused)
-    pattern = fsio.join(root, annotator.folder, name, "[0-9]*.parquet")
+    pattern = storage.join(root, annotator.folder, name, "[0-9]*.parquet")
     if pending:  # else no worker needs to start, nor load a model
         with ShardProgress(pattern, f"{annotator.stage} {name}", len(pending), enabled=show_progress,
                            reused=len(reused), unit="units"):
@@ -158,7 +158,7 @@ def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: 
     seconds = time.monotonic() - started
     per_shard = {s: read_sidecar_counts(paths[s]) for s in shards}
     counts = sum(per_shard.values(), ShardCounts())
-    extra = annotator.manifest_counts([read_index_metadata(paths[s].table) for s in shards])
+    extra = annotator.manifest_counts([read_footer(paths[s].table) for s in shards])
     removed = len(removed_keys(root, name))
     update_manifest(root, annotator.stage, {name: {
         "params": stage_params,

@@ -12,7 +12,7 @@ from pipelines.annotators.causal_lm import CausalLMScorer
 from pipelines.annotators.scene_graph_rewrite import SceneGraphRewriter
 from schemas.config_errors import ConfigError
 from schemas.stages import SceneGraphNegativeConfig
-from tests.annotate.test_scene_graph_rewrite import COUCH_ROW, CORPUS, SIMILAR
+from tests.annotate.test_scene_graph_rewrite import CORPUS, COUCH_ROW, SIMILAR
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from pipelines.annotators.detect import (
     Letterbox,
     annotation_objects,
     class_distribution,
-    import_ultralytics,
     detector_regions,
+    import_ultralytics,
 )
 from pipelines.minicorpus.scenes import draw, sample_scene
 from pipelines.runner import RunnerConfig
@@ -144,7 +144,7 @@ def test_detector_finds_what_plain_ultralytics_predict_finds(detector_path):
     results = YOLO(detector_path).predict(pictures, imgsz=128, conf=0.3, iou=0.7, max_det=20, device="cpu",
                                           verbose=False)
     assert sum(len(d.boxes) for d in detections) > 0
-    for picture, detection, result in zip(pictures, detections, results):
+    for picture, detection, result in zip(pictures, detections, results, strict=True):
         geometry = Letterbox.of(picture.width, picture.height, 128)
         ours = np.array([geometry.to_normalised(b) for b in detection.boxes]).reshape(-1, 4)
         assert ours == pytest.approx(result.boxes.xyxyn.numpy(), abs=1e-4)

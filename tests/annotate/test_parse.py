@@ -11,8 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from cli.main import main
-from pipelines.annotators.parse import Text, check_model, load_pipeline, model_version, noun_phrases, parse_rows, \
-    scene_graph, split_texts
+from pipelines.annotators.parse import (
+    Text,
+    check_model,
+    load_pipeline,
+    model_version,
+    noun_phrases,
+    parse_rows,
+    scene_graph,
+    split_texts,
+)
 from pipelines.runner import RunnerConfig
 from pipelines.sidecar import ShardInput, raw_shards, read_shard_input, read_sidecar, sample_texts
 from pipelines.stages.parse import ParseAnnotator, run_parse
@@ -30,37 +38,58 @@ def nlp():
 
 # text -> (objects as (name, attributes), relations as (subject index, relation, object index))
 GRAPHS = {
-    "a man riding a horse on the beach":
-        ([("man", []), ("horse", []), ("beach", [])], [(0, "riding", 1), (0, "riding on", 2)]),
+    "a man riding a horse on the beach": (
+        [("man", []), ("horse", []), ("beach", [])],
+        [(0, "riding", 1), (0, "riding on", 2)],
+    ),
     "the ball is red": ([("ball", ["red"])], []),
     "the kite is red and blue": ([("kite", ["red", "blue"])], []),
     "A ball and a box are red.": ([("ball", ["red"]), ("box", ["red"])], []),
     "a red ball next to a big green tree": ([("ball", ["red"]), ("tree", ["big", "green"])], [(0, "next to", 1)]),
-    "two dogs and a cat in front of a house":
-        ([("dogs", ["two"]), ("cat", []), ("house", [])], [(1, "in front of", 2)]),
-    "A white dog sits in front of a small tent.":
-        ([("dog", ["white"]), ("tent", ["small"])], [(0, "sits in front of", 1)]),
-    "a red and white bus parked on top of a hill":
-        ([("bus", ["red", "white"]), ("hill", [])], [(0, "parked on top of", 1)]),
-    "a blue car parked in the middle of the road":
-        ([("car", ["blue"]), ("road", [])], [(0, "parked in the middle of", 1)]),
+    "two dogs and a cat in front of a house": (
+        [("dogs", ["two"]), ("cat", []), ("house", [])],
+        [(1, "in front of", 2)],
+    ),
+    "A white dog sits in front of a small tent.": (
+        [("dog", ["white"]), ("tent", ["small"])],
+        [(0, "sits in front of", 1)],
+    ),
+    "a red and white bus parked on top of a hill": (
+        [("bus", ["red", "white"]), ("hill", [])],
+        [(0, "parked on top of", 1)],
+    ),
+    "a blue car parked in the middle of the road": (
+        [("car", ["blue"]), ("road", [])],
+        [(0, "parked in the middle of", 1)],
+    ),
     "A blue ball to the left of a white box.": ([("ball", ["blue"]), ("box", ["white"])], [(0, "to the left of", 1)]),
     "There is a ball on the grass.": ([("ball", []), ("grass", [])], [(0, "on", 1)]),
     "the dog is on the grass": ([("dog", []), ("grass", [])], [(0, "on", 1)]),
-    "A dog and a cat are playing on the grass":
-        ([("dog", []), ("cat", []), ("grass", [])], [(0, "playing on", 2), (1, "playing on", 2)]),
-    "a man holding a bat and a ball": ([("man", []), ("bat", []), ("ball", [])], [(0, "holding", 1), (0, "holding", 2)]),
-    "a ball between a tree and a house":
-        ([("ball", []), ("tree", []), ("house", [])], [(0, "between", 1), (0, "between", 2)]),
+    "A dog and a cat are playing on the grass": (
+        [("dog", []), ("cat", []), ("grass", [])],
+        [(0, "playing on", 2), (1, "playing on", 2)],
+    ),
+    "a man holding a bat and a ball": (
+        [("man", []), ("bat", []), ("ball", [])],
+        [(0, "holding", 1), (0, "holding", 2)],
+    ),
+    "a ball between a tree and a house": (
+        [("ball", []), ("tree", []), ("house", [])],
+        [(0, "between", 1), (0, "between", 2)],
+    ),
     "a ball held by a man": ([("ball", []), ("man", [])], [(1, "held", 0)]),
     "a man who is riding a horse": ([("man", []), ("horse", [])], [(0, "riding", 1)]),
     "a man picking up a ball": ([("man", []), ("ball", [])], [(0, "picking up", 1)]),
     "a tennis racket on a table": ([("racket", ["tennis"]), ("table", [])], [(0, "on", 1)]),
     "A yellow kite flying above three trees.": ([("kite", ["yellow"]), ("trees", ["three"])], [(0, "flying above", 1)]),
-    "Two things on the sand under a blue sky.":
-        ([("things", ["two"]), ("sand", []), ("sky", ["blue"])], [(0, "on", 1), (0, "under", 2)]),
-    "a woman sitting on a bench and reading a book":
-        ([("woman", []), ("bench", []), ("book", [])], [(0, "sitting on", 1), (0, "reading", 2)]),
+    "Two things on the sand under a blue sky.": (
+        [("things", ["two"]), ("sand", []), ("sky", ["blue"])],
+        [(0, "on", 1), (0, "under", 2)],
+    ),
+    "a woman sitting on a bench and reading a book": (
+        [("woman", []), ("bench", []), ("book", [])],
+        [(0, "sitting on", 1), (0, "reading", 2)],
+    ),
     "He rides a horse.": ([("horse", [])], []),  # a pronoun subject is no object: no relation
 }
 
@@ -199,7 +228,9 @@ def test_one_row_per_text_of_every_pair_and_text_source(parsed):
         rows = list(read_sidecar(root, "ann/parse", result.name))
         rejects = _rejects(root, result.name)
         long = {k for k, text in texts.items() if len(text) > MAX_CHARS}
-        assert {(r["key"], r["text_index"]): r["text"] for r in rows} == {k: t for k, t in texts.items() if k not in long}
+        assert {(r["key"], r["text_index"]): r["text"] for r in rows} == {
+            k: t for k, t in texts.items() if k not in long
+        }
         assert sorted(r["location"] for r in rejects) == sorted(f"{k}#text_index={i}" for k, i in long)
         assert all(r["reason"] == "overlong_text" for r in rejects)
         assert result.counts.records_in == len(texts) == len(rows) + len(rejects)

@@ -132,7 +132,7 @@ def test_back_translations_are_new_texts_with_pivot_and_models_recorded(models):
     texts = ["a red ball near the tree", "the blue car", "a small kite under the sun"]
     found = back_translate(_pivots(models), texts, batch_size=2, max_length=16)
     assert len(found) == len(texts) and all(found)
-    for text, rewrites in zip(texts, found):
+    for text, rewrites in zip(texts, found, strict=True):
         pivots = []
         for rewrite, detail in rewrites:
             detail = json.loads(detail)
@@ -280,7 +280,7 @@ def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):
     from pipelines.annotators.wordnet_filter import WordNetFilter
     from pipelines.manifest_io import read_manifest
     from pipelines.nltk_data import data_dir, wordnet
-    from pipelines.shards import read_index_metadata
+    from pipelines.shards import read_footer
     from pipelines.stages.rewrite import (
         REFUSED_KEY,
         example_text,
@@ -306,7 +306,7 @@ def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):
     for result in results:
         footers = []
         for shard in raw_shards(root, result.name):
-            footer = read_index_metadata(SidecarPaths.of(root, "ann/rewrite", "rewrite", result.name, shard).table)
+            footer = read_footer(SidecarPaths.of(root, "ann/rewrite", "rewrite", result.name, shard).table)
             footers.append(footer)
             good = {(key, index) for key, _, index, _ in shard_captions(root, MAX_CHARS, result.name, shard)}
             tally = Counter()
@@ -336,7 +336,9 @@ def test_rerun_skips_and_changed_params_redo(rewritten, models):
     assert {json.loads(r["detail"])["pivot"] for r in rows if r["method"] == "back_translation"} == {"zh"}
     counts = {}
     for row in rows:
-        counts[row["key"], row["text_index"], row["method"]] = counts.get((row["key"], row["text_index"], row["method"]), 0) + 1
+        counts[row["key"], row["text_index"], row["method"]] = (
+            counts.get((row["key"], row["text_index"], row["method"]), 0) + 1
+        )
     assert {n for (_, _, m), n in counts.items() if m == "tfidf"} == {1}
 
 

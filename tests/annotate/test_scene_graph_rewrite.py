@@ -127,7 +127,7 @@ def test_similar_with_the_real_minilm_finds_same_kind_neighbours(minilm):
                 "A man riding a red car.", "A woman next to a blue truck."]
     parsed = [row(c, [obj(c, w) for w in c.rstrip(".").split() if w in TABLE or w in ("couch", "bed", "man", "woman")])
               for c in captions]
-    for r, attrs in zip(parsed[3:], (["red"], ["blue"])):
+    for r, attrs in zip(parsed[3:], (["red"], ["blue"]), strict=True):
         r["objects"][-1]["attributes"] = attrs
     parsed[0]["relations"] = [{"subject": 0, "relation": "sitting on", "object": 1}]
     parsed[2]["relations"] = [{"subject": 0, "relation": "lying on", "object": 1}]

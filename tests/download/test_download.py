@@ -74,7 +74,7 @@ def test_every_fault_ends_with_its_status_and_attempts(server):
         [(server.url(p), status, n) for p, status, n in FAULTS] + [(u, "invalid_url", 0) for u in INVALID]
     assert all(isinstance(r, Fetched) and r.detail for r in results if r.status != "ok")
     assert all(r.data is None for r in results if r.status != "ok")
-    by_path = {p: r for (p, _, _), r in zip(FAULTS, results)}
+    by_path = {p: r for (p, _, _), r in zip(FAULTS, results[:len(FAULTS)], strict=True)}
     assert by_path["img/absent.jpg"].detail == "HTTP 404 Not Found"
     assert by_path["img/b.png"].data == server.files["b.png"]
     assert by_path["gzip/c.jpg"].data == server.files["c.jpg"]

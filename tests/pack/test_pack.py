@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -268,7 +269,7 @@ def test_alignment_ratio_corpora_keep_exactly_x_percent_aligned_per_shard(packed
                     (m["text_from"], m["text_from_index"]) for m in unaligned)
                 deranged += 1
         aligned_sets.append(aligned)
-    for smaller, larger in zip(aligned_sets, aligned_sets[1:]):
+    for smaller, larger in pairwise(aligned_sets):
         assert smaller <= larger  # nested: raising X only aligns more pairs
     assert deranged
 
@@ -337,8 +338,13 @@ def test_two_worker_processes_pack_the_same_bytes(packed, tmp_path):
     copy = tmp_path / "corpus.yaml"
     copy.write_text(yaml.safe_dump(data))
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    done = subprocess.run([sys.executable, "-m", "cli.main", "pack", "--config", str(copy), "--quiet", "--workers", "2"],
-                          cwd=repo, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "pack", "--config", str(copy), "--quiet", "--workers", "2"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "read == written + rejected for every source" in done.stdout
 

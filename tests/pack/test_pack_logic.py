@@ -3,6 +3,7 @@ negatives taking turns, tag sequences as phrases, region members, and the pack: 
 
 import io
 import random
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def test_exactly_x_percent_stay_aligned_and_the_rest_carry_another_images_captio
         if len(unaligned) >= 2 * max(sum(1 for i in unaligned if units[i][0] == key) for key in groups):
             assert sorted(donors[i] for i in unaligned) == unaligned  # a derangement of their own texts
         aligned_sets.append(aligned)
-    for smaller, larger in zip(aligned_sets, aligned_sets[1:]):
+    for smaller, larger in pairwise(aligned_sets):
         assert smaller <= larger
 
 
@@ -144,9 +145,11 @@ def test_detect_rows_read_column_wise_equal_the_plain_rows(tmp_path):
     write_table(path, rows, ANN_DETECT)
     fast, plain = read_detect_rows(path), read_table_rows(path)
     assert [r["key"] for r in fast] == ["a", "b", "c"] and [len(r["regions"]) for r in fast] == [2, 0, 1]
-    for x_row, y_row in zip(fast, plain):
-        for x, y in zip(x_row["regions"], y_row["regions"]):
-            assert {k: x[k] for k in ("box", "label", "score", "origin")} == {k: y[k] for k in ("box", "label", "score", "origin")}
+    for x_row, y_row in zip(fast, plain, strict=True):
+        for x, y in zip(x_row["regions"], y_row["regions"], strict=True):
+            assert {k: x[k] for k in ("box", "label", "score", "origin")} == {
+                k: y[k] for k in ("box", "label", "score", "origin")
+            }
             for name in ("feature", "class_probs"):
                 assert (x[name] is None and y[name] is None) or x[name].tolist() == y[name]
     with pytest.raises(ValueError, match="annotate detect"):

@@ -92,7 +92,7 @@ def test_phrase_region_links_pick_the_most_similar_tag(embedder):
     assert [(r["phrase"], r["region"]) for r in links[1]] == [("the white car", 3)]
     assert [r["region"] for r in links[2]] == [0, 0]  # one region: every phrase links to it
     assert links[3] == []  # no noun phrase
-    vector = dict(zip(calls[0], embedder.encode(calls[0])))
+    vector = dict(zip(calls[0], embedder.encode(calls[0]), strict=True))
     for rows in links:
         for row in rows:
             assert row["score"] == pytest.approx(float(vector[row["phrase"]] @ vector[row["region_label"]]), abs=1e-5)

@@ -83,8 +83,9 @@ def test_text_space_has_a_row_for_every_text(embedded, model_path):
         assert {r["source"] for r in rows} == {source}
         vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-        np.testing.assert_allclose(vectors[:8], shared_embedder(model_path, "cpu").encode([r["text"] for r in rows[:8]]),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            vectors[:8], shared_embedder(model_path, "cpu").encode([r["text"] for r in rows[:8]]), atol=1e-5
+        )
         footer = pq.read_schema(os.path.join(root, "emb", "text", source, "00000.parquet")).metadata
         assert footer[MODEL_KEY].decode() == model_path and footer[DIM_KEY] == b"384"
     coco = [r for r in read_sidecar(root, "emb/text", "coco")]

@@ -47,7 +47,7 @@ def brute_force(x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:
-    return np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)])
+    return np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)])
 
 
 def ivf_config(n: int, **changes) -> IndexConfig:

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
+from pipelines.minicorpus import served
 from retrieval.query import QueryEngine
 from retrieval.service import Service, make_server
-from pipelines.minicorpus import served
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

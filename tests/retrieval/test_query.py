@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from retrieval.query import NotFound, QueryEngine, QueryError
 from pipelines.minicorpus import served
+from retrieval.query import NotFound, QueryEngine, QueryError
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def exact(config, space, vector, exclude=None):
     rows = [row for source in served.SOURCES for row in read_sidecar(config.output, f"emb/{space}", source)
             if row["key"] != exclude]
     scores = np.array([row["vector"] for row in rows], dtype=np.float32) @ vector
-    return sorted(((float(s), row["key"], row["text_index"]) for s, row in zip(scores, rows)), key=lambda t: -t[0])
+    return sorted(
+        ((float(s), row["key"], row["text_index"]) for s, row in zip(scores, rows, strict=True)), key=lambda t: -t[0]
+    )
 
 
 def assert_same_ranking(hits, truth, k):
@@ -180,7 +182,9 @@ def test_cli_json_table_and_errors(corpus, mini_corpus):
     path = served.write_config(mini_corpus[0], config)
     out = run_cli("--config", path, "a red ball on the grass", "-k", "3", "--json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["results"] == [h.to_dict() for h in engine.search(text="a red ball on the grass", k=3)]
+    assert json.loads(out.stdout)["results"] == [
+        h.to_dict() for h in engine.search(text="a red ball on the grass", k=3)
+    ]
     out = run_cli("--config", path, "--key", "coco-504518", "--related", "images", "-k", "2")
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and lines[0].split() == ["#", "score", "source", "key", "text"] and len(lines) == 3
@@ -190,7 +194,9 @@ def test_cli_json_table_and_errors(corpus, mini_corpus):
                           (["ball", "--index", "text/nope"], "no index 'text/nope'")):
         out = run_cli("--config", path, *args)
         assert out.returncode == 2 and out.stdout == "", (args, out.stdout)
-        assert out.stderr.count("\n") == 1 and out.stderr.startswith("unicorpus query: error: ") and message in out.stderr
+        assert (
+            out.stderr.count("\n") == 1 and out.stderr.startswith("unicorpus query: error: ") and message in out.stderr
+        )
 
 
 def test_batcher_encodes_what_queued_meanwhile_in_one_call():
@@ -234,7 +240,9 @@ def test_concurrent_queries_get_the_vectors_of_single_queries(corpus):
     from concurrent.futures import ThreadPoolExecutor
 
     _, embedder, engine = corpus
-    texts = [f"a {colour} ball next to a {thing}" for colour in ("red", "blue") for thing in ("tent", "car house", "tree")]
+    texts = [
+        f"a {colour} ball next to a {thing}" for colour in ("red", "blue") for thing in ("tent", "car house", "tree")
+    ]
     with ThreadPoolExecutor(len(texts)) as pool:
         vectors = list(pool.map(engine.encode, texts))
     np.testing.assert_allclose(np.stack(vectors), embedder.encode(texts), atol=1e-5)
@@ -305,7 +313,7 @@ def test_interactive_loads_once_and_answers_every_line(corpus, mini_corpus):
     expected = [engine.search(text="a red ball on the grass", k=3), engine.search(tags="ball,tree", index="tags", k=2),
                 engine.related("coco-504518", "texts", 2), engine.search(text="a small kite", k=5)]
     assert len(documents) == len(expected)
-    for document, hits in zip(documents, expected):
+    for document, hits in zip(documents, expected, strict=True):
         assert [(r["rank"], r["key"], r["text_index"], r["text"]) for r in document["results"]] == \
             [(h.rank, h.key, h.text_index, h.text) for h in hits]
         assert [r["score"] for r in document["results"]] == pytest.approx([h.score for h in hits], abs=1e-5)

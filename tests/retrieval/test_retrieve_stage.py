@@ -83,8 +83,12 @@ def emb(root, space, sources):
 
 
 def images(root, source):
-    return [row["key"] for shard in raw_shards(str(root), source)
-            for row in read_shard_input(str(root), source, shard, ["key", "modality"]).rows if row["modality"] != "text"]
+    return [
+        row["key"]
+        for shard in raw_shards(str(root), source)
+        for row in read_shard_input(str(root), source, shard, ["key", "modality"]).rows
+        if row["modality"] != "text"
+    ]
 
 
 def rejects(root, name, source):
@@ -153,7 +157,7 @@ def test_phrase_region_links_score_the_most_similar_region(corpus):
             pairs = table(root, f"links/{name}", source)
             links = table(root, f"links/{name}-regions", source)
             strings = sorted({row["phrase"] for row in links} | {label for ls in labels.values() for label in ls})
-            vector = dict(zip(strings, embedder.encode(strings)))
+            vector = dict(zip(strings, embedder.encode(strings), strict=True))
             linked = by_query(links, "query_key")
             for row in links:
                 image = labels[row["query_key"]]

@@ -13,10 +13,10 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from pipelines.minicorpus import served
 from retrieval.query import QueryEngine
 from retrieval.service import Service
 from tests.conftest import free_port, wait_for_port
-from pipelines.minicorpus import served
 
 TOKEN = "s3cret-token"
 
@@ -74,9 +74,13 @@ def test_token_is_required_everywhere_else(service):
 def test_search_by_text_tags_and_key_as_the_engine_answers(service):
     base, engine = service
     for params, expected in (
-            ({"q": "a red ball on the grass", "k": 4}, engine.search(text="a red ball on the grass", k=4)),
-            ({"tags": "ball,tree", "index": "tags"}, engine.search(tags="ball,tree", index="tags")),
-            ({"key": "coco-504518", "index": "text/coco", "k": 3}, engine.search(key="coco-504518", index="text/coco", k=3))):
+        ({"q": "a red ball on the grass", "k": 4}, engine.search(text="a red ball on the grass", k=4)),
+        ({"tags": "ball,tree", "index": "tags"}, engine.search(tags="ball,tree", index="tags")),
+        (
+            {"key": "coco-504518", "index": "text/coco", "k": 3},
+            engine.search(key="coco-504518", index="text/coco", k=3),
+        ),
+    ):
         status, body = get_json(base, "/api/search?" + urlencode(params))
         assert status == 200
         assert [(r["rank"], r["key"], r["text_index"], r["text"]) for r in body["results"]] == \
@@ -105,7 +109,9 @@ def test_sample_related_and_thumbnail(service):
         status, headers, body = call(base, path)
         assert status == 200 and body == original and headers["Content-Type"] == "image/jpeg"
     status, related = get_json(base, "/api/related?key=coco-504518&kind=images&k=3")
-    assert status == 200 and [r["key"] for r in related["results"]] == [h.key for h in engine.related("coco-504518", k=3)]
+    assert status == 200 and [r["key"] for r in related["results"]] == [
+        h.key for h in engine.related("coco-504518", k=3)
+    ]
     assert all(r["image"] for r in related["results"])
     status, related = get_json(base, "/api/related?key=coco-504518&kind=texts&k=3&text_index=1")
     assert status == 200 and [(r["key"], r["text"]) for r in related["results"]] == \

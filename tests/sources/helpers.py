@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import json
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from PIL import Image
 

@@ -3,8 +3,8 @@ added, removed or edited redoes the shards it touches)."""
 
 import os
 
-from pipelines.sources.conceptual import Img2datasetReader
 from pipelines.sources.coco import CocoReader
+from pipelines.sources.conceptual import Img2datasetReader
 from pipelines.sources.image_folder import ImageFolderReader
 from pipelines.sources.text import BookCorpusReader
 from schemas.config import BookCorpusConfig, CocoConfig, ImageFolderConfig, Img2datasetConfig, TextConfig

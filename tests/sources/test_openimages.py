@@ -94,7 +94,7 @@ def make_source(root: Path, classes_form="boxable", boxes=True, extra_image_line
     )
 
 
-L, I, X = LABELS, IMAGE_LIST, BOXES
+L, IL, X = LABELS, IMAGE_LIST, BOXES
 BAD_ROWS = {
     f"{L}:8": "unknown_reference",
     f"{L}:9": "unknown_reference",
@@ -114,7 +114,7 @@ def test_images_with_labels_and_boxes(tmp_path, classes_form):
     assert sorted(by_id) == sorted([A, B, C, D])
     a = by_id[A]
     assert a.key == make_key("oi", A) and a.modality is Modality.IMAGE and a.text is None
-    assert a.location == f"{I}:2"
+    assert a.location == f"{IL}:2"
     assert a.image_path == str(tmp_path / "images" / f"{A}.jpg")
     assert a.meta == {
         "image_id": A,
@@ -127,10 +127,10 @@ def test_images_with_labels_and_boxes(tmp_path, classes_form):
             {"name": "animal", "box": [0.0, 0.3, 1.0, 0.4]},
         ],
     }
-    assert by_id[B].location == f"{I}:3" and by_id[B].meta["labels"] == ["cat"]
+    assert by_id[B].location == f"{IL}:3" and by_id[B].meta["labels"] == ["cat"]
     assert by_id[B].meta["objects"] == []
-    assert by_id[C].location == f"{I}:5" and by_id[C].meta["rotation"] is None
-    assert by_id[D].location == f"{I}:6" and by_id[D].meta["rotation"] == 90.0
+    assert by_id[C].location == f"{IL}:5" and by_id[C].meta["rotation"] is None
+    assert by_id[D].location == f"{IL}:6" and by_id[D].meta["rotation"] == 90.0
     assert by_id[D].meta["labels"] == [] and by_id[D].meta["label_ids"] == []
 
 
@@ -140,11 +140,11 @@ def test_pseudo_pairs(tmp_path):
     config.pseudo_pairs = PseudoPairConfig(enabled=True, templates=templates, max_labels=1)
     candidates, rejects = split(read_all(OpenImagesReader("oi", config, TextConfig())))
     reasons = by_location(rejects)
-    assert reasons.pop(f"{I}:5") == "no_label"  # C: only a malformed label row
-    assert reasons.pop(f"{I}:6") == "no_label"  # D: only a negative label
+    assert reasons.pop(f"{IL}:5") == "no_label"  # C: only a malformed label row
+    assert reasons.pop(f"{IL}:6") == "no_label"  # D: only a negative label
     assert reasons == {k: v for k, v in BAD_ROWS.items() if not k.startswith(X)}
     no_label = {r.location: r for r in rejects if r.reason.value == "no_label"}
-    assert no_label[f"{I}:6"].key == make_key("oi", D)
+    assert no_label[f"{IL}:6"].key == make_key("oi", D)
     by_id = {c.source_id: c for c in candidates}
     assert sorted(by_id) == [A, B]
     for c in candidates:
@@ -159,8 +159,8 @@ def test_malformed_image_rows(tmp_path):
     config = make_source(tmp_path, extra_image_lines=extra)
     candidates, rejects = split(read_all(OpenImagesReader("oi", config, TextConfig())))
     reasons = by_location(rejects)
-    assert {k: reasons.pop(k) for k in (f"{I}:7", f"{I}:8", f"{I}:9")} == dict.fromkeys(
-        (f"{I}:7", f"{I}:8", f"{I}:9"), "malformed"
+    assert {k: reasons.pop(k) for k in (f"{IL}:7", f"{IL}:8", f"{IL}:9")} == dict.fromkeys(
+        (f"{IL}:7", f"{IL}:8", f"{IL}:9"), "malformed"
     )
     assert reasons == BAD_ROWS
     assert len(candidates) == 4
@@ -172,7 +172,7 @@ def test_non_utf8_row_is_malformed(tmp_path):
     row = csv_text([image_row("00000bbbbbbbbbbb", title="X")]).encode().replace(b"X", b"\xff")
     path.write_bytes(path.read_bytes() + row)
     candidates, rejects = split(read_all(OpenImagesReader("oi", config, TextConfig())))
-    assert by_location(rejects)[f"{I}:7"] == "malformed"
+    assert by_location(rejects)[f"{IL}:7"] == "malformed"
     assert len(candidates) == 4
 
 
@@ -188,9 +188,9 @@ def test_url_mode_emits_original_url(tmp_path):
         assert c.image_url == f"https://farm.staticflickr.com/{image_id}_o.jpg" == c.meta["url"]
         assert c.image_path is None and c.modality is Modality.IMAGE
     reasons = by_location(rejects)
-    assert {k: reasons.pop(k) for k in (f"{I}:7", f"{I}:8")} == {f"{I}:7": "malformed", f"{I}:8": "malformed"}
+    assert {k: reasons.pop(k) for k in (f"{IL}:7", f"{IL}:8")} == {f"{IL}:7": "malformed", f"{IL}:8": "malformed"}
     assert reasons == BAD_ROWS
-    url_rejects = {r.key: r.detail for r in rejects if r.location in (f"{I}:7", f"{I}:8")}
+    url_rejects = {r.key: r.detail for r in rejects if r.location in (f"{IL}:7", f"{IL}:8")}
     assert url_rejects == {make_key("oi", "00000eeeeeeeeeee"): "empty OriginalURL",
                            make_key("oi", "00000fffffffffff"): "empty OriginalURL"}
 

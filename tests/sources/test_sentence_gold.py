@@ -62,7 +62,9 @@ def test_punkt_splitter_pickles_for_workers():
 
 def test_missing_punkt_fails_with_what_to_put_where(tmp_path):
     config = TextConfig(nltk_data=str(tmp_path))
-    with pytest.raises(ConfigError, match=r"text.splitter: punkt needs .*tokenizers/punkt_tab/english/.*make nltk-data"):
+    with pytest.raises(
+        ConfigError, match=r"text.splitter: punkt needs .*tokenizers/punkt_tab/english/.*make nltk-data"
+    ):
         sentence_splitter(config, check=True)
     reader = WikipediaReader("wiki", WikipediaConfig(root=str(tmp_path)), config)
     with pytest.raises(ConfigError, match="punkt_tab"):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.batching import (fixed_size_batches, kind_for_step, padded_units, padding_fraction,
-                               unit_budget_batches)
+from training.batching import fixed_size_batches, kind_for_step, padded_units, padding_fraction, unit_budget_batches
 
 
 def test_hand_built_budget_cut():
@@ -24,7 +23,7 @@ def test_hand_built_budget_cut():
 
 def test_every_sample_once_and_within_budget():
     rng = np.random.default_rng(0)
-    lengths = [(int(t), int(v)) for t, v in zip(rng.integers(5, 60, 500), rng.integers(0, 37, 500))]
+    lengths = [(int(t), int(v)) for t, v in zip(rng.integers(5, 60, 500), rng.integers(0, 37, 500), strict=True)]
     batches = unit_budget_batches(lengths, 800, 64)
     assert sorted(i for b in batches for i in b) == list(range(500))
     for batch in batches:
@@ -37,7 +36,7 @@ def test_unit_budget_batches_pad_much_less_than_fixed_size_batches():
     rng = np.random.default_rng(1)
     text = np.clip(rng.lognormal(2.6, 0.5, 2000), 3, 128).astype(int)
     visual = np.where(rng.random(2000) < 0.3, 0, rng.integers(10, 101, 2000))
-    lengths = list(zip(text.tolist(), visual.tolist()))
+    lengths = list(zip(text.tolist(), visual.tolist(), strict=True))
     fixed = fixed_size_batches(len(lengths), 32)
     budget = int(np.mean([padded_units(lengths, b) for b in fixed]))
     dynamic = unit_budget_batches(lengths, budget, 256)

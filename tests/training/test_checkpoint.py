@@ -8,14 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import (ResumeError, check_resumable, data_digest, latest_checkpoint, list_checkpoints,
-                                 load_state, read_meta, rng_state, save_checkpoint, set_rng_state)
+from training.checkpoint import (
+    ResumeError,
+    check_resumable,
+    data_digest,
+    latest_checkpoint,
+    list_checkpoints,
+    load_state,
+    read_meta,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 def _packed(root, task, shards):
     folder = os.path.join(root, task)
     os.makedirs(folder, exist_ok=True)
-    for name, (size, count) in shards.items():
+    for name, (size, _count) in shards.items():
         with open(os.path.join(folder, name), "wb") as f:
             f.write(b"x" * size)
     with open(os.path.join(folder, "sizes.json"), "w") as f:
@@ -63,7 +73,9 @@ def test_resume_refusals_name_the_difference(tmp_path):
     meta = {"data": digest, "model_shapes": shapes, "world_size": 2}
     check_resumable(meta, digest, shapes, 2, "ckpt")                        # the same run: fine
     _packed(root, "pairs", {"00000.tar": (100, 3), "00001.tar": (40, 4)})
-    with pytest.raises(ResumeError, match=r"different packed data \(pairs: 1 shards, 3 samples -> 2 shards, 7 samples\)"):
+    with pytest.raises(
+        ResumeError, match=r"different packed data \(pairs: 1 shards, 3 samples -> 2 shards, 7 samples\)"
+    ):
         check_resumable(meta, data_digest(root, ["pairs"]), shapes, 2, "ckpt")
     with pytest.raises(ResumeError, match=r"shape changed .*encoder.weight: \[4, 4\] -> \[8, 4\]"):
         check_resumable(meta, digest, {**shapes, "encoder.weight": [8, 4]}, 2, "ckpt")

@@ -11,11 +11,25 @@ import torch
 from schemas import packed
 from schemas.batch import IGNORE_INDEX
 from tests.training.packed_fixture import REGION_CLASSES, REGION_DIM, make_sample
-from training.collate import (BadSample, Sample, collate, decode_sample, mask_text, sample_units, seq2seq_attention,
-                              seq2seq_text)
+from training.collate import (
+    BadSample,
+    Sample,
+    collate,
+    decode_sample,
+    mask_text,
+    sample_units,
+    seq2seq_attention,
+    seq2seq_text,
+)
 from training.data import BatchKind, DataConfig
-from training.tokenizer import (char_span_to_tokens, encode, encode_plain, load_tokenizer, phrase_token_spans,
-                                special_ids)
+from training.tokenizer import (
+    char_span_to_tokens,
+    encode,
+    encode_plain,
+    load_tokenizer,
+    phrase_token_spans,
+    special_ids,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +49,9 @@ def cfg(**overrides) -> DataConfig:
 def pair(tok, key: str, text: str, boxes, phrases=(), image=b"img", feats=None) -> Sample:
     enc = encode(tok, text, 64)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    feats = feats if feats is not None else np.arange(len(boxes) * REGION_DIM, dtype=np.float32).reshape(-1, REGION_DIM) + 1
+    feats = (
+        feats if feats is not None else np.arange(len(boxes) * REGION_DIM, dtype=np.float32).reshape(-1, REGION_DIM) + 1
+    )
     probs = np.full((len(boxes), REGION_CLASSES), 1 / REGION_CLASSES, dtype=np.float32)
     meta = {"sample_key": f"raw-{key}", "modality": "pair", "phrases": list(phrases)}
     return Sample(key=key, task=packed.PAIRS, meta=meta, ids=enc.ids, offsets=enc.offsets,

@@ -271,8 +271,15 @@ def test_every_task_streams_with_the_targets_its_objectives_need(tmp_path):
     loader = PackedLoader(config(tmp_path, kinds, unit_budget=2000))
     seen = set()
     for batch in take(loader, 60):
-        key = (batch.task, tuple(batch.extra["objectives"]),
-               next(k.mlm_mode for k in kinds if k.task == batch.task and tuple(k.objectives) == tuple(batch.extra["objectives"])))
+        key = (
+            batch.task,
+            tuple(batch.extra["objectives"]),
+            next(
+                k.mlm_mode
+                for k in kinds
+                if k.task == batch.task and tuple(k.objectives) == tuple(batch.extra["objectives"])
+            ),
+        )
         seen.add(key)
         for name in needs[key]:
             assert getattr(batch, name) is not None, f"{key} lacks {name}"

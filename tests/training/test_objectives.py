@@ -111,11 +111,14 @@ def test_mrfr_mrc_mrc_kl_match_reference(model, batch):
             if not batch.region_masked[b, r]:
                 continue
             n += 1
-            l2 += sum((p - q) ** 2 for p, q in zip(feats[b, r].tolist(), batch.region_feat_targets[b, r].tolist()))
+            l2 += sum(
+                (p - q) ** 2
+                for p, q in zip(feats[b, r].tolist(), batch.region_feat_targets[b, r].tolist(), strict=True)
+            )
             dist = batch.region_class_targets[b, r].tolist()
             logp = _log_softmax(logits[b, r].tolist())
             ce_hard += -logp[max(range(len(dist)), key=dist.__getitem__)]
-            kl += sum(p * (math.log(p) - lq) for p, lq in zip(dist, logp) if p > 0)
+            kl += sum(p * (math.log(p) - lq) for p, lq in zip(dist, logp, strict=True) if p > 0)
     assert _run("mrfr", model, batch)[0].loss.item() == pytest.approx(l2 / n, rel=1e-5)
     assert _run("mrc", model, batch)[0].loss.item() == pytest.approx(ce_hard / n, rel=1e-5)
     assert _run("mrc_kl", model, batch)[0].loss.item() == pytest.approx(kl / n, rel=1e-4)
@@ -188,7 +191,7 @@ def test_itc_matches_reference_and_learns_temperature(model):
     img = model.embed_image(batch).tolist()
     txt = model.embed_text(batch).tolist()
     scale = 1 / 0.07
-    sim = [[scale * sum(a * b for a, b in zip(i, t)) for t in txt] for i in img]
+    sim = [[scale * sum(a * b for a, b in zip(i, t, strict=True)) for t in txt] for i in img]
     i2t = sum(-_log_softmax(sim[i])[i] for i in range(4)) / 4
     t2i = sum(-_log_softmax([sim[j][i] for j in range(4)])[i] for i in range(4)) / 4
     assert result.loss.item() == pytest.approx((i2t + t2i) / 2, rel=1e-5)
@@ -216,9 +219,9 @@ def test_cmcl_loss_matches_eq6_reference():
     got = cmcl_loss(images, texts, torch.tensor(1 / tau), pos_scores, pos_owner, neg_scores, neg_owner)
     for i in range(3):
         d = lambda v, w: float(images[v] @ texts[w])  # noqa: E731
-        pos = [d(i, i)] + [float(s) for s, o in zip(pos_scores, pos_owner) if o == i]
+        pos = [d(i, i)] + [float(s) for s, o in zip(pos_scores, pos_owner, strict=True) if o == i]
         neg = [d(j, i) for j in range(3) if j != i] + [d(i, j) for j in range(3) if j != i]
-        neg += [float(s) for s, o in zip(neg_scores, neg_owner) if o == i]
+        neg += [float(s) for s, o in zip(neg_scores, neg_owner, strict=True) if o == i]
         p = sum(math.exp(x / tau) for x in pos)
         n = sum(math.exp(x / tau) for x in neg)
         assert got[i].item() == pytest.approx(-math.log(p / (p + n)), rel=1e-5)
@@ -236,7 +239,10 @@ def test_cmcl_items_are_scored_by_their_streams(model):
     anchors.negatives = negatives
     result, _ = _run("cmcl", model, anchors)
     img, txt = model.embed_image(anchors), model.embed_text(anchors)
-    e_img, e_txt = model.embed_image(select(extra, torch.tensor([0, 1]))), model.embed_text(select(extra, torch.tensor([0, 2])))
+    e_img, e_txt = (
+        model.embed_image(select(extra, torch.tensor([0, 1]))),
+        model.embed_text(select(extra, torch.tensor([0, 2]))),
+    )
     pos = torch.stack([e_img[0] @ e_txt[0], e_img[1] @ txt[1], img[2] @ e_txt[1]])
     neg = (model.embed_image(negatives) * model.embed_text(negatives)).sum(-1)
     expected = cmcl_loss(img, txt, model.temperature_scale(), pos, extra.owner, neg, negatives.owner).mean()

@@ -46,7 +46,8 @@ def test_two_ranks_equal_one_process(name, tmp_path):
     results = [torch.load(tmp_path / f"{r}.pt") for r in (0, 1)]
     assert (3 * results[0]["loss"] + 2 * results[1]["loss"]) / 5 == pytest.approx(full_loss, rel=1e-5)
     # a rank alone (its own 3 pairs) would give another loss: the other rank's vectors were really used
-    assert results[0]["loss"] != pytest.approx(_loss_and_grads(name, select(pairs_batch(b=5), torch.tensor([0, 1, 2])))[0],
-                                               rel=1e-3)
+    assert results[0]["loss"] != pytest.approx(
+        _loss_and_grads(name, select(pairs_batch(b=5), torch.tensor([0, 1, 2])))[0], rel=1e-3
+    )
     for key, grad in full_grads.items():
         assert torch.allclose(results[0]["grads"][key], grad, atol=1e-5), key

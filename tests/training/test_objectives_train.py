@@ -29,12 +29,19 @@ CASES = {
     "mrc": ({}, lambda: with_targets(pairs_batch()), ["mrc"]),
     "mrc_kl": ({}, lambda: with_targets(pairs_batch()), ["mrc_kl"]),
     "itm_wra": ({}, lambda: with_targets(pairs_batch()), ["itm", "wra"]),
-    "itm_hard": ({"kind": "patches", "mome": True}, lambda: pairs_batch(pixels=True), {"itm": {"hard_negatives": True}}),
+    "itm_hard": (
+        {"kind": "patches", "mome": True},
+        lambda: pairs_batch(pixels=True),
+        {"itm": {"hard_negatives": True}},
+    ),
     "itc": ({"kind": "patches"}, lambda: pairs_batch(pixels=True), ["itc"]),
     "cmcl": ({}, _cmcl_batch, ["cmcl"]),
     "p_mrtc": ({"loc": 5}, lambda: with_targets(pairs_batch(loc=5)), ["p_mrtc"]),
-    "grounded_dictionary": ({"kind": "patches", "dictionary": True}, lambda: pairs_batch(pixels=True),
-                            ["grounded_dictionary", "itc"]),
+    "grounded_dictionary": (
+        {"kind": "patches", "dictionary": True},
+        lambda: pairs_batch(pixels=True),
+        ["grounded_dictionary", "itc"],
+    ),
 }
 
 

@@ -58,5 +58,8 @@ def pair(text_batch: Batch, text_index: Tensor, image_batch: Batch, image_index:
     for name in VISUAL_FIELDS[:5]:
         value = getattr(image_batch, name)
         values[name] = None if value is None else value[image_index]
-    keys = [f"{text_batch.keys[t]}|{image_batch.keys[i]}" for t, i in zip(text_index.tolist(), image_index.tolist())]
+    keys = [
+        f"{text_batch.keys[t]}|{image_batch.keys[i]}"
+        for t, i in zip(text_index.tolist(), image_index.tolist(), strict=True)
+    ]
     return Batch(task=text_batch.task, keys=keys, **values)

@@ -137,7 +137,7 @@ def gather_across_ranks(x: Tensor) -> tuple[Tensor, int]:
     sizes = [int(s) for s in sizes]
     padded = torch.cat([x, x.new_zeros(max(sizes) - len(x), *x.shape[1:])])
     parts = all_gather(padded)
-    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:dist.get_rank()])
+    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)]), sum(sizes[:dist.get_rank()])
 
 
 def ce(logits: Tensor, targets: Tensor) -> Tensor:

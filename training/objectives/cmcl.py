@@ -22,8 +22,14 @@ from torch import Tensor
 
 from schemas.batch import Batch
 from training.model.inputs import has_image, has_text, select
-from training.objectives.base import (Objective, ObjectiveResult, gather_across_ranks, register, similarity,
-                                      weighted_mean)
+from training.objectives.base import (
+    Objective,
+    ObjectiveResult,
+    gather_across_ranks,
+    register,
+    similarity,
+    weighted_mean,
+)
 from training.objectives.itc import paired
 
 

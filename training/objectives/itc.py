@@ -11,8 +11,16 @@ from __future__ import annotations
 import torch
 
 from training.model.inputs import has_image, has_text, select
-from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, gather_across_ranks, register,
-                                      similarity, weighted_mean)
+from training.objectives.base import (
+    Objective,
+    ObjectiveResult,
+    accuracy,
+    ce,
+    gather_across_ranks,
+    register,
+    similarity,
+    weighted_mean,
+)
 
 
 def paired(batch, objective: str):

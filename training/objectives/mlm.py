@@ -6,8 +6,17 @@ phrases) and puts the original ids in ``mlm_labels``; the loss is the same cross
 
 from __future__ import annotations
 
-from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, other_modality_masked, register,
-                                      require, token_targets, weighted_mean)
+from training.objectives.base import (
+    Objective,
+    ObjectiveResult,
+    accuracy,
+    ce,
+    other_modality_masked,
+    register,
+    require,
+    token_targets,
+    weighted_mean,
+)
 
 
 @register

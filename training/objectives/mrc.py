@@ -9,8 +9,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, other_modality_masked, register,
-                                      require, weighted_mean)
+from training.objectives.base import (
+    Objective,
+    ObjectiveResult,
+    accuracy,
+    ce,
+    other_modality_masked,
+    register,
+    require,
+    weighted_mean,
+)
 
 
 def _masked_logits(model, batch, outputs, name: str) -> tuple[Tensor, Tensor, Tensor]:

@@ -3,8 +3,7 @@ through a FC layer, to its feature before masking, ``||h(v_m) - r(v_m)||_2^2`` s
 
 from __future__ import annotations
 
-from training.objectives.base import (Objective, ObjectiveResult, other_modality_masked, register, require,
-                                      weighted_mean)
+from training.objectives.base import Objective, ObjectiveResult, other_modality_masked, register, require, weighted_mean
 
 
 @register

@@ -8,8 +8,7 @@ uniform distribution over them: the loss is the mean of ``-log p(token)`` over t
 from __future__ import annotations
 
 from schemas.batch import IGNORE_INDEX
-from training.objectives.base import (Objective, ObjectiveResult, other_modality_masked, register, require,
-                                      weighted_mean)
+from training.objectives.base import Objective, ObjectiveResult, other_modality_masked, register, require, weighted_mean
 
 
 @register

@@ -7,8 +7,16 @@ collator) lets a target position see the source, the image and the earlier targe
 
 from __future__ import annotations
 
-from training.objectives.base import (Objective, ObjectiveResult, accuracy, ce, register, require, token_targets,
-                                      weighted_mean)
+from training.objectives.base import (
+    Objective,
+    ObjectiveResult,
+    accuracy,
+    ce,
+    register,
+    require,
+    token_targets,
+    weighted_mean,
+)
 
 
 @register

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
