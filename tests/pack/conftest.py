@@ -1,8 +1,9 @@
 import os
-import shutil
 
 import pytest
 import yaml
+
+from tests.corpus_copy import copy_sources
 
 # Pairs with ground-truth regions (coco), pairs with detector regions, features and class distributions (cc),
 # images only (coco_unlabeled), texts only (bookcorpus): clean removes samples of each (duplicates across
@@ -30,16 +31,9 @@ def annotated(ingested, mini_corpus, tmp_path_factory):
     from pipelines.stages.rewrite import run_rewrite
     from schemas.config import load_config
 
-    ingested_config, _, _ = ingested
     base = tmp_path_factory.mktemp("pack")
-    root = base / "corpus"
-    for name in SOURCES:
-        shutil.copytree(f"{ingested_config.output}/raw/{name}", root / "raw" / name)
-    with open(mini_corpus[0]) as f:
-        data = yaml.safe_load(f)
+    root, data, sources = copy_sources(ingested, mini_corpus, base, SOURCES)
     here = os.path.dirname(mini_corpus[0])
-    sources = {name: {**data["sources"][name], "root": os.path.join(here, data["sources"][name]["root"])}
-               for name in SOURCES}
     for eval_set in data["clean"]["eval_sets"]:
         eval_set["path"] = os.path.join(here, eval_set["path"])
     threads = torch.get_num_threads()

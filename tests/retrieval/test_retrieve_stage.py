@@ -18,6 +18,7 @@ from pipelines.sidecar import raw_shards, read_shard_input, read_sidecar
 from retrieval.related import label_terms, text_terms
 from schemas.config import load_config
 from schemas.stages import RetrieveConfig, WeakPairsConfig
+from tests.corpus_copy import copy_sources
 
 GROUND_TRUTH = ["coco", "vg", "openimages"]
 SOURCES = [*GROUND_TRUTH, "cc", "bookcorpus"]
@@ -43,16 +44,8 @@ def corpus(ingested, mini_corpus, model_path, tmp_path_factory):
     from pipelines.stages.parse import run_parse
     from pipelines.stages.retrieve import run_retrieve
 
-    ingested_config, _, _ = ingested
     base = tmp_path_factory.mktemp("retrieve")
-    root = base / "corpus"
-    for name in SOURCES:
-        shutil.copytree(f"{ingested_config.output}/raw/{name}", root / "raw" / name)
-    with open(mini_corpus[0]) as f:
-        data = yaml.safe_load(f)
-    here = os.path.dirname(mini_corpus[0])
-    sources = {name: {**data["sources"][name], "root": os.path.join(here, data["sources"][name]["root"])}
-               for name in SOURCES}
+    root, data, sources = copy_sources(ingested, mini_corpus, base, SOURCES)
     for name in GROUND_TRUTH:
         sources[name]["tags"] = "annotations"  # CC keeps the detector: it has no ground-truth objects
     data.update(output=str(root), sources=sources, annotate={
