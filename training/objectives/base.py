@@ -145,6 +145,14 @@ def ce(logits: Tensor, targets: Tensor) -> Tensor:
     return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
 
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "accuracy", "build_objectives", "ce", "gather_across_ranks",
+def classified(logits: Tensor, targets: Tensor, sample: Tensor, weights: Tensor | None) -> ObjectiveResult:
+    """The result of a per-target classification (tokens for MLM and seq2seq, region classes for MRC): the
+    sample-weighted mean cross entropy, its accuracy and the number of targets."""
+    return ObjectiveResult(weighted_mean(ce(logits, targets), sample, weights),
+                           {"accuracy": accuracy(logits, targets), "targets": float(targets.numel())})
+
+
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "accuracy", "build_objectives", "ce", "classified",
+           "gather_across_ranks",
            "other_modality_masked", "register", "require", "run_objectives", "similarity", "token_targets",
            "weighted_mean"]

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from training.objectives.base import (
     Objective,
-    ObjectiveResult,
-    accuracy,
-    ce,
+    classified,
     other_modality_masked,
     register,
     require,
     token_targets,
-    weighted_mean,
 )
 
 
@@ -30,5 +27,4 @@ class MLM(Objective):
         sample, position = token_targets(batch.mlm_labels)
         logits = model.vocab_logits(outputs.text[sample, position])
         targets = batch.mlm_labels[sample, position]
-        loss = weighted_mean(ce(logits, targets), sample, batch.sample_weights)
-        return ObjectiveResult(loss, {"accuracy": accuracy(logits, targets), "targets": float(targets.numel())})
+        return classified(logits, targets, sample, batch.sample_weights)

@@ -12,8 +12,7 @@ from torch import Tensor
 from training.objectives.base import (
     Objective,
     ObjectiveResult,
-    accuracy,
-    ce,
+    classified,
     other_modality_masked,
     register,
     require,
@@ -37,8 +36,7 @@ class MRC(Objective):
             return skip
         sample, logits, distribution = _masked_logits(model, batch, outputs, self.name)
         targets = distribution.argmax(-1)
-        return ObjectiveResult(weighted_mean(ce(logits, targets), sample, batch.sample_weights),
-                               {"accuracy": accuracy(logits, targets), "targets": float(sample.numel())})
+        return classified(logits, targets, sample, batch.sample_weights)
 
 
 @register

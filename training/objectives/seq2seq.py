@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from training.objectives.base import (
     Objective,
-    ObjectiveResult,
-    accuracy,
-    ce,
+    classified,
     register,
     require,
     token_targets,
-    weighted_mean,
 )
 
 
@@ -28,5 +25,4 @@ class Seq2SeqLM(Objective):
         sample, position = token_targets(batch.lm_labels[:, 1:])
         logits = model.vocab_logits(outputs.text[sample, position])
         targets = batch.lm_labels[sample, position + 1]
-        loss = weighted_mean(ce(logits, targets), sample, batch.sample_weights)
-        return ObjectiveResult(loss, {"accuracy": accuracy(logits, targets), "targets": float(targets.numel())})
+        return classified(logits, targets, sample, batch.sample_weights)
