@@ -20,11 +20,6 @@ def runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def retry_failed_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="URL sources: redo finished shards that have failed downloads, fetching only those")
-
-
 def json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the summary as one JSON object (for scripts) instead of the table")

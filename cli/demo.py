@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cli.common import retry_failed_argument, runner_arguments, runner_config
+from cli.common import runner_arguments, runner_config
 
 
 def register(subparsers) -> None:
@@ -12,7 +12,6 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=1, help="multiplies the number of images and documents")
     runner_arguments(parser)
-    retry_failed_argument(parser)
     parser.set_defaults(run=_run)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cli.common import json_argument, retry_failed_argument, runner_arguments, runner_config
+from cli.common import json_argument, runner_arguments, runner_config
 
 
 def register(subparsers) -> None:
@@ -11,7 +11,8 @@ def register(subparsers) -> None:
     parser.add_argument("--source", action="append", default=[], metavar="NAME",
                         help="ingest only this source (repeatable; default: all)")
     runner_arguments(parser)
-    retry_failed_argument(parser)
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="URL sources: redo finished shards that have failed downloads, fetching only those")
     json_argument(parser)
     parser.set_defaults(run=_run)
 

@@ -27,6 +27,15 @@ def committed_units(path: str) -> int:
     return int(records_in) if records_in is not None else metadata.num_rows
 
 
+def _units_if_readable(path: str) -> int | None:
+    """``committed_units``, or None while the footer cannot be read yet: a writer that does not rename (a
+    user's tool, a file system without atomic rename) shows half-written files; a later tick counts them."""
+    try:
+        return committed_units(path)
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        return None
+
+
 class ShardProgress:
     """A tqdm bar ``[label] shards N/M (R reused) [elapsed<ETA, K units, U units/s]``: N counts the files
     matching ``pattern`` that this run wrote (new, or rewritten since it started: ``--overwrite`` redoes
@@ -67,10 +76,10 @@ class ShardProgress:
             bar.set_postfix_str(f"0 {self.unit}", refresh=False)
             while True:
                 stopping = self._stop.wait(self.interval)
-                new = [path for path in self.written() if path not in counted]
-                for path in new:
-                    units += committed_units(path)
-                    counted.add(path)
+                new = {path: _units_if_readable(path) for path in self.written() if path not in counted}
+                new = {path: n for path, n in new.items() if n is not None}
+                units += sum(new.values())
+                counted.update(new)
                 if new:
                     elapsed = max(bar.format_dict["elapsed"], 1e-9)
                     bar.set_postfix_str(f"{units:,} {self.unit}, {units / elapsed:,.0f} {self.unit}/s", refresh=False)

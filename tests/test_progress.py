@@ -1,6 +1,7 @@
 """Stage progress with tqdm: shards done of the total (with an ETA) and the units the committed tables'
 footers account for, counted from the files as they appear, not from inside the pipeline."""
 
+import os
 import time
 
 import pyarrow as pa
@@ -11,7 +12,10 @@ from schemas.tables import RECORDS_IN_KEY, REJECTS
 
 
 def _table(path, records_in: int | None) -> None:
-    write_table(str(path), [], REJECTS, {} if records_in is None else {RECORDS_IN_KEY: str(records_in).encode()})
+    """Committed like a stage commits: written under a temporary name, then renamed."""
+    tmp = f"{path}.tmp"
+    write_table(tmp, [], REJECTS, {} if records_in is None else {RECORDS_IN_KEY: str(records_in).encode()})
+    os.replace(tmp, path)
 
 
 def test_units_come_from_the_footer_else_the_rows(tmp_path):
@@ -35,6 +39,18 @@ def test_the_bar_counts_new_shards_and_their_units_but_not_reused_ones(tmp_path,
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert last.startswith("[detect coco] shards (1 reused): 100%") and "2/2" in last
     assert "12 images, " in last and "images/s" in last
+
+
+def test_a_file_not_readable_yet_is_counted_once_it_is(tmp_path, capsys):
+    half = tmp_path / "00000.parquet"
+    with ShardProgress(str(tmp_path / "[0-9]*.parquet"), "x", 1, interval=0.05, unit="units"):
+        half.write_bytes(b"PAR1")  # what a non-atomic writer leaves mid-write
+        time.sleep(0.2)
+        half.unlink()
+        _table(half, 3)
+        time.sleep(0.2)
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "1/1" in last and "3 units" in last
 
 
 def test_disabled_progress_prints_nothing(tmp_path, capsys):
