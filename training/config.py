@@ -240,6 +240,8 @@ def parse_train_config(data: Any, base_dir: str, tiny: bool = False,
             _set_dotted(data, key, value, f"{TINY_KEY}.{key}")
     for item in overrides:
         key, value = _parse_override(item)
+        if key in _PATH_KEYS and isinstance(value, str) and "://" not in value:
+            value = os.path.abspath(value)  # typed by a user: relative to where they are, not to the file
         _set_dotted(data, key, value, key)
     for required in ("model", "data"):
         if required not in data:
@@ -324,6 +326,9 @@ def _check_model_matches_data(model: Any, data: Any) -> None:
             raise ConfigError(f"{data_key}: {data_value!r} does not match {model_key} {model_value!r}")
     if data.max_text_len > model.max_text_len:
         raise ConfigError(f"data.max_text_len: {data.max_text_len} exceeds model.max_text_len {model.max_text_len}")
+
+
+_PATH_KEYS = frozenset({"output", "eval.root", "data.root", "data.packed", "data.tokenizer"})
 
 
 def _localise_data(data: Any, base_dir: str) -> None:

@@ -43,3 +43,15 @@ def test_tiny_and_overrides_apply_in_order(tmp_path):
     path.write_text(yaml.safe_dump({"model": {}, "data": {}}))
     with pytest.raises(ConfigError, match=r"--tiny needs a `tiny:` mapping"):
         load_train_config(str(path), tiny=True)
+
+
+def test_paths_in_the_file_follow_the_file_and_paths_typed_follow_the_shell(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    path = folder / "t.yaml"
+    path.write_text(yaml.safe_dump({"model": {}, "data": {"root": "packed"}, "output": "runs/a"}))
+    monkeypatch.chdir(tmp_path)
+    from_file = load_train_config(str(path))
+    assert (from_file.output, from_file.data.root) == (str(folder / "runs/a"), str(folder / "packed"))
+    typed = load_train_config(str(path), overrides=["output=demo-out/train", "data.root=corpus/packed"])
+    assert (typed.output, typed.data.root) == (str(tmp_path / "demo-out/train"), str(tmp_path / "corpus/packed"))
