@@ -30,7 +30,7 @@ SIZES = ((640, 480), (480, 640), (512, 384), (640, 427))  # web-photo shapes (mi
 def make_shard(root: str, images: int, seed: int = 0):
     """``images`` mini-corpus pictures as JPEGs in ``raw/bench/00000.tar``; the ShardInput reading them."""
     from pipelines.minicorpus.scenes import draw, sample_scene
-    from pipelines.sidecar import ShardInput
+    from pipelines.sidecar_tables import ShardInput
 
     folder = os.path.join(root, "raw", "bench")
     os.makedirs(folder, exist_ok=True)

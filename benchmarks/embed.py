@@ -29,7 +29,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from pipelines.minicorpus.prose import sentence
-    from pipelines.sidecar import ShardInput
+    from pipelines.sidecar_tables import ShardInput
     from pipelines.stages.embed import EmbedAnnotator
     from retrieval.models import resolve_device
     from schemas.stages import EmbedConfig

@@ -38,8 +38,8 @@ def build_corpus(root: str, shards: int, images: int, regions: int, dim: int, se
     """The raw shards, ann/detect and ann/parse tables of one synthetic source; returns its config."""
     from PIL import Image
 
-    from pipelines.shards import ShardPaths, write_shard
-    from pipelines.sidecar import SidecarPaths, params_hash, raw_params_hash, read_shard_input, write_sidecar
+    from pipelines.raw_shard import ShardPaths, write_shard
+    from pipelines.sidecar_tables import SidecarPaths, params_hash, raw_params_hash, read_shard_input, write_sidecar
     from schemas.config import CorpusConfig, ImageConfig, ImageFolderConfig
     from schemas.records import Candidate
     from schemas.stages import PackConfig

@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipelines.annotators.parse import load_pipeline
-    from pipelines.sidecar import raw_shards, read_shard_input
+    from pipelines.sidecar_tables import raw_shards, read_shard_input
     from pipelines.stages.parse import ParseAnnotator
 
     texts = make_texts(args.texts)

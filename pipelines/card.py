@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.shards import SHARD_INDEX_PATTERN
+from pipelines.raw_shard import SHARD_INDEX_PATTERN
 
 CARD = "README.md"
 

@@ -152,7 +152,7 @@ def check_detect(expected: dict, results) -> list[str]:
 
 def check_weak_pairs(config) -> list[str]:
     """Every served image of a weak-pairs table has exactly K sentences (the candidates outnumber K here)."""
-    from pipelines.sidecar import read_sidecar
+    from pipelines.sidecar_tables import read_sidecar
 
     problems = []
     for weak in config.retrieval.retrieve.weak_pairs:

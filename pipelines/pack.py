@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines import storage
-from pipelines.sidecar import ShardInput, SidecarPaths, raw_shards, read_shard_input, read_table_rows, sample_texts
+from pipelines.sidecar_tables import (
+    ShardInput,
+    SidecarPaths,
+    raw_shards,
+    read_shard_input,
+    read_table_rows,
+    sample_texts,
+)
 from schemas import layout
 from schemas import packed as contract
 from schemas.keys import shard_of

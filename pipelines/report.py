@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.manifest_io import read_manifest
-from pipelines.sidecar import REGION_LABELS, ShardInput, read_shard_input, read_sidecar, sample_texts
+from pipelines.sidecar_tables import REGION_LABELS, ShardInput, read_shard_input, read_sidecar, sample_texts
 from schemas.config import CorpusConfig
 from schemas.keys import shard_of
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.shards import ShardCounts
+from pipelines.raw_shard import ShardCounts
 
 
 def format_summary(results) -> str:

@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.demo import check_clean
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shard_io import ReadShards
+from pipelines.shard_transforms import ReadShards
 from pipelines.stages.clean import removed_keys, run_clean
 from pipelines.summary import format_clean_summary
 from tests.conftest import tree_digest
@@ -102,8 +102,8 @@ def test_contamination_spreads_to_every_copy_kept_or_dropped():
 
 
 def test_stages_after_clean_read_shards_without_the_removals_and_hash_them(cleaned):
-    from pipelines.shards import ShardPaths, read_footer
-    from pipelines.sidecar import raw_params_hash, raw_shards, read_shard_input
+    from pipelines.raw_shard import ShardPaths, read_footer
+    from pipelines.sidecar_tables import raw_params_hash, raw_shards, read_shard_input
     from schemas.tables import PARAMS_KEY
 
     config, _, (results, _, _) = cleaned

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipelines.sidecar import removed_keys
+from pipelines.sidecar_tables import removed_keys
 
 _FOLDERS = ("ann/detect", "ann/parse", "ann/rewrite", "emb/text", "emb/tags")
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 from PIL import Image
 
-from pipelines.sidecar import raw_shards, read_shard_input, read_sidecar
+from pipelines.sidecar_tables import raw_shards, read_shard_input, read_sidecar
 
 
 def test_demo_runs_every_stage_and_matches_the_ground_truth(demo):

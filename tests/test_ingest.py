@@ -98,7 +98,7 @@ def test_read_shards_source_gives_back_every_sample(ingested):
     from apache_beam.testing.util import assert_that, equal_to
 
     from pipelines.runner import pipeline_options
-    from pipelines.shard_io import ReadShards
+    from pipelines.shard_transforms import ReadShards
 
     config, _, results = ingested
     keys = [k for f in sorted(glob.glob(os.path.join(config.output, "raw", "*", "*.parquet")))

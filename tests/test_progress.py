@@ -7,7 +7,7 @@ import time
 import pyarrow as pa
 
 from pipelines.progress import ShardProgress, committed_units
-from pipelines.shards import write_table
+from pipelines.raw_shard import write_table
 from schemas.tables import RECORDS_IN_KEY, REJECTS
 
 

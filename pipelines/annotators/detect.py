@@ -321,7 +321,7 @@ class DetectSettings:
 
 
 def annotate_images(shard, settings: DetectSettings, detector: Detector | None) -> tuple[list[dict], list[Reject], int]:
-    """One row per image of the shard (``pipelines.sidecar.ShardInput``), or a corrupt_image reject."""
+    """One row per image of the shard (``pipelines.sidecar_tables.ShardInput``), or a corrupt_image reject."""
     if uses_detector(settings.tags) and detector is None:
         raise ValueError(f"tags {settings.tags!r} need a detector")
     samples = [row for row in shard.rows if row["modality"] in IMAGE_MODALITIES]

@@ -41,7 +41,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipelines.sidecar import ShardInput, sample_texts
+from pipelines.sidecar_tables import ShardInput, sample_texts
 from schemas.config_errors import ConfigError
 from schemas.records import Reason, Reject
 

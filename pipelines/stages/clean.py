@@ -21,8 +21,8 @@ from pipelines import storage
 from pipelines.dedup import Duplicate, Item, find_duplicates
 from pipelines.evalsets import Contamination, EvalSet, find_contamination, load_evalset, sample_ref
 from pipelines.manifest_io import update_manifest
-from pipelines.shards import SHARD_INDEX_PATTERN, write_table
-from pipelines.sidecar import removed_keys  # noqa: F401 (the readers' entry point, kept here too)
+from pipelines.raw_shard import SHARD_INDEX_PATTERN, write_table
+from pipelines.sidecar_tables import removed_keys  # noqa: F401 (the readers' entry point, kept here too)
 from schemas.config import CorpusConfig, EvalSetConfig
 from schemas.keys import shard_name
 from schemas.records import Reason

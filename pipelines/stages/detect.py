@@ -21,7 +21,7 @@ from pipelines.annotators.detect import (
 )
 from pipelines.runner import RunnerConfig
 from pipelines.stages.ingest import SourceResult
-from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, run_sidecar_stage
+from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, run_sidecar_stage
 from schemas.config import CorpusConfig
 from schemas.stages import DetectConfig, require_model
 from schemas.tables import ANN_DETECT, CLASSES_KEY, DIM_KEY, MODEL_KEY

@@ -17,11 +17,11 @@ from dataclasses import replace
 from functools import partial
 
 from pipelines import storage
+from pipelines.raw_shard import read_footer
 from pipelines.runner import RunnerConfig
-from pipelines.shards import read_footer
-from pipelines.sidecar import REGION_LABELS, ShardInput, SidecarPaths, raw_shards, read_table_rows, sample_texts
+from pipelines.sidecar_tables import REGION_LABELS, ShardInput, SidecarPaths, raw_shards, read_table_rows, sample_texts
 from pipelines.stages.ingest import SourceResult
-from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, has_modality, run_sidecar_stage
+from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, has_modality, run_sidecar_stage
 from retrieval.embed import MODEL_HINT
 from schemas.config import CorpusConfig
 from schemas.keys import shard_name

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.shards import read_footer
-from pipelines.sidecar import removed_keys
+from pipelines.raw_shard import read_footer
+from pipelines.sidecar_tables import removed_keys
 from schemas.config import CorpusConfig
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, check_version
 

@@ -21,9 +21,7 @@ import apache_beam as beam
 from pipelines import storage
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
-from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shard_io import WriteOptions, WriteShards
-from pipelines.shards import (
+from pipelines.raw_shard import (
     SHARD_INDEX_PATTERN,
     ShardCounts,
     ShardPaths,
@@ -32,6 +30,8 @@ from pipelines.shards import (
     read_counts,
     read_footer,
 )
+from pipelines.runner import RunnerConfig, pipeline_options
+from pipelines.shard_transforms import WriteOptions, WriteShards
 from pipelines.sources import Reader, SourceError, reader_for
 from pipelines.sources.common import InputFile
 from schemas import SCHEMA_VERSION

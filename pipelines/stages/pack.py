@@ -25,13 +25,13 @@ from itertools import pairwise
 import apache_beam as beam
 
 from pipelines import storage
-from pipelines.annotators.links import _fingerprint
+from pipelines.linkers import _fingerprint
 from pipelines.manifest_io import update_manifest
 from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntry, check_tables
 from pipelines.progress import ShardProgress
+from pipelines.raw_shard import CountingWriter, ShardCounts, add_member, read_footer, write_table
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import CountingWriter, ShardCounts, add_member, read_footer, write_table
-from pipelines.sidecar import params_hash, raw_params_hash, raw_shards, read_shard_input
+from pipelines.sidecar_tables import params_hash, raw_params_hash, raw_shards, read_shard_input
 from schemas import layout
 from schemas import packed as contract
 from schemas.config import CorpusConfig

@@ -11,9 +11,9 @@ from functools import partial
 
 from pipelines.annotators.parse import check_model, load_pipeline, model_version, parse_rows, split_texts
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar import ShardInput
+from pipelines.sidecar_tables import ShardInput
 from pipelines.stages.ingest import SourceResult
-from pipelines.stages.sidecar_stage import ShardAnnotator, run_sidecar_stage
+from pipelines.stages.per_shard import ShardAnnotator, run_sidecar_stage
 from schemas.config import CorpusConfig
 from schemas.records import Reject
 from schemas.stages import ParseConfig

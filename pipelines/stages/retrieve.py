@@ -6,9 +6,9 @@
 - ``links/related-images/<source>/`` and ``links/related-texts/<source>/``: UNIMO App. A related items.
 
 The logic is in ``retrieval.align`` and ``retrieval.related``, applied per shard by the linkers of
-``pipelines.annotators.links``; this is the Beam shell. One pipeline per linker, ``Create(query shards)
+``pipelines.linkers``; this is the Beam shell. One pipeline per linker, ``Create(query shards)
 -> Reshuffle -> ParDo``; indexes, models and collections are loaded once per worker (``DoFn.setup``).
-Tables are committed like every sidecar (``pipelines.sidecar``): atomic, with a params hash covering the
+Tables are committed like every sidecar (``pipelines.sidecar_tables``): atomic, with a params hash covering the
 stage parameters, the raw shard and every input table (emb/tags, ann/detect, the indexes' build.json, ...),
 so a rerun skips finished shards and a rebuilt input redoes them. A query
 that cannot be served (an image without tags, a text nothing matches) is a reject with its reason.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from pipelines import storage
-from pipelines.annotators.links import (
+from pipelines.linkers import (
     STAGE,
     RelatedImages,
     RelatedTexts,
@@ -31,9 +31,9 @@ from pipelines.annotators.links import (
 )
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
+from pipelines.raw_shard import ShardCounts, read_footer
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import ShardCounts, read_footer
-from pipelines.sidecar import (
+from pipelines.sidecar_tables import (
     SidecarPaths,
     count_sidecar_rows,
     is_done,

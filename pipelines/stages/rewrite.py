@@ -27,9 +27,9 @@ import apache_beam as beam
 
 from pipelines import storage
 from pipelines.annotators.parse import Text, location, split_texts
+from pipelines.raw_shard import read_footer
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import read_footer
-from pipelines.sidecar import (
+from pipelines.sidecar_tables import (
     ShardInput,
     SidecarPaths,
     raw_params_hash,
@@ -40,7 +40,7 @@ from pipelines.sidecar import (
     sample_texts,
 )
 from pipelines.stages.ingest import SourceResult
-from pipelines.stages.sidecar_stage import ShardAnnotator, applicable_sources, run_sidecar_stage
+from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, run_sidecar_stage
 from schemas.config import CorpusConfig
 from schemas.config_errors import ConfigError
 from schemas.keys import shard_of

@@ -24,7 +24,7 @@ from pipelines.annotators.detect import (
 )
 from pipelines.minicorpus.scenes import draw, sample_scene
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar import read_shard_input, read_sidecar
+from pipelines.sidecar_tables import read_shard_input, read_sidecar
 from pipelines.stages.detect import run_detect
 from schemas.config_errors import ConfigError
 from schemas.regions import muvla_location, uniter_location
@@ -195,7 +195,7 @@ def _run(config, names, overwrite=False):
 
 
 def _images(root, name):
-    from pipelines.sidecar import raw_shards
+    from pipelines.sidecar_tables import raw_shards
 
     return [row for shard in raw_shards(root, name) for row in read_shard_input(root, name, shard).rows
             if row["modality"] in ("pair", "image")]

@@ -22,7 +22,7 @@ from pipelines.annotators.parse import (
     split_texts,
 )
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar import ShardInput, raw_shards, read_shard_input, read_sidecar, sample_texts
+from pipelines.sidecar_tables import ShardInput, raw_shards, read_shard_input, read_sidecar, sample_texts
 from pipelines.stages.parse import ParseAnnotator, run_parse
 from schemas.config_errors import ConfigError
 from schemas.stages import ParseConfig

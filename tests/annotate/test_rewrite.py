@@ -21,7 +21,7 @@ from pipelines.annotators.backtranslate import Pivot, Translator, back_translate
 from pipelines.annotators.tfidf_negatives import CaptionIndex, DocumentFrequencyCombiner, TfidfVectorizer, terms
 from pipelines.minicorpus.translation_models import build_translation_model, build_translation_models
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar, sample_texts
+from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_sidecar, sample_texts
 from pipelines.stages.parse import run_parse
 from pipelines.stages.rewrite import run_rewrite
 from schemas.config_errors import ConfigError
@@ -280,7 +280,7 @@ def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):
     from pipelines.annotators.wordnet_filter import WordNetFilter
     from pipelines.manifest_io import read_manifest
     from pipelines.nltk_data import data_dir, wordnet
-    from pipelines.shards import read_footer
+    from pipelines.raw_shard import read_footer
     from pipelines.stages.rewrite import (
         REFUSED_KEY,
         example_text,

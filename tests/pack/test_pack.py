@@ -24,7 +24,7 @@ from PIL import Image
 
 from cli.main import main
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar import raw_shards, read_shard_input, read_sidecar, sample_texts
+from pipelines.sidecar_tables import raw_shards, read_shard_input, read_sidecar, sample_texts
 from pipelines.stages.clean import removed_reasons
 from pipelines.stages.pack import read_pack_counts, run_pack
 from schemas.packed import REGION_FEATS, REGION_PROBS, missing_fields

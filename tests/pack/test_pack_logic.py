@@ -129,8 +129,8 @@ def test_pack_config_defaults_are_every_task_and_the_papers_ratios(tmp_path):
 
 def test_detect_rows_read_column_wise_equal_the_plain_rows(tmp_path):
     from pipelines.pack import read_detect_rows
-    from pipelines.shards import write_table
-    from pipelines.sidecar import read_table_rows
+    from pipelines.raw_shard import write_table
+    from pipelines.sidecar_tables import read_table_rows
     from schemas.tables import ANN_DETECT
 
     def region(i, feature, probs):

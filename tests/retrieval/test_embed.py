@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar import raw_shards, read_shard_input, read_sidecar, sample_texts
+from pipelines.sidecar_tables import raw_shards, read_shard_input, read_sidecar, sample_texts
 from retrieval.embed import Embedder, shared_embedder, tag_query
 from schemas.tables import DIM_KEY, MODEL_KEY
 
@@ -169,7 +169,7 @@ def test_index_stage_and_cli(embedded, mini_corpus, model_path, capsys, tmp_path
 
 def test_redone_detect_table_redoes_its_tag_queries(embedded):
     """The tags of a shard depend on its ann/detect table: a new table (new params hash) redoes that shard."""
-    from pipelines.sidecar import SidecarPaths, write_sidecar
+    from pipelines.sidecar_tables import SidecarPaths, write_sidecar
     from pipelines.stages.embed import run_embed
     from schemas.tables import ANN_DETECT
 
@@ -193,7 +193,7 @@ def test_untagged_image_and_empty_text_are_reject_rows(model_path, tmp_path):
     the stage finishes and accounts for every unit."""
     from PIL import Image
 
-    from pipelines.shards import ShardPaths, write_shard
+    from pipelines.raw_shard import ShardPaths, write_shard
     from pipelines.stages.detect import run_detect
     from pipelines.stages.embed import run_embed
     from schemas.config import CocoConfig, CorpusConfig, ImageConfig

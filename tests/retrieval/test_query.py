@@ -24,7 +24,7 @@ def corpus(ingested, tmp_path_factory):
 
 def exact(config, space, vector, exclude=None):
     """Every stored vector of ``space`` ranked by cosine with ``vector``: [(score, key, text_index)]."""
-    from pipelines.sidecar import read_sidecar
+    from pipelines.sidecar_tables import read_sidecar
 
     rows = [row for source in served.SOURCES for row in read_sidecar(config.output, f"emb/{space}", source)
             if row["key"] != exclude]

@@ -123,7 +123,7 @@ def test_related_texts_defaults_and_fewer_candidates_than_top_n():
 
 
 def test_a_shard_without_queries_gives_no_links_not_a_crash():
-    from pipelines.annotators.links import _stored_vectors
+    from pipelines.linkers import _stored_vectors
 
     empty = _stored_vectors([])  # np.array([]).reshape(0, -1) would raise
     assert empty.shape == (0, 0) and _stored_vectors([[1, 0], [0, 1]]).shape == (2, 2)

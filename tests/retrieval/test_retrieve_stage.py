@@ -14,7 +14,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from cli.main import main
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar import raw_shards, read_shard_input, read_sidecar
+from pipelines.sidecar_tables import raw_shards, read_shard_input, read_sidecar
 from retrieval.related import label_terms, text_terms
 from schemas.config import load_config
 from schemas.stages import RetrieveConfig, WeakPairsConfig
@@ -228,7 +228,7 @@ def test_rerun_reuses_every_shard_and_the_cli_prints_weak_pairs(corpus, capsys):
 def test_untagged_images_are_rejects_and_changed_inputs_redo_shards(corpus, tmp_path):
     """An image whose labels are gone (its ann/detect regions emptied, its emb/tags row dropped, as the
     embed stage does for an image without labels) is a no_tags reject; a changed k redoes the shards."""
-    from pipelines.sidecar import SidecarPaths, write_sidecar
+    from pipelines.sidecar_tables import SidecarPaths, write_sidecar
     from pipelines.stages.retrieve import run_retrieve
     from schemas.tables import ANN_DETECT, DIM_KEY, MODEL_KEY, embedding_schema
 

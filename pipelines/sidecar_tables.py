@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.shards import (
+from pipelines.raw_shard import (
     SHARD_INDEX_PATTERN,
     ShardCounts,
     ShardPaths,

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.raw_shard import ShardPaths, iter_samples
 from pipelines.runner import RunnerConfig
-from pipelines.shards import ShardPaths, iter_samples
-from pipelines.sidecar import (
+from pipelines.sidecar_tables import (
     SidecarPaths,
     is_done,
     params_hash,
@@ -22,7 +22,7 @@ from pipelines.sidecar import (
     sample_texts,
     write_sidecar,
 )
-from pipelines.stages.sidecar_stage import ShardAnnotator, run_sidecar_stage
+from pipelines.stages.per_shard import ShardAnnotator, run_sidecar_stage
 from schemas.records import Reason, Reject
 from schemas.tables import ANN_PARSE
 

@@ -1,4 +1,4 @@
-"""Beam shells around ``shards.py``: a deterministic WebDataset sink and a shard source.
+"""Beam shells around ``raw_shard.py``: a deterministic WebDataset sink and a shard source.
 
 ``WriteShards`` groups records by ``shard_of(key)`` and writes each shard whole, skipping shards an
 earlier run finished with the same parameters. ``ReadShards`` reads tars back as samples, one tar per
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 
 from pipelines import storage
-from pipelines.shards import ShardPaths, has_failed_downloads, is_complete, iter_samples, load_reusable, write_shard
+from pipelines.raw_shard import ShardPaths, has_failed_downloads, is_complete, iter_samples, load_reusable, write_shard
 from schemas.config import DownloadConfig, ImageConfig
 from schemas.keys import shard_of
 from schemas.records import shard_key

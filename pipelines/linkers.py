@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import storage
-from pipelines.shards import read_footer
-from pipelines.sidecar import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
+from pipelines.raw_shard import read_footer
+from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
 from schemas.stages import RESERVED_LINKS, EmbedConfig, WeakPairsConfig, require_model

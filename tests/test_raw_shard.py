@@ -4,7 +4,7 @@ import json
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from pipelines.shards import ShardPaths, is_complete, iter_samples, read_counts, write_shard
+from pipelines.raw_shard import ShardPaths, is_complete, iter_samples, read_counts, write_shard
 from schemas.config import ImageConfig
 from schemas.records import Candidate, Reject
 from tests.images import jpeg

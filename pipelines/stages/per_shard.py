@@ -18,9 +18,9 @@ import pyarrow as pa
 from pipelines import storage
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
+from pipelines.raw_shard import ShardCounts, read_footer
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shards import ShardCounts, read_footer
-from pipelines.sidecar import (
+from pipelines.sidecar_tables import (
     ShardInput,
     SidecarPaths,
     is_done,
