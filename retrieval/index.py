@@ -215,7 +215,8 @@ def build_or_update(folder: str, parts: Sequence[Part], config: IndexConfig, mod
         if all(given.get(n) == d for n, d in have.items()):
             new = [p for p in parts if p.name not in have]
             if info.get("ivfdata"):  # on-disk lists are not appended in place: refill from the kept quantizer
-                old = sorted((p for p in parts if p.name in have), key=[p["name"] for p in info["parts"]].index)
+                order = [p["name"] for p in info["parts"]]
+                old = sorted((p for p in parts if p.name in have), key=lambda p: order.index(p.name))
                 info["replan"] = plan_index(sum(p.count for p in parts), dim, config.memory_budget_mb,
                                             config.flat_below, use_gpu(config.use_gpu)).factory
                 return BuildResult("added", build_sharded(folder, [*old, *new], config, info, seed + 1,

@@ -30,7 +30,7 @@ def beam_runner(runner: RunnerConfig) -> Callable[[ShardedJob, Sequence[Part]], 
             queries = beam.pvalue.AsSingleton(
                 numbered | "draw" >> beam.MapTuple(job.draw) | "sample" >> beam.combiners.ToList()
                 | "train" >> beam.Map(job.train))
-            _ = (numbered | "fill" >> beam.MapTuple(job.fill, queries=queries)
+            _ = (numbered | "fill" >> beam.Map(lambda item, queries: job.fill(*item, queries), queries=queries)
                  | "partials" >> beam.combiners.ToList() | "merge" >> beam.Map(job.merge, queries=queries))
 
     return run
