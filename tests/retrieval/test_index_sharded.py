@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 import pytest
 
+from benchmarks.index_build import write_emb_tables
 from pipelines.runner import RunnerConfig
 from retrieval.index import (
     IVFDATA_FILE,
@@ -156,28 +157,13 @@ def test_which_plans_are_built_sharded():
         assert not is_sharded(replace(auto, sharded="always"), plan, 2_000_000)
 
 
-def write_emb_tables(root: str, source: str, x: np.ndarray, per_table: int) -> None:
-    """emb/text/<source>/NNNNN.parquet as the embed stage writes them (footer: params hash, model, dim)."""
-    from pipelines.sidecar_tables import SidecarPaths, write_sidecar
-    from schemas.tables import DIM_KEY, MODEL_KEY, embedding_schema
-
-    for shard, start in enumerate(range(0, len(x), per_table)):
-        rows = [{"key": f"{source}-{i}", "source": source, "text_index": 0, "text": f"text {i}", "vector": x[i]}
-                for i in range(start, min(start + per_table, len(x)))]
-        paths = SidecarPaths.of(root, "emb/text", "embed-text", source, shard)
-        os.makedirs(os.path.dirname(paths.table), exist_ok=True)
-        os.makedirs(os.path.dirname(paths.rejects), exist_ok=True)
-        write_sidecar(paths, "embed-text", rows, [], embedding_schema(DIM), f"d{shard}", len(rows),
-                      {MODEL_KEY: b"model-x", DIM_KEY: str(DIM).encode()})
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_index_stage_builds_sharded_through_beam(tmp_path, capfd, workers):
     from pipelines.stages.index import run_index
 
     x = clustered(8000, seed=28)
     root = str(tmp_path / "corpus")
-    write_emb_tables(root, "s", x, 2000)
+    write_emb_tables(root, "s", x, 2000, model="model-x")
     index_config = ivf_config(len(x), recall_queries=200)  # sharded: auto, and 8000 vectors > shard_size
     config = CorpusConfig(root, {}, retrieval=RetrievalConfig(index=replace(index_config, shard_size=3000)))
     [result] = run_index(config, ["text"], show_progress=False, runner=RunnerConfig(workers=workers))
