@@ -483,6 +483,7 @@ def _finish(folder: str, index, empty, new: Sequence[Part], every: Sequence[Part
     _atomic(os.path.join(folder, IDS_FILE), lambda tmp: pq.write_table(ids.cast(IDS), tmp))
     if os.path.exists(os.path.join(folder, IVFDATA_FILE)):  # a sharded build's lists, replaced by this one
         os.remove(os.path.join(folder, IVFDATA_FILE))
+    shutil.rmtree(os.path.join(folder, WORK_DIR), ignore_errors=True)  # what a killed sharded build left
     _record(info, config, int(index.ntotal), tuned, new, ("build_seconds" if ids_before is None else "add_seconds"),
             started, os.path.getsize(index_path))
     _atomic(os.path.join(folder, BUILD_FILE), lambda tmp: _write_json(tmp, info))
