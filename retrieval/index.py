@@ -213,15 +213,10 @@ def build_or_update(folder: str, parts: Sequence[Part], config: IndexConfig, mod
         if have == given:
             return BuildResult("skipped", info)
         if all(given.get(n) == d for n, d in have.items()):
-            new = [p for p in parts if p.name not in have]
-            if info.get("ivfdata"):  # on-disk lists are not appended in place: refill from the kept quantizer
-                order = [p["name"] for p in info["parts"]]
-                old = sorted((p for p in parts if p.name in have), key=lambda p: order.index(p.name))
-                info["replan"] = plan_index(sum(p.count for p in parts), dim, config.memory_budget_mb,
-                                            config.flat_below, use_gpu(config.use_gpu)).factory
-                return BuildResult("added", build_sharded(folder, [*old, *new], config, info, seed + 1,
-                                                          run_sharded, trained=os.path.join(folder, TRAINED_FILE)))
-            return BuildResult("added", add_parts(folder, new, parts, config, seed))
+            if info.get("ivfdata"):
+                return BuildResult("added", _refill(folder, parts, config, info, seed + 1, run_sharded))
+            return BuildResult("added", add_parts(folder, [p for p in parts if p.name not in have], parts,
+                                                  config, seed))
     total = sum(p.count for p in parts)
     gpu = use_gpu(config.use_gpu)
     plan = plan_index(total, dim, config.memory_budget_mb, config.flat_below, gpu)
@@ -229,6 +224,17 @@ def build_or_update(folder: str, parts: Sequence[Part], config: IndexConfig, mod
         info = _new_info(folder, config, model, dim, name, seed, plan, gpu)
         return BuildResult("built", build_sharded(folder, parts, config, info, seed, run_sharded))
     return BuildResult("built", build_index(folder, parts, config, model, dim, name, seed))
+
+
+def _refill(folder: str, parts: Sequence[Part], config: IndexConfig, info: dict, seed: int,
+            run: Callable[[ShardedJob, Sequence[Part]], None]) -> dict:
+    """Add parts to a sharded index: on-disk lists are not appended in place, so every part's partial is
+    filled again from the kept trained index (no retraining), the indexed parts first, in their order."""
+    order = [p["name"] for p in info["parts"]]
+    ordered = sorted(parts, key=lambda p: order.index(p.name) if p.name in order else len(order))
+    info["replan"] = plan_index(sum(p.count for p in parts), info["dim"], config.memory_budget_mb, config.flat_below,
+                                use_gpu(config.use_gpu)).factory  # what a rebuild would choose now
+    return build_sharded(folder, ordered, config, info, seed, run, trained=os.path.join(folder, TRAINED_FILE))
 
 
 def build_index(folder: str, parts: Sequence[Part], config: IndexConfig, model: str, dim: int,
@@ -610,39 +616,46 @@ def build_sharded(folder: str, parts: Sequence[Part], config: IndexConfig, info:
     """Build (or, with the ``trained`` index of an existing one, refill) the index in ``folder`` sharded:
     ``run`` runs the job's steps; then tune on the merged index and write the folder. A killed build,
     rerun, reuses its trained index and the partials it finished."""
-    started = time.monotonic()
+    started, total = time.monotonic(), sum(p.count for p in parts)
+    job = _sharded_job(folder, parts, config, info, seed, trained)
+    run(job, parts)
+    merged = os.path.join(job.work, "merged")
+    index = read_faiss(merged, IVFDATA_FILE)
+    if index.ntotal != total:
+        raise ValueError(f"{folder}: the merged index holds {index.ntotal} vectors, the parts {total}")
+    with np.load(os.path.join(merged, TRUTH_FILE)) as truth:
+        tuned = tune_on(index, job.plan, truth["queries"], job.query_ids, truth["exact"], job.k - 1,
+                        config.recall_target)
+    _drop_proof(folder)
+    for name in (IVFDATA_FILE, INDEX_FILE):  # the mapped lists stay valid across the rename
+        os.replace(os.path.join(merged, name), os.path.join(folder, name))
+    if trained is None:
+        _atomic(os.path.join(folder, TRAINED_FILE), lambda tmp: shutil.copyfile(job.trained, tmp))
+    _atomic(os.path.join(folder, IDS_FILE), lambda tmp: _write_ids(tmp, parts))
+    info = {**info, "parts": [], "ivfdata": IVFDATA_FILE, "shards": len(parts)}
+    _record(info, config, total, tuned, parts, "build_seconds" if trained is None else "add_seconds", started,
+            sum(os.path.getsize(os.path.join(folder, n)) for n in (INDEX_FILE, IVFDATA_FILE)))
+    _atomic(os.path.join(folder, BUILD_FILE), lambda tmp: _write_json(tmp, info))
+    shutil.rmtree(job.work)
+    return info
+
+
+def _sharded_job(folder: str, parts: Sequence[Part], config: IndexConfig, info: dict, seed: int,
+                 trained: str | None) -> ShardedJob:
+    """The job with the in-process build's draws (the sample unless ``trained`` is given, then the queries);
+    a fresh build's trained index is named by what it is trained from, so a rerun finds it."""
     total = sum(p.count for p in parts)
     plan = _plan_of(info)
     rng = np.random.default_rng(seed)
     work = os.path.join(folder, WORK_DIR)
     os.makedirs(work, exist_ok=True)
-    train_ids = _draw(rng, total, plan.train_size) if trained is None else np.zeros(0, np.int64)
-    if trained is None:
+    train_ids = np.zeros(0, np.int64) if trained else _draw(rng, total, plan.train_size)
+    if not trained:
         key = json.dumps([info["params"], info["seed"], [(p.name, p.digest, p.count) for p in parts]])
         trained = os.path.join(work, f"trained-{hashlib.sha256(key.encode()).hexdigest()[:16]}.faiss")
-    k = min(config.recall_k, total - 1)
-    job = ShardedJob(work, plan, info["dim"], info["gpu"], k + 1, _starts(parts),
-                     train_ids[:0] if os.path.exists(trained) else train_ids,
-                     _draw(rng, total, min(config.recall_queries, total)), trained)
-    run(job, parts)
-    merged = os.path.join(work, "merged")
-    index = read_faiss(merged, IVFDATA_FILE)
-    if index.ntotal != total:
-        raise ValueError(f"{folder}: the merged index holds {index.ntotal} vectors, the parts {total}")
-    with np.load(os.path.join(merged, TRUTH_FILE)) as truth:
-        tuned = tune_on(index, plan, truth["queries"], job.query_ids, truth["exact"], k, config.recall_target)
-    _drop_proof(folder)
-    for name in (IVFDATA_FILE, INDEX_FILE):  # the mapped lists stay valid across the rename
-        os.replace(os.path.join(merged, name), os.path.join(folder, name))
-    if trained != os.path.join(folder, TRAINED_FILE):
-        _atomic(os.path.join(folder, TRAINED_FILE), lambda tmp: shutil.copyfile(trained, tmp))
-    _atomic(os.path.join(folder, IDS_FILE), lambda tmp: _write_ids(tmp, parts))
-    info = {**info, "parts": [], "ivfdata": IVFDATA_FILE, "shards": len(parts)}
-    _record(info, config, total, tuned, parts, "build_seconds" if "replan" not in info else "add_seconds", started,
-            sum(os.path.getsize(os.path.join(folder, n)) for n in (INDEX_FILE, IVFDATA_FILE)))
-    _atomic(os.path.join(folder, BUILD_FILE), lambda tmp: _write_json(tmp, info))
-    shutil.rmtree(work)
-    return info
+    return ShardedJob(work, plan, info["dim"], info["gpu"], min(config.recall_k, total - 1) + 1, _starts(parts),
+                      train_ids[:0] if os.path.exists(trained) else train_ids,
+                      _draw(rng, total, min(config.recall_queries, total)), trained)
 
 
 def _within(vectors: np.ndarray, start: int, positions: np.ndarray) -> np.ndarray:
