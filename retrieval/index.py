@@ -523,7 +523,7 @@ def _record(info: dict, config: IndexConfig, vectors: int, tuned: tuple[dict, fl
 
 # --- sharded build ---------------------------------------------------------------------------------------
 
-TRUTH_FILE = "truth.npz"  # the held-out queries and their exact neighbours, beside the merged index
+TUNED_FILE = "tuned.json"  # the merged index's tuning (search params, recall, curve), beside it
 
 
 def is_sharded(config: IndexConfig, plan: IndexPlan, total: int) -> bool:
@@ -539,34 +539,40 @@ def is_sharded(config: IndexConfig, plan: IndexPlan, total: int) -> bool:
 class ShardedJob:
     """Everything a worker of a sharded build needs (picklable). The sample and the held-out queries are
     drawn from the parts' counts alone, exactly as the in-process build draws them, so no process holds more
-    than one part's vectors (plus the sample where the index is trained, plus the trained index)."""
+    than one part's vectors (plus the sample where the index is trained, plus the trained index). What
+    passes between the steps is file names, the queries and each part's top k: the launching process (a
+    Beam runner carries the steps' outputs) never holds vectors."""
 
     work: str  # <index folder>/_build
     plan: IndexPlan
     dim: int
     gpu: bool
     k: int  # ground-truth neighbours per query: recall_k + 1 (a query finds itself)
+    target: float  # recall_target
     starts: tuple[int, ...]  # each part's first global id
     train_ids: np.ndarray  # sorted global positions to train on; empty when ``trained`` exists already
     query_ids: np.ndarray  # sorted global positions of the held-out queries
     trained: str  # the trained empty index
 
-    def draw(self, i: int, part: Part) -> tuple[int, np.ndarray, np.ndarray]:
-        """Part ``i``'s rows of the training sample and of the queries (one read of the part)."""
-        vectors = _checked(part)
-        return i, _within(vectors, self.starts[i], self.train_ids), _within(vectors, self.starts[i], self.query_ids)
+    def draw(self, i: int, part: Part) -> tuple[int, str]:
+        """Part ``i``'s rows of the training sample and of the queries (one read of the part), in a file."""
+        vectors, start = _checked(part), self.starts[i]
+        path = os.path.join(self.work, f"drawn-{i:06d}.npz")
+        _atomic(path, lambda tmp: _save_npz(tmp, sample=_within(vectors, start, self.train_ids),
+                                            queries=_within(vectors, start, self.query_ids)))
+        return i, path
 
-    def train(self, drawn: Iterable[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
+    def train(self, drawn: Iterable[tuple[int, str]]) -> np.ndarray:
         """Train on the sample (rows in part order: the in-process build's sample), write the trained index;
         returns the queries."""
         import faiss
 
-        drawn = sorted(drawn, key=lambda d: d[0])
+        rows = [_load_npz(path) for _, path in sorted(drawn)]
         if len(self.train_ids):
             empty = faiss.index_factory(self.dim, self.plan.factory, faiss.METRIC_INNER_PRODUCT)
-            empty = _trained(empty, np.concatenate([d[1] for d in drawn]), self.gpu)
+            empty = _trained(empty, np.concatenate([r["sample"] for r in rows]), self.gpu)
             _atomic(self.trained, lambda tmp: faiss.write_index(empty, tmp))
-        return np.concatenate([d[2] for d in drawn])
+        return np.concatenate([r["queries"] for r in rows])
 
     def fill(self, i: int, part: Part, queries: np.ndarray) -> tuple[int, str, tuple[np.ndarray, np.ndarray]]:
         """Part ``i``'s partial index (the trained index plus the part's vectors under their global ids),
@@ -588,7 +594,7 @@ class ShardedJob:
 
     def merge(self, filled: Iterable[tuple[int, str, tuple]], queries: np.ndarray) -> None:
         """Merge the partial inverted lists on disk, in part order, into ``merged/`` (``merge_ondisk``: the
-        partials are memory-mapped, the lists stream into one ``.ivfdata``); keep the exact neighbours."""
+        partials are memory-mapped, the lists stream into one ``.ivfdata``); tune the merged index."""
         import faiss
         from faiss.contrib.ondisk import merge_ondisk
 
@@ -602,7 +608,9 @@ class ShardedJob:
         faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists).filename = IVFDATA_FILE  # read_faiss
         faiss.write_index(index, os.path.join(out, INDEX_FILE))
         exact = best_of((top for _, _, top in filled), len(queries), self.k)
-        np.savez(os.path.join(out, TRUTH_FILE), queries=queries, exact=exact)
+        params, recall, curve = tune_on(index, self.plan, queries, self.query_ids, exact, self.k - 1, self.target)
+        _write_json(os.path.join(out, TUNED_FILE), {"vectors": int(index.ntotal), "search_params": params,
+                                                    "recall": recall, "tuning": curve})
 
 
 def run_serially(job: ShardedJob, parts: Sequence[Part]) -> None:
@@ -614,26 +622,25 @@ def run_serially(job: ShardedJob, parts: Sequence[Part]) -> None:
 def build_sharded(folder: str, parts: Sequence[Part], config: IndexConfig, info: dict, seed: int,
                   run: Callable[[ShardedJob, Sequence[Part]], None], trained: str | None = None) -> dict:
     """Build (or, with the ``trained`` index of an existing one, refill) the index in ``folder`` sharded:
-    ``run`` runs the job's steps; then tune on the merged index and write the folder. A killed build,
-    rerun, reuses its trained index and the partials it finished."""
+    ``run`` runs the job's steps (the last one merges and tunes); then this process writes the folder. A
+    killed build, rerun, reuses its trained index and the partials it finished."""
     started, total = time.monotonic(), sum(p.count for p in parts)
     job = _sharded_job(folder, parts, config, info, seed, trained)
     run(job, parts)
     merged = os.path.join(job.work, "merged")
-    index = read_faiss(merged, IVFDATA_FILE)
-    if index.ntotal != total:
-        raise ValueError(f"{folder}: the merged index holds {index.ntotal} vectors, the parts {total}")
-    with np.load(os.path.join(merged, TRUTH_FILE)) as truth:
-        tuned = tune_on(index, job.plan, truth["queries"], job.query_ids, truth["exact"], job.k - 1,
-                        config.recall_target)
+    with open(os.path.join(merged, TUNED_FILE)) as f:
+        tuned = json.load(f)
+    if tuned["vectors"] != total:
+        raise ValueError(f"{folder}: the merged index holds {tuned['vectors']} vectors, the parts {total}")
     _drop_proof(folder)
-    for name in (IVFDATA_FILE, INDEX_FILE):  # the mapped lists stay valid across the rename
+    for name in (IVFDATA_FILE, INDEX_FILE):
         os.replace(os.path.join(merged, name), os.path.join(folder, name))
     if trained is None:
         _atomic(os.path.join(folder, TRAINED_FILE), lambda tmp: shutil.copyfile(job.trained, tmp))
     _atomic(os.path.join(folder, IDS_FILE), lambda tmp: _write_ids(tmp, parts))
     info = {**info, "parts": [], "ivfdata": IVFDATA_FILE, "shards": len(parts)}
-    _record(info, config, total, tuned, parts, "build_seconds" if trained is None else "add_seconds", started,
+    _record(info, config, total, (tuned["search_params"], tuned["recall"], tuned["tuning"]), parts,
+            "build_seconds" if trained is None else "add_seconds", started,
             sum(os.path.getsize(os.path.join(folder, n)) for n in (INDEX_FILE, IVFDATA_FILE)))
     _atomic(os.path.join(folder, BUILD_FILE), lambda tmp: _write_json(tmp, info))
     shutil.rmtree(job.work)
@@ -653,9 +660,20 @@ def _sharded_job(folder: str, parts: Sequence[Part], config: IndexConfig, info: 
     if not trained:
         key = json.dumps([info["params"], info["seed"], [(p.name, p.digest, p.count) for p in parts]])
         trained = os.path.join(work, f"trained-{hashlib.sha256(key.encode()).hexdigest()[:16]}.faiss")
-    return ShardedJob(work, plan, info["dim"], info["gpu"], min(config.recall_k, total - 1) + 1, _starts(parts),
+    return ShardedJob(work, plan, info["dim"], info["gpu"], min(config.recall_k, total - 1) + 1,
+                      config.recall_target, _starts(parts),
                       train_ids[:0] if os.path.exists(trained) else train_ids,
                       _draw(rng, total, min(config.recall_queries, total)), trained)
+
+
+def _save_npz(path: str, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: given a name, numpy would append ".npz" to it
+        np.savez(f, **arrays)
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as arrays:
+        return dict(arrays)
 
 
 def _within(vectors: np.ndarray, start: int, positions: np.ndarray) -> np.ndarray:

@@ -2,12 +2,13 @@
 Spark, here on any Beam runner.
 
 ``Create(parts) -> Reshuffle``, then (1) ``draw``: each part's rows of the training sample and of the
-held-out queries -> one list -> ``train`` (once, on one worker; writes the trained empty index; yields the
-queries); (2) ``fill``: per part, the trained index plus the part's vectors under their global ids, written as
-a partial index, and the part's exact top k of the queries (the queries a side input); (3) the partials ->
-one list -> ``merge`` (their inverted lists merged on disk). A worker holds one part's vectors and the trained
-index; the launching process holds neither. The parts travel as their descriptions (``EmbPart``: a path and
-counts), each worker reads its own; FAISS files need a root every worker sees as a local path.
+held-out queries, in a file -> one list -> ``train`` (once, on one worker; writes the trained empty index;
+yields the queries); (2) ``fill``: per part, the trained index plus the part's vectors under their global ids,
+written as a partial index, and the part's exact top k of the queries (the queries a side input); (3) the
+partials -> one list -> ``merge`` (their inverted lists merged on disk, the merged index tuned). A worker holds
+one part's vectors and the trained index; the runner (the launching process) carries only file names, the
+queries and the top k lists. The parts travel as their descriptions (``EmbPart``: a path and counts), each
+worker reads its own; FAISS files need a root every worker sees as a local path.
 """
 
 from __future__ import annotations
