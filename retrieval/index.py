@@ -40,7 +40,7 @@ from schemas.stages import IndexConfig
 INDEX_FILE, IDS_FILE, BUILD_FILE = "index.faiss", "ids.parquet", "build.json"
 TRAINED_FILE = "trained.faiss"  # the trained empty index (IVF centroids, codebooks): what ``add`` fills
 IVFDATA_FILE = "index.ivfdata"  # a sharded build's inverted lists, beside index.faiss, memory-mapped when loaded
-WORK_DIR = "_build"  # a sharded build's trained index, partial indexes and ground truth until it is complete
+WORK_DIR = "_build"  # a sharded build's drawn rows, trained index, partials and merged index until it is complete
 IDS = pa.schema([
     pa.field("key", pa.string(), nullable=False),
     pa.field("source", pa.string(), nullable=False),
