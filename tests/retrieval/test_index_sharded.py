@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 import faiss
@@ -84,23 +87,37 @@ def test_the_folder_moves_with_its_lists(tmp_path):
     np.testing.assert_array_equal(ids, ids_before)
 
 
+KILLED_BUILD = """
+import os, signal, sys
+from retrieval.index import build_or_update
+from tests.retrieval.test_index_sharded import killed_build_inputs
+
+def killed(job, parts):  # trains, fills two partials, then the process is killed: no clean-up runs
+    queries = job.train([job.draw(i, part) for i, part in enumerate(parts)])
+    for i, part in enumerate(parts[:2]):
+        job.fill(i, part, queries)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+build_or_update(sys.argv[1], *killed_build_inputs(), run_sharded=killed)
+"""
+
+
+def killed_build_inputs():
+    """parts, config, model, dim of the build the subprocess starts and the test resumes."""
+    return parts_of(clustered(8000, seed=25), 2000), ivf_config(8000, sharded=SHARDED, recall_queries=200), "m", DIM
+
+
 def test_a_killed_build_redoes_only_missing_partials(tmp_path):
-    x = clustered(8000, seed=25)
-    parts = parts_of(x, 2000)
-    config = ivf_config(len(x), sharded=SHARDED, recall_queries=200)
+    parts, config, model, dim = killed_build_inputs()
     folder = str(tmp_path / "i")
-    done: dict[str, int] = {}
-
-    def killed(job, parts):  # trains and fills two partials, then the process dies
-        queries = job.train([job.draw(i, part) for i, part in enumerate(parts)])
-        for i, part in enumerate(parts[:2]):
-            _, path, _ = job.fill(i, part, queries)
-            done[path] = os.stat(path).st_mtime_ns
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        build_or_update(folder, parts, config, "m", DIM, run_sharded=killed)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    killed = subprocess.run([sys.executable, "-c", KILLED_BUILD, folder], env={**os.environ, "PYTHONPATH": repo},
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not os.path.exists(os.path.join(folder, "build.json"))
+    done = {os.path.join(folder, WORK_DIR, n): os.stat(os.path.join(folder, WORK_DIR, n)).st_mtime_ns
+            for n in os.listdir(os.path.join(folder, WORK_DIR)) if n.startswith("0000")}
+    assert len(done) == 2
     trained = [n for n in os.listdir(os.path.join(folder, WORK_DIR)) if n.startswith("trained-")]
     trained_mtime = os.stat(os.path.join(folder, WORK_DIR, trained[0])).st_mtime_ns
     written: list[str] = []
@@ -112,10 +129,10 @@ def test_a_killed_build_redoes_only_missing_partials(tmp_path):
         run_serially(job, parts)
         assert all(os.stat(path).st_mtime_ns == mtime for path, mtime in done.items())
 
-    info = build_or_update(folder, parts, config, "m", DIM, run_sharded=resumed).info
+    info = build_or_update(folder, parts, config, model, dim, run_sharded=resumed).info
     assert len(written) == 2 and not set(written) & set(done)
     assert not os.path.exists(os.path.join(folder, WORK_DIR))  # partials go once build.json is written
-    whole = build_or_update(str(tmp_path / "whole"), parts, config, "m", DIM).info
+    whole = build_or_update(str(tmp_path / "whole"), parts, config, model, dim).info
     assert info["search_params"] == whole["search_params"] and info["recall"] == whole["recall"]
     with open(os.path.join(folder, IVFDATA_FILE), "rb") as a, open(tmp_path / "whole" / IVFDATA_FILE, "rb") as b:
         assert a.read() == b.read()
