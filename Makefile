@@ -50,6 +50,7 @@ bench-stages: $(VENV)/.installed
 # FAISS at 100k and 1M vectors vs exact search (the 1M build takes several minutes; about 3 GB of memory).
 bench-index: $(VENV)/.installed
 	$(PY) -m benchmarks.index --sizes 100000 1000000 --memory-budget-mb 1600
+	$(PY) -m benchmarks.index_build --sizes 100000:384 400000:64
 
 # img2dataset has pins of its own: it gets its own virtual environment.
 bench-download: $(VENV)/.installed

@@ -1,6 +1,6 @@
 """``unicorpus index``: FAISS indexes of the emb/ tables -> index/<space>/<source>/."""
 
-from cli.common import json_argument
+from cli.common import json_argument, runner_arguments, runner_config
 
 
 def register(subparsers) -> None:
@@ -11,8 +11,7 @@ def register(subparsers) -> None:
                         help="only this embedding space (repeatable; default: both)")
     parser.add_argument("--source", action="append", default=[], metavar="NAME",
                         help="only this source (repeatable; default: every source with emb/ tables)")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild indexes that are current")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    runner_arguments(parser)  # the runner of sharded builds (large IVF indexes), --overwrite: rebuild current ones
     json_argument(parser)
     parser.set_defaults(run=_run)
 
@@ -23,6 +22,7 @@ def _run(args, beam_args) -> int:
     from schemas.config import load_config
 
     results = run_index(load_config(args.config), args.space or None, args.source or None,
-                        overwrite=args.overwrite, show_progress=not args.quiet)
+                        overwrite=args.overwrite, show_progress=not args.quiet,
+                        runner=runner_config(args, beam_args))
     print(format_json("index", results) if args.json else format_index_summary(results))
     return 0

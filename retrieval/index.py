@@ -8,15 +8,25 @@ order through temporary names: ``build.json`` is the proof that the folder is co
 The input is a list of *parts* (one per emb shard): anything with ``name``, ``digest``, ``count``,
 ``vectors()`` and ``entries()``; ``ArrayPart`` holds them in memory. Parts are read a few times (sample,
 add, exact ground truth) instead of all being held at once, so a build is bounded by the index size.
+
+Large IVF-family indexes can also be built *sharded* (the steps below, run in parallel by
+``pipelines.stages.index_beam``): train once on a sample drawn from the counts alone, fill one partial index
+per part with its global ids, merge the partial inverted lists on disk (``OnDiskInvertedLists``, as autofaiss
+does) into ``index.faiss`` + ``index.ivfdata`` (memory-mapped when loaded), tune the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import os
+import shutil
+import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -29,6 +39,8 @@ from schemas.stages import IndexConfig
 
 INDEX_FILE, IDS_FILE, BUILD_FILE = "index.faiss", "ids.parquet", "build.json"
 TRAINED_FILE = "trained.faiss"  # the trained empty index (IVF centroids, codebooks): what ``add`` fills
+IVFDATA_FILE = "index.ivfdata"  # a sharded build's inverted lists, beside index.faiss, memory-mapped when loaded
+WORK_DIR = "_build"  # a sharded build's drawn rows, trained index, partials and merged index until it is complete
 IDS = pa.schema([
     pa.field("key", pa.string(), nullable=False),
     pa.field("source", pa.string(), nullable=False),
@@ -87,14 +99,12 @@ class SearchIndex:
 
     @classmethod
     def load(cls, folder: str) -> SearchIndex:
-        import faiss
-
         build = os.path.join(folder, BUILD_FILE)
         if not os.path.exists(build):
             raise ValueError(f"{folder}: no {BUILD_FILE}; build the index with `unicorpus index` first")
         with open(build) as f:
             info = json.load(f)
-        index = faiss.read_index(os.path.join(folder, INDEX_FILE))
+        index = read_faiss(folder, info.get("ivfdata"))
         apply_search_params(index, info["search_params"])
         return cls(folder, index, pq.read_table(os.path.join(folder, IDS_FILE), memory_map=True), info)
 
@@ -144,6 +154,21 @@ def open_indexes(root: str, space: str, sources: list[str] | None = None) -> lis
     return [SearchIndex.load(os.path.join(base, name)) for name in sources]
 
 
+def read_faiss(folder: str, ivfdata: str | None = None):
+    """``index.faiss`` of ``folder``; with on-disk inverted lists (a sharded build) their ``ivfdata`` file in
+    the same folder is memory-mapped read-only, wherever the folder has moved since it was written."""
+    import faiss
+
+    path = os.path.join(folder, INDEX_FILE)
+    if not ivfdata:
+        return faiss.read_index(path)
+    index = faiss.read_index(path, faiss.IO_FLAG_SKIP_IVF_DATA)
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    lists.filename, lists.read_only = os.path.join(folder, ivfdata), True
+    lists.do_mmap()
+    return index
+
+
 def apply_search_params(index, params: dict) -> None:
     import faiss
 
@@ -163,28 +188,53 @@ def _as_queries(queries: np.ndarray, dim: int, where: str) -> np.ndarray:
 
 
 def build_params(config: IndexConfig, model: str, dim: int) -> dict:
-    """What makes two builds the same: the config (bar shard_size, which changes no result) and the model."""
-    params = {k: v for k, v in asdict(config).items() if k != "shard_size"}
+    """What makes two builds the same: the config (bar shard_size and sharded, which change no search result)
+    and the model."""
+    params = {k: v for k, v in asdict(config).items() if k not in ("shard_size", "sharded")}
     return {**params, "model": model, "dim": dim}
 
 
 def build_or_update(folder: str, parts: Sequence[Part], config: IndexConfig, model: str, dim: int,
-                    overwrite: bool = False, name: str = "", seed: int = 0) -> BuildResult:
+                    overwrite: bool = False, name: str = "", seed: int = 0,
+                    run_sharded: Callable[[ShardedJob, Sequence[Part]], None] | None = None) -> BuildResult:
     """Bring the index in ``folder`` up to ``parts``: skip if it has exactly them with the same parameters,
-    add the new ones if it has a subset (no retraining), rebuild otherwise (or with ``overwrite``)."""
+    add the new ones if it has a subset (no retraining), rebuild otherwise (or with ``overwrite``).
+
+    IVF-family plans go the sharded way when ``config.sharded`` says so (``is_sharded``); ``run_sharded``
+    runs a ``ShardedJob``'s steps (the index stage: a Beam pipeline; by default one after another here)."""
     if not parts or not sum(p.count for p in parts):
         raise ValueError(f"{folder}: no vectors to index")
     params = build_params(config, model, dim)
     info = None if overwrite else read_build_info(folder)
+    run_sharded = run_sharded or run_serially
     if info is not None and info["params"] == params:
         have = {p["name"]: p["digest"] for p in info["parts"]}
         given = {p.name: p.digest for p in parts}
         if have == given:
             return BuildResult("skipped", info)
         if all(given.get(n) == d for n, d in have.items()):
+            if info.get("ivfdata"):
+                return BuildResult("added", _refill(folder, parts, config, info, seed + 1, run_sharded))
             return BuildResult("added", add_parts(folder, [p for p in parts if p.name not in have], parts,
                                                   config, seed))
+    total = sum(p.count for p in parts)
+    gpu = use_gpu(config.use_gpu)
+    plan = plan_index(total, dim, config.memory_budget_mb, config.flat_below, gpu)
+    if is_sharded(config, plan, total):
+        info = _new_info(folder, config, model, dim, name, seed, plan, gpu)
+        return BuildResult("built", build_sharded(folder, parts, config, info, seed, run_sharded))
     return BuildResult("built", build_index(folder, parts, config, model, dim, name, seed))
+
+
+def _refill(folder: str, parts: Sequence[Part], config: IndexConfig, info: dict, seed: int,
+            run: Callable[[ShardedJob, Sequence[Part]], None]) -> dict:
+    """Add parts to a sharded index: on-disk lists are not appended in place, so every part's partial is
+    filled again from the kept trained index (no retraining), the indexed parts first, in their order."""
+    order = [p["name"] for p in info["parts"]]
+    ordered = sorted(parts, key=lambda p: order.index(p.name) if p.name in order else len(order))
+    info["replan"] = plan_index(sum(p.count for p in parts), info["dim"], config.memory_budget_mb, config.flat_below,
+                                use_gpu(config.use_gpu)).factory  # what a rebuild would choose now
+    return build_sharded(folder, ordered, config, info, seed, run, trained=os.path.join(folder, TRAINED_FILE))
 
 
 def build_index(folder: str, parts: Sequence[Part], config: IndexConfig, model: str, dim: int,
@@ -202,10 +252,15 @@ def build_index(folder: str, parts: Sequence[Part], config: IndexConfig, model: 
     if plan.train_size:
         empty = _trained(empty, _sample_rows(parts, plan.train_size, rng), gpu)
     index = _add_in_shards(empty, parts, config.shard_size, gpu, plan)
-    info = {"name": name or "/".join(folder.rstrip("/").split("/")[-2:]), "params": build_params(config, model, dim),
+    info = _new_info(folder, config, model, dim, name, seed, plan, gpu)
+    return _finish(folder, index, empty, parts, parts, config, info, started, rng, ids_before=None)
+
+
+def _new_info(folder: str, config: IndexConfig, model: str, dim: int, name: str, seed: int, plan: IndexPlan,
+              gpu: bool) -> dict:
+    return {"name": name or "/".join(folder.rstrip("/").split("/")[-2:]), "params": build_params(config, model, dim),
             "plan": plan.to_dict(), "index_type": plan.kind, "factory": plan.factory, "dim": dim, "model": model,
             "gpu": gpu, "seed": seed}
-    return _finish(folder, index, empty, parts, parts, config, info, started, rng, ids_before=None)
 
 
 def add_parts(folder: str, new: Sequence[Part], every: Sequence[Part], config: IndexConfig, seed: int = 0) -> dict:
@@ -312,7 +367,12 @@ def _checked(part: Part) -> np.ndarray:
 
 def _sample_rows(parts: Sequence[Part], size: int, rng: np.random.Generator) -> np.ndarray:
     """``size`` vectors drawn uniformly from all parts (one read of each part that contributes)."""
-    return _gather(parts, np.sort(rng.choice(sum(p.count for p in parts), size, replace=False)))
+    return _gather(parts, _draw(rng, sum(p.count for p in parts), size))
+
+
+def _draw(rng: np.random.Generator, total: int, size: int) -> np.ndarray:
+    """``size`` distinct global positions out of ``total``, sorted: the training sample, the held-out queries."""
+    return np.sort(rng.choice(total, size, replace=False))
 
 
 def _gather(parts: Sequence[Part], wanted: np.ndarray) -> np.ndarray:
@@ -331,19 +391,34 @@ def _gather(parts: Sequence[Part], wanted: np.ndarray) -> np.ndarray:
 
 def exact_neighbours(parts: Sequence[Part], queries: np.ndarray, k: int) -> np.ndarray:
     """Global ids of each query's exact top ``k`` by inner product, one part at a time."""
+    tops = (exact_top(queries, _checked(p), start, k) for p, start in zip(parts, _starts(parts), strict=True))
+    return best_of(tops, len(queries), k)
+
+
+def _starts(parts: Sequence[Part]) -> tuple[int, ...]:
+    """Each part's first global id: the parts' vectors are numbered in order."""
+    return tuple(np.cumsum([0, *(p.count for p in parts)])[:-1].tolist())
+
+
+def exact_top(queries: np.ndarray, vectors: np.ndarray, start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, global ids) of each query's exact top ``k`` among ``vectors``, whose first id is ``start``."""
     import faiss
 
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_ids = np.zeros((len(queries), 0), dtype=np.int64)
-    start = 0
-    for part in parts:
-        scores, ids = faiss.knn(queries, _checked(part), min(k, part.count), metric=faiss.METRIC_INNER_PRODUCT)
+    scores, ids = faiss.knn(queries, vectors, min(k, len(vectors)), metric=faiss.METRIC_INNER_PRODUCT)
+    return scores, ids + start
+
+
+def best_of(tops, queries: int, k: int) -> np.ndarray:
+    """The global ids of the top ``k`` over parts' ``exact_top`` results given in part order (ties: the
+    earlier part first)."""
+    best_scores = np.full((queries, 0), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((queries, 0), dtype=np.int64)
+    for scores, ids in tops:
         best_scores = np.concatenate([best_scores, scores], axis=1)
-        best_ids = np.concatenate([best_ids, ids + start], axis=1)
+        best_ids = np.concatenate([best_ids, ids], axis=1)
         order = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
         best_scores = np.take_along_axis(best_scores, order, axis=1)
         best_ids = np.take_along_axis(best_ids, order, axis=1)
-        start += part.count
     return best_ids
 
 
@@ -365,9 +440,14 @@ def tune(index, plan: IndexPlan, parts: Sequence[Part], k: int, target: float, q
     k = min(k, total - 1)
     if plan.search_param is None or k < 1:
         return {}, 1.0, []
-    query_ids = np.sort(rng.choice(total, min(queries_wanted, total), replace=False))
+    query_ids = _draw(rng, total, min(queries_wanted, total))
     queries = _gather(parts, query_ids)
-    exact = exact_neighbours(parts, queries, k + 1)
+    return tune_on(index, plan, queries, query_ids, exact_neighbours(parts, queries, k + 1), k, target)
+
+
+def tune_on(index, plan: IndexPlan, queries: np.ndarray, query_ids: np.ndarray, exact: np.ndarray, k: int,
+            target: float) -> tuple[dict, float, list[dict]]:
+    """``tune`` given the held-out queries (global ``query_ids``) and their exact top ``k + 1`` ids."""
     curve = []
     for value in plan.search_values:
         params = _search_params(plan, value)
@@ -397,21 +477,38 @@ def _finish(folder: str, index, empty, new: Sequence[Part], every: Sequence[Part
     import faiss
 
     plan = _plan_of(info)
-    params, recall, curve = tune(index, plan, every, config.recall_k, config.recall_target,
-                                 config.recall_queries, rng)
+    tuned = tune(index, plan, every, config.recall_k, config.recall_target, config.recall_queries, rng)
     ids = pa.concat_tables([t for t in (ids_before, *(p.entries() for p in new)) if t is not None])
     if ids.num_rows != index.ntotal:
         raise ValueError(f"{folder}: {ids.num_rows} id rows for {index.ntotal} vectors")
-    os.makedirs(folder, exist_ok=True)
-    if os.path.exists(os.path.join(folder, BUILD_FILE)):  # the proof goes first: a crash leaves no mismatch
-        os.remove(os.path.join(folder, BUILD_FILE))
+    _drop_proof(folder)
     index_path = os.path.join(folder, INDEX_FILE)
     _atomic(index_path, lambda tmp: faiss.write_index(index, tmp))
     if empty is not None:
         _atomic(os.path.join(folder, TRAINED_FILE), lambda tmp: faiss.write_index(empty, tmp))
     _atomic(os.path.join(folder, IDS_FILE), lambda tmp: pq.write_table(ids.cast(IDS), tmp))
+    if os.path.exists(os.path.join(folder, IVFDATA_FILE)):  # a sharded build's lists, replaced by this one
+        os.remove(os.path.join(folder, IVFDATA_FILE))
+    shutil.rmtree(os.path.join(folder, WORK_DIR), ignore_errors=True)  # what a killed sharded build left
+    _record(info, config, int(index.ntotal), tuned, new, ("build_seconds" if ids_before is None else "add_seconds"),
+            started, os.path.getsize(index_path))
+    _atomic(os.path.join(folder, BUILD_FILE), lambda tmp: _write_json(tmp, info))
+    return info
+
+
+def _drop_proof(folder: str) -> None:
+    """The proof goes first: a crash while the files are replaced leaves no build.json that mismatches them."""
+    os.makedirs(folder, exist_ok=True)
+    if os.path.exists(os.path.join(folder, BUILD_FILE)):
+        os.remove(os.path.join(folder, BUILD_FILE))
+
+
+def _record(info: dict, config: IndexConfig, vectors: int, tuned: tuple[dict, float, list[dict]],
+            new: Sequence[Part], seconds: str, started: float, index_bytes: int) -> None:
+    """What build.json says of a finished build or add: the tuned parameters, the recall, the parts."""
+    params, recall, curve = tuned
     info.update({
-        "vectors": int(index.ntotal),
+        "vectors": vectors,
         "search_params": params,
         "recall_k": config.recall_k,
         "recall_target": config.recall_target,
@@ -419,11 +516,202 @@ def _finish(folder: str, index, empty, new: Sequence[Part], every: Sequence[Part
         "recall_reached": recall >= config.recall_target,
         "tuning": curve,
         "parts": [*info.get("parts", []), *({"name": p.name, "digest": p.digest, "count": p.count} for p in new)],
-        ("build_seconds" if ids_before is None else "add_seconds"): round(time.monotonic() - started, 2),
-        "index_mb": round(os.path.getsize(index_path) / 2**20, 2),
+        seconds: round(time.monotonic() - started, 2),
+        "index_mb": round(index_bytes / 2**20, 2),
     })
+
+
+# --- sharded build ---------------------------------------------------------------------------------------
+
+TUNED_FILE = "tuned.json"  # the merged index's tuning (search params, recall, curve), beside it
+
+
+def is_sharded(config: IndexConfig, plan: IndexPlan, total: int) -> bool:
+    """Whether to build sharded: only IVF-family plans, whose inverted lists merge list by list (an HNSW
+    graph cannot be merged from partial graphs: its links span the whole collection; Flat plans are small),
+    and by default (``auto``) only when there are more vectors than one build shard holds."""
+    if not plan.kind.startswith("ivf") or config.sharded == "never":
+        return False
+    return config.sharded == "always" or total > config.shard_size
+
+
+@dataclass(frozen=True)
+class ShardedJob:
+    """Everything a worker of a sharded build needs (picklable). The sample and the held-out queries are
+    drawn from the parts' counts alone, exactly as the in-process build draws them, so no process holds more
+    than one part's vectors (plus the sample where the index is trained, plus the trained index). What
+    passes between the steps is file names, the queries and each part's top k: the launching process (a
+    Beam runner carries the steps' outputs) never holds vectors."""
+
+    work: str  # <index folder>/_build
+    plan: IndexPlan
+    dim: int
+    gpu: bool
+    k: int  # ground-truth neighbours per query: recall_k + 1 (a query finds itself)
+    target: float  # recall_target
+    starts: tuple[int, ...]  # each part's first global id
+    train_ids: np.ndarray  # sorted global positions to train on; empty when ``trained`` exists already
+    query_ids: np.ndarray  # sorted global positions of the held-out queries
+    trained: str  # the trained empty index
+
+    def draw(self, i: int, part: Part) -> tuple[int, str]:
+        """Part ``i``'s rows of the training sample and of the queries (one read of the part), in a file."""
+        vectors, start = _checked(part), self.starts[i]
+        path = os.path.join(self.work, f"drawn-{i:06d}.npz")
+        _atomic(path, lambda tmp: _save_npz(tmp, sample=_within(vectors, start, self.train_ids),
+                                            queries=_within(vectors, start, self.query_ids)))
+        return i, path
+
+    def train(self, drawn: Iterable[tuple[int, str]]) -> np.ndarray:
+        """Train on the sample (rows in part order: the in-process build's sample), write the trained index;
+        returns the queries."""
+        import faiss
+
+        rows = [_load_npz(path) for _, path in sorted(drawn)]
+        if len(self.train_ids):
+            empty = faiss.index_factory(self.dim, self.plan.factory, faiss.METRIC_INNER_PRODUCT)
+            empty = _trained(empty, np.concatenate([r["sample"] for r in rows]), self.gpu)
+            _atomic(self.trained, lambda tmp: faiss.write_index(empty, tmp))
+        return np.concatenate([r["queries"] for r in rows])
+
+    def fill(self, i: int, part: Part, queries: np.ndarray) -> tuple[int, str, tuple[np.ndarray, np.ndarray]]:
+        """Part ``i``'s partial index (the trained index plus the part's vectors under their global ids),
+        unless a killed run left it; and the part's exact top ``k`` of the queries."""
+        import faiss
+
+        vectors, start, path = _checked(part), self.starts[i], self.partial(i, part)
+        if not os.path.exists(path):
+            index = faiss.read_index(self.trained)
+            index.add_with_ids(vectors, np.arange(start, start + len(vectors), dtype=np.int64))
+            _atomic(path, lambda tmp: faiss.write_index(index, tmp))
+        return i, path, exact_top(queries, vectors, start, self.k)
+
+    def partial(self, i: int, part: Part) -> str:
+        """Named by part and trained-index digest (and the part's digest and first id), so a partial of
+        another training or numbering is never reused."""
+        key = f"{_file_digest(self.trained)} {part.digest} {part.count} {self.starts[i]}"
+        return os.path.join(self.work, f"{part.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.faiss")
+
+    def merge(self, filled: Iterable[tuple[int, str, tuple]], queries: np.ndarray) -> None:
+        """Merge the partial inverted lists on disk, in part order, into ``merged/`` (``merge_ondisk``: the
+        partials are memory-mapped, the lists stream into one ``.ivfdata``); tune the merged index."""
+        import faiss
+        from faiss.contrib.ondisk import merge_ondisk
+
+        filled = sorted(filled, key=lambda f: f[0])
+        out = os.path.join(self.work, "merged")
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        index = faiss.read_index(self.trained)
+        with _stdout_to_stderr():
+            merge_ondisk(index, [path for _, path, _ in filled], os.path.join(out, IVFDATA_FILE))
+        faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists).filename = IVFDATA_FILE  # read_faiss
+        faiss.write_index(index, os.path.join(out, INDEX_FILE))
+        exact = best_of((top for _, _, top in filled), len(queries), self.k)
+        params, recall, curve = tune_on(index, self.plan, queries, self.query_ids, exact, self.k - 1, self.target)
+        _write_json(os.path.join(out, TUNED_FILE), {"vectors": int(index.ntotal), "search_params": params,
+                                                    "recall": recall, "tuning": curve})
+
+
+def run_serially(job: ShardedJob, parts: Sequence[Part]) -> None:
+    """A sharded build's steps one after another in this process (the index stage runs them through Beam)."""
+    queries = job.train([job.draw(i, part) for i, part in enumerate(parts)])
+    job.merge([job.fill(i, part, queries) for i, part in enumerate(parts)], queries)
+
+
+def build_sharded(folder: str, parts: Sequence[Part], config: IndexConfig, info: dict, seed: int,
+                  run: Callable[[ShardedJob, Sequence[Part]], None], trained: str | None = None) -> dict:
+    """Build (or, with the ``trained`` index of an existing one, refill) the index in ``folder`` sharded:
+    ``run`` runs the job's steps (the last one merges and tunes); then this process writes the folder. A
+    killed build, rerun, reuses its trained index and the partials it finished."""
+    started, total = time.monotonic(), sum(p.count for p in parts)
+    job = _sharded_job(folder, parts, config, info, seed, trained)
+    run(job, parts)
+    merged = os.path.join(job.work, "merged")
+    with open(os.path.join(merged, TUNED_FILE)) as f:
+        tuned = json.load(f)
+    if tuned["vectors"] != total:
+        raise ValueError(f"{folder}: the merged index holds {tuned['vectors']} vectors, the parts {total}")
+    _drop_proof(folder)
+    for name in (IVFDATA_FILE, INDEX_FILE):
+        os.replace(os.path.join(merged, name), os.path.join(folder, name))
+    if trained is None:
+        _atomic(os.path.join(folder, TRAINED_FILE), lambda tmp: shutil.copyfile(job.trained, tmp))
+    _atomic(os.path.join(folder, IDS_FILE), lambda tmp: _write_ids(tmp, parts))
+    info = {**info, "parts": [], "ivfdata": IVFDATA_FILE, "shards": len(parts)}
+    _record(info, config, total, (tuned["search_params"], tuned["recall"], tuned["tuning"]), parts,
+            "build_seconds" if trained is None else "add_seconds", started,
+            sum(os.path.getsize(os.path.join(folder, n)) for n in (INDEX_FILE, IVFDATA_FILE)))
     _atomic(os.path.join(folder, BUILD_FILE), lambda tmp: _write_json(tmp, info))
+    shutil.rmtree(job.work)
     return info
+
+
+def _sharded_job(folder: str, parts: Sequence[Part], config: IndexConfig, info: dict, seed: int,
+                 trained: str | None) -> ShardedJob:
+    """The job with the in-process build's draws (the sample unless ``trained`` is given, then the queries);
+    a fresh build's trained index is named by what it is trained from, so a rerun finds it."""
+    total = sum(p.count for p in parts)
+    plan = _plan_of(info)
+    rng = np.random.default_rng(seed)
+    work = os.path.join(folder, WORK_DIR)
+    os.makedirs(work, exist_ok=True)
+    train_ids = np.zeros(0, np.int64) if trained else _draw(rng, total, plan.train_size)
+    if not trained:
+        key = json.dumps([info["params"], info["seed"], [(p.name, p.digest, p.count) for p in parts]])
+        trained = os.path.join(work, f"trained-{hashlib.sha256(key.encode()).hexdigest()[:16]}.faiss")
+    return ShardedJob(work, plan, info["dim"], info["gpu"], min(config.recall_k, total - 1) + 1,
+                      config.recall_target, _starts(parts),
+                      train_ids[:0] if os.path.exists(trained) else train_ids,
+                      _draw(rng, total, min(config.recall_queries, total)), trained)
+
+
+def _save_npz(path: str, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: given a name, numpy would append ".npz" to it
+        np.savez(f, **arrays)
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as arrays:
+        return dict(arrays)
+
+
+def _within(vectors: np.ndarray, start: int, positions: np.ndarray) -> np.ndarray:
+    """The rows of ``vectors`` (global ids from ``start``) at the sorted global ``positions`` inside them."""
+    inside = positions[(positions >= start) & (positions < start + len(vectors))] - start
+    return vectors[inside]
+
+
+@functools.lru_cache(maxsize=4)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _file_digest(path: str) -> str:
+    """sha256 of a file, computed once per process and file version."""
+    stat = os.stat(path)
+    return _digest_of(path, stat.st_size, stat.st_mtime_ns)
+
+
+def _write_ids(path: str, parts: Sequence[Part]) -> None:
+    """ids.parquet one part at a time: the id rows of a large collection are never all in memory."""
+    with pq.ParquetWriter(path, IDS) as writer:
+        for part in parts:
+            writer.write_table(part.entries().cast(IDS))
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """FAISS's C++ code prints progress (``resizing ...``) on stdout, where ``--json`` summaries go."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _atomic(path: str, write) -> None:

@@ -188,13 +188,15 @@ class IndexConfig:
     shard_size: int = 1_000_000  # vectors per build shard (merged afterwards)
     use_gpu: str = "auto"  # auto | never | always
     recall_queries: int = 1000  # held-out queries the recall is measured on
+    sharded: str = "auto"  # auto | never | always: IVF indexes built through Beam (auto: over shard_size vectors)
 
     def validate(self, where: str) -> None:
         if not 0 < self.recall_target <= 1:
             raise ConfigError(f"{where}.recall_target: expected 0 < x <= 1, got {self.recall_target}")
         for name in ("memory_budget_mb", "recall_k", "flat_below", "shard_size", "recall_queries"):
             positive(getattr(self, name), f"{where}.{name}")
-        choice(self.use_gpu, ("auto", "never", "always"), f"{where}.use_gpu")
+        for name in ("use_gpu", "sharded"):
+            choice(getattr(self, name), ("auto", "never", "always"), f"{where}.{name}")
 
 
 @dataclass

@@ -105,6 +105,7 @@ _COCO = "output: o\nsources:\n  coco: {kind: coco, root: coco}\n"
          "annotate.rewrite.back_translation.pivots[0].forward: missing (required)"),
         (_COCO + "retrieval: {index: {recall_target: 2}}\n", "retrieval.index.recall_target: expected 0 < x <= 1"),
         (_COCO + "retrieval: {index: {use_gpu: maybe}}\n", "retrieval.index.use_gpu: expected one of"),
+        (_COCO + "retrieval: {index: {sharded: sometimes}}\n", "retrieval.index.sharded: expected one of"),
         (_COCO + "retrieval: {retrieve: {weak_pairs: [{name: w, images: [coco], texts: [books]}]}}\n",
          "retrieval.retrieve.weak_pairs[0].texts: 'books' is not a source of this config"),
         (_COCO + "retrieval: {retrieve: {weak_pairs: [{name: w, images: [coco], texts: [coco], k: 0}]}}\n",

@@ -2,8 +2,9 @@
 
 Each emb table (one per raw shard) is a part of the index; ``retrieval.index.build_or_update`` plans,
 trains, builds in shards, tunes and writes, and on a rerun adds only the emb tables that are new (same
-parameters) or skips an index that is current. A plain driver-side job, not a Beam pipeline: FAISS
-builds one index in one process (GPU when present) and its own threads use every core.
+parameters) or skips an index that is current. Flat, HNSW and small IVF indexes are built in this process
+(FAISS's own threads use every core; GPU when present); large IVF-family indexes (``retrieval.index.sharded``)
+through a Beam pipeline (``index_beam``): trained once, filled per emb table by the workers, merged on disk.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.raw_shard import read_footer
+from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import removed_keys
 from schemas.config import CorpusConfig
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, check_version
@@ -91,8 +93,11 @@ def indexable_sources(root: str, space: str, sources: list[str] | None) -> list[
 
 
 def run_index(config: CorpusConfig, spaces: list[str] | None = None, sources: list[str] | None = None,
-              overwrite: bool = False, show_progress: bool = True) -> list[IndexResult]:
-    """Build or update the index of every (space, source) with emb tables (or the named ones)."""
+              overwrite: bool = False, show_progress: bool = True,
+              runner: RunnerConfig | None = None) -> list[IndexResult]:
+    """Build or update the index of every (space, source) with emb tables (or the named ones); sharded
+    builds run on ``runner`` (default: the in-process DirectRunner)."""
+    from pipelines.stages.index_beam import beam_runner
     from retrieval.index import build_or_update
 
     root = config.output
@@ -112,12 +117,13 @@ def run_index(config: CorpusConfig, spaces: list[str] | None = None, sources: li
                 continue  # every text of the source was a reject: nothing to index
             started = time.monotonic()
             built = build_or_update(os.path.join(root, "index", space, source), parts, config.retrieval.index,
-                                    parts[0].model, parts[0].dim, overwrite, name=f"{space}/{source}")
+                                    parts[0].model, parts[0].dim, overwrite, name=f"{space}/{source}",
+                                    run_sharded=beam_runner(runner or RunnerConfig()))
             results.append(IndexResult(f"{space}/{source}", built.action, built.info, time.monotonic() - started,
                                        len(removed_keys(root, source))))
             if show_progress:
                 print(f"index {space}/{source}: {built.action}, {built.info['vectors']} vectors, "
-                      f"{built.info['factory']}", file=sys.stderr)
+                      f"{built.info['factory']}{_shards(built.info)}", file=sys.stderr)
     return results
 
 
@@ -133,6 +139,10 @@ def format_index_summary(results: list[IndexResult]) -> str:
     rows.append(("TOTAL", "", sum(r.info["vectors"] for r in results), "", "", "",
                  f"{sum(r.seconds for r in results):.1f}", f"{sum(r.info['index_mb'] for r in results):.1f}"))
     return _table(header, rows, left=(0, 1, 3, 4)) + format_removed(results)
+
+
+def _shards(info: dict) -> str:
+    return f", sharded: {info['shards']} partial indexes merged" if "shards" in info else ""
 
 
 def _replan(info: dict) -> str:
