@@ -215,8 +215,10 @@ def build_or_update(folder: str, parts: Sequence[Part], config: IndexConfig, mod
         if all(given.get(n) == d for n, d in have.items()):
             if info.get("ivfdata"):
                 return BuildResult("added", _refill(folder, parts, config, info, seed + 1, run_sharded))
-            return BuildResult("added", add_parts(folder, [p for p in parts if p.name not in have], parts,
-                                                  config, seed))
+            by_name = {p.name: p for p in parts}
+            new = [p for p in parts if p.name not in have]
+            # in index order (old ids first), so tuning's exact search numbers vectors as the index does
+            return BuildResult("added", add_parts(folder, new, [by_name[n] for n in have] + new, config, seed))
     total = sum(p.count for p in parts)
     gpu = use_gpu(config.use_gpu)
     plan = plan_index(total, dim, config.memory_budget_mb, config.flat_below, gpu)
