@@ -190,7 +190,7 @@ class IndexConfig:
     recall_target: float = 0.95  # recall@k against exact search on a held-out sample
     recall_k: int = 5
     flat_below: int = 100_000  # fewer vectors: exact (flat) search
-    shard_size: int = 1_000_000  # vectors per build shard (merged afterwards)
+    shard_size: int = runtime_field(1_000_000)  # vectors per build shard (merged afterwards: the same index)
     use_gpu: Literal["auto", "never", "always"] = "auto"
     recall_queries: int = 1000  # held-out queries the recall is measured on
 

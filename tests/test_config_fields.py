@@ -166,11 +166,13 @@ def _changed(value, hint, other_path: str):
 
 def _stages(tmp_path):
     """(section class, base YAML mapping, params of a section) of the stages whose params come from a section."""
+    from pipelines.pack import PackSettings
     from pipelines.stages.detect import DetectAnnotator
     from pipelines.stages.embed import EmbedAnnotator
     from pipelines.stages.parse import ParseAnnotator
     from pipelines.stages.rewrite import RewriteAnnotator
-    from schemas.stages import DetectConfig, EmbedConfig, ParseConfig, RewriteConfig
+    from retrieval.index import build_params
+    from schemas.stages import CmclPackConfig, DetectConfig, EmbedConfig, IndexConfig, ParseConfig, RewriteConfig
 
     model = tmp_path / "model.pt"
     model.write_bytes(b"weights")
@@ -180,13 +182,16 @@ def _stages(tmp_path):
         "embed": (EmbedConfig, {"model": "minilm"}, lambda c: EmbedAnnotator(c, "text").params()),
         "rewrite": (RewriteConfig, {"back_translation": {"pivots": [dict(_PIVOT)]}},
                     lambda c: RewriteAnnotator(c, str(tmp_path), [], "corpus-digest", "minilm").params()),
+        "index": (IndexConfig, {}, lambda c: build_params(c, "minilm", 384)),
+        "pack.cmcl": (CmclPackConfig, {}, lambda c: PackSettings(str(tmp_path), ("cmcl",), c).params()),
     }
 
 
 def _stage_fields():
-    from schemas.stages import DetectConfig, EmbedConfig, ParseConfig, RewriteConfig
+    from schemas.stages import CmclPackConfig, DetectConfig, EmbedConfig, IndexConfig, ParseConfig, RewriteConfig
 
-    classes = {"detect": DetectConfig, "parse": ParseConfig, "embed": EmbedConfig, "rewrite": RewriteConfig}
+    classes = {"detect": DetectConfig, "parse": ParseConfig, "embed": EmbedConfig, "rewrite": RewriteConfig,
+               "index": IndexConfig, "pack.cmcl": CmclPackConfig}
     return [(stage, key) for stage, cls in classes.items() for key, f, hint in fields_of(cls)
             if not (dataclasses.is_dataclass(hint) or typing.get_origin(hint) is list and key.endswith("pivots"))]
 
@@ -221,4 +226,4 @@ def test_runtime_fields_are_the_expected_ones():
         "annotate.rewrite.back_translation.device", "annotate.rewrite.sources", "retrieval.embed.batch_size",
         "retrieval.embed.device", "retrieval.embed.sources", "retrieval.retrieve.weak_pairs[0].name",
         "retrieval.retrieve.weak_pairs[0].images", "retrieval.retrieve.related_images_queries",
-        "retrieval.retrieve.related_texts_queries", "pack.sources"}
+        "retrieval.retrieve.related_texts_queries", "retrieval.index.shard_size", "pack.sources"}
