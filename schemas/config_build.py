@@ -74,7 +74,9 @@ def build(cls: type, data: Any, where: str, base_dir: str | None = None) -> Any:
             try:
                 values[f.name] = _located(f, typed(data[f.name], hints[f.name], key, base_dir), base_dir)
             except ConfigError as e:
-                raise ConfigError(f"{e} ({f.metadata['hint']})" if "hint" in f.metadata else str(e)) from None
+                if "hint" not in f.metadata:
+                    raise
+                raise ConfigError(f"{e} ({f.metadata['hint']})") from None
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{key}: missing (required)")
     return cls(**values)
