@@ -21,9 +21,10 @@ import pyarrow as pa
 from pipelines import storage
 from pipelines.raw_shard import read_footer
 from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
+from schemas.config_build import output_params, require_path
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
-from schemas.stages import RESERVED_LINKS, EmbedConfig, WeakPairsConfig, require_model
+from schemas.stages import RESERVED_LINKS, EmbedConfig, WeakPairsConfig
 from schemas.tables import LINKS, MODEL_KEY, PARAMS_KEY, PHRASE_REGIONS
 
 STAGE = "retrieve"
@@ -142,10 +143,9 @@ class WeakPairs(ShardLinker):
             if not storage.exists(path):
                 raise ValueError(f"weak pairs {self.weak.name}: no index at {path}; run `unicorpus index` first")
             builds[name] = hashlib.sha256(storage.read_bytes(path)).hexdigest()[:16]
-        params = {"kind": "weak_pairs", "texts": self.weak.texts, "k": self.weak.k, "indexes": builds}
+        params = {"kind": "weak_pairs", **output_params(self.weak), "indexes": builds}
         if self.regions:
-            require_model(self.embed.model, "retrieval.embed.model", "phrase_regions embeds noun phrases and "
-                          "region labels with it: the sentence-transformers folder of the embed stage")
+            require_path(self.embed, "model", "retrieval.embed", "phrase_regions embeds noun phrases and region labels")
             params |= {"model": self.embed.model, "parse": _fingerprint(self.root, "ann/parse", self.weak.texts)}
         return params
 

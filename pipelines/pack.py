@@ -35,6 +35,7 @@ from pipelines.sidecar_tables import (
 )
 from schemas import layout
 from schemas import packed as contract
+from schemas.config_build import output_params
 from schemas.keys import shard_of
 from schemas.records import Reason, Reject
 from schemas.stages import RESERVED_LINKS, CmclPackConfig
@@ -77,7 +78,7 @@ class PackSettings:
     def params(self) -> dict:
         return {
             "tasks": list(self.tasks),
-            "cmcl": vars(self.cmcl),
+            "cmcl": output_params(self.cmcl),
             "weak": [[w.name, list(w.images), list(w.texts), w.regions] for w in self.weak],
             "contract": contract.__name__,
         }

@@ -11,6 +11,9 @@ all but one branch of a pipeline (ENVIRONMENT.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from schemas.config_build import accepted
 
 RUNNERS = {
     "direct": "DirectRunner",
@@ -19,6 +22,7 @@ RUNNERS = {
     "spark": "SparkRunner",
     "dataflow": "DataflowRunner",
 }
+RunnerName = Literal[tuple(RUNNERS)]  # what --runner accepts (any case, with or without "Runner")
 REFUSED = {
     "dask": "Beam's DaskRunner runs only the last-applied branch of a pipeline and drops the other sinks "
     "without an error; use --runner direct, portable, flink, spark or dataflow",
@@ -31,7 +35,7 @@ class RunnerError(ValueError):
 
 @dataclass
 class RunnerConfig:
-    runner: str = "direct"
+    runner: str = "direct"  # a RunnerName, in any case, with or without Beam's "Runner" suffix
     workers: int = 1  # direct: local processes
     job_endpoint: str | None = None  # portable: host:port of a Beam job service
     worker_pool: str | None = None  # portable: host:port of an EXTERNAL SDK worker pool
@@ -42,7 +46,7 @@ class RunnerConfig:
         if name in REFUSED:
             raise RunnerError(f"--runner {self.runner}: refused: {REFUSED[name]}")
         if name not in RUNNERS:
-            raise RunnerError(f"--runner {self.runner}: expected one of {sorted(RUNNERS)}")
+            raise RunnerError(f"--runner: expected {accepted(RunnerName)}, got {self.runner!r}")
         if self.workers < 1:
             raise RunnerError(f"--workers: expected a positive integer, got {self.workers}")
         if name == "portable" and not self.job_endpoint:

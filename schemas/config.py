@@ -12,18 +12,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+from schemas.config_build import build, check_keys, marked_values, path_field
 from schemas.config_errors import ConfigError
-from schemas.config_errors import choice as _choice
 from schemas.config_errors import positive as _positive
 from schemas.stages import AnnotateConfig, PackConfig, RetrievalConfig
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
-TAG_ORIGINS = ("detector", "annotations", "both")
+TagOrigin = Literal["detector", "annotations", "both"]  # a source's tags: its detector, its ground truth, or both
 
 
 @dataclass
@@ -31,12 +29,11 @@ class ImageConfig:
     """How images are stored. ``keep`` keeps the original bytes when no pixel had to change."""
 
     max_side: int | None = None  # resize so the longest side is at most this (keeps aspect)
-    encode: str = "keep"  # keep | jpeg | png
+    encode: Literal["keep", "jpeg", "png"] = "keep"
     jpeg_quality: int = 95
     max_pixels: int = 89_478_485  # larger images are too_large rejects, refused before decoding (PIL's own limit)
 
     def validate(self, where: str) -> None:
-        _choice(self.encode, ("keep", "jpeg", "png"), f"{where}.encode")
         _positive(self.max_side, f"{where}.max_side")
         _positive(self.max_pixels, f"{where}.max_pixels")
         if not 1 <= self.jpeg_quality <= 100:
@@ -47,14 +44,13 @@ class ImageConfig:
 class TextConfig:
     """How documents become text samples: one sentence each, or whole sentences up to ``max_tokens``."""
 
-    pack: str = "sentence"  # sentence | tokens
+    pack: Literal["sentence", "tokens"] = "sentence"
     max_tokens: int = 128  # whitespace tokens per sample when pack == "tokens"
-    splitter: str = "punkt"  # punkt | rules: how prose (books, Wikipedia, web pages) is cut into sentences
-    nltk_data: str | None = None  # NLTK data folder (punkt, WordNet); default $NLTK_DATA, else .nltk_data/
+    splitter: Literal["punkt", "rules"] = "punkt"  # how prose (books, Wikipedia, web pages) is cut into sentences
+    # NLTK data folder (punkt, WordNet); default $NLTK_DATA, else .nltk_data/. Where, not what: not in ingest's hash
+    nltk_data: str | None = path_field(None, output=False)
 
     def validate(self, where: str) -> None:
-        _choice(self.pack, ("sentence", "tokens"), f"{where}.pack")
-        _choice(self.splitter, ("punkt", "rules"), f"{where}.splitter")
         _positive(self.max_tokens, f"{where}.max_tokens")
 
 
@@ -81,8 +77,8 @@ class EvalSetConfig:
     """An evaluation split whose images must not enter pre-training (UNITER §3.3)."""
 
     name: str
-    path: str  # Karpathy dataset_*.json, VQA questions json, RefCOCO refs(*).p, or a list of ids/URLs
-    images: str | None = None  # optional folder of the eval images, for near-duplicate matching
+    path: str = path_field()  # Karpathy dataset_*.json, VQA questions json, RefCOCO refs(*).p, or a list of ids/URLs
+    images: str | None = path_field(None)  # optional folder of the eval images, for near-duplicate matching
 
 
 @dataclass
@@ -129,13 +125,12 @@ class SourceConfig:
     kind: ClassVar[str] = ""
     paths: ClassVar[tuple[str, ...]] = ()
     annotation_field: ClassVar[str] = ""  # the field naming ground-truth boxes, for sources with ``tags``
-    root: str
+    root: str = path_field()
     shards: int = 8
 
     def validate(self, where: str) -> None:
         _positive(self.shards, f"{where}.shards")
         tags = getattr(self, "tags", "detector")
-        _choice(tags, TAG_ORIGINS, f"{where}.tags")
         if tags != "detector" and getattr(self, self.annotation_field) is None:
             raise ConfigError(f"{where}.tags: {tags!r} needs {where}.{self.annotation_field} (the ground-truth boxes)")
         if not os.path.isdir(self.root):
@@ -161,7 +156,7 @@ class CocoConfig(SourceConfig):
     captions: str = "annotations/captions_train2017.json"
     instances: str | None = None  # boxes and categories as ground-truth tags, when given
     images: str = "train2017"
-    tags: str = "detector"  # detector | annotations (the instances' boxes) | both
+    tags: TagOrigin = "detector"  # annotations: the instances' boxes
 
 
 @dataclass
@@ -182,7 +177,7 @@ class VisualGenomeConfig(SourceConfig):
     regions: str = "region_descriptions.json"
     objects: str | None = None  # objects.json, for ground-truth tags
     image_dirs: list[str] = field(default_factory=lambda: ["VG_100K", "VG_100K_2"])
-    tags: str = "detector"  # detector | annotations (objects.json) | both
+    tags: TagOrigin = "detector"  # annotations: objects.json
 
 
 @dataclass
@@ -225,7 +220,7 @@ class OpenImagesConfig(SourceConfig):
     boxes: str | None = None  # *-annotations-bbox.csv, for ground-truth tags
     images: str | None = "images"  # null: download from OriginalURL
     pseudo_pairs: PseudoPairConfig = field(default_factory=PseudoPairConfig)
-    tags: str = "detector"  # detector | annotations (the bbox CSV) | both
+    tags: TagOrigin = "detector"  # annotations: the bbox CSV
 
 
 @dataclass
@@ -246,11 +241,7 @@ class BookCorpusConfig(SourceConfig):
 
     kind: ClassVar[str] = "bookcorpus"
     files: str = "**/*.txt"
-    layout: str = "books"  # books | lines
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        _choice(self.layout, ("books", "lines"), f"{where}.layout")
+    layout: Literal["books", "lines"] = "books"
 
 
 @dataclass
@@ -287,7 +278,7 @@ SOURCE_KINDS: dict[str, type[SourceConfig]] = {
 
 @dataclass
 class CorpusConfig:
-    output: str
+    output: str = path_field()
     sources: dict[str, SourceConfig]
     image: ImageConfig = field(default_factory=ImageConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -320,85 +311,43 @@ def load_config(path: str) -> CorpusConfig:
 
 
 def parse_config(data: Any, base_dir: str) -> CorpusConfig:
+    """The config from a loaded YAML mapping; relative paths are taken from ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping at the top, got {type(data).__name__}")
-    _check_keys(data, CorpusConfig, "")
+    check_keys(data, CorpusConfig, "")
     for required in ("output", "sources"):
         if required not in data:
             raise ConfigError(f"{required}: missing (required)")
     if not isinstance(data["sources"], dict) or not data["sources"]:
         raise ConfigError("sources: expected a mapping of source name -> source config")
     sources = {name: _source(name, spec, base_dir) for name, spec in data["sources"].items()}
-    image = _build(ImageConfig, data.get("image") or {}, "image")
-    text = _build(TextConfig, data.get("text") or {}, "text")
-    text.nltk_data = text.nltk_data and _local(text.nltk_data, base_dir)
-    download = _build(DownloadConfig, data.get("download") or {}, "download")
-    clean = _build(CleanConfig, data.get("clean") or {}, "clean")
-    for eval_set in clean.eval_sets:
-        eval_set.path = _local(eval_set.path, base_dir)
-        eval_set.images = eval_set.images and _local(eval_set.images, base_dir)
-    annotate = _build(AnnotateConfig, data.get("annotate") or {}, "annotate")
-    retrieval = _build(RetrievalConfig, data.get("retrieval") or {}, "retrieval")
-    pack = _build(PackConfig, data.get("pack") or {}, "pack")
-    _localise_models(annotate, retrieval, base_dir)
-    sections = ((image, "image"), (text, "text"), (download, "download"), (clean, "clean"),
-                (annotate, "annotate"), (retrieval, "retrieval"), (pack, "pack"))
-    for section, where in sections:
-        section.validate(where)
-    _check_source_names(annotate, retrieval, sources)
-    _check_pack_names(pack, retrieval, sources)
-    output = _local(_typed(data["output"], str, "output"), base_dir)
-    return CorpusConfig(output, sources, image, text, download, clean, annotate, retrieval, pack)
+    config = build(CorpusConfig, {**data, "sources": {}}, "", base_dir)
+    config.sources = sources
+    for f in dataclasses.fields(config):
+        section = getattr(config, f.name)
+        if hasattr(section, "validate"):
+            section.validate(f.name)
+    _check_source_names(config)
+    _check_pack_names(config.pack, config.retrieval)
+    return config
 
 
-def _localise_models(annotate: AnnotateConfig, retrieval: RetrievalConfig, base_dir: str) -> None:
-    """Model paths are relative to the config file like every path; a spaCy package name stays a name."""
-    detect, parse, rewrite = annotate.detect, annotate.parse, annotate.rewrite
-    detect.model = detect.model and _local(detect.model, base_dir)
-    if os.sep in parse.model or "/" in parse.model or parse.model.startswith("."):
-        parse.model = _local(parse.model, base_dir)
-    for pair in rewrite.back_translation.pivots:
-        pair.forward, pair.backward = _local(pair.forward, base_dir), _local(pair.backward, base_dir)
-    lm = rewrite.scene_graph.language_model
-    rewrite.scene_graph.language_model = lm and _local(lm, base_dir)
-    retrieval.embed.model = retrieval.embed.model and _local(retrieval.embed.model, base_dir)
+def _check_source_names(config: CorpusConfig) -> None:
+    """Every source a stage names (a field marked ``sources``) must be in ``sources``."""
+    for where, names in marked_values(config, "", "sources"):
+        for i, name in enumerate(names or ()):
+            if name not in config.sources:
+                raise ConfigError(f"{where}[{i}]: {name!r} is not a source of this config "
+                                  f"(have: {', '.join(config.sources)})")
 
 
-def _check_source_names(annotate: AnnotateConfig, retrieval: RetrievalConfig, sources: dict) -> None:
-    """Every source a stage names must be in ``sources``."""
-    named = [("annotate.detect.sources", annotate.detect.sources), ("annotate.parse.sources", annotate.parse.sources),
-             ("annotate.rewrite.sources", annotate.rewrite.sources), ("retrieval.embed.sources",
-                                                                       retrieval.embed.sources)]
-    for i, weak in enumerate(retrieval.retrieve.weak_pairs):
-        named += [(f"retrieval.retrieve.weak_pairs[{i}].images", weak.images),
-                  (f"retrieval.retrieve.weak_pairs[{i}].texts", weak.texts)]
-    retrieve = retrieval.retrieve
-    named += [(f"retrieval.retrieve.{name}", getattr(retrieve, name)) for name in
-              ("related_images_queries", "related_images_collections", "related_texts_queries",
-               "related_texts_collections")]
-    for where, names in named:
-        for name in names or ():
-            if name not in sources:
-                raise ConfigError(f"{where}: {name!r} is not a source of this config (have: {', '.join(sources)})")
-
-
-def _check_pack_names(pack: PackConfig, retrieval: RetrievalConfig, sources: dict) -> None:
-    """``pack.sources`` are sources of the config; ``pack.weak_pairs`` name ``retrieval.retrieve.weak_pairs``."""
-    for i, name in enumerate(pack.sources or ()):
-        if name not in sources:
-            raise ConfigError(
-                f"pack.sources[{i}]: {name!r} is not a source of this config (have: {', '.join(sources)})"
-            )
+def _check_pack_names(pack: PackConfig, retrieval: RetrievalConfig) -> None:
+    """``pack.weak_pairs`` name ``retrieval.retrieve.weak_pairs`` entries."""
     weak = [w.name for w in retrieval.retrieve.weak_pairs]
     for i, name in enumerate(pack.weak_pairs or ()):
         if name not in weak:
             raise ConfigError(f"pack.weak_pairs[{i}]: {name!r} is not a retrieval.retrieve.weak_pairs name "
                               f"(have: {', '.join(weak) or 'none'})")
-
-
-def _local(path: str, base_dir: str) -> str:
-    """Relative paths are taken from the config file's folder; URIs (gs://, s3://) stay as they are."""
-    return path if "://" in path else os.path.normpath(os.path.join(base_dir, path))
 
 
 def _source(name: Any, spec: Any, base_dir: str) -> SourceConfig:
@@ -409,67 +358,11 @@ def _source(name: Any, spec: Any, base_dir: str) -> SourceConfig:
         raise ConfigError(f"{where}: expected a mapping, got {type(spec).__name__}")
     kind = spec.get("kind")
     if kind not in SOURCE_KINDS:
-        raise ConfigError(f"{where}.kind: expected one of {sorted(SOURCE_KINDS)}, got {kind!r}")
-    fields = {k: v for k, v in spec.items() if k != "kind"}
-    source = _build(SOURCE_KINDS[kind], fields, where)
-    source.root = os.path.normpath(os.path.join(base_dir, source.root))
+        raise ConfigError(f"{where}.kind: expected {' | '.join(SOURCE_KINDS)}, got {kind!r}")
+    source = build(SOURCE_KINDS[kind], {k: v for k, v in spec.items() if k != "kind"}, where, base_dir)
     source.validate(where)
     for sub in dataclasses.fields(source):
         value = getattr(source, sub.name)
         if hasattr(value, "validate") and not isinstance(value, SourceConfig):
             value.validate(f"{where}.{sub.name}")
     return source
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Construct dataclass ``cls`` from a mapping, checking unknown keys, missing keys and types."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    _check_keys(data, cls, where)
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        key = f"{where}.{f.name}".lstrip(".")
-        if f.name in data:
-            values[f.name] = _typed(data[f.name], hints[f.name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{key}: missing (required)")
-    return cls(**values)
-
-
-def _check_keys(data: dict, cls: type, where: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            path = f"{where}.{key}".lstrip(".")
-            raise ConfigError(f"{path}: unknown key (expected one of: {', '.join(sorted(known))})")
-
-
-def _typed(value: Any, hint: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _typed(value, inner, where)
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
-        return value
-    if origin is dict:  # a mapping of name -> section (the trainer's objectives, per-task weights)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {_typed(k, args[0], where): _typed(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        return [_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if hint is float and type(value) is int:
-        value = float(value)
-    if hint in (bool, int, float, str) and type(value) is not hint:
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-

@@ -9,11 +9,6 @@ class ConfigError(ValueError):
     """A config that cannot be used, with the dotted path of the bad key in the message."""
 
 
-def choice(value: str, allowed: tuple[str, ...], where: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{where}: expected one of {list(allowed)}, got {value!r}")
-
-
 def positive(value: int | None, where: str) -> None:
     if value is not None and value < 1:
         raise ConfigError(f"{where}: expected a positive integer, got {value}")
@@ -24,4 +19,4 @@ def validate_sections(section, where: str) -> None:
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         if hasattr(value, "validate"):
-            value.validate(f"{where}.{f.name}")
+            value.validate(f"{where}.{f.name}".lstrip("."))

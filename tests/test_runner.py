@@ -31,7 +31,7 @@ def test_cluster_runner_options_pass_through():
     [
         (RunnerConfig("dask"), "refused: Beam's DaskRunner"),
         (RunnerConfig("DaskRunner"), "refused"),
-        (RunnerConfig("prism"), "expected one of"),
+        (RunnerConfig("prism"), r"^--runner: expected direct \| portable \| flink \| spark \| dataflow, got 'prism'"),
         (RunnerConfig("portable"), "needs --job-endpoint"),
         (RunnerConfig(workers=0), "--workers"),
         (RunnerConfig(beam_args=["--runner=FlinkRunner"]), "give the runner with --runner"),

@@ -12,13 +12,14 @@ applies it. Command-line overrides ``dotted.key=value`` (value parsed as YAML) a
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from schemas.config import _build
+from schemas.config_build import build, fields_of, path_field
 from schemas.config_errors import ConfigError, positive, validate_sections
+from training.data import DataConfig
+from training.model.config import ModelConfig
 
 TINY_KEY = "tiny"
 
@@ -113,7 +114,7 @@ class EvalConfig:
 
     every: int = 0
     task: str = "pairs"                    # the packed task whose samples are the retrieval pool
-    root: str | None = None                # packed/ folder of the eval data (default: the training data's)
+    root: str | None = path_field(None)    # packed/ folder of the eval data (default: the training data's)
     samples: int = 100                     # the pool size (images = texts)
     batch_size: int = 32
     head: Literal["itc", "itm"] = "itc"
@@ -180,9 +181,9 @@ class CurriculumConfig:
 
 @dataclass
 class TrainConfig:
-    model: Any                             # training.model.ModelConfig
-    data: Any                              # training.data.DataConfig
-    output: str = "runs/train"             # checkpoints/ and tensorboard/ go here
+    model: ModelConfig
+    data: DataConfig
+    output: str = path_field("runs/train")  # checkpoints/ and tensorboard/ go here
     paper: str = ""                        # which paper's recipe this config follows (documentation)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -202,11 +203,6 @@ class TrainConfig:
     @property
     def tensorboard_dir(self) -> str:
         return os.path.join(self.output, "tensorboard")
-
-
-_OWN_SECTIONS = {"objectives": ObjectivesConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
-                 "checkpoint": CheckpointConfig, "log": LogConfig, "eval": EvalConfig,
-                 "curriculum": CurriculumConfig}
 
 
 def load_train_config(path: str, tiny: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -238,38 +234,14 @@ def parse_train_config(data: Any, base_dir: str, tiny: bool = False,
             raise ConfigError(f"{TINY_KEY}: --tiny needs a `{TINY_KEY}:` mapping of overrides in the config")
         for key, value in _flatten(tiny_overrides):
             _set_dotted(data, key, value, f"{TINY_KEY}.{key}")
+    path_keys = {key for key, f, _ in fields_of(TrainConfig) if f.metadata.get("path")}
     for item in overrides:
         key, value = _parse_override(item)
-        if key in _PATH_KEYS and isinstance(value, str) and "://" not in value:
+        if key in path_keys and isinstance(value, str) and "://" not in value:
             value = os.path.abspath(value)  # typed by a user: relative to where they are, not to the file
         _set_dotted(data, key, value, key)
-    for required in ("model", "data"):
-        if required not in data:
-            raise ConfigError(f"{required}: missing (required)")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{key}: unknown key (expected one of: {', '.join(sorted(known))})")
-    scalars = {k: data[k] for k in ("output", "paper", "seed", "device", "amp") if k in data}
-    top = _build(TrainConfig, {"model": {}, "data": {}, **scalars}, "")
-    sections = {name: _build(cls, data.get(name) or {}, name) for name, cls in _OWN_SECTIONS.items()}
-    for name, section in sections.items():
-        section.validate(name)
-    from training.data import DataConfig
-    from training.model import ModelConfig
-
-    model = _build(ModelConfig, data["model"] or {}, "model")
-    data_cfg = _build(DataConfig, data["data"] or {}, "data")
-    for section, where in ((model, "model"), (data_cfg, "data")):
-        if hasattr(section, "validate"):
-            section.validate(where)
-        else:
-            validate_sections(section, where)
-    config = dataclasses.replace(top, model=model, data=data_cfg, **sections)
-    config.output = _local(config.output, base_dir)
-    if config.eval.root is not None:
-        config.eval.root = _local(config.eval.root, base_dir)
-    _localise_data(config.data, base_dir)
+    config = build(TrainConfig, data, "", base_dir)
+    validate_sections(config, "")
     check_consistency(config)
     return config
 
@@ -326,21 +298,6 @@ def _check_model_matches_data(model: Any, data: Any) -> None:
             raise ConfigError(f"{data_key}: {data_value!r} does not match {model_key} {model_value!r}")
     if data.max_text_len > model.max_text_len:
         raise ConfigError(f"data.max_text_len: {data.max_text_len} exceeds model.max_text_len {model.max_text_len}")
-
-
-_PATH_KEYS = frozenset({"output", "eval.root", "data.root", "data.packed", "data.tokenizer"})
-
-
-def _localise_data(data: Any, base_dir: str) -> None:
-    """The data section's folders are relative to the config file, like every path of our configs."""
-    for name in ("root", "packed", "tokenizer"):
-        value = getattr(data, name, None)
-        if isinstance(value, str) and value:
-            setattr(data, name, _local(value, base_dir))
-
-
-def _local(path: str, base_dir: str) -> str:
-    return path if "://" in path else os.path.normpath(os.path.join(base_dir, path))
 
 
 def _flatten(mapping: dict, prefix: str = ""):

@@ -39,7 +39,8 @@ import numpy as np
 
 from schemas import packed
 from schemas.batch import Batch
-from schemas.config_errors import ConfigError, choice, positive
+from schemas.config_build import path_field
+from schemas.config_errors import ConfigError, positive
 
 log = logging.getLogger("unicorpus.training.data")
 
@@ -47,7 +48,6 @@ OBJECTIVES = ("mlm", "seq2seq", "mrfr", "mrc", "mrc_kl", "itm", "wra", "itc", "c
               "grounded_dictionary")
 MASKING_OBJECTIVES = ("mlm", "seq2seq", "mrfr", "mrc", "mrc_kl", "p_mrtc")
 MATCHING_OBJECTIVES = ("itm", "wra", "itc", "cmcl")
-MLM_MODES = ("token", "span", "phrase")
 
 
 @dataclass
@@ -56,7 +56,7 @@ class BatchKind:
     one task per mini-batch; UNIMO App. A: images : texts : pairs = 1 : 1 : 5)."""
 
     task: str
-    objectives: list[str]
+    objectives: list[Literal[OBJECTIVES]]
     weight: float = 1.0
     mlm_mode: Literal["token", "span", "phrase"] = "token"  # MLM: BERT tokens, UNIMO spans or whole phrases
 
@@ -67,8 +67,6 @@ class BatchKind:
             raise ConfigError(f"{where}.task: {exc}") from None
         if not self.objectives:
             raise ConfigError(f"{where}.objectives: expected at least one of {list(OBJECTIVES)}")
-        for i, name in enumerate(self.objectives):
-            choice(name, OBJECTIVES, f"{where}.objectives[{i}]")
         masking = [o for o in self.objectives if o in MASKING_OBJECTIVES]
         matching = [o for o in self.objectives if o in MATCHING_OBJECTIVES]
         if masking and matching:
@@ -83,7 +81,6 @@ class BatchKind:
             raise ConfigError(f"{where}.objectives: cmcl needs task {packed.CMCL!r}, not {self.task!r}")
         if not self.weight > 0:
             raise ConfigError(f"{where}.weight: expected a positive number, got {self.weight}")
-        choice(self.mlm_mode, MLM_MODES, f"{where}.mlm_mode")
 
 
 def unimo_kinds() -> list[BatchKind]:
@@ -125,7 +122,7 @@ class MaskingConfig:
 class DataConfig:
     """Where the packed shards are and how they become batches (torchtitan-style nested config)."""
 
-    root: str = "packed"                     # the corpus's packed/ folder (one sub-folder per task)
+    root: str = path_field("packed")         # the corpus's packed/ folder (one sub-folder per task)
     kinds: list[BatchKind] = field(default_factory=unimo_kinds)
     seed: int = 0                            # shard order, sample shuffle, kinds, masking
     num_workers: int = 2                     # DataLoader workers per rank (0: in the main process)
@@ -143,7 +140,7 @@ class DataConfig:
     region_classes: int = 1601               # C of region_probs.npy (the detector's classes)
     image_size: int = 224                    # UNIMO-2 / VLMo
     patch_size: int = 16
-    tokenizer: str | None = None             # a BERT WordPiece folder; None: the MiniLM package's
+    tokenizer: str | None = path_field(None)  # a BERT WordPiece folder; None: the MiniLM package's
     cmcl_max_positives: int = 8              # per anchor, back-translations + related texts + related images
     cmcl_max_negatives: int = 8              # per anchor, rewrites
     max_bad_run: int = 1000                  # this many unusable samples in a row stop the loader (with reasons)
@@ -176,8 +173,6 @@ class DataConfig:
             positive(getattr(self, name), f"{where}.{name}")
         if self.max_text_len < 3:
             raise ConfigError(f"{where}.max_text_len: expected at least 3 ([CLS] token [SEP]), got {self.max_text_len}")
-        choice(self.visual, ("regions", "patches"), f"{where}.visual")
-        choice(self.location, ("uniter", "muvla"), f"{where}.location")
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"{where}.image_size: {self.image_size} is not a multiple of patch_size {self.patch_size}"

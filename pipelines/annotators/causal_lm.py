@@ -11,18 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from retrieval.models import offline_hub, resolve_device
-from schemas.stages import require_model
+from schemas.config_build import check_path, what_goes_in
+from schemas.stages import SceneGraphNegativeConfig
 
 WHERE = "annotate.rewrite.scene_graph.language_model"
-HINT = ("a causal LM folder (transformers save_pretrained: config.json, weights, tokenizer), e.g. gpt2 "
-        "downloaded elsewhere and copied there; or leave the key out to rank by the corpus n-gram model")
 
 
 class CausalLMScorer:
     """One loaded causal LM; ``score_many`` scores texts in padded batches (higher = more fluent)."""
 
     def __init__(self, path: str | None, device: str = "auto", batch_size: int = 32, max_length: int = 128):
-        require_model(path, WHERE, HINT)
+        check_path(path, WHERE, what_goes_in(SceneGraphNegativeConfig, "language_model"))
         offline_hub()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pipelines.sidecar_tables import ShardInput, sample_texts
+from schemas.config_build import what_goes_in
 from schemas.config_errors import ConfigError
 from schemas.records import Reason, Reject
 
@@ -71,9 +72,10 @@ def check_model(model: str) -> None:
     import spacy
 
     if not model or not (os.path.isdir(model) or spacy.util.is_package(model)):
+        from schemas.stages import ParseConfig
+
         raise ConfigError(f"{MODEL_KEY_NAME}: {model!r} is neither an installed spaCy model package nor a model "
-                          "folder; `pip install` a spaCy model package (e.g. en_core_web_sm) and name it, or point "
-                          "the key at a folder saved with nlp.to_disk")
+                          f"folder; {what_goes_in(ParseConfig, 'model')}")
 
 
 def model_version(model: str) -> str:

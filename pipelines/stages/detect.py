@@ -23,13 +23,9 @@ from pipelines.runner import RunnerConfig
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, run_sidecar_stage
 from schemas.config import CorpusConfig
-from schemas.stages import DetectConfig, require_model
+from schemas.config_build import output_params, require_path
+from schemas.stages import DetectConfig
 from schemas.tables import ANN_DETECT, CLASSES_KEY, DIM_KEY, MODEL_KEY
-
-MODEL_KEY_NAME = "annotate.detect.model"
-WHAT = ("put the path of ultralytics YOLO detection weights there (a .pt, e.g. yolov8x.pt trained on COCO or "
-        "a detector fine-tuned on Visual Genome), or set the source's tags: annotations to use its ground-truth "
-        "boxes without a detector")
 
 
 class DetectAnnotator(ShardAnnotator):
@@ -47,9 +43,7 @@ class DetectAnnotator(ShardAnnotator):
     def params(self) -> dict:
         params = {"tags": self.tags}
         if self.model:
-            c = self.config
-            params.update(model=self.model, model_sha256=file_digest(self.model), min_confidence=c.min_confidence,
-                          max_boxes=c.max_boxes, iou_threshold=c.iou_threshold, image_size=c.image_size)
+            params.update(output_params(self.config), model_sha256=file_digest(self.model))
         return params
 
     def setup(self) -> None:
@@ -87,7 +81,7 @@ def run_detect(config: CorpusConfig, sources: list[str] | None, runner: RunnerCo
     detect = config.annotate.detect
     names = applicable_sources(config, DetectAnnotator(detect, "annotations"), sources or detect.sources)
     if any(uses_detector(source_tags(config, name)) for name in names):
-        require_model(detect.model, MODEL_KEY_NAME, WHAT)
+        require_path(detect, "model", "annotate.detect")
     results = []
     for name in names:
         factory = functools.partial(DetectAnnotator, detect, source_tags(config, name))

@@ -22,11 +22,11 @@ from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import REGION_LABELS, ShardInput, SidecarPaths, raw_shards, read_table_rows, sample_texts
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, has_modality, run_sidecar_stage
-from retrieval.embed import MODEL_HINT
 from schemas.config import CorpusConfig
+from schemas.config_build import output_params, require_path
 from schemas.keys import shard_name
 from schemas.records import Reason, Reject
-from schemas.stages import EmbedConfig, require_model
+from schemas.stages import EmbedConfig
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, embedding_schema
 
 SPACES = ("text", "tags")
@@ -56,7 +56,7 @@ class EmbedAnnotator(ShardAnnotator):
         return embedding_schema(self.embedder.dim)
 
     def params(self) -> dict:
-        return {"model": self.config.model, "space": self.space}
+        return {**output_params(self.config), "space": self.space}
 
     def setup(self) -> None:
         from retrieval.embed import shared_embedder
@@ -140,7 +140,7 @@ def run_embed(config: CorpusConfig, sources: list[str] | None, runner: RunnerCon
     """Embed ``sources`` (default: ``retrieval.embed.sources``, else every source) in each space, over the
     sources that have its samples (text: pairs and texts; tags: images). Results are named space/source."""
     section = config.retrieval.embed
-    require_model(section.model, WHERE, MODEL_HINT)
+    require_path(section, "model", "retrieval.embed")
     plan = {space: _space_sources(config, EmbedAnnotator(section, space), sources or section.sources)
             for space in spaces}
     for name in plan.get("tags", []):  # before any pipeline runs

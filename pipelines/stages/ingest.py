@@ -36,6 +36,7 @@ from pipelines.sources import Reader, SourceError, reader_for
 from pipelines.sources.common import InputFile
 from schemas import SCHEMA_VERSION
 from schemas.config import CorpusConfig, SourceConfig
+from schemas.config_build import output_params
 from schemas.keys import shard_of
 from schemas.tables import PARAMS_KEY
 
@@ -102,7 +103,7 @@ def source_params(name: str, source: SourceConfig, config: CorpusConfig) -> dict
         "kind": source.kind,
         "config": asdict(source),
         "image": asdict(config.image),
-        "text": {k: v for k, v in asdict(config.text).items() if k != "nltk_data"},  # where, not what
+        "text": output_params(config.text),  # not text.nltk_data: where the data is, not what
         "download": asdict(config.download),
     }
 

@@ -15,6 +15,7 @@ from pipelines.sidecar_tables import ShardInput
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, run_sidecar_stage
 from schemas.config import CorpusConfig
+from schemas.config_build import output_params
 from schemas.records import Reject
 from schemas.stages import ParseConfig
 from schemas.tables import ANN_PARSE, MODEL_KEY
@@ -32,8 +33,7 @@ class ParseAnnotator(ShardAnnotator):
         self.nlp = None
 
     def params(self) -> dict:
-        return {"model": self.config.model, "model_version": model_version(self.config.model),
-                "max_chars": self.config.max_chars}
+        return {**output_params(self.config), "model_version": model_version(self.config.model)}
 
     def setup(self) -> None:
         self.nlp = load_pipeline(self.config.model)

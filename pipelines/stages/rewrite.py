@@ -42,21 +42,18 @@ from pipelines.sidecar_tables import (
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, run_sidecar_stage
 from schemas.config import CorpusConfig
+from schemas.config_build import output_params, require_path
 from schemas.config_errors import ConfigError
 from schemas.keys import shard_of
 from schemas.records import Reason, Reject
-from schemas.stages import EmbedConfig, RewriteConfig, require_model
+from schemas.stages import EmbedConfig, RewriteConfig
 from schemas.tables import ANN_REWRITE, PARAMS_KEY
 
 STAGE, FOLDER, PARSE_FOLDER = "rewrite", "ann/rewrite", "ann/parse"
 METHODS = ("back_translation", "scene_graph", "tfidf")  # row order within a caption
 _COLUMNS = ["key", "modality", "text", "json"]
 _PAIR = frozenset({"pair"})
-_TRANSLATION_HINT = ("a seq2seq model folder (transformers save_pretrained: config.json, weights, tokenizer), "
-                     "e.g. Helsinki-NLP/opus-mt-en-zh downloaded elsewhere and copied there")
 _WORDNET_RULES = 2  # the version of wordnet_filter's rules: a change refilters every corpus
-_ENCODER_HINT = ("the sentence encoder that finds similar scene-graph nodes (a sentence-transformers folder), "
-                 "or set annotate.rewrite.scene_graph.enabled: false")
 
 
 # --- which captions ------------------------------------------------------------------------------------
@@ -237,22 +234,10 @@ class RewriteAnnotator(ShardAnnotator):
         self.refusals: dict[str, int] = {}  # of the shard just annotated
 
     def params(self) -> dict:
-        c = self.config
-        bt, sg, tf = c.back_translation, c.scene_graph, c.tfidf
-        return {
-            "max_chars": c.max_chars,
-            "corpus": self.digest,
-            "back_translation": bt.enabled and {
-                "pivots": [[p.pivot, p.forward, p.backward, p.code] for p in bt.pivots],
-                "source_code": bt.source_code, "max_length": bt.max_length, "num_beams": bt.num_beams},
-            "scene_graph": sg.enabled and {"top_n": sg.top_n, "candidates_per_node": sg.candidates_per_node,
-                                           "min_count": sg.min_count, "encoder": self.encoder,
-                                           "language_model": sg.language_model,
-                                           "wordnet": sg.wordnet.enabled and {
-                                               "max_depth": sg.wordnet.max_depth, "rules": _WORDNET_RULES,
-                                               "min_sense_share": sg.wordnet.min_sense_share}},
-            "tfidf": tf.enabled and {"top_n": tf.top_n, "max_df": tf.max_df},
-        }
+        params = {**output_params(self.config), "corpus": self.digest}
+        if self.config.scene_graph.enabled:
+            params |= {"encoder": self.encoder, "wordnet_rules": _WORDNET_RULES}
+        return params
 
     def setup(self) -> None:
         c = self.config
@@ -364,19 +349,18 @@ def check_models(config: CorpusConfig) -> None:
         raise ConfigError(f"{where}.pivots: none configured; give pivot languages (UNIMO: zh, fr, es) with "
                           f"forward and backward model folders, or set {where}.enabled: false")
     for i, pair in enumerate(bt.pivots if bt.enabled else ()):
-        require_model(pair.forward, f"{where}.pivots[{i}].forward", _TRANSLATION_HINT)
-        require_model(pair.backward, f"{where}.pivots[{i}].backward", _TRANSLATION_HINT)
+        require_path(pair, "forward", f"{where}.pivots[{i}]")
+        require_path(pair, "backward", f"{where}.pivots[{i}]")
     if section.scene_graph.enabled:
-        require_model(config.retrieval.embed.model, "retrieval.embed.model", _ENCODER_HINT)
+        require_path(config.retrieval.embed, "model", "retrieval.embed", "the encoder of similar scene-graph nodes; "
+                     "or set annotate.rewrite.scene_graph.enabled: false")
         if section.scene_graph.wordnet.enabled:
             from pipelines.nltk_data import WORDNET, data_dir, require
 
             require(data_dir(config.text.nltk_data), WORDNET, "annotate.rewrite.scene_graph.wordnet",
                     "the synonym filter (or set its enabled: false)")
         if section.scene_graph.language_model:
-            from pipelines.annotators.causal_lm import HINT, WHERE
-
-            require_model(section.scene_graph.language_model, WHERE, HINT)
+            require_path(section.scene_graph, "language_model", "annotate.rewrite.scene_graph")
 
 
 def load_pivots(config) -> list:

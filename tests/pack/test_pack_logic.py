@@ -103,7 +103,8 @@ def _config(pack: dict, weak=()) -> dict:
 
 
 @pytest.mark.parametrize("pack, message", [
-    ({"tasks": ["pairs", "captions"]}, r"pack.tasks\[1\]: unknown task 'captions'"),
+    ({"tasks": ["pairs", "captions"]},
+     r"pack.tasks\[1\]: expected pairs \| images .* got 'captions' \(alignment-ratio tasks come from"),
     ({"tasks": ["pairs", "pairs"]}, r"pack.tasks\[1\]: 'pairs' is listed twice"),
     ({"aligned_ratios": [0, 120]}, r"pack.aligned_ratios\[1\]: a percentage in 0..100, got 120"),
     ({"cmcl": {"related_images": -1}}, r"pack.cmcl.related_images: expected a count >= 0"),

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from schemas.config_errors import ConfigError, choice, positive, validate_sections
+from schemas.config_build import path_field
+from schemas.config_errors import ConfigError, positive, validate_sections
 
 
 @dataclass
@@ -24,7 +25,6 @@ class VisualConfig:
     channels: int = 3
 
     def validate(self, where: str) -> None:
-        choice(self.kind, ("regions", "patches"), f"{where}.kind")
         positive(self.region_feat_dim, f"{where}.region_feat_dim")
         if self.region_loc_dim not in (5, 7):
             raise ConfigError(f"{where}.region_loc_dim: expected 7 (UNITER) or 5 (mu-VLA), got {self.region_loc_dim}")
@@ -103,7 +103,7 @@ class ModelConfig:
     max_text_len: int = 512
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
-    init_from: str | None = None
+    init_from: str | None = path_field(None)  # relative to the config file, like every path
     visual: VisualConfig = field(default_factory=VisualConfig)
     mome: MoMEConfig = field(default_factory=MoMEConfig)
     dictionary: DictionaryConfig = field(default_factory=DictionaryConfig)
@@ -129,5 +129,5 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = "model") -> ModelConfig:
         """Build from a parsed YAML mapping: unknown keys, wrong types and bad values name the dotted key."""
-        from schemas.config import _build
-        return _build(cls, data, where).validate(where)
+        from schemas.config_build import build
+        return build(cls, data, where).validate(where)
