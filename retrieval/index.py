@@ -130,7 +130,8 @@ class SearchIndex:
 
 
 def search_many(indexes: Sequence[SearchIndex], queries: np.ndarray, k: int) -> list[list[tuple[float, dict]]]:
-    """Each query's top ``k`` over several indexes (same embedding space), merged by score."""
+    """Each query's top ``k`` over several indexes (same embedding space), merged by score; equal scores (the
+    same text in two samples) in key order, so every process answers alike (FAISS leaves ties unordered)."""
     merged: list[list[tuple[float, dict]]] = [[] for _ in range(len(queries))]
     for index in indexes:
         scores, ids = index.search(queries, k)
@@ -138,7 +139,7 @@ def search_many(indexes: Sequence[SearchIndex], queries: np.ndarray, k: int) -> 
         entries = iter(index.entries(ids[valid]))
         for q in range(len(queries)):
             merged[q].extend((float(s), next(entries)) for s in scores[q][valid[q]])
-    return [sorted(hits, key=lambda hit: -hit[0])[:k] for hits in merged]
+    return [sorted(hits, key=lambda hit: (-hit[0], hit[1]["key"], hit[1]["text_index"]))[:k] for hits in merged]
 
 
 def open_indexes(root: str, space: str, sources: list[str] | None = None) -> list[SearchIndex]:
