@@ -97,7 +97,8 @@ def card_text(root: str, sources: list[str]) -> str:
     for source in sources:
         shape, formats = json_shape(root, source)
         has_text = _has_text(root, source)
-        configs.append({"config_name": source, "data_files": [{"split": "train", "path": f"{layout.raw(source)}/*.tar"}]})
+        tars = f"{layout.raw(source)}/*.tar"
+        configs.append({"config_name": source, "data_files": [{"split": "train", "path": tars}]})
         infos.append({"config_name": source, "features": hf_features(shape, formats, has_text)})
     front = yaml.safe_dump({"configs": configs, "dataset_info": infos}, sort_keys=False, allow_unicode=True)
     return (f"---\n{front}---\n\n# unicorpus corpus\n\n"
