@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from schemas import layout
 from schemas.config import _build
 from schemas.config_errors import ConfigError, positive, validate_sections
 
@@ -197,7 +198,7 @@ class TrainConfig:
 
     @property
     def checkpoint_dir(self) -> str:
-        return os.path.join(self.output, "checkpoints")
+        return os.path.join(self.output, layout.CHECKPOINTS)
 
     @property
     def tensorboard_dir(self) -> str:
