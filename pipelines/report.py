@@ -10,8 +10,8 @@ weak alignment retrieved (mu-VLA §3.2); related images and texts (UNIMO App. A)
 ``clean`` removed (``retrieval.corpus.Corpus`` leaves them out, and the stages after clean never linked them);
 sections whose stage has not run say so.
 
-No Beam: every file is read and the page written through ``retrieval.files`` (fsspec), so a corpus on object
-storage (``gs://``, ``s3://``, ``memory://``) is reported as a local one.
+No file goes through Beam: every file is read and the page written through ``retrieval.files`` (fsspec), so a
+corpus on object storage (``gs://``, ``s3://``, ``memory://``) is reported as a local one.
 """
 
 from __future__ import annotations

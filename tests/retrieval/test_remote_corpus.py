@@ -3,6 +3,7 @@
 report the same answers as the local folder; its FAISS indexes are copied into the local cache once."""
 
 import dataclasses
+import json
 import os
 import uuid
 from datetime import UTC, datetime
@@ -134,3 +135,28 @@ def test_index_cache_must_be_a_local_folder(tmp_path):
 
     with pytest.raises(ConfigError, match="retrieval.serve.index_cache: expected a local folder, got 's3://b/c'"):
         ServeConfig(index_cache="s3://b/c").validate("retrieval.serve")
+
+
+def test_query_command_reads_a_corpus_url(local_and_remote, mini_corpus, capsys):
+    """``unicorpus query --config`` with ``output: memory://...`` (in this process: the memory file system is
+    its own) prints what it prints for the local folder."""
+    import yaml
+
+    from cli.main import main
+
+    config, remote, _ = local_and_remote
+    local_path = served.write_config(mini_corpus[0], config)
+    with open(local_path) as f:
+        data = yaml.safe_load(f)
+    data["output"] = remote.output
+    data["retrieval"]["serve"] = {"index_cache": remote.retrieval.serve.index_cache}
+    remote_path = os.path.join(os.path.dirname(local_path), "remote.yaml")
+    with open(remote_path, "w") as f:
+        yaml.safe_dump(data, f)
+    printed = []
+    for path in (local_path, remote_path):
+        for question in (["a red ball on the grass", "-k", "3", "--json"], ["--key", "coco-504518", "--related",
+                                                                             "images", "-k", "2"]):
+            assert main(["query", "--config", path, *question]) == 0
+            printed.append(capsys.readouterr().out)
+    assert printed[:2] == printed[2:] and json.loads(printed[0])["results"]
