@@ -28,7 +28,8 @@ from itertools import islice
 
 from pipelines.sidecar_tables import REGION_LABELS, sample_texts
 from retrieval import files
-from retrieval.corpus import Corpus, ImageTooLarge, UnknownKey
+from retrieval.corpus import Corpus, UnknownKey
+from retrieval.thumbnails import ImageTooLarge
 from schemas import layout
 from schemas.config import CorpusConfig
 from schemas.tables import REMOVAL_STAGES

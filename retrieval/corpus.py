@@ -16,13 +16,11 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from retrieval import files
-from retrieval.thumbnails import ImageTooLarge, Thumbnails
+from retrieval.thumbnails import Thumbnails
 from schemas import layout
 from schemas.keys import shard_of
 from schemas.manifest import empty_manifest, parse_manifest
 from schemas.tables import REMOVAL_STAGES
-
-__all__ = ["Corpus", "ImageTooLarge", "UnknownKey"]
 
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 

@@ -117,6 +117,9 @@ def local_copy(folder: str, names: Sequence[str], cache: str | None = None) -> s
     fs, inner = filesystem(folder)
     for name in names[:-1]:
         fs.get_file(f"{inner.rstrip('/')}/{name}", os.path.join(tmp, name))
+    if read_bytes(join(folder, names[-1])) != proof:  # rebuilt while we copied: the files may not belong together
+        shutil.rmtree(tmp)
+        raise ValueError(f"{folder} changed while it was copied to {target}; try again")
     with open(os.path.join(tmp, names[-1]), "wb") as f:
         f.write(proof)
     shutil.rmtree(target, ignore_errors=True)

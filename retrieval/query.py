@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from retrieval import files
-from retrieval.corpus import Corpus, ImageTooLarge, UnknownKey
+from retrieval.corpus import Corpus, UnknownKey
+from retrieval.thumbnails import ImageTooLarge
 from schemas import layout
 
 SPACES = ("text", "tags")
