@@ -9,6 +9,7 @@ FAISS reads local files only: ``local_copy`` brings a remote folder into a local
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -27,21 +28,28 @@ def is_remote(path: str) -> bool:
 
 
 def filesystem(path: str):
-    """(fsspec filesystem, path inside it) of a local path or a URL."""
+    """(fsspec filesystem, path inside it) of a local path or a URL. One instance per protocol and bucket: a
+    service asks this for every read (fsspec's own instance cache costs tens of microseconds a call)."""
+    if "://" not in path:
+        return _filesystem_of("file://"), os.path.abspath(path)
+    protocol, rest = path.split("://", 1)
+    fs = _filesystem_of(f"{protocol}://{rest.split('/', 1)[0]}")
+    return fs, fs._strip_protocol(path)
+
+
+@functools.lru_cache(maxsize=256)
+def _filesystem_of(bucket: str):
     import fsspec
 
-    if "://" not in path:
-        return fsspec.filesystem("file"), os.path.abspath(path)
     try:
-        return fsspec.core.url_to_fs(path)
+        return fsspec.core.url_to_fs(bucket)[0]
     except ImportError:  # s3fs / gcsfs not installed
-        if path.split("://", 1)[0] not in ARROW_PROTOCOLS:
+        if bucket.split("://", 1)[0] not in ARROW_PROTOCOLS:
             raise
         import pyarrow.fs as pafs
         from fsspec.implementations.arrow import ArrowFSWrapper
 
-        arrow, inner = pafs.FileSystem.from_uri(path)
-        return ArrowFSWrapper(arrow), inner
+        return ArrowFSWrapper(pafs.FileSystem.from_uri(bucket)[0])
 
 
 def join(base: str, *parts: str) -> str:
