@@ -2,9 +2,11 @@
 ``memory://`` file system gives the query engine (``unicorpus query``, the service), the corpus reader and the
 report the same answers as the local folder; its FAISS indexes are copied into the local cache once."""
 
+import base64
 import dataclasses
 import json
 import os
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -16,6 +18,7 @@ from retrieval import files
 from retrieval.corpus import Corpus
 from retrieval.query import QueryEngine
 from schemas import layout
+from tests.test_object_store import s3_server  # noqa: F401 (a real S3 API server on loopback)
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +110,16 @@ def test_corpus_reader_gives_the_same_rows_from_memory(local_and_remote):
 
 
 def test_report_of_the_memory_copy_is_the_local_report(local_and_remote):
-    from pipelines.report import build_report, write_report
+    from pipelines.report import THUMB, build_report, write_report
 
     config, remote, _ = local_and_remote
     made = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
     page = build_report(config, made)
     assert "<img src='data:image/jpeg;base64," in page and "id='boxes'" in page and "id='indexes'" in page
     assert build_report(remote, made) == page.replace(config.output, remote.output)
+    shown = re.findall(r"<img src='data:image/jpeg;base64,([^']+)' alt='([^']+)'>", page)
+    corpus = Corpus.from_config(config)
+    assert shown and all(base64.b64decode(data) == corpus.thumbnail(key, THUMB) for data, key in shown)  # one helper
     path = write_report(remote)
     assert path == f"{remote.output}/{layout.report()}"
     assert files.read_bytes(path).decode().startswith("<!doctype html>")
@@ -160,3 +166,32 @@ def test_query_command_reads_a_corpus_url(local_and_remote, mini_corpus, capsys)
             assert main(["query", "--config", path, *question]) == 0
             printed.append(capsys.readouterr().out)
     assert printed[:2] == printed[2:] and json.loads(printed[0])["results"]
+
+
+def test_s3_without_s3fs_reads_through_pyarrow(local_and_remote, s3_server, monkeypatch):  # noqa: F811 (imported)
+    """``s3://`` with no s3fs installed: pyarrow's S3 client wrapped as fsspec, configured from the environment,
+    against a real S3 API server on loopback; the corpus reader and the report see the local corpus."""
+    from pipelines.report import build_report
+
+    endpoint, client = s3_server
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    files._filesystem_of.cache_clear()  # this test's endpoint, not an earlier one's
+    config = local_and_remote[0]
+    for folder, _, names in os.walk(config.output):
+        for name in names:
+            path = os.path.join(folder, name)
+            client.upload_file(path, "corpus", f"served/{os.path.relpath(path, config.output)}")
+    remote = dataclasses.replace(config, output="s3://corpus/served")
+    with pytest.raises(ImportError):
+        import s3fs  # noqa: F401 (the point: the fallback, not s3fs)
+    local, far = Corpus.from_config(config), Corpus.from_config(remote)
+    for key in _keys(config):
+        assert far.row(key) == local.row(key)
+        assert far.sidecar_rows(layout.emb("text"), key) == local.sidecar_rows(layout.emb("text"), key)
+        if local.row(key)["image_offset"] is not None:
+            assert far.image_bytes(key) == local.image_bytes(key)
+    made = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    assert build_report(remote, made) == build_report(config, made).replace(config.output, remote.output)
+    files._filesystem_of.cache_clear()
