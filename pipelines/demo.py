@@ -231,13 +231,15 @@ def packed_region_sizes(packed: str) -> tuple[int, int]:
 
     import numpy as np
 
-    for path in sorted(glob.glob(os.path.join(packed, "pairs", "*.tar"))):
+    from schemas.packed import PAIRS
+
+    for path in sorted(glob.glob(os.path.join(packed, PAIRS, "*.tar"))):
         with tarfile.open(path) as tar:
             arrays = {m.name.split(".", 1)[1]: m for m in tar.getmembers() if m.name.endswith(".npy")}
             if {"region_feats.npy", "region_probs.npy"} <= set(arrays):
                 shape = {k: np.load(io.BytesIO(tar.extractfile(m).read())).shape for k, m in arrays.items()}
                 return shape["region_feats.npy"][1], shape["region_probs.npy"][1]
-    raise ValueError(f"{packed}/pairs: no packed sample with region features")
+    raise ValueError(f"{packed}/{PAIRS}: no packed sample with region features")
 
 
 def run_train_stage(corpus: str, out: str, show_progress: bool) -> list[str]:
