@@ -3,13 +3,15 @@ may be a local folder or a URL (``memory://``, ``file://``, ``gs://``, ``s3://``
 Inside Beam pipelines ``pipelines/storage.py`` (Beam FileSystems) is the layer.
 
 ``gs://`` and ``s3://`` use gcsfs / s3fs when installed; without them, pyarrow's own filesystems wrapped as
-fsspec (what ``retrieval/corpus.py`` used before), configured from the environment (``AWS_*``, GCP credentials).
+fsspec (what ``retrieval/corpus.py`` used before), configured from the environment (``AWS_*``, GCP credentials)
+when a bucket is first read.
 FAISS reads local files only: ``local_copy`` brings a remote folder into a local cache once.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import uuid
@@ -111,8 +113,6 @@ def local_copy(folder: str, names: Sequence[str], cache: str | None = None) -> s
     last): a copy whose proof has the remote one's bytes is current; any other is replaced, whole."""
     if not is_remote(folder):
         return folder.removeprefix("file://")
-    import hashlib
-
     target = os.path.join(cache or default_cache(), hashlib.sha256(folder.encode()).hexdigest()[:24])
     proof = read_bytes(join(folder, names[-1]))
     local_proof = os.path.join(target, names[-1])
