@@ -23,6 +23,7 @@ import tarfile
 import time
 
 from benchmarks.rounds import interleaved, median_rate
+from schemas import layout
 
 SIZES = ((640, 480), (480, 640), (512, 384), (640, 427))  # web-photo shapes (mixed: predict letterboxes square)
 
@@ -32,10 +33,10 @@ def make_shard(root: str, images: int, seed: int = 0):
     from pipelines.minicorpus.scenes import draw, sample_scene
     from pipelines.sidecar_tables import ShardInput
 
-    folder = os.path.join(root, "raw", "bench")
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.join(root, layout.raw("bench")), exist_ok=True)
+    path = os.path.join(root, layout.raw_tar("bench", 0))
     rng, rows = random.Random(seed), []
-    with tarfile.open(os.path.join(folder, "00000.tar"), "w") as tar:
+    with tarfile.open(path, "w") as tar:
         for i in range(images):
             buffer = io.BytesIO()
             draw(sample_scene(rng, SIZES[i % len(SIZES)])).save(buffer, format="JPEG", quality=90)
@@ -44,7 +45,7 @@ def make_shard(root: str, images: int, seed: int = 0):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
             rows.append({"key": f"bench-{i:06d}", "modality": "image", "meta": {}})
-    with tarfile.open(os.path.join(folder, "00000.tar")) as tar:
+    with tarfile.open(path) as tar:
         for row, member in zip(rows, tar.getmembers(), strict=True):
             row["image_offset"], row["image_size"] = member.offset_data, member.size
     return ShardInput(root, "bench", 0, rows)

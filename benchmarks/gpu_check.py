@@ -17,6 +17,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from schemas import layout
+
 
 @dataclass
 class Check:
@@ -154,7 +156,7 @@ def check_training(args, work: str) -> Check:
     from training.optim import build_optimizer
     from training.telemetry import model_flops_per_unit, peak_flops
 
-    packed = write_packed(os.path.join(work, "packed"), shards=2, per_shard=16)
+    packed = write_packed(os.path.join(work, layout.PACKED), shards=2, per_shard=16)
     args_list = train_args("uniter", packed, os.path.join(work, "run"), "model.dropout=0.0",
                            "model.attention_dropout=0.0")
     config_path, overrides = args_list[2], args_list[5:]

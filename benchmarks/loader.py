@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from benchmarks.rounds import interleaved, median_rate
-from schemas import packed
+from schemas import layout, packed
 from tests.training.packed_fixture import REGION_CLASSES, Shape, write_task
 from training.batching import fixed_size_batches, padding_fraction, unit_budget_batches
 from training.data import BatchKind, DataConfig, PackedLoader, epoch_stream, task_shards
@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as work:
-        root = os.path.join(work, "packed")
+        root = os.path.join(work, layout.PACKED)
         started = time.perf_counter()
         write_corpus(root, args.samples)
         print(f"wrote {args.samples} samples in {time.perf_counter() - started:.1f} s")

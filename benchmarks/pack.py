@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 
 from benchmarks.rounds import interleaved, median_rate
+from schemas import layout
 
 SOURCE = "bench"
 WORDS = "a red ball next to the blue tent on green grass with small dog and big tree".split()
@@ -73,10 +74,10 @@ def build_corpus(root: str, shards: int, images: int, regions: int, dim: int, se
                 parse.append({"key": row["key"], "source": SOURCE, "text_index": index, "text": caption,
                               "noun_phrases": phrases, "objects": [], "relations": []})
         digest = params_hash({}, raw_params_hash(root, SOURCE, shard))
-        write_sidecar(SidecarPaths.of(root, "ann/detect", "detect", SOURCE, shard), "detect", detect, [], ANN_DETECT,
-                      digest, len(detect))
-        write_sidecar(SidecarPaths.of(root, "ann/parse", "parse", SOURCE, shard), "parse", parse, [], ANN_PARSE,
-                      digest, len(parse))
+        write_sidecar(SidecarPaths.of(root, layout.ann("detect"), "detect", SOURCE, shard), "detect", detect, [],
+                      ANN_DETECT, digest, len(detect))
+        write_sidecar(SidecarPaths.of(root, layout.ann("parse"), "parse", SOURCE, shard), "parse", parse, [],
+                      ANN_PARSE, digest, len(parse))
     source = ImageFolderConfig(root=root)
     return CorpusConfig(root, {SOURCE: source},
                         pack=dataclasses.replace(PackConfig(), tasks=["pairs"], aligned_ratios=[]))
@@ -90,13 +91,12 @@ def plain_loop(root: str, shards: int, out: str) -> int:
     os.makedirs(out, exist_ok=True)
     done = 0
     for shard in range(shards):
-        index = pq.read_table(f"{root}/raw/{SOURCE}/{shard:05d}.parquet").to_pylist()
-        detect = {
-            row["key"]: row for row in pq.read_table(f"{root}/ann/detect/{SOURCE}/{shard:05d}.parquet").to_pylist()
-        }
+        index = pq.read_table(f"{root}/{layout.raw_index(SOURCE, shard)}").to_pylist()
+        detect = {row["key"]: row
+                  for row in pq.read_table(f"{root}/{layout.table(layout.ann('detect'), SOURCE, shard)}").to_pylist()}
         parse = {(row["key"], row["text_index"]): row
-                 for row in pq.read_table(f"{root}/ann/parse/{SOURCE}/{shard:05d}.parquet").to_pylist()}
-        with open(f"{root}/raw/{SOURCE}/{shard:05d}.tar", "rb") as tar_in, \
+                 for row in pq.read_table(f"{root}/{layout.table(layout.ann('parse'), SOURCE, shard)}").to_pylist()}
+        with open(f"{root}/{layout.raw_tar(SOURCE, shard)}", "rb") as tar_in, \
                 wds.TarWriter(f"{out}/{SOURCE}-{shard:05d}.tar", mtime=0) as sink:
             for row in sorted(index, key=lambda r: r["key"]):
                 tar_in.seek(row["image_offset"])
@@ -147,7 +147,7 @@ def pack_beam(config, out: str) -> int:
 
 def _fresh_root(corpus: str, out: str) -> str:
     os.makedirs(out, exist_ok=True)
-    for folder in ("raw", "ann"):
+    for folder in (layout.RAW, layout.ANN):
         os.symlink(os.path.join(corpus, folder), os.path.join(out, folder))
     return out
 

@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from schemas import layout
+
 PAIRS = Path(__file__).resolve().parents[1] / "tests" / "data" / "wordnet_pairs.tsv"
 HELD_OUT = PAIRS.with_name("wordnet_pairs_heldout.tsv")  # labelled after the rules were settled on PAIRS
 LABELS = ("negative", "synonym", "hypernym", "hyponym", "morphological")
@@ -62,9 +64,10 @@ def corpus_counts(root: str) -> tuple[int, Counter]:
 
     from pipelines.annotators.scene_graph_rewrite import SimilarNodes
 
-    paths = sorted(glob.glob(f"{root}/ann/rewrite/_stats/similar-*.pkl"), key=os.path.getmtime)  # the last run's
+    pattern = f"{layout.stats(layout.ann('rewrite'))}/similar-*.pkl"
+    paths = sorted(glob.glob(f"{root}/{pattern}"), key=os.path.getmtime)  # the last run's
     if not paths:
-        raise SystemExit(f"{root}: no ann/rewrite/_stats/similar-*.pkl; run `unicorpus annotate rewrite` first")
+        raise SystemExit(f"{root}: no {pattern}; run `unicorpus annotate rewrite` first")
     with open(paths[-1], "rb") as f:
         nodes: SimilarNodes = pickle.load(f)
     refused = Counter(reason for by_entry in nodes.refused.values() for pairs in by_entry.values()

@@ -2,10 +2,11 @@
 
 
 from cli.common import json_argument
+from schemas import layout
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="write <output>/report/index.html: counts, rejects, tag "
+    parser = subparsers.add_parser("report", help=f"write <output>/{layout.report()}: counts, rejects, tag "
                                                   "distributions, weak pairs and related images with thumbnails")
     parser.add_argument("--config", required=True, help="corpus YAML")
     json_argument(parser)

@@ -1,5 +1,6 @@
 """``unicorpus serve``: the retrieval HTTP service and web page (retrieval/service.py, Starlette on uvicorn).
-Loads the model and the indexes once, then serves until interrupted (Ctrl-C or SIGTERM)."""
+Loads the model and the indexes once, then serves until interrupted (Ctrl-C or SIGTERM). The corpus may be
+local or a URL (``output: gs://...``): indexes are copied into ``retrieval.serve.index_cache`` once."""
 
 from __future__ import annotations
 
@@ -16,16 +17,9 @@ def register(subparsers) -> None:
 
 
 def _run(args, beam_args) -> int:
-    import warnings
-
-    from PIL import Image
-
     from retrieval.query import QueryEngine
     from retrieval.service import Service, make_server
     from schemas.config import load_config
-
-    # images in the corpus passed ingest's checks; a large one is thumbnailed at reduced size, not flagged
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
     config = load_config(args.config)
     serve = config.retrieval.serve

@@ -23,12 +23,11 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.raw_shard import SHARD_INDEX_PATTERN
-
-CARD = "README.md"
+from schemas import layout
 
 
 def _indexes(root: str, source: str) -> list[str]:
-    return storage.glob(storage.join(root, "raw", source, SHARD_INDEX_PATTERN))
+    return storage.glob(storage.join(root, layout.raw(source), SHARD_INDEX_PATTERN))
 
 
 def shard_sizes(root: str, source: str) -> dict[str, int]:
@@ -41,7 +40,7 @@ def shard_sizes(root: str, source: str) -> dict[str, int]:
 
 
 def write_sizes(root: str, source: str) -> str:
-    path = storage.join(root, "raw", source, "sizes.json")
+    path = storage.join(root, layout.sizes(source))
     storage.write_bytes(path + ".tmp", (json.dumps(shard_sizes(root, source), indent=1) + "\n").encode())
     storage.rename(path + ".tmp", path)
     return path
@@ -98,7 +97,8 @@ def card_text(root: str, sources: list[str]) -> str:
     for source in sources:
         shape, formats = json_shape(root, source)
         has_text = _has_text(root, source)
-        configs.append({"config_name": source, "data_files": [{"split": "train", "path": f"raw/{source}/*.tar"}]})
+        tars = f"{layout.raw(source)}/*.tar"
+        configs.append({"config_name": source, "data_files": [{"split": "train", "path": tars}]})
         infos.append({"config_name": source, "features": hf_features(shape, formats, has_text)})
     front = yaml.safe_dump({"configs": configs, "dataset_info": infos}, sort_keys=False, allow_unicode=True)
     return (f"---\n{front}---\n\n# unicorpus corpus\n\n"
@@ -121,7 +121,7 @@ def _has_text(root: str, source: str) -> bool:
 def write_card(root: str, sources: list[str]) -> str:
     """The card at the corpus root, for the ``sources`` that have shards (in config order)."""
     present = [source for source in sources if _indexes(root, source)]
-    path = storage.join(root, CARD)
+    path = storage.join(root, layout.CARD)
     storage.write_bytes(path + ".tmp", card_text(root, present).encode("utf-8"))
     storage.rename(path + ".tmp", path)
     return path

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 from pipelines.runner import RunnerConfig
+from schemas import layout
 
 DEMO_QUERY = "a red ball next to a tree"
 DEMO_TRAIN_CONFIG = "unimo"   # images, texts, pairs and cmcl: every task of the 1:1:5 mix
@@ -152,13 +153,14 @@ def check_detect(expected: dict, results) -> list[str]:
 
 def check_weak_pairs(config) -> list[str]:
     """Every served image of a weak-pairs table has exactly K sentences (the candidates outnumber K here)."""
-    from pipelines.sidecar_tables import read_sidecar
+    from retrieval.corpus import Corpus
 
+    corpus = Corpus.from_config(config)
     problems = []
     for weak in config.retrieval.retrieve.weak_pairs:
         for source in weak.images:
             counts: dict[str, int] = {}
-            for row in read_sidecar(config.output, f"links/{weak.name}", source, ["query_key"]):
+            for row in corpus.rows(layout.links(weak.name), source, ["query_key"]):
                 counts[row["query_key"]] = counts.get(row["query_key"], 0) + 1
             wrong = sorted(key for key, n in counts.items() if n != weak.k)
             if not counts or wrong:
@@ -199,15 +201,12 @@ def check_ingest(expected: dict, results, root: str) -> list[str]:
 
 def url_statuses(root: str, source: str) -> dict[str, int]:
     """status -> number of URLs, over the source's download status tables."""
-    import pyarrow.parquet as pq
-
-    from pipelines import storage
+    from retrieval import files
 
     counts: dict[str, int] = {}
-    for path in storage.glob(storage.join(root, "urls", source, "*.parquet")):
-        with storage.open_read(path) as f:
-            for status in pq.read_table(f, columns=["status"]).column("status").to_pylist():
-                counts[status] = counts.get(status, 0) + 1
+    for path in files.glob(files.join(root, layout.urls(source), "*.parquet")):
+        for status in files.read_table(path, ["status"]).column("status").to_pylist():
+            counts[status] = counts.get(status, 0) + 1
     return counts
 
 
@@ -232,13 +231,15 @@ def packed_region_sizes(packed: str) -> tuple[int, int]:
 
     import numpy as np
 
-    for path in sorted(glob.glob(os.path.join(packed, "pairs", "*.tar"))):
+    from schemas.packed import PAIRS
+
+    for path in sorted(glob.glob(os.path.join(packed, PAIRS, "*.tar"))):
         with tarfile.open(path) as tar:
             arrays = {m.name.split(".", 1)[1]: m for m in tar.getmembers() if m.name.endswith(".npy")}
             if {"region_feats.npy", "region_probs.npy"} <= set(arrays):
                 shape = {k: np.load(io.BytesIO(tar.extractfile(m).read())).shape for k, m in arrays.items()}
                 return shape["region_feats.npy"][1], shape["region_probs.npy"][1]
-    raise ValueError(f"{packed}/pairs: no packed sample with region features")
+    raise ValueError(f"{packed}/{PAIRS}: no packed sample with region features")
 
 
 def run_train_stage(corpus: str, out: str, show_progress: bool) -> list[str]:
@@ -248,7 +249,7 @@ def run_train_stage(corpus: str, out: str, show_progress: bool) -> list[str]:
     import subprocess
     import sys
 
-    packed = os.path.join(corpus, "packed")
+    packed = os.path.join(corpus, layout.PACKED)
     dim, classes = packed_region_sizes(packed)
     config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "configs",
                           f"{DEMO_TRAIN_CONFIG}.yaml")
@@ -262,6 +263,6 @@ def run_train_stage(corpus: str, out: str, show_progress: bool) -> list[str]:
     print(done.stdout, end="")
     if done.returncode != 0:
         return [f"train: exit code {done.returncode}"]
-    if not os.path.exists(os.path.join(out, "checkpoints", f"step-{DEMO_TRAIN_STEPS:08d}", "meta.json")):
-        return [f"train: no checkpoint of step {DEMO_TRAIN_STEPS} under {out}/checkpoints"]
+    if not os.path.exists(os.path.join(out, layout.CHECKPOINTS, f"step-{DEMO_TRAIN_STEPS:08d}", "meta.json")):
+        return [f"train: no checkpoint of step {DEMO_TRAIN_STEPS} under {out}/{layout.CHECKPOINTS}"]
     return []

@@ -7,8 +7,11 @@ histograms (weak pairs, detector boxes, related items); rewrite examples (UNIMO 
 and hard negatives); the strongest and weakest weak pairs side by side and a few images with the sentences
 weak alignment retrieved (mu-VLA §3.2); related images and texts (UNIMO App. A). Thumbnails are inlined
 (base64), so the page is one file to copy anywhere. Reads only committed tables, and never shows a sample
-``clean`` removed (``read_shard_input`` leaves them out, and the stages after clean never linked them);
+``clean`` removed (``retrieval.corpus.Corpus`` leaves them out, and the stages after clean never linked them);
 sections whose stage has not run say so.
+
+No file goes through Beam: every file is read and the page written through ``retrieval.files`` (fsspec), so a
+corpus on object storage (``gs://``, ``s3://``, ``memory://``) is reported as a local one.
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ import io
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import islice
 
-import pyarrow.parquet as pq
-
-from pipelines import storage
-from pipelines.manifest_io import read_manifest
-from pipelines.sidecar_tables import REGION_LABELS, ShardInput, read_shard_input, read_sidecar, sample_texts
+from pipelines.sidecar_tables import REGION_LABELS, sample_texts
+from retrieval import files
+from retrieval.corpus import Corpus, UnknownKey
+from retrieval.thumbnails import ImageTooLarge
+from schemas import layout
 from schemas.config import CorpusConfig
-from schemas.keys import shard_of
+from schemas.tables import REMOVAL_STAGES
 
 STAGE_ORDER = ("ingest", "clean", "detect", "parse", "rewrite", "embed-text", "embed-tags")
 TOP_TAGS = 15
@@ -39,65 +43,57 @@ BINS = 20
 EXTREMES = 3  # strongest and weakest weak pairs shown
 
 
-class _Images:
-    """Sample lookup by key over the raw shards (removed samples left out), one shard index read at most once."""
+def sample_text(corpus: Corpus, key: str, text_index: int | None) -> str | None:
+    """The sample's text ``text_index`` (a COCO image's caption i, else its one text); None for a sample clean
+    removed."""
+    try:
+        row = corpus.row(key)
+    except UnknownKey:
+        return None
+    return None if text_index is None else dict(sample_texts(row)).get(text_index)
 
-    def __init__(self, config: CorpusConfig):
-        self.config = config
-        self._shards: dict[tuple[str, int], tuple[ShardInput, dict[str, dict]]] = {}
 
-    def row(self, source: str, key: str) -> tuple[ShardInput, dict | None]:
-        shard = shard_of(key, self.config.sources[source].shards)
-        if (source, shard) not in self._shards:
-            shard_input = read_shard_input(self.config.output, source, shard)
-            self._shards[(source, shard)] = shard_input, {r["key"]: r for r in shard_input.rows}
-        shard_input, rows = self._shards[(source, shard)]
-        return shard_input, rows.get(key)
+def picture(corpus: Corpus, key: str, side: int = THUMB) -> tuple[str, int, int] | None:
+    """(data: URI of a JPEG whose longest side is ``side``, width, height), or None without an image (or one
+    too large to decode): the service's thumbnails (``retrieval.thumbnails``, draft-mode decoding)."""
+    from PIL import Image
 
-    def text(self, source: str, key: str, text_index: int | None) -> str | None:
-        """The sample's text ``text_index`` (a COCO image's caption i, else its one text)."""
-        _, row = self.row(source, key)
-        return None if row is None or text_index is None else dict(sample_texts(row)).get(text_index)
-
-    def picture(self, source: str, key: str, side: int = THUMB) -> tuple[str, int, int] | None:
-        """(data: URI of a JPEG whose longest side is ``side``, width, height), or None without an image."""
-        from pipelines.images import open_stored
-
-        shard_input, row = self.row(source, key)
-        if row is None or row.get("image_offset") is None:
+    try:
+        if corpus.row(key)["image_offset"] is None:
             return None
-        with open_stored(shard_input.image_bytes(row)) as stored:  # checked by ingest: no PIL bomb warning
-            image = stored.convert("RGB")
-        image.thumbnail((side, side))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=80)
-        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode(), image.width, image.height
+        jpeg = corpus.thumbnail(key, side)
+    except (UnknownKey, ImageTooLarge):
+        return None
+    with Image.open(io.BytesIO(jpeg)) as image:
+        width, height = image.size
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode(), width, height
 
-    def thumbnail(self, source: str, key: str) -> str | None:
-        picture = self.picture(source, key)
-        return None if picture is None else picture[0]
+
+def thumbnail(corpus: Corpus, key: str) -> str | None:
+    found = picture(corpus, key)
+    return None if found is None else found[0]
 
 
 def build_report(config: CorpusConfig, made: datetime | None = None) -> str:
     """The page as a string (``write_report`` puts it under the corpus root)."""
-    images = _Images(config)
-    manifest = read_manifest(config.output)
-    tags = tag_counts(config)
-    rejects = reject_counts(config)
+    corpus = Corpus.from_config(config)
+    manifest = corpus.manifest()
+    tags = tag_counts(config, corpus)
+    rejects = reject_counts(config.output)
     indexes = index_builds(config.output)
     sections = [_headline(manifest, tags, rejects, indexes, made or datetime.now(UTC)),
                 _stages_section(manifest), _rejects_section(rejects), _index_section(indexes),
-                _tags_section(tags), _boxes_section(config, images), _histograms_section(config),
-                _rewrites_section(config)]
+                _tags_section(tags), _boxes_section(config, corpus), _histograms_section(config, corpus),
+                _rewrites_section(config, corpus)]
     for weak in config.retrieval.retrieve.weak_pairs:
         queries = {row["key"]: row["text"] for source in weak.images
-                   for row in read_sidecar(config.output, "emb/tags", source, ["key", "text"])}
+                   for row in corpus.rows(layout.emb("tags"), source, ["key", "text"])}
         title = f"{', '.join(weak.images)} images x {', '.join(weak.texts)} sentences"
-        sections.append(_extremes_section(config, images, weak.name, title, queries))
-        sections.append(_links_section(config, images, weak.name, f"Weak pairs {weak.name} (mu-VLA §3.2): {title}",
+        sections.append(_extremes_section(config, corpus, weak.name, title, queries))
+        sections.append(_links_section(config, corpus, weak.name, f"Weak pairs {weak.name} (mu-VLA §3.2): {title}",
                                        queries))
-    sections.append(_links_section(config, images, "related-images", "Related images (UNIMO App. A)"))
-    sections.append(_links_section(config, images, "related-texts", "Related texts (UNIMO App. A)"))
+    sections.append(_links_section(config, corpus, "related-images", "Related images (UNIMO App. A)"))
+    sections.append(_links_section(config, corpus, "related-texts", "Related texts (UNIMO App. A)"))
     body = "\n".join(sections)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>unicorpus report</title>"
             f"<style>{_CSS}</style></head><body><h1>unicorpus report</h1>"
@@ -105,9 +101,8 @@ def build_report(config: CorpusConfig, made: datetime | None = None) -> str:
 
 
 def write_report(config: CorpusConfig) -> str:
-    path = storage.join(config.output, "report", "index.html")
-    storage.write_bytes(path + ".tmp", build_report(config).encode("utf-8"))
-    storage.rename(path + ".tmp", path)
+    path = files.join(config.output, layout.report())
+    files.write_bytes(path, build_report(config).encode("utf-8"))
     return path
 
 
@@ -127,36 +122,35 @@ def headline_totals(manifest: dict, tags: dict[str, Counter], rejects: Counter, 
         "regions": sum(sum(counter.values()) for counter in tags.values()),
         "vectors indexed": sum(info["vectors"] for info in indexes),
         "links": sum(e.get("links", 0) for e in stages.get("retrieve", {}).values()),
-        "records refused": sum(n for (stage, _, _), n in rejects.items() if stage not in ("dedup", "decontam")),
+        "records refused": sum(n for (stage, _, _), n in rejects.items() if stage not in REMOVAL_STAGES),
     }
 
 
-def reject_counts(config: CorpusConfig) -> Counter:
+def reject_counts(root: str) -> Counter:
     """(stage, source, reason) -> rows in ``rejects/``."""
     counts: Counter = Counter()
-    for path in storage.glob(storage.join(config.output, "rejects", "*", "*", "*.parquet")):
+    for path in files.glob(files.join(root, layout.rejects("*", "*"), "*.parquet")):
         stage, source = path.rsplit("/", 3)[-3:-1]
-        with storage.open_read(path) as f:
-            for reason in pq.read_table(f, columns=["reason"]).column("reason").to_pylist():
-                counts[(stage, source, reason)] += 1
+        for reason in files.read_table(path, ["reason"]).column("reason").to_pylist():
+            counts[(stage, source, reason)] += 1
     return counts
 
 
 def index_builds(root: str) -> list[dict]:
     """The ``build.json`` of every index under ``index/<space>/<source>/``, with its ``name``."""
     out = []
-    for path in sorted(storage.glob(storage.join(root, "index", "*", "*", "build.json"))):
+    for path in files.glob(files.join(root, layout.index_build_file("*", "*"))):
         space, source = path.rsplit("/", 3)[-3:-1]
-        out.append({"name": f"{space}/{source}", **json.loads(storage.read_bytes(path))})
+        out.append({"name": f"{space}/{source}", **json.loads(files.read_bytes(path))})
     return out
 
 
-def tag_counts(config: CorpusConfig) -> dict[str, Counter]:
+def tag_counts(config: CorpusConfig, corpus: Corpus) -> dict[str, Counter]:
     """source -> Counter of (label, origin) over the regions in ann/detect."""
     counts: dict[str, Counter] = {}
     for source in config.sources:
         counter: Counter = Counter()
-        for row in read_sidecar(config.output, "ann/detect", source, REGION_LABELS):
+        for row in corpus.rows(layout.ann("detect"), source, REGION_LABELS):
             counter.update((region["label"], region["origin"]) for region in row["regions"])
         if counter:
             counts[source] = counter
@@ -174,30 +168,30 @@ def histogram(values: list[float], bins: int = BINS) -> tuple[list[int], float, 
     return counts, low, high
 
 
-def score_sets(config: CorpusConfig) -> dict[str, list[float]]:
+def score_sets(config: CorpusConfig, corpus: Corpus) -> dict[str, list[float]]:
     """The scores the histograms show: weak pairs (cosine of tag query and sentence), detector boxes (class
     confidence; ground truth is always 1), related images and texts (TF-IDF / embedding cosine)."""
-    root, sets = config.output, {}
+    sets = {}
     for weak in config.retrieval.retrieve.weak_pairs:
-        sets[f"weak pairs {weak.name}"] = _scores(root, f"links/{weak.name}", config.sources)
+        sets[f"weak pairs {weak.name}"] = _scores(corpus, layout.links(weak.name), config.sources)
     sets["detector boxes"] = [region["score"] for source in config.sources
-                              for row in read_sidecar(root, "ann/detect", source,
-                                                      ["regions.list.element.score", "regions.list.element.origin"])
+                              for row in corpus.rows(layout.ann("detect"), source,
+                                                     ["regions.list.element.score", "regions.list.element.origin"])
                               for region in row["regions"] if region["origin"] == "detector"]
     for name in ("related-images", "related-texts"):
-        sets[name.replace("-", " ")] = _scores(root, f"links/{name}", config.sources)
+        sets[name.replace("-", " ")] = _scores(corpus, layout.links(name), config.sources)
     return sets
 
 
-def _scores(root: str, folder: str, sources) -> list[float]:
-    return [row["score"] for source in sources for row in read_sidecar(root, folder, source, ["score"])]
+def _scores(corpus: Corpus, folder: str, sources) -> list[float]:
+    return [row["score"] for source in sources for row in corpus.rows(folder, source, ["score"])]
 
 
-def weak_pair_extremes(config: CorpusConfig, name: str, count: int = EXTREMES) -> tuple[list[dict], list[dict]]:
+def weak_pair_extremes(config: CorpusConfig, corpus: Corpus, name: str,
+                       count: int = EXTREMES) -> tuple[list[dict], list[dict]]:
     """(strongest, weakest) ``count`` rows of ``links/<name>/`` by score: each an image and one retrieved sentence."""
     rows = [row for source in config.sources
-            for row in read_sidecar(config.output, f"links/{name}", source,
-                                    ["query_key", "query_source", "rank", "text", "score"])]
+            for row in corpus.rows(layout.links(name), source, ["query_key", "query_source", "rank", "text", "score"])]
     rows.sort(key=lambda row: (-row["score"], row["query_key"], row["rank"]))
     return rows[:count], rows[::-1][:count] if len(rows) > count else []
 
@@ -290,18 +284,17 @@ def _tags_section(counts: dict[str, Counter]) -> str:
     return f"<h2>Tags</h2>{legend}<div class='cards' id='tags'>{''.join(blocks)}</div>"
 
 
-def _boxes_section(config: CorpusConfig, images: _Images) -> str:
+def _boxes_section(config: CorpusConfig, corpus: Corpus) -> str:
     """One image per source with regions (the first by key), its boxes drawn and labelled over it."""
     cards = []
     for source in config.sources:
         if len(cards) >= EXAMPLES:
             break
-        row = next((r for r in read_sidecar(config.output, "ann/detect", source, ["key", "regions"]) if r["regions"]),
-                   None)
-        picture = row and images.picture(source, row["key"], BOXED)
-        if not picture:
+        row = next((r for r in corpus.rows(layout.ann("detect"), source, ["key", "regions"]) if r["regions"]), None)
+        found = row and picture(corpus, row["key"], BOXED)
+        if not found:
             continue
-        uri, width, height = picture
+        uri, width, height = found
         shapes = []
         for region in row["regions"][:10]:
             x1, y1, x2, y2 = (v * s for v, s in zip(region["box"], (width, height, width, height), strict=True))
@@ -319,9 +312,9 @@ def _boxes_section(config: CorpusConfig, images: _Images) -> str:
             f"<div class='cards' id='boxes'>{''.join(cards)}</div>")
 
 
-def _histograms_section(config: CorpusConfig) -> str:
+def _histograms_section(config: CorpusConfig, corpus: Corpus) -> str:
     cards = []
-    for title, values in score_sets(config).items():
+    for title, values in score_sets(config, corpus).items():
         if not values:
             continue
         counts, low, high = histogram(values)
@@ -341,11 +334,25 @@ def _histograms_section(config: CorpusConfig) -> str:
     return f"<h2>Scores</h2><div class='cards' id='histograms'>{''.join(cards)}</div>"
 
 
-def _rewrites_section(config: CorpusConfig) -> str:
-    from pipelines.stages.rewrite import iter_example_rewrites
+def example_rewrites(config: CorpusConfig, corpus: Corpus, per_method: int) -> Iterator[dict]:
+    """Every caption that every method rewrote (by source, then key; samples clean removed left out), with up to
+    ``per_method`` rewrites of each method (UNIMO §2.1)."""
+    for source in config.annotate.rewrite.sources or config.sources:
+        by_caption: dict[tuple[str, int], list[dict]] = defaultdict(list)
+        for row in corpus.rows(layout.ann("rewrite"), source, ["key", "text_index", "method", "text", "score"]):
+            by_caption[(row["key"], row["text_index"])].append(row)
+        for (key, text_index), rows in sorted(by_caption.items()):
+            methods = sorted({row["method"] for row in rows})
+            caption = sample_text(corpus, key, text_index) if len(methods) == 3 else None
+            if caption is not None:
+                yield {"key": key, "caption": caption,
+                       "rewrites": [(method, row["score"], row["text"]) for method in methods
+                                    for row in [r for r in rows if r["method"] == method][:per_method]]}
 
+
+def _rewrites_section(config: CorpusConfig, corpus: Corpus) -> str:
     cards = []
-    for example in islice(_distinct_keys(iter_example_rewrites(config, per_method=3)), 3):
+    for example in islice(_distinct_keys(example_rewrites(config, corpus, per_method=3)), 3):
         by_method: dict[str, list] = defaultdict(list)
         for method, score, text in example["rewrites"]:
             by_method[method].append((score, text))
@@ -373,15 +380,15 @@ def _distinct_keys(examples):
             yield example
 
 
-def _extremes_section(config: CorpusConfig, images: _Images, name: str, title: str, queries: dict[str, str]) -> str:
-    strongest, weakest = weak_pair_extremes(config, name)
+def _extremes_section(config: CorpusConfig, corpus: Corpus, name: str, title: str, queries: dict[str, str]) -> str:
+    strongest, weakest = weak_pair_extremes(config, corpus, name)
     if not strongest:
         return ""
 
     def column(label: str, rows: list[dict]) -> str:
         items = []
         for row in rows:
-            thumb = images.thumbnail(row["query_source"], row["query_key"])
+            thumb = thumbnail(corpus, row["query_key"])
             items.append(
                 f"<div class='pair'>{f'<img src={thumb!r}>' if thumb else ''}<div>"
                 f"<span class='score'>{row['score']:.3f}</span> <div class='key'>{html.escape(row['query_key'])}"
@@ -395,14 +402,14 @@ def _extremes_section(config: CorpusConfig, images: _Images, name: str, title: s
             f"{column('weakest', weakest)}</div>")
 
 
-def _links_section(config: CorpusConfig, images: _Images, name: str, title: str,
+def _links_section(config: CorpusConfig, corpus: Corpus, name: str, title: str,
                    queries: dict[str, str] | None = None) -> str:
     """A card per query sample (the first few by key; of a sample with several captions, its first): its
     thumbnail or caption, its tag query if any, its top results."""
     by_query: dict[tuple[str, str], list[dict]] = defaultdict(list)
     text_of: dict[tuple[str, str], int | None] = {}
     for source in config.sources:
-        for row in read_sidecar(config.output, f"links/{name}", source):
+        for row in corpus.rows(layout.links(name), source):
             query = (row["query_source"], row["query_key"])
             if len(by_query) >= EXAMPLES and query not in by_query:
                 break  # enough queries to show: the rest of the links are not read
@@ -415,15 +422,15 @@ def _links_section(config: CorpusConfig, images: _Images, name: str, title: str,
                 "run <code>unicorpus retrieve</code></p>")
     cards = []
     for (source, key), results in sorted(by_query.items())[:EXAMPLES]:
-        thumb = images.thumbnail(source, key)
+        thumb = thumbnail(corpus, key)
         picture = f"<img src='{thumb}' alt='{html.escape(key)}'>" if thumb else ""
-        caption = images.text(source, key, text_of[(source, key)])
+        caption = sample_text(corpus, key, text_of[(source, key)])
         items = []
         for result in sorted(results, key=lambda r: r["rank"])[:5]:
             if result["text"] is not None:
                 items.append(f"<li><span class='score'>{result['score']:.3f}</span> {html.escape(result['text'])}</li>")
             else:
-                other = images.thumbnail(result["source"], result["key"])
+                other = thumbnail(corpus, result["key"])
                 items.append(f"<li><span class='score'>{result['score']:.3f}</span> "
                              + (f"<img class='small' src='{other}' alt='{html.escape(result['key'])}'>" if other
                                 else html.escape(result["key"])) + "</li>")

@@ -34,14 +34,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from retrieval import files
 from retrieval.index_plan import IndexPlan, plan_index
+from schemas import layout
 from schemas.config_build import output_params
+from schemas.layout import BUILD_FILE, IDS_FILE, INDEX_FILE, TRAINED_FILE
 from schemas.stages import IndexConfig
 
-INDEX_FILE, IDS_FILE, BUILD_FILE = "index.faiss", "ids.parquet", "build.json"
-TRAINED_FILE = "trained.faiss"  # the trained empty index (IVF centroids, codebooks): what ``add`` fills
 IVFDATA_FILE = "index.ivfdata"  # a sharded build's inverted lists, beside index.faiss, memory-mapped when loaded
 WORK_DIR = "_build"  # a sharded build's drawn rows, trained index, partials and merged index until it is complete
+SEARCH_FILES = (INDEX_FILE, IDS_FILE, BUILD_FILE)  # what a search loads; build.json, the proof, last
 IDS = pa.schema([
     pa.field("key", pa.string(), nullable=False),
     pa.field("source", pa.string(), nullable=False),
@@ -99,15 +101,19 @@ class SearchIndex:
         self.name = info["name"]
 
     @classmethod
-    def load(cls, folder: str) -> SearchIndex:
-        build = os.path.join(folder, BUILD_FILE)
-        if not os.path.exists(build):
+    def load(cls, folder: str, cache: str | None = None) -> SearchIndex:
+        """``folder`` local or a URL; FAISS reads local files, so a remote index is copied once into ``cache``
+        (``retrieval.files.local_copy``, with a sharded build's inverted lists) and loaded from there."""
+        build = files.join(folder, BUILD_FILE)
+        if not files.exists(build):
             raise ValueError(f"{folder}: no {BUILD_FILE}; build the index with `unicorpus index` first")
-        with open(build) as f:
+        ivfdata = json.loads(files.read_bytes(build)).get("ivfdata")
+        local = files.local_copy(folder, ((ivfdata,) if ivfdata else ()) + SEARCH_FILES, cache)
+        with open(os.path.join(local, BUILD_FILE)) as f:
             info = json.load(f)
-        index = read_faiss(folder, info.get("ivfdata"))
+        index = read_faiss(local, info.get("ivfdata"))
         apply_search_params(index, info["search_params"])
-        return cls(folder, index, pq.read_table(os.path.join(folder, IDS_FILE), memory_map=True), info)
+        return cls(folder, index, pq.read_table(os.path.join(local, IDS_FILE), memory_map=True), info)
 
     @property
     def ntotal(self) -> int:
@@ -142,18 +148,19 @@ def search_many(indexes: Sequence[SearchIndex], queries: np.ndarray, k: int) -> 
     return [sorted(hits, key=lambda hit: (-hit[0], hit[1]["key"], hit[1]["text_index"]))[:k] for hits in merged]
 
 
-def open_indexes(root: str, space: str, sources: list[str] | None = None) -> list[SearchIndex]:
-    """The built indexes under ``<root>/index/<space>/``: every source, or the named ones (each must exist)."""
-    base = os.path.join(root, "index", space)
-    found = sorted(name for name in (os.listdir(base) if os.path.isdir(base) else [])
-                   if os.path.exists(os.path.join(base, name, BUILD_FILE)))
+def open_indexes(root: str, space: str, sources: list[str] | None = None,
+                 cache: str | None = None) -> list[SearchIndex]:
+    """The built indexes under ``<root>/index/<space>/``: every source, or the named ones (each must exist).
+    ``root`` local or a URL (remote indexes are copied into ``cache`` first: ``SearchIndex.load``)."""
+    base = files.join(root, layout.index(space))
+    found = [path.rsplit("/", 2)[-2] for path in files.glob(files.join(base, "*", BUILD_FILE))]
     if sources is None:
-        return [SearchIndex.load(os.path.join(base, name)) for name in found]
+        return [SearchIndex.load(files.join(base, name), cache) for name in found]
     missing = [s for s in sources if s not in found]
     if missing:
         raise ValueError(f"no {space} index for {', '.join(missing)} under {base} (have: "
                          f"{', '.join(found) or 'none'}); run `unicorpus index --space {space}` first")
-    return [SearchIndex.load(os.path.join(base, name)) for name in sources]
+    return [SearchIndex.load(files.join(base, name), cache) for name in sources]
 
 
 def read_faiss(folder: str, ivfdata: str | None = None):

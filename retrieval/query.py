@@ -23,7 +23,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from retrieval.corpus import Corpus, ImageTooLarge, UnknownKey
+from retrieval import files
+from retrieval.corpus import Corpus, UnknownKey
+from retrieval.thumbnails import ImageTooLarge
+from schemas import layout
 
 SPACES = ("text", "tags")
 RELATED = {"images": "related-images", "texts": "related-texts"}
@@ -167,11 +170,12 @@ class QueryEngine:
         self.thumbnail_side = config.retrieval.serve.thumbnail_side
         self.indexes: dict[str, dict[str, object]] = {}
         for space in SPACES:
-            found = open_indexes(config.output, space)
+            found = open_indexes(config.output, space, cache=config.retrieval.serve.index_cache)
             if found:
                 self.indexes[space] = {os.path.basename(index.folder.rstrip("/")): index for index in found}
         if not self.indexes:
-            raise ValueError(f"no indexes under {config.output}/index/; run `unicorpus embed` and `unicorpus index`")
+            raise ValueError(f"no indexes under {files.join(config.output, layout.INDEX)}/; "
+                             "run `unicorpus embed` and `unicorpus index`")
         self._config, self._embedder = config, embedder
         self._lock = threading.Lock()
         self._batcher = None
@@ -198,8 +202,9 @@ class QueryEngine:
         for space, by_source in self.indexes.items():
             for source, index in by_source.items():
                 if index.dim != embedder.dim:
-                    raise ValueError(f"index/{space}/{source}: dimension {index.dim}, but the model {model} gives "
-                                     f"{embedder.dim}; set retrieval.embed.model to the model it was built with")
+                    raise ValueError(f"{layout.index_folder(space, source)}: dimension {index.dim}, but the model "
+                                     f"{model} gives {embedder.dim}; set retrieval.embed.model to the model it was "
+                                     "built with")
         return embedder
 
     # --- what is loaded ---------------------------------------------------------------------------
@@ -265,7 +270,7 @@ class QueryEngine:
     def stored_vectors(self, key: str, space: str) -> list[np.ndarray]:
         """The key's vectors in ``emb/<space>/``, by text_index."""
         try:
-            rows = self.corpus.sidecar_rows(f"emb/{space}", key)
+            rows = self.corpus.sidecar_rows(layout.emb(space), key)
         except UnknownKey as e:
             raise NotFound(str(e)) from None
         return [np.asarray(row["vector"], dtype=np.float32) for row in sorted(rows, key=lambda r: r["text_index"])]
@@ -287,7 +292,7 @@ class QueryEngine:
         except UnknownKey as e:
             raise NotFound(str(e)) from None
         if rows is None:
-            raise NotFound(f"no links/{RELATED[kind]}/{source}/ table; run `unicorpus retrieve`")
+            raise NotFound(f"no {layout.links(RELATED[kind])}/{source}/ table; run `unicorpus retrieve`")
         rows = [row for row in rows if row.get("query_text_index") == text_index]
         return [Hit(row["rank"], float(row["score"]), row["key"], row["source"], row["text_index"], row["text"])
                 for row in rows[:k]]
@@ -297,7 +302,7 @@ class QueryEngine:
         try:
             source, shard, row = self.corpus.locate(key)
             regions = self.corpus.regions(key)
-            parses = self.corpus.sidecar_rows("ann/parse", key)
+            parses = self.corpus.sidecar_rows(layout.ann("parse"), key)
         except UnknownKey as e:
             raise NotFound(str(e)) from None
         fields = ("key", "source", "modality", "source_id", "text", "image_format", "width", "height", "meta")

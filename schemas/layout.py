@@ -6,17 +6,22 @@ so this module only names things.
 
 ```
 corpus.json                          MANIFEST
-raw/<source>/NNNNN.tar|.parquet      raw(source)
+README.md                            CARD: the dataset card (HF ``datasets``), written by ingest
+raw/<source>/NNNNN.tar|.parquet      raw(source), raw_tar(source, shard), raw_index(source, shard)
+raw/<source>/sizes.json              sizes(source): samples per shard (open_clip)
+urls/<source>/NNNNN.parquet          urls(source): one status row per downloaded URL
 rejects/<stage>/<source>/NNNNN.parquet  rejects(stage, source)
 ann/<stage>/<source>/                ann(stage)
 emb/<space>/<source>/                emb(space)
-index/<space>/<source>/              index(space)
+index/<space>/<source>/              index(space), index_folder(space, source): INDEX_FILE, IDS_FILE,
+                                     BUILD_FILE (index_build_file(space, source)), TRAINED_FILE
 links/<name>/<source>/               links(name)
 packed/<task>/<source>-NNNNN.tar     packed(task), packed_shard(source, shard)
-report/                              REPORT
+report/index.html                    REPORT, report()
 checkpoints/                         CHECKPOINTS
 <folder>/_stats/                     stats(folder): corpus statistics a stage keeps (rewrite's vocabularies)
 ```
+A sidecar table of one raw shard is ``<folder>/<source>/NNNNN.parquet``: ``table(folder, source, shard)``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from schemas.keys import shard_name
 from schemas.manifest import MANIFEST_NAME
 
 MANIFEST = MANIFEST_NAME
+CARD = "README.md"
+SIZES = "sizes.json"
 RAW = "raw"
+URLS = "urls"
 REJECTS = "rejects"
 ANN = "ann"
 EMB = "emb"
@@ -35,10 +43,30 @@ PACKED = "packed"
 REPORT = "report"
 CHECKPOINTS = "checkpoints"
 STATS = "_stats"
+REPORT_PAGE = "index.html"
+INDEX_FILE, IDS_FILE, BUILD_FILE = "index.faiss", "ids.parquet", "build.json"
+TRAINED_FILE = "trained.faiss"  # the trained empty index (IVF centroids, codebooks): what ``add`` fills
 
 
 def raw(source: str) -> str:
     return f"{RAW}/{source}"
+
+
+def raw_tar(source: str, shard: int) -> str:
+    return f"{raw(source)}/{shard_name(shard)}.tar"
+
+
+def raw_index(source: str, shard: int) -> str:
+    """The raw shard's index table (one row per sample of its tar)."""
+    return table(RAW, source, shard)
+
+
+def sizes(source: str) -> str:
+    return f"{raw(source)}/{SIZES}"
+
+
+def urls(source: str) -> str:
+    return f"{URLS}/{source}"
 
 
 def rejects(stage: str, source: str) -> str:
@@ -58,6 +86,15 @@ def index(space: str) -> str:
     return f"{INDEX}/{space}"
 
 
+def index_folder(space: str, source: str) -> str:
+    return f"{index(space)}/{source}"
+
+
+def index_build_file(space: str, source: str) -> str:
+    """An index's ``build.json``: written last, the proof that its folder is complete."""
+    return f"{index_folder(space, source)}/{BUILD_FILE}"
+
+
 def links(name: str) -> str:
     return f"{LINKS}/{name}"
 
@@ -70,9 +107,20 @@ def stats(folder: str) -> str:
     return f"{folder}/{STATS}"
 
 
+def report() -> str:
+    """The HTML report's page."""
+    return f"{REPORT}/{REPORT_PAGE}"
+
+
 def table_name(shard: int) -> str:
     """A per-shard table's file name: ``NNNNN.parquet``."""
     return f"{shard_name(shard)}.parquet"
+
+
+def table(folder: str, source: str, shard: int) -> str:
+    """One raw shard's table under ``folder`` (``raw``, ``ann/detect``, ``emb/text``, ``links/<name>``,
+    ``rejects/<stage>``): ``<folder>/<source>/NNNNN.parquet``."""
+    return f"{folder}/{source}/{table_name(shard)}"
 
 
 def packed_shard(source: str, shard: int) -> str:

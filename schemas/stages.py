@@ -260,8 +260,13 @@ class ServeConfig:
     # torch CPU threads of the query-encoding process (None: torch's default, every core). 1 keeps latency
     # steady when the cores are shared (measured: benchmarks/service.py); concurrent queries are batched.
     threads: int | None = 1
+    # a local folder for copies of the indexes of a remote corpus (FAISS reads local files); None:
+    # $UNICORPUS_INDEX_CACHE, else ~/.cache/unicorpus/indexes (retrieval/files.py)
+    index_cache: str | None = None
 
     def validate(self, where: str) -> None:
+        if self.index_cache is not None and (not self.index_cache.strip() or "://" in self.index_cache):
+            raise ConfigError(f"{where}.index_cache: expected a local folder, got {self.index_cache!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{where}.port: expected 0..65535, got {self.port}")
         if self.token is not None and not self.token.strip():

@@ -36,8 +36,9 @@ def test_demo_runs_every_stage_and_matches_the_ground_truth(demo):
 def test_report_tag_counts_are_the_ground_truth_objects(demo):
     config, _ = demo
     from pipelines.report import tag_counts
+    from retrieval.corpus import Corpus
 
-    counts = tag_counts(config)
+    counts = tag_counts(config, Corpus.from_config(config))
     for source in ("coco", "vg", "openimages"):  # tags: annotations in the mini corpus
         truth = Counter()
         for shard in raw_shards(config.output, source):

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from schemas import layout
 from schemas.config_build import build, fields_of, path_field
 from schemas.config_errors import ConfigError, positive, validate_sections
 from training.data import DataConfig
@@ -198,7 +199,7 @@ class TrainConfig:
 
     @property
     def checkpoint_dir(self) -> str:
-        return os.path.join(self.output, "checkpoints")
+        return os.path.join(self.output, layout.CHECKPOINTS)
 
     @property
     def tensorboard_dir(self) -> str:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from schemas import packed
+from schemas import layout, packed
 from schemas.batch import Batch
 from schemas.config_build import path_field
 from schemas.config_errors import ConfigError, positive
@@ -122,7 +122,7 @@ class MaskingConfig:
 class DataConfig:
     """Where the packed shards are and how they become batches (torchtitan-style nested config)."""
 
-    root: str = path_field("packed")         # the corpus's packed/ folder (one sub-folder per task)
+    root: str = path_field(layout.PACKED)    # the corpus's packed/ folder (one sub-folder per task)
     kinds: list[BatchKind] = field(default_factory=unimo_kinds)
     seed: int = 0                            # shard order, sample shuffle, kinds, masking
     num_workers: int = 2                     # DataLoader workers per rank (0: in the main process)

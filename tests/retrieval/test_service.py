@@ -396,14 +396,14 @@ def test_twenty_concurrent_thumbnails_of_a_100_megapixel_jpeg_stay_under_the_mem
 
 
 def test_thumbnails_of_many_images_decode_at_most_the_bound_at_once():
-    """retrieval.corpus.Thumbnails: distinct keys decode at most ``decodes`` at a time; one key's concurrent
+    """retrieval.thumbnails.Thumbnails: distinct keys decode at most ``decodes`` at a time; one key's concurrent
     requests share one read; a cached thumbnail is not read again."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
-    from retrieval.corpus import Thumbnails
+    from retrieval.thumbnails import Thumbnails
 
     lock, state, reads = threading.Lock(), {"now": 0, "most": 0}, []
     image = io.BytesIO()

@@ -218,8 +218,10 @@ def test_a_sample_missing_a_member_is_dropped_and_counted(tmp_path):
 
 
 def test_config_errors_name_the_dotted_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"data\.kinds\[0\]\.objectives\[1\]"):
-        DataConfig(kinds=[BatchKind(packed.PAIRS, ["mlm", "nope"])]).validate()
+    from schemas.config_build import build
+
+    with pytest.raises(ConfigError, match=r"data\.kinds\[0\]\.objectives\[1\]: expected mlm \| seq2seq"):
+        build(DataConfig, {"kinds": [{"task": packed.PAIRS, "objectives": ["mlm", "nope"]}]}, "data")
     with pytest.raises(ConfigError, match=r"data\.kinds\[0\]\.objectives: \['mlm'\] corrupt"):
         DataConfig(kinds=[BatchKind(packed.PAIRS, ["mlm", "itm"])]).validate()
     with pytest.raises(ConfigError, match=r"data\.kinds\[1\]\.task"):
