@@ -213,7 +213,8 @@ def _resolve(config: CorpusConfig, state: str, work: str, pipeline) -> None:
     distance = config.clean.near_duplicate_distance
     removals = (_read(pipeline, state)
                 | "Components" >> beam.Filter(lambda pair: is_component(*pair))
-                | "Resolve" >> beam.FlatMapTuple(partial(_resolved, distance=distance)).with_outputs("counts", main="rows"))
+                | "Resolve" >> beam.FlatMapTuple(partial(_resolved, distance=distance)).with_outputs(
+                    "counts", main="rows"))
     _write_small(removals.counts | "Count" >> beam.CombinePerKey(sum), storage.join(work, "counts"))
     tables = (removals.rows | "ByTable" >> beam.GroupByKey()
               | "Write" >> beam.MapTuple(lambda where, rows: write_reject_table(config.output, *where, list(rows))))
