@@ -14,9 +14,9 @@ with no process holding the corpus.
    contaminated samples as nodes of their own, ``ROUNDS`` per pipeline, pipelines repeated until a
    round changes nothing (a Beam counter tells the launcher). Only nodes with an edge or a contamination
    take part; a cluster never holds more than one component, so a worker's memory is bounded by the
-   largest group of copies, not by the corpus. A one-pass union-find over all edges would need every
-   duplicate edge in one worker: the edges grow with the corpus (web corpora are tens of percent
-   copies), so it is not used.
+   largest component (the copies of one image or text) and band group, not by the corpus' duplicates.
+   A one-pass union-find over all edges (one combine) would need every duplicate edge in one worker: the
+   edges grow with the corpus (web corpora are tens of percent copies), so it is not used.
 3. **Resolve**: each component is resolved by the in-process rules themselves: ``find_duplicates`` on
    its members (the kept sample, ``duplicate_of`` and distances: the same links, restricted to the
    component, make the same one cluster) and ``clean.inherited`` (contamination spreads to every copy).
@@ -81,6 +81,7 @@ class Node:
 def run_clean_pipeline(config: CorpusConfig, runner: RunnerConfig) -> list[CleanResult]:
     """Dedup and decontamination as Beam pipelines (module doc); the same tables and manifest entry as
     ``run_clean``."""
+    storage.configure(pipeline_options(runner))
     paths = [(name, path) for name in config.sources for path in shard_indexes(config.output, name)]
     evalsets = load_evalsets(config)
     work = storage.join(config.output, WORK)
