@@ -15,6 +15,7 @@ from pipelines.runner import RunnerConfig
 from pipelines.stages.clean import run_clean
 from pipelines.stages.clean_pipeline import ROUNDS, WORK, run_clean_pipeline
 from tests.conftest import tree_digest
+from tests.test_runners import local_cluster  # noqa: F401 (a fixture)
 
 TWO_WORKERS = RunnerConfig(beam_args=["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
 
@@ -84,6 +85,14 @@ def test_two_workers_and_a_rerun_after_a_killed_run_give_the_same_bytes(generate
     run_clean_pipeline(config, TWO_WORKERS)
     assert _removals(config.output) == tables and not os.path.exists(stale)
     assert not os.path.exists(os.path.join(config.output, WORK))
+
+
+def test_through_a_job_service_and_an_external_worker_pool(generated, local_cluster):  # noqa: F811
+    """The portable runner (as on Flink or Spark): no process-local state between the pipelines."""
+    config, (tables, entry, _), _, _ = generated
+    job_endpoint, worker_pool = local_cluster
+    run_clean_pipeline(config, RunnerConfig("portable", job_endpoint=job_endpoint, worker_pool=worker_pool))
+    assert _removals(config.output) == tables and _clean_entry(config.output) == entry
 
 
 def test_beam_clean_on_the_mini_corpus(ingested, tmp_path):

@@ -1,12 +1,16 @@
 """clean: deduplication across sources and decontamination against evaluation splits, after ingest.
 
-Reads only the shard indexes (key, hashes, text, metadata: about 100 bytes a sample), decides in the
-launching process, and records every removed sample as a reject: ``rejects/decontam/<source>/`` for
+Reads only the shard indexes (key, hashes, text, metadata: about 100 bytes a sample) and records every
+removed sample as a reject: ``rejects/decontam/<source>/`` for
 images of an evaluation split (UNITER §3.3: no val/test image of a downstream task may enter
 pre-training, from any source) and ``rejects/dedup/<source>/`` for copies of a sample kept elsewhere,
 naming that sample. Shards are not rewritten (DESIGN.md: sidecar tables, not rewritten tars); readers
 of ``raw/`` drop removed keys with ``removed_keys``. Every copy of a contaminated image, kept or dropped,
 is contaminated too.
+
+Two ways to decide, with the same rules and the same tables: ``run_clean`` here, every row in the
+launching process (the reference, and the demo's check), and ``pipelines.stages.clean_pipeline`` (what
+``unicorpus clean`` runs: Beam pipelines, no process holding the corpus). What both share is here.
 """
 
 from __future__ import annotations
