@@ -80,14 +80,14 @@ def local_cluster():
             process.wait(timeout=30)
 
 
-def clean_once(way: str, root: str, n: int, workers: int) -> dict:
-    """One clean of freshly generated indexes (``write_clean_indexes``) in this process."""
-    from pipelines.minicorpus.clean_indexes import write_clean_indexes
+def clean_once(way: str, root: str, shards: int, workers: int) -> dict:
+    """One clean of the indexes under ``root`` (``write_clean_indexes``) in this process."""
+    from pipelines.minicorpus.clean_indexes import indexes_config
     from pipelines.runner import RunnerConfig
     from pipelines.stages.clean import run_clean
     from pipelines.stages.clean_pipeline import run_clean_pipeline
 
-    config = write_clean_indexes(root, n, seed=0)
+    config = indexes_config(root, shards)
     with ProcessPeaks() as peaks:
         if way == "portable":
             with local_cluster() as runner:
@@ -105,19 +105,25 @@ def clean_once(way: str, root: str, n: int, workers: int) -> dict:
 
 
 def compare(sizes: list[int], ways: list[str], workers: int) -> None:
-    """Each way in a fresh process (so the peaks are its own), one after the other per size."""
+    """Per size, the indexes written once (shards of about 1,000 samples: a growing corpus has more shards,
+    not larger ones), then each way in a fresh process (so the peaks are its own), one after the other."""
+    from pipelines.minicorpus.clean_indexes import write_clean_indexes
+
     for n in sizes:
-        found = {}
-        for way in ways:
-            root = tempfile.mkdtemp(prefix="bench-clean-")
-            try:
-                out = subprocess.run([sys.executable, "-m", "benchmarks.clean", "--once", way, root, str(n),
+        root = tempfile.mkdtemp(prefix="bench-clean-")
+        shards = max(4, n // 2500)
+        try:
+            output = write_clean_indexes(root, n, seed=0, shards=shards).output
+            found = {}
+            for way in ways:
+                shutil.rmtree(os.path.join(output, "rejects"), ignore_errors=True)
+                out = subprocess.run([sys.executable, "-m", "benchmarks.clean", "--once", way, root, str(shards),
                                       str(workers)], check=True, capture_output=True, text=True).stdout
-            finally:
-                shutil.rmtree(root, ignore_errors=True)
-            found[way] = json.loads(out.strip().splitlines()[-1])
+                found[way] = json.loads(out.strip().splitlines()[-1])
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
         base = found[ways[0]]
-        print(f"{n} images + {n // 2} sentences, {base['removed']} removed:")
+        print(f"{n} images + {n // 2} sentences in {shards} shards a source, {base['removed']} removed:")
         for way, got in found.items():
             assert got["removed"] == base["removed"], (way, got, base)
             print(f"  {way:<10} {got['seconds']:7.1f} s ({got['seconds'] / base['seconds']:5.1f}x)  launcher "
@@ -131,11 +137,11 @@ def main() -> None:
                                                                                        "sentences)")
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--workers", type=int, default=2, help="direct runner worker processes")
-    parser.add_argument("--once", nargs=4, metavar=("WAY", "ROOT", "N", "WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument("--once", nargs=4, metavar=("WAY", "ROOT", "SHARDS", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.once:
-        way, root, n, workers = args.once
-        print(json.dumps(clean_once(way, root, int(n), int(workers))))
+        way, root, shards, workers = args.once
+        print(json.dumps(clean_once(way, root, int(shards), int(workers))))
     else:
         compare(args.sizes, args.ways, args.workers)
 

@@ -92,13 +92,17 @@ def write_clean_indexes(root: str, n: int, seed: int = 0, shards: int = 4, long_
         os.makedirs(os.path.join(output, "raw", source), exist_ok=True)
         write_table(os.path.join(output, "raw", source, f"{shard_name(shard)}.parquet"),
                     sorted(rows, key=lambda r: r["key"]), SHARD_INDEX)
-    eval_path = os.path.join(root, "eval_ids.txt")
-    with open(eval_path, "w") as f:
+    with open(os.path.join(root, "eval_ids.txt"), "w") as f:
         f.write("\n".join(eval_lines or ["coco:0"]) + "\n")
     os.makedirs(os.path.join(root, "data"), exist_ok=True)
+    return indexes_config(root, shards)
+
+
+def indexes_config(root: str, shards: int = 4) -> CorpusConfig:
+    """The config of indexes ``write_clean_indexes`` wrote under ``root``."""
     sources = {name: kind(root=os.path.join(root, "data"), shards=shards) for name, kind in SOURCES.items()}
-    return CorpusConfig(output=output, sources=sources,
-                        clean=CleanConfig(eval_sets=[EvalSetConfig("eval_ids", eval_path)]))
+    eval_set = EvalSetConfig("eval_ids", os.path.join(root, "eval_ids.txt"))
+    return CorpusConfig(output=os.path.join(root, "corpus"), sources=sources, clean=CleanConfig(eval_sets=[eval_set]))
 
 
 def _flip(rng: random.Random, value: int, bits: int, avoid: int = 0) -> int:
