@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -24,12 +23,18 @@ from contextlib import contextmanager
 WAYS = ("in-process", "direct", "portable")
 
 
+def peak_mib(pid: int | str = "self") -> float:
+    """A process' peak RSS (``VmHWM``; ``getrusage`` would report at least the RSS of the parent at fork)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
 class ProcessPeaks:
     """Peak RSS (``VmHWM``) of every process below this one, read every 0.2 s while it runs (Beam's workers
     exit before ``getrusage`` could see them): the job service apart, the largest of the others."""
 
     def __init__(self) -> None:
-        self.peaks: dict[int, tuple[bool, int]] = {}  # pid -> (is the job service, KiB)
+        self.peaks: dict[int, tuple[bool, float]] = {}  # pid -> (is the job service, MiB)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -49,14 +54,13 @@ class ProcessPeaks:
             for child in me.children(recursive=True):
                 try:
                     service = "job-service" in " ".join(child.cmdline())
-                    with open(f"/proc/{child.pid}/status") as f:
-                        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+                    mib = peak_mib(child.pid)
                 except (OSError, StopIteration, psutil.Error):
                     continue
-                self.peaks[child.pid] = (service, max(kib, self.peaks.get(child.pid, (service, 0))[1]))
+                self.peaks[child.pid] = (service, max(mib, self.peaks.get(child.pid, (service, 0))[1]))
 
     def largest_mib(self, service: bool) -> float:
-        return max((kib for is_service, kib in self.peaks.values() if is_service == service), default=0) / 1024
+        return max((mib for is_service, mib in self.peaks.values() if is_service == service), default=0)
 
 
 @contextmanager
@@ -100,7 +104,7 @@ def clean_once(way: str, root: str, shards: int, workers: int) -> dict:
                        else run_clean_pipeline(config, RunnerConfig(workers=workers)))
             seconds = time.perf_counter() - started
     return {"seconds": seconds, "removed": sum(r.removed for r in results),
-            "launcher_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "launcher_mib": peak_mib(),
             "service_mib": peaks.largest_mib(service=True), "worker_mib": peaks.largest_mib(service=False)}
 
 
