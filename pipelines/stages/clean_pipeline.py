@@ -166,10 +166,11 @@ def resolve_component(nodes, distance: int) -> tuple[dict[tuple[str, str, int], 
 
 
 class _ClusterUnionFn(ClusterUnion, beam.CombineFn):
-    pass
+    """``ClusterUnion`` as the Beam ``CombineFn`` it already is in shape."""
 
 
 def _scan(config: CorpusConfig, evalsets: list[EvalSet], paths, work: str, state: str, pipeline) -> None:
+    """The first pipeline: shards -> duplicate edges -> first clusters -> ``ROUNDS`` rounds (module doc, 1-2)."""
     distance = config.clean.near_duplicate_distance
     masks = band_masks(distance)
     nodes = (pipeline | "Shards" >> beam.Create(paths) | "Spread" >> beam.Reshuffle()
@@ -211,6 +212,7 @@ def _kept(key: str, result, count: bool):
 
 
 def _resolve(config: CorpusConfig, state: str, work: str, pipeline) -> None:
+    """The last pipeline: each component resolved, rows written per table, counts and table paths saved."""
     distance = config.clean.near_duplicate_distance
     removals = (_read(pipeline, state)
                 | "Components" >> beam.Filter(lambda pair: is_component(*pair))
