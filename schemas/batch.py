@@ -24,6 +24,9 @@ IGNORE_INDEX = -100
 class Batch:
     task: str                                    # the packed task every sample of the batch came from
     keys: list[str]                              # packed sample keys, in batch order
+    objectives: tuple[str, ...] = ()             # what the batch trains: its kind's objectives (the loader's draw)
+    image_keys: list[str] | None = None          # the raw sample of each row's image: captions of one image share
+    #   it, so zero-shot retrieval counts the image once (COCO: five captions); None = one image per row
 
     # text stream
     input_ids: Tensor | None = None              # [B, T] WordPiece ids with [CLS] ... [SEP], 0 = [PAD]

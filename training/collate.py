@@ -405,7 +405,7 @@ def collate(samples: Sequence[Sample], kind: BatchKind, cfg: DataConfig, tokeniz
     batch = _batch(kind.task, rows, cfg, frozenset(objectives))
     batch.keys = [s.key for s in samples]
     # the raw sample of each row's image: captions of one image share it (zero-shot retrieval counts it once)
-    batch.extra["image_keys"] = [str(samples[j].meta.get("sample_key", samples[j].key)) for j in image_from]
+    batch.image_keys = [str(samples[j].meta.get("sample_key", samples[j].key)) for j in image_from]
     if "seq2seq" in objectives:
         visual = cfg.num_patches if cfg.visual == "patches" else batch.region_mask.shape[1]
         import torch

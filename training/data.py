@@ -429,7 +429,7 @@ class PackedDataset:
             rng = np.random.default_rng(_seed(cfg.seed, step, self.rank, "collate"))
             batch = collate(samples, kind, cfg, tokenizer, rng)
             batch.extra["epoch"] = epoch  # of the batch's task, in this rank's and worker's stream
-            batch.extra["objectives"] = list(kind.objectives)
+            batch.objectives = tuple(kind.objectives)
             stats["samples"] += len(samples)
             stats["batches"] += 1
             batch.extra["loader"] = {"worker": logical, "step": step, "stats": json.loads(json.dumps(stats)),

@@ -47,9 +47,12 @@ def setup(device: str = "auto") -> Env:
 
 
 def teardown() -> None:
+    """At the normal end of a run: every rank arrives before the process group goes (a rank that tears gloo
+    down while another still uses it aborts: "terminate called without an active exception")."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -1,7 +1,7 @@
 """Zero-shot image-text retrieval on held-out pairs: recall@1/5/10 both ways, with the ITC or the ITM head.
 
 Each sample of the batches is one held-out (image, text) pair. Images are identified by
-``batch.extra["image_keys"]`` when the collator sets it (COCO: five captions share an image) and by the
+``batch.image_keys`` when the collator sets it (COCO: five captions share an image) and by the
 sample key otherwise; an image counts once, and any of its texts is a hit (the usual Karpathy protocol).
 ITC ranks by the dual-encoder cosine (VLMo §3.3); ITM by the matched probability of the joint encoding
 (UNITER §3.2), either over every pair or, with ``itm_candidates``, over ITC's top candidates (ALBEF's rerank).
@@ -53,7 +53,7 @@ def zero_shot_retrieval(model, batches: Iterable[Batch], head: Literal["itc", "i
         for b, batch in enumerate(batches):
             batch = batch.to(device)
             kept.append(batch)
-            image_keys = batch.extra.get("image_keys", batch.keys)
+            image_keys = batch.image_keys or batch.keys
             new_rows = []
             for row, key in enumerate(image_keys):
                 if key not in image_of:

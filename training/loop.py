@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,6 @@ from training.optim import build_optimizer, build_scheduler
 from training.telemetry import Meter, Writer, model_flops_per_unit, peak_flops
 
 METRICS_FILE = "metrics.jsonl"
-CAPTION_SUFFIX = re.compile(r"_t\d+$")   # pack names caption i > 0 of an image "<image key>_t<i>"
 
 
 @dataclass
@@ -126,7 +124,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
                 batch.sample_weights = itm_weights(trainee, batch, autocast)
                 meter.add_value("curriculum/w_itm", float(batch.sample_weights.mean()))
             last = micro == cfg.optim.accumulate - 1
-            names = list(batch.extra["objectives"])       # the batch kind's objectives (the loader's draw)
+            names = list(batch.objectives)
             with (contextlib.nullcontext() if last or not env.distributed else model.no_sync()), autocast():
                 loss, metrics = model(batch, names)
                 loss = loss * cfg.objectives.task_weights.get(batch.task, 1.0)
@@ -239,7 +237,6 @@ def eval_batches(cfg: TrainConfig) -> list:
         if len(keep) < len(batch) or len(seen) + len(batch) > cfg.eval.samples:
             break                                   # an epoch came round, or the pool is full
         seen.update(batch.keys)
-        batch.extra["image_keys"] = [CAPTION_SUFFIX.sub("", key) for key in batch.keys]   # captions of one image
         batches.append(batch)
     if not batches:
         raise ValueError(f"eval: no batch of task {cfg.eval.task!r} fits eval.samples={cfg.eval.samples}")

@@ -31,6 +31,30 @@ def test_every_sample_once_and_within_budget():
         assert padded_units(lengths, batch) <= 800 or len(batch) == 1
 
 
+def test_the_cut_is_the_least_padded_of_those_with_the_fewest_batches():
+    """Against every way of cutting the sorted samples into consecutive batches (brute force, small inputs)."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(2)
+    for _ in range(40):
+        n = int(rng.integers(1, 10))
+        lengths = [(int(t), int(v)) for t, v in zip(rng.integers(1, 30, n), rng.integers(0, 20, n), strict=True)]
+        budget, cap = int(rng.integers(20, 150)), int(rng.integers(1, 6))
+        order = sorted(range(n), key=lambda i: (lengths[i][1], lengths[i][0], i))
+        cuttings = []
+        for k in range(1, n + 1):
+            for inner in combinations(range(1, n), k - 1):
+                cuts = [0, *inner, n]
+                parts = [order[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+                if all((padded_units(lengths, p) <= budget and len(p) <= cap) or len(p) == 1 for p in parts):
+                    cuttings.append((len(parts), sum(padded_units(lengths, p) for p in parts)))
+        fewest = min(k for k, _ in cuttings)
+        least = min(units for k, units in cuttings if k == fewest)
+        batches = unit_budget_batches(lengths, budget, cap)
+        assert len(batches) == fewest
+        assert sum(padded_units(lengths, b) for b in batches) == least
+
+
 def test_unit_budget_batches_pad_much_less_than_fixed_size_batches():
     """The padding claim on a caption-like mix: short texts, 10-100 regions, and text-only samples."""
     rng = np.random.default_rng(1)

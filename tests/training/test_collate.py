@@ -124,7 +124,7 @@ def test_itm_rows_carry_the_swapped_text_or_image(tok):
         assert batch.region_feats[i, 0, 0].item() == image_from[i] + 1
         assert labels[i] == int(image_from[i] == i and text_from[i] == i)
     assert batch.mlm_labels is None and batch.region_masked is None
-    assert batch.extra["image_keys"] == [f"raw-s{j}" for j in image_from]
+    assert batch.image_keys == [f"raw-s{j}" for j in image_from]
 
 
 def test_conditional_masking_masks_one_modality_per_sample(tok):

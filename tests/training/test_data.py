@@ -273,11 +273,11 @@ def test_every_task_streams_with_the_targets_its_objectives_need(tmp_path):
     for batch in take(loader, 60):
         key = (
             batch.task,
-            tuple(batch.extra["objectives"]),
+            batch.objectives,
             next(
                 k.mlm_mode
                 for k in kinds
-                if k.task == batch.task and tuple(k.objectives) == tuple(batch.extra["objectives"])
+                if k.task == batch.task and tuple(k.objectives) == batch.objectives
             ),
         )
         seen.add(key)

@@ -82,7 +82,7 @@ def test_itm_head_over_batches_equals_one_batch_and_candidates():
 def test_texts_of_one_image_count_it_once():
     model = tiny_model()
     batch = pairs_batch(b=4)
-    batch.extra["image_keys"] = ["a", "a", "b", "c"]
+    batch.image_keys = ["a", "a", "b", "c"]
     got = zero_shot_retrieval(model, [batch], ks=(1,))
     with torch.no_grad():
         images = model.embed_image(batch)[[0, 2, 3]]

@@ -165,10 +165,20 @@ def test_itm_weighted_matches_reference(model, batch):
 def test_hard_negatives_follow_itc_similarity():
     sim = torch.tensor([[9.0, 8.0, 0.0, 0.0], [8.0, 9.0, 0.0, 0.0], [0.0, 0.0, 9.0, 8.0], [0.0, 0.0, 8.0, 9.0]])
     g = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_hard_negatives(sim, g) for _ in range(300)])
+    draws = torch.stack([sample_hard_negatives(sim, generator=g) for _ in range(300)])
     assert not (draws == torch.arange(4)).any()  # never the pair itself
     partner = torch.tensor([1, 0, 3, 2])
     assert (draws == partner).float().mean() > 0.99  # e^8 vs e^0: the similar one nearly always
+
+
+def test_hard_negatives_skip_the_own_column_among_every_ranks_pairs():
+    sim = torch.zeros(2, 5)  # this rank's 2 pairs are columns 3 and 4 of the 5 gathered ones
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_hard_negatives(sim, torch.tensor([3, 4]), g) for _ in range(500)])
+    assert not (draws[:, 0] == 3).any() and not (draws[:, 1] == 4).any()
+    assert set(draws[:, 0].tolist()) == {0, 1, 2, 4}  # other ranks' pairs are drawn too
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        sample_hard_negatives(torch.zeros(1, 1))
 
 
 def test_itm_hard_negatives_builds_three_b_samples(model):

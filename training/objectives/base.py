@@ -121,23 +121,32 @@ def similarity(a: Tensor, b: Tensor) -> Tensor:
         return a.float() @ b.float().t()
 
 
-def gather_across_ranks(x: Tensor) -> tuple[Tensor, int]:
-    """Every rank's rows of ``x`` (ranks may hold different counts) and where this rank's rows start.
+def gather_across_ranks(x: Tensor, differentiable: bool = True) -> tuple[Tensor, int]:
+    """Every rank's rows of ``x`` and where this rank's rows start. Ranks may hold different counts, and
+    different sizes along the other dimensions (text lengths, region counts): those are zero-padded (False
+    for masks) to the largest rank's size.
 
     Under ``torch.distributed`` the contrastive objectives use all ranks' vectors as negatives (VLMo §3.3,
     UNIMO App. A: the whole batch); the gather keeps the gradient to this rank's rows, and each rank's loss
-    covers its own rows (open_clip's local loss with gathered features). One process: ``(x, 0)``."""
+    covers its own rows (open_clip's local loss with gathered features). ITM's hard negatives gather inputs
+    (``differentiable=False``). One process: ``(x, 0)``."""
     import torch
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x, 0
     from torch.distributed.nn.functional import all_gather
-    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([len(x)], device=x.device))
-    sizes = [int(s) for s in sizes]
-    padded = torch.cat([x, x.new_zeros(max(sizes) - len(x), *x.shape[1:])])
-    parts = all_gather(padded)
-    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)]), sum(sizes[:dist.get_rank()])
+    shapes = [torch.zeros(x.dim(), dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(shapes, torch.tensor(x.shape, dtype=torch.long, device=x.device))
+    largest = torch.stack(shapes).max(dim=0).values.tolist()
+    padded = x.new_zeros(largest)
+    padded[tuple(slice(0, n) for n in x.shape)] = x
+    if differentiable:
+        parts = all_gather(padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in shapes]
+        dist.all_gather(parts, padded)
+    rows = [int(shape[0]) for shape in shapes]
+    return torch.cat([part[:n] for part, n in zip(parts, rows, strict=True)]), sum(rows[:dist.get_rank()])
 
 
 def ce(logits: Tensor, targets: Tensor) -> Tensor:

@@ -4,7 +4,9 @@ UNITER §3.2: the collator swaps the image or the text of some pairs and sets ``
 weights each pair's loss by ``sample_weights`` (its ITM score after the first epoch). VLMo §3.3
 (``hard_negatives: true``): every pair of the batch is positive; for each image a negative text and for each
 text a negative image are sampled in proportion to the softmax of their ITC similarity (ALBEF), so ITM sees
-the hard cases: 3B joint samples per batch of B pairs.
+the hard cases: 3B joint samples per batch of B pairs. Under torch.distributed the negatives are drawn from
+every rank's pairs, as VLMo does ("hard negative mining from all GPUs"): similarities against the gathered
+vectors, the chosen texts and images taken from the gathered inputs.
 """
 
 from __future__ import annotations
@@ -12,19 +14,52 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from training.model.inputs import pair
-from training.objectives.base import Objective, ObjectiveResult, accuracy, ce, register, require, weighted_mean
+from schemas.batch import Batch
+from training.model.inputs import TEXT_FIELDS, VISUAL_FIELDS, pair
+from training.objectives.base import (
+    Objective,
+    ObjectiveResult,
+    accuracy,
+    ce,
+    gather_across_ranks,
+    register,
+    require,
+    similarity,
+    weighted_mean,
+)
+
+PAIR_INPUTS = TEXT_FIELDS[:2] + VISUAL_FIELDS[:5]  # what ``pair`` reads: the two streams, no targets
 
 
-def sample_hard_negatives(similarity: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """For each row ``i`` of ``[B, B]`` ``similarity``, a column ``j != i`` drawn with probability
-    ``softmax(similarity[i])_j`` renormalised without the diagonal (VLMo §3.3, ALBEF)."""
-    if similarity.shape[0] < 2:
-        raise ValueError("ITM hard negatives need at least 2 pairs in a batch")
-    weights = similarity.float().softmax(dim=1)
-    weights = weights.masked_fill(torch.eye(len(weights), dtype=torch.bool, device=weights.device), 0.0)
-    weights = weights + 1e-12 * ~torch.eye(len(weights), dtype=torch.bool, device=weights.device)
+def sample_hard_negatives(similarity: Tensor, own: Tensor | None = None,
+                          generator: torch.Generator | None = None) -> Tensor:
+    """For each row ``i`` of ``[B, N]`` ``similarity``, a column ``j != own[i]`` drawn with probability
+    ``softmax(similarity[i])_j`` renormalised without the row's own pair (VLMo §3.3, ALBEF). ``own``
+    defaults to the diagonal (``N == B``: one process)."""
+    rows, columns = similarity.shape
+    if columns < 2:
+        raise ValueError("ITM hard negatives need at least 2 pairs in a batch (over all ranks)")
+    own = torch.arange(rows, device=similarity.device) if own is None else own
+    is_own = torch.zeros(rows, columns, dtype=torch.bool, device=similarity.device)
+    is_own[torch.arange(rows, device=similarity.device), own] = True
+    weights = similarity.float().softmax(dim=1).masked_fill(is_own, 0.0) + 1e-12 * ~is_own
     return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+
+
+def gather_inputs(batch: Batch) -> tuple[Batch, int]:
+    """Every rank's pairs (their text and visual inputs, padded to the largest rank's lengths) and where this
+    rank's start; ``(batch, 0)`` in one process. Gathered rows are keyed by their position."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return batch, 0
+    values, offset = {}, 0
+    for name in PAIR_INPUTS:
+        value = getattr(batch, name)
+        if value is not None:
+            values[name], offset = gather_across_ranks(value, differentiable=False)
+    rows = len(next(iter(values.values())))
+    return Batch(task=batch.task, keys=[str(i) for i in range(rows)], **values), offset
 
 
 @register
@@ -48,13 +83,18 @@ class ITM(Objective):
 
     def _hard(self, model, batch):
         with torch.no_grad():
-            similarity = model.embed_image(batch) @ model.embed_text(batch).t()
-            negative_text = sample_hard_negatives(similarity)  # per image
-            negative_image = sample_hard_negatives(similarity.t())  # per text
-        n = similarity.shape[0]
-        own = torch.arange(n, device=similarity.device)
-        joint = pair(batch, torch.cat([own, negative_text, own]), batch, torch.cat([own, own, negative_image]))
+            images, texts = model.embed_image(batch), model.embed_text(batch)
+            all_images, offset = gather_across_ranks(images, differentiable=False)
+            all_texts, _ = gather_across_ranks(texts, differentiable=False)
+            mine = torch.arange(len(images), device=images.device) + offset  # this rank's pairs among all
+            negative_text = sample_hard_negatives(similarity(images, all_texts), mine)  # per image
+            negative_image = sample_hard_negatives(similarity(texts, all_images), mine)  # per text
+        everyone, _ = gather_inputs(batch)
+        joint = pair(everyone, torch.cat([mine, negative_text, mine]),
+                     everyone, torch.cat([mine, mine, negative_image]))
         logits = model.itm_logits(model(joint))
+        n = len(mine)
         labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(logits.device)
-        loss = weighted_mean(ce(logits, labels), torch.cat([own, own, own]), batch.sample_weights)
+        local = torch.arange(n, device=logits.device)
+        loss = weighted_mean(ce(logits, labels), torch.cat([local, local, local]), batch.sample_weights)
         return ObjectiveResult(loss, {"accuracy": accuracy(logits, labels)})
