@@ -7,17 +7,19 @@ import argparse
 BEAM_OPTIONS = "Unknown --options are passed to Beam (e.g. --flink_master=HOST:PORT)."
 
 
-def runner_arguments(parser: argparse.ArgumentParser) -> None:
+def runner_arguments(parser: argparse.ArgumentParser, per_shard: bool = True) -> None:
     """A command that runs Beam pipelines: the runner's options, and every option the command does not know
-    passed on to Beam (``beam_options``); other commands reject unknown options (``cli.main``)."""
+    passed on to Beam (``beam_options``); other commands reject unknown options (``cli.main``). ``per_shard``:
+    also ``--overwrite`` and ``--quiet`` (stages that skip finished shards and show progress)."""
     parser.epilog = BEAM_OPTIONS
     parser.set_defaults(beam_options=True)
     parser.add_argument("--runner", default="direct", help="direct | portable | flink | spark | dataflow")
     parser.add_argument("--workers", type=int, default=1, help="direct runner: local worker processes")
     parser.add_argument("--job-endpoint", help="portable runner: HOST:PORT of a Beam job service")
     parser.add_argument("--worker-pool", help="portable runner: HOST:PORT of an EXTERNAL SDK worker pool")
-    parser.add_argument("--overwrite", action="store_true", help="redo shards that are already complete")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    if per_shard:
+        parser.add_argument("--overwrite", action="store_true", help="redo shards that are already complete")
+        parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def json_argument(parser: argparse.ArgumentParser) -> None:

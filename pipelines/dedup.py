@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -73,6 +74,27 @@ def parse_phash(value: str, where: str = "phash") -> int:
 def normalise_text(text: str) -> str:
     """Text as exact text dedup compares it: stripped, whitespace runs collapsed to one space, casefolded."""
     return " ".join(text.split()).casefold()
+
+
+class LinkCodes(NamedTuple):
+    """What can link an item to others; None where it does not apply."""
+
+    sha256: bytes | None  # pair and image samples with a sha256
+    phash: int | None  # pair and image samples with a pHash
+    text: bytes | None  # text samples with a non-blank text: digest of the normalised text
+
+
+def link_codes(item: Item) -> LinkCodes:
+    """Which codes of ``item`` take part in which kind of dedup (module doc: pairs and images by their
+    image only, text samples by their text only)."""
+    if item.modality in _IMAGE_MODALITIES:
+        return LinkCodes(item.sha256.encode() if item.sha256 else None,
+                         parse_phash(item.phash, f"{item.key}: phash") if item.phash else None, None)
+    if item.modality == "text":
+        blank = item.text is None or not item.text.strip()
+        digest = None if blank else hashlib.blake2b(normalise_text(item.text).encode(), digest_size=16).digest()
+        return LinkCodes(None, None, digest)
+    raise ValueError(f"{item.key}: unknown modality {item.modality!r}")
 
 
 # --- blocked Hamming search (shared with pipelines.evalsets) -------------------------------------------
@@ -191,6 +213,25 @@ def _report(i, j, dist, h, exclude, found) -> None:
         found.append((i, j, dist.astype(np.int64)))
 
 
+def band_masks(max_distance: int) -> list[int]:
+    """``max_distance + 1`` disjoint bands covering the 64 bits: two hashes within ``max_distance`` bits
+    agree exactly on at least one of them (pigeonhole; module doc)."""
+    return [sum(1 << int(k) for k in band) for band in np.array_split(np.arange(64), max_distance + 1)]
+
+
+def band_pairs(values: np.ndarray, band: int, masks: list[int], max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` of the distinct ``values`` that share band ``band`` (``masks[band]``) within
+    ``max_distance`` bits, less those agreeing on an earlier band: over all band groups every pair
+    comes out exactly once, in the group of the first band it agrees on."""
+    values = np.asarray(values, np.uint64)
+    i, j, _ = hamming_pairs(values, max_distance)
+    differ = values[i] ^ values[j]
+    first = np.ones(len(i), bool)
+    for mask in masks[:band]:
+        first &= (differ & np.uint64(mask)) != 0
+    return i[first], j[first]
+
+
 # --- clustering ---------------------------------------------------------------------------------------
 
 
@@ -243,19 +284,16 @@ def find_duplicates(items: Iterable[Item], max_distance: int = 4) -> list[Duplic
         n = len(keys)
         keys.append(item.key)
         ranks.append(item.rank)
-        if item.modality in _IMAGE_MODALITIES:
-            if item.sha256:
-                image_items.append(n)
-                shas.append(item.sha256.encode())
-            if item.phash:
-                hashed_items.append(n)
-                phashes.append(parse_phash(item.phash, f"{item.key}: phash"))
-        elif item.modality == "text":
-            if item.text is not None and item.text.strip():
-                text_items.append(n)
-                digests.append(hashlib.blake2b(normalise_text(item.text).encode(), digest_size=16).digest())
-        else:
-            raise ValueError(f"{item.key}: unknown modality {item.modality!r}")
+        codes = link_codes(item)
+        if codes.sha256 is not None:
+            image_items.append(n)
+            shas.append(codes.sha256)
+        if codes.phash is not None:
+            hashed_items.append(n)
+            phashes.append(codes.phash)
+        if codes.text is not None:
+            text_items.append(n)
+            digests.append(codes.text)
     del seen
 
     uf = _UnionFind()

@@ -90,15 +90,15 @@ def test_manifest_summary_and_rerun(cleaned):
 def test_contamination_spreads_to_every_copy_kept_or_dropped():
     from pipelines.dedup import Duplicate
     from pipelines.evalsets import Contamination
-    from pipelines.stages.clean import _inherited
+    from pipelines.stages.clean import inherited
 
     duplicates = [Duplicate("b", "a", "exact_image", 0), Duplicate("c", "a", "near_image", 2)]
     found = [Contamination("c", "cc", "coco_karpathy", "url", "url http://x/1.jpg")]  # a dropped copy gives it away
     sources = {"a": "coco_unlabeled", "b": "sbu", "c": "cc"}
-    inherited = _inherited(duplicates, found, sources)
-    assert sorted((c.key, c.eval_set, c.matched_by) for c in inherited) == [
+    spread = inherited(duplicates, found, sources)
+    assert sorted((c.key, c.eval_set, c.matched_by) for c in spread) == [
         ("a", "coco_karpathy", "duplicate"), ("b", "coco_karpathy", "duplicate")]
-    assert all("copy of c" in c.detail for c in inherited)
+    assert all("copy of c" in c.detail for c in spread)
 
 
 def test_stages_after_clean_read_shards_without_the_removals_and_hash_them(cleaned):

@@ -63,7 +63,6 @@ def test_help_describes_the_tool_in_whole_sentences_and_lists_every_command(caps
     ["query", "--config", "corpus.yaml", "--bogus"],
     ["serve", "--config", "corpus.yaml", "--bogus"],
     ["report", "--config", "corpus.yaml", "--bogus"],
-    ["clean", "--config", "corpus.yaml", "--bogus"],
     ["train", "--config", "train.yaml", "--bogus", "optim.lr=1e-4"],
 ])
 def test_unknown_options_are_usage_errors_where_no_beam_options_pass(argv, capsys):
@@ -77,7 +76,7 @@ def test_unknown_options_are_usage_errors_where_no_beam_options_pass(argv, capsy
 
 @pytest.mark.parametrize("argv", [
     ["ingest", "--config"], ["annotate", "parse", "--config"], ["embed", "--config"], ["pack", "--config"],
-    ["retrieve", "--config"], ["index", "--config"],
+    ["retrieve", "--config"], ["index", "--config"], ["clean", "--config"],
 ])
 def test_pipeline_commands_pass_unknown_options_to_beam(argv, tmp_path, capsys):
     """The option is not refused: the command runs as it would without it, and fails on the broken source

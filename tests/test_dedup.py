@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 
 from pipelines import dedup
-from pipelines.dedup import Duplicate, Item, find_duplicates, hamming_pairs, normalise_text, parse_phash
+from pipelines.dedup import (
+    Duplicate,
+    Item,
+    band_masks,
+    band_pairs,
+    find_duplicates,
+    hamming_pairs,
+    link_codes,
+    normalise_text,
+    parse_phash,
+)
 
 
 def _item(key, modality="pair", sha=None, phash=None, text="a caption", position=0):
@@ -213,3 +223,34 @@ def test_fifty_thousand_random_hashes_with_planted_near_duplicates():
         planted[f"b-{k:05d}"] = (f"a-{k:05d}", len(bits))
     dups = find_duplicates(items)
     assert {d.key: (d.duplicate_of, d.distance) for d in dups} == planted
+
+
+@pytest.mark.parametrize("d", [1, 2, 4, 7])
+def test_band_groups_find_every_near_pair_exactly_once(d):
+    """What the Beam clean does: group hashes by each fixed band's value, search each group."""
+    rng = np.random.default_rng(d + 10)
+    values = _clustered_hashes(rng, 120, 5, d + 2)
+    masks = band_masks(d)
+    assert len(masks) == d + 1 and sum(masks) == 2**64 - 1  # disjoint bands covering every bit
+    assert all(a & b == 0 for k, a in enumerate(masks) for b in masks[k + 1:])
+    found = []
+    for band, mask in enumerate(masks):
+        groups: dict[int, list[int]] = {}
+        for position, value in enumerate(values.tolist()):
+            groups.setdefault(value & mask, []).append(position)
+        for members in groups.values():
+            i, j = band_pairs(values[members], band, masks, d)
+            found += [(members[a], members[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
+    i, j, _ = _brute(values, d)
+    assert len(found) == len(set(found)) and sorted(found) == sorted(zip(i.tolist(), j.tolist(), strict=True))
+    assert len(found) > 0
+
+
+def test_link_codes_say_which_dedup_a_sample_takes_part_in():
+    pair = link_codes(_item("a-1", sha="s", phash=BASE))
+    assert pair == (b"s", BASE, None)
+    assert link_codes(_item("a-2", "image", sha=None, phash=None)) == (None, None, None)
+    text = link_codes(_item("a-3", "text", sha="s", phash=BASE, text=" The  cat "))
+    assert text.sha256 is None and text.phash is None
+    assert text.text == link_codes(_item("a-4", "text", text="the cat")).text
+    assert link_codes(_item("a-5", "text", text="  ")) == (None, None, None)

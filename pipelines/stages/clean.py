@@ -1,12 +1,16 @@
 """clean: deduplication across sources and decontamination against evaluation splits, after ingest.
 
-Reads only the shard indexes (key, hashes, text, metadata: about 100 bytes a sample), decides in the
-launching process, and records every removed sample as a reject: ``rejects/decontam/<source>/`` for
+Reads only the shard indexes (key, hashes, text, metadata: about 100 bytes a sample) and records every
+removed sample as a reject: ``rejects/decontam/<source>/`` for
 images of an evaluation split (UNITER §3.3: no val/test image of a downstream task may enter
 pre-training, from any source) and ``rejects/dedup/<source>/`` for copies of a sample kept elsewhere,
 naming that sample. Shards are not rewritten (DESIGN.md: sidecar tables, not rewritten tars); readers
 of ``raw/`` drop removed keys with ``removed_keys``. Every copy of a contaminated image, kept or dropped,
 is contaminated too.
+
+Two ways to decide, with the same rules and the same tables: ``run_clean`` here, every row in the
+launching process (the reference, and the demo's check), and ``pipelines.stages.clean_pipeline`` (what
+``unicorpus clean`` runs: Beam pipelines, no process holding the corpus). What both share is here.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ class CleanResult:
 
 
 @dataclass(frozen=True)
-class _Row:
+class IndexRow:
+    """What clean reads of one sample of a shard index."""
+
     key: str
     source: str
     shard: int
@@ -58,23 +64,22 @@ class _Row:
 
 
 def run_clean(config: CorpusConfig) -> tuple[list[CleanResult], list[Duplicate], list[Contamination]]:
-    rows = [row for name in config.sources for row in _index_rows(config.output, name)]
+    """Clean in the launching process (every sample's row in memory at once): the reference the Beam
+    pipeline (``pipelines.stages.clean_pipeline``) is tested against, and the demo's oracle check."""
+    rows = [row for name in config.sources for path in shard_indexes(config.output, name)
+            for row in read_index(path, name)]
     position = {name: i for i, name in enumerate(config.sources)}
-    duplicates = find_duplicates(
-        Item(r.key, r.source, r.modality, r.sha256, r.phash, r.text if r.modality == "text" else None,
-             (position[r.source], r.key))
-        for r in rows
-    )
-    distance = config.clean.near_duplicate_distance
-    refs = (sample_ref(r.key, r.source, config.sources[r.source].kind, r.meta, r.phash) for r in rows)
-    contaminations = find_contamination(refs, [_load(e, config) for e in config.clean.eval_sets], distance)
-    contaminations += _inherited(duplicates, contaminations, {r.key: r.source for r in rows})
-    by_key = {r.key: r for r in rows}
-    _write_rejects(config, DECONTAM, _decontam_rejects(contaminations, by_key))
-    contaminated = {c.key for c in contaminations}
-    _write_rejects(config, DEDUP, _dedup_rejects([d for d in duplicates if d.key not in contaminated], by_key))
-    results = _results(config, rows, duplicates, contaminations)
-    _record_in_manifest(config, results)
+    duplicates = find_duplicates(item_of(r, position[r.source]) for r in rows)
+    refs = (ref_of(r, config) for r in rows)
+    contaminations = find_contamination(refs, load_evalsets(config), config.clean.near_duplicate_distance)
+    contaminations += inherited(duplicates, contaminations, {r.key: r.source for r in rows})
+    tables = reject_tables(duplicates, contaminations, {r.key: (r.source, r.shard) for r in rows})
+    written = [write_reject_table(config.output, *where, table_rows) for where, table_rows in sorted(tables.items())]
+    delete_stale_tables(config, written)
+    counts = tally(duplicates, contaminations, {r.key: r.source for r in rows})
+    counts.update((r.source, "samples", "") for r in rows)
+    results = clean_results(config, counts)
+    record_in_manifest(config, results)
     return results, duplicates, contaminations
 
 
@@ -89,20 +94,42 @@ def removed_reasons(root: str, source: str) -> dict[str, str]:
     return reasons
 
 
-def _index_rows(root: str, name: str) -> list[_Row]:
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def shard_indexes(root: str, name: str) -> list[str]:
+    """The shard index paths of source ``name``; an error naming the folder when ingest has not run."""
     indexes = storage.glob(storage.join(root, "raw", name, SHARD_INDEX_PATTERN))
     if not indexes:
         raise ValueError(f"source {name}: no ingested shards under {storage.join(root, 'raw', name)}; run ingest first")
+    return indexes
+
+
+def read_index(path: str, name: str) -> list[IndexRow]:
+    """The rows of one shard index of source ``name``, only the columns clean needs."""
+    with storage.open_read(path) as f:
+        table = pq.read_table(f, columns=_COLUMNS)
+    check_version(table.schema, path)
+    shard = int(path.rsplit("/", 1)[-1].split(".")[0])
     rows = []
-    for path in indexes:
-        with storage.open_read(path) as f:
-            table = pq.read_table(f, columns=_COLUMNS)
-        check_version(table.schema, path)
-        shard = int(path.rsplit("/", 1)[-1].split(".")[0])
-        for row in table.to_pylist():
-            meta = json.loads(row.pop("json")).get("meta", {})
-            rows.append(_Row(source=name, shard=shard, meta=meta, **row))
+    for row in table.to_pylist():
+        meta = json.loads(row.pop("json")).get("meta", {})
+        rows.append(IndexRow(source=name, shard=shard, meta=meta, **row))
     return rows
+
+
+def item_of(row: IndexRow, position: int) -> Item:
+    """The row as dedup sees it: of a cluster, the earliest source in the config (then key) is kept."""
+    return Item(row.key, row.source, row.modality, row.sha256, row.phash,
+                row.text if row.modality == "text" else None, (position, row.key))
+
+
+def ref_of(row: IndexRow, config: CorpusConfig):
+    return sample_ref(row.key, row.source, config.sources[row.source].kind, row.meta, row.phash)
+
+
+def load_evalsets(config: CorpusConfig) -> list[EvalSet]:
+    return [_load(e, config) for e in config.clean.eval_sets]
 
 
 def _load(eval_set: EvalSetConfig, config: CorpusConfig) -> EvalSet:
@@ -125,7 +152,7 @@ def _image_hashes(folder: str, config: CorpusConfig) -> set[str]:
     return hashes
 
 
-def _inherited(duplicates: list[Duplicate], contaminations: list[Contamination],
+def inherited(duplicates: list[Duplicate], contaminations: list[Contamination],
                sources: dict[str, str]) -> list[Contamination]:
     """Every copy in a cluster of duplicates shares each contamination found for any copy: an
     evaluation image must not survive as a kept copy when a dropped one gave it away, nor the reverse."""
@@ -147,52 +174,73 @@ def _inherited(duplicates: list[Duplicate], contaminations: list[Contamination],
     return inherited
 
 
-def _decontam_rejects(contaminations: list[Contamination], rows: dict[str, _Row]) -> list[tuple[_Row, str, str]]:
-    by_key = defaultdict(list)
+def reject_tables(duplicates: list[Duplicate], contaminations: list[Contamination],
+                  where: dict[str, tuple[str, int]]) -> dict[tuple[str, str, int], list[dict]]:
+    """``(stage, source, shard)`` -> the REJECTS rows of its removals: one ``contaminated`` row per
+    contaminated key (every eval set it matched in its detail), one ``duplicate`` row per other dropped
+    copy naming the kept key. ``where``: key -> (source, shard) of at least every key named."""
+    details = defaultdict(list)
     for c in contaminations:
-        by_key[c.key].append(f"{c.eval_set} by {c.matched_by}: {c.detail}")
-    return [(rows[key], Reason.CONTAMINATED.value, "; ".join(sorted(details))) for key, details in by_key.items()]
+        details[c.key].append(f"{c.eval_set} by {c.matched_by}: {c.detail}")
+    tables = defaultdict(list)
 
+    def add(stage: str, key: str, reason: Reason, detail: str) -> None:
+        source, shard = where[key]
+        tables[stage, source, shard].append({"stage": stage, "source": source, "key": key, "reason": reason.value,
+                                             "detail": detail, "location": f"raw/{source}/{shard_name(shard)}.tar"})
 
-def _dedup_rejects(duplicates: list[Duplicate], rows: dict[str, _Row]) -> list[tuple[_Row, str, str]]:
-    return [(rows[d.key], Reason.DUPLICATE.value,
-             f"{d.kind} duplicate of {d.duplicate_of}" + (f" (distance {d.distance})" if d.distance else ""))
-            for d in duplicates]
-
-
-def _write_rejects(config: CorpusConfig, stage: str, rejects: list[tuple[_Row, str, str]]) -> None:
-    """One table per raw shard with removals; earlier tables of this stage are replaced."""
-    by_shard = defaultdict(list)
-    for row, reason, detail in rejects:
-        by_shard[(row.source, row.shard)].append(
-            {"stage": stage, "source": row.source, "key": row.key, "reason": reason, "detail": detail,
-             "location": f"raw/{row.source}/{shard_name(row.shard)}.tar"})
-    for name in config.sources:
-        storage.delete(storage.glob(storage.join(config.output, "rejects", stage, name, "*.parquet")))
-    for (source, shard), table_rows in sorted(by_shard.items()):
-        path = storage.join(config.output, "rejects", stage, source, f"{shard_name(shard)}.parquet")
-        write_table(path + ".tmp", sorted(table_rows, key=lambda r: r["key"]), REJECTS)
-        storage.rename(path + ".tmp", path)
-
-
-def _results(config: CorpusConfig, rows: list[_Row], duplicates: list[Duplicate],
-             contaminations: list[Contamination]) -> list[CleanResult]:
-    results = {name: CleanResult(name) for name in config.sources}
-    source_of = {row.key: row.source for row in rows}
-    for row in rows:
-        results[row.source].samples += 1
-    for c in contaminations:
-        results[c.source].contaminated[c.eval_set] += 1
-    contaminated = {c.key for c in contaminations}
-    for key in contaminated:
-        results[source_of[key]].removed_contaminated += 1
+    for key, found in details.items():
+        add(DECONTAM, key, Reason.CONTAMINATED, "; ".join(sorted(found)))
     for d in duplicates:
-        if d.key not in contaminated:
-            results[source_of[d.key]].duplicates[d.kind] += 1
+        if d.key not in details:
+            add(DEDUP, d.key, Reason.DUPLICATE,
+                f"{d.kind} duplicate of {d.duplicate_of}" + (f" (distance {d.distance})" if d.distance else ""))
+    return tables
+
+
+def write_reject_table(root: str, stage: str, source: str, shard: int, rows: list[dict]) -> str:
+    """One shard's removals of one stage, sorted by key, written atomically; returns its path."""
+    path = storage.join(root, "rejects", stage, source, f"{shard_name(shard)}.parquet")
+    write_table(path + ".tmp", sorted(rows, key=lambda r: r["key"]), REJECTS)
+    storage.rename(path + ".tmp", path)
+    return path
+
+
+def delete_stale_tables(config: CorpusConfig, written: list[str]) -> None:
+    """Remove the tables of an earlier clean that this one did not write (their shards lost every removal);
+    done after the new tables are in, so a killed clean leaves old or new tables, rerun gives the new."""
+    kept = set(written)
+    for stage in REMOVAL_STAGES:
+        for name in config.sources:
+            found = storage.glob(storage.join(config.output, "rejects", stage, name, "*.parquet"))
+            storage.delete([path for path in found if path not in kept])
+
+
+def tally(duplicates: list[Duplicate], contaminations: list[Contamination], source_of: dict[str, str]) -> Counter:
+    """``(source, what, detail)`` -> count: ``contaminated`` per eval set (inherited matches included),
+    ``removed_contaminated``, and ``duplicates`` per kind of the dropped copies not contaminated."""
+    counts = Counter((c.source, "contaminated", c.eval_set) for c in contaminations)
+    contaminated = {c.key for c in contaminations}
+    counts.update((source_of[key], "removed_contaminated", "") for key in contaminated)
+    counts.update((source_of[d.key], "duplicates", d.kind) for d in duplicates if d.key not in contaminated)
+    return counts
+
+
+def clean_results(config: CorpusConfig, counts: Counter) -> list[CleanResult]:
+    """One result per source, in config order, from ``tally`` counts plus ``(source, "samples", "")``."""
+    results = {name: CleanResult(name) for name in config.sources}
+    for (source, what, detail), n in counts.items():
+        result = results[source]
+        if what == "samples":
+            result.samples += n
+        elif what == "removed_contaminated":
+            result.removed_contaminated += n
+        else:
+            getattr(result, what)[detail] += n
     return list(results.values())
 
 
-def _record_in_manifest(config: CorpusConfig, results: list[CleanResult]) -> None:
+def record_in_manifest(config: CorpusConfig, results: list[CleanResult]) -> None:
     params = {"near_duplicate_distance": config.clean.near_duplicate_distance,
               "eval_sets": [{"name": e.name, "path": e.path, "images": e.images} for e in config.clean.eval_sets]}
     update_manifest(config.output, "clean", {r.name: {"params": params, "counts": {

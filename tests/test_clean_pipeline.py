@@ -1,0 +1,166 @@
+"""clean as Beam pipelines: the same reject tables, byte for byte, and the same manifest entry as the in-process
+reference (``run_clean``), on the mini corpus and on generated shard indexes with every kind of duplicate."""
+
+import dataclasses
+import json
+import os
+import shutil
+from collections import Counter
+
+import pytest
+
+from pipelines.components import ClusterUnion, edge_messages, is_component, round_messages
+from pipelines.minicorpus.clean_indexes import write_clean_indexes
+from pipelines.runner import RunnerConfig
+from pipelines.stages.clean import run_clean
+from pipelines.stages.clean_pipeline import ROUNDS, WORK, run_clean_pipeline
+from tests.conftest import tree_digest
+from tests.test_runners import local_cluster  # noqa: F401 (a fixture)
+
+TWO_WORKERS = RunnerConfig(beam_args=["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+
+
+def _removals(root) -> dict[str, str]:
+    return {k: v for k, v in tree_digest(root).items() if k.startswith(("rejects/dedup/", "rejects/decontam/"))}
+
+
+def _clean_entry(root) -> dict:
+    with open(os.path.join(root, "corpus.json")) as f:
+        return json.load(f)["stages"]["clean"]
+
+
+def _reference(config):
+    """The in-process clean's tables, manifest entry and decisions; then the corpus as before any clean."""
+    results, duplicates, contaminations = run_clean(config)
+    expected = _removals(config.output), _clean_entry(config.output), results
+    for stage in ("dedup", "decontam"):
+        shutil.rmtree(os.path.join(config.output, "rejects", stage))
+    with open(os.path.join(config.output, "corpus.json")) as f:
+        manifest = json.load(f)
+    del manifest["stages"]["clean"]
+    with open(os.path.join(config.output, "corpus.json"), "w") as f:
+        json.dump(manifest, f)
+    return expected, duplicates, contaminations
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """Generated shard indexes (exact, near, chained and text duplicates across sources and shards, evaluation
+    ids, one long near chain) and the in-process clean's output on them."""
+    config = write_clean_indexes(str(tmp_path_factory.mktemp("generated")), 1500, seed=3, long_chain=40)
+    return (config, *_reference(config))
+
+
+def test_generated_corpus_has_every_case(generated):
+    _, _, duplicates, contaminations = generated
+    kinds = Counter(d.kind for d in duplicates)
+    assert min(kinds[k] for k in ("exact_image", "near_image", "exact_text")) > 20
+    assert max(d.distance for d in duplicates) > 4  # chains: linked only through a middle copy
+    assert {c.matched_by for c in contaminations} == {"coco_id", "url", "duplicate"}
+    sources = {d.key.split("-")[0] for d in duplicates} | {d.duplicate_of.split("-")[0] for d in duplicates}
+    assert sources == {"coco", "cc", "unl", "books"}
+
+
+def test_beam_clean_writes_the_in_process_tables(generated):
+    config, (tables, entry, results), _, _ = generated
+    assert run_clean_pipeline(config, RunnerConfig()) == results
+    assert _removals(config.output) == tables and len(tables) > 10
+    assert _clean_entry(config.output) == entry
+    assert not os.path.exists(os.path.join(config.output, WORK))
+
+
+def test_two_workers_and_a_rerun_after_a_killed_run_give_the_same_bytes(generated):
+    config, (tables, entry, _), _, _ = generated
+    run_clean_pipeline(config, TWO_WORKERS)
+    assert _removals(config.output) == tables and _clean_entry(config.output) == entry
+    # a run killed mid-way: a stale table of a shard without removals, one table gone, half-written state
+    rejects = os.path.join(config.output, "rejects")
+    removed = os.path.join(rejects, sorted(tables)[0].removeprefix("rejects/"))
+    stale = os.path.join(rejects, "dedup", "unl", "00099.parquet")
+    shutil.copy(removed, stale)
+    os.remove(removed)
+    os.makedirs(os.path.join(config.output, WORK, "state-0"))
+    with open(os.path.join(config.output, WORK, "state-0", "part-00000-of-00001"), "w") as f:
+        f.write("half a line")
+    run_clean_pipeline(config, TWO_WORKERS)
+    assert _removals(config.output) == tables and not os.path.exists(stale)
+    assert not os.path.exists(os.path.join(config.output, WORK))
+
+
+def test_through_a_job_service_and_an_external_worker_pool(generated, local_cluster):  # noqa: F811
+    """The portable runner (as on Flink or Spark): no process-local state between the pipelines."""
+    config, (tables, entry, _), _, _ = generated
+    job_endpoint, worker_pool = local_cluster
+    run_clean_pipeline(config, RunnerConfig("portable", job_endpoint=job_endpoint, worker_pool=worker_pool))
+    assert _removals(config.output) == tables and _clean_entry(config.output) == entry
+
+
+def test_beam_clean_on_the_mini_corpus(ingested, tmp_path):
+    config, expected, _ = ingested
+    shutil.copytree(config.output, tmp_path, dirs_exist_ok=True)
+    config = dataclasses.replace(config, output=str(tmp_path))
+    (tables, entry, results), duplicates, contaminations = _reference(config)
+    assert duplicates and contaminations and len(tables) > 5
+    assert run_clean_pipeline(config, RunnerConfig()) == results
+    assert _removals(config.output) == tables and _clean_entry(config.output) == entry
+
+
+def test_a_source_without_shards_is_an_error_naming_it(tmp_path):
+    config = write_clean_indexes(str(tmp_path), 20)
+    shutil.rmtree(os.path.join(config.output, "raw", "unl"))
+    with pytest.raises(ValueError, match="source unl: no ingested shards under .*raw/unl; run ingest first"):
+        run_clean_pipeline(config, RunnerConfig())
+
+
+# --- Hash-to-Min without Beam ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class _Node:
+    key: str
+
+
+def _union(messages) -> dict:
+    """One grouping step as Beam runs it: messages per key through the combiner, accumulators merged."""
+    union = ClusterUnion()
+    by_key: dict = {}
+    for key, message in messages:
+        by_key.setdefault(key, []).append(message)
+    out = {}
+    for key, group in by_key.items():
+        halves = [group[: len(group) // 2], group[len(group) // 2:]]
+        accumulators = []
+        for half in halves:
+            accumulator = union.create_accumulator()
+            for message in half:
+                accumulator = union.add_input(accumulator, message)
+            accumulators.append(accumulator)
+        cluster, changed = union.extract_output(union.merge_accumulators(accumulators))
+        if cluster:
+            out[key] = (cluster, changed)
+    return out
+
+
+def _components(edges):
+    """Hash-to-Min to its fixed point: the components and the number of rounds it took."""
+    state = {k: c for k, (c, _) in _union(m for u, v in edges for m in edge_messages(u, v)).items()}
+    rounds = 0
+    while True:
+        rounds += 1
+        result = _union(m for key, cluster in state.items() for m in round_messages(key, cluster))
+        state = {k: c for k, (c, _) in result.items()}
+        if not any(changed for _, changed in result.values()):
+            return sorted(c for k, c in state.items() if is_component(k, c)), rounds
+
+
+def test_hash_to_min_finds_components_of_paths_stars_and_loners():
+    nodes = [_Node(f"n{k:03d}") for k in range(120)]
+    order = list(range(60))
+    order.reverse()  # a path visited against the node order: the smallest label has the longest way
+    path = [(nodes[a], nodes[b]) for a, b in zip(order, order[1:], strict=False)]
+    star = [(nodes[70], nodes[k]) for k in range(71, 90)]
+    pairs = [(nodes[100], nodes[101]), (nodes[101], nodes[100])]
+    loner = [(nodes[110], nodes[110])]
+    components, rounds = _components(path + star + pairs + loner)
+    assert components == [tuple(nodes[:60]), tuple(nodes[70:90]), (nodes[100], nodes[101]), (nodes[110],)]
+    assert rounds > ROUNDS  # the pipeline loop needs more than one pipeline of rounds on such a path
