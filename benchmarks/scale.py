@@ -1,0 +1,274 @@
+"""Scale benchmark: every stage at three (or more) corpus sizes, and how its time and memory grow.
+
+For each size, a synthetic corpus (``benchmarks/scale_corpus.py``) is written and every stage runs through
+its public command (``python -m cli.main <stage> --config ...``, as ``unicorpus <stage>``) in its own process,
+with ``--workers N`` (Beam's DirectRunner in multi-processing mode) where the command takes it. Per stage and
+size: wall time, CPU seconds (the stage process and its workers), samples/s, peak memory of the launching
+process and of the largest worker, and the bytes the stage wrote. Per stage over the sizes: the growth
+exponent of time and memory (slope of a least-squares line through log(value) vs log(size)) and the ratio of
+worker memory at the largest size to the next one.
+
+Memory is the kernel's high-water mark of resident memory (``VmHWM`` in ``/proc/PID/status``, so Linux only),
+read every ``POLL_S`` seconds from the stage process ("launcher") and from each of its descendants
+("worker": Beam's SDK worker processes); a worker's last reading before it exits is its peak up to that
+tick. The model stages use the tiny offline models the tests and the demo use (``pipelines/minicorpus/
+models.py``).
+
+    python -m benchmarks.scale --sizes 2000 20000 200000 --out benchmarks/results/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from benchmarks.scale_corpus import corpus_stats, weak_pairs, write_corpus
+
+# Stage name -> its command words, in the order the stages must run.
+STAGES = {
+    "ingest": ["ingest"],
+    "clean": ["clean"],
+    "detect": ["annotate", "detect"],
+    "parse": ["annotate", "parse"],
+    "rewrite": ["annotate", "rewrite"],
+    "embed": ["embed"],
+    "index": ["index"],
+    "retrieve": ["retrieve"],
+    "pack": ["pack"],
+}
+MODEL_FREE = ("ingest", "clean")  # the stages that need no model built
+POLL_S = 0.1
+MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Measurement:
+    stage: str
+    samples: int
+    wall_s: float
+    cpu_s: float  # user + system, the stage process and every worker it waited for
+    samples_per_s: float
+    launcher_peak_mb: float
+    worker_peak_mb: float | None  # None: the stage started no worker process
+    descendants_seen: int
+    output_bytes: int  # bytes of the files the stage created or changed under the corpus output
+
+
+def command_flags(words: list[str], workers: int) -> list[str]:
+    """``--workers N`` and ``--quiet`` for the commands that take them (read from the command's own help, so
+    a stage that gains a runner option is measured with it)."""
+    from cli.main import main
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+        main([*words, "--help"])
+    return (["--workers", str(workers)] if "--workers" in text.getvalue() else []) + (
+        ["--quiet"] if "--quiet" in text.getvalue() else [])
+
+
+def high_water_mb(pid: int) -> float | None:
+    """The process' peak resident memory so far (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+class PeakMemory:
+    """Polls the high-water marks of a process and of its descendants in a thread until ``stop``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.launcher = 0.0
+        self.workers: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.pid)
+        while not self._done.is_set():
+            self.launcher = max(self.launcher, high_water_mb(self.pid) or 0.0)
+            with contextlib.suppress(psutil.Error):
+                for child in root.children(recursive=True):
+                    peak = high_water_mb(child.pid)
+                    if peak is not None:
+                        self.workers[child.pid] = max(self.workers.get(child.pid, 0.0), peak)
+            self._done.wait(POLL_S)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def file_sizes(root: str) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime_ns) of every file under ``root``."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            stat = os.stat(os.path.join(folder, name))
+            found[os.path.join(folder, name)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def written_bytes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:
+    """Bytes of the files that are new or changed in ``after``."""
+    return sum(size for path, (size, mtime) in after.items() if before.get(path) != (size, mtime))
+
+
+def cpu_seconds_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_stage(stage: str, config: str, output: str, samples: int, flags: list[str]) -> Measurement:
+    """Run one stage's command to completion and measure it; a failing stage stops the benchmark."""
+    before, cpu_before = file_sizes(output), cpu_seconds_of_children()
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", *STAGES[stage], "--config", config, *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    memory = PeakMemory(process.pid)
+    log, _ = process.communicate()
+    memory.stop()
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{stage} on {config} exited {process.returncode}:\n{log[-4000:]}")
+    return Measurement(stage, samples, round(wall, 3), round(cpu_seconds_of_children() - cpu_before, 3),
+                       round(samples / wall, 2), round(memory.launcher, 1),
+                       round(max(memory.workers.values()), 1) if memory.workers else None, len(memory.workers),
+                       written_bytes(before, file_sizes(output)))
+
+
+def model_sections(folder: str, seed: int) -> dict:
+    """Build the tiny offline models once under ``folder/models``; the config sections naming them."""
+    from pipelines.minicorpus.models import build_models, stage_sections
+
+    build_models(folder, seed)
+    sections = stage_sections()
+    sections["retrieval"]["retrieve"] = {"weak_pairs": weak_pairs()}
+    return sections
+
+
+def corpus_folder(out: str, samples: int) -> str:
+    return os.path.join(out, f"size-{samples}")
+
+
+def run_size(out: str, samples: int, stages: list[str], sections: dict, seed: int, flags: dict) -> dict:
+    """Write the corpus of ``samples`` (replacing an earlier one) and run ``stages`` on it in order."""
+    folder = corpus_folder(out, samples)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    if sections:  # the config names models/ beside itself: the one folder of models every size shares
+        os.symlink(os.path.join("..", "models"), os.path.join(folder, "models"))
+    config = write_corpus(folder, samples, seed, sections)
+    output = os.path.join(folder, "corpus")
+    measured = []
+    for stage in stages:
+        measured.append(run_stage(stage, config, output, samples, flags[stage]))
+        print(f"  {samples:>8} {stage:<9} {measured[-1].wall_s:>9.1f} s", flush=True)
+    return {"samples": samples, "corpus": corpus_stats(folder), "stages": [asdict(m) for m in measured]}
+
+
+def exponent(sizes: list[int], values: list[float | None]) -> float | None:
+    """Slope of log(value) over log(size), least squares (None when a value is missing or not positive)."""
+    import numpy as np
+
+    if len(sizes) < 2 or any(v is None or v <= 0 for v in values):
+        return None
+    return round(float(np.polyfit(np.log(sizes), np.log(values), 1)[0]), 3)
+
+
+def growth(runs: list[dict], stages: list[str]) -> dict[str, dict]:
+    """Per stage: time, CPU and memory exponents over the sizes, and the worker memory largest/middle ratio."""
+    runs = sorted(runs, key=lambda r: r["samples"])
+    sizes = [r["samples"] for r in runs]
+    table = {}
+    for stage in stages:
+        rows = [next(m for m in r["stages"] if m["stage"] == stage) for r in runs]
+        workers = [row["worker_peak_mb"] for row in rows]
+        table[stage] = {
+            "time_exponent": exponent(sizes, [row["wall_s"] for row in rows]),
+            "cpu_exponent": exponent(sizes, [row["cpu_s"] for row in rows]),
+            "launcher_memory_exponent": exponent(sizes, [row["launcher_peak_mb"] for row in rows]),
+            "worker_memory_exponent": exponent(sizes, workers),
+            "worker_memory_ratio": (round(workers[-1] / workers[-2], 3)
+                                    if len(workers) > 1 and None not in workers[-2:] else None),
+            "output_bytes_exponent": exponent(sizes, [row["output_bytes"] for row in rows]),
+        }
+    return table
+
+
+def format_table(result: dict) -> str:
+    """The measurements per stage and size, then the exponents per stage (markdown)."""
+    lines = ["| stage | samples | wall s | CPU s | samples/s | launcher MB | worker MB | output MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for stage in result["growth"]:
+        for run in result["runs"]:
+            m = next(m for m in run["stages"] if m["stage"] == stage)
+            worker = "-" if m["worker_peak_mb"] is None else f"{m['worker_peak_mb']:.0f}"
+            lines.append(f"| {stage} | {m['samples']:,} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | "
+                         f"{m['samples_per_s']:,.1f} | {m['launcher_peak_mb']:.0f} | {worker} | "
+                         f"{m['output_bytes'] / MB:,.2f} |")
+    lines += ["", "| stage | time exp. | CPU exp. | launcher mem. exp. | worker mem. exp. | worker mem. "
+              "largest/middle | output exp. |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for stage, g in result["growth"].items():
+        cells = [g["time_exponent"], g["cpu_exponent"], g["launcher_memory_exponent"],
+                 g["worker_memory_exponent"], g["worker_memory_ratio"], g["output_bytes_exponent"]]
+        lines.append(f"| {stage} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def run_benchmark(out: str, sizes: list[int], stages: list[str], workers: int, seed: int) -> dict:
+    """Every size in increasing order, the stages in pipeline order; the measurements and their growth."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"--stages: unknown {unknown}; expected some of {list(STAGES)}")
+    if len(set(sizes)) < 2 or min(sizes) < 3:
+        raise ValueError(f"--sizes: expected at least two different sizes of 3 samples or more, got {sizes}")
+    stages = [s for s in STAGES if s in stages]
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    sections = {} if set(stages) <= set(MODEL_FREE) else model_sections(out, seed)
+    flags = {stage: command_flags(STAGES[stage], workers) for stage in stages}
+    runs = [run_size(out, n, stages, sections, seed, flags) for n in sorted(set(sizes))]
+    return {"sizes": sorted(set(sizes)), "workers": workers, "seed": seed, "cpus": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()], "runs": runs, "growth": growth(runs, stages)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[300, 3000, 30000], help="samples per corpus")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), help=f"some of {list(STAGES)}")
+    parser.add_argument("--workers", type=int, default=2, help="Beam worker processes of each stage")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="bench-scale", help="folder for the corpora (replaced per size)")
+    parser.add_argument("--out", default="benchmarks/results/scale.json", help="JSON of every measurement")
+    args = parser.parse_args(argv)
+    result = run_benchmark(args.work, args.sizes, args.stages, args.workers, args.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    print(format_table(result))
+    print(f"\nmeasurements: {args.out}")
+    return 0 if all(math.isfinite(g["time_exponent"] or math.nan) for g in result["growth"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
