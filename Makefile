@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test browser nltk-data bench bench-stages bench-index bench-download gpu-check clean
+.PHONY: demo test browser nltk-data bench bench-stages bench-index bench-download bench-scale gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench-stages: $(VENV)/.installed
 # FAISS at 100k and 1M vectors vs exact search (the 1M build takes several minutes; about 3 GB of memory).
 bench-index: $(VENV)/.installed
 	$(PY) -m benchmarks.index --sizes 100000 1000000 --memory-budget-mb 1600
+
+# Every stage at three corpus sizes: time, memory, bytes and their growth exponents (docs/SCALE.md). The issue's
+# sizes take hours on 2 cores; `make bench-scale SCALE_SIZES="300 3000 30000"` is the quick run.
+SCALE_SIZES ?= 2000 20000 200000
+bench-scale: $(VENV)/.installed nltk-data
+	$(PY) -m benchmarks.scale --sizes $(SCALE_SIZES) --out benchmarks/results/scale.json
 
 # img2dataset has pins of its own: it gets its own virtual environment.
 bench-download: $(VENV)/.installed

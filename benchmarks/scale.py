@@ -151,7 +151,7 @@ def run_stage(stage: str, config: str, output: str, samples: int, flags: list[st
     if process.returncode != 0:
         raise RuntimeError(f"{stage} on {config} exited {process.returncode}:\n{log[-4000:]}")
     return Measurement(stage, samples, round(wall, 3), round(cpu_seconds_of_children() - cpu_before, 3),
-                       round(samples / wall, 2), round(memory.launcher, 1),
+                       round(samples / wall, 3), round(memory.launcher, 1),
                        round(max(memory.workers.values()), 1) if memory.workers else None, len(memory.workers),
                        written_bytes(before, file_sizes(output)))
 
@@ -195,8 +195,15 @@ def exponent(sizes: list[int], values: list[float | None]) -> float | None:
     return round(float(np.polyfit(np.log(sizes), np.log(values), 1)[0]), 3)
 
 
+def marginal(sizes: list[int], values: list[float]) -> float:
+    """What one more sample costs between the two largest sizes: the slope without the fixed start-up cost
+    (model loading, worker start) that flattens the log-log exponent at small sizes."""
+    return round((values[-1] - values[-2]) / (sizes[-1] - sizes[-2]), 3)
+
+
 def growth(runs: list[dict], stages: list[str]) -> dict[str, dict]:
-    """Per stage: time, CPU and memory exponents over the sizes, and the worker memory largest/middle ratio."""
+    """Per stage: time, CPU, memory and output exponents over the sizes, the worker memory largest/middle ratio,
+    and the marginal CPU and bytes per sample."""
     runs = sorted(runs, key=lambda r: r["samples"])
     sizes = [r["samples"] for r in runs]
     table = {}
@@ -211,6 +218,8 @@ def growth(runs: list[dict], stages: list[str]) -> dict[str, dict]:
             "worker_memory_ratio": (round(workers[-1] / workers[-2], 3)
                                     if len(workers) > 1 and None not in workers[-2:] else None),
             "output_bytes_exponent": exponent(sizes, [row["output_bytes"] for row in rows]),
+            "marginal_cpu_ms_per_sample": marginal(sizes, [row["cpu_s"] * 1000 for row in rows]),
+            "marginal_output_bytes_per_sample": marginal(sizes, [row["output_bytes"] for row in rows]),
         }
     return table
 
@@ -227,10 +236,12 @@ def format_table(result: dict) -> str:
                          f"{m['samples_per_s']:,.1f} | {m['launcher_peak_mb']:.0f} | {worker} | "
                          f"{m['output_bytes'] / MB:,.2f} |")
     lines += ["", "| stage | time exp. | CPU exp. | launcher mem. exp. | worker mem. exp. | worker mem. "
-              "largest/middle | output exp. |", "|---|---:|---:|---:|---:|---:|---:|"]
+              "largest/middle | output exp. | marginal CPU ms/sample | marginal bytes/sample |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for stage, g in result["growth"].items():
-        cells = [g["time_exponent"], g["cpu_exponent"], g["launcher_memory_exponent"],
-                 g["worker_memory_exponent"], g["worker_memory_ratio"], g["output_bytes_exponent"]]
+        cells = [g["time_exponent"], g["cpu_exponent"], g["launcher_memory_exponent"], g["worker_memory_exponent"],
+                 g["worker_memory_ratio"], g["output_bytes_exponent"], g["marginal_cpu_ms_per_sample"],
+                 g["marginal_output_bytes_per_sample"]]
         lines.append(f"| {stage} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ def test_benchmark_measures_every_stage_at_every_size(tmp_path):
             assert m["output_bytes"] > 0 and m["wall_s"] > 0 and m["launcher_peak_mb"] > 0
         ingest = run["stages"][0]
         assert ingest["descendants_seen"] >= 2 and ingest["worker_peak_mb"] > 0  # ingest takes --workers 2
-        assert math.isclose(ingest["samples_per_s"], run["samples"] / ingest["wall_s"], rel_tol=0.01)
+        assert math.isclose(ingest["samples_per_s"], run["samples"] / ingest["wall_s"], rel_tol=0.01, abs_tol=0.001)
     assert math.isfinite(result["growth"]["ingest"]["worker_memory_ratio"])
     raw = [run["stages"][0]["output_bytes"] for run in result["runs"]]
     assert raw[0] < raw[1] < raw[2]  # more samples, more shard bytes
