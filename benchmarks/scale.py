@@ -11,7 +11,8 @@ worker memory at the largest size to the next one.
 Memory is the kernel's high-water mark of resident memory (``VmHWM`` in ``/proc/PID/status``, so Linux only),
 read every ``POLL_S`` seconds from the stage process ("launcher") and from each of its descendants
 ("worker": Beam's SDK worker processes); a worker's last reading before it exits is its peak up to that
-tick. The model stages use the tiny offline models the tests and the demo use (``pipelines/minicorpus/
+tick. CPU seconds are each process' own user + system time at its last poll (at most ``POLL_S`` of a
+process' CPU is missed). The model stages use the tiny offline models the tests and the demo use (``pipelines/minicorpus/
 models.py``).
 
     python -m benchmarks.scale --sizes 2000 20000 200000 --out benchmarks/results/scale.json
@@ -25,7 +26,6 @@ import io
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -57,7 +57,7 @@ class Measurement:
     stage: str
     samples: int
     wall_s: float
-    cpu_s: float  # user + system, the stage process and every worker it waited for
+    cpu_s: float  # user + system of the stage process and of every descendant, as last polled
     samples_per_s: float
     launcher_peak_mb: float
     worker_peak_mb: float | None  # None: the stage started no worker process
@@ -89,13 +89,16 @@ def high_water_mb(pid: int) -> float | None:
     return None
 
 
-class PeakMemory:
-    """Polls the high-water marks of a process and of its descendants in a thread until ``stop``."""
+class ProcessTree:
+    """Polls, in a thread until ``stop``, the memory high-water mark and the CPU seconds of a process and of
+    each of its descendants. CPU is summed per process from its own counters: a Beam worker started under
+    ``sh -c`` and killed is never waited for by the stage process, so ``RUSAGE_CHILDREN`` would miss it."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.launcher = 0.0
         self.workers: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -105,17 +108,31 @@ class PeakMemory:
 
         root = psutil.Process(self.pid)
         while not self._done.is_set():
-            self.launcher = max(self.launcher, high_water_mb(self.pid) or 0.0)
             with contextlib.suppress(psutil.Error):
+                self._sample(root)
                 for child in root.children(recursive=True):
-                    peak = high_water_mb(child.pid)
-                    if peak is not None:
-                        self.workers[child.pid] = max(self.workers.get(child.pid, 0.0), peak)
+                    with contextlib.suppress(psutil.Error):
+                        self._sample(child)
             self._done.wait(POLL_S)
+
+    def _sample(self, process) -> None:
+        times = process.cpu_times()
+        self.cpu[process.pid] = times.user + times.system
+        peak = high_water_mb(process.pid)
+        if peak is None:
+            return
+        if process.pid == self.pid:
+            self.launcher = max(self.launcher, peak)
+        else:
+            self.workers[process.pid] = max(self.workers.get(process.pid, 0.0), peak)
 
     def stop(self) -> None:
         self._done.set()
         self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
 
 
 def file_sizes(root: str) -> dict[str, tuple[int, int]]:
@@ -133,27 +150,21 @@ def written_bytes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int
     return sum(size for path, (size, mtime) in after.items() if before.get(path) != (size, mtime))
 
 
-def cpu_seconds_of_children() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_stage(stage: str, config: str, output: str, samples: int, flags: list[str]) -> Measurement:
     """Run one stage's command to completion and measure it; a failing stage stops the benchmark."""
-    before, cpu_before = file_sizes(output), cpu_seconds_of_children()
+    before = file_sizes(output)
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "cli.main", *STAGES[stage], "--config", config, *flags],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    memory = PeakMemory(process.pid)
+    tree = ProcessTree(process.pid)
     log, _ = process.communicate()
-    memory.stop()
+    tree.stop()
     wall = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"{stage} on {config} exited {process.returncode}:\n{log[-4000:]}")
-    return Measurement(stage, samples, round(wall, 3), round(cpu_seconds_of_children() - cpu_before, 3),
-                       round(samples / wall, 3), round(memory.launcher, 1),
-                       round(max(memory.workers.values()), 1) if memory.workers else None, len(memory.workers),
-                       written_bytes(before, file_sizes(output)))
+    return Measurement(stage, samples, round(wall, 3), round(tree.cpu_seconds, 3), round(samples / wall, 3),
+                       round(tree.launcher, 1), round(max(tree.workers.values()), 1) if tree.workers else None,
+                       len(tree.workers), written_bytes(before, file_sizes(output)))
 
 
 def model_sections(folder: str, seed: int) -> dict:
