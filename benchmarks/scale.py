@@ -12,8 +12,8 @@ Memory is the kernel's high-water mark of resident memory (``VmHWM`` in ``/proc/
 read every ``POLL_S`` seconds from the stage process ("launcher") and from each of its descendants
 ("worker": Beam's SDK worker processes); a worker's last reading before it exits is its peak up to that
 tick. CPU seconds are each process' own user + system time at its last poll (at most ``POLL_S`` of a
-process' CPU is missed). The model stages use the tiny offline models the tests and the demo use (``pipelines/minicorpus/
-models.py``).
+process' CPU is missed). The model stages use the offline models of the tests and the demo
+(``pipelines/minicorpus/models.py``: a tiny random-weight YOLO and Marian pairs; the real spaCy sm and MiniLM).
 
     python -m benchmarks.scale --sizes 2000 20000 200000 --out benchmarks/results/scale.json
 """
@@ -193,7 +193,7 @@ def run_size(out: str, samples: int, stages: list[str], sections: dict, seed: in
     measured = []
     for stage in stages:
         measured.append(run_stage(stage, config, output, samples, flags[stage]))
-        print(f"  {samples:>8} {stage:<9} {measured[-1].wall_s:>9.1f} s", flush=True)
+        print(f"  {samples:>8} {stage:<9} {json.dumps(asdict(measured[-1]))}", flush=True)  # a record per stage
     return {"samples": samples, "corpus": corpus_stats(folder), "stages": [asdict(m) for m in measured]}
 
 
