@@ -177,13 +177,9 @@ def model_sections(folder: str, seed: int) -> dict:
     return sections
 
 
-def corpus_folder(out: str, samples: int) -> str:
-    return os.path.join(out, f"size-{samples}")
-
-
 def run_size(out: str, samples: int, stages: list[str], sections: dict, seed: int, flags: dict) -> dict:
     """Write the corpus of ``samples`` (replacing an earlier one) and run ``stages`` on it in order."""
-    folder = corpus_folder(out, samples)
+    folder = os.path.join(out, f"size-{samples}")
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     if sections:  # the config names models/ beside itself: the one folder of models every size shares
