@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test browser nltk-data bench bench-stages bench-index bench-download gpu-check clean
+.PHONY: demo test browser nltk-data bench bench-stages bench-index bench-download bench-scale gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ bench-stages: $(VENV)/.installed
 bench-index: $(VENV)/.installed
 	$(PY) -m benchmarks.index --sizes 100000 1000000 --memory-budget-mb 1600
 	$(PY) -m benchmarks.index_build --sizes 100000:384 400000:64
+
+# Every stage at three corpus sizes: time, memory, bytes and their growth exponents (docs/SCALE.md). The issue's
+# sizes take hours on 2 cores; `make bench-scale SCALE_SIZES="300 3000 30000"` is the quick run.
+SCALE_SIZES ?= 2000 20000 200000
+bench-scale: $(VENV)/.installed nltk-data
+	$(PY) -m benchmarks.scale --sizes $(SCALE_SIZES) --out benchmarks/results/scale.json
 
 # img2dataset has pins of its own: it gets its own virtual environment.
 bench-download: $(VENV)/.installed

@@ -1,0 +1,78 @@
+"""The scale benchmark end to end at tiny sizes (ingest and clean: no model is built), and its pure parts."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from benchmarks import scale
+from benchmarks.scale_corpus import source_counts, write_corpus
+
+
+def test_benchmark_measures_every_stage_at_every_size(tmp_path):
+    out = tmp_path / "scale.json"
+    assert scale.main(["--sizes", "20", "40", "80", "--stages", "ingest", "clean", "--work", str(tmp_path / "w"),
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["sizes"] == [20, 40, 80]
+    assert set(result["growth"]) == {"ingest", "clean"}
+    for stage, growth in result["growth"].items():
+        for name in ("time_exponent", "cpu_exponent", "launcher_memory_exponent", "output_bytes_exponent"):
+            assert math.isfinite(growth[name]), (stage, name)
+    for run in result["runs"]:
+        assert [m["stage"] for m in run["stages"]] == ["ingest", "clean"]
+        for m in run["stages"]:
+            assert m["output_bytes"] > 0 and m["wall_s"] > 0 and m["launcher_peak_mb"] > 0
+        ingest = run["stages"][0]
+        assert ingest["descendants_seen"] >= 2 and ingest["worker_peak_mb"] > 0  # ingest takes --workers 2
+        assert math.isclose(ingest["samples_per_s"], run["samples"] / ingest["wall_s"], rel_tol=0.01, abs_tol=0.001)
+    assert math.isfinite(result["growth"]["ingest"]["worker_memory_ratio"])
+    raw = [run["stages"][0]["output_bytes"] for run in result["runs"]]
+    assert raw[0] < raw[1] < raw[2]  # more samples, more shard bytes
+    table = scale.format_table(result)
+    assert "| ingest | 80 |" in table and "| clean |" in table.split("time exp.")[1]
+
+
+def test_corpus_ingests_to_exactly_the_planned_samples(tmp_path):
+    """Nothing is rejected or deduplicated away: every stage sees ``samples`` samples."""
+    from pipelines.runner import RunnerConfig
+    from pipelines.stages.clean import run_clean
+    from pipelines.stages.ingest import run_ingest
+    from schemas.config import load_config
+
+    config = load_config(write_corpus(str(tmp_path), 60, seed=1))
+    results = run_ingest(config, list(config.sources), RunnerConfig(), overwrite=False, show_progress=False)
+    assert {r.name: r.counts.written for r in results} == source_counts(60)
+    assert all(not r.counts.rejected_total for r in results)
+    _, duplicates, contaminations = run_clean(config)
+    assert duplicates == [] and contaminations == []
+
+
+def test_growth_exponent_of_known_power_laws():
+    sizes = [100, 1000, 10000]
+    assert scale.exponent(sizes, [3 * n for n in sizes]) == pytest.approx(1.0)
+    assert scale.exponent(sizes, [n ** 1.5 for n in sizes]) == pytest.approx(1.5)
+    assert scale.exponent(sizes, [7.0, 7.0, 7.0]) == pytest.approx(0.0)
+    assert scale.exponent(sizes, [1.0, None, 2.0]) is None
+
+
+def test_written_bytes_counts_new_and_changed_files_only(tmp_path):
+    (tmp_path / "kept").write_bytes(b"x" * 10)
+    (tmp_path / "changed").write_bytes(b"y" * 5)
+    before = scale.file_sizes(str(tmp_path))
+    (tmp_path / "changed").write_bytes(b"y" * 7)
+    os.makedirs(tmp_path / "sub")
+    (tmp_path / "sub" / "new").write_bytes(b"z" * 3)
+    assert scale.written_bytes(before, scale.file_sizes(str(tmp_path))) == 10
+
+
+def test_bad_arguments_name_the_option(tmp_path):
+    with pytest.raises(ValueError, match="--stages: unknown"):
+        scale.run_benchmark(str(tmp_path), [10, 20], ["ingest", "index_all"], 1, 0)
+    with pytest.raises(ValueError, match="--sizes"):
+        scale.run_benchmark(str(tmp_path), [10, 10], ["ingest"], 1, 0)
+    with pytest.raises(ValueError, match="at least 3"):
+        source_counts(2)
