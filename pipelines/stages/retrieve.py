@@ -111,6 +111,7 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
     last = linker.tables[-1].name
     pending = [job for job in jobs if job not in reused]
     if pending:  # else not even a worker's setup (indexes, model) is needed
+        linker.prepare(runner)
         with ShardProgress(storage.join(root, "links", last, "*", "[0-9]*.parquet"), f"{STAGE} {last}", len(jobs),
                            enabled=show_progress, unit="queries"):
             with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
