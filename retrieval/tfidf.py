@@ -160,6 +160,23 @@ class CollectionShard:
         return {name: values[i] for name, values in self.columns.items()}
 
 
+class _Strings(Sequence):
+    """A string column as stored (UTF-8 with end offsets), decoded by the row: a worker decodes the texts of
+    its hits, not of every row of every shard it searches."""
+
+    def __init__(self, blob: bytes, ends: np.ndarray):
+        self.blob, self.ends = blob, ends
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> str:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return self.blob[self.ends[i - 1] if i else 0:self.ends[i]].decode("utf-8")
+
+
 def shard_bytes(shard: CollectionShard) -> bytes:
     """A shard as one ``.npz`` (no pickle: strings as UTF-8 with offsets)."""
     arrays = {"data": shard.matrix.data, "indices": shard.matrix.indices, "indptr": shard.matrix.indptr,
@@ -190,8 +207,7 @@ def shard_from_bytes(data: bytes) -> CollectionShard:
         if kind == "int":
             columns[column] = values.tolist()
         elif kind == "str":
-            blob, ends = values.tobytes(), arrays[f"ends:{column}"].tolist()
-            columns[column] = [blob[a:b].decode("utf-8") for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+            columns[column] = _Strings(values.tobytes(), arrays[f"ends:{column}"])
     return CollectionShard(matrix, columns, arrays.get("vectors"))
 
 
@@ -277,13 +293,15 @@ def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard]) -> dic
     for hits in found:
         for tie in hits.ties.tolist():
             wanted.setdefault(tie >> _ROW_BITS, set()).add(tie)
-    rows: dict[int, tuple[dict, np.ndarray | None]] = {}
+    out: dict[int, tuple[dict, np.ndarray | None]] = {}
     for position in sorted(wanted):
-        shard = load(position)
-        for tie in wanted[position]:
-            row = tie & ((1 << _ROW_BITS) - 1)
-            rows[tie] = shard.row(row), None if shard.vectors is None else shard.vectors[row]
-    return rows
+        shard, ties = load(position), sorted(wanted[position])
+        rows = [tie & ((1 << _ROW_BITS) - 1) for tie in ties]
+        columns = {name: [values[r] for r in rows] for name, values in shard.columns.items()}
+        identities = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        vectors = [None] * len(rows) if shard.vectors is None else list(shard.vectors[rows])
+        out.update(zip(ties, zip(identities or [{}] * len(rows), vectors, strict=True), strict=True))
+    return out
 
 
 def rerank(hits: Hits, vectors: np.ndarray, query: np.ndarray, top: int) -> Hits:
