@@ -112,8 +112,9 @@ def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
 
     documents = collection.read(*shard)
     vectors = None
-    if collection.vector:
-        vectors = np.array([d[collection.vector] for d in documents], dtype=np.float32).reshape(len(documents), -1)
+    if collection.vector:  # (0, 0) for a table without rows: numpy cannot reshape nothing to (0, -1)
+        vectors = np.array([d[collection.vector] for d in documents], dtype=np.float32).reshape(len(documents), -1) \
+            if documents else np.zeros((0, 0), dtype=np.float32)
     columns = {name: [d[name] for d in documents] for name in collection.columns}
     matrix = collection.vectorizer().transform(documents)
     _write(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))

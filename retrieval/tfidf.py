@@ -16,12 +16,13 @@ Augmentations": related images, related texts, TF-IDF hard negatives).
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, reduce
 
 import numpy as np
 
@@ -92,10 +93,7 @@ class DocumentFrequencyCombiner:
 def document_frequencies(documents: Iterable, analyzer: Callable[[object], Sequence[str]]) -> DocumentFrequencies:
     """The combine in one process (tests, benchmarks, a collection small enough to hold)."""
     combiner = DocumentFrequencyCombiner(analyzer)
-    accumulator = combiner.create_accumulator()
-    for document in documents:
-        combiner.add_input(accumulator, document)
-    return combiner.extract_output(accumulator)
+    return combiner.extract_output(reduce(combiner.add_input, documents, combiner.create_accumulator()))
 
 
 class TfidfVectorizer:
@@ -226,7 +224,7 @@ def best(ids: np.ndarray, scores: np.ndarray, top: int) -> np.ndarray:
 
 @dataclass
 class Hits:
-    """One query's running top k: tie keys (shard position << 32 | row: the order of the collection) and scores."""
+    """One query's top k: tie keys (shard position << 32 | row: the order of the collection) and scores."""
 
     ties: np.ndarray
     scores: np.ndarray
@@ -235,56 +233,70 @@ class Hits:
         return list(zip(self.ties.tolist(), self.scores.tolist(), strict=True))
 
 
-def _excluded(shard: CollectionShard, exclude_by: Sequence[str], groups: Sequence[Sequence[str]]) -> list[set[int]]:
-    """Per query, the shard rows sharing any ``exclude_by`` column value with it (its own sample, ...)."""
-    out: list[set[int]] = [set() for _ in groups]
+@dataclass
+class _Entries:
+    """Hits of many queries as flat arrays, sorted by query, then score (descending), then tie key."""
+
+    queries: np.ndarray
+    ties: np.ndarray
+    scores: np.ndarray
+
+    def top(self, top: int) -> _Entries:
+        """Each query's ``top`` best, ties to the earlier row of the collection."""
+        order = np.lexsort((self.ties, -self.scores, self.queries))
+        queries, ties, scores = self.queries[order], self.ties[order], self.scores[order]
+        keep = np.arange(len(queries)) - np.searchsorted(queries, queries) < top
+        return _Entries(queries[keep], ties[keep], scores[keep])
+
+    def __add__(self, other: _Entries) -> _Entries:
+        return _Entries(*(np.concatenate([a, b]) for a, b in
+                          zip((self.queries, self.ties, self.scores), (other.queries, other.ties, other.scores),
+                              strict=True)))
+
+    def split(self, count: int) -> list[Hits]:
+        bounds = np.searchsorted(self.queries, np.arange(count + 1))
+        return [Hits(self.ties[a:b], self.scores[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _excluded(shard: CollectionShard, exclude_by: Sequence[str], groups: Sequence[Sequence[str]]) -> np.ndarray:
+    """(query << 32 | row) of every shard row sharing an ``exclude_by`` column value with the query (its own
+    sample, ...)."""
+    codes = []
     for c, name in enumerate(exclude_by):
         rows: dict = {}
         for i, value in enumerate(shard.columns[name]):
             rows.setdefault(value, []).append(i)
-        for q, group in enumerate(groups):
-            out[q].update(rows.get(group[c], ()))
-    return out
+        codes += [(q << _ROW_BITS) | i for q, group in enumerate(groups) for i in rows.get(group[c], ())]
+    return np.array(codes, dtype=np.int64)
 
 
-def search_shard(queries, shard: CollectionShard, position: int, top: int, exclude_by: Sequence[str] = (),
-                 groups: Sequence[Sequence[str]] = (), block_entries: int = 1 << 22) -> list[Hits]:
-    """Per query row, the shard's top ``top`` rows by cosine (> 0), ties to the lower row; rows sharing an
-    ``exclude_by`` column value with ``groups[q]`` never come back. At most ``block_entries`` scores at a time."""
+def _search_shard(queries, shard: CollectionShard, position: int, top: int, exclude_by: Sequence[str],
+                  groups: Sequence[Sequence[str]], block_entries: int) -> _Entries:
+    """Per query row, the shard's top ``top`` rows by cosine (> 0); rows sharing an ``exclude_by`` column value
+    with ``groups[q]`` never come back. Scored through the inverted index, ``block_entries`` at most at a time."""
     inverted = shard.matrix.T.tocsr()  # term -> rows
-    skip = _excluded(shard, exclude_by, groups) if exclude_by else None
+    skip = _excluded(shard, exclude_by, groups) if exclude_by else np.zeros(0, dtype=np.int64)
     rows_per_block = max(1, block_entries // max(1, shard.matrix.shape[0]))
-    out = []
+    found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
     for start in range(0, queries.shape[0], rows_per_block):
         scores = queries[start:start + rows_per_block] @ inverted  # only rows sharing a term
-        for r in range(scores.shape[0]):
-            ids = scores.indices[scores.indptr[r]:scores.indptr[r + 1]].astype(np.int64)
-            values = scores.data[scores.indptr[r]:scores.indptr[r + 1]]
-            keep = values > 0
-            if skip and skip[start + r]:
-                keep &= ~np.isin(ids, list(skip[start + r]))
-            ids, values = ids[keep], values[keep]
-            pick = best(ids, values, top)
-            out.append(Hits((position << _ROW_BITS) | ids[pick], values[pick]))
-    return out
-
-
-def merge(found: Hits, more: Hits, top: int) -> Hits:
-    """The top ``top`` of two shards' hits of one query: exact, as both are top lists of one total order."""
-    ties, scores = np.concatenate([found.ties, more.ties]), np.concatenate([found.scores, more.scores])
-    pick = best(ties, scores, top)
-    return Hits(ties[pick], scores[pick])
+        query = np.repeat(np.arange(start, start + scores.shape[0], dtype=np.int64), np.diff(scores.indptr))
+        rows = scores.indices.astype(np.int64)
+        keep = (scores.data > 0) & ~np.isin((query << _ROW_BITS) | rows, skip)
+        found += _Entries(query[keep], (position << _ROW_BITS) | rows[keep], scores.data[keep]).top(top)
+    return found
 
 
 def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Sequence[str] = (),
            groups: Sequence[Sequence[str]] = (), block_entries: int = 1 << 22) -> list[Hits]:
-    """``search_shard`` over every shard in turn (one in memory at a time when ``shards`` loads lazily),
-    merged into each query's top ``top``: the same hits as one search over all the rows."""
-    found = [Hits(np.zeros(0, np.int64), np.zeros(0, queries.dtype)) for _ in range(queries.shape[0])]
+    """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows of the collection by cosine
+    (> 0), best first, ties to the earlier row; rows sharing an ``exclude_by`` column value with ``groups[q]``
+    never come back. The shards are searched in turn (one in memory at a time when ``shards`` loads
+    lazily), each one's top merged into the running top: the same hits as one search over all the rows."""
+    found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
     for position, shard in enumerate(shards):
-        more = search_shard(queries, shard, position, top, exclude_by, groups, block_entries)
-        found = [merge(a, b, top) for a, b in zip(found, more, strict=True)]
-    return found
+        found = (found + _search_shard(queries, shard, position, top, exclude_by, groups, block_entries)).top(top)
+    return found.split(queries.shape[0])
 
 
 def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard]) -> dict[int, tuple[dict, np.ndarray | None]]:
