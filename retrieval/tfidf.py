@@ -248,10 +248,25 @@ class _Entries:
         keep = np.arange(len(queries)) - np.searchsorted(queries, queries) < top
         return _Entries(queries[keep], ties[keep], scores[keep])
 
+    def merged(self, more: _Entries, top: int) -> _Entries:
+        """``self`` (each query's top) with ``more`` hits: only the queries ``more`` has are sorted again."""
+        touched = np.isin(self.queries, more.queries)
+        kept = _Entries(self.queries[~touched], self.ties[~touched], self.scores[~touched])
+        both = kept + (_Entries(self.queries[touched], self.ties[touched], self.scores[touched]) + more).top(top)
+        order = np.argsort(both.queries, kind="stable")  # each query's entries stay in their order
+        return _Entries(both.queries[order], both.ties[order], both.scores[order])
+
     def __add__(self, other: _Entries) -> _Entries:
         return _Entries(*(np.concatenate([a, b]) for a, b in
                           zip((self.queries, self.ties, self.scores), (other.queries, other.ties, other.scores),
                               strict=True)))
+
+    def floors(self, count: int, top: int) -> np.ndarray:
+        """Per query, the score a new hit needs to enter its top ``top`` (its last one's; 0 while not full)."""
+        floors = np.zeros(count, dtype=self.scores.dtype)
+        full = np.flatnonzero(np.bincount(self.queries, minlength=count) == top)
+        floors[full] = self.scores[np.searchsorted(self.queries, full, side="right") - 1]
+        return floors
 
     def split(self, count: int) -> list[Hits]:
         bounds = np.searchsorted(self.queries, np.arange(count + 1))
@@ -270,20 +285,28 @@ def _excluded(shard: CollectionShard, exclude_by: Sequence[str], groups: Sequenc
     return np.array(codes, dtype=np.int64)
 
 
-def _search_shard(queries, shard: CollectionShard, position: int, top: int, exclude_by: Sequence[str],
-                  groups: Sequence[Sequence[str]], block_entries: int) -> _Entries:
-    """Per query row, the shard's top ``top`` rows by cosine (> 0); rows sharing an ``exclude_by`` column value
-    with ``groups[q]`` never come back. Scored through the inverted index, ``block_entries`` at most at a time."""
+def _search_shard(queries, shard: CollectionShard, position: int, top: int, floors: np.ndarray,
+                  exclude_by: Sequence[str], groups: Sequence[Sequence[str]], block_entries: int) -> _Entries:
+    """Per query row, the shard's top ``top`` rows by cosine that score above the query's ``floor`` (0, or the
+    running top's last score once it is full: the shards come in collection order, so a tie with it comes
+    later and cannot enter either); rows sharing an ``exclude_by`` column value
+    with ``groups[q]`` never come back. Scored through the inverted index, in blocks of at most
+    ``block_entries`` scores, each row's ``top``-th best found by a partition of its dense block."""
     inverted = shard.matrix.T.tocsr()  # term -> rows
     skip = _excluded(shard, exclude_by, groups) if exclude_by else np.zeros(0, dtype=np.int64)
-    rows_per_block = max(1, block_entries // max(1, shard.matrix.shape[0]))
+    width = shard.matrix.shape[0]
+    rows_per_block = max(1, block_entries // max(1, width))
     found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
     for start in range(0, queries.shape[0], rows_per_block):
         scores = queries[start:start + rows_per_block] @ inverted  # only rows sharing a term
-        query = np.repeat(np.arange(start, start + scores.shape[0], dtype=np.int64), np.diff(scores.indptr))
-        rows = scores.indices.astype(np.int64)
-        keep = (scores.data > 0) & ~np.isin((query << _ROW_BITS) | rows, skip)
-        found += _Entries(query[keep], (position << _ROW_BITS) | rows[keep], scores.data[keep]).top(top)
+        local = np.repeat(np.arange(scores.shape[0], dtype=np.int64), np.diff(scores.indptr))
+        query, rows, values = local + start, scores.indices.astype(np.int64), scores.data
+        keep = (values > floors[query]) & ~np.isin((query << _ROW_BITS) | rows, skip)
+        if width > top and np.bincount(local[keep], minlength=1).max() > top:
+            dense = np.zeros((scores.shape[0], width), dtype=values.dtype)
+            dense[local[keep], rows[keep]] = values[keep]
+            keep &= values >= -np.partition(-dense, top - 1, axis=1)[:, top - 1][local]
+        found += _Entries(query[keep], (position << _ROW_BITS) | rows[keep], values[keep]).top(top)
     return found
 
 
@@ -293,10 +316,14 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
     (> 0), best first, ties to the earlier row; rows sharing an ``exclude_by`` column value with ``groups[q]``
     never come back. The shards are searched in turn (one in memory at a time when ``shards`` loads
     lazily), each one's top merged into the running top: the same hits as one search over all the rows."""
+    count = queries.shape[0]
     found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
     for position, shard in enumerate(shards):
-        found = (found + _search_shard(queries, shard, position, top, exclude_by, groups, block_entries)).top(top)
-    return found.split(queries.shape[0])
+        more = _search_shard(queries, shard, position, top, found.floors(count, top), exclude_by, groups,
+                             block_entries)
+        if len(more.queries):
+            found = found.merged(more, top)
+    return found.split(count)
 
 
 def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard]) -> dict[int, tuple[dict, np.ndarray | None]]:
