@@ -251,7 +251,7 @@ class _RelatedLinker(ShardLinker):
         from pipelines.tfidf_collections import build, remove_others
 
         stats, folder = self._folder()
-        remove_others(stats, "tfidf-*", folder)
+        remove_others(stats, folder)
         build(self.collection(), runner)
 
     def setup(self) -> None:

@@ -145,6 +145,8 @@ def build(collection: Collection, runner) -> None:
              | "Matrices" >> beam.Map(_write_shard, collection))
 
 
-def remove_others(folder: str, pattern: str, keep: str) -> None:
-    """Collections of an earlier state (the folders matching ``pattern`` but ``keep``) are removed."""
-    storage.delete([path for path in storage.glob(storage.join(folder, pattern)) if path.rstrip("/") != keep])
+def remove_others(stats: str, keep: str | None = None) -> None:
+    """The files of the collections under ``stats`` (``tfidf-*/``) but ``keep``: those of an earlier state.
+    (Files, not folders: a glob lists no folder, and an object store has none.)"""
+    files = storage.glob(storage.join(stats, "tfidf-*", "*")) + storage.glob(storage.join(stats, "tfidf-*", "*", "*"))
+    storage.delete([path for path in files if keep is None or not path.startswith(keep.rstrip("/") + "/")])

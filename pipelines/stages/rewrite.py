@@ -41,7 +41,7 @@ from pipelines.sidecar_tables import (
 )
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, run_sidecar_stage
-from pipelines.tfidf_collections import AsCombineFn, Collection, build
+from pipelines.tfidf_collections import AsCombineFn, Collection, build, remove_others
 from schemas.config import CorpusConfig
 from schemas.config_errors import ConfigError
 from schemas.keys import shard_of
@@ -145,8 +145,10 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
     missing = [s for s in stats if not storage.exists(stat_path(root, s.name, digest))]
     if missing:
         _combine_statistics(root, sources, config, runner, digest, missing)
+    captions = caption_collection(root, tuple(sources), config.max_chars, digest, config.tfidf.max_df)
+    remove_others(folder, captions.folder if config.tfidf.enabled else None)
     if config.tfidf.enabled:
-        build(caption_collection(root, tuple(sources), config.max_chars, digest, config.tfidf.max_df), runner)
+        build(captions, runner)
     return digest
 
 

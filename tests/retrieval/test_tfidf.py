@@ -13,7 +13,7 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer as SklearnVectorizer
 
 from pipelines.runner import RunnerConfig
-from pipelines.tfidf_collections import FREQUENCIES, Collection, build
+from pipelines.tfidf_collections import FREQUENCIES, Collection, build, remove_others
 from retrieval.tfidf import (
     CollectionShard,
     DocumentFrequencyCombiner,
@@ -143,20 +143,20 @@ def test_beam_build_writes_each_shard_once_and_a_killed_build_resumes_to_the_sam
     for i, part in enumerate(np.array_split(np.arange(len(docs)), 4)):
         (tables / "src").mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist([docs[j] for j in part]), tables / "src" / f"{i:05d}.parquet")
-    folder = str(tmp_path / "collection")
+    folder = str(tmp_path / "stats" / "tfidf-1")
     collection = Collection(folder, tuple(("src", i) for i in range(4)), partial(_read_table, str(tables)), text_terms,
                             "text", ("key", "text"))
     build(collection, RunnerConfig())
-    files = sorted(str(p.relative_to(folder)) for p in (tmp_path / "collection").rglob("*") if p.is_file())
+    files = sorted(str(p.relative_to(folder)) for p in (tmp_path / "stats" / "tfidf-1").rglob("*") if p.is_file())
     assert files == [FREQUENCIES] + [f"src/{i:05d}.npz" for i in range(4)]
-    first = {name: (tmp_path / "collection" / name).read_bytes() for name in files}
+    first = {name: (tmp_path / "stats" / "tfidf-1" / name).read_bytes() for name in files}
     assert collection.vectorizer().transform(docs[:3]).shape == (3, len(document_frequencies(docs, _text).counts))
 
     os.remove(os.path.join(folder, "src", "00002.npz"))  # killed before this shard was renamed into place
-    (tmp_path / "collection" / "src" / "00001.npz.tmp-dead").write_bytes(b"partial")
+    (tmp_path / "stats" / "tfidf-1" / "src" / "00001.npz.tmp-dead").write_bytes(b"partial")
     build(collection, RunnerConfig())
-    again = {name: (tmp_path / "collection" / name).read_bytes() for name in files}
-    assert again == first and not list((tmp_path / "collection").rglob("*.tmp-*"))
+    again = {name: (tmp_path / "stats" / "tfidf-1" / name).read_bytes() for name in files}
+    assert again == first and not list((tmp_path / "stats" / "tfidf-1").rglob("*.tmp-*"))
 
     shards = [collection.load(i) for i in range(4)]
     assert [row for shard in shards for row in (shard.row(i) for i in range(shard.matrix.shape[0]))] == \
@@ -171,3 +171,10 @@ def test_beam_build_writes_each_shard_once_and_a_killed_build_resumes_to_the_sam
     assert [[(by_row[t][0]["key"], by_row[t][0]["text"], s) for t, s in h.pairs()] for h in found] == \
         [[(docs[p]["key"], docs[p]["text"], s) for p, s in ((by_position[t][0]["position"], s) for t, s in h.pairs())]
          for h in expected]
+
+    newer = Collection(str(tmp_path / "stats" / "tfidf-2"), collection.shards[:1], collection.read, text_terms, "text",
+                       ("key",))
+    build(newer, RunnerConfig())
+    remove_others(str(tmp_path / "stats"), newer.folder)  # a collection of an earlier state goes
+    left = sorted(str(p.relative_to(tmp_path / "stats")) for p in (tmp_path / "stats").rglob("*") if p.is_file())
+    assert left == [f"tfidf-2/{FREQUENCIES}", "tfidf-2/src/00000.npz"]
