@@ -112,8 +112,9 @@ class Sharded:
         from retrieval.tfidf import gather, search
 
         found = search(self.vectorizer.transform(queries), (self.load(p) for p in range(len(self.paths))), top)
-        rows = gather(found, self.load)
-        return [[(rows[tie][0]["position"], score) for tie, score in hits.pairs()] for hits in found]
+        gathered = gather(found, self.load)
+        return [[(row["position"], score) for row, score in zip(gathered.rows(hits.ties), hits.scores.tolist(),
+                                                                 strict=True)] for hits in found]
 
 
 def peak_mb(run) -> float:

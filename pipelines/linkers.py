@@ -293,16 +293,16 @@ class RelatedImages(_RelatedLinker):
         queries = [key for key in images if labels.get(key)]
         rejects = [_reject(source, "ann/detect", shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if not labels.get(key)]
-        found, items = related_images(self.vectorizer, self.tfidf, [{"labels": labels[key]} for key in queries],
-                                      queries, self.top_n)
+        found = related_images(self.vectorizer, self.tfidf, [{"labels": labels[key]} for key in queries], queries,
+                               self.top_n)
         rows = []
         for key, hits in zip(queries, found, strict=True):
-            if not len(hits.ties):
+            if not hits:
                 rejects.append(_reject(source, "ann/detect", shard, key, Reason.NO_RESULTS,
                                        f"no other image shares a label of {sorted(set(labels[key]))}"))
-            rows += [{"query_key": key, "query_source": source, "rank": rank, "key": items[tie][0]["key"],
-                      "source": items[tie][0]["source"], "text_index": None, "text": None, "score": score,
-                      "query_text_index": None} for rank, (tie, score) in enumerate(hits.pairs())]
+            rows += [{"query_key": key, "query_source": source, "rank": rank, "key": item["key"],
+                      "source": item["source"], "text_index": None, "text": None, "score": score,
+                      "query_text_index": None} for rank, (item, score) in enumerate(hits)]
         return [Linked(rows, rejects, len(images))]
 
 
@@ -338,15 +338,15 @@ class RelatedTexts(_RelatedLinker):
         queries = _table_rows(self.root, "emb/text", source, shard, ["key", "text_index", "text", "vector"],
                               self.input_hint)
         vectors = _stored_vectors([row["vector"] for row in queries])
-        found, items = related_texts(self.vectorizer, self.tfidf, queries, vectors, [row["key"] for row in queries],
-                                     self.top_m, self.top_n)
+        found = related_texts(self.vectorizer, self.tfidf, queries, vectors, [row["key"] for row in queries],
+                              self.top_m, self.top_n)
         rows, rejects = [], []
         for query, hits in zip(queries, found, strict=True):
-            if not len(hits.ties):
+            if not hits:
                 rejects.append(_reject(source, "emb/text", shard, query["key"], Reason.NO_RESULTS,
                                        f"text {query['text_index']}: no other text shares a term"))
             rows += [{"query_key": query["key"], "query_source": source, "rank": rank,
-                      **{name: items[tie][0][name] for name in ("key", "source", "text_index", "text")},
+                      **{name: item[name] for name in ("key", "source", "text_index", "text")},
                       "score": score, "query_text_index": query["text_index"]}
-                     for rank, (tie, score) in enumerate(hits.pairs())]
+                     for rank, (item, score) in enumerate(hits)]
         return [Linked(rows, rejects, len(queries))]

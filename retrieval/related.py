@@ -19,25 +19,30 @@ import numpy as np
 from retrieval.tfidf import Hits, gather, rerank, search
 
 
-def related_images(vectorizer, shards, queries: list[dict], keys: list[str],
-                   top_n: int = 100) -> tuple[list[Hits], dict]:
+def related_images(vectorizer, shards, queries: list[dict], keys: list[str], top_n: int = 100) -> list[list[
+        tuple[dict, float]]]:
     """UNIMO App. A: the ``top_n`` images most similar by the TF-IDF cosine of their region labels (the
-    documents of ``queries`` as the collection's vectorizer reads them), per query image."""
+    documents of ``queries`` as the collection's vectorizer reads them), per query image: (row, cosine)."""
     found = search(vectorizer.transform(queries), shards.each_shard(), top_n, ("key",), [(key,) for key in keys])
-    return found, gather(found, shards.load)
+    return _identified(found, shards)
 
 
 def related_texts(vectorizer, shards, queries: list[dict], query_vectors: np.ndarray, keys: list[str],
-                  candidates: int = 1000, top_n: int = 100) -> tuple[list[Hits], dict]:
+                  candidates: int = 1000, top_n: int = 100) -> list[list[tuple[dict, float]]]:
     """UNIMO App. A: inverted index + TF-IDF top ``candidates``, reranked by the embedding cosine (the
     collection keeps each text's L2-normalised sentence embedding); the ``top_n`` best with their embedding
-    cosine, per query."""
+    cosine, per query: (row, cosine)."""
     filtered = search(vectorizer.transform(queries), shards.each_shard(), candidates, ("key",),
                       [(key,) for key in keys])
-    items = gather(filtered, shards.load)
-    out = []
+    gathered = gather(filtered, shards.load, columns=False, vectors=True)
+    reranked = []
     for hits, query in zip(filtered, query_vectors, strict=True):
-        vectors = [items[tie][1] for tie in hits.ties.tolist()]
-        stacked = np.array(vectors, dtype=np.float32) if vectors else np.zeros((0, len(query)), dtype=np.float32)
-        out.append(rerank(hits, stacked, query, top_n))
-    return out, items
+        vectors = gathered.vectors[gathered.at(hits.ties)] if len(hits.ties) else np.zeros((0, len(query)), np.float32)
+        reranked.append(rerank(hits, vectors, query, top_n))
+    return _identified(reranked, shards)
+
+
+def _identified(found: list[Hits], shards) -> list[list[tuple[dict, float]]]:
+    """Each hit as (its row's identity, its score)."""
+    gathered = gather(found, shards.load)
+    return [list(zip(gathered.rows(hits.ties), hits.scores.tolist(), strict=True)) for hits in found]

@@ -326,21 +326,40 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
     return found.split(count)
 
 
-def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard]) -> dict[int, tuple[dict, np.ndarray | None]]:
-    """tie key -> (row identity, row vector or None) of every hit, loading each shard that holds one once."""
-    wanted: dict[int, set[int]] = {}
-    for hits in found:
-        for tie in hits.ties.tolist():
-            wanted.setdefault(tie >> _ROW_BITS, set()).add(tie)
-    out: dict[int, tuple[dict, np.ndarray | None]] = {}
-    for position in sorted(wanted):
-        shard, ties = load(position), sorted(wanted[position])
-        rows = [tie & ((1 << _ROW_BITS) - 1) for tie in ties]
-        columns = {name: [values[r] for r in rows] for name, values in shard.columns.items()}
-        identities = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-        vectors = [None] * len(rows) if shard.vectors is None else list(shard.vectors[rows])
-        out.update(zip(ties, zip(identities or [{}] * len(rows), vectors, strict=True), strict=True))
-    return out
+@dataclass
+class Gathered:
+    """What ``gather`` read for a set of hits: their tie keys (sorted), and aligned with them their rows'
+    identities (``columns``) and vectors."""
+
+    ties: np.ndarray
+    columns: dict[str, list]
+    vectors: np.ndarray | None
+
+    def at(self, ties: np.ndarray) -> np.ndarray:
+        """Positions of ``ties`` (all gathered) in the arrays."""
+        return np.searchsorted(self.ties, ties)
+
+    def rows(self, ties: np.ndarray) -> list[dict]:
+        positions = self.at(ties).tolist()
+        return [{name: values[i] for name, values in self.columns.items()} for i in positions]
+
+
+def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard], columns: bool = True,
+           vectors: bool = False) -> Gathered:
+    """The identities (``columns``) and/or ``vectors`` of every hit's row, loading each shard that holds one
+    once, in turn."""
+    ties = np.unique(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
+    shards, rows = ties >> _ROW_BITS, ties & ((1 << _ROW_BITS) - 1)
+    names, out, stacked = None, {}, []
+    for position in np.unique(shards).tolist():
+        shard, these = load(position), rows[shards == position].tolist()
+        if columns:
+            names = names or list(shard.columns)
+            for name in names:
+                out.setdefault(name, []).extend(shard.columns[name][r] for r in these)
+        if vectors:
+            stacked.append(shard.vectors[these])
+    return Gathered(ties, out, np.concatenate(stacked) if stacked else None)
 
 
 def rerank(hits: Hits, vectors: np.ndarray, query: np.ndarray, top: int) -> Hits:

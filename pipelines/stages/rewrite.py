@@ -405,8 +405,8 @@ def tfidf_negatives(vectorizer, shards, documents: list[dict], top_n: int,
 
     found = search(vectorizer.transform(documents), shards.each_shard(), top_n, ("key", "words"),
                    [(d["key"], d["words"]) for d in documents], block_entries)
-    rows = gather(found, shards.load)
-    return [[(rows[tie][0], score) for tie, score in hits.pairs()] for hits in found]
+    gathered = gather(found, shards.load)
+    return [list(zip(gathered.rows(hits.ties), hits.scores.tolist(), strict=True)) for hits in found]
 
 
 def caption_documents(root: str, max_chars: int, source: str, shard: int) -> list[dict]:

@@ -64,9 +64,9 @@ def collection(documents: list[dict], analyzer, parts: int = 1, vectors: np.ndar
     return vectorizer, ShardsInMemory([shard_from_bytes(shard_bytes(shard)) for shard in shards])
 
 
-def positions(found, items) -> list[list[tuple[int, float]]]:
-    """Hits as (collection position, score)."""
-    return [[(items[tie][0]["position"], score) for tie, score in hits.pairs()] for hits in found]
+def positions(found) -> list[list[tuple[int, float]]]:
+    """(row, score) hits as (collection position, score)."""
+    return [[(row["position"], score) for row, score in hits] for hits in found]
 
 
 def image_documents(images: list[list[str]], keys: list[str] | None = None) -> list[dict]:
@@ -86,10 +86,10 @@ def test_related_images_are_the_exact_tfidf_top_100_without_the_query(parts):
     documents = image_documents(images)
     vectorizer, shards = collection(documents, _labels, parts)
     queries = list(range(0, 400, 7))
-    found, items = related_images(vectorizer, shards, [documents[q] for q in queries],
+    found = related_images(vectorizer, shards, [documents[q] for q in queries],
                                   [documents[q]["key"] for q in queries], top_n)
     truth = dense_tfidf([label_terms(x) for x in images], [label_terms(images[q]) for q in queries])
-    hits = positions(found, items)
+    hits = positions(found)
     for row, q in enumerate(queries):
         assert_exact_top(hits[row], truth[row], top_n, {q})
     assert max(len(h) for h in hits) == top_n  # the cap binds where more images share a label
@@ -99,8 +99,8 @@ def test_related_images_return_every_candidate_when_fewer_than_top_n():
     images = [["ball", "tree"], ["ball"], ["tree", "tree", "car"], ["sun"], ["ball", "tree"], ["kite", "sun"]]
     documents = image_documents(images)
     vectorizer, shards = collection(documents, _labels, parts=2)
-    found, items = related_images(vectorizer, shards, documents[:1], ["img-0"])  # the default top_n, 100
-    (hits,) = positions(found, items)
+    found = related_images(vectorizer, shards, documents[:1], ["img-0"])  # the default top_n, 100
+    (hits,) = positions(found)
     # every image sharing a label with image 0, and only those: the inverted index filters the rest
     assert sorted(i for i, _ in hits) == [1, 2, 4]
     assert hits[0] == (4, pytest.approx(1.0))  # the same labels under another key
@@ -111,10 +111,10 @@ def test_multi_word_labels_are_one_term_and_unknown_labels_find_nothing():
     assert label_terms(["Traffic  light", "car", " "]) == ["traffic light", "car"]
     documents = image_documents([["traffic light"], ["light"], ["car"]])
     vectorizer, shards = collection(documents, _labels)
-    found, items = related_images(vectorizer, shards, [{"labels": ["traffic light"]}], ["query"])
-    assert [i for i, _ in positions(found, items)[0]] == [0]
-    found, items = related_images(vectorizer, shards, [{"labels": ["zebra"]}], ["query"])
-    assert positions(found, items) == [[]]
+    found = related_images(vectorizer, shards, [{"labels": ["traffic light"]}], ["query"])
+    assert [i for i, _ in positions(found)[0]] == [0]
+    found = related_images(vectorizer, shards, [{"labels": ["zebra"]}], ["query"])
+    assert positions(found) == [[]]
 
 
 def test_text_terms_drop_stop_words():
@@ -144,15 +144,16 @@ def test_related_texts_rerank_the_tfidf_candidates_by_embedding_cosine(parts):
     top_m, top_n = 40, 10
     documents = text_documents(texts, keys)
     vectorizer, shards = collection(documents, _text, parts, vectors)
-    found, items = related_texts(vectorizer, shards, [documents[q] for q in queries], vectors[queries],
+    found = related_texts(vectorizer, shards, [documents[q] for q in queries], vectors[queries],
                                  [keys[q] for q in queries], top_m, top_n)
     truth = dense_tfidf([text_terms(t) for t in texts], [text_terms(texts[q]) for q in queries])
-    got = positions(found, items)
+    got = positions(found)
     for row, q in enumerate(queries):
         own = {i for i in range(len(texts)) if keys[i] == keys[q]}
         # the candidates: an exact TF-IDF top M without the query's own sample
         filtered = search(vectorizer.transform([documents[q]]), shards.each_shard(), top_m, ("key",), [(keys[q],)])
-        candidates = positions(filtered, gather(filtered, shards.load))[0]
+        gathered = gather(filtered, shards.load)
+        candidates = positions([zip(gathered.rows(h.ties), h.scores.tolist(), strict=True) for h in filtered])[0]
         assert_exact_top(candidates, truth[row], top_m, own)
         ids = np.array([i for i, _ in candidates])
         cosines = vectors[ids] @ vectors[q]
@@ -170,14 +171,13 @@ def test_related_texts_defaults_and_fewer_candidates_than_top_n():
     vectors = unit(rng, len(texts))
     documents = text_documents(texts, list("abcde"))
     vectorizer, shards = collection(documents, _text, 2, vectors)
-    found, items = related_texts(vectorizer, shards, documents[:1], vectors[:1], ["a"],
+    found = related_texts(vectorizer, shards, documents[:1], vectors[:1], ["a"],
                                  config.related_texts_candidates, config.related_texts_top_n)
-    (hits,) = positions(found, items)
+    (hits,) = positions(found)
     assert sorted(i for i, _ in hits) == [1, 2, 4]  # every text sharing a term (ball, red, sand), not itself
     scores = [s for _, s in hits]
     assert scores == sorted(scores, reverse=True)
-    found, _ = related_texts(vectorizer, shards, [{"text": "the of and"}], vectors[:1], ["z"])
-    assert [h.pairs() for h in found] == [[]]  # stop words only: no term
+    assert related_texts(vectorizer, shards, [{"text": "the of and"}], vectors[:1], ["z"]) == [[]]  # no term
 
 
 def test_a_shard_without_queries_gives_no_links_not_a_crash():
@@ -187,4 +187,4 @@ def test_a_shard_without_queries_gives_no_links_not_a_crash():
     assert empty.shape == (0, 0) and _stored_vectors([[1, 0], [0, 1]]).shape == (2, 2)
     vectors = _stored_vectors([[1, 0], [0, 1]])
     vectorizer, shards = collection(text_documents(["a red ball", "a blue tent"], ["a", "b"]), _text, 1, vectors)
-    assert related_texts(vectorizer, shards, [], empty, []) == ([], {})
+    assert related_texts(vectorizer, shards, [], empty, []) == []

@@ -99,8 +99,10 @@ def test_one_shard_or_many_give_the_same_hits_bit_for_bit(dtype, sorted_terms):
     for parts in (1, 3, 7):
         shards = sharded(vectorizer, docs, parts)
         found = search(matrix, shards.each_shard(), 25, ("key",), groups, block_entries=300)
-        items = gather(found, shards.load)
-        results[parts] = [[(items[tie][0]["position"], score) for tie, score in hits.pairs()] for hits in found]
+        gathered = gather(found, shards.load)
+        results[parts] = [[(row["position"], score) for row, score in zip(gathered.rows(hits.ties),
+                                                                           hits.scores.tolist(), strict=True)]
+                          for hits in found]
     assert results[1] == results[3] == results[7]
     dense = vectorizer.transform(docs).toarray()
     scores = matrix.toarray() @ dense.T
@@ -168,9 +170,10 @@ def test_beam_build_writes_each_shard_once_and_a_killed_build_resumes_to_the_sam
     expected = search(collection.vectorizer().transform(queries), whole.each_shard(), 10, ("key",),
                       [(d["key"],) for d in queries])
     by_row, by_position = gather(found, collection.load), gather(expected, whole.load)
-    assert [[(by_row[t][0]["key"], by_row[t][0]["text"], s) for t, s in h.pairs()] for h in found] == \
-        [[(docs[p]["key"], docs[p]["text"], s) for p, s in ((by_position[t][0]["position"], s) for t, s in h.pairs())]
+    assert [[(row["key"], row["text"]) for row in by_row.rows(h.ties)] for h in found] == \
+        [[(docs[row["position"]]["key"], docs[row["position"]]["text"]) for row in by_position.rows(h.ties)]
          for h in expected]
+    assert [h.scores.tolist() for h in found] == [h.scores.tolist() for h in expected]
 
     newer = Collection(str(tmp_path / "stats" / "tfidf-2"), collection.shards[:1], collection.read, text_terms, "text",
                        ("key",))
