@@ -242,14 +242,16 @@ class _Entries:
     scores: np.ndarray
 
     def top(self, top: int) -> _Entries:
-        """Each query's ``top`` best, ties to the earlier row of the collection."""
-        order = np.lexsort((self.ties, -self.scores, self.queries))
+        """Each query's ``top`` best, ties to the earlier row of the collection: the entries of one query and
+        score must come in the order of their tie keys (the sort is stable)."""
+        order = np.lexsort((-self.scores, self.queries))
         queries, ties, scores = self.queries[order], self.ties[order], self.scores[order]
         keep = np.arange(len(queries)) - np.searchsorted(queries, queries) < top
         return _Entries(queries[keep], ties[keep], scores[keep])
 
     def merged(self, more: _Entries, top: int) -> _Entries:
-        """``self`` (each query's top) with ``more`` hits: only the queries ``more`` has are sorted again."""
+        """``self`` (each query's top) with ``more`` hits of a later shard (larger tie keys, so the concatenation
+        is in tie order for ``top``): only the queries ``more`` has are sorted again."""
         touched = np.isin(self.queries, more.queries)
         kept = _Entries(self.queries[~touched], self.ties[~touched], self.scores[~touched])
         both = kept + (_Entries(self.queries[touched], self.ties[touched], self.scores[touched]) + more).top(top)
@@ -299,6 +301,7 @@ def _search_shard(queries, shard: CollectionShard, position: int, top: int, floo
     found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
     for start in range(0, queries.shape[0], rows_per_block):
         scores = queries[start:start + rows_per_block] @ inverted  # only rows sharing a term
+        scores.sort_indices()  # each query's rows in collection order, as ``top`` needs
         local = np.repeat(np.arange(scores.shape[0], dtype=np.int64), np.diff(scores.indptr))
         query, rows, values = local + start, scores.indices.astype(np.int64), scores.data
         keep = (values > floors[query]) & ~np.isin((query << _ROW_BITS) | rows, skip)
