@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache, reduce
+from functools import cache, cached_property, reduce
 
 import numpy as np
 
@@ -241,10 +241,11 @@ class _Entries:
     ties: np.ndarray
     scores: np.ndarray
 
-    def top(self, top: int) -> _Entries:
-        """Each query's ``top`` best, ties to the earlier row of the collection: the entries of one query and
-        score must come in the order of their tie keys (the sort is stable)."""
-        order = np.lexsort((-self.scores, self.queries))
+    def top(self, top: int, in_tie_order: bool = False) -> _Entries:
+        """Each query's ``top`` best, ties to the earlier row of the collection (``in_tie_order``: the entries of
+        one query and score already come in the order of their tie keys, and the stable sort keeps it)."""
+        keys = (-self.scores, self.queries) if in_tie_order else (self.ties, -self.scores, self.queries)
+        order = np.lexsort(keys)
         queries, ties, scores = self.queries[order], self.ties[order], self.scores[order]
         keep = np.arange(len(queries)) - np.searchsorted(queries, queries) < top
         return _Entries(queries[keep], ties[keep], scores[keep])
@@ -254,7 +255,8 @@ class _Entries:
         is in tie order for ``top``): only the queries ``more`` has are sorted again."""
         touched = np.isin(self.queries, more.queries)
         kept = _Entries(self.queries[~touched], self.ties[~touched], self.scores[~touched])
-        both = kept + (_Entries(self.queries[touched], self.ties[touched], self.scores[touched]) + more).top(top)
+        both = kept + (_Entries(self.queries[touched], self.ties[touched], self.scores[touched]) + more).top(
+            top, in_tie_order=True)
         order = np.argsort(both.queries, kind="stable")  # each query's entries stay in their order
         return _Entries(both.queries[order], both.ties[order], both.scores[order])
 
@@ -301,7 +303,6 @@ def _search_shard(queries, shard: CollectionShard, position: int, top: int, floo
     found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
     for start in range(0, queries.shape[0], rows_per_block):
         scores = queries[start:start + rows_per_block] @ inverted  # only rows sharing a term
-        scores.sort_indices()  # each query's rows in collection order, as ``top`` needs
         local = np.repeat(np.arange(scores.shape[0], dtype=np.int64), np.diff(scores.indptr))
         query, rows, values = local + start, scores.indices.astype(np.int64), scores.data
         keep = (values > floors[query]) & ~np.isin((query << _ROW_BITS) | rows, skip)
@@ -342,9 +343,14 @@ class Gathered:
         """Positions of ``ties`` (all gathered) in the arrays."""
         return np.searchsorted(self.ties, ties)
 
+    @cached_property
+    def identities(self) -> list[dict]:
+        """One dict per gathered row, shared by the hits that name it."""
+        return [dict(zip(self.columns, row, strict=True)) for row in zip(*self.columns.values(), strict=True)]
+
     def rows(self, ties: np.ndarray) -> list[dict]:
-        positions = self.at(ties).tolist()
-        return [{name: values[i] for name, values in self.columns.items()} for i in positions]
+        """The identities of ``ties``."""
+        return [self.identities[i] for i in self.at(ties).tolist()]
 
 
 def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard], columns: bool = True,
