@@ -5,8 +5,9 @@
 - ``WeakPairs``: mu-VLA §3.2 weak pairs of a ``weak_pairs`` entry, + §3.3.2 phrase-region links.
 - ``RelatedImages`` / ``RelatedTexts``: UNIMO App. A related items.
 
-Indexes, models and collections load in ``setup`` (once per worker); ``params`` names everything the
-output depends on beyond the query shard's own inputs (``inputs``), for the shard's params hash.
+Indexes and models load in ``setup`` (once per worker); the related items' TF-IDF collections are built in
+``prepare`` (once per run, before the pipeline) and read one shard at a time; ``params`` names everything
+the output depends on beyond the query shard's own inputs (``inputs``), for the shard's params hash.
 """
 
 from __future__ import annotations
