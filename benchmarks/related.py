@@ -1,20 +1,24 @@
-"""UNIMO related items: the sparse inverted-index TF-IDF search of ``retrieval.related`` vs the obvious
-baseline, scikit-learn's TfidfVectorizer with brute-force cosines to every document (a dense row of
-scores per query, then its top M), on the same queries; both must return the same top lists.
+"""UNIMO related items: the sharded sparse TF-IDF search of ``retrieval.tfidf`` (the collection as shard
+files, loaded one at a time, each searched through its inverted index and merged into every query's top k)
+vs the obvious baseline, scikit-learn's TfidfVectorizer fitted on the whole collection with brute-force
+cosines to every document (a dense row of scores per query, then its top k): what every worker held before.
 
 Two workloads: related images (region labels of an OpenImages-sized 600-class vocabulary, 1-8 regions
 per image, Zipf-distributed classes) and the related-texts candidate filter (14-word sentences over a
 30k-word Zipf vocabulary less its 100 most frequent words, as stop words are dropped; TF-IDF top 1000).
+Reported per collection size: queries/s (median of interleaved rounds), build time, the peak memory of one
+worker's setup + search (tracemalloc: what numpy, scipy and Python allocate), and recall@k against brute force.
 
-    python -m benchmarks.related --images 100000 --texts 100000 --queries 500 --repeat 3
-
-Build times are reported apart; the rounds time the searches.
+    python -m benchmarks.related --sizes 10000 100000 --shards 16 --queries 300 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import pickle
 
 import numpy as np
 
@@ -59,52 +63,125 @@ class BruteForce:
         return out
 
 
-def same_scores(a, b) -> bool:
-    """Equal top lists up to the order of equal scores."""
-    return all(len(x) == len(y) and np.allclose([s for _, s in x], [s for _, s in y], atol=1e-9)
-               for x, y in zip(a, b, strict=True))
+def recall(found: list[list[tuple[int, float]]], truth: list[list[tuple[int, float]]]) -> float:
+    """Of brute force's top k, the share also found (a tie at the k-th score may be either document)."""
+    hit = total = 0
+    for ours, theirs in zip(found, truth, strict=True):
+        cut = theirs[-1][1] if theirs else 0.0
+        ids = {i for i, _ in ours}
+        hit += sum(i in ids or abs(s - cut) < 1e-12 for i, s in theirs)
+        total += len(theirs)
+    return hit / max(1, total)
 
 
-def workload(name: str, documents: list[list[str]], queries: list[list[str]], top: int, repeat: int) -> dict:
-    """Both sides built once (timed apart), then their searches in interleaved rounds."""
+def _terms(document: list[str]) -> list[str]:
+    return document
+
+
+class Sharded:
+    """The collection as ``shards`` files under ``folder``, searched one loaded shard at a time."""
+
+    def __init__(self, documents: list[list[str]], shards: int, folder: str):
+        from retrieval.tfidf import CollectionShard, document_frequencies, shard_bytes
+
+        self.frequencies = os.path.join(folder, "frequencies.pkl")
+        with open(self.frequencies, "wb") as f:
+            pickle.dump(document_frequencies(documents, _terms), f)
+        self.setup()
+        bounds = np.linspace(0, len(documents), shards + 1).astype(int)
+        self.paths = [os.path.join(folder, f"{i:05d}.npz") for i in range(shards)]
+        for path, (a, b) in zip(self.paths, itertools.pairwise(bounds), strict=True):
+            matrix = self.vectorizer.transform(documents[a:b])
+            with open(path, "wb") as f:
+                f.write(shard_bytes(CollectionShard(matrix, {"position": list(range(a, b))})))
+
+    def setup(self) -> None:
+        """What a worker holds for the whole run: the vectorizer (the collection's vocabulary and idf)."""
+        from retrieval.tfidf import TfidfVectorizer
+
+        with open(self.frequencies, "rb") as f:
+            self.vectorizer = TfidfVectorizer(pickle.load(f), _terms)
+
+    def load(self, position: int):
+        from retrieval.tfidf import shard_from_bytes
+
+        with open(self.paths[position], "rb") as f:
+            return shard_from_bytes(f.read())
+
+    def search(self, queries: list[list[str]], top: int) -> list[list[tuple[int, float]]]:
+        from retrieval.tfidf import gather, search
+
+        found = search(self.vectorizer.transform(queries), (self.load(p) for p in range(len(self.paths))), top)
+        gathered = gather(found, self.load)
+        return [[(row["position"], score) for row, score in zip(gathered.rows(hits.ties), hits.scores.tolist(),
+                                                                 strict=True)] for hits in found]
+
+
+def peak_mb(run) -> float:
+    """The peak of what ``run()`` allocates (numpy and scipy buffers included), in MB."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    run()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 1e6
+
+
+def workload(name: str, documents: list[list[str]], queries: list[list[str]], top: int, repeat: int, shards: int,
+             work: str) -> dict:
+    """Both sides built once (timed apart), then their searches in interleaved rounds; then each worker's
+    setup + search once more under tracemalloc (the brute-force worker fits the whole collection; ours
+    reads the frequencies' vocabulary and one shard file at a time)."""
     import time
 
-    from retrieval.related import TfidfIndex
+    import sklearn.feature_extraction.text  # noqa: F401  (imported before the build is timed)
 
     started = time.perf_counter()
     brute = BruteForce(documents)
     brute_build = time.perf_counter() - started
     started = time.perf_counter()
-    index = TfidfIndex(documents)
-    index_build = time.perf_counter() - started
-    checked = same_scores(index.search(queries, top), brute.search(queries, top))
-    names = ("brute force (sklearn + dense cosines)", "inverted index (retrieval.related)")
+    ours = Sharded(documents, shards, work)
+    ours_build = time.perf_counter() - started
+    truth = brute.search(queries, top)
+    names = ("brute force (sklearn + dense cosines)", f"sharded (retrieval.tfidf, {shards} shard files)")
     contenders = {names[0]: lambda _: len(brute.search(queries, top)),
-                  names[1]: lambda _: len(index.search(queries, top))}
-    rates = {c: median_rate(r) for c, r in interleaved(contenders, repeat, "/tmp/unicorpus-bench-related").items()}
+                  names[1]: lambda _: len(ours.search(queries, top))}
+    rates = {c: median_rate(r) for c, r in interleaved(contenders, repeat, os.path.join(work, "rounds")).items()}
+    memory = {names[0]: peak_mb(lambda: BruteForce(documents).search(queries, top)),
+              names[1]: peak_mb(lambda: (ours.setup(), ours.search(queries, top)))}
     return {"workload": name, "documents": len(documents), "queries": len(queries), "top": top,
-            "same_results": checked, "build_s": {names[0]: round(brute_build, 2), names[1]: round(index_build, 2)},
+            f"recall@{top}": round(recall(ours.search(queries, top), truth), 4),
+            "build_s": {names[0]: round(brute_build, 2), names[1]: round(ours_build, 2)},
             "queries_per_s": {c: round(r, 1) for c, r in rates.items()},
+            "peak_mb": {c: round(m, 1) for c, m in memory.items()},
             "ratio": round(rates[names[1]] / rates[names[0]], 2)}
 
 
 def main(argv: list[str] | None = None) -> None:
+    import tempfile
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--texts", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="collection sizes")
+    parser.add_argument("--shards", type=int, default=16, help="shard files per collection")
+    parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stop-words", type=int, default=100, help="most frequent text terms dropped")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(0)
-    images = zipf_documents(rng, args.images, 600, 1, 8, "class")
-    texts = zipf_documents(rng, args.texts, 30_000, 14, 14, "w", stop=args.stop_words)
-    image_picks = rng.choice(args.images, size=args.queries, replace=False)
-    text_picks = rng.choice(args.texts, size=args.queries, replace=False)
-    report = [workload("related images (top 100)", images, [images[i] for i in image_picks], 100, args.repeat),
-              workload("related texts, TF-IDF filter (top 1000)", texts, [texts[i] for i in text_picks], 1000,
-                       args.repeat)]
-    print(json.dumps(report, indent=2))
+    report = []
+    for size in args.sizes:
+        rng = np.random.default_rng(0)
+        images = zipf_documents(rng, size, 600, 1, 8, "class")
+        texts = zipf_documents(rng, size, 30_000, 14, 14, "w", stop=args.stop_words)
+        image_picks = rng.choice(size, size=args.queries, replace=False)
+        text_picks = rng.choice(size, size=args.queries, replace=False)
+        for name, docs, picks, top in (("related images (top 100)", images, image_picks, 100),
+                                       ("related texts, TF-IDF filter (top 1000)", texts, text_picks, 1000)):
+            with tempfile.TemporaryDirectory() as work:
+                report.append(workload(name, docs, [docs[i] for i in picks], top, args.repeat, args.shards, work))
+            print(json.dumps(report[-1]), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ vs a plain ``generate`` loop over batches in input order, with the tiny offline 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import tempfile
 
@@ -28,22 +29,31 @@ def make_captions(n: int, seed: int = 0) -> list[tuple[str, str, int, str]]:
             for i in range(n)]
 
 
-def tfidf_contenders(captions):
-    from pipelines.annotators.tfidf_negatives import CaptionIndex, DocumentFrequencyCombiner, TfidfVectorizer
+def _words(document: dict) -> list[str]:
+    from retrieval.tfidf import words
 
-    combiner = DocumentFrequencyCombiner()
-    accumulator = combiner.create_accumulator()
-    for caption in captions:
-        combiner.add_input(accumulator, caption[3])
-    vectorizer = TfidfVectorizer(combiner.extract_output(accumulator), max_df=0.5)
-    keys, texts = [c[0] for c in captions], [c[3] for c in captions]
+    return words(document["text"])
+
+
+def tfidf_contenders(captions, shards: int = 4):
+    """The stage's search (``tfidf_negatives`` over the captions in ``shards`` shards) vs dense all-pairs."""
+    from pipelines.stages.rewrite import caption_document, tfidf_negatives
+    from retrieval.tfidf import CollectionShard, ShardsInMemory, TfidfVectorizer, document_frequencies
+
+    documents = [caption_document(*caption) for caption in captions]
+    vectorizer = TfidfVectorizer(document_frequencies(documents, _words), _words, 0.5, np.float32, sorted_terms=False)
+    keys = [c[0] for c in captions]
+    bounds = np.linspace(0, len(documents), shards + 1).astype(int)
 
     def sparse(_out: str) -> int:
-        index = CaptionIndex(vectorizer, captions)
-        return len(index.negatives(keys, texts, TOP_N))
+        matrix = vectorizer.transform(documents)
+        collection = ShardsInMemory([CollectionShard(matrix[a:b], {name: [d[name] for d in documents[a:b]]
+                                                                   for name in ("key", "words", "text")})
+                                     for a, b in itertools.pairwise(bounds)])
+        return len(tfidf_negatives(vectorizer, collection, documents, TOP_N))
 
     def dense(_out: str) -> int:
-        matrix = vectorizer.transform(texts).toarray()
+        matrix = vectorizer.transform(documents).toarray()
         scores = matrix @ matrix.T  # all pairs
         same = np.array(keys)[:, None] == np.array(keys)[None, :]
         scores[same] = 0

@@ -5,8 +5,9 @@
 - ``WeakPairs``: mu-VLA §3.2 weak pairs of a ``weak_pairs`` entry, + §3.3.2 phrase-region links.
 - ``RelatedImages`` / ``RelatedTexts``: UNIMO App. A related items.
 
-Indexes, models and collections load in ``setup`` (once per worker); ``params`` names everything the
-output depends on beyond the query shard's own inputs (``inputs``), for the shard's params hash.
+Indexes and models load in ``setup`` (once per worker); the related items' TF-IDF collections are built in
+``prepare`` (once per run, before the pipeline) and read one shard at a time; ``params`` names everything
+the output depends on beyond the query shard's own inputs (``inputs``), for the shard's params hash.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from pipelines import storage
 from pipelines.raw_shard import read_footer
-from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
+from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_table_rows
 from schemas.config_build import output_params, require_path
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
@@ -111,6 +112,9 @@ class ShardLinker:
 
     def params(self) -> dict:
         raise NotImplementedError
+
+    def prepare(self, runner) -> None:
+        """Build what every worker reads (a collection's files), before the pipeline; once per run."""
 
     def setup(self) -> None:
         """Load indexes, models, collections; once per worker."""
@@ -213,11 +217,55 @@ class WeakPairs(ShardLinker):
         return self.parse_cache[(source, shard)]
 
 
-class RelatedImages(ShardLinker):
+def _sidecar_shards(root: str, folder: str, sources: list[str]) -> tuple[tuple[str, int], ...]:
+    """(source, shard) of every table of ``folder`` for ``sources``, in collection order."""
+    return tuple((source, int(path.rsplit("/", 1)[-1].split(".")[0])) for source in sources
+                 for path in storage.glob(storage.join(root, folder, source, "[0-9]*.parquet")))
+
+
+def _region_documents(root: str, source: str, shard: int) -> list[dict]:
+    rows = _table_rows(root, "ann/detect", source, shard, ["key", "source", "regions"], _DETECT_HINT)
+    return [{"key": row["key"], "source": row["source"], "labels": [region["label"] for region in row["regions"]]}
+            for row in rows]
+
+
+def _text_documents(root: str, source: str, shard: int) -> list[dict]:
+    return _table_rows(root, "emb/text", source, shard, ["key", "source", "text_index", "text", "vector"],
+                       "run `unicorpus embed` first (emb/text holds the text vectors)")
+
+
+class _RelatedLinker(ShardLinker):
+    """A related-items job: its collection (``retrieval.tfidf``, sharded like its input tables) is built once
+    under ``links/<table>/_stats/tfidf-<collection fingerprint>/``; a worker holds one shard of it at a time."""
+
+    folder: str  # the sidecar tables of the collection
+
+    def collection(self):
+        raise NotImplementedError
+
+    def _folder(self) -> tuple[str, str]:
+        """The stats folder of the table, and the collection's folder in it."""
+        stats = storage.join(self.root, "links", self.tables[0].name, "_stats")
+        return stats, storage.join(stats, f"tfidf-{_fingerprint(self.root, self.folder, self.collections)}")
+
+    def prepare(self, runner) -> None:
+        from pipelines.tfidf_collections import build, remove_others
+
+        stats, folder = self._folder()
+        remove_others(stats, folder)
+        build(self.collection(), runner)
+
+    def setup(self) -> None:
+        self.tfidf = self.collection()
+        self.vectorizer = self.tfidf.vectorizer()
+
+
+class RelatedImages(_RelatedLinker):
     """UNIMO App. A: TF-IDF over region labels, cosine, top N other images of the collections."""
 
     inputs = ("ann/detect",)
     input_hint = _DETECT_HINT
+    folder = "ann/detect"
 
     def __init__(self, root: str, queries: list[str], collections: list[str], top_n: int):
         super().__init__(root)
@@ -228,17 +276,17 @@ class RelatedImages(ShardLinker):
         return {"kind": "related_images", "top_n": self.top_n, "collections": self.collections,
                 "collection": _fingerprint(self.root, "ann/detect", self.collections)}
 
-    def setup(self) -> None:
-        from retrieval.related import TfidfIndex, key_positions, label_terms
+    def collection(self):
+        from functools import partial
 
-        self.items = [(row["key"], row["source"], [region["label"] for region in row["regions"]])
-                      for name in self.collections
-                      for row in read_sidecar(self.root, "ann/detect", name, ["key", "source", "regions"])]
-        self.index = TfidfIndex([label_terms(labels) for _, _, labels in self.items])
-        self.positions = key_positions([key for key, _, _ in self.items])
+        from pipelines.tfidf_collections import Collection
+        from retrieval.tfidf import label_terms
+
+        return Collection(self._folder()[1], _sidecar_shards(self.root, self.folder, self.collections),
+                          partial(_region_documents, self.root), label_terms, "labels", ("key", "source"))
 
     def link(self, source: str, shard: int) -> list[Linked]:
-        from retrieval.related import related_images, same_key
+        from retrieval.related import related_images
 
         detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], self.input_hint)
         labels = {row["key"]: [region["label"] for region in row["regions"] if region["label"]] for row in detect}
@@ -246,24 +294,25 @@ class RelatedImages(ShardLinker):
         queries = [key for key in images if labels.get(key)]
         rejects = [_reject(source, "ann/detect", shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if not labels.get(key)]
-        exclude = same_key(self.positions, queries)
-        found = related_images(self.index, [labels[key] for key in queries], self.top_n, exclude)
+        found = related_images(self.vectorizer, self.tfidf, [{"labels": labels[key]} for key in queries], queries,
+                               self.top_n)
         rows = []
         for key, hits in zip(queries, found, strict=True):
             if not hits:
                 rejects.append(_reject(source, "ann/detect", shard, key, Reason.NO_RESULTS,
                                        f"no other image shares a label of {sorted(set(labels[key]))}"))
-            rows += [{"query_key": key, "query_source": source, "rank": rank, "key": self.items[i][0],
-                      "source": self.items[i][1], "text_index": None, "text": None, "score": score,
-                      "query_text_index": None} for rank, (i, score) in enumerate(hits)]
+            rows += [{"query_key": key, "query_source": source, "rank": rank, "key": item["key"],
+                      "source": item["source"], "text_index": None, "text": None, "score": score,
+                      "query_text_index": None} for rank, (item, score) in enumerate(hits)]
         return [Linked(rows, rejects, len(images))]
 
 
-class RelatedTexts(ShardLinker):
+class RelatedTexts(_RelatedLinker):
     """UNIMO App. A: inverted index + TF-IDF top M, embedding rerank, top N texts of the collections."""
 
     inputs = ("emb/text",)
     input_hint = "run `unicorpus embed` first (emb/text holds the text vectors)"
+    folder = "emb/text"
 
     def __init__(self, root: str, queries: list[str], collections: list[str], top_m: int, top_n: int):
         super().__init__(root)
@@ -274,32 +323,31 @@ class RelatedTexts(ShardLinker):
         return {"kind": "related_texts", "candidates_m": self.top_m, "top_n": self.top_n,
                 "collections": self.collections, "collection": _fingerprint(self.root, "emb/text", self.collections)}
 
-    def setup(self) -> None:
-        from retrieval.related import TfidfIndex, key_positions, text_terms
+    def collection(self):
+        from functools import partial
 
-        self.items = [row for name in self.collections
-                      for row in read_sidecar(self.root, "emb/text", name, ["key", "source", "text_index", "text",
-                                                                            "vector"])]
-        self.vectors = _stored_vectors([row.pop("vector") for row in self.items])
-        self.index = TfidfIndex([text_terms(row["text"]) for row in self.items])
-        self.positions = key_positions([row["key"] for row in self.items])
+        from pipelines.tfidf_collections import Collection
+        from retrieval.tfidf import text_terms
+
+        return Collection(self._folder()[1], _sidecar_shards(self.root, self.folder, self.collections),
+                          partial(_text_documents, self.root), text_terms, "text",
+                          ("key", "source", "text_index", "text"), vector="vector")
 
     def link(self, source: str, shard: int) -> list[Linked]:
-        from retrieval.related import related_texts, same_key
+        from retrieval.related import related_texts
 
         queries = _table_rows(self.root, "emb/text", source, shard, ["key", "text_index", "text", "vector"],
                               self.input_hint)
         vectors = _stored_vectors([row["vector"] for row in queries])
-        exclude = same_key(self.positions, [row["key"] for row in queries])
-        found = related_texts(self.index, self.vectors, [row["text"] for row in queries], vectors,
-                              self.top_m, self.top_n, exclude)
+        found = related_texts(self.vectorizer, self.tfidf, queries, vectors, [row["key"] for row in queries],
+                              self.top_m, self.top_n)
         rows, rejects = [], []
         for query, hits in zip(queries, found, strict=True):
             if not hits:
                 rejects.append(_reject(source, "emb/text", shard, query["key"], Reason.NO_RESULTS,
                                        f"text {query['text_index']}: no other text shares a term"))
             rows += [{"query_key": query["key"], "query_source": source, "rank": rank,
-                      "key": self.items[i]["key"], "source": self.items[i]["source"],
-                      "text_index": self.items[i]["text_index"], "text": self.items[i]["text"], "score": score,
-                      "query_text_index": query["text_index"]} for rank, (i, score) in enumerate(hits)]
+                      **{name: item[name] for name in ("key", "source", "text_index", "text")},
+                      "score": score, "query_text_index": query["text_index"]}
+                     for rank, (item, score) in enumerate(hits)]
         return [Linked(rows, rejects, len(queries))]

@@ -7,7 +7,8 @@
 
 The logic is in ``retrieval.align`` and ``retrieval.related``, applied per shard by the linkers of
 ``pipelines.linkers``; this is the Beam shell. One pipeline per linker, ``Create(query shards)
--> Reshuffle -> ParDo``; indexes, models and collections are loaded once per worker (``DoFn.setup``).
+-> Reshuffle -> ParDo``; indexes and models are loaded once per worker (``DoFn.setup``), after the linker's
+``prepare`` built what every worker reads (the related items' TF-IDF collections, read a shard at a time).
 Tables are committed like every sidecar (``pipelines.sidecar_tables``): atomic, with a params hash covering the
 stage parameters, the raw shard and every input table (emb/tags, ann/detect, the indexes' build.json, ...),
 so a rerun skips finished shards and a rebuilt input redoes them. A query
@@ -111,6 +112,7 @@ def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig,
     last = linker.tables[-1].name
     pending = [job for job in jobs if job not in reused]
     if pending:  # else not even a worker's setup (indexes, model) is needed
+        linker.prepare(runner)
         with ShardProgress(storage.join(root, "links", last, "*", "[0-9]*.parquet"), f"{STAGE} {last}", len(jobs),
                            enabled=show_progress, unit="queries"):
             with beam.Pipeline(options=pipeline_options(runner)) as pipeline:

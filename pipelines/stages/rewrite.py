@@ -41,6 +41,7 @@ from pipelines.sidecar_tables import (
 )
 from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, run_sidecar_stage
+from pipelines.tfidf_collections import AsCombineFn, Collection, build, remove_others
 from schemas.config import CorpusConfig
 from schemas.config_build import output_params, require_path
 from schemas.config_errors import ConfigError
@@ -88,37 +89,16 @@ class Statistic:
 
 
 def statistics(config: RewriteConfig) -> list[Statistic]:
+    """The statistics of the scene-graph method (the TF-IDF negatives' are their ``caption_collection``)."""
     from pipelines.annotators.ngram_lm import NgramCombiner
     from pipelines.annotators.scene_graph_rewrite import VocabularyCombiner
-    from pipelines.annotators.tfidf_negatives import DocumentFrequencyCombiner
 
     found = []
-    if config.tfidf.enabled:
-        found.append(Statistic("tfidf", "captions", DocumentFrequencyCombiner))
     if config.scene_graph.enabled:
         found.append(Statistic("vocabulary", "parses", VocabularyCombiner))
         if not config.scene_graph.language_model:  # a causal LM replaces the corpus n-gram model
             found.append(Statistic("ngram", "captions", NgramCombiner))
     return found
-
-
-class _Combine(beam.CombineFn):
-    """Any (picklable) object with the four CombineFn methods, as a Beam CombineFn."""
-
-    def __init__(self, combiner):
-        self.combiner = combiner
-
-    def create_accumulator(self):
-        return self.combiner.create_accumulator()
-
-    def add_input(self, accumulator, element):
-        return self.combiner.add_input(accumulator, element)
-
-    def merge_accumulators(self, accumulators):
-        return self.combiner.merge_accumulators(accumulators)
-
-    def extract_output(self, accumulator):
-        return self.combiner.extract_output(accumulator)
 
 
 def stat_path(root: str, name: str, digest: str) -> str:
@@ -152,15 +132,25 @@ def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: l
 
 
 def build_statistics(root: str, sources: list[str], config: RewriteConfig, runner: RunnerConfig) -> str:
-    """Compute the missing statistics in one Beam pipeline; the corpus digest they are filed under.
-    Statistics of an earlier corpus (and temporaries) are removed."""
+    """Compute the missing statistics in one Beam pipeline, and the caption collection of the TF-IDF
+    negatives; the corpus digest they are filed under. Those of an earlier corpus (and temporaries) are removed."""
     stats = statistics(config)
     digest = corpus_digest(root, sources, config, stats)
     folder = storage.join(root, FOLDER, "_stats")
-    storage.delete([p for p in storage.glob(storage.join(folder, "*")) if f"-{digest}.pkl" not in p or ".tmp-" in p])
+    storage.delete([p for p in storage.glob(storage.join(folder, "*"))
+                    if f"-{digest}" not in p.rsplit("/", 1)[-1] or ".tmp-" in p])
     missing = [s for s in stats if not storage.exists(stat_path(root, s.name, digest))]
-    if not missing:
-        return digest
+    if missing:
+        _combine_statistics(root, sources, config, runner, digest, missing)
+    captions = caption_collection(root, tuple(sources), config.max_chars, digest, config.tfidf.max_df)
+    remove_others(folder, captions.folder if config.tfidf.enabled else None)
+    if config.tfidf.enabled:
+        build(captions, runner)
+    return digest
+
+
+def _combine_statistics(root: str, sources: list[str], config: RewriteConfig, runner: RunnerConfig, digest: str,
+                        missing: list[Statistic]) -> None:
     shards = [(source, shard) for source in sources for shard in raw_shards(root, source)]
     with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
         spread = pipeline | "Shards" >> beam.Create(shards) | "Spread" >> beam.Reshuffle()
@@ -175,7 +165,7 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
             inputs["parses"] = spread | "Parses" >> beam.FlatMapTuple(partial(shard_parses, root))
         for stat in missing:
             (inputs[stat.over]
-             | f"{stat.name}/Combine" >> beam.CombineGlobally(_Combine(stat.combiner()))
+             | f"{stat.name}/Combine" >> beam.CombineGlobally(AsCombineFn(stat.combiner()))
              | f"{stat.name}/Write" >> beam.Map(_write_stat, stat_path(root, stat.name, digest)))
     return digest
 
@@ -229,7 +219,7 @@ class RewriteAnnotator(ShardAnnotator):
                  encoder: str | None = None):
         self.config, self.root, self.sources, self.digest, self.encoder = config, root, sources, digest, encoder
         self.pivots: list = []
-        self.index = None
+        self.captions = None  # the caption collection and its vectorizer
         self.rewriter = None
         self.refusals: dict[str, int] = {}  # of the shard just annotated
 
@@ -244,7 +234,8 @@ class RewriteAnnotator(ShardAnnotator):
         if c.back_translation.enabled:
             self.pivots = load_pivots(c.back_translation)
         if c.tfidf.enabled:
-            self.index = _caption_index(self.root, tuple(self.sources), c.max_chars, self.digest, c.tfidf.max_df)
+            self.captions = _opened(caption_collection(self.root, tuple(self.sources), c.max_chars, self.digest,
+                                                       c.tfidf.max_df))
         if c.scene_graph.enabled:
             from pipelines.annotators.scene_graph_rewrite import SceneGraphRewriter
 
@@ -294,11 +285,13 @@ class RewriteAnnotator(ShardAnnotator):
                 for c, rewrites in zip(captions, found, strict=True) for text, detail in rewrites]
 
     def _tfidf(self, source: str, captions: list[Text]) -> list[dict]:
-        if self.index is None:
+        if self.captions is None:
             return []
-        found = self.index.negatives([c.key for c in captions], [c.text for c in captions], self.config.tfidf.top_n)
-        return [_row(c, source, "hard_negative", "tfidf", other[3], score,
-                     json.dumps({"key": other[0], "source": other[1], "text_index": other[2]}))
+        collection, vectorizer = self.captions
+        documents = [caption_document(c.key, source, c.index, c.text) for c in captions]
+        found = tfidf_negatives(vectorizer, collection, documents, self.config.tfidf.top_n)
+        return [_row(c, source, "hard_negative", "tfidf", other["text"], score,
+                     json.dumps({name: other[name] for name in ("key", "source", "text_index")}))
                 for c, hits in zip(captions, found, strict=True) for other, score in hits]
 
     def _scene_graph(self, shard: ShardInput, captions: list[Text]) -> list[dict]:
@@ -379,15 +372,48 @@ def _translator(path: str, device: str, source_code: str | None, target_code: st
     return Translator(path, device, source_code, target_code)
 
 
-@lru_cache(maxsize=1)
-def _caption_index(root: str, sources: tuple[str, ...], max_chars: int, digest: str, max_df: float):
-    """The TF-IDF index of every caption of the corpus (``digest`` names its state), built once per process."""
-    from pipelines.annotators.tfidf_negatives import CaptionIndex, TfidfVectorizer
+def caption_document(key: str, source: str, text_index: int, text: str) -> dict:
+    """A caption as the TF-IDF collection holds it: ``words`` (its words, joined) excludes captions of the same
+    words from its negatives."""
+    from retrieval.tfidf import words
 
-    vectorizer = TfidfVectorizer(load_stat(stat_path(root, "tfidf", digest)), max_df)
-    corpus = [caption for source in sources for shard in raw_shards(root, source)
-              for caption in shard_captions(root, max_chars, source, shard)]
-    return CaptionIndex(vectorizer, corpus)
+    return {"key": key, "source": source, "text_index": text_index, "text": text, "words": " ".join(words(text))}
+
+
+def tfidf_negatives(vectorizer, shards, documents: list[dict], top_n: int,
+                    block_entries: int = 1 << 22) -> list[list[tuple[dict, float]]]:
+    """UNIMO App. A: per caption (a ``caption_document``), the ``top_n`` captions of other images most similar
+    by TF-IDF cosine, best first, never one of the same words; ``shards`` (``each_shard``, ``load``: a
+    ``caption_collection``) are searched one at a time."""
+    from retrieval.tfidf import gather, search
+
+    found = search(vectorizer.transform(documents), shards.each_shard(), top_n, ("key", "words"),
+                   [(d["key"], d["words"]) for d in documents], block_entries)
+    gathered = gather(found, shards.load)
+    return [list(zip(gathered.rows(hits.ties), hits.scores.tolist(), strict=True)) for hits in found]
+
+
+def caption_documents(root: str, max_chars: int, source: str, shard: int) -> list[dict]:
+    return [caption_document(*caption) for caption in shard_captions(root, max_chars, source, shard)]
+
+
+def caption_collection(root: str, sources: tuple[str, ...], max_chars: int, digest: str, max_df: float) -> Collection:
+    """Every caption of the corpus (``digest`` names its state) as a sharded TF-IDF collection: one matrix per
+    raw shard under ``_stats/tfidf-<digest>-<max_df>/``. Float32 and terms in order of first appearance:
+    the negatives' stored cosines stay what they were."""
+    from retrieval.tfidf import words
+
+    shards = tuple((source, shard) for source in sources for shard in raw_shards(root, source))
+    return Collection(storage.join(root, FOLDER, "_stats", f"tfidf-{digest}-{max_df:g}"), shards,
+                      partial(caption_documents, root, max_chars), words, "text",
+                      ("key", "source", "text_index", "text", "words"), max_df=max_df, dtype="float32",
+                      sorted_terms=False)
+
+
+@lru_cache(maxsize=1)
+def _opened(collection: Collection):
+    """The collection and its vectorizer, once per process (the vocabulary, never the captions)."""
+    return collection, collection.vectorizer()
 
 
 def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,

@@ -6,6 +6,7 @@ corpus (every caption accounted for, reruns skip, changed parameters redo, missi
 import dataclasses
 import glob
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -18,12 +19,20 @@ import pytest
 
 from cli.main import main
 from pipelines.annotators.backtranslate import Pivot, Translator, back_translate, is_new
-from pipelines.annotators.tfidf_negatives import CaptionIndex, DocumentFrequencyCombiner, TfidfVectorizer, terms
 from pipelines.minicorpus.translation_models import build_translation_model, build_translation_models
 from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_sidecar, sample_texts
 from pipelines.stages.parse import run_parse
-from pipelines.stages.rewrite import run_rewrite
+from pipelines.stages.rewrite import caption_document, run_rewrite, tfidf_negatives
+from retrieval.tfidf import (
+    CollectionShard,
+    DocumentFrequencyCombiner,
+    ShardsInMemory,
+    TfidfVectorizer,
+    shard_bytes,
+    shard_from_bytes,
+    words,
+)
 from schemas.config_errors import ConfigError
 from schemas.stages import BackTranslationConfig, TranslationPair
 
@@ -40,31 +49,51 @@ def _captions(n: int, seed: int = 0) -> list[tuple[str, str, int, str]]:
     return [(f"k{i // 2}", "src", i % 2, text) for i, text in enumerate(texts)]
 
 
-def _frequencies(texts, parts: int = 3):
-    combiner = DocumentFrequencyCombiner()
+def _frequencies(documents, parts: int = 3):
+    """The Beam combine's semantics: partial counts merged in another order."""
+    combiner = DocumentFrequencyCombiner(_words)
     accumulators = []
     for part in range(parts):
         accumulator = combiner.create_accumulator()
-        for text in texts[part::parts]:
-            combiner.add_input(accumulator, text)
+        for document in documents[part::parts]:
+            combiner.add_input(accumulator, document)
         accumulators.append(accumulator)
     return combiner.extract_output(combiner.merge_accumulators(accumulators[::-1]))
 
 
-def _index(captions, max_df=0.9):
-    return CaptionIndex(TfidfVectorizer(_frequencies([c[3] for c in captions]), max_df), captions)
+def _words(document: dict) -> list[str]:
+    return words(document["text"])
 
 
-def test_tfidf_negatives_equal_a_brute_force_dense_ranking():
+def _collection(captions, max_df=0.9, parts=1):
+    """The captions as rewrite's collection: float32, first-appearance term order, in ``parts`` shards."""
+    documents = [caption_document(*caption) for caption in captions]
+    vectorizer = TfidfVectorizer(_frequencies(documents), _words, max_df, np.float32, sorted_terms=False)
+    matrix = vectorizer.transform(documents)
+    bounds = np.linspace(0, len(documents), parts + 1).astype(int)
+    columns = ("key", "source", "text_index", "text", "words")
+    shards = [shard_from_bytes(shard_bytes(CollectionShard(matrix[a:b], {c: [d[c] for d in documents[a:b]]
+                                                                         for c in columns})))
+              for a, b in itertools.pairwise(bounds)]
+    return vectorizer, ShardsInMemory(shards), matrix
+
+
+def _negatives(captions, queries, top_n, max_df=0.9, parts=1, block_entries=1 << 22):
+    vectorizer, shards, _ = _collection(captions, max_df, parts)
+    found = tfidf_negatives(vectorizer, shards, [caption_document(*q) for q in queries], top_n, block_entries)
+    return [[((o["key"], o["source"], o["text_index"], o["text"]), score) for o, score in hits] for hits in found]
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_tfidf_negatives_equal_a_brute_force_dense_ranking(parts):
     captions = _captions(80)
-    index = _index(captions)
     top_n = 7
-    found = index.negatives([c[0] for c in captions], [c[3] for c in captions], top_n, block_entries=200)
-    dense = index.matrix.toarray().astype(np.float64)
+    found = _negatives(captions, captions, top_n, parts=parts, block_entries=200)
+    dense = _collection(captions)[2].toarray().astype(np.float64)
     scores = dense @ dense.T
     for i, (key, _, _, text) in enumerate(captions):
         expected = sorted(((-scores[i, j], j) for j, other in enumerate(captions)
-                           if other[0] != key and scores[i, j] > 1e-9 and terms(other[3]) != terms(text)))[:top_n]
+                           if other[0] != key and scores[i, j] > 1e-9 and words(other[3]) != words(text)))[:top_n]
         got = [(score, captions.index(other)) for other, score in found[i]]
         assert len(got) == len(expected) <= top_n
         np.testing.assert_allclose([s for s, _ in got], [-s for s, _ in expected], rtol=1e-5)
@@ -73,26 +102,35 @@ def test_tfidf_negatives_equal_a_brute_force_dense_ranking():
         assert {j for s, j in got if s > cut + 1e-5} == {j for s, j in expected if -s > cut + 1e-5}
 
 
+def test_tfidf_negatives_are_the_same_from_one_shard_or_three():
+    captions = _captions(200, seed=3)
+    captions[150] = ("k75x", "src", 0, captions[20][3])  # exact ties across shards: the earlier caption first
+    queries = captions[::3]
+    one = _negatives(captions, queries, 10, parts=1)
+    assert _negatives(captions, queries, 10, parts=3, block_entries=50) == one
+    assert sum(map(len, one)) > 10 * len(queries) // 2
+
+
 def test_tfidf_negatives_never_come_from_the_same_image_or_repeat_the_caption():
     captions = [("k1", "s", 0, "a red ball on the grass"), ("k1", "s", 1, "a red ball near a tree"),
                 ("k2", "s", 0, "A  red BALL on the grass"), ("k3", "s", 0, "a red kite on the grass"),
                 ("k4", "s", 0, "blue car"), ("k5", "s", 0, "sun")]
-    index = _index(captions, max_df=1.0)
-    (hits,) = index.negatives(["k1"], ["a red ball on the grass"], top_n=10)
+    (hits,) = _negatives(captions, [("k1", "s", 0, "a red ball on the grass")], 10, max_df=1.0, parts=2)
     others = [other for other, _ in hits]
     assert all(other[0] != "k1" for other in others)  # the image's own second caption is no negative
     assert ("k2", "s", 0, "A  red BALL on the grass") not in others  # the same words are no negative
     assert others[0] == ("k3", "s", 0, "a red kite on the grass")
     assert all(other[0] not in ("k4", "k5") for other in others)  # no shared term: cosine 0 is not similar
-    (few,) = index.negatives(["k4"], ["a red ball near the grass"], top_n=2)
+    (few,) = _negatives(captions, [("k4", "s", 0, "a red ball near the grass")], 2, max_df=1.0)
     assert len(few) == 2 and few[0][1] >= few[1][1]
 
 
 def test_terms_in_most_captions_carry_no_weight():
     captions = [(f"k{i}", "s", 0, f"a photo of {word}") for i, word in enumerate(["dogs", "cats", "a dog"])]
-    vectorizer = TfidfVectorizer(_frequencies([c[3] for c in captions]), max_df=0.5)
-    assert set(vectorizer.columns) == {"dogs", "cats", "dog"}
-    assert CaptionIndex(vectorizer, captions).negatives(["k0"], ["a photo of dogs"], 5) == [[]]
+    documents = [caption_document(*c) for c in captions]
+    vectorizer = TfidfVectorizer(_frequencies(documents), _words, max_df=0.5)
+    assert set(vectorizer.vocabulary) == {"dogs", "cats", "dog"}
+    assert _negatives(captions, [("k0", "s", 0, "a photo of dogs")], 5, max_df=0.5) == [[]]
 
 
 # --- back-translation -------------------------------------------------------------------------------------

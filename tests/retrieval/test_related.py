@@ -1,11 +1,25 @@
 """UNIMO related images and texts (retrieval/related.py) against brute-force references: scikit-learn's
 TfidfVectorizer for the TF-IDF space, dense numpy cosines for the search and the embedding rerank."""
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from retrieval.related import TfidfIndex, label_terms, related_images, related_texts, same_key, text_terms
+from retrieval.related import related_images, related_texts
+from retrieval.tfidf import (
+    CollectionShard,
+    ShardsInMemory,
+    document_frequencies,
+    gather,
+    label_terms,
+    search,
+    shard_bytes,
+    shard_from_bytes,
+    text_terms,
+)
+from retrieval.tfidf import TfidfVectorizer as OurVectorizer
 from schemas.stages import RetrieveConfig
 
 LABELS = ["ball", "box", "tent", "tree", "car", "house", "sun", "kite", "traffic light", "dog", "cat", "boat"]
@@ -32,41 +46,75 @@ def assert_exact_top(found: list[tuple[int, float]], truth: np.ndarray, top: int
     np.testing.assert_allclose(truth[ids], scores, atol=1e-9)  # each id really has its score
 
 
+def _labels(document: dict) -> list[str]:
+    return label_terms(document["labels"])
+
+
+def _text(document: dict) -> list[str]:
+    return text_terms(document["text"])
+
+
+def collection(documents: list[dict], analyzer, parts: int = 1, vectors: np.ndarray | None = None):
+    """The vectorizer and ``parts`` shards (through their file bytes) of ``documents`` (each with a ``key``)."""
+    vectorizer = OurVectorizer(document_frequencies(documents, analyzer), analyzer)
+    matrix = vectorizer.transform(documents)
+    bounds = np.linspace(0, len(documents), parts + 1).astype(int)
+    shards = [CollectionShard(matrix[a:b], {"key": [d["key"] for d in documents[a:b]], "position": list(range(a, b))},
+                              None if vectors is None else vectors[a:b]) for a, b in itertools.pairwise(bounds)]
+    return vectorizer, ShardsInMemory([shard_from_bytes(shard_bytes(shard)) for shard in shards])
+
+
+def positions(found) -> list[list[tuple[int, float]]]:
+    """(row, score) hits as (collection position, score)."""
+    return [[(row["position"], score) for row, score in hits] for hits in found]
+
+
+def image_documents(images: list[list[str]], keys: list[str] | None = None) -> list[dict]:
+    return [{"key": keys[i] if keys else f"img-{i}", "labels": labels} for i, labels in enumerate(images)]
+
+
 def random_images(rng, count: int) -> list[list[str]]:
     return [list(rng.choice(LABELS, size=rng.integers(1, 6))) for _ in range(count)]
 
 
-def test_related_images_are_the_exact_tfidf_top_100_without_the_query():
+@pytest.mark.parametrize("parts", [1, 3])
+def test_related_images_are_the_exact_tfidf_top_100_without_the_query(parts):
     rng = np.random.default_rng(0)
     images = random_images(rng, 400)
-    keys = [f"img-{i}" for i in range(len(images))]
     top_n = RetrieveConfig().related_images_top_n
     assert top_n == 100  # UNIMO App. A
-    index = TfidfIndex([label_terms(labels) for labels in images])
+    documents = image_documents(images)
+    vectorizer, shards = collection(documents, _labels, parts)
     queries = list(range(0, 400, 7))
-    found = related_images(index, [images[q] for q in queries], top_n, same_key(keys, [keys[q] for q in queries]))
+    found = related_images(vectorizer, shards, [documents[q] for q in queries],
+                                  [documents[q]["key"] for q in queries], top_n)
     truth = dense_tfidf([label_terms(x) for x in images], [label_terms(images[q]) for q in queries])
+    hits = positions(found)
     for row, q in enumerate(queries):
-        assert_exact_top(found[row], truth[row], top_n, {q})
-    assert max(len(hits) for hits in found) == top_n  # the cap binds where more images share a label
+        assert_exact_top(hits[row], truth[row], top_n, {q})
+    assert max(len(h) for h in hits) == top_n  # the cap binds where more images share a label
 
 
 def test_related_images_return_every_candidate_when_fewer_than_top_n():
     images = [["ball", "tree"], ["ball"], ["tree", "tree", "car"], ["sun"], ["ball", "tree"], ["kite", "sun"]]
-    keys = [f"img-{i}" for i in range(len(images))]
-    index = TfidfIndex([label_terms(x) for x in images])
-    found = related_images(index, [images[0]], exclude=same_key(keys, [keys[0]]))[0]  # the default top_n, 100
+    documents = image_documents(images)
+    vectorizer, shards = collection(documents, _labels, parts=2)
+    found = related_images(vectorizer, shards, documents[:1], ["img-0"])  # the default top_n, 100
+    (hits,) = positions(found)
     # every image sharing a label with image 0, and only those: the inverted index filters the rest
-    assert sorted(i for i, _ in found) == [1, 2, 4]
-    assert found[0] == (4, pytest.approx(1.0))  # the same labels under another key
-    assert found[1][1] > found[2][1] > 0
+    assert sorted(i for i, _ in hits) == [1, 2, 4]
+    assert hits[0] == (4, pytest.approx(1.0))  # the same labels under another key
+    assert hits[1][1] > hits[2][1] > 0
 
 
 def test_multi_word_labels_are_one_term_and_unknown_labels_find_nothing():
     assert label_terms(["Traffic  light", "car", " "]) == ["traffic light", "car"]
-    index = TfidfIndex([label_terms(["traffic light"]), label_terms(["light"]), label_terms(["car"])])
-    assert [i for i, _ in related_images(index, [["traffic light"]])[0]] == [0]
-    assert related_images(index, [["zebra"]]) == [[]]
+    documents = image_documents([["traffic light"], ["light"], ["car"]])
+    vectorizer, shards = collection(documents, _labels)
+    found = related_images(vectorizer, shards, [{"labels": ["traffic light"]}], ["query"])
+    assert [i for i, _ in positions(found)[0]] == [0]
+    found = related_images(vectorizer, shards, [{"labels": ["zebra"]}], ["query"])
+    assert positions(found) == [[]]
 
 
 def test_text_terms_drop_stop_words():
@@ -82,29 +130,37 @@ def unit(rng, n: int, dim: int = 16) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def test_related_texts_rerank_the_tfidf_candidates_by_embedding_cosine():
+def text_documents(texts: list[str], keys: list[str]) -> list[dict]:
+    return [{"key": key, "text": text} for key, text in zip(keys, texts, strict=True)]
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_related_texts_rerank_the_tfidf_candidates_by_embedding_cosine(parts):
     rng = np.random.default_rng(1)
     texts = random_texts(rng, 300)
     keys = [f"t-{i // 3}" for i in range(len(texts))]  # three texts per sample, like COCO captions
     vectors = unit(rng, len(texts))
     queries = list(range(0, 300, 11))
     top_m, top_n = 40, 10
-    index = TfidfIndex([text_terms(t) for t in texts])
-    exclude = same_key(keys, [keys[q] for q in queries])
-    found = related_texts(index, vectors, [texts[q] for q in queries], vectors[queries], top_m, top_n, exclude)
+    documents = text_documents(texts, keys)
+    vectorizer, shards = collection(documents, _text, parts, vectors)
+    found = related_texts(vectorizer, shards, [documents[q] for q in queries], vectors[queries],
+                                 [keys[q] for q in queries], top_m, top_n)
     truth = dense_tfidf([text_terms(t) for t in texts], [text_terms(texts[q]) for q in queries])
+    got = positions(found)
     for row, q in enumerate(queries):
         own = {i for i in range(len(texts)) if keys[i] == keys[q]}
-        assert own == exclude[row] and q in own
         # the candidates: an exact TF-IDF top M without the query's own sample
-        candidates = index.search([text_terms(texts[q])], top_m, [own])[0]
+        filtered = search(vectorizer.transform([documents[q]]), shards.each_shard(), top_m, ("key",), [(keys[q],)])
+        gathered = gather(filtered, shards.load)
+        candidates = positions([zip(gathered.rows(h.ties), h.scores.tolist(), strict=True) for h in filtered])[0]
         assert_exact_top(candidates, truth[row], top_m, own)
         ids = np.array([i for i, _ in candidates])
         cosines = vectors[ids] @ vectors[q]
         expected = ids[np.argsort(-cosines, kind="stable")][:top_n]
-        assert [i for i, _ in found[row]] == list(expected)  # reranked by embedding, not by TF-IDF
-        np.testing.assert_allclose([s for _, s in found[row]], vectors[expected] @ vectors[q], rtol=1e-5)
-        assert not {i for i, _ in found[row]} & own
+        assert [i for i, _ in got[row]] == list(expected)  # reranked by embedding, not by TF-IDF
+        np.testing.assert_allclose([s for _, s in got[row]], vectors[expected] @ vectors[q], rtol=1e-5)
+        assert not {i for i, _ in got[row]} & own
 
 
 def test_related_texts_defaults_and_fewer_candidates_than_top_n():
@@ -113,13 +169,15 @@ def test_related_texts_defaults_and_fewer_candidates_than_top_n():
     rng = np.random.default_rng(2)
     texts = ["a red ball on the sand", "a blue ball", "the red car", "green trees on a hill", "ball games"]
     vectors = unit(rng, len(texts))
-    index = TfidfIndex([text_terms(t) for t in texts])
-    found = related_texts(index, vectors, [texts[0]], vectors[:1], config.related_texts_candidates,
-                          config.related_texts_top_n, same_key(list("abcde"), ["a"]))[0]
-    assert sorted(i for i, _ in found) == [1, 2, 4]  # every text sharing a term (ball, red, sand), not itself
-    scores = [s for _, s in found]
+    documents = text_documents(texts, list("abcde"))
+    vectorizer, shards = collection(documents, _text, 2, vectors)
+    found = related_texts(vectorizer, shards, documents[:1], vectors[:1], ["a"],
+                                 config.related_texts_candidates, config.related_texts_top_n)
+    (hits,) = positions(found)
+    assert sorted(i for i, _ in hits) == [1, 2, 4]  # every text sharing a term (ball, red, sand), not itself
+    scores = [s for _, s in hits]
     assert scores == sorted(scores, reverse=True)
-    assert related_texts(index, vectors, ["the of and"], vectors[:1]) == [[]]  # stop words only: no term
+    assert related_texts(vectorizer, shards, [{"text": "the of and"}], vectors[:1], ["z"]) == [[]]  # no term
 
 
 def test_a_shard_without_queries_gives_no_links_not_a_crash():
@@ -127,5 +185,6 @@ def test_a_shard_without_queries_gives_no_links_not_a_crash():
 
     empty = _stored_vectors([])  # np.array([]).reshape(0, -1) would raise
     assert empty.shape == (0, 0) and _stored_vectors([[1, 0], [0, 1]]).shape == (2, 2)
-    index = TfidfIndex([text_terms("a red ball"), text_terms("a blue tent")])
-    assert related_texts(index, _stored_vectors([[1, 0], [0, 1]]), [], empty) == []
+    vectors = _stored_vectors([[1, 0], [0, 1]])
+    vectorizer, shards = collection(text_documents(["a red ball", "a blue tent"], ["a", "b"]), _text, 1, vectors)
+    assert related_texts(vectorizer, shards, [], empty, []) == []

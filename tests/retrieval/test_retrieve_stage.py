@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from cli.main import main
 from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import raw_shards, read_shard_input, read_sidecar
-from retrieval.related import label_terms, text_terms
+from retrieval.tfidf import label_terms, text_terms
 from schemas.config import load_config
 from schemas.stages import RetrieveConfig, WeakPairsConfig
 from tests.corpus_copy import copy_sources

@@ -1,0 +1,152 @@
+"""Sharded TF-IDF collections (``retrieval.tfidf``), built once with Beam and searched shard by shard.
+
+A collection is the documents of some sidecar or raw shards (rewrite's captions, retrieve's region labels
+and texts), kept in a folder named by a digest of what it was built from:
+
+    <folder>/frequencies.pkl            the document frequencies: a Beam combine over every document
+    <folder>/<source>/NNNNN.npz         one CSR matrix + row identities (+ vectors) per input shard
+
+Two pipelines, each skipped when its files exist (every file is written under a temporary name, then
+renamed, so a killed build resumes where it stopped and gives the same files). A worker then loads the
+frequencies (the vocabulary, not the documents) and one shard file at a time: its memory does not grow
+with the collection.
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import apache_beam as beam
+
+from pipelines import storage
+from schemas.keys import shard_name
+
+FREQUENCIES = "frequencies.pkl"
+
+
+class AsCombineFn(beam.CombineFn):
+    """Any (picklable) object with the four CombineFn methods, as a Beam CombineFn (the combiners themselves
+    import no Beam: a test calls them without a pipeline)."""
+
+    def __init__(self, combiner):
+        self.combiner = combiner
+
+    def create_accumulator(self):
+        return self.combiner.create_accumulator()
+
+    def add_input(self, accumulator, element):
+        return self.combiner.add_input(accumulator, element)
+
+    def merge_accumulators(self, accumulators):
+        return self.combiner.merge_accumulators(accumulators)
+
+    def extract_output(self, accumulator):
+        return self.combiner.extract_output(accumulator)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What a collection is made of and how its documents are vectorised. ``read(source, shard)`` gives the
+    shard's documents (dicts) in collection order; ``terms`` is the field the analyzer reads, ``columns``
+    the fields kept as each row's identity, ``vector`` the field of a vector kept for a rerank."""
+
+    folder: str
+    shards: tuple[tuple[str, int], ...]
+    read: Callable[[str, int], list[dict]]
+    analyzer: Callable
+    terms: str
+    columns: tuple[str, ...]
+    vector: str | None = None
+    max_df: float = 1.0
+    dtype: str = "float64"
+    sorted_terms: bool = True
+
+    def analyze(self, document: dict) -> Sequence[str]:
+        return self.analyzer(document[self.terms])
+
+    def shard_path(self, source: str, shard: int) -> str:
+        return storage.join(self.folder, source, f"{shard_name(shard)}.npz")
+
+    def vectorizer(self):
+        """The collection's vectorizer (documents: dicts, as ``read`` gives them); needs the frequencies."""
+        from retrieval.tfidf import TfidfVectorizer
+
+        return TfidfVectorizer(_frequencies(storage.join(self.folder, FREQUENCIES)), self.analyze, self.max_df,
+                               self.dtype, self.sorted_terms)
+
+    def load(self, position: int):
+        """The ``position``-th shard of the collection (``retrieval.tfidf.CollectionShard``)."""
+        from retrieval.tfidf import shard_from_bytes
+
+        return shard_from_bytes(storage.read_bytes(self.shard_path(*self.shards[position])))
+
+    def each_shard(self) -> Iterator:
+        """Every shard in collection order, one loaded at a time."""
+        return (self.load(position) for position in range(len(self.shards)))
+
+
+@lru_cache(maxsize=4)
+def _frequencies(path: str):
+    return pickle.loads(storage.read_bytes(path))
+
+
+def _write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    storage.write_bytes(tmp, data)
+    storage.rename(tmp, path)
+
+
+def _write_frequencies(frequencies, collection: Collection) -> None:
+    _write(storage.join(collection.folder, FREQUENCIES), pickle.dumps(frequencies, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
+    """One shard file: the shard's documents vectorised with the collection's frequencies."""
+    import numpy as np
+
+    from retrieval.tfidf import CollectionShard, shard_bytes
+
+    documents = collection.read(*shard)
+    vectors = None
+    if collection.vector:  # (0, 0) for a table without rows: numpy cannot reshape nothing to (0, -1)
+        vectors = np.array([d[collection.vector] for d in documents], dtype=np.float32).reshape(len(documents), -1) \
+            if documents else np.zeros((0, 0), dtype=np.float32)
+    columns = {name: [d[name] for d in documents] for name in collection.columns}
+    matrix = collection.vectorizer().transform(documents)
+    _write(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))
+
+
+def build(collection: Collection, runner) -> None:
+    """The frequencies, then every missing shard file (``runner``: a ``pipelines.runner.RunnerConfig``);
+    nothing runs when all exist. Temporaries of a killed build are removed first."""
+    from pipelines.runner import pipeline_options
+    from retrieval.tfidf import DocumentFrequencyCombiner
+
+    storage.delete(storage.glob(storage.join(collection.folder, "*.tmp-*"))
+                   + storage.glob(storage.join(collection.folder, "*", "*.tmp-*")))
+    if not storage.exists(storage.join(collection.folder, FREQUENCIES)):
+        with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
+            (pipeline
+             | "Shards" >> beam.Create(list(collection.shards))
+             | "Spread" >> beam.Reshuffle()
+             | "Documents" >> beam.FlatMapTuple(collection.read)
+             | "Frequencies" >> beam.CombineGlobally(AsCombineFn(DocumentFrequencyCombiner(collection.analyze)))
+             | "Write" >> beam.Map(_write_frequencies, collection))
+    missing = [shard for shard in collection.shards if not storage.exists(collection.shard_path(*shard))]
+    if missing:
+        with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
+            (pipeline
+             | "Shards" >> beam.Create(missing)
+             | "Spread" >> beam.Reshuffle()
+             | "Matrices" >> beam.Map(_write_shard, collection))
+
+
+def remove_others(stats: str, keep: str | None = None) -> None:
+    """The files of the collections under ``stats`` (``tfidf-*/``) but ``keep``: those of an earlier state.
+    (Files, not folders: a glob lists no folder, and an object store has none.)"""
+    files = storage.glob(storage.join(stats, "tfidf-*", "*")) + storage.glob(storage.join(stats, "tfidf-*", "*", "*"))
+    storage.delete([path for path in files if keep is None or not path.startswith(keep.rstrip("/") + "/")])

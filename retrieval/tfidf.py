@@ -1,0 +1,394 @@
+"""One TF-IDF and one sparse top-k search over a collection split in shards (UNIMO §2.1, App. A "Data
+Augmentations": related images, related texts, TF-IDF hard negatives).
+
+- TF-IDF is scikit-learn's ``TfidfVectorizer`` formula (raw counts x smooth idf ``ln((1 + N) / (1 + df)) + 1``,
+  rows L2-normalised; ``dtype`` as its own), with the document frequencies a combine over the whole
+  collection (``DocumentFrequencyCombiner``: the four CombineFn methods without importing Beam), so any
+  worker vectorises with the collection's statistics without seeing the collection.
+- The collection is a list of ``CollectionShard``s: one CSR matrix per shard with the identities of its
+  rows, written once (``shard_bytes``) and searched one at a time. A query's scores against a shard are a
+  sparse product with the shard's transposed matrix (its inverted index: term -> rows), so only rows sharing
+  a term are scored; each shard's top k is merged into the running top k. The merge is exact: a score does
+  not depend on the shard its row sits in, and ties go to the earlier row of the collection (shard order,
+  then row order), as in one matrix.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache, cached_property, reduce
+
+import numpy as np
+
+_WORD = re.compile(r"[a-z0-9]+")
+_ROW_BITS = 32  # a hit's tie key: shard position << 32 | row, ordered like the row's collection position
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words of a text."""
+    return _WORD.findall(text.lower())
+
+
+@cache
+def _stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def text_terms(text: str) -> list[str]:
+    """Words of a caption or sentence, English stop words out (they would put every text in every posting
+    list and defeat the inverted index)."""
+    stop = _stop_words()
+    return [word for word in words(text) if word not in stop]
+
+
+def label_terms(labels: list[str]) -> list[str]:
+    """Region labels as terms, one per region (a label of several words, ``traffic light``, is one term):
+    an image's term frequencies count its regions of each class."""
+    return [term for term in (" ".join(label.lower().split()) for label in labels) if term]
+
+
+# --- the vectorizer -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class DocumentFrequencies:
+    documents: int
+    counts: Counter  # term -> number of documents containing it
+
+
+class DocumentFrequencyCombiner:
+    """CombineFn semantics over documents, ``analyzer(document)`` their terms (as scikit-learn's); the output
+    is the same whatever order workers merged in."""
+
+    def __init__(self, analyzer: Callable[[object], Sequence[str]]):
+        self.analyzer = analyzer
+
+    def create_accumulator(self) -> DocumentFrequencies:
+        return DocumentFrequencies(0, Counter())
+
+    def add_input(self, accumulator: DocumentFrequencies, document) -> DocumentFrequencies:
+        accumulator.documents += 1
+        accumulator.counts.update(set(self.analyzer(document)))
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[DocumentFrequencies]) -> DocumentFrequencies:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged.documents += accumulator.documents
+            merged.counts.update(accumulator.counts)
+        return merged
+
+    def extract_output(self, accumulator: DocumentFrequencies) -> DocumentFrequencies:
+        return accumulator
+
+
+def document_frequencies(documents: Iterable, analyzer: Callable[[object], Sequence[str]]) -> DocumentFrequencies:
+    """The combine in one process (tests, benchmarks, a collection small enough to hold)."""
+    combiner = DocumentFrequencyCombiner(analyzer)
+    return combiner.extract_output(reduce(combiner.add_input, documents, combiner.create_accumulator()))
+
+
+class TfidfVectorizer:
+    """Raw term counts x smooth idf, rows L2-normalised (scikit-learn's defaults), columns the sorted terms.
+    Terms in more than ``max_df`` of the documents carry no weight (stop words of this collection; they
+    would make every product dense); terms outside the collection are dropped.
+
+    A row's norm, and a query's score, are sums in the order of the row's terms: ``sorted_terms`` sums in
+    column order, so equal bags of terms are bit-equal rows and tie exactly (related items); without it,
+    in order of first appearance (rewrite's negatives: their stored float32 cosines stay bit for bit what
+    they were)."""
+
+    def __init__(self, frequencies: DocumentFrequencies, analyzer: Callable[[object], Sequence[str]],
+                 max_df: float = 1.0, dtype=np.float64, sorted_terms: bool = True):
+        limit = max_df * frequencies.documents
+        kept = sorted(t for t, df in frequencies.counts.items() if df <= limit)
+        self.vocabulary = {t: i for i, t in enumerate(kept)}
+        self.analyzer = analyzer
+        self.dtype, self.sorted_terms = np.dtype(dtype), sorted_terms
+        n = frequencies.documents
+        self.idf = np.array([math.log((1 + n) / (1 + frequencies.counts[t])) + 1 for t in kept], dtype=self.dtype)
+
+    def transform(self, documents: Sequence):
+        """A CSR matrix (documents, vocabulary); a document without a known term is an all-zero row."""
+        from scipy import sparse
+
+        indptr, indices, values = [0], [], []
+        for document in documents:
+            counts = Counter(self.vocabulary[t] for t in self.analyzer(document) if t in self.vocabulary)
+            columns = sorted(counts) if self.sorted_terms else list(counts)
+            indices += columns
+            values += [counts[c] for c in columns]
+            indptr.append(len(indices))
+        matrix = sparse.csr_matrix((np.array(values, dtype=self.dtype), np.array(indices, dtype=np.int64),
+                                    np.array(indptr, dtype=np.int64)), shape=(len(documents), len(self.vocabulary)))
+        matrix = matrix @ sparse.diags(self.idf)
+        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+        return sparse.csr_matrix(sparse.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0))
+                                 @ matrix)
+
+
+# --- the collection, in shards ------------------------------------------------------------------------------
+
+
+@dataclass
+class CollectionShard:
+    """One shard of a collection: its TF-IDF rows, the identities of those rows (``columns``: name -> one
+    str or int per row; which ones a caller needs: ``key``, ``source``, ``text``, ...) and, optionally, one
+    vector per row for a rerank."""
+
+    matrix: object  # scipy CSR, (rows, vocabulary)
+    columns: dict[str, list]
+    vectors: np.ndarray | None = None
+
+    def __post_init__(self):
+        for name, values in self.columns.items():
+            if len(values) != self.matrix.shape[0]:
+                raise ValueError(f"collection shard column {name!r}: {len(values)} values for "
+                                 f"{self.matrix.shape[0]} rows")
+
+    def row(self, i: int) -> dict:
+        return {name: values[i] for name, values in self.columns.items()}
+
+
+class _Strings(Sequence):
+    """A string column as stored (UTF-8 with end offsets), decoded by the row: a worker decodes the texts of
+    its hits, not of every row of every shard it searches."""
+
+    def __init__(self, blob: bytes, ends: np.ndarray):
+        self.blob, self.ends = blob, ends
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> str:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return self.blob[self.ends[i - 1] if i else 0:self.ends[i]].decode("utf-8")
+
+
+def shard_bytes(shard: CollectionShard) -> bytes:
+    """A shard as one ``.npz`` (no pickle: strings as UTF-8 with offsets)."""
+    arrays = {"data": shard.matrix.data, "indices": shard.matrix.indices, "indptr": shard.matrix.indptr,
+              "shape": np.array(shard.matrix.shape, dtype=np.int64)}
+    for name, values in shard.columns.items():
+        if all(isinstance(v, str) for v in values) and values:
+            encoded = [v.encode("utf-8") for v in values]
+            arrays[f"str:{name}"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+            arrays[f"ends:{name}"] = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+        else:
+            arrays[f"int:{name}"] = np.array(values, dtype=np.int64)
+    if shard.vectors is not None:
+        arrays["vectors"] = shard.vectors
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def shard_from_bytes(data: bytes) -> CollectionShard:
+    from scipy import sparse
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    matrix = sparse.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
+    columns: dict[str, list] = {}
+    for name, values in arrays.items():
+        kind, _, column = name.partition(":")
+        if kind == "int":
+            columns[column] = values.tolist()
+        elif kind == "str":
+            columns[column] = _Strings(values.tobytes(), arrays[f"ends:{column}"])
+    return CollectionShard(matrix, columns, arrays.get("vectors"))
+
+
+# --- the search ---------------------------------------------------------------------------------------------
+
+
+def best(ids: np.ndarray, scores: np.ndarray, top: int) -> np.ndarray:
+    """Positions of the ``top`` best by score, ties to the lower id, best first: a linear-time cut, then a sort
+    of the rest."""
+    positions = np.arange(len(scores))
+    if len(scores) > top:
+        threshold = -np.partition(-scores, top - 1)[top - 1]
+        positions = np.flatnonzero(scores >= threshold)  # every tie at the threshold stays: the sort decides
+    return positions[np.lexsort((ids[positions], -scores[positions]))[:top]]
+
+
+@dataclass
+class Hits:
+    """One query's top k: tie keys (shard position << 32 | row: the order of the collection) and scores."""
+
+    ties: np.ndarray
+    scores: np.ndarray
+
+    def pairs(self) -> list[tuple[int, float]]:
+        return list(zip(self.ties.tolist(), self.scores.tolist(), strict=True))
+
+
+@dataclass
+class _Entries:
+    """Hits of many queries as flat arrays, sorted by query, then score (descending), then tie key."""
+
+    queries: np.ndarray
+    ties: np.ndarray
+    scores: np.ndarray
+
+    def top(self, top: int, in_tie_order: bool = False) -> _Entries:
+        """Each query's ``top`` best, ties to the earlier row of the collection (``in_tie_order``: the entries of
+        one query and score already come in the order of their tie keys, and the stable sort keeps it)."""
+        keys = (-self.scores, self.queries) if in_tie_order else (self.ties, -self.scores, self.queries)
+        order = np.lexsort(keys)
+        queries, ties, scores = self.queries[order], self.ties[order], self.scores[order]
+        keep = np.arange(len(queries)) - np.searchsorted(queries, queries) < top
+        return _Entries(queries[keep], ties[keep], scores[keep])
+
+    def merged(self, more: _Entries, top: int) -> _Entries:
+        """``self`` (each query's top) with ``more`` hits of a later shard (larger tie keys, so the concatenation
+        is in tie order for ``top``): only the queries ``more`` has are sorted again."""
+        touched = np.isin(self.queries, more.queries)
+        kept = _Entries(self.queries[~touched], self.ties[~touched], self.scores[~touched])
+        both = kept + (_Entries(self.queries[touched], self.ties[touched], self.scores[touched]) + more).top(
+            top, in_tie_order=True)
+        order = np.argsort(both.queries, kind="stable")  # each query's entries stay in their order
+        return _Entries(both.queries[order], both.ties[order], both.scores[order])
+
+    def __add__(self, other: _Entries) -> _Entries:
+        return _Entries(*(np.concatenate([a, b]) for a, b in
+                          zip((self.queries, self.ties, self.scores), (other.queries, other.ties, other.scores),
+                              strict=True)))
+
+    def floors(self, count: int, top: int) -> np.ndarray:
+        """Per query, the score a new hit needs to enter its top ``top`` (its last one's; 0 while not full)."""
+        floors = np.zeros(count, dtype=self.scores.dtype)
+        full = np.flatnonzero(np.bincount(self.queries, minlength=count) == top)
+        floors[full] = self.scores[np.searchsorted(self.queries, full, side="right") - 1]
+        return floors
+
+    def split(self, count: int) -> list[Hits]:
+        bounds = np.searchsorted(self.queries, np.arange(count + 1))
+        return [Hits(self.ties[a:b], self.scores[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _excluded(shard: CollectionShard, exclude_by: Sequence[str], groups: Sequence[Sequence[str]]) -> np.ndarray:
+    """(query << 32 | row) of every shard row sharing an ``exclude_by`` column value with the query (its own
+    sample, ...)."""
+    codes = []
+    for c, name in enumerate(exclude_by):
+        rows: dict = {}
+        for i, value in enumerate(shard.columns[name]):
+            rows.setdefault(value, []).append(i)
+        codes += [(q << _ROW_BITS) | i for q, group in enumerate(groups) for i in rows.get(group[c], ())]
+    return np.array(codes, dtype=np.int64)
+
+
+def _search_shard(queries, shard: CollectionShard, position: int, top: int, floors: np.ndarray,
+                  exclude_by: Sequence[str], groups: Sequence[Sequence[str]], block_entries: int) -> _Entries:
+    """Per query row, the shard's top ``top`` rows by cosine that score above the query's ``floor`` (0, or the
+    running top's last score once it is full: the shards come in collection order, so a tie with it comes
+    later and cannot enter either); rows sharing an ``exclude_by`` column value
+    with ``groups[q]`` never come back. Scored through the inverted index, in blocks of at most
+    ``block_entries`` scores, each row's ``top``-th best found by a partition of its dense block."""
+    inverted = shard.matrix.T.tocsr()  # term -> rows
+    skip = _excluded(shard, exclude_by, groups) if exclude_by else np.zeros(0, dtype=np.int64)
+    width = shard.matrix.shape[0]
+    rows_per_block = max(1, block_entries // max(1, width))
+    found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
+    for start in range(0, queries.shape[0], rows_per_block):
+        scores = queries[start:start + rows_per_block] @ inverted  # only rows sharing a term
+        local = np.repeat(np.arange(scores.shape[0], dtype=np.int64), np.diff(scores.indptr))
+        query, rows, values = local + start, scores.indices.astype(np.int64), scores.data
+        keep = (values > floors[query]) & ~np.isin((query << _ROW_BITS) | rows, skip)
+        if width > top and np.bincount(local[keep], minlength=1).max() > top:
+            dense = np.zeros((scores.shape[0], width), dtype=values.dtype)
+            dense[local[keep], rows[keep]] = values[keep]
+            keep &= values >= -np.partition(-dense, top - 1, axis=1)[:, top - 1][local]
+        found += _Entries(query[keep], (position << _ROW_BITS) | rows[keep], values[keep]).top(top)
+    return found
+
+
+def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Sequence[str] = (),
+           groups: Sequence[Sequence[str]] = (), block_entries: int = 1 << 22) -> list[Hits]:
+    """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows of the collection by cosine
+    (> 0), best first, ties to the earlier row; rows sharing an ``exclude_by`` column value with ``groups[q]``
+    never come back. The shards are searched in turn (one in memory at a time when ``shards`` loads
+    lazily), each one's top merged into the running top: the same hits as one search over all the rows."""
+    count = queries.shape[0]
+    found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
+    for position, shard in enumerate(shards):
+        more = _search_shard(queries, shard, position, top, found.floors(count, top), exclude_by, groups,
+                             block_entries)
+        if len(more.queries):
+            found = found.merged(more, top)
+    return found.split(count)
+
+
+@dataclass
+class Gathered:
+    """What ``gather`` read for a set of hits: their tie keys (sorted), and aligned with them their rows'
+    identities (``columns``) and vectors."""
+
+    ties: np.ndarray
+    columns: dict[str, list]
+    vectors: np.ndarray | None
+
+    def at(self, ties: np.ndarray) -> np.ndarray:
+        """Positions of ``ties`` (all gathered) in the arrays."""
+        return np.searchsorted(self.ties, ties)
+
+    @cached_property
+    def identities(self) -> list[dict]:
+        """One dict per gathered row, shared by the hits that name it."""
+        return [dict(zip(self.columns, row, strict=True)) for row in zip(*self.columns.values(), strict=True)]
+
+    def rows(self, ties: np.ndarray) -> list[dict]:
+        """The identities of ``ties``."""
+        return [self.identities[i] for i in self.at(ties).tolist()]
+
+
+def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard], columns: bool = True,
+           vectors: bool = False) -> Gathered:
+    """The identities (``columns``) and/or ``vectors`` of every hit's row, loading each shard that holds one
+    once, in turn."""
+    ties = np.unique(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
+    shards, rows = ties >> _ROW_BITS, ties & ((1 << _ROW_BITS) - 1)
+    names, out, stacked = None, {}, []
+    for position in np.unique(shards).tolist():
+        shard, these = load(position), rows[shards == position].tolist()
+        if columns:
+            names = names or list(shard.columns)
+            for name in names:
+                out.setdefault(name, []).extend(shard.columns[name][r] for r in these)
+        if vectors:
+            stacked.append(shard.vectors[these])
+    return Gathered(ties, out, np.concatenate(stacked) if stacked else None)
+
+
+def rerank(hits: Hits, vectors: np.ndarray, query: np.ndarray, top: int) -> Hits:
+    """UNIMO App. A's rerank: the ``top`` of ``hits`` by the cosine of their vectors (``vectors[i]``: hit i's,
+    L2-normalised) and the query's, ties to the earlier row; the scores are those cosines. One product over
+    all the hits, as before the collection was sharded (a float32 product's last bit follows its shape)."""
+    cosines = vectors @ query if len(vectors) else np.zeros(0, dtype=np.float32)
+    pick = best(hits.ties, cosines, top)
+    return Hits(hits.ties[pick], cosines[pick])
+
+
+class ShardsInMemory:
+    """A collection whose shards are all held (tests, benchmarks, the service): the interface of
+    ``pipelines.tfidf_collections.Collection`` (``each_shard``, ``load``) without files."""
+
+    def __init__(self, shards: Sequence[CollectionShard]):
+        self.shards = list(shards)
+
+    def each_shard(self) -> Iterator[CollectionShard]:
+        return iter(self.shards)
+
+    def load(self, position: int) -> CollectionShard:
+        return self.shards[position]
