@@ -1,6 +1,6 @@
 """``unicorpus pack``: raw shards + sidecars -> self-contained training shards under packed/<task>/ (issue 9)."""
 
-from cli.common import stage_arguments
+from cli.common import run_stage, stage_arguments
 
 
 def register(subparsers) -> None:
@@ -11,14 +11,9 @@ def register(subparsers) -> None:
 
 
 def _run(args, beam_args) -> int:
-    from cli.common import runner_config
-    from pipelines.stages.pack import format_left_out, run_pack
-    from pipelines.summary import format_summary
-    from schemas.config import load_config
+    from pipelines.stages.pack import run_pack
 
-    run = run_pack(load_config(args.config), args.source or None, runner_config(args, beam_args),
-                   overwrite=args.overwrite, show_progress=not args.quiet)
-    print(format_summary(run.tasks))
-    print("(per task: read = units considered, written = samples packed)")
-    print(format_left_out(run))
-    return 0
+    code = run_stage(run_pack, args, beam_args, "pack", what="task")
+    if not args.json:
+        print("(per task: read = units considered, written = samples packed)")
+    return code

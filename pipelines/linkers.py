@@ -20,7 +20,15 @@ import pyarrow as pa
 
 from pipelines import storage
 from pipelines.raw_shard import read_footer
-from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_sidecar, read_table_rows
+from pipelines.sidecar_tables import (
+    SidecarPaths,
+    raw_shards,
+    read_shard_input,
+    read_sidecar,
+    read_table_rows,
+    table_path,
+)
+from schemas import layout
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
 from schemas.stages import RESERVED_LINKS, EmbedConfig, WeakPairsConfig, require_model
@@ -29,19 +37,25 @@ from schemas.tables import LINKS, MODEL_KEY, PARAMS_KEY, PHRASE_REGIONS
 STAGE = "retrieve"
 RELATED_IMAGES, RELATED_TEXTS = RESERVED_LINKS
 TEXT_SPACE = "text"  # the FAISS space of sentences and captions (index/text/<source>/)
+DETECT, PARSE, TAGS, TEXTS = layout.ann("detect"), layout.ann("parse"), layout.emb("tags"), layout.emb(TEXT_SPACE)
 _PARSE_CACHE = 64  # ann/parse shards a weak-pairs worker keeps in memory
 
 
 @dataclass(frozen=True)
 class Table:
-    """One links table: ``links/<name>/<source>/NNNNN.parquet``; ``query`` columns identify a served query."""
+    """One links table: ``links/<name>/<source>/NNNNN.parquet``, its rejects under ``rejects/retrieve/<name>/``;
+    ``query`` columns identify a served query."""
 
     name: str
     schema: pa.Schema
     query: tuple[str, ...]
 
+    @property
+    def stage(self) -> str:
+        return f"{STAGE}/{self.name}"
+
     def paths(self, root: str, source: str, shard: int) -> SidecarPaths:
-        return SidecarPaths.of(root, f"links/{self.name}", f"{STAGE}/{self.name}", source, shard)
+        return SidecarPaths.of(root, layout.links(self.name), self.stage, source, shard)
 
 
 LINKS_QUERY = ("query_key", "query_text_index")
@@ -58,7 +72,7 @@ class Linked:
 
 
 def _table_rows(root: str, folder: str, source: str, shard: int, columns: list[str], hint: str) -> list[dict]:
-    return read_table_rows(SidecarPaths.of(root, folder, STAGE, source, shard).table, columns, hint)
+    return read_table_rows(table_path(root, folder, source, shard), columns, hint)
 
 
 def _stored_vectors(vectors: list) -> np.ndarray:
@@ -129,16 +143,16 @@ class WeakPairs(ShardLinker):
         self.weak, self.regions, self.embed = weak, regions, embed
         self.sources = list(weak.images)
         self.tables = [Table(weak.name, LINKS, LINKS_QUERY)]
-        self.inputs = ("emb/tags",)
+        self.inputs = (TAGS,)
         if regions:
             self.tables.append(Table(f"{weak.name}-regions", PHRASE_REGIONS, REGIONS_QUERY))
-            self.inputs += ("ann/detect",)
+            self.inputs += (DETECT,)
         self.text_shards = {name: len(raw_shards(root, name)) for name in weak.texts}
 
     def params(self) -> dict:
         builds = {}
         for name in self.weak.texts:
-            path = storage.join(self.root, "index", TEXT_SPACE, name, "build.json")
+            path = storage.join(self.root, layout.index(TEXT_SPACE), name, "build.json")
             if not storage.exists(path):
                 raise ValueError(f"weak pairs {self.weak.name}: no index at {path}; run `unicorpus index` first")
             builds[name] = hashlib.sha256(storage.read_bytes(path)).hexdigest()[:16]
@@ -146,7 +160,7 @@ class WeakPairs(ShardLinker):
         if self.regions:
             require_model(self.embed.model, "retrieval.embed.model", "phrase_regions embeds noun phrases and "
                           "region labels with it: the sentence-transformers folder of the embed stage")
-            params |= {"model": self.embed.model, "parse": _fingerprint(self.root, "ann/parse", self.weak.texts)}
+            params |= {"model": self.embed.model, "parse": _fingerprint(self.root, PARSE, self.weak.texts)}
         return params
 
     def setup(self) -> None:
@@ -161,16 +175,16 @@ class WeakPairs(ShardLinker):
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.align import weak_pairs
 
-        tags = {row["key"]: row for row in _table_rows(self.root, "emb/tags", source, shard,
+        tags = {row["key"]: row for row in _table_rows(self.root, TAGS, source, shard,
                                                       ["key", "text", "vector"], self.input_hint)}
         self._check_model(source, shard)
         images = _images(self.root, source, shard)
         queries = [key for key in images if key in tags]
-        rejects = [_reject(source, "emb/tags", shard, key, Reason.NO_TAGS, "the image has no region label")
+        rejects = [_reject(source, TAGS, shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if key not in tags]
         vectors = _stored_vectors([tags[key]["vector"] for key in queries])
         found = weak_pairs(queries, source, vectors, self.indexes, self.weak.k)
-        rejects += [_reject(source, "emb/tags", shard, key, Reason.NO_RESULTS,
+        rejects += [_reject(source, TAGS, shard, key, Reason.NO_RESULTS,
                             f"tag query {tags[key]['text']!r}: the indexes of {', '.join(self.weak.texts)} are empty")
                     for key, rows in zip(queries, found, strict=True) if not rows]
         pairs = [row for rows in found for row in rows]
@@ -180,7 +194,7 @@ class WeakPairs(ShardLinker):
         return out
 
     def _check_model(self, source: str, shard: int) -> None:
-        path = SidecarPaths.of(self.root, "emb/tags", STAGE, source, shard).table
+        path = table_path(self.root, TAGS, source, shard)
         model = read_footer(path).get(MODEL_KEY, b"").decode()
         if self.models - {model}:
             raise ValueError(f"{path} was embedded with {model!r} but the indexes of {', '.join(self.weak.texts)} "
@@ -189,14 +203,14 @@ class WeakPairs(ShardLinker):
     def _regions(self, source: str, shard: int, pairs: list[dict]) -> Linked:
         from retrieval.align import phrase_region_links
 
-        detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], _DETECT_HINT)
+        detect = _table_rows(self.root, DETECT, source, shard, ["key", "regions"], _DETECT_HINT)
         labels = {row["key"]: [region["label"] for region in row["regions"]] for row in detect}
         phrases = {
             (p["key"], p["text_index"]): self._phrases(p["source"], p["key"]).get((p["key"], p["text_index"]), [])
             for p in pairs
         }
         links = phrase_region_links(pairs, phrases, labels, self.encode)
-        rejects = [_reject(source, f"links/{self.weak.name}", shard, pair["query_key"], Reason.NO_PHRASES,
+        rejects = [_reject(source, layout.links(self.weak.name), shard, pair["query_key"], Reason.NO_PHRASES,
                            f"{pair['key']} text {pair['text_index']}: no noun phrase in ann/parse")
                    for pair, rows in zip(pairs, links, strict=True) if not rows]
         return Linked([row for rows in links for row in rows], rejects, len(pairs))
@@ -207,7 +221,7 @@ class WeakPairs(ShardLinker):
         if (source, shard) not in self.parse_cache:
             if len(self.parse_cache) >= _PARSE_CACHE:
                 self.parse_cache.clear()
-            rows = _table_rows(self.root, "ann/parse", source, shard, ["key", "text_index", "noun_phrases"],
+            rows = _table_rows(self.root, PARSE, source, shard, ["key", "text_index", "noun_phrases"],
                                "run `unicorpus annotate parse` first (phrase_regions needs noun phrases)")
             self.parse_cache[(source, shard)] = {(r["key"], r["text_index"]): r["noun_phrases"] for r in rows}
         return self.parse_cache[(source, shard)]
@@ -216,7 +230,7 @@ class WeakPairs(ShardLinker):
 class RelatedImages(ShardLinker):
     """UNIMO App. A: TF-IDF over region labels, cosine, top N other images of the collections."""
 
-    inputs = ("ann/detect",)
+    inputs = (DETECT,)
     input_hint = _DETECT_HINT
 
     def __init__(self, root: str, queries: list[str], collections: list[str], top_n: int):
@@ -226,32 +240,32 @@ class RelatedImages(ShardLinker):
 
     def params(self) -> dict:
         return {"kind": "related_images", "top_n": self.top_n, "collections": self.collections,
-                "collection": _fingerprint(self.root, "ann/detect", self.collections)}
+                "collection": _fingerprint(self.root, DETECT, self.collections)}
 
     def setup(self) -> None:
         from retrieval.related import TfidfIndex, key_positions, label_terms
 
         self.items = [(row["key"], row["source"], [region["label"] for region in row["regions"]])
                       for name in self.collections
-                      for row in read_sidecar(self.root, "ann/detect", name, ["key", "source", "regions"])]
+                      for row in read_sidecar(self.root, DETECT, name, ["key", "source", "regions"])]
         self.index = TfidfIndex([label_terms(labels) for _, _, labels in self.items])
         self.positions = key_positions([key for key, _, _ in self.items])
 
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_images, same_key
 
-        detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], self.input_hint)
+        detect = _table_rows(self.root, DETECT, source, shard, ["key", "regions"], self.input_hint)
         labels = {row["key"]: [region["label"] for region in row["regions"] if region["label"]] for row in detect}
         images = _images(self.root, source, shard)
         queries = [key for key in images if labels.get(key)]
-        rejects = [_reject(source, "ann/detect", shard, key, Reason.NO_TAGS, "the image has no region label")
+        rejects = [_reject(source, DETECT, shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if not labels.get(key)]
         exclude = same_key(self.positions, queries)
         found = related_images(self.index, [labels[key] for key in queries], self.top_n, exclude)
         rows = []
         for key, hits in zip(queries, found, strict=True):
             if not hits:
-                rejects.append(_reject(source, "ann/detect", shard, key, Reason.NO_RESULTS,
+                rejects.append(_reject(source, DETECT, shard, key, Reason.NO_RESULTS,
                                        f"no other image shares a label of {sorted(set(labels[key]))}"))
             rows += [{"query_key": key, "query_source": source, "rank": rank, "key": self.items[i][0],
                       "source": self.items[i][1], "text_index": None, "text": None, "score": score,
@@ -262,7 +276,7 @@ class RelatedImages(ShardLinker):
 class RelatedTexts(ShardLinker):
     """UNIMO App. A: inverted index + TF-IDF top M, embedding rerank, top N texts of the collections."""
 
-    inputs = ("emb/text",)
+    inputs = (TEXTS,)
     input_hint = "run `unicorpus embed` first (emb/text holds the text vectors)"
 
     def __init__(self, root: str, queries: list[str], collections: list[str], top_m: int, top_n: int):
@@ -272,14 +286,14 @@ class RelatedTexts(ShardLinker):
 
     def params(self) -> dict:
         return {"kind": "related_texts", "candidates_m": self.top_m, "top_n": self.top_n,
-                "collections": self.collections, "collection": _fingerprint(self.root, "emb/text", self.collections)}
+                "collections": self.collections, "collection": _fingerprint(self.root, TEXTS, self.collections)}
 
     def setup(self) -> None:
         from retrieval.related import TfidfIndex, key_positions, text_terms
 
         self.items = [row for name in self.collections
-                      for row in read_sidecar(self.root, "emb/text", name, ["key", "source", "text_index", "text",
-                                                                            "vector"])]
+                      for row in read_sidecar(self.root, TEXTS, name,
+                                              ["key", "source", "text_index", "text", "vector"])]
         self.vectors = _stored_vectors([row.pop("vector") for row in self.items])
         self.index = TfidfIndex([text_terms(row["text"]) for row in self.items])
         self.positions = key_positions([row["key"] for row in self.items])
@@ -287,7 +301,7 @@ class RelatedTexts(ShardLinker):
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_texts, same_key
 
-        queries = _table_rows(self.root, "emb/text", source, shard, ["key", "text_index", "text", "vector"],
+        queries = _table_rows(self.root, TEXTS, source, shard, ["key", "text_index", "text", "vector"],
                               self.input_hint)
         vectors = _stored_vectors([row["vector"] for row in queries])
         exclude = same_key(self.positions, [row["key"] for row in queries])
@@ -296,7 +310,7 @@ class RelatedTexts(ShardLinker):
         rows, rejects = [], []
         for query, hits in zip(queries, found, strict=True):
             if not hits:
-                rejects.append(_reject(source, "emb/text", shard, query["key"], Reason.NO_RESULTS,
+                rejects.append(_reject(source, TEXTS, shard, query["key"], Reason.NO_RESULTS,
                                        f"text {query['text_index']}: no other text shares a term"))
             rows += [{"query_key": query["key"], "query_source": source, "rank": rank,
                       "key": self.items[i]["key"], "source": self.items[i]["source"],
