@@ -40,13 +40,13 @@ def runner_config(args, beam_args):
     return RunnerConfig(args.runner, args.workers, args.job_endpoint, args.worker_pool, beam_args)
 
 
-def run_stage(run, args, beam_args, name: str, what: str = "source") -> int:
+def run_stage(run, args, beam_args, name: str) -> int:
     """Load the config, run ``run(config, sources, runner, overwrite, show_progress)``, print the summary
-    (a table whose rows are ``what``, or JSON with ``--json``)."""
+    (a table, or JSON with ``--json``)."""
     from pipelines.summary import format_json, format_summary
     from schemas.config import load_config
 
     results = run(load_config(args.config), args.source or None, runner_config(args, beam_args),
                   overwrite=args.overwrite, show_progress=not args.quiet)
-    print(format_json(name, results) if args.json else format_summary(results, what))
+    print(format_json(name, results) if args.json else format_summary(results))
     return 0

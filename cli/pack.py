@@ -1,6 +1,6 @@
 """``unicorpus pack``: raw shards + sidecars -> self-contained training shards under packed/<task>/ (issue 9)."""
 
-from cli.common import run_stage, stage_arguments
+from cli.common import stage_arguments
 
 
 def register(subparsers) -> None:
@@ -11,9 +11,19 @@ def register(subparsers) -> None:
 
 
 def _run(args, beam_args) -> int:
-    from pipelines.stages.pack import run_pack
+    from cli.common import runner_config
+    from pipelines.stages.pack import format_left_out, left_out, run_pack
+    from pipelines.summary import format_json, format_summary
+    from schemas.config import load_config
 
-    code = run_stage(run_pack, args, beam_args, "pack", what="task")
-    if not args.json:
-        print("(per task: read = units considered, written = samples packed)")
-    return code
+    config = load_config(args.config)
+    tasks = run_pack(config, args.source or None, runner_config(args, beam_args), overwrite=args.overwrite,
+                     show_progress=not args.quiet)
+    left = left_out(config.output, tasks)
+    if args.json:
+        print(format_json("pack", tasks, left_out=left))
+        return 0
+    print(format_summary(tasks, "task"))
+    print("(per task: read = units considered, written = samples packed)")
+    print(format_left_out(left))
+    return 0

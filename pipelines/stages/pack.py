@@ -220,6 +220,24 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
     return results
 
 
+def left_out(root: str, tasks: list[StageResult]) -> dict[str, dict[str, int]]:
+    """Raw samples no task packed because ``clean`` removed them, per packed source (those of ``tasks``, the
+    results of ``run_pack``) and reason, from the shards' footers."""
+    out = {}
+    for source in sorted({source for task in tasks for source in task.removed}):
+        reasons: Counter = Counter()
+        for shard in raw_shards(root, source):
+            reasons.update(read_pack_counts(root, source, shard)["left_out"])
+        out[source] = dict(sorted(reasons.items()))
+    return out
+
+
+def format_left_out(left: dict[str, dict[str, int]]) -> str:
+    lines = [f"  {source}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+             for source, reasons in sorted(left.items()) if reasons]
+    return ("left out (removed by clean):\n" + "\n".join(lines)) if lines else "left out (removed by clean): none"
+
+
 def write_sizes(root: str, tasks: tuple[str, ...]) -> None:
     """``packed/<task>/sizes.json``: every tar of the folder -> its sample count (the open_clip convention),
     from the footers of the shards that wrote them."""
