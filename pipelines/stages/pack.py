@@ -23,6 +23,7 @@ from itertools import pairwise
 
 from pipelines import storage
 from pipelines.linkers import _fingerprint
+from pipelines.manifest_io import update_manifest
 from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntry, check_tables
 from pipelines.raw_shard import CountingWriter, ShardCounts, add_member, read_footer, write_table
 from pipelines.results import StageResult
@@ -217,6 +218,7 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
     work = PackWork(settings, _shared_inputs(settings), sources)
     results = run_shards(work, [[source] for source in sources], runner, overwrite, show_progress)
     write_sizes(config.output, settings.tasks)
+    update_manifest(config.output, STAGE, {"left_out": left_out(config.output, results)})
     return results
 
 
