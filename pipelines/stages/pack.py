@@ -28,7 +28,7 @@ from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntr
 from pipelines.raw_shard import CountingWriter, ShardCounts, add_member, read_footer, write_table
 from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.sidecar_tables import params_hash, raw_params_hash, raw_shards, read_shard_input
+from pipelines.sidecar_tables import params_hash, raw_params_hash, raw_shards, read_shard_input, table_path
 from pipelines.stages.per_shard import ShardWork, Tally, run_shards
 from schemas import layout
 from schemas import packed as contract
@@ -144,7 +144,7 @@ def _shared_inputs(settings: PackSettings) -> dict:
         texts = sorted({name for w in settings.weak for name in w.texts})
         for name in texts:
             for shard in raw_shards(root, name):
-                check_parse = storage.join(root, layout.ann("parse"), name, layout.table_name(shard))
+                check_parse = table_path(root, layout.ann("parse"), name, shard)
                 if not storage.exists(check_parse):
                     raise ValueError(f"pack weak_pairs: no {check_parse} (the retrieved sentences' noun phrases); "
                                      f"run `unicorpus annotate parse` first, or leave weak_pairs out of pack.tasks")
