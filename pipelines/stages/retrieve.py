@@ -6,8 +6,9 @@
 - ``links/related-images/<source>/`` and ``links/related-texts/<source>/``: UNIMO App. A related items.
 
 The logic is in ``retrieval.align`` and ``retrieval.related``, applied per shard by the linkers of
-``pipelines.linkers``; this is the Beam shell. One pipeline per linker, ``Create(query shards)
--> Reshuffle -> ParDo``; indexes, models and collections are loaded once per worker (``DoFn.setup``).
+``pipelines.linkers``; ``LinkWork`` runs them on the shell of every per-shard stage (``stages/per_shard.py``):
+one pipeline per linker, ``Create(query shards) -> Reshuffle -> ParDo``; indexes, models and collections are
+loaded once per worker (``DoFn.setup``).
 Tables are committed like every sidecar (``pipelines.sidecar_tables``): atomic, with a params hash covering the
 stage parameters, the raw shard and every input table (emb/tags, ann/detect, the indexes' build.json, ...),
 so a rerun skips finished shards and a rebuilt input redoes them. A query
@@ -81,8 +82,7 @@ class LinkWork(ShardWork):
         return all(is_done(table.paths(self.root, source, shard), digest) for table in self.linker.tables)
 
     def run(self, source: str, shard: int, digest: str) -> None:
-        tables = self.linker.tables
-        for table, linked in zip(tables, self.linker.link(source, shard), strict=True):
+        for table, linked in zip(self.linker.tables, self.linker.link(source, shard), strict=True):
             served = len({tuple(row[c] for c in table.query) for row in linked.rows})
             if linked.units != served + len(linked.rejects):
                 raise RuntimeError(f"{table.name} {source}/{shard}: {linked.units} queries in, {served} served + "
