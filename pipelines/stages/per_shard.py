@@ -139,7 +139,7 @@ def run_shards(work: ShardWork, groups: list[list[str]], runner: RunnerConfig, o
                 with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
                     (
                         pipeline
-                        | f"{label}/Jobs" >> beam.Create(sorted(pending))
+                        | f"{label}/Jobs" >> beam.Create(pending)  # in order: sources as given, shards ascending
                         | f"{label}/Spread" >> beam.Reshuffle()
                         | f"{label}/Run" >> beam.ParDo(_RunJob(work, overwrite))
                     )
