@@ -141,8 +141,8 @@ def pack_beam(config, out: str) -> int:
     from pipelines.stages.pack import run_pack
 
     root = _fresh_root(config.output, out)
-    run = run_pack(dataclasses.replace(config, output=root), None, RunnerConfig(), show_progress=False)
-    return run.tasks[0].counts.written
+    tasks = run_pack(dataclasses.replace(config, output=root), None, RunnerConfig(), show_progress=False)
+    return tasks[0].counts.written
 
 
 def _fresh_root(corpus: str, out: str) -> str:

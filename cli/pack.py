@@ -12,13 +12,18 @@ def register(subparsers) -> None:
 
 def _run(args, beam_args) -> int:
     from cli.common import runner_config
-    from pipelines.stages.pack import format_left_out, run_pack
-    from pipelines.summary import format_summary
+    from pipelines.stages.pack import format_left_out, left_out, run_pack
+    from pipelines.summary import format_json, format_summary
     from schemas.config import load_config
 
-    run = run_pack(load_config(args.config), args.source or None, runner_config(args, beam_args),
-                   overwrite=args.overwrite, show_progress=not args.quiet)
-    print(format_summary(run.tasks))
+    config = load_config(args.config)
+    tasks = run_pack(config, args.source or None, runner_config(args, beam_args), overwrite=args.overwrite,
+                     show_progress=not args.quiet)
+    left = left_out(config.output, tasks)
+    if args.json:
+        print(format_json("pack", tasks, left_out=left))
+        return 0
+    print(format_summary(tasks, "task"))
     print("(per task: read = units considered, written = samples packed)")
-    print(format_left_out(run))
+    print(format_left_out(left))
     return 0

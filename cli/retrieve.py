@@ -28,8 +28,8 @@ def _run(args, beam_args) -> int:
     if not results:
         print("nothing to retrieve: set retrieval.retrieve.weak_pairs, or run detect / embed for related items")
         return 0
-    print(format_summary(results))
+    print(format_summary(results, "table/source"))
     print("(per links table / query source: read = queries, written = queries served)")
-    print("links: " + ", ".join(f"{r.name} {r.links}" for r in results))
+    print("links: " + ", ".join(f"{r.name} {r.extra['links']}" for r in results))
     print("\n" + format_example_pairs(example_pairs(config, args.examples)))
     return 0

@@ -103,23 +103,23 @@ def run_later_stages(config, expected: dict, runner: RunnerConfig, overwrite: bo
             print(example_text(config))
     print(f"\nindex\n{format_index_summary(run_index(config, overwrite=overwrite, show_progress=show_progress))}")
     retrieved = run_retrieve(config, runner, overwrite=overwrite, show_progress=show_progress)
-    print(f"\nretrieve\n{format_summary(retrieved)}")
+    print(f"\nretrieve\n{format_summary(retrieved, 'table/source')}")
     print(format_example_pairs(example_pairs(config, 2)))
     return problems + check_weak_pairs(config) + run_pack_stage(config, expected, runner, overwrite, show_progress)
 
 
 def run_pack_stage(config, expected: dict, runner: RunnerConfig, overwrite: bool, show_progress: bool) -> list[str]:
     """pack every task; its summary (samples per task) and what was left out; what disagrees returned."""
-    from pipelines.stages.pack import format_left_out, run_pack
+    from pipelines.stages.pack import format_left_out, left_out, run_pack
     from pipelines.summary import format_summary
 
-    run = run_pack(config, None, runner, overwrite=overwrite, show_progress=show_progress)
-    print(f"\npack\n{format_summary(run.tasks)}\n{format_left_out(run)}")
-    print("packed samples per task: " + ", ".join(f"{r.name} {r.counts.written}" for r in run.tasks))
-    return check_pack(expected, run)
+    tasks = run_pack(config, None, runner, overwrite=overwrite, show_progress=show_progress)
+    print(f"\npack\n{format_summary(tasks, 'task')}\n{format_left_out(left_out(config.output, tasks))}")
+    print("packed samples per task: " + ", ".join(f"{r.name} {r.counts.written}" for r in tasks))
+    return check_pack(expected, tasks)
 
 
-def check_pack(expected: dict, run) -> list[str]:
+def check_pack(expected: dict, tasks) -> list[str]:
     """Against the generator: exactly the samples clean removes (planted duplicates and evaluation images) are
     left out, per source; every other image-only sample is an ``images`` unit, every other text-only sample a
     ``texts`` unit, every other image a ``tag_pairs`` unit; every task packs something."""
@@ -132,23 +132,24 @@ def check_pack(expected: dict, run) -> list[str]:
             continue
         gone = sum(1 for key in removed if key.split("-", 1)[0] == source)
         kept[facts["modality"]] = kept.get(facts["modality"], 0) + facts["samples"] - gone
-        if sum(run.left_out.get(source, {}).values()) != gone:
-            problems.append(f"pack {source}: {dict(run.left_out.get(source, {}))} left out, clean removed {gone}")
-    units = {r.name: r.counts.records_in for r in run.tasks}
+        left_out = {r.removed.get(source, 0) for r in tasks}  # each task's, from the shards' footers
+        if left_out != {gone}:
+            problems.append(f"pack {source}: {sorted(left_out)} left out, clean removed {gone}")
+    units = {r.name: r.counts.records_in for r in tasks}
     for task, want in (("images", kept.get("image", 0)), ("texts", kept.get("text", 0)),
                        ("tag_pairs", kept.get("image", 0) + kept.get("pair", 0))):
         if units.get(task) != want:
             problems.append(f"pack {task}: {units.get(task)} units, the kept samples are {want}")
-    problems += [f"pack {r.name}: no sample packed" for r in run.tasks if not r.counts.written]
+    problems += [f"pack {r.name}: no sample packed" for r in tasks if not r.counts.written]
     return problems
 
 
 def check_detect(expected: dict, results) -> list[str]:
     """Every ingested image clean kept is looked at by detect: its units and the removed samples it left out
     are the source's samples (no image is refused after ingest decoded it)."""
-    return [f"detect {r.name}: {r.counts.records_in} images considered and {r.removed} removed by clean, ingest "
-            f"wrote {expected[r.name]['samples']}" for r in results
-            if r.counts.records_in + r.removed != expected[r.name]["samples"] or r.counts.rejected_total]
+    return [f"detect {r.name}: {r.counts.records_in} images considered and {r.removed[r.name]} removed by clean, "
+            f"ingest wrote {expected[r.name]['samples']}" for r in results
+            if r.counts.records_in + r.removed[r.name] != expected[r.name]["samples"] or r.counts.rejected_total]
 
 
 def check_weak_pairs(config) -> list[str]:

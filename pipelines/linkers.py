@@ -21,7 +21,14 @@ import pyarrow as pa
 
 from pipelines import storage
 from pipelines.raw_shard import read_footer
-from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_table_rows
+from pipelines.sidecar_tables import (
+    SidecarPaths,
+    raw_shards,
+    read_shard_input,
+    read_table_rows,
+    table_path,
+)
+from schemas import layout
 from schemas.config_build import output_params, require_path
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
@@ -31,19 +38,25 @@ from schemas.tables import LINKS, MODEL_KEY, PARAMS_KEY, PHRASE_REGIONS
 STAGE = "retrieve"
 RELATED_IMAGES, RELATED_TEXTS = RESERVED_LINKS
 TEXT_SPACE = "text"  # the FAISS space of sentences and captions (index/text/<source>/)
+DETECT, PARSE, TAGS, TEXTS = layout.ann("detect"), layout.ann("parse"), layout.emb("tags"), layout.emb(TEXT_SPACE)
 _PARSE_CACHE = 64  # ann/parse shards a weak-pairs worker keeps in memory
 
 
 @dataclass(frozen=True)
 class Table:
-    """One links table: ``links/<name>/<source>/NNNNN.parquet``; ``query`` columns identify a served query."""
+    """One links table: ``links/<name>/<source>/NNNNN.parquet``, its rejects under ``rejects/retrieve/<name>/``;
+    ``query`` columns identify a served query."""
 
     name: str
     schema: pa.Schema
     query: tuple[str, ...]
 
+    @property
+    def stage(self) -> str:
+        return f"{STAGE}/{self.name}"
+
     def paths(self, root: str, source: str, shard: int) -> SidecarPaths:
-        return SidecarPaths.of(root, f"links/{self.name}", f"{STAGE}/{self.name}", source, shard)
+        return SidecarPaths.of(root, layout.links(self.name), self.stage, source, shard)
 
 
 LINKS_QUERY = ("query_key", "query_text_index")
@@ -60,7 +73,7 @@ class Linked:
 
 
 def _table_rows(root: str, folder: str, source: str, shard: int, columns: list[str], hint: str) -> list[dict]:
-    return read_table_rows(SidecarPaths.of(root, folder, STAGE, source, shard).table, columns, hint)
+    return read_table_rows(table_path(root, folder, source, shard), columns, hint)
 
 
 def _stored_vectors(vectors: list) -> np.ndarray:
@@ -134,23 +147,23 @@ class WeakPairs(ShardLinker):
         self.weak, self.regions, self.embed = weak, regions, embed
         self.sources = list(weak.images)
         self.tables = [Table(weak.name, LINKS, LINKS_QUERY)]
-        self.inputs = ("emb/tags",)
+        self.inputs = (TAGS,)
         if regions:
             self.tables.append(Table(f"{weak.name}-regions", PHRASE_REGIONS, REGIONS_QUERY))
-            self.inputs += ("ann/detect",)
+            self.inputs += (DETECT,)
         self.text_shards = {name: len(raw_shards(root, name)) for name in weak.texts}
 
     def params(self) -> dict:
         builds = {}
         for name in self.weak.texts:
-            path = storage.join(self.root, "index", TEXT_SPACE, name, "build.json")
+            path = storage.join(self.root, layout.index(TEXT_SPACE), name, "build.json")
             if not storage.exists(path):
                 raise ValueError(f"weak pairs {self.weak.name}: no index at {path}; run `unicorpus index` first")
             builds[name] = hashlib.sha256(storage.read_bytes(path)).hexdigest()[:16]
         params = {"kind": "weak_pairs", **output_params(self.weak), "indexes": builds}
         if self.regions:
             require_path(self.embed, "model", "retrieval.embed", "phrase_regions embeds noun phrases and region labels")
-            params |= {"model": self.embed.model, "parse": _fingerprint(self.root, "ann/parse", self.weak.texts)}
+            params |= {"model": self.embed.model, "parse": _fingerprint(self.root, PARSE, self.weak.texts)}
         return params
 
     def setup(self) -> None:
@@ -165,16 +178,16 @@ class WeakPairs(ShardLinker):
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.align import weak_pairs
 
-        tags = {row["key"]: row for row in _table_rows(self.root, "emb/tags", source, shard,
+        tags = {row["key"]: row for row in _table_rows(self.root, TAGS, source, shard,
                                                       ["key", "text", "vector"], self.input_hint)}
         self._check_model(source, shard)
         images = _images(self.root, source, shard)
         queries = [key for key in images if key in tags]
-        rejects = [_reject(source, "emb/tags", shard, key, Reason.NO_TAGS, "the image has no region label")
+        rejects = [_reject(source, TAGS, shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if key not in tags]
         vectors = _stored_vectors([tags[key]["vector"] for key in queries])
         found = weak_pairs(queries, source, vectors, self.indexes, self.weak.k)
-        rejects += [_reject(source, "emb/tags", shard, key, Reason.NO_RESULTS,
+        rejects += [_reject(source, TAGS, shard, key, Reason.NO_RESULTS,
                             f"tag query {tags[key]['text']!r}: the indexes of {', '.join(self.weak.texts)} are empty")
                     for key, rows in zip(queries, found, strict=True) if not rows]
         pairs = [row for rows in found for row in rows]
@@ -184,7 +197,7 @@ class WeakPairs(ShardLinker):
         return out
 
     def _check_model(self, source: str, shard: int) -> None:
-        path = SidecarPaths.of(self.root, "emb/tags", STAGE, source, shard).table
+        path = table_path(self.root, TAGS, source, shard)
         model = read_footer(path).get(MODEL_KEY, b"").decode()
         if self.models - {model}:
             raise ValueError(f"{path} was embedded with {model!r} but the indexes of {', '.join(self.weak.texts)} "
@@ -193,14 +206,14 @@ class WeakPairs(ShardLinker):
     def _regions(self, source: str, shard: int, pairs: list[dict]) -> Linked:
         from retrieval.align import phrase_region_links
 
-        detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], _DETECT_HINT)
+        detect = _table_rows(self.root, DETECT, source, shard, ["key", "regions"], _DETECT_HINT)
         labels = {row["key"]: [region["label"] for region in row["regions"]] for row in detect}
         phrases = {
             (p["key"], p["text_index"]): self._phrases(p["source"], p["key"]).get((p["key"], p["text_index"]), [])
             for p in pairs
         }
         links = phrase_region_links(pairs, phrases, labels, self.encode)
-        rejects = [_reject(source, f"links/{self.weak.name}", shard, pair["query_key"], Reason.NO_PHRASES,
+        rejects = [_reject(source, layout.links(self.weak.name), shard, pair["query_key"], Reason.NO_PHRASES,
                            f"{pair['key']} text {pair['text_index']}: no noun phrase in ann/parse")
                    for pair, rows in zip(pairs, links, strict=True) if not rows]
         return Linked([row for rows in links for row in rows], rejects, len(pairs))
@@ -211,7 +224,7 @@ class WeakPairs(ShardLinker):
         if (source, shard) not in self.parse_cache:
             if len(self.parse_cache) >= _PARSE_CACHE:
                 self.parse_cache.clear()
-            rows = _table_rows(self.root, "ann/parse", source, shard, ["key", "text_index", "noun_phrases"],
+            rows = _table_rows(self.root, PARSE, source, shard, ["key", "text_index", "noun_phrases"],
                                "run `unicorpus annotate parse` first (phrase_regions needs noun phrases)")
             self.parse_cache[(source, shard)] = {(r["key"], r["text_index"]): r["noun_phrases"] for r in rows}
         return self.parse_cache[(source, shard)]
@@ -224,13 +237,13 @@ def _sidecar_shards(root: str, folder: str, sources: list[str]) -> tuple[tuple[s
 
 
 def _region_documents(root: str, source: str, shard: int) -> list[dict]:
-    rows = _table_rows(root, "ann/detect", source, shard, ["key", "source", "regions"], _DETECT_HINT)
+    rows = _table_rows(root, DETECT, source, shard, ["key", "source", "regions"], _DETECT_HINT)
     return [{"key": row["key"], "source": row["source"], "labels": [region["label"] for region in row["regions"]]}
             for row in rows]
 
 
 def _text_documents(root: str, source: str, shard: int) -> list[dict]:
-    return _table_rows(root, "emb/text", source, shard, ["key", "source", "text_index", "text", "vector"],
+    return _table_rows(root, TEXTS, source, shard, ["key", "source", "text_index", "text", "vector"],
                        "run `unicorpus embed` first (emb/text holds the text vectors)")
 
 
@@ -245,7 +258,7 @@ class _RelatedLinker(ShardLinker):
 
     def _folder(self) -> tuple[str, str]:
         """The stats folder of the table, and the collection's folder in it."""
-        stats = storage.join(self.root, "links", self.tables[0].name, "_stats")
+        stats = storage.join(self.root, layout.stats(layout.links(self.tables[0].name)))
         return stats, storage.join(stats, f"tfidf-{_fingerprint(self.root, self.folder, self.collections)}")
 
     def prepare(self, runner) -> None:
@@ -263,9 +276,9 @@ class _RelatedLinker(ShardLinker):
 class RelatedImages(_RelatedLinker):
     """UNIMO App. A: TF-IDF over region labels, cosine, top N other images of the collections."""
 
-    inputs = ("ann/detect",)
+    inputs = (DETECT,)
     input_hint = _DETECT_HINT
-    folder = "ann/detect"
+    folder = DETECT
 
     def __init__(self, root: str, queries: list[str], collections: list[str], top_n: int):
         super().__init__(root)
@@ -274,7 +287,7 @@ class RelatedImages(_RelatedLinker):
 
     def params(self) -> dict:
         return {"kind": "related_images", "top_n": self.top_n, "collections": self.collections,
-                "collection": _fingerprint(self.root, "ann/detect", self.collections)}
+                "collection": _fingerprint(self.root, DETECT, self.collections)}
 
     def collection(self):
         from functools import partial
@@ -288,18 +301,18 @@ class RelatedImages(_RelatedLinker):
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_images
 
-        detect = _table_rows(self.root, "ann/detect", source, shard, ["key", "regions"], self.input_hint)
+        detect = _table_rows(self.root, DETECT, source, shard, ["key", "regions"], self.input_hint)
         labels = {row["key"]: [region["label"] for region in row["regions"] if region["label"]] for row in detect}
         images = _images(self.root, source, shard)
         queries = [key for key in images if labels.get(key)]
-        rejects = [_reject(source, "ann/detect", shard, key, Reason.NO_TAGS, "the image has no region label")
+        rejects = [_reject(source, DETECT, shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if not labels.get(key)]
         found = related_images(self.vectorizer, self.tfidf, [{"labels": labels[key]} for key in queries], queries,
                                self.top_n)
         rows = []
         for key, hits in zip(queries, found, strict=True):
             if not hits:
-                rejects.append(_reject(source, "ann/detect", shard, key, Reason.NO_RESULTS,
+                rejects.append(_reject(source, DETECT, shard, key, Reason.NO_RESULTS,
                                        f"no other image shares a label of {sorted(set(labels[key]))}"))
             rows += [{"query_key": key, "query_source": source, "rank": rank, "key": item["key"],
                       "source": item["source"], "text_index": None, "text": None, "score": score,
@@ -310,9 +323,9 @@ class RelatedImages(_RelatedLinker):
 class RelatedTexts(_RelatedLinker):
     """UNIMO App. A: inverted index + TF-IDF top M, embedding rerank, top N texts of the collections."""
 
-    inputs = ("emb/text",)
+    inputs = (TEXTS,)
     input_hint = "run `unicorpus embed` first (emb/text holds the text vectors)"
-    folder = "emb/text"
+    folder = TEXTS
 
     def __init__(self, root: str, queries: list[str], collections: list[str], top_m: int, top_n: int):
         super().__init__(root)
@@ -321,7 +334,7 @@ class RelatedTexts(_RelatedLinker):
 
     def params(self) -> dict:
         return {"kind": "related_texts", "candidates_m": self.top_m, "top_n": self.top_n,
-                "collections": self.collections, "collection": _fingerprint(self.root, "emb/text", self.collections)}
+                "collections": self.collections, "collection": _fingerprint(self.root, TEXTS, self.collections)}
 
     def collection(self):
         from functools import partial
@@ -336,7 +349,7 @@ class RelatedTexts(_RelatedLinker):
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_texts
 
-        queries = _table_rows(self.root, "emb/text", source, shard, ["key", "text_index", "text", "vector"],
+        queries = _table_rows(self.root, TEXTS, source, shard, ["key", "text_index", "text", "vector"],
                               self.input_hint)
         vectors = _stored_vectors([row["vector"] for row in queries])
         found = related_texts(self.vectorizer, self.tfidf, queries, vectors, [row["key"] for row in queries],
@@ -344,7 +357,7 @@ class RelatedTexts(_RelatedLinker):
         rows, rejects = [], []
         for query, hits in zip(queries, found, strict=True):
             if not hits:
-                rejects.append(_reject(source, "emb/text", shard, query["key"], Reason.NO_RESULTS,
+                rejects.append(_reject(source, TEXTS, shard, query["key"], Reason.NO_RESULTS,
                                        f"text {query['text_index']}: no other text shares a term"))
             rows += [{"query_key": query["key"], "query_source": source, "rank": rank,
                       **{name: item[name] for name in ("key", "source", "text_index", "text")},

@@ -27,11 +27,11 @@ import numpy as np
 from pipelines import storage
 from pipelines.sidecar_tables import (
     ShardInput,
-    SidecarPaths,
     raw_shards,
     read_shard_input,
     read_table_rows,
     sample_texts,
+    table_path,
 )
 from schemas import layout
 from schemas import packed as contract
@@ -149,7 +149,7 @@ class ShardPacker:
     def _table(self, folder: str, source: str, shard: int, columns: list[str] | None = None) -> list[dict]:
         cache_key = (folder, source, shard, tuple(columns or ()))
         if cache_key not in self._tables:
-            path = SidecarPaths.of(self.settings.root, folder, STAGE, source, shard).table
+            path = table_path(self.settings.root, folder, source, shard)
             if folder == DETECT and columns is None:
                 self._tables[cache_key] = read_detect_rows(path)
             else:
@@ -660,7 +660,7 @@ def check_tables(settings: PackSettings, source: str, shard: int, modalities: se
                 folders.append(folder)
     paths = []
     for folder in folders:
-        path = SidecarPaths.of(settings.root, folder, STAGE, source, shard).table
+        path = table_path(settings.root, folder, source, shard)
         if not storage.exists(path):
             tasks = [t for t in settings.tasks if folder in task_tables(settings, t, source, modalities)]
             raise ValueError(f"pack {', '.join(tasks)}: no {path}; {hint(folder)} first, or leave the task out "

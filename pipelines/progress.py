@@ -40,11 +40,11 @@ class ShardProgress:
     """A tqdm bar ``[label] shards N/M (R reused) [elapsed<ETA, K units, U units/s]``: N counts the files
     matching ``pattern`` that this run wrote (new, or rewritten since it started: ``--overwrite`` redoes
     files that exist), M the shards it has to write; ``reused`` shards, left as they are, are named, not
-    counted, so the rate is this run's own."""
+    counted, so the rate is this run's own. ``pattern``: one glob, or several (a pipeline over sources)."""
 
-    def __init__(self, pattern: str, label: str, total: int, enabled: bool = True, interval: float = 1.0,
+    def __init__(self, pattern: str | list[str], label: str, total: int, enabled: bool = True, interval: float = 1.0,
                  reused: int = 0, unit: str = "samples"):
-        self.pattern = pattern
+        self.patterns = [pattern] if isinstance(pattern, str) else list(pattern)
         self.source, self.total, self.enabled, self.interval = label, total, enabled, interval
         self.reused, self.unit = reused, unit
         self._stop = threading.Event()
@@ -53,7 +53,7 @@ class ShardProgress:
 
     def __enter__(self) -> ShardProgress:
         if self.enabled:
-            self._before = {path: (size, mtime) for path, size, mtime in storage.listing(self.pattern)}
+            self._before = {path: (size, mtime) for path, size, mtime in self._listing()}
             self._thread.start()
         return self
 
@@ -64,7 +64,10 @@ class ShardProgress:
 
     def written(self) -> list[str]:
         """Files written since the start: absent then, or with another size or mtime now."""
-        return [path for path, size, mtime in storage.listing(self.pattern) if self._before.get(path) != (size, mtime)]
+        return [path for path, size, mtime in self._listing() if self._before.get(path) != (size, mtime)]
+
+    def _listing(self) -> list[tuple[str, int, float]]:
+        return [entry for pattern in self.patterns for entry in storage.listing(pattern)]
 
     def _watch(self) -> None:
         from tqdm import tqdm

@@ -121,7 +121,7 @@ def headline_totals(manifest: dict, tags: dict[str, Counter], rejects: Counter, 
         "samples kept": ingested - removed,
         "regions": sum(sum(counter.values()) for counter in tags.values()),
         "vectors indexed": sum(info["vectors"] for info in indexes),
-        "links": sum(e.get("links", 0) for e in stages.get("retrieve", {}).values()),
+        "links": sum(e["counts"].get("links", 0) for e in stages.get("retrieve", {}).values()),
         "records refused": sum(n for (stage, _, _), n in rejects.items() if stage not in REMOVAL_STAGES),
     }
 
@@ -207,8 +207,8 @@ def _headline(manifest: dict, tags: dict, rejects: Counter, indexes: list[dict],
 
 
 def _stages_section(manifest: dict) -> str:
-    """Sources x stages: what each stage kept of what it was given (ingest: written/read; clean: kept/samples;
-    the stages after: units with output/units). Retrieval tables have sections of their own below."""
+    """Sources x stages: what each stage kept of what it was given (clean: kept/samples; every other stage:
+    written/read, the counts of ``pipelines.results``). Retrieval tables have sections of their own below."""
     found = manifest["stages"]
     order = [stage for stage in STAGE_ORDER if stage in found] + sorted(set(found) - set(STAGE_ORDER) - {"retrieve"})
     stages = {stage: found[stage] for stage in order}
@@ -229,7 +229,7 @@ def _stages_section(manifest: dict) -> str:
 
 
 def _kept(counts: dict) -> str:
-    for out, given in (("written", "read"), ("kept", "samples"), ("written", "units")):
+    for out, given in (("written", "read"), ("kept", "samples")):
         if out in counts and given in counts:
             return f"{counts[out]}/{counts[given]}"
     return "?"

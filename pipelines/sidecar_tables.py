@@ -41,13 +41,21 @@ INGEST = "ingest"
 
 @dataclass(frozen=True)
 class SidecarPaths:
+    """Where a stage writes one shard: its table and its rejects (``stage`` names the rejects folder)."""
+
     table: str
     rejects: str
 
     @classmethod
     def of(cls, root: str, folder: str, stage: str, source: str, shard: int) -> SidecarPaths:
         name = layout.table_name(shard)
-        return cls(storage.join(root, folder, source, name), storage.join(root, layout.rejects(stage, source), name))
+        return cls(table_path(root, folder, source, shard), storage.join(root, layout.rejects(stage, source), name))
+
+
+def table_path(root: str, folder: str, source: str, shard: int) -> str:
+    """One shard's table of ``folder`` (``layout.ann("detect")``, ``layout.emb("tags")``, ...): how a reader
+    names another stage's table, by its folder alone."""
+    return storage.join(root, folder, source, layout.table_name(shard))
 
 
 @dataclass

@@ -1,14 +1,16 @@
-"""The table a stage prints when it finishes: counts in, out and rejected (by reason), bytes, rate."""
+"""The table a stage prints when it finishes: counts in, out and rejected (by reason), bytes, rate; or the
+same as JSON. Every stage that writes shards returns ``pipelines.results.StageResult``s, printed one way."""
 
 from __future__ import annotations
 
 from pipelines.raw_shard import ShardCounts
+from pipelines.results import StageResult
 
 
-def format_summary(results) -> str:
-    """``results``: objects with ``name``, ``counts`` (ShardCounts), ``shards``, ``skipped_shards``, ``seconds``,
-    and optionally ``fresh`` (the counts of the shards this run wrote: the rate is theirs, not the reused ones')."""
-    header = ("source", "read", "written", "rejected", "MB", "samples/s", "shards", "rejected by reason")
+def format_summary(results: list[StageResult], what: str = "source") -> str:
+    """One row per result (``what`` names the first column: source, task, table/source) and a total; the
+    rate is that of the shards this run wrote (``fresh``), not the reused ones'."""
+    header = (what, "read", "written", "rejected", "MB", "written/s", "shards", "rejected by reason")
     rows = [_row(r.name, r.counts, _fresh(r), r.seconds, f"{r.shards} ({r.skipped_shards} reused)") for r in results]
     total = sum((r.counts for r in results), ShardCounts())
     fresh = sum((_fresh(r) for r in results), ShardCounts())
@@ -20,11 +22,16 @@ def format_summary(results) -> str:
 
 
 def format_removed(results) -> str:
-    """The line that says how many samples ``clean`` removed were left out (results with ``removed``)."""
-    removed = [(r.name, r.removed) for r in results if getattr(r, "removed", 0)]
+    """The line that says how many samples ``clean`` removed were left out: ``removed`` of each result, a
+    mapping source -> samples (``StageResult``) or a number for the result's own name (``IndexResult``)."""
+    removed: dict[str, int] = {}
+    for result in results:
+        own = getattr(result, "removed", {})
+        removed |= {result.name: own} if isinstance(own, int) else own
+    removed = {source: n for source, n in removed.items() if n}
     if not removed:
         return ""
-    return "\nleft out, removed by clean: " + ", ".join(f"{name} {n}" for name, n in removed)
+    return "\nleft out, removed by clean: " + ", ".join(f"{name} {n}" for name, n in removed.items())
 
 
 def _table(header: tuple, rows: list[tuple], left: tuple[int, ...] = (0,)) -> str:
@@ -101,20 +108,21 @@ def format_example_rewrites(example: dict | None) -> str:
 
 
 def summary_records(results) -> list[dict]:
-    """The results of any stage (dataclasses: SourceResult, RetrieveResult, IndexResult, CleanResult) as
-    JSON-ready dicts: the fields, counts spelled out like the table, Counters as sorted dicts."""
+    """The results of any stage (``StageResult``; ``IndexResult``, ``CleanResult``) as JSON-ready dicts:
+    a StageResult as ``record()`` spells it (the counts as in corpus.json), other results by their fields,
+    Counters as sorted dicts."""
     import dataclasses
     from collections import Counter
 
     records = []
     for result in results:
+        if isinstance(result, StageResult):
+            records.append(result.record())
+            continue
         record = {}
         for item in dataclasses.fields(result):
             value = getattr(result, item.name)
-            if isinstance(value, ShardCounts):
-                value = {"read": value.records_in, "written": value.written, "rejected": value.rejected_total,
-                         "rejected_by_reason": dict(sorted(value.rejected.items())), "bytes": value.bytes}
-            elif isinstance(value, Counter):
+            if isinstance(value, Counter):
                 value = dict(sorted(value.items()))
             record[item.name] = value
         if hasattr(result, "removed") and "removed" not in record:  # CleanResult: a property

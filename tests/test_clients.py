@@ -168,7 +168,11 @@ def test_every_stage_prints_its_summary_as_json(demo):
         summary = json.loads(done.stdout)
         assert summary["stage"] == stage and summary["results"]
         coco = next(r for r in summary["results"] if r["name"].endswith("coco"))
-        assert coco["removed"] == len(removed_keys(config.output, "coco"))
+        gone = len(removed_keys(config.output, "coco"))
+        if stage == "index":
+            assert coco["removed"] == gone
+        else:  # a StageResult: per source, and among the counts as in corpus.json
+            assert coco["removed"] == {"coco": gone} and coco["counts"]["removed_by_clean"] == gone
         if stage == "parse":
             assert coco["counts"]["read"] == coco["counts"]["written"] + coco["counts"]["rejected"] > 0
 

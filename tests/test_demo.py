@@ -30,7 +30,7 @@ def test_demo_runs_every_stage_and_matches_the_ground_truth(demo):
     packed = {name: int(n) for name, n in (item.rsplit(" ", 1) for item in counts.split(", "))}
     assert set(packed) == {"pairs", "images", "texts", "tag_pairs", "weak_pairs", "cmcl"} | {
         f"pairs_aligned_{x}" for x in (0, 20, 40, 60, 80, 100)} and all(packed.values())
-    assert packed["pairs_aligned_100"] == packed["pairs"] == manifest["stages"]["pack"]["pairs"]["counts"]["packed"]
+    assert packed["pairs_aligned_100"] == packed["pairs"] == manifest["stages"]["pack"]["pairs"]["counts"]["written"]
 
 
 def test_report_tag_counts_are_the_ground_truth_objects(demo):

@@ -19,9 +19,10 @@ from pipelines.annotators.detect import (
     file_digest,
     uses_detector,
 )
+from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig
-from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, run_sidecar_stage
+from schemas import layout
 from schemas.config import CorpusConfig
 from schemas.config_build import output_params, require_path
 from schemas.stages import DetectConfig
@@ -30,7 +31,7 @@ from schemas.tables import ANN_DETECT, CLASSES_KEY, DIM_KEY, MODEL_KEY
 
 class DetectAnnotator(ShardAnnotator):
     stage = "detect"
-    folder = "ann/detect"
+    folder = layout.ann("detect")
     schema = ANN_DETECT
     modalities = frozenset(IMAGE_MODALITIES)
     columns = ["key", "modality", "image_offset", "image_size", "json"]
@@ -77,7 +78,7 @@ def source_tags(config: CorpusConfig, name: str) -> str:
 
 
 def run_detect(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
-               show_progress: bool = True) -> list[SourceResult]:
+               show_progress: bool = True) -> list[StageResult]:
     detect = config.annotate.detect
     names = applicable_sources(config, DetectAnnotator(detect, "annotations"), sources or detect.sources)
     if any(uses_detector(source_tags(config, name)) for name in names):

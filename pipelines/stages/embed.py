@@ -18,10 +18,11 @@ from functools import partial
 
 from pipelines import storage
 from pipelines.raw_shard import read_footer
+from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig
-from pipelines.sidecar_tables import REGION_LABELS, ShardInput, SidecarPaths, raw_shards, read_table_rows, sample_texts
-from pipelines.stages.ingest import SourceResult
+from pipelines.sidecar_tables import REGION_LABELS, ShardInput, raw_shards, read_table_rows, sample_texts, table_path
 from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, has_modality, run_sidecar_stage
+from schemas import layout
 from schemas.config import CorpusConfig
 from schemas.config_build import output_params, require_path
 from schemas.keys import shard_name
@@ -30,12 +31,12 @@ from schemas.stages import EmbedConfig
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, embedding_schema
 
 SPACES = ("text", "tags")
-DETECT_STAGE, DETECT_FOLDER = "detect", "ann/detect"
+DETECT_FOLDER = layout.ann("detect")
 WHERE = "retrieval.embed.model"
 
 
 def detect_table(root: str, source: str, shard: int) -> str:
-    return SidecarPaths.of(root, DETECT_FOLDER, DETECT_STAGE, source, shard).table
+    return table_path(root, DETECT_FOLDER, source, shard)
 
 
 class EmbedAnnotator(ShardAnnotator):
@@ -47,7 +48,7 @@ class EmbedAnnotator(ShardAnnotator):
         if space not in SPACES:
             raise ValueError(f"unknown embedding space {space!r} (have: {', '.join(SPACES)})")
         self.config, self.space = config, space
-        self.stage, self.folder = f"embed-{space}", f"emb/{space}"
+        self.stage, self.folder = f"embed-{space}", layout.emb(space)
         self.modalities = frozenset({"pair", "text"} if space == "text" else {"pair", "image"})
         self.embedder = None
 
@@ -111,7 +112,7 @@ class EmbedAnnotator(ShardAnnotator):
 
 def _tar(shard: ShardInput) -> str:
     """A raw shard's tar as reject locations name it: relative to the corpus root, like detect's."""
-    return f"raw/{shard.source}/{shard_name(shard.shard)}.tar"
+    return f"{layout.raw(shard.source)}/{shard_name(shard.shard)}.tar"
 
 
 def read_detect_labels(root: str, source: str, shard: int) -> dict[str, list[str]]:
@@ -136,7 +137,7 @@ def _not_detected(source: str, shard: int, path: str) -> str:
 
 
 def run_embed(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
-              show_progress: bool = True, spaces: tuple[str, ...] = SPACES) -> list[SourceResult]:
+              show_progress: bool = True, spaces: tuple[str, ...] = SPACES) -> list[StageResult]:
     """Embed ``sources`` (default: ``retrieval.embed.sources``, else every source) in each space, over the
     sources that have its samples (text: pairs and texts; tags: images). Results are named space/source."""
     section = config.retrieval.embed

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import apache_beam as beam
 
@@ -30,6 +30,7 @@ from pipelines.raw_shard import (
     read_counts,
     read_footer,
 )
+from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.shard_transforms import WriteOptions, WriteShards
 from pipelines.sources import Reader, SourceError, reader_for
@@ -42,17 +43,6 @@ from schemas.tables import PARAMS_KEY
 
 STAGE = "ingest"
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SourceResult:
-    name: str
-    counts: ShardCounts  # of every shard, reused or not
-    shards: int
-    skipped_shards: int
-    seconds: float
-    fresh: ShardCounts | None = None  # of the shards this run wrote (the rate is theirs); None: all of them
-    removed: int = 0  # stages after clean: samples of the source clean removed, left out
 
 
 def _read_part(part: str, reader: Reader):
@@ -109,7 +99,7 @@ def source_params(name: str, source: SourceConfig, config: CorpusConfig) -> dict
 
 
 def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig, overwrite: bool = False,
-               show_progress: bool = True, retry_failed: bool = False) -> list[SourceResult]:
+               show_progress: bool = True, retry_failed: bool = False) -> list[StageResult]:
     unknown = [n for n in names if n not in config.sources]
     if unknown:
         raise ValueError(f"--source {', '.join(unknown)}: not in the config (have: {', '.join(config.sources)})")
@@ -124,7 +114,7 @@ def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig, ove
 
 
 def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite: bool,
-                show_progress: bool, retry_failed: bool) -> SourceResult:
+                show_progress: bool, retry_failed: bool) -> StageResult:
     source = config.sources[name]
     reader = reader_for(name, source, config.text)
     parts = reader.parts()
@@ -147,10 +137,10 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     _remove_stale_shards(config.output, name, hashes)
     shards = _shard_ids(config.output, name)
     counts = {s: read_counts(ShardPaths.of(config.output, STAGE, name, s)) for s in shards}
-    total = sum(counts.values(), ShardCounts())
-    _record_in_manifest(config, name, source, manifest_hash(hashes), len(shards), total)
     fresh = sum((c for s, c in counts.items() if s not in reused), ShardCounts())
-    return SourceResult(name, total, len(shards), len(reused), seconds, fresh)
+    result = StageResult(name, sum(counts.values(), ShardCounts()), len(shards), len(reused), seconds, fresh)
+    _record_in_manifest(config, name, source, manifest_hash(hashes), result)
+    return result
 
 
 def _shard_ids(root: str, name: str) -> list[int]:
@@ -182,17 +172,11 @@ def _remove_stale_shards(root: str, name: str, hashes: tuple[str, ...]) -> None:
 
 
 def _record_in_manifest(config: CorpusConfig, name: str, source: SourceConfig, digest: str,
-                        shards: int, counts: ShardCounts) -> None:
+                        result: StageResult) -> None:
     update_manifest(config.output, STAGE, {name: {
         "kind": source.kind,
         "params": source_params(name, source, config),
         "params_hash": digest,
-        "shards": shards,
-        "counts": {
-            "read": counts.records_in,
-            "written": counts.written,
-            "rejected": counts.rejected_total,
-            "rejected_by_reason": dict(sorted(counts.rejected.items())),
-            "bytes": counts.bytes,
-        },
+        "shards": result.shards,
+        "counts": result.counts_record(),
     }})

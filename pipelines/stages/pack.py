@@ -1,12 +1,13 @@
 """``pack``: raw shards + their sidecars -> self-contained training shards under ``packed/<task>/``
 (DESIGN.md "Training"; the contract is ``schemas/packed.py``; the logic ``pipelines/pack.py``).
 
-One pipeline per source, ``Create(raw shard ids) -> Reshuffle -> ParDo``, like every per-shard stage. A
-raw shard gives one tar per task (``packed/<task>/<source>-NNNNN.tar``, samples sorted by key, fixed tar
-headers, written under a temporary name and renamed) and one ``rejects/pack/<source>/NNNNN.parquet``,
-committed last: its footer holds the shard's parameters hash (the pack settings, the raw shard, the params
-hash of every input table, clean's removals, the tables of other shards it reads) and its counts per task,
-so a rerun skips finished shards and the summary, ``sizes.json`` and ``corpus.json`` are read back from the
+``PackWork`` is the stage's per-shard work on the shell of every per-shard stage (``stages/per_shard.py``): one
+pipeline per source, ``Create(raw shard jobs) -> Reshuffle -> ParDo``. A raw shard gives one tar per task
+(``packed/<task>/<source>-NNNNN.tar``, samples sorted by key, fixed tar headers, written under a temporary name and
+renamed) and one ``rejects/pack/<source>/NNNNN.parquet``, committed last: its footer holds the shard's parameters
+hash (the pack settings, the raw shard, the params hash of every input table, clean's removals, the tables of other
+shards it reads) and its counts per task, so a rerun skips finished shards and the summary (a result per task: read
+= units, written = samples packed, bytes of its tars), ``sizes.json`` and ``corpus.json`` are read back from the
 files. ``units == packed + rejected`` is checked per task and shard before anything is committed.
 """
 
@@ -16,47 +17,26 @@ import hashlib
 import json
 import re
 import tarfile
-import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from itertools import pairwise
-
-import apache_beam as beam
 
 from pipelines import storage
 from pipelines.linkers import _fingerprint
 from pipelines.manifest_io import update_manifest
 from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntry, check_tables
-from pipelines.progress import ShardProgress
 from pipelines.raw_shard import CountingWriter, ShardCounts, add_member, read_footer, write_table
+from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.sidecar_tables import params_hash, raw_params_hash, raw_shards, read_shard_input
+from pipelines.sidecar_tables import params_hash, raw_params_hash, raw_shards, read_shard_input, table_path
+from pipelines.stages.per_shard import ShardWork, Tally, run_shards
 from schemas import layout
 from schemas import packed as contract
 from schemas.config import CorpusConfig
-from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS
+from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, REMOVAL_STAGES
 
 COUNTS_KEY = b"unicorpus.pack_counts"  # footer of rejects/pack/<source>/NNNNN.parquet: counts per task
 _KEY = re.compile(r"[a-z0-9_-]+")
-
-
-@dataclass
-class PackResult:
-    """One task over the packed sources, in the shape ``pipelines.summary.format_summary`` prints
-    (read = units considered, written = samples packed)."""
-
-    name: str
-    counts: ShardCounts
-    shards: int
-    skipped_shards: int
-    seconds: float
-
-
-@dataclass
-class PackRun:
-    tasks: list[PackResult]
-    left_out: dict[str, Counter] = field(default_factory=dict)  # source -> reason -> raw samples removed by clean
 
 
 def pack_settings(config: CorpusConfig) -> PackSettings:
@@ -135,33 +115,11 @@ def _write_tar(path: str, samples: list) -> int:
     return writer.tell()
 
 
-class _PackShard(beam.DoFn):
-    def __init__(self, settings: PackSettings, overwrite: bool):
-        self.settings, self.overwrite = settings, overwrite
-        self.packer: ShardPacker | None = None
-
-    def setup(self) -> None:
-        self.packer = ShardPacker(self.settings)
-        self.packer.setup()
-
-    def teardown(self) -> None:
-        if self.packer is not None:
-            self.packer.close()
-
-    def process(self, element):
-        source, shard, digest = element
-        root = self.settings.root
-        if not self.overwrite and is_done(root, source, shard, digest):
-            return
-        out, left_out = self.packer.pack(source, shard)
-        write_packed(root, source, shard, digest, out, left_out)
-
-
 def _removals_digest(root: str, sources: tuple[str, ...]) -> str:
     """What ``clean`` removed, over every source (a removal anywhere may drop a related item here)."""
     digest = hashlib.sha256()
     for source in sources:
-        for stage in ("dedup", "decontam"):
+        for stage in REMOVAL_STAGES:
             for path in storage.glob(storage.join(root, layout.rejects(stage, source), "*.parquet")):
                 digest.update(path.rsplit("/", 3)[-3].encode() + storage.read_bytes(path))
     return digest.hexdigest()[:16]
@@ -186,7 +144,7 @@ def _shared_inputs(settings: PackSettings) -> dict:
         texts = sorted({name for w in settings.weak for name in w.texts})
         for name in texts:
             for shard in raw_shards(root, name):
-                check_parse = storage.join(root, layout.ann("parse"), name, layout.table_name(shard))
+                check_parse = table_path(root, layout.ann("parse"), name, shard)
                 if not storage.exists(check_parse):
                     raise ValueError(f"pack weak_pairs: no {check_parse} (the retrieved sentences' noun phrases); "
                                      f"run `unicorpus annotate parse` first, or leave weak_pairs out of pack.tasks")
@@ -194,66 +152,92 @@ def _shared_inputs(settings: PackSettings) -> dict:
     return shared
 
 
+class PackWork(ShardWork):
+    """Pack as per-shard work: a job is a raw shard, its output a tar per task and the rejects table (last);
+    a result per task over the sources."""
+
+    stage = STAGE
+
+    def __init__(self, settings: PackSettings, shared: dict, sources: list[str]):
+        self.settings, self.shared, self.sources, self.root = settings, shared, sources, settings.root
+        self.packer: ShardPacker | None = None
+
+    def params(self) -> dict:
+        return self.settings.params()
+
+    def entry(self, name: str) -> dict:
+        return {"params": self.params(), "sources": sorted(self.sources)}
+
+    def digest(self, source: str, shard: int) -> str:
+        return shard_digest(self.settings, source, shard, self.shared)
+
+    def setup(self) -> None:
+        self.packer = ShardPacker(self.settings)
+        self.packer.setup()
+
+    def teardown(self) -> None:
+        if self.packer is not None:
+            self.packer.close()
+
+    def is_done(self, source: str, shard: int, digest: str) -> bool:
+        return is_done(self.root, source, shard, digest)
+
+    def run(self, source: str, shard: int, digest: str) -> None:
+        out, left_out = self.packer.pack(source, shard)
+        write_packed(self.root, source, shard, digest, out, left_out)
+
+    def committed(self, source: str) -> str:
+        return storage.join(self.root, layout.rejects(STAGE, source), "[0-9]*.parquet")
+
+    def remove_temporaries(self, source: str) -> None:
+        patterns = [storage.join(self.root, layout.packed(task), f"{source}-*.tmp-*") for task in self.settings.tasks]
+        patterns.append(storage.join(self.root, layout.rejects(STAGE, source), "*.tmp-*"))
+        for pattern in patterns:
+            storage.delete(storage.glob(pattern))
+
+    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
+        tasks = read_pack_counts(self.root, source, shard)["tasks"]
+        return {task: Tally(ShardCounts(c["units"], c["packed"], c["bytes"], Counter(c["rejected"])))
+                for task, c in tasks.items()}
+
+    def left_out(self, source: str, shard: int) -> int:
+        """As the shard's footer records it: the raw samples the packer found removed."""
+        return sum(read_pack_counts(self.root, source, shard)["left_out"].values())
+
+
 def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
-             show_progress: bool = True) -> PackRun:
-    """Pack every source (``names``, else ``pack.sources``, else all); results read back from the files."""
+             show_progress: bool = True) -> list[StageResult]:
+    """Pack every source (``names``, else ``pack.sources``, else all), a pipeline each; a result per task,
+    read back from the files."""
     storage.configure(pipeline_options(runner))
     settings = pack_settings(config)
     sources = list(names or config.pack.sources or config.sources)
     unknown = [name for name in sources if name not in config.sources]
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not a source of the config (have: {', '.join(config.sources)})")
-    root = config.output
-    shared = _shared_inputs(settings)
-    jobs = {
-        source: [(source, shard, shard_digest(settings, source, shard, shared)) for shard in raw_shards(root, source)]
-        for source in sources
-    }  # every input checked before any pipeline starts
-    seconds: dict[str, float] = {}
-    reused: dict[str, int] = {}
-    for source in sources:
-        pending = [job for job in jobs[source] if overwrite or not is_done(root, *job)]
-        reused[source] = len(jobs[source]) - len(pending)
-        _remove_temporaries(root, settings, source)
-        started = time.monotonic()
-        if pending:
-            pattern = storage.join(root, layout.rejects(STAGE, source), "[0-9]*.parquet")
-            with ShardProgress(pattern, f"pack {source}", len(pending), enabled=show_progress,
-                               reused=reused[source], unit="units"):
-                with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
-                    (
-                        pipeline
-                        | f"{source}/Shards" >> beam.Create(sorted(pending))
-                        | f"{source}/Spread" >> beam.Reshuffle()
-                        | f"{source}/Pack" >> beam.ParDo(_PackShard(settings, overwrite))
-                    )
-        seconds[source] = time.monotonic() - started
-    result = _results(root, settings, jobs, reused, seconds)
-    write_sizes(root, settings.tasks)
-    _record(root, settings, result, jobs)
-    return result
+    work = PackWork(settings, _shared_inputs(settings), sources)
+    results = run_shards(work, [[source] for source in sources], runner, overwrite, show_progress)
+    write_sizes(config.output, settings.tasks)
+    update_manifest(config.output, STAGE, {"left_out": left_out(config.output, results)})
+    return results
 
 
-def _remove_temporaries(root: str, settings: PackSettings, source: str) -> None:
-    patterns = [storage.join(root, layout.packed(task), f"{source}-*.tmp-*") for task in settings.tasks]
-    patterns.append(storage.join(root, layout.rejects(STAGE, source), "*.tmp-*"))
-    for pattern in patterns:
-        storage.delete(storage.glob(pattern))
+def left_out(root: str, tasks: list[StageResult]) -> dict[str, dict[str, int]]:
+    """Raw samples no task packed because ``clean`` removed them, per packed source (those of ``tasks``, the
+    results of ``run_pack``) and reason, from the shards' footers."""
+    out = {}
+    for source in sorted({source for task in tasks for source in task.removed}):
+        reasons: Counter = Counter()
+        for shard in raw_shards(root, source):
+            reasons.update(read_pack_counts(root, source, shard)["left_out"])
+        out[source] = dict(sorted(reasons.items()))
+    return out
 
 
-def _results(root: str, settings: PackSettings, jobs: dict, reused: dict, seconds: dict) -> PackRun:
-    totals = {task: ShardCounts() for task in settings.tasks}
-    left_out: dict[str, Counter] = {}
-    for source, source_jobs in jobs.items():
-        left_out[source] = Counter()
-        for _, shard, _ in source_jobs:
-            counts = read_pack_counts(root, source, shard)
-            left_out[source].update(counts["left_out"])
-            for task, c in counts["tasks"].items():
-                totals[task] += ShardCounts(c["units"], c["packed"], c["bytes"], Counter(c["rejected"]))
-    shards, total_seconds = sum(len(j) for j in jobs.values()), sum(seconds.values())
-    return PackRun([PackResult(task, totals[task], shards, sum(reused.values()), total_seconds)
-                    for task in settings.tasks], left_out)
+def format_left_out(left: dict[str, dict[str, int]]) -> str:
+    lines = [f"  {source}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+             for source, reasons in sorted(left.items()) if reasons]
+    return ("left out (removed by clean):\n" + "\n".join(lines)) if lines else "left out (removed by clean): none"
 
 
 def write_sizes(root: str, tasks: tuple[str, ...]) -> None:
@@ -269,20 +253,3 @@ def write_sizes(root: str, tasks: tuple[str, ...]) -> None:
         path = storage.join(folder, contract.SIZES_FILE)
         storage.write_bytes(path + ".tmp", (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
         storage.rename(path + ".tmp", path)
-
-
-def _record(root: str, settings: PackSettings, result: PackRun, jobs: dict) -> None:
-    entries = {r.name: {"params": settings.params(), "sources": sorted(jobs), "shards": r.shards,
-                        "counts": {"units": r.counts.records_in, "packed": r.counts.written,
-                                   "rejected": r.counts.rejected_total,
-                                   "rejected_by_reason": dict(sorted(r.counts.rejected.items()))}}
-               for r in result.tasks}
-    entries["left_out"] = {source: dict(sorted(c.items())) for source, c in sorted(result.left_out.items())}
-    update_manifest(root, STAGE, entries)
-
-
-def format_left_out(run: PackRun) -> str:
-    """Raw samples that no task packed because ``clean`` removed them, per source and reason."""
-    lines = [f"  {source}: " + ", ".join(f"{reason} {n}" for reason, n in sorted(c.items()))
-             for source, c in sorted(run.left_out.items()) if c]
-    return ("left out (removed by clean):\n" + "\n".join(lines)) if lines else "left out (removed by clean): none"

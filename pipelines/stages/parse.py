@@ -10,10 +10,11 @@ from __future__ import annotations
 from functools import partial
 
 from pipelines.annotators.parse import check_model, load_pipeline, model_version, parse_rows, split_texts
+from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import ShardInput
-from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, run_sidecar_stage
+from schemas import layout
 from schemas.config import CorpusConfig
 from schemas.config_build import output_params
 from schemas.records import Reject
@@ -23,7 +24,7 @@ from schemas.tables import ANN_PARSE, MODEL_KEY
 
 class ParseAnnotator(ShardAnnotator):
     stage = "parse"
-    folder = "ann/parse"
+    folder = layout.ann("parse")
     schema = ANN_PARSE
     modalities = frozenset({"pair", "text"})
     columns = ["key", "modality", "text", "json"]
@@ -48,7 +49,7 @@ class ParseAnnotator(ShardAnnotator):
 
 
 def run_parse(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
-              show_progress: bool = True) -> list[SourceResult]:
+              show_progress: bool = True) -> list[StageResult]:
     """Parse the texts of ``sources`` (default: ``annotate.parse.sources``, else every source with text)."""
     section = config.annotate.parse
     check_model(section.model)

@@ -1,16 +1,20 @@
-"""The Beam shell every per-shard stage after ingest shares (detect, parse, rewrite, embed).
+"""The Beam shell of every per-shard stage after clean: detect, parse, rewrite and embed (``ShardAnnotator``s
+here), retrieve's linkers (``stages/retrieve.py``) and pack (``stages/pack.py``).
 
-A stage supplies a ``ShardAnnotator``: pure logic that turns one raw shard (``ShardInput``) into sidecar
-rows and rejects. This module runs it: one pipeline per source, ``Create(shard ids) -> Reshuffle ->
-ParDo``, the annotator built and its models loaded once per worker (``DoFn.setup``), finished shards
-skipped, counts read back from the committed tables, progress shown, the manifest updated. The annotator
-is built from a picklable factory, so nothing process-local has to travel to a portable runner's workers.
+A stage supplies a ``ShardWork``. A job is one raw shard of a source with the digest of everything its
+output depends on; the work turns a job into committed files (temporary names, renames, the file that
+proves the job done last) and reads done-ness and counts back from those files. This module runs it:
+every job's digest first (a missing input fails before any pipeline starts), then one pipeline per group of
+sources, ``Create(jobs) -> Reshuffle -> ParDo``, the work set up once per worker (``DoFn.setup``: models,
+indexes), finished jobs skipped, progress shown; then the counts are read back from the files (right on
+every runner, and for jobs a rerun reused), summed into ``StageResult``s and recorded in ``corpus.json``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import pyarrow as pa
@@ -19,6 +23,7 @@ from pipelines import storage
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.raw_shard import ShardCounts, read_footer
+from pipelines.results import StageResult, add_extras
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.sidecar_tables import (
     ShardInput,
@@ -33,14 +38,159 @@ from pipelines.sidecar_tables import (
     removed_keys,
     write_sidecar,
 )
-from pipelines.stages.ingest import SourceResult
 from schemas.config import CorpusConfig
 from schemas.records import Reject
 
 
+@dataclass
+class Tally:
+    """One job's share of one result (a source, a links table of a source, a pack task), from its files."""
+
+    counts: ShardCounts
+    extra: dict = field(default_factory=dict)  # stage-specific counts (``results.add_extras`` sums them)
+
+
+class ShardWork:
+    """What a per-shard stage defines. Picklable before ``setup``: it travels to the workers."""
+
+    stage: str = ""  # its name in corpus.json
+    unit: str = "units"  # what the progress bar counts
+    root: str = ""
+
+    def params(self) -> dict:
+        """Everything that changes the output besides the raw shard (recorded in corpus.json)."""
+        raise NotImplementedError
+
+    def entry(self, name: str) -> dict:
+        """Result ``name``'s corpus.json entry, less its shards and counts."""
+        return {"params": self.params()}
+
+    def label(self, sources: list[str]) -> str:
+        return f"{self.stage} {', '.join(sources)}"
+
+    def digest(self, source: str, shard: int) -> str:
+        """What the job's files depend on; a ValueError naming a missing input (checked before any pipeline)."""
+        raise NotImplementedError
+
+    def prepare(self, runner: RunnerConfig) -> None:
+        """Build what every worker reads (related items' TF-IDF collections), once, before the first pipeline
+        that has jobs to run; nothing by default."""
+
+    def setup(self) -> None:
+        """Load models, indexes, collections; once per worker."""
+
+    def teardown(self) -> None:
+        """Close what ``setup`` opened."""
+
+    def is_done(self, source: str, shard: int, digest: str) -> bool:
+        raise NotImplementedError
+
+    def run(self, source: str, shard: int, digest: str) -> None:
+        """Make the job's output and commit it, the proof of done-ness last."""
+        raise NotImplementedError
+
+    def committed(self, source: str) -> str:
+        """The glob of the files a job of ``source`` commits last (the progress bar counts them)."""
+        raise NotImplementedError
+
+    def remove_temporaries(self, source: str) -> None:
+        """Delete what a killed run left half-written (never read: only renamed files count)."""
+        raise NotImplementedError
+
+    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
+        """The counts of a committed job per result name, in the order results are listed."""
+        raise NotImplementedError
+
+    def left_out(self, source: str, shard: int) -> int:
+        """Samples of the shard ``clean`` removed, which the job left out."""
+        return len(removed_keys(self.root, source, shard))
+
+
+class _RunJob(beam.DoFn):
+    def __init__(self, work: ShardWork, overwrite: bool):
+        self.work, self.overwrite = work, overwrite
+
+    def setup(self) -> None:
+        self.work.setup()
+
+    def teardown(self) -> None:
+        self.work.teardown()
+
+    def process(self, job):
+        source, shard, digest = job
+        if self.overwrite or not self.work.is_done(source, shard, digest):
+            self.work.run(source, shard, digest)
+
+
+def run_shards(work: ShardWork, groups: list[list[str]], runner: RunnerConfig, overwrite: bool = False,
+               show_progress: bool = True) -> list[StageResult]:
+    """Run ``work`` over every raw shard of the sources, one pipeline per group (a source, or every query
+    source of a linker, whose workers share one setup); results read back from the files."""
+    storage.configure(pipeline_options(runner))
+    jobs = [[(source, shard, work.digest(source, shard)) for source in group for shard in raw_shards(work.root, source)]
+            for group in groups]
+    done = set() if overwrite else {job for group in jobs for job in group if work.is_done(*job)}
+    seconds, prepared = [], False
+    for group, group_jobs in zip(groups, jobs, strict=True):
+        for source in group:
+            work.remove_temporaries(source)
+        pending = [job for job in group_jobs if job not in done]
+        started = time.monotonic()
+        if pending:  # else no worker needs to start, nor load a model
+            if not prepared:
+                work.prepare(runner)
+                prepared = True
+            label = work.label(group)
+            with ShardProgress([work.committed(s) for s in group], label, len(pending), enabled=show_progress,
+                               reused=len(group_jobs) - len(pending), unit=work.unit):
+                with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
+                    (
+                        pipeline
+                        | f"{label}/Jobs" >> beam.Create(pending)  # in order: sources as given, shards ascending
+                        | f"{label}/Spread" >> beam.Reshuffle()
+                        | f"{label}/Run" >> beam.ParDo(_RunJob(work, overwrite))
+                    )
+        seconds.append(time.monotonic() - started)
+    results = _read_back(work, jobs, done, seconds)
+    update_manifest(work.root, work.stage, {r.name: {**work.entry(r.name), "shards": r.shards,
+                                                     "counts": r.counts_record()} for r in results})
+    return results
+
+
+def _read_back(work: ShardWork, jobs: list[list[tuple]], done: set, seconds: list[float]) -> list[StageResult]:
+    """Every job's counts summed per result name; a result's time is that of the pipelines it ran in."""
+    results: dict[str, StageResult] = {}
+    order: dict[str, tuple] = {}
+    groups: dict[str, set[int]] = {}
+    for g, group_jobs in enumerate(jobs):
+        for i, job in enumerate(group_jobs):
+            source, shard, _ = job
+            left_out = work.left_out(source, shard)
+            for position, (name, tally) in enumerate(work.read_back(source, shard).items()):
+                if name not in results:
+                    results[name] = StageResult(name, ShardCounts(), 0, 0, 0.0, ShardCounts())
+                    order[name], groups[name] = (position, g, i), set()
+                result = results[name]
+                result.counts += tally.counts
+                result.extra = add_extras(result.extra, tally.extra)
+                result.shards += 1
+                if job in done:
+                    result.skipped_shards += 1
+                else:
+                    result.fresh += tally.counts
+                result.removed[source] = result.removed.get(source, 0) + left_out
+                groups[name].add(g)
+    for name, result in results.items():
+        result.seconds = sum(seconds[g] for g in groups[name])
+    return sorted(results.values(), key=lambda r: order[r.name])
+
+
+# --- the annotators: one sidecar table per raw shard --------------------------------------------------------
+
+
 class ShardAnnotator:
-    """What a per-shard stage defines. ``annotate`` returns (rows, rejects, units considered), with
-    ``units == accounted(rows, rejects)``: nothing a stage looks at is dropped silently."""
+    """The pure logic of a stage with one table per raw shard. ``annotate`` returns (rows, rejects, units
+    considered), with ``units == accounted(rows, rejects)``: nothing a stage looks at is dropped silently."""
 
     stage: str = ""  # the name in rejects/ and the manifest
     folder: str = ""  # where the tables go, e.g. "ann/detect"
@@ -73,38 +223,64 @@ class ShardAnnotator:
         the shard's own counts, ...)."""
         return {}
 
-    def manifest_counts(self, footers: list[dict[bytes, bytes]]) -> dict:
-        """Stage-specific counts for corpus.json, from the footers of a source's committed tables (rewrite:
-        the WordNet refusals); none by default."""
+    def extra_counts(self, footer: dict[bytes, bytes]) -> dict:
+        """Stage-specific counts of one committed table, from its footer (rewrite: the WordNet refusals);
+        summed over shards into the result. None by default."""
         return {}
 
 
-class _AnnotateShard(beam.DoFn):
-    def __init__(self, factory: Callable[[], ShardAnnotator], root: str, source: str, overwrite: bool):
-        self.factory, self.root, self.source, self.overwrite = factory, root, source, overwrite
-        self.annotator: ShardAnnotator | None = None
+class AnnotatorWork(ShardWork):
+    """A ``ShardAnnotator`` as per-shard work: its table and rejects per raw shard. The annotator is built
+    from a picklable factory, so nothing process-local has to travel to a portable runner's workers."""
+
+    def __init__(self, factory: Callable[[], ShardAnnotator], root: str):
+        self.factory, self.root = factory, root
+        self.annotator = factory()  # unloaded: names, parameters; ``setup`` makes the worker's own
+        self.stage = self.annotator.stage
+        self._params: dict | None = None
+
+    def params(self) -> dict:
+        if self._params is None:  # once: a model's digest reads its weights
+            self._params = self.annotator.params()
+        return self._params
+
+    def paths(self, source: str, shard: int) -> SidecarPaths:
+        return SidecarPaths.of(self.root, self.annotator.folder, self.stage, source, shard)
+
+    def digest(self, source: str, shard: int) -> str:
+        inputs = self.annotator.input_digest(self.root, source, shard)
+        return params_hash(self.params(), raw_params_hash(self.root, source, shard) + inputs)
 
     def setup(self) -> None:
         self.annotator = self.factory()
         self.annotator.setup()
 
-    def process(self, element):
-        shard, digest = element
+    def is_done(self, source: str, shard: int, digest: str) -> bool:
+        return is_done(self.paths(source, shard), digest)
+
+    def run(self, source: str, shard: int, digest: str) -> None:
         annotator = self.annotator
-        paths = SidecarPaths.of(self.root, annotator.folder, annotator.stage, self.source, shard)
-        if not self.overwrite and is_done(paths, digest):
-            return
-        shard_input = read_shard_input(self.root, self.source, shard, annotator.columns)
+        shard_input = read_shard_input(self.root, source, shard, annotator.columns)
         try:
             rows, rejects, units = annotator.annotate(shard_input)
         finally:
             shard_input.close()
         accounted = annotator.accounted(rows, rejects)
         if units != accounted:
-            raise RuntimeError(f"{annotator.stage} {self.source}/{shard}: {units} units in, {len(rows)} rows and "
+            raise RuntimeError(f"{self.stage} {source}/{shard}: {units} units in, {len(rows)} rows and "
                                f"{len(rejects)} rejects out account for {accounted}")
-        write_sidecar(paths, annotator.stage, rows, rejects, annotator.schema, digest, units,
+        write_sidecar(self.paths(source, shard), self.stage, rows, rejects, annotator.schema, digest, units,
                       annotator.table_metadata(), units_written=annotator.accounted(rows, []))
+
+    def committed(self, source: str) -> str:
+        return storage.join(self.root, self.annotator.folder, source, "[0-9]*.parquet")
+
+    def remove_temporaries(self, source: str) -> None:
+        remove_temporaries(self.root, self.annotator.folder, self.stage, source)
+
+    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
+        paths = self.paths(source, shard)
+        return {source: Tally(read_sidecar_counts(paths), self.annotator.extra_counts(read_footer(paths.table)))}
 
 
 def applicable_sources(config: CorpusConfig, annotator: ShardAnnotator, names: list[str] | None) -> list[str]:
@@ -125,47 +301,9 @@ def has_modality(root: str, source: str, modalities: frozenset[str]) -> bool:
 
 
 def run_sidecar_stage(config: CorpusConfig, factory: Callable[[], ShardAnnotator], names: list[str] | None,
-                      runner: RunnerConfig, overwrite: bool = False, show_progress: bool = True) -> list[SourceResult]:
-    """Run the stage over each source in turn; the results are read back from the committed tables."""
+                      runner: RunnerConfig, overwrite: bool = False, show_progress: bool = True) -> list[StageResult]:
+    """Run an annotator over each source in turn (a pipeline each); results read back from the tables."""
     storage.configure(pipeline_options(runner))
-    annotator = factory()
-    return [_run_source(config, factory, annotator, name, runner, overwrite, show_progress)
-            for name in applicable_sources(config, annotator, names)]
-
-
-def _run_source(config: CorpusConfig, factory, annotator: ShardAnnotator, name: str, runner: RunnerConfig,
-                overwrite: bool, show_progress: bool) -> SourceResult:
-    root, stage_params = config.output, annotator.params()
-    shards = raw_shards(root, name)
-    digests = {shard: params_hash(stage_params, raw_params_hash(root, name, shard)
-                                  + annotator.input_digest(root, name, shard)) for shard in shards}
-    paths = {shard: SidecarPaths.of(root, annotator.folder, annotator.stage, name, shard) for shard in shards}
-    reused = [] if overwrite else [s for s in shards if is_done(paths[s], digests[s])]
-    remove_temporaries(root, annotator.folder, annotator.stage, name)
-    started = time.monotonic()
-    pending = sorted((shard, digest) for shard, digest in digests.items() if shard not in reused)
-    pattern = storage.join(root, annotator.folder, name, "[0-9]*.parquet")
-    if pending:  # else no worker needs to start, nor load a model
-        with ShardProgress(pattern, f"{annotator.stage} {name}", len(pending), enabled=show_progress,
-                           reused=len(reused), unit="units"):
-            with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
-                (
-                    pipeline
-                    | f"{name}/Shards" >> beam.Create(pending)
-                    | f"{name}/Spread" >> beam.Reshuffle()
-                    | f"{name}/Annotate" >> beam.ParDo(_AnnotateShard(factory, root, name, overwrite))
-                )
-    seconds = time.monotonic() - started
-    per_shard = {s: read_sidecar_counts(paths[s]) for s in shards}
-    counts = sum(per_shard.values(), ShardCounts())
-    extra = annotator.manifest_counts([read_footer(paths[s].table) for s in shards])
-    removed = len(removed_keys(root, name))
-    update_manifest(root, annotator.stage, {name: {
-        "params": stage_params,
-        "shards": len(shards),
-        "counts": {"units": counts.records_in, "written": counts.written, "rejected": counts.rejected_total,
-                   "rejected_by_reason": dict(sorted(counts.rejected.items())), **extra,
-                   "removed_by_clean": removed},
-    }})
-    fresh = sum((c for s, c in per_shard.items() if s not in reused), ShardCounts())
-    return SourceResult(name, counts, len(shards), len(reused), seconds, fresh, removed)
+    work = AnnotatorWork(factory, config.output)
+    sources = applicable_sources(config, work.annotator, names)
+    return run_shards(work, [[name] for name in sources], runner, overwrite, show_progress)

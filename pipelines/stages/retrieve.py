@@ -6,9 +6,10 @@
 - ``links/related-images/<source>/`` and ``links/related-texts/<source>/``: UNIMO App. A related items.
 
 The logic is in ``retrieval.align`` and ``retrieval.related``, applied per shard by the linkers of
-``pipelines.linkers``; this is the Beam shell. One pipeline per linker, ``Create(query shards)
--> Reshuffle -> ParDo``; indexes and models are loaded once per worker (``DoFn.setup``), after the linker's
-``prepare`` built what every worker reads (the related items' TF-IDF collections, read a shard at a time).
+``pipelines.linkers``; ``LinkWork`` runs them on the shell of every per-shard stage (``stages/per_shard.py``):
+one pipeline per linker, ``Create(query shards) -> Reshuffle -> ParDo``, after the linker's ``prepare`` built
+what every worker reads (the related items' TF-IDF collections, read a shard at a time); indexes and models
+are loaded once per worker (``DoFn.setup``).
 Tables are committed like every sidecar (``pipelines.sidecar_tables``): atomic, with a params hash covering the
 stage parameters, the raw shard and every input table (emb/tags, ann/detect, the indexes' build.json, ...),
 so a rerun skips finished shards and a rebuilt input redoes them. A query
@@ -16,11 +17,6 @@ that cannot be served (an image without tags, a text nothing matches) is a rejec
 """
 
 from __future__ import annotations
-
-import time
-from dataclasses import dataclass
-
-import apache_beam as beam
 
 from pipelines import storage
 from pipelines.linkers import (
@@ -30,116 +26,87 @@ from pipelines.linkers import (
     ShardLinker,
     WeakPairs,
 )
-from pipelines.manifest_io import update_manifest
-from pipelines.progress import ShardProgress
-from pipelines.raw_shard import ShardCounts, read_footer
+from pipelines.raw_shard import read_footer
+from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.sidecar_tables import (
-    SidecarPaths,
     count_sidecar_rows,
     is_done,
     params_hash,
     raw_params_hash,
-    raw_shards,
     read_sidecar,
     read_sidecar_counts,
     remove_temporaries,
-    removed_keys,
+    table_path,
     write_sidecar,
 )
+from pipelines.stages.per_shard import ShardWork, Tally, run_shards
+from schemas import layout
 from schemas.config import CorpusConfig
 from schemas.tables import PARAMS_KEY
 
 
-@dataclass
-class RetrieveResult:
-    """One table x query source, in the shape ``pipelines.summary.format_summary`` prints (written =
-    queries served); ``links`` = rows written."""
+class LinkWork(ShardWork):
+    """A linker as per-shard work: a job is a query shard, its output one table per ``linker.tables`` (the
+    last committed last); a result per table and query source, ``written`` = queries served, with ``links``
+    (rows) as its extra count."""
 
-    name: str
-    counts: ShardCounts
-    shards: int
-    skipped_shards: int
-    seconds: float
-    links: int
-    removed: int = 0  # query samples clean removed, left out
+    stage = STAGE
+    unit = "queries"
 
+    def __init__(self, linker: ShardLinker):
+        self.linker, self.root = linker, linker.root
+        self._params: dict | None = None
 
-class _LinkShard(beam.DoFn):
-    def __init__(self, linker: ShardLinker, overwrite: bool):
-        self.linker, self.overwrite = linker, overwrite
+    def params(self) -> dict:
+        if self._params is None:  # once: it hashes the indexes' build.json and the collections
+            self._params = self.linker.params()
+        return self._params
+
+    def label(self, sources: list[str]) -> str:
+        return f"{STAGE} {self.linker.tables[-1].name}"
+
+    def digest(self, source: str, shard: int) -> str:
+        """The stage parameters, the raw shard and the params hash of every input table of the shard."""
+        inputs = {}
+        for folder in self.linker.inputs:
+            path = table_path(self.root, folder, source, shard)
+            if not storage.exists(path):
+                raise ValueError(f"retrieve {self.linker.tables[0].name}: no {path}; {self.linker.input_hint}")
+            inputs[folder] = read_footer(path).get(PARAMS_KEY, b"").decode()
+        return params_hash({**self.params(), "inputs": inputs}, raw_params_hash(self.root, source, shard))
+
+    def prepare(self, runner: RunnerConfig) -> None:
+        self.linker.prepare(runner)
 
     def setup(self) -> None:
         self.linker.setup()
 
-    def process(self, element):
-        source, shard, digest = element
-        linker = self.linker
-        paths = [table.paths(linker.root, source, shard) for table in linker.tables]
-        if not self.overwrite and all(is_done(p, digest) for p in paths):
-            return
-        for table, path, linked in zip(linker.tables, paths, linker.link(source, shard), strict=True):
+    def is_done(self, source: str, shard: int, digest: str) -> bool:
+        return all(is_done(table.paths(self.root, source, shard), digest) for table in self.linker.tables)
+
+    def run(self, source: str, shard: int, digest: str) -> None:
+        for table, linked in zip(self.linker.tables, self.linker.link(source, shard), strict=True):
             served = len({tuple(row[c] for c in table.query) for row in linked.rows})
             if linked.units != served + len(linked.rejects):
                 raise RuntimeError(f"{table.name} {source}/{shard}: {linked.units} queries in, {served} served + "
                                    f"{len(linked.rejects)} rejects out")
-            write_sidecar(path, f"{STAGE}/{table.name}", linked.rows, linked.rejects, table.schema, digest,
-                          linked.units, units_written=served)
+            write_sidecar(table.paths(self.root, source, shard), table.stage, linked.rows, linked.rejects,
+                          table.schema, digest, linked.units, units_written=served)
 
+    def committed(self, source: str) -> str:
+        return storage.join(self.root, layout.links(self.linker.tables[-1].name), source, "[0-9]*.parquet")
 
-def _digest(linker: ShardLinker, params: dict, source: str, shard: int) -> str:
-    """The stage parameters, the raw shard and the params hash of every input table of the shard."""
-    inputs = {}
-    for folder in linker.inputs:
-        path = SidecarPaths.of(linker.root, folder, STAGE, source, shard).table
-        if not storage.exists(path):
-            raise ValueError(f"retrieve {linker.tables[0].name}: no {path}; {linker.input_hint}")
-        inputs[folder] = read_footer(path).get(PARAMS_KEY, b"").decode()
-    return params_hash({**params, "inputs": inputs}, raw_params_hash(linker.root, source, shard))
+    def remove_temporaries(self, source: str) -> None:
+        for table in self.linker.tables:
+            remove_temporaries(self.root, layout.links(table.name), table.stage, source)
 
-
-def _run_linker(config: CorpusConfig, linker: ShardLinker, runner: RunnerConfig, overwrite: bool,
-                show_progress: bool) -> list[RetrieveResult]:
-    root, params = config.output, linker.params()
-    jobs = [(source, shard, _digest(linker, params, source, shard))
-            for source in linker.sources for shard in raw_shards(root, source)]
-    reused = {job for job in jobs if not overwrite and all(is_done(t.paths(root, job[0], job[1]), job[2])
-                                                          for t in linker.tables)}
-    for table in linker.tables:
-        for source in linker.sources:
-            remove_temporaries(root, f"links/{table.name}", f"{STAGE}/{table.name}", source)
-    started = time.monotonic()
-    last = linker.tables[-1].name
-    pending = [job for job in jobs if job not in reused]
-    if pending:  # else not even a worker's setup (indexes, model) is needed
-        linker.prepare(runner)
-        with ShardProgress(storage.join(root, "links", last, "*", "[0-9]*.parquet"), f"{STAGE} {last}", len(jobs),
-                           enabled=show_progress, unit="queries"):
-            with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
-                (
-                    pipeline
-                    | f"{last}/Shards" >> beam.Create(pending)
-                    | f"{last}/Spread" >> beam.Reshuffle()
-                    | f"{last}/Link" >> beam.ParDo(_LinkShard(linker, overwrite))
-                )
-    seconds = time.monotonic() - started
-    results, entries = [], {}
-    for table in linker.tables:
-        for source in linker.sources:
-            shard_jobs = [job for job in jobs if job[0] == source]
-            counts, links = ShardCounts(), 0
-            for _, shard, _ in shard_jobs:
-                paths = table.paths(root, source, shard)
-                counts, links = counts + read_sidecar_counts(paths), links + count_sidecar_rows(paths)
-            name = f"{table.name}/{source}"
-            results.append(RetrieveResult(name, counts, len(shard_jobs), len(reused & set(shard_jobs)), seconds,
-                                          links, len(removed_keys(root, source))))
-            entries[name] = {"params": params, "shards": len(shard_jobs), "links": links,
-                             "counts": {"queries": counts.records_in, "served": counts.written,
-                                        "rejected": counts.rejected_total,
-                                        "rejected_by_reason": dict(sorted(counts.rejected.items()))}}
-    update_manifest(root, STAGE, entries)
-    return results
+    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
+        out = {}
+        for table in self.linker.tables:
+            paths = table.paths(self.root, source, shard)
+            out[f"{table.name}/{source}"] = Tally(read_sidecar_counts(paths), {"links": count_sidecar_rows(paths)})
+        return out
 
 
 def _with_tables(config: CorpusConfig, folder: str, names: list[str] | None) -> list[str]:
@@ -156,25 +123,25 @@ def linkers(config: CorpusConfig) -> list[ShardLinker]:
     retrieve, root = config.retrieval.retrieve, config.output
     out: list[ShardLinker] = [WeakPairs(root, weak, retrieve.phrase_regions, config.retrieval.embed)
                               for weak in retrieve.weak_pairs]
-    image_queries = _with_tables(config, "ann/detect", retrieve.related_images_queries)
+    detect, text = layout.ann("detect"), layout.emb("text")
+    image_queries = _with_tables(config, detect, retrieve.related_images_queries)
     if image_queries:
-        out.append(RelatedImages(root, image_queries,
-                                 _with_tables(config, "ann/detect", retrieve.related_images_collections),
+        out.append(RelatedImages(root, image_queries, _with_tables(config, detect, retrieve.related_images_collections),
                                  retrieve.related_images_top_n))
-    text_queries = _with_tables(config, "emb/text", retrieve.related_texts_queries)
+    text_queries = _with_tables(config, text, retrieve.related_texts_queries)
     if text_queries:
-        out.append(RelatedTexts(root, text_queries,
-                                _with_tables(config, "emb/text", retrieve.related_texts_collections),
+        out.append(RelatedTexts(root, text_queries, _with_tables(config, text, retrieve.related_texts_collections),
                                 retrieve.related_texts_candidates, retrieve.related_texts_top_n))
     return out
 
 
 def run_retrieve(config: CorpusConfig, runner: RunnerConfig, overwrite: bool = False,
-                 show_progress: bool = True) -> list[RetrieveResult]:
-    """Every links/ table the config asks for; results read back from the committed tables."""
+                 show_progress: bool = True) -> list[StageResult]:
+    """Every links/ table the config asks for, a pipeline per linker (its workers load its indexes and
+    collections once); results read back from the committed tables."""
     storage.configure(pipeline_options(runner))
     return [result for linker in linkers(config)
-            for result in _run_linker(config, linker, runner, overwrite, show_progress)]
+            for result in run_shards(LinkWork(linker), [linker.sources], runner, overwrite, show_progress)]
 
 
 def example_pairs(config: CorpusConfig, count: int = 3) -> list[dict]:
@@ -185,9 +152,9 @@ def example_pairs(config: CorpusConfig, count: int = 3) -> list[dict]:
         for source in weak.images:
             if len(shown) >= count:
                 break
-            tags = {row["key"]: row["text"] for row in read_sidecar(root, "emb/tags", source, ["key", "text"])}
+            tags = {row["key"]: row["text"] for row in read_sidecar(root, layout.emb("tags"), source, ["key", "text"])}
             links: dict[str, list[dict]] = {}
-            for row in read_sidecar(root, f"links/{weak.name}", source, ["query_key", "rank", "text", "score"]):
+            for row in read_sidecar(root, layout.links(weak.name), source, ["query_key", "rank", "text", "score"]):
                 links.setdefault(row["query_key"], []).append(row)
             for key in sorted(links)[:count - len(shown)]:
                 hits = sorted(links[key], key=lambda row: row["rank"])

@@ -28,20 +28,21 @@ import apache_beam as beam
 from pipelines import storage
 from pipelines.annotators.parse import Text, location, split_texts
 from pipelines.raw_shard import read_footer
+from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.sidecar_tables import (
     ShardInput,
-    SidecarPaths,
     raw_params_hash,
     raw_shards,
     read_shard_input,
     read_sidecar,
     read_table_rows,
     sample_texts,
+    table_path,
 )
-from pipelines.stages.ingest import SourceResult
 from pipelines.stages.per_shard import ShardAnnotator, applicable_sources, run_sidecar_stage
 from pipelines.tfidf_collections import AsCombineFn, Collection, build, remove_others
+from schemas import layout
 from schemas.config import CorpusConfig
 from schemas.config_build import output_params, require_path
 from schemas.config_errors import ConfigError
@@ -50,7 +51,8 @@ from schemas.records import Reason, Reject
 from schemas.stages import EmbedConfig, RewriteConfig
 from schemas.tables import ANN_REWRITE, PARAMS_KEY
 
-STAGE, FOLDER, PARSE_FOLDER = "rewrite", "ann/rewrite", "ann/parse"
+STAGE = "rewrite"
+FOLDER, PARSE_FOLDER = layout.ann(STAGE), layout.ann("parse")
 METHODS = ("back_translation", "scene_graph", "tfidf")  # row order within a caption
 _COLUMNS = ["key", "modality", "text", "json"]
 _PAIR = frozenset({"pair"})
@@ -73,7 +75,7 @@ def shard_captions(root: str, max_chars: int, source: str, shard: int) -> list[t
 
 def shard_parses(root: str, source: str, shard: int) -> list[dict]:
     """The ANN_PARSE rows of one shard, or a ValueError saying to run parse first."""
-    return read_table_rows(SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table, missing=(
+    return read_table_rows(table_path(root, PARSE_FOLDER, source, shard), missing=(
         "annotate.rewrite.scene_graph needs the parse tables: run `unicorpus annotate parse` first, or set "
         "annotate.rewrite.scene_graph.enabled: false"))
 
@@ -102,7 +104,7 @@ def statistics(config: RewriteConfig) -> list[Statistic]:
 
 
 def stat_path(root: str, name: str, digest: str) -> str:
-    return storage.join(root, FOLDER, "_stats", f"{name}-{digest}.pkl")
+    return storage.join(root, layout.stats(FOLDER), f"{name}-{digest}.pkl")
 
 
 def _write_stat(value, path: str) -> None:
@@ -123,7 +125,7 @@ def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: l
     if any(s.over == "parses" for s in stats):
         for source, shards in inputs.items():
             for shard in shards:
-                path = SidecarPaths.of(root, PARSE_FOLDER, "parse", source, shard).table
+                path = table_path(root, PARSE_FOLDER, source, shard)
                 parses[f"{source}/{shard}"] = (read_footer(path).get(PARAMS_KEY, b"").decode()
                                                if storage.exists(path) else None)
     blob = json.dumps({"raw": inputs, "parse": parses, "max_chars": config.max_chars,
@@ -136,7 +138,7 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
     negatives; the corpus digest they are filed under. Those of an earlier corpus (and temporaries) are removed."""
     stats = statistics(config)
     digest = corpus_digest(root, sources, config, stats)
-    folder = storage.join(root, FOLDER, "_stats")
+    folder = storage.join(root, layout.stats(FOLDER))
     storage.delete([p for p in storage.glob(storage.join(folder, "*"))
                     if f"-{digest}" not in p.rsplit("/", 1)[-1] or ".tmp-" in p])
     missing = [s for s in stats if not storage.exists(stat_path(root, s.name, digest))]
@@ -265,11 +267,11 @@ class RewriteAnnotator(ShardAnnotator):
             return {}
         return {REFUSED_KEY: json.dumps(self.refusals, sort_keys=True).encode()}
 
-    def manifest_counts(self, footers: list[dict[bytes, bytes]]) -> dict:
-        """``wordnet_refused``: replacements refused at the captions' nodes, by reason, over all shards."""
+    def extra_counts(self, footer: dict[bytes, bytes]) -> dict:
+        """``wordnet_refused``: replacements refused at the shard's caption nodes, by reason."""
         if not (self.config.scene_graph.enabled and self.config.scene_graph.wordnet.enabled):
             return {}
-        return {"wordnet_refused": summed_refusals(footers)}
+        return {"wordnet_refused": summed_refusals([footer])}
 
     def accounted(self, rows: list[dict], rejects: list[Reject]) -> int:
         return len({(row["key"], row["text_index"]) for row in rows}) + len(rejects)
@@ -417,7 +419,7 @@ def _opened(collection: Collection):
 
 
 def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
-                show_progress: bool = True) -> list[SourceResult]:
+                show_progress: bool = True) -> list[StageResult]:
     """Rewrite the captions of ``sources`` (default: the corpus, ``annotate.rewrite.sources``, else every
     source with pair samples): the corpus statistics first, then every shard of ``sources``."""
     check_models(config)

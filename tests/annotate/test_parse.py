@@ -267,7 +267,7 @@ def test_tables_record_model_and_manifest_counts(parsed):
     with open(os.path.join(config.output, "corpus.json")) as f:
         manifest = json.load(f)
     coco = next(r for r in results if r.name == "coco")
-    assert manifest["stages"]["parse"]["coco"]["counts"]["units"] == coco.counts.records_in
+    assert manifest["stages"]["parse"]["coco"]["counts"]["read"] == coco.counts.records_in
     assert manifest["stages"]["parse"]["coco"]["params"]["model"] == MODEL
 
 

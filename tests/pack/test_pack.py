@@ -284,8 +284,8 @@ def test_rerun_skips_every_shard_and_overwrite_is_byte_identical(packed):
         assert main(["pack", "--config", path, "--quiet"]) == 0
     shards = sum(len(raw_shards(root, s)) for s in SOURCES)
     assert f"{shards} ({shards} reused)" in out.getvalue()
-    run = run_pack(config, None, RunnerConfig(), overwrite=True, show_progress=False)
-    assert all(r.skipped_shards == 0 for r in run.tasks)
+    tasks = run_pack(config, None, RunnerConfig(), overwrite=True, show_progress=False)
+    assert all(r.skipped_shards == 0 for r in tasks)
     after = {k: v for k, v in tree_digest(root).items() if k.startswith(("packed", "rejects/pack"))}
     assert after == before
 
@@ -303,14 +303,14 @@ def test_a_missing_sidecar_row_is_a_reject_naming_the_table(packed, tmp_path):
     pq.write_table(pa.concat_tables([table.slice(0, position), table.slice(position + 1)]), parse_path)
     pack = dataclasses.replace(config.pack, tasks=["pairs", "cmcl"], aligned_ratios=[])
     copy = dataclasses.replace(config, output=str(root), pack=pack)
-    run = run_pack(copy, ["coco"], RunnerConfig(), overwrite=True, show_progress=False)
+    tasks = run_pack(copy, ["coco"], RunnerConfig(), overwrite=True, show_progress=False)
     rejects = [row for row in pq.read_table(root / f"rejects/pack/coco/{shard:05d}.parquet").to_pylist()
                if row["reason"] == "missing_row"]
     assert {row["stage"] for row in rejects} == {"pack/pairs", "pack/cmcl"}
     assert all(row["key"] == dropped["key"] and "ann/parse" in row["detail"]
                and row["location"] == f"ann/parse/coco/{shard:05d}.parquet" for row in rejects)
     assert all(f"text {dropped['text_index']}" in row["detail"] for row in rejects)
-    for result in run.tasks:
+    for result in tasks:
         assert result.counts.rejected["missing_row"] == 1
         assert result.counts.records_in == result.counts.written + result.counts.rejected_total
 

@@ -131,9 +131,9 @@ def test_every_table_balances(corpus):
     for r in results:
         assert r.counts.records_in == r.counts.written + r.counts.rejected_total > 0
         if r.name.split("/")[0] in WEAK:  # more than k = 5 sentences in every index
-            assert r.links == 5 * r.counts.written
+            assert r.extra["links"] == 5 * r.counts.written
         else:
-            assert r.links >= r.counts.written
+            assert r.extra["links"] >= r.counts.written
 
 
 def test_phrase_region_links_score_the_most_similar_region(corpus):
@@ -257,7 +257,7 @@ def test_untagged_images_are_rejects_and_changed_inputs_redo_shards(corpus, tmp_
         assert untagged not in {row["query_key"] for row in table(root, f"links/{name}", "vg")}
     assert untagged not in {row["key"] for row in table(root, "links/related-images", "vg")}
     ranks = pq.read_table(root / "links" / "gt-cc" / "vg", columns=["rank"]).column("rank").to_pylist()
-    assert sorted(set(ranks)) == [0, 1] and weak.links == len(ranks) == 2 * weak.counts.written
+    assert sorted(set(ranks)) == [0, 1] and weak.extra["links"] == len(ranks) == 2 * weak.counts.written
     assert weak.counts.written == len(images(root, "vg")) - 1
 
 
