@@ -27,13 +27,17 @@ class ShardWriter:
         self._waiting: dict[int, ShardJob] = {}  # id -> shard whose downloads are not all in
 
     def add(self, job: ShardJob) -> list[tuple[ShardPaths, ShardCounts]]:
-        if job.ready:  # nothing to download (local images, or every URL reused)
-            return [(job.paths, commit_shard(job, self.image))]
-        if self._pool is None:
-            self._pool = FetchPool(self.download)
-        self._waiting[id(job)] = job
-        self._pool.submit(id(job), job.urls())
-        return self._drain(keep=2 * self._pool.threads)
+        try:
+            if job.ready:  # nothing to download (local images, or every URL reused)
+                return [(job.paths, commit_shard(job, self.image))]
+            if self._pool is None:
+                self._pool = FetchPool(self.download)
+            self._waiting[id(job)] = job
+            self._pool.submit(id(job), job.urls())
+            return self._drain(keep=2 * self._pool.threads)
+        except BaseException:  # no download outlives a failed shard
+            self.close()
+            raise
 
     def finish(self) -> list[tuple[ShardPaths, ShardCounts]]:
         """Every shard added so far, written; the pool closed."""

@@ -2,7 +2,10 @@
 shard waiting for a slow URL does not hold back its neighbours, and every shard's files are the bytes
 ``write_shard`` makes of it alone."""
 
+import threading
+
 import pyarrow.parquet as pq
+import pytest
 
 from pipelines.raw_shard import ShardJob, ShardPaths, write_shard
 from pipelines.shard_downloads import ShardWriter
@@ -59,3 +62,17 @@ def test_shards_sharing_a_pool_are_written_as_their_urls_finish(http_server, tmp
         assert _files(shared) == _files(alone)
         assert _files(shared)[3] == [(http_server.url(path), status, 1) for path, status in rows]
 
+
+
+def test_a_shard_that_cannot_be_written_stops_the_downloads_and_leaves_no_file(http_server, tmp_path):
+    _serve(http_server)
+    (tmp_path / "out" / "raw").mkdir(parents=True)
+    (tmp_path / "out" / "raw" / "cc").write_text("a file where the shard folder belongs")
+    writer = ShardWriter(ImageConfig(), CONFIG)
+    with pytest.raises(OSError):
+        for shard in (1, 2):
+            writer.add(ShardJob.of(ShardPaths.of(str(tmp_path / "out"), "ingest", "cc", shard), "ingest",
+                                   _records(http_server, shard), "hash"))
+        writer.finish()
+    assert not [t for t in threading.enumerate() if t.name.startswith("fetch")]  # the pool is shut down
+    assert [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()] == ["cc"]
