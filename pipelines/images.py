@@ -143,9 +143,10 @@ def perceptual_hash(image) -> str:
 
     factor = min(image.size) // (2 * _HASH_SIZE)
     small = image.reduce(factor) if factor > 1 else image
-    grey = np.asarray(small.convert("L").resize((_HASH_SIZE, _HASH_SIZE), Image.Resampling.LANCZOS), np.float64)
-    low = _dct_rows() @ grey @ _dct_rows().T
-    return np.packbits(low.flatten() > np.median(low)).tobytes().hex()
+    grey = small.convert("L").resize((_HASH_SIZE, _HASH_SIZE), Image.Resampling.LANCZOS).tobytes()
+    low = (_dct_rows() @ np.frombuffer(grey, np.uint8).reshape(_HASH_SIZE, _HASH_SIZE) @ _dct_rows().T).flatten()
+    middle = np.sort(low)[31:33]  # np.median's value, without its overhead (a tenth of the hash's time)
+    return np.packbits(low > (middle[0] + middle[1]) / 2).tobytes().hex()
 
 
 @functools.cache
