@@ -1,71 +1,109 @@
-"""Downloading a URL list: unicorpus ingest vs img2dataset, on the same URLs from a local server.
+"""Downloading a URL list: unicorpus ingest vs img2dataset, on the same URLs from a local server, at
+several shard counts.
 
-Both fetch the same list (a few percent of it bad: 404s, HTML pages, truncated bodies, responses slower
-than the timeout) from a misbehaving HTTP server on 127.0.0.1 (its own process), with the same number of
-processes and threads, resize to 224 px on the longest side and write WebDataset shards. img2dataset
-runs from its own virtual environment (its pins differ from Beam's):
+Both fetch the same list (100 bad URLs per 3,000 good ones: 404s, HTML pages, truncated bodies, and
+responses slower than the timeout) from a misbehaving HTTP server on 127.0.0.1 (its own process), as a
+user would: 2 processes x 32 threads, timeout 5 s, no retries, resize to 256 px on the longest side,
+WebDataset shards (the same number for both tools). img2dataset runs from its own virtual environment
+(its pins differ from Beam's):
 
     python3 -m venv /tmp/i2d && /tmp/i2d/bin/pip install img2dataset
-    python -m benchmarks.download --urls 3000 --img2dataset-python /tmp/i2d/bin/python
+    python -m benchmarks.download --urls 3000 --shards 4 8 16 64 --img2dataset-python /tmp/i2d/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import math
 import os
 import random
 import subprocess
 import sys
 import time
+from collections import Counter
 
 from benchmarks.ingest import make_corpus
 from benchmarks.rounds import interleaved, median_rate
 from schemas.config import ConceptualCaptionsConfig, CorpusConfig, DownloadConfig, ImageConfig, TextConfig
 
-TIMEOUT_S, RETRIES, PROCESSES, THREADS, SIZE = 2.0, 1, 2, 16, 224
+TIMEOUT_S, RETRIES, PROCESSES, THREADS, SIZE = 5.0, 0, 2, 32, 256
 
 
 def url_list(base: str, count: int, seed: int = 0) -> list[tuple[str, str]]:
-    """(caption, url) rows: ``count`` good images and about 3 % bad URLs mixed in."""
+    """(caption, url) rows: ``count`` good images and ``count / 30`` bad URLs mixed in, a quarter of each
+    kind: 404, HTML page, truncated body, and a body dripped slower than the timeout."""
     rng = random.Random(seed)
     rows = [(f"a ball number {i}", f"{base}/img/{i:08d}.jpg") for i in range(count)]
-    bad = ["status/404"] * (count // 100) + ["html/page"] * (count // 100) + \
-          [f"truncated/{i:08d}.jpg" for i in range(count // 200)] + [f"slow/{i:08d}.jpg" for i in range(count // 200)]
+    kind = count // 120
+    bad = ["status/404"] * kind + ["html/page"] * kind + \
+          [f"truncated/{i:08d}.jpg" for i in range(kind)] + [f"slow/{i:08d}.jpg" for i in range(kind)]
     for path in bad:
         rows.insert(rng.randrange(len(rows)), ("a bad url", f"{base}/{path}"))
     return rows
 
 
-def run_unicorpus(tsv_dir: str, out: str) -> int:
+def run_unicorpus(tsv_dir: str, out: str, shards: int, statuses: Counter) -> int:
+    """The ingest stage; ``statuses`` gets the URL status counts of the run."""
     from pipelines.runner import RunnerConfig
     from pipelines.stages.ingest import run_ingest
 
-    source = ConceptualCaptionsConfig(root=tsv_dir, images=None, shards=8)
+    source = ConceptualCaptionsConfig(root=tsv_dir, images=None, shards=shards)
     config = CorpusConfig(out, {"cc": source}, ImageConfig(max_side=SIZE, encode="jpeg", jpeg_quality=95), TextConfig(),
-                          DownloadConfig(threads=THREADS, timeout_s=TIMEOUT_S, retries=RETRIES, backoff_s=0.1))
+                          DownloadConfig(threads=THREADS, timeout_s=TIMEOUT_S, retries=RETRIES))
     (result,) = run_ingest(config, ["cc"], RunnerConfig(workers=PROCESSES), overwrite=True, show_progress=False)
+    import pyarrow.parquet as pq
+
+    statuses.clear()
+    statuses.update(s for path in glob.glob(os.path.join(out, "urls", "cc", "*.parquet"))
+                    for s in pq.read_table(path, columns=["status"]).column("status").to_pylist())
     return result.counts.written
 
 
-def run_img2dataset(python: str, tsv: str, out: str) -> int:
+def run_img2dataset(python: str, tsv: str, out: str, per_shard: int) -> int:
     script = (
         "from img2dataset import download\n"
         f"download(url_list={tsv!r}, input_format='tsv', url_col='url', caption_col='caption',"
         f" output_format='webdataset', output_folder={out!r}, processes_count={PROCESSES},"
         f" thread_count={THREADS}, image_size={SIZE}, resize_mode='keep_ratio_largest', resize_only_if_bigger=True,"
-        f" timeout={int(TIMEOUT_S)}, retries={RETRIES}, number_sample_per_shard=400, enable_wandb=False)\n"
+        f" timeout={int(TIMEOUT_S)}, retries={RETRIES}, number_sample_per_shard={per_shard}, enable_wandb=False)\n"
     )
     subprocess.run([python, "-c", script], check=True, capture_output=True)
-    import glob
-    import json
-
     return sum(json.load(open(path))["successes"] for path in glob.glob(os.path.join(out, "*_stats.json")))
+
+
+def tar_bytes(out: str) -> int:
+    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(out, "**", "*.tar"), recursive=True))
+
+
+def compare(shards: int, row_count: int, args, tsv_dir: str, i2d_tsv: str) -> list[str]:
+    """Both tools at one shard count, interleaved; a table row each (printed at once too)."""
+    sizes, statuses = {}, Counter()
+    per_shard = math.ceil(row_count / shards)
+    runs = {"img2dataset": lambda out: run_img2dataset(args.img2dataset_python, i2d_tsv, out, per_shard),
+            "unicorpus ingest": lambda out: run_unicorpus(tsv_dir, out, shards, statuses)}
+
+    def sized(name):
+        def contender(out):
+            done = runs[name](out)
+            sizes[name] = tar_bytes(out)
+            return done
+        return contender
+
+    results = interleaved({name: sized(name) for name in runs}, args.repeat, args.work)
+    base = median_rate(results["img2dataset"])
+    rows = [f"| {shards} | {name} | {median_rate(rounds):.0f} | {median_rate(rounds) / base:.2f}x | "
+            f"{', '.join(str(n) for n, _ in rounds)} | {sizes[name] / 1e6:.1f} |" for name, rounds in results.items()]
+    print(*rows, f"  unicorpus URL statuses: {dict(sorted(statuses.items()))}", sep="\n", flush=True)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--urls", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--shards", type=int, nargs="+", default=[4, 8, 16, 64])
     parser.add_argument("--img2dataset-python", required=True)
     parser.add_argument("--work", default="/tmp/unicorpus-bench-download")
     args = parser.parse_args()
@@ -76,6 +114,7 @@ def main() -> None:
     if os.path.exists(port_file):
         os.remove(port_file)
     server = subprocess.Popen([sys.executable, "-m", "tests.http_server", os.path.join(raw, "images"), port_file])
+    table = []
     try:
         while not os.path.exists(port_file) or not open(port_file).read():
             time.sleep(0.1)
@@ -86,19 +125,15 @@ def main() -> None:
         i2d_tsv = os.path.join(args.work, "i2d.tsv")
         with open(i2d_tsv, "w") as f:
             f.write("caption\turl\n" + "".join(f"{c}\t{u}\n" for c, u in rows))
-        contenders = {
-            "img2dataset": lambda out: run_img2dataset(args.img2dataset_python, i2d_tsv, out),
-            "unicorpus ingest": lambda out: run_unicorpus(os.path.join(args.work, "tsv"), out),
-        }
-        results = interleaved(contenders, args.repeat, args.work)
+        for shards in args.shards:
+            table += compare(shards, len(rows), args, os.path.join(args.work, "tsv"), i2d_tsv)
     finally:
         server.terminate()
     print(f"{len(rows)} URLs ({args.urls} good), {PROCESSES} processes x {THREADS} threads, timeout {TIMEOUT_S} s, "
-          f"median of {args.repeat} interleaved rounds")
-    base = median_rate(results["img2dataset"])
-    for name, rounds in results.items():
-        rate = median_rate(rounds)
-        print(f"{name:20} {rate:8.0f} images/s  {rate / base:5.2f}x  successes {[n for n, _ in rounds]}")
+          f"{RETRIES} retries, median of {args.repeat} interleaved rounds")
+    print("| shards | contender | images/s | vs img2dataset | successes | MB of tars |")
+    print("|---:|---|---:|---:|---|---:|")
+    print("\n".join(table))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ Every URL ends in exactly one ``Fetched``, never an exception: ``ok`` with the b
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -70,25 +71,57 @@ def fetch_each(urls: Sequence[str], config: DownloadConfig) -> Iterator[tuple[in
     while others are still on the wire. Closing the generator early cancels the URLs not yet started."""
     if not urls:
         return
-    local, sessions, lock = threading.local(), [], threading.Lock()
+    with FetchPool(config, threads=min(config.threads, len(urls))) as pool:
+        pool.submit(None, urls)
+        while pool.outstanding:
+            _, position, result = pool.next()
+            yield position, result
 
-    def session():
-        """One session per pool thread: connection reuse without sharing a connection pool across threads."""
-        if not hasattr(local, "session"):
-            local.session = _new_session(config)
-            with lock:
-                sessions.append(local.session)
-        return local.session
 
-    pool = ThreadPoolExecutor(max_workers=min(config.threads, len(urls)), thread_name_prefix="fetch")
-    try:
-        futures = {pool.submit(lambda url: fetch(url, config, session()), url): i for i, url in enumerate(urls)}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for s in sessions:
-            s.close()
+class FetchPool:
+    """One thread pool (one ``requests.Session`` per thread) for the URLs of many callers, each list
+    submitted under a tag; results come back as they finish, whoever submitted them. A URL slower than
+    the others holds one thread, not the URLs queued behind it: several shards of one worker share a
+    pool, so one shard's slow URL does not stall its neighbours (``pipelines.shard_downloads``)."""
+
+    def __init__(self, config: DownloadConfig, threads: int | None = None) -> None:
+        self.config = config
+        self.threads = threads or config.threads
+        self.outstanding = 0  # submitted, result not yet taken with next()
+        self._local, self._sessions, self._lock = threading.local(), [], threading.Lock()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="fetch")
+
+    def submit(self, tag: object, urls: Sequence[str]) -> None:
+        for position, url in enumerate(urls):
+            future = self._pool.submit(self._fetch, url)
+            future.add_done_callback(lambda done, position=position: self._done.put((tag, position, done)))
+        self.outstanding += len(urls)
+
+    def next(self) -> tuple[object, int, Fetched]:
+        """The next finished URL, waiting for one: ``(tag, position in its list, result)``."""
+        tag, position, future = self._done.get()
+        self.outstanding -= 1
+        return tag, position, future.result()
+
+    def close(self) -> None:
+        """Cancels the URLs not yet started, waits for those on the wire (each within its timeout)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for session in self._sessions:
+            session.close()
+
+    def __enter__(self) -> FetchPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _fetch(self, url: str) -> Fetched:
+        if not hasattr(self._local, "session"):  # connection reuse without sharing a pool across threads
+            self._local.session = _new_session(self.config)
+            with self._lock:
+                self._sessions.append(self._local.session)
+        return fetch(url, self.config, self._local.session)
 
 
 def fetch(url: str, config: DownloadConfig, session=None) -> Fetched:

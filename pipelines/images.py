@@ -24,6 +24,7 @@ _ORIENTATION = 0x0112  # EXIF tag
 _ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # object reprs would make rejects differ between runs
 _PIXELS = re.compile(r"\((\d+) pixels\)")  # in PIL's DecompressionBombError message
 _KEEPABLE = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+_HASH_SIZE = 32  # pHash: the grey image is resampled to 32x32 before its DCT
 
 
 class ImageError(ValueError):
@@ -60,7 +61,7 @@ def process_image(data: bytes, config: ImageConfig) -> ProcessedImage:
             original_format = opened.format
             opened.load()
             changed = opened.getexif().get(_ORIENTATION, 1) != 1
-            image = ImageOps.exif_transpose(opened)
+            image = ImageOps.exif_transpose(opened) if changed else opened  # no copy of an upright image
     except Image.DecompressionBombError as e:  # over twice PIL's limit, which is raised to max_pixels
         pixels = _PIXELS.search(str(e))
         size = f"{pixels.group(1)} pixels" if pixels else _ADDRESS.sub("the bytes", str(e))
@@ -81,6 +82,7 @@ def process_image(data: bytes, config: ImageConfig) -> ProcessedImage:
         out, extension = data, _KEEPABLE[original_format]
     else:
         out, extension = _encode(image, "png" if config.encode == "png" else "jpg", config.jpeg_quality)
+    # sha256 of the stored bytes (what exact deduplication compares); pHash of the stored pixels
     return ProcessedImage(out, extension, image.width, image.height, hashlib.sha256(out).hexdigest(),
                           perceptual_hash(image))
 
@@ -129,21 +131,31 @@ def to_rgb(image):
 
 def perceptual_hash(image) -> str:
     """pHash: the signs of the 8x8 lowest 2-D DCT frequencies of the 32x32 grey image against their
-    median. Robust to re-encoding and resizing; Hamming distance compares two images."""
+    median. Robust to re-encoding and resizing; Hamming distance compares two images.
+
+    The image is first reduced by an integer factor (``Image.reduce``: a box average, so no aliasing) to
+    64-127 px on its short side, and only then made grey and resampled to 32x32 (Lanczos), at a fraction
+    of the pixels touched (the hash was a fifth of ingest's per-image time at 224 px). The Lanczos step
+    still spans at least 2 pixels per output pixel, so resized copies stay as close as with the whole
+    image (a few bits differ from hashing the whole image). Only the 8 lowest DCT rows are computed."""
     import numpy as np
     from PIL import Image
 
-    grey = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    low = (_dct_matrix() @ grey @ _dct_matrix().T)[:8, :8]
-    return np.packbits(low.flatten() > np.median(low)).tobytes().hex()
+    factor = min(image.size) // (2 * _HASH_SIZE)
+    small = image.reduce(factor) if factor > 1 else image
+    grey = small.convert("L").resize((_HASH_SIZE, _HASH_SIZE), Image.Resampling.LANCZOS).tobytes()
+    low = (_dct_rows() @ np.frombuffer(grey, np.uint8).reshape(_HASH_SIZE, _HASH_SIZE) @ _dct_rows().T).flatten()
+    middle = np.sort(low)[31:33]  # np.median's value, without its overhead (a tenth of the hash's time)
+    return np.packbits(low > (middle[0] + middle[1]) / 2).tobytes().hex()
 
 
 @functools.cache
-def _dct_matrix(size: int = 32):
+def _dct_rows(size: int = _HASH_SIZE, rows: int = 8):
+    """The first ``rows`` rows of the (unnormalised) DCT-II matrix of ``size`` points."""
     import numpy as np
 
     n = np.arange(size)
-    return np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * size))
+    return np.cos(np.pi * (2 * n[None, :] + 1) * n[:rows, None] / (2 * size))
 
 
 def _encode(image, extension: str, quality: int) -> tuple[bytes, str]:

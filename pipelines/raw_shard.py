@@ -91,26 +91,70 @@ def write_shard(
 ) -> ShardCounts:
     """Turn one shard's records into its tar, index and rejects files; returns what it counted.
 
-    Candidates with an ``image_url`` are fetched first, concurrently (``download``), and get a row in
-    the shard's URL status table. ``reuse`` holds samples of an earlier version of this shard whose
-    download succeeded (``--retry-failed``): they are copied, not fetched again.
+    Candidates with an ``image_url`` are fetched first, concurrently (``download``), each decoded as it
+    arrives, and get a row in the shard's URL status table. ``reuse`` holds samples of an earlier version
+    of this shard whose download succeeded (``--retry-failed``): they are copied, not fetched again. (The
+    ingest pipeline writes several shards of a worker over one download pool: ``shard_downloads``.)
     """
-    records = list(records)
-    candidates, rejects = _unique_candidates(records)
-    reuse = reuse or {}
-    downloaded = _download_and_prepare([c for c in candidates if c.image_url is not None and c.key not in reuse],
-                                       image_config, download)
+    from pipelines.download import fetch_each
+
+    job = ShardJob.of(paths, stage, records, params_hash, reuse)
+    for position, fetched in fetch_each(job.urls(), download or DownloadConfig()):
+        job.take(position, fetched, image_config)
+    return commit_shard(job, image_config)
+
+
+@dataclass
+class ShardJob:
+    """One shard on its way to disk: its records, and its downloads as they come in."""
+
+    paths: ShardPaths
+    stage: str
+    records_in: int
+    candidates: list[Candidate]  # unique keys, sorted by key
+    rejects: list[Reject]
+    params_hash: str
+    reuse: dict[str, Reusable]
+    to_fetch: list[Candidate]  # candidates with an image_url, not reused
+    fetched: dict[str, tuple[_Sample | Reject, dict]] = field(default_factory=dict)  # key -> sample, status row
+
+    @classmethod
+    def of(cls, paths: ShardPaths, stage: str, records: Iterable[Candidate | Reject], params_hash: str,
+           reuse: dict[str, Reusable] | None = None) -> ShardJob:
+        records = list(records)
+        candidates, rejects = _unique_candidates(records)
+        reuse = reuse or {}
+        to_fetch = [c for c in candidates if c.image_url is not None and c.key not in reuse]
+        return cls(paths, stage, len(records), candidates, rejects, params_hash, reuse, to_fetch)
+
+    def urls(self) -> list[str]:
+        return [c.image_url for c in self.to_fetch]
+
+    def take(self, position: int, fetched, config: ImageConfig) -> None:
+        """The download of ``urls()[position]``: decoded (or refused) now, kept until the shard is written."""
+        candidate = self.to_fetch[position]
+        self.fetched[candidate.key] = _prepare(candidate, config, fetched)
+
+    @property
+    def ready(self) -> bool:
+        return len(self.fetched) == len(self.to_fetch)
+
+
+def commit_shard(job: ShardJob, image_config: ImageConfig) -> ShardCounts:
+    """Write a ready job's tar, index and rejects (and URL status table), atomically, index last."""
+    assert job.ready, f"{job.paths.index}: {len(job.to_fetch) - len(job.fetched)} downloads outstanding"
+    paths, rejects = job.paths, list(job.rejects)
     rows, statuses = [], []
     tmp = {path: f"{path}.tmp-{uuid.uuid4().hex}" for path in paths.all() + (paths.urls,)}
     try:
         with storage.create(tmp[paths.tar]) as out, tarfile.open(
             fileobj=CountingWriter(out), mode="w", format=tarfile.GNU_FORMAT
         ) as tar:
-            for candidate in candidates:
-                if candidate.key in reuse:
-                    sample, status = reuse[candidate.key].sample, reuse[candidate.key].status
-                elif candidate.key in downloaded:
-                    sample, status = downloaded[candidate.key]
+            for candidate in job.candidates:
+                if candidate.key in job.reuse:
+                    sample, status = job.reuse[candidate.key].sample, job.reuse[candidate.key].status
+                elif candidate.key in job.fetched:
+                    sample, status = job.fetched[candidate.key]
                 else:
                     sample, status = _encode_sample(candidate, image_config, candidate.image_bytes), None
                 if status is not None:
@@ -119,19 +163,19 @@ def write_shard(
                     rejects.append(sample)
                 else:
                     rows.append(_append_sample(tar, sample))
-        reject_rows = sorted((reject_row(stage, r) for r in rejects),
+        reject_rows = sorted((reject_row(job.stage, r) for r in rejects),
                              key=lambda row: (row["location"], row["reason"], row["key"] or "", row["detail"]))
         write_table(tmp[paths.rejects], reject_rows, REJECTS, {})
         if statuses:
             write_table(tmp[paths.urls], statuses, URL_STATUS, {})
         write_table(tmp[paths.index], rows, SHARD_INDEX,
-                    {PARAMS_KEY: params_hash.encode(), RECORDS_IN_KEY: str(len(records)).encode()})
+                    {PARAMS_KEY: job.params_hash.encode(), RECORDS_IN_KEY: str(job.records_in).encode()})
     except BaseException:  # a failed shard leaves nothing that looks like output
         storage.delete([path for path in tmp.values() if storage.exists(path)])
         raise
     for path in ((paths.urls,) if statuses else ()) + paths.all():
         storage.rename(tmp[path], path)
-    return ShardCounts(len(records), len(rows), sum(r["sample_bytes"] for r in rows),
+    return ShardCounts(job.records_in, len(rows), sum(r["sample_bytes"] for r in rows),
                        Counter(r["reason"] for r in reject_rows))
 
 
@@ -156,18 +200,6 @@ def _unique_candidates(records: list[Candidate | Reject]) -> tuple[list[Candidat
         else:
             unique[candidate.key] = candidate
     return list(unique.values()), rejects
-
-
-def _download_and_prepare(candidates: list[Candidate], config: ImageConfig,
-                          download: DownloadConfig | None) -> dict[str, tuple[_Sample | Reject, dict]]:
-    """Fetch the candidates' URLs concurrently and decode each image as soon as it arrives."""
-    if not candidates:
-        return {}
-    from pipelines.download import fetch_each
-
-    urls = [c.image_url for c in candidates]
-    return {candidates[i].key: _prepare(candidates[i], config, result)
-            for i, result in fetch_each(urls, download or DownloadConfig())}
 
 
 def _prepare(candidate: Candidate, config: ImageConfig, fetched) -> tuple[_Sample | Reject, dict]:

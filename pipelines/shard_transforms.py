@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 
 from pipelines import storage
-from pipelines.raw_shard import ShardPaths, has_failed_downloads, is_complete, iter_samples, load_reusable, write_shard
+from pipelines.raw_shard import ShardJob, ShardPaths, has_failed_downloads, is_complete, iter_samples, load_reusable
+from pipelines.shard_downloads import ShardWriter
 from schemas.config import DownloadConfig, ImageConfig
 from schemas.keys import shard_of
 from schemas.records import shard_key
@@ -28,10 +29,17 @@ class WriteOptions:
 
 
 class _WriteShard(beam.DoFn):
+    """Writes the shards of a bundle; those that download share one pool (``shard_downloads``), so a
+    shard is written as soon as its last URL is in, whatever its neighbours still wait for."""
+
     def __init__(self, root: str, stage: str, source: str, options: WriteOptions):
         self.root, self.stage, self.source, self.options = root, stage, source, options
         self.written = beam.metrics.Metrics.counter(stage, "shards_written")
         self.skipped = beam.metrics.Metrics.counter(stage, "shards_skipped")
+        self.writer: ShardWriter | None = None
+
+    def start_bundle(self):
+        self.writer = ShardWriter(self.options.image, self.options.download)
 
     def process(self, element):
         shard, records = element
@@ -43,8 +51,14 @@ class _WriteShard(beam.DoFn):
                 self.skipped.inc()
                 return
             reuse = load_reusable(paths)
-        write_shard(paths, self.stage, records, options.image, digest, options.download, reuse)
-        self.written.inc()
+        self.written.inc(len(self.writer.add(ShardJob.of(paths, self.stage, records, digest, reuse))))
+
+    def finish_bundle(self):
+        self.written.inc(len(self.writer.finish()))
+
+    def teardown(self):
+        if self.writer is not None:  # a failed bundle: stop its downloads
+            self.writer.close()
 
 
 class WriteShards(beam.PTransform):

@@ -58,14 +58,15 @@ def _hamming(a: str, b: str) -> int:
     return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
-def test_perceptual_hash_survives_resizing_and_reencoding_but_tells_images_apart():
+@pytest.mark.parametrize("scale", [1, 8])  # the hash reduces the image first: by 4, and by 37 at 1600x1200
+def test_perceptual_hash_survives_resizing_and_reencoding_but_tells_images_apart(scale):
     from PIL import ImageDraw
 
     def scene(shift):
-        image = Image.new("RGB", (200, 150), (90, 160, 220))
+        image = Image.new("RGB", (200 * scale, 150 * scale), (90, 160, 220))
         draw = ImageDraw.Draw(image)
-        draw.rectangle((20 + shift, 80, 90 + shift, 140), fill=(200, 40, 40))
-        draw.ellipse((120 - shift, 10, 180 - shift, 70), fill=(250, 220, 40))
+        draw.rectangle(tuple(scale * v for v in (20 + shift, 80, 90 + shift, 140)), fill=(200, 40, 40))
+        draw.ellipse(tuple(scale * v for v in (120 - shift, 10, 180 - shift, 70)), fill=(250, 220, 40))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return buffer.getvalue()

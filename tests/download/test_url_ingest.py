@@ -11,6 +11,7 @@ import webdataset as wds
 from pipelines.runner import RunnerConfig
 from pipelines.stages.ingest import run_ingest
 from schemas.config import ConceptualCaptionsConfig, CorpusConfig, DownloadConfig, ImageConfig, TextConfig
+from schemas.keys import shard_of
 from tests.http_server import FaultServer
 from tests.images import jpeg
 
@@ -79,3 +80,25 @@ def test_status_table_is_fresh_after_overwrite(url_source):
     run_ingest(config, ["cc"], RunnerConfig(), show_progress=False)
     run_ingest(dataclasses.replace(config), ["cc"], RunnerConfig(), overwrite=True, show_progress=False)
     assert len(_statuses(config)) == len(paths)
+
+
+def _shards(config):
+    folder = Path(config.output) / "raw" / "cc"
+    return {p.name: (p.read_bytes(), pq.read_table(p.with_suffix(".parquet")).to_pylist())
+            for p in sorted(folder.glob("*.tar"))}
+
+
+def test_a_slow_url_changes_no_shard_of_a_worker(url_source, tmp_path):
+    """The 3 shards share one worker's download pool; a URL answering slower than the timeout, or the same
+    row failing at once, gives the same tars and index rows (a slow URL only delays its own shard)."""
+    config, server, paths = url_source
+    run_ingest(config, ["cc"], RunnerConfig(), show_progress=False)
+    tsv = Path(config.sources["cc"].root) / "Train_GCC-training.tsv"
+    tsv.write_text(tsv.read_text().replace(server.url("slow/15.jpg"), server.url("status/410")))
+    fast = dataclasses.replace(config, output=str(tmp_path / "fast"))
+    run_ingest(fast, ["cc"], RunnerConfig(), show_progress=False)
+    assert len(_shards(config)) == 3 and _shards(config) == _shards(fast)
+    for name, (_, rows) in _shards(config).items():
+        assert all(shard_of(row["key"], 3) == int(name[:5]) for row in rows)  # each sample where its key says
+    status = {row["url"]: row["status"] for row in _statuses(fast)}
+    assert status[server.url("status/410")] == "http_410" and server.url("slow/15.jpg") not in status
