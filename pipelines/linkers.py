@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -103,15 +102,6 @@ def _fingerprint(root: str, folder: str, sources: list[str]) -> str:
 _DETECT_HINT = "run `unicorpus annotate detect` first"
 
 
-@lru_cache(maxsize=2)
-def _phrase_encoder(model: str, device: str, batch_size: int):
-    """One model and one cache of label / phrase vectors per process, shared by the weak-pairs jobs."""
-    from retrieval.align import CachedEncoder
-    from retrieval.embed import shared_embedder
-
-    return CachedEncoder(shared_embedder(model, device, batch_size).encode)
-
-
 class ShardLinker:
     """What one links job defines: its tables, query sources, inputs and the per-shard logic."""
 
@@ -173,7 +163,9 @@ class WeakPairs(ShardLinker):
         self.models = {index.model for index in self.indexes}
         self.parse_cache: dict[tuple[str, int], dict] = {}
         if self.regions:
-            self.encode = _phrase_encoder(self.embed.model, self.embed.device, self.embed.batch_size)
+            from retrieval.embed import shared_embedder
+
+            self.embedder = shared_embedder(self.embed.model, self.embed.device, self.embed.batch_size)
 
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.align import weak_pairs
@@ -204,7 +196,7 @@ class WeakPairs(ShardLinker):
                              f"with {sorted(self.models)}: embed and index with one model")
 
     def _regions(self, source: str, shard: int, pairs: list[dict]) -> Linked:
-        from retrieval.align import phrase_region_links
+        from retrieval.align import CachedEncoder, phrase_region_links
 
         detect = _table_rows(self.root, DETECT, source, shard, ["key", "regions"], _DETECT_HINT)
         labels = {row["key"]: [region["label"] for region in row["regions"]] for row in detect}
@@ -212,7 +204,9 @@ class WeakPairs(ShardLinker):
             (p["key"], p["text_index"]): self._phrases(p["source"], p["key"]).get((p["key"], p["text_index"]), [])
             for p in pairs
         }
-        links = phrase_region_links(pairs, phrases, labels, self.encode)
+        # a cache of this job's own: a vector's last bits depend on the batch it was encoded in, so a cache
+        # shared across jobs made a shard's scores depend on the shards a worker linked before it
+        links = phrase_region_links(pairs, phrases, labels, CachedEncoder(self.embedder.encode))
         rejects = [_reject(source, layout.links(self.weak.name), shard, pair["query_key"], Reason.NO_PHRASES,
                            f"{pair['key']} text {pair['text_index']}: no noun phrase in ann/parse")
                    for pair, rows in zip(pairs, links, strict=True) if not rows]

@@ -72,9 +72,9 @@ def phrase_region_links(pairs: list[dict], phrases: Mapping[tuple[str, int], lis
 
 
 class CachedEncoder:
-    """``encode`` that remembers its vectors: tag labels are a small vocabulary and retrieved sentences
-    recur from shard to shard, so a worker embeds each string once (the oldest are dropped beyond
-    ``capacity``)."""
+    """``encode`` that remembers its vectors: region labels are a small vocabulary and noun phrases recur
+    across a shard's retrieved sentences, so one job embeds each string once (the oldest are dropped beyond
+    ``capacity``). Keep one per job: a vector's last bits depend on its batch."""
 
     def __init__(self, encode: Callable[[list[str]], np.ndarray], capacity: int = 100_000):
         self.encode, self.capacity = encode, capacity
