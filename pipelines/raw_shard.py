@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 from pipelines import storage
 from pipelines.images import ImageError, ImageTooLarge, process_image
 from pipelines.sources.common import surrogate_field
+from schemas import layout
 from schemas.config import DownloadConfig, ImageConfig
-from schemas.keys import shard_name
 from schemas.records import Candidate, Reason, Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, SHARD_INDEX, URL_STATUS, check_version, with_metadata
 
@@ -46,12 +46,11 @@ class ShardPaths:
 
     @classmethod
     def of(cls, root: str, stage: str, source: str, shard: int) -> ShardPaths:
-        name = shard_name(shard)
         return cls(
-            tar=storage.join(root, "raw", source, f"{name}.tar"),
-            index=storage.join(root, "raw", source, f"{name}.parquet"),
-            rejects=storage.join(root, "rejects", stage, source, f"{name}.parquet"),
-            urls=storage.join(root, "urls", source, f"{name}.parquet"),
+            tar=storage.join(root, layout.raw_tar(source, shard)),
+            index=storage.join(root, layout.raw_index(source, shard)),
+            rejects=storage.join(root, layout.rejects(stage, source), layout.table_name(shard)),
+            urls=storage.join(root, layout.urls(source), layout.table_name(shard)),
         )
 
     def all(self) -> tuple[str, str, str]:

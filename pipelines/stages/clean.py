@@ -27,8 +27,8 @@ from pipelines.evalsets import Contamination, EvalSet, find_contamination, load_
 from pipelines.manifest_io import update_manifest
 from pipelines.raw_shard import SHARD_INDEX_PATTERN, write_table
 from pipelines.sidecar_tables import removed_keys  # noqa: F401 (the readers' entry point, kept here too)
+from schemas import layout
 from schemas.config import CorpusConfig, EvalSetConfig
-from schemas.keys import shard_name
 from schemas.records import Reason
 from schemas.tables import REJECTS, REMOVAL_STAGES, check_version
 
@@ -87,7 +87,7 @@ def removed_reasons(root: str, source: str) -> dict[str, str]:
     """Key -> why ``clean`` removed it (``contaminated`` or ``duplicate``), for ``source``."""
     reasons: dict[str, str] = {}
     for stage in (DEDUP, DECONTAM):
-        for path in storage.glob(storage.join(root, "rejects", stage, source, "*.parquet")):
+        for path in storage.glob(storage.join(root, layout.rejects(stage, source), "*.parquet")):
             with storage.open_read(path) as f:
                 table = pq.read_table(f, columns=["key", "reason"])
             reasons.update(zip(table.column("key").to_pylist(), table.column("reason").to_pylist(), strict=True))
@@ -99,7 +99,7 @@ def removed_reasons(root: str, source: str) -> dict[str, str]:
 
 def shard_indexes(root: str, name: str) -> list[str]:
     """The shard index paths of source ``name``; an error naming the folder when ingest has not run."""
-    indexes = storage.glob(storage.join(root, "raw", name, SHARD_INDEX_PATTERN))
+    indexes = storage.glob(storage.join(root, layout.raw(name), SHARD_INDEX_PATTERN))
     if not indexes:
         raise ValueError(f"source {name}: no ingested shards under {storage.join(root, 'raw', name)}; run ingest first")
     return indexes
@@ -187,7 +187,7 @@ def reject_tables(duplicates: list[Duplicate], contaminations: list[Contaminatio
     def add(stage: str, key: str, reason: Reason, detail: str) -> None:
         source, shard = where[key]
         tables[stage, source, shard].append({"stage": stage, "source": source, "key": key, "reason": reason.value,
-                                             "detail": detail, "location": f"raw/{source}/{shard_name(shard)}.tar"})
+                                             "detail": detail, "location": layout.raw_tar(source, shard)})
 
     for key, found in details.items():
         add(DECONTAM, key, Reason.CONTAMINATED, "; ".join(sorted(found)))
@@ -200,7 +200,7 @@ def reject_tables(duplicates: list[Duplicate], contaminations: list[Contaminatio
 
 def write_reject_table(root: str, stage: str, source: str, shard: int, rows: list[dict]) -> str:
     """One shard's removals of one stage, sorted by key, written atomically; returns its path."""
-    path = storage.join(root, "rejects", stage, source, f"{shard_name(shard)}.parquet")
+    path = storage.join(root, layout.rejects(stage, source), layout.table_name(shard))
     write_table(path + ".tmp", sorted(rows, key=lambda r: r["key"]), REJECTS)
     storage.rename(path + ".tmp", path)
     return path
@@ -212,7 +212,7 @@ def delete_stale_tables(config: CorpusConfig, written: list[str]) -> None:
     kept = set(written)
     for stage in REMOVAL_STAGES:
         for name in config.sources:
-            found = storage.glob(storage.join(config.output, "rejects", stage, name, "*.parquet"))
+            found = storage.glob(storage.join(config.output, layout.rejects(stage, name), "*.parquet"))
             storage.delete([path for path in found if path not in kept])
 
 

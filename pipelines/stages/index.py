@@ -22,6 +22,7 @@ from pipelines import storage
 from pipelines.raw_shard import read_footer
 from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import removed_keys
+from schemas import layout
 from schemas.config import CorpusConfig
 from schemas.tables import DIM_KEY, MODEL_KEY, PARAMS_KEY, check_version
 
@@ -73,7 +74,7 @@ class EmbPart:
 
 def emb_parts(root: str, space: str, source: str) -> list[EmbPart]:
     """The non-empty emb tables of (space, source), all of one model and dimension."""
-    paths = storage.glob(storage.join(root, "emb", space, source, "[0-9]*.parquet"))
+    paths = storage.glob(storage.join(root, layout.emb(space), source, "[0-9]*.parquet"))
     if not paths:
         raise ValueError(f"no emb/{space}/{source} tables under {root}; run unicorpus embed first")
     parts = [EmbPart.open(p) for p in paths]
@@ -88,7 +89,7 @@ def indexable_sources(root: str, space: str, sources: list[str] | None) -> list[
     """``sources`` as given, else every source with emb/<space> tables."""
     if sources:
         return list(sources)
-    folders = storage.glob(storage.join(root, "emb", space, "*", "[0-9]*.parquet"))
+    folders = storage.glob(storage.join(root, layout.emb(space), "*", "[0-9]*.parquet"))
     return sorted({p.rsplit("/", 2)[-2] for p in folders})
 
 
@@ -116,9 +117,9 @@ def run_index(config: CorpusConfig, spaces: list[str] | None = None, sources: li
             if not parts:
                 continue  # every text of the source was a reject: nothing to index
             started = time.monotonic()
-            built = build_or_update(os.path.join(root, "index", space, source), parts, config.retrieval.index,
-                                    parts[0].model, parts[0].dim, overwrite, name=f"{space}/{source}",
-                                    run_sharded=beam_runner(runner or RunnerConfig()))
+            folder = os.path.join(root, layout.index_folder(space, source))
+            built = build_or_update(folder, parts, config.retrieval.index, parts[0].model, parts[0].dim, overwrite,
+                                    name=f"{space}/{source}", run_sharded=beam_runner(runner or RunnerConfig()))
             results.append(IndexResult(f"{space}/{source}", built.action, built.info, time.monotonic() - started,
                                        len(removed_keys(root, source))))
             if show_progress:

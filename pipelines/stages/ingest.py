@@ -35,7 +35,7 @@ from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.shard_transforms import WriteOptions, WriteShards
 from pipelines.sources import Reader, SourceError, reader_for
 from pipelines.sources.common import InputFile
-from schemas import SCHEMA_VERSION
+from schemas import SCHEMA_VERSION, layout
 from schemas.config import CorpusConfig, SourceConfig
 from schemas.config_build import output_params
 from schemas.keys import shard_of
@@ -122,7 +122,7 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     _remove_temporaries(config.output, name)
     reused = [] if overwrite else _reusable_shards(config.output, name, hashes, retry_failed)
     started = time.monotonic()
-    pattern = storage.join(config.output, "raw", name, SHARD_INDEX_PATTERN)
+    pattern = storage.join(config.output, layout.raw(name), SHARD_INDEX_PATTERN)
     with ShardProgress(pattern, name, source.shards - len(reused), enabled=show_progress, reused=len(reused),
                        unit="records"):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
@@ -144,7 +144,7 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
 
 
 def _shard_ids(root: str, name: str) -> list[int]:
-    indexes = storage.glob(storage.join(root, "raw", name, SHARD_INDEX_PATTERN))
+    indexes = storage.glob(storage.join(root, layout.raw(name), SHARD_INDEX_PATTERN))
     return sorted(int(p.rsplit("/", 1)[-1].split(".")[0]) for p in indexes)
 
 
@@ -157,7 +157,7 @@ def _reusable_shards(root: str, name: str, hashes: tuple[str, ...], retry_failed
 
 def _remove_temporaries(root: str, name: str) -> None:
     """Files a killed run left half-written; never read, since only renamed files count."""
-    for folder in (storage.join(root, "raw", name), storage.join(root, "rejects", STAGE, name)):
+    for folder in (storage.join(root, layout.raw(name)), storage.join(root, layout.rejects(STAGE, name))):
         storage.delete(storage.glob(storage.join(folder, "*.tmp-*")))
 
 

@@ -406,7 +406,7 @@ def caption_collection(root: str, sources: tuple[str, ...], max_chars: int, dige
     from retrieval.tfidf import words
 
     shards = tuple((source, shard) for source in sources for shard in raw_shards(root, source))
-    return Collection(storage.join(root, FOLDER, "_stats", f"tfidf-{digest}-{max_df:g}"), shards,
+    return Collection(storage.join(root, layout.stats(FOLDER), f"tfidf-{digest}-{max_df:g}"), shards,
                       partial(caption_documents, root, max_chars), words, "text",
                       ("key", "source", "text_index", "text", "words"), max_df=max_df, dtype="float32",
                       sorted_terms=False)
