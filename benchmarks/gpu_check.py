@@ -170,7 +170,7 @@ def check_training(args, work: str) -> Check:
         trainee.to(where)
         batch = batches[0].to(where)
         with torch.no_grad(), torch.autocast(torch.device(where).type, dtype=torch.bfloat16, enabled=amp):
-            losses[label] = float(trainee(batch, list(batch.extra["objectives"]))[0])
+            losses[label] = float(trainee(batch, list(batch.objectives))[0])
     (ref_label, ref), (amp_label, amp_loss) = losses.items()
     rel = abs(amp_loss - ref) / abs(ref)
     # throughput: BERT-base sizes unless --quick
@@ -186,7 +186,7 @@ def check_training(args, work: str) -> Check:
         for i in range(2 if args.quick else args.train_steps):
             batch = on_device[i % len(on_device)]
             with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss, _ = model(batch, list(batch.extra["objectives"]))
+                loss, _ = model(batch, list(batch.objectives))
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
