@@ -31,7 +31,7 @@ from schemas import layout
 from schemas.config_build import output_params, require_path
 from schemas.keys import shard_name, shard_of
 from schemas.records import Modality, Reason, Reject
-from schemas.stages import RESERVED_LINKS, EmbedConfig, WeakPairsConfig
+from schemas.stages import RESERVED_LINKS, EmbedConfig, RetrieveConfig, WeakPairsConfig
 from schemas.tables import LINKS, MODEL_KEY, PARAMS_KEY, PHRASE_REGIONS
 
 STAGE = "retrieve"
@@ -246,6 +246,18 @@ class _RelatedLinker(ShardLinker):
     under ``links/<table>/_stats/tfidf-<collection fingerprint>/``; a worker holds one shard of it at a time."""
 
     folder: str  # the sidecar tables of the collection
+    kind: str  # ``related_images`` or ``related_texts``: the prefix of its fields in ``retrieval.retrieve``
+
+    def __init__(self, root: str, section: RetrieveConfig, queries: list[str], collections: list[str]):
+        super().__init__(root)
+        self.section, self.sources, self.collections = section, queries, collections
+
+    def params(self) -> dict:
+        """The job's fields of ``retrieval.retrieve`` (those that change the output), the collections it
+        searches (resolved: None in the config means every source with tables) and their fingerprint."""
+        own = {name: value for name, value in output_params(self.section).items() if name.startswith(self.kind)}
+        return {"kind": self.kind, **own, "collections": self.collections,
+                "collection": _fingerprint(self.root, self.folder, self.collections)}
 
     def collection(self):
         raise NotImplementedError
@@ -274,14 +286,12 @@ class RelatedImages(_RelatedLinker):
     input_hint = _DETECT_HINT
     folder = DETECT
 
-    def __init__(self, root: str, queries: list[str], collections: list[str], top_n: int):
-        super().__init__(root)
-        self.sources, self.collections, self.top_n = queries, collections, top_n
-        self.tables = [Table(RELATED_IMAGES, LINKS, LINKS_QUERY)]
+    kind = "related_images"
 
-    def params(self) -> dict:
-        return {"kind": "related_images", "top_n": self.top_n, "collections": self.collections,
-                "collection": _fingerprint(self.root, DETECT, self.collections)}
+    def __init__(self, root: str, section: RetrieveConfig, queries: list[str], collections: list[str]):
+        super().__init__(root, section, queries, collections)
+        self.top_n = section.related_images_top_n
+        self.tables = [Table(RELATED_IMAGES, LINKS, LINKS_QUERY)]
 
     def collection(self):
         from functools import partial
@@ -321,14 +331,12 @@ class RelatedTexts(_RelatedLinker):
     input_hint = "run `unicorpus embed` first (emb/text holds the text vectors)"
     folder = TEXTS
 
-    def __init__(self, root: str, queries: list[str], collections: list[str], top_m: int, top_n: int):
-        super().__init__(root)
-        self.sources, self.collections, self.top_m, self.top_n = queries, collections, top_m, top_n
-        self.tables = [Table(RELATED_TEXTS, LINKS, LINKS_QUERY)]
+    kind = "related_texts"
 
-    def params(self) -> dict:
-        return {"kind": "related_texts", "candidates_m": self.top_m, "top_n": self.top_n,
-                "collections": self.collections, "collection": _fingerprint(self.root, TEXTS, self.collections)}
+    def __init__(self, root: str, section: RetrieveConfig, queries: list[str], collections: list[str]):
+        super().__init__(root, section, queries, collections)
+        self.top_m, self.top_n = section.related_texts_candidates, section.related_texts_top_n
+        self.tables = [Table(RELATED_TEXTS, LINKS, LINKS_QUERY)]
 
     def collection(self):
         from functools import partial

@@ -228,3 +228,24 @@ def test_runtime_fields_are_the_expected_ones():
         "retrieval.retrieve.weak_pairs[0].images", "retrieval.retrieve.related_images_queries",
         "retrieval.retrieve.related_texts_queries", "retrieval.index.shard_size",
         "retrieval.index.sharded", "pack.sources"}
+
+
+@pytest.mark.parametrize("kind", ["related_images", "related_texts"])
+def test_related_items_params_are_their_fields_of_the_retrieve_section(tmp_path, kind):
+    from pipelines.linkers import RelatedImages, RelatedTexts
+    from schemas.stages import RetrieveConfig
+
+    linker = {"related_images": RelatedImages, "related_texts": RelatedTexts}[kind]
+
+    def params(**changes):
+        return linker(str(tmp_path), dataclasses.replace(RetrieveConfig(), **changes), ["q"], ["c"]).params()
+
+    base = params()
+    own = sorted(f.name for f in dataclasses.fields(RetrieveConfig)
+                 if f.name.startswith(kind) and f.metadata.get("output", True))
+    assert own and sorted(k for k in base if k.startswith("related")) == own  # its output fields, only those
+    for name in own:
+        changed = 7 if name.endswith(("_top_n", "_candidates")) else ["x"]
+        assert params(**{name: changed}) != base, name
+    other = "related_texts_top_n" if kind == "related_images" else "related_images_top_n"
+    assert params(**{other: 7, f"{kind}_queries": ["elsewhere"]}) == base  # another job's field, a runtime one

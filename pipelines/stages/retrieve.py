@@ -126,12 +126,12 @@ def linkers(config: CorpusConfig) -> list[ShardLinker]:
     detect, text = layout.ann("detect"), layout.emb("text")
     image_queries = _with_tables(config, detect, retrieve.related_images_queries)
     if image_queries:
-        out.append(RelatedImages(root, image_queries, _with_tables(config, detect, retrieve.related_images_collections),
-                                 retrieve.related_images_top_n))
+        out.append(RelatedImages(root, retrieve, image_queries,
+                                 _with_tables(config, detect, retrieve.related_images_collections)))
     text_queries = _with_tables(config, text, retrieve.related_texts_queries)
     if text_queries:
-        out.append(RelatedTexts(root, text_queries, _with_tables(config, text, retrieve.related_texts_collections),
-                                retrieve.related_texts_candidates, retrieve.related_texts_top_n))
+        out.append(RelatedTexts(root, retrieve, text_queries,
+                                _with_tables(config, text, retrieve.related_texts_collections)))
     return out
 
 
