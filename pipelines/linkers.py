@@ -13,6 +13,7 @@ the output depends on beyond the query shard's own inputs (``inputs``), for the 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,12 +145,14 @@ class WeakPairs(ShardLinker):
         self.text_shards = {name: len(raw_shards(root, name)) for name in weak.texts}
 
     def params(self) -> dict:
+        from retrieval.index import build_digest
+
         builds = {}
         for name in self.weak.texts:
-            path = storage.join(self.root, layout.index(TEXT_SPACE), name, "build.json")
+            path = storage.join(self.root, layout.index_build_file(TEXT_SPACE, name))
             if not storage.exists(path):
                 raise ValueError(f"weak pairs {self.weak.name}: no index at {path}; run `unicorpus index` first")
-            builds[name] = hashlib.sha256(storage.read_bytes(path)).hexdigest()[:16]
+            builds[name] = build_digest(json.loads(storage.read_bytes(path)))
         params = {"kind": "weak_pairs", **output_params(self.weak), "indexes": builds}
         if self.regions:
             require_path(self.embed, "model", "retrieval.embed", "phrase_regions embeds noun phrases and region labels")

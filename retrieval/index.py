@@ -297,6 +297,22 @@ def _plan_of(info: dict) -> IndexPlan:
     return IndexPlan(**{**info["plan"], "search_values": tuple(info["plan"]["search_values"])})
 
 
+TIMINGS = ("build_seconds", "add_seconds", "ms_per_query")  # build.json's clock readings: not what was built
+
+
+def build_digest(info: dict) -> str:
+    """What a build.json says was built, less its clock readings: a rebuild of the same vectors with the same
+    parameters has the same digest, so what was retrieved from the index is not redone for a timing."""
+    def without_timings(value):
+        if isinstance(value, dict):
+            return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+        if isinstance(value, list):
+            return [without_timings(v) for v in value]
+        return value
+
+    return hashlib.sha256(json.dumps(without_timings(info), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def read_build_info(folder: str) -> dict | None:
     path = os.path.join(folder, BUILD_FILE)
     if not os.path.exists(path):

@@ -232,3 +232,16 @@ def test_summary_says_when_adds_outgrew_the_plan(tmp_path):
     assert added.info["factory"] == "Flat" and added.info["replan"] == "HNSW32,Flat"
     table = format_index_summary([IndexResult("text/s", added.action, added.info, 0.1)])
     assert "Flat (rebuild: HNSW32,Flat)" in table and "added" in table and "1.000@5" in table
+
+
+def test_build_digest_ignores_the_clock_only(tmp_path):
+    from retrieval.index import build_digest, read_build_info
+
+    folder = str(tmp_path / "i")
+    info = build_or_update(folder, parts_of(clustered(3000, seed=3), 1000), ivf_config(3000), "m", DIM).info
+    assert read_build_info(folder) == info
+    slower = {**info, "build_seconds": info["build_seconds"] + 9,
+              "tuning": [{**step, "ms_per_query": step["ms_per_query"] * 2} for step in info["tuning"]]}
+    assert build_digest(slower) == build_digest(info)
+    assert build_digest({**info, "recall": info["recall"] - 0.01}) != build_digest(info)
+    assert build_digest({**info, "parts": info["parts"][:1]}) != build_digest(info)
