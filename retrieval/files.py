@@ -116,10 +116,8 @@ def local_copy(folder: str, names: Sequence[str], cache: str | None = None) -> s
     target = os.path.join(cache or default_cache(), hashlib.sha256(folder.encode()).hexdigest()[:24])
     proof = read_bytes(join(folder, names[-1]))
     local_proof = os.path.join(target, names[-1])
-    if os.path.exists(local_proof):
-        with open(local_proof, "rb") as f:
-            if f.read() == proof:
-                return target
+    if _holds(local_proof, proof):
+        return target
     tmp = f"{target}.tmp-{uuid.uuid4().hex}"
     os.makedirs(tmp)
     fs, inner = filesystem(folder)
@@ -130,6 +128,34 @@ def local_copy(folder: str, names: Sequence[str], cache: str | None = None) -> s
         raise ValueError(f"{folder} changed while it was copied to {target}; try again")
     with open(os.path.join(tmp, names[-1]), "wb") as f:
         f.write(proof)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    _install(tmp, target, local_proof, proof)
     return target
+
+
+def _holds(local_proof: str, proof: bytes) -> bool:
+    try:
+        with open(local_proof, "rb") as f:
+            return f.read() == proof
+    except FileNotFoundError:
+        return False
+
+
+def _install(tmp: str, target: str, local_proof: str, proof: bytes) -> None:
+    """``tmp`` becomes ``target`` unless another process (service workers start together) installed the same
+    copy first; a stale ``target`` is renamed aside, never deleted in place, so a racing rename cannot meet a
+    half-deleted folder."""
+    for _ in range(10):
+        if _holds(local_proof, proof):
+            shutil.rmtree(tmp)
+            return
+        stale = f"{target}.old-{uuid.uuid4().hex}"
+        try:
+            if os.path.exists(target):
+                os.rename(target, stale)
+            os.replace(tmp, target)
+        except OSError:  # another process moved or installed a copy meanwhile: look again
+            continue
+        finally:
+            shutil.rmtree(stale, ignore_errors=True)
+        return
+    raise OSError(f"{target}: could not install a copy of {local_proof} while other processes replaced it")

@@ -195,3 +195,32 @@ def test_s3_without_s3fs_reads_through_pyarrow(local_and_remote, s3_server, monk
     made = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
     assert build_report(remote, made) == build_report(config, made).replace(config.output, remote.output)
     files._filesystem_of.cache_clear()
+
+
+def _copy_and_read(cache: str, start) -> tuple[str, int]:
+    files.filesystem("s3://corpus/race")  # connected before the start, so the copies overlap
+    start.wait()
+    folder = files.local_copy("s3://corpus/race", ["data.bin", "build.json"], cache)
+    with open(os.path.join(folder, "data.bin"), "rb") as f:
+        return folder, len(f.read())
+
+
+def test_processes_copying_one_remote_folder_at_once_all_get_it(s3_server, tmp_path, monkeypatch):  # noqa: F811
+    """Service workers start together and load the same remote index (here from a real S3 API server): every
+    process gets a whole copy, one folder stays in the cache."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    endpoint, client = s3_server
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    client.put_object(Bucket="corpus", Key="race/data.bin", Body=b"x" * 2_000_000)
+    client.put_object(Bucket="corpus", Key="race/build.json", Body=b"{}")
+    cache = str(tmp_path / "cache")
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(6, mp_context=context) as pool:
+        start = manager.Barrier(6)
+        got = list(pool.map(_copy_and_read, [cache] * 6, [start] * 6))
+    assert {size for _, size in got} == {2_000_000}
+    assert len({folder for folder, _ in got}) == 1 and os.listdir(cache) == [os.path.basename(got[0][0])]
