@@ -65,16 +65,19 @@ class Measurement:
     output_bytes: int  # bytes of the files the stage created or changed under the corpus output
 
 
-def command_flags(words: list[str], workers: int) -> list[str]:
-    """``--workers N`` and ``--quiet`` for the commands that take them (read from the command's own help, so
-    a stage that gains a runner option is measured with it)."""
+def command_flags(words: list[str], workers: int, overwrite: bool = False) -> list[str]:
+    """``--workers N``, ``--quiet`` and (to measure a stage again on a kept corpus) ``--overwrite`` for the
+    commands that take them (read from the command's own help, so a stage that gains an option is measured
+    with it)."""
     from cli.main import main
 
     text = io.StringIO()
     with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
         main([*words, "--help"])
-    return (["--workers", str(workers)] if "--workers" in text.getvalue() else []) + (
-        ["--quiet"] if "--quiet" in text.getvalue() else [])
+    wanted = {"--workers": ["--workers", str(workers)], "--quiet": ["--quiet"]}
+    if overwrite:
+        wanted["--overwrite"] = ["--overwrite"]
+    return [word for option, words in wanted.items() if option in text.getvalue() for word in words]
 
 
 def high_water_mb(pid: int) -> float | None:
@@ -177,14 +180,22 @@ def model_sections(folder: str, seed: int) -> dict:
     return sections
 
 
-def run_size(out: str, samples: int, stages: list[str], sections: dict, seed: int, flags: dict) -> dict:
-    """Write the corpus of ``samples`` (replacing an earlier one) and run ``stages`` on it in order."""
+def run_size(out: str, samples: int, stages: list[str], sections: dict, seed: int, flags: dict,
+             reuse: bool = False) -> dict:
+    """Write the corpus of ``samples`` (replacing an earlier one) and run ``stages`` on it in order; with
+    ``reuse``, run them again (``--overwrite``) on the corpus an earlier run left, earlier stages' outputs
+    included, so that one changed stage is measured without redoing the others."""
     folder = os.path.join(out, f"size-{samples}")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder)
-    if sections:  # the config names models/ beside itself: the one folder of models every size shares
-        os.symlink(os.path.join("..", "models"), os.path.join(folder, "models"))
-    config = write_corpus(folder, samples, seed, sections)
+    config = os.path.join(folder, "corpus.yaml")
+    if reuse:
+        if not os.path.exists(config):
+            raise FileNotFoundError(f"--reuse: no corpus of {samples} samples at {folder}; run without --reuse first")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        if sections:  # the config names models/ beside itself: the one folder of models every size shares
+            os.symlink(os.path.join("..", "models"), os.path.join(folder, "models"))
+        config = write_corpus(folder, samples, seed, sections)
     output = os.path.join(folder, "corpus")
     measured = []
     for stage in stages:
@@ -253,7 +264,8 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_benchmark(out: str, sizes: list[int], stages: list[str], workers: int, seed: int) -> dict:
+def run_benchmark(out: str, sizes: list[int], stages: list[str], workers: int, seed: int,
+                  reuse: bool = False) -> dict:
     """Every size in increasing order, the stages in pipeline order; the measurements and their growth."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -263,10 +275,10 @@ def run_benchmark(out: str, sizes: list[int], stages: list[str], workers: int, s
     stages = [s for s in STAGES if s in stages]
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
-    sections = {} if set(stages) <= set(MODEL_FREE) else model_sections(out, seed)
-    flags = {stage: command_flags(STAGES[stage], workers) for stage in stages}
-    runs = [run_size(out, n, stages, sections, seed, flags) for n in sorted(set(sizes))]
-    return {"sizes": sorted(set(sizes)), "workers": workers, "seed": seed, "cpus": os.cpu_count(),
+    sections = {} if reuse or set(stages) <= set(MODEL_FREE) else model_sections(out, seed)
+    flags = {stage: command_flags(STAGES[stage], workers, overwrite=reuse) for stage in stages}
+    runs = [run_size(out, n, stages, sections, seed, flags, reuse) for n in sorted(set(sizes))]
+    return {"sizes": sorted(set(sizes)), "workers": workers, "seed": seed, "reused": reuse, "cpus": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()], "runs": runs, "growth": growth(runs, stages)}
 
 
@@ -278,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="bench-scale", help="folder for the corpora (replaced per size)")
     parser.add_argument("--out", default="benchmarks/results/scale.json", help="JSON of every measurement")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure --stages again (with --overwrite) on the corpora an earlier run left in --work")
     args = parser.parse_args(argv)
-    result = run_benchmark(args.work, args.sizes, args.stages, args.workers, args.seed)
+    result = run_benchmark(args.work, args.sizes, args.stages, args.workers, args.seed, args.reuse)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

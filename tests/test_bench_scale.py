@@ -35,6 +35,19 @@ def test_benchmark_measures_every_stage_at_every_size(tmp_path):
     table = scale.format_table(result)
     assert "| ingest | 80 |" in table and "| clean |" in table.split("time exp.")[1]
 
+    # --reuse measures a stage again on the corpora left behind: the datasets are not written again, the stage
+    # redoes its whole output (--overwrite), and the same input gives the same bytes
+    datasets = tmp_path / "w" / "size-40" / "datasets"
+    written = {p: p.stat().st_mtime_ns for p in datasets.rglob("*") if p.is_file()}
+    again = tmp_path / "again.json"
+    assert scale.main(["--sizes", "20", "40", "--stages", "ingest", "--work", str(tmp_path / "w"), "--reuse",
+                       "--out", str(again)]) == 0
+    redone = json.loads(again.read_text())
+    assert redone["reused"] and {p: p.stat().st_mtime_ns for p in written} == written
+    assert [run["stages"][0]["output_bytes"] for run in redone["runs"]] == raw[:2]
+    with pytest.raises(FileNotFoundError, match="--reuse: no corpus of 30 samples"):
+        scale.main(["--sizes", "20", "30", "--stages", "ingest", "--work", str(tmp_path / "w"), "--reuse"])
+
 
 def test_corpus_ingests_to_exactly_the_planned_samples(tmp_path):
     """Nothing is rejected or deduplicated away: every stage sees ``samples`` samples."""
