@@ -98,11 +98,29 @@ def compare(shards: int, row_count: int, args, tsv_dir: str, i2d_tsv: str) -> tu
     rates = [f"| {shards} | {name} | {median_rate(rounds):.0f} | {median_rate(rounds) / base:.2f}x | "
              f"{', '.join(str(n) for n, _ in rounds)} |" for name, rounds in results.items()]
     sizes = size_rows(shards, outputs)
-    same = compare_images(outputs[OURS][1], outputs[I2D][1])
     print(*rates, *sizes, f"  unicorpus URL statuses: {dict(sorted(statuses.items()))}",
-          f"  images both stored: {same['common']}, byte for byte the same: {same['identical']}, the others "
-          f"{same['differing_ratio']:.3f}x img2dataset's bytes", sep="\n", flush=True)
+          same_images(outputs[OURS][1], outputs[I2D][1], os.path.join(args.work, "raw", "images")),
+          sep="\n", flush=True)
     return rates, sizes
+
+
+def same_images(ours: dict[str, bytes], theirs: dict[str, bytes], images_dir: str) -> str:
+    """The images both tools stored, apart by whether the served original was resized (longest side over
+    ``SIZE``): how many are byte for byte the same, and ours/theirs in bytes over the others."""
+    from PIL import Image
+
+    def resized(url: str) -> bool:
+        with Image.open(os.path.join(images_dir, url.rsplit("/", 1)[1])) as image:
+            return max(image.size) > SIZE
+
+    common = set(ours) & set(theirs)
+    parts = []
+    for label, wanted in (("not resized", False), ("resized", True)):
+        urls = {url for url in common if resized(url) == wanted}
+        same = compare_images({u: ours[u] for u in urls}, {u: theirs[u] for u in urls})
+        parts.append(f"{label}: {same['common']}, byte for byte the same {same['identical']}, the others "
+                     f"{same['differing_ratio']:.3f}x img2dataset's bytes")
+    return "  images both stored, " + "; ".join(parts)
 
 
 def size_rows(shards: int, outputs: dict[str, tuple[dict, dict]]) -> list[str]:
