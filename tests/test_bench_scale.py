@@ -36,15 +36,19 @@ def test_benchmark_measures_every_stage_at_every_size(tmp_path):
     assert "| ingest | 80 |" in table and "| clean |" in table.split("time exp.")[1]
 
     # --reuse measures a stage again on the corpora left behind: the datasets are not written again, the stage
-    # redoes its whole output (--overwrite), and the same input gives the same bytes
-    datasets = tmp_path / "w" / "size-40" / "datasets"
+    # redoes its whole output (--overwrite: every shard file rewritten), and the same input gives the same bytes
+    datasets, shards = tmp_path / "w" / "size-40" / "datasets", tmp_path / "w" / "size-40" / "corpus" / "raw"
     written = {p: p.stat().st_mtime_ns for p in datasets.rglob("*") if p.is_file()}
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in shards.rglob("*") if p.is_file()}
     again = tmp_path / "again.json"
     assert scale.main(["--sizes", "20", "40", "--stages", "ingest", "--work", str(tmp_path / "w"), "--reuse",
                        "--out", str(again)]) == 0
     redone = json.loads(again.read_text())
     assert redone["reused"] and {p: p.stat().st_mtime_ns for p in written} == written
-    assert [run["stages"][0]["output_bytes"] for run in redone["runs"]] == raw[:2]
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in shards.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    assert all(after[p][0] == before[p][0] and after[p][1] != before[p][1] for p in before)
+    assert redone["runs"][1]["stages"][0]["output_bytes"] >= sum(len(data) for data, _ in after.values())
     with pytest.raises(FileNotFoundError, match="--reuse: no corpus of 30 samples"):
         scale.main(["--sizes", "20", "30", "--stages", "ingest", "--work", str(tmp_path / "w"), "--reuse"])
 
