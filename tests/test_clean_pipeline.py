@@ -115,11 +115,6 @@ def test_a_source_without_shards_is_an_error_naming_it(tmp_path):
 # --- Hash-to-Min without Beam ----------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class _Node:
-    key: str
-
-
 def _union(messages) -> dict:
     """One grouping step as Beam runs it: messages per key through the combiner, accumulators merged."""
     union = ClusterUnion()
@@ -154,7 +149,7 @@ def _components(edges):
 
 
 def test_hash_to_min_finds_components_of_paths_stars_and_loners():
-    nodes = [_Node(f"n{k:03d}") for k in range(120)]
+    nodes = list(range(1000, 1120))
     order = list(range(60))
     order.reverse()  # a path visited against the node order: the smallest label has the longest way
     path = [(nodes[a], nodes[b]) for a, b in zip(order, order[1:], strict=False)]
