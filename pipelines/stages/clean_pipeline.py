@@ -2,26 +2,30 @@
 with no process holding the corpus.
 
 1. **Scan** (one element per shard index, only clean's columns): each sample becomes a ``Node`` (its
-   dedup ``Item``, shard and own contaminations). Decontamination is decided here, per shard, by
-   ``find_contamination`` against the evaluation sets, which every worker holds: their size is the
-   evaluation splits' (a broadcast join), not the corpus'. Nodes are keyed by sha256, by normalised text,
-   by pHash, and by each of the ``d + 1`` pHash bands (``dedup.band_masks``); each group becomes edges:
-   a star to the group's smallest node for the equal codes, and for a band group the pairs within ``d``
-   bits that agree on no earlier band (``dedup.band_pairs``; every near pair is found in exactly one
-   group). A group holds one code's samples: for exact codes the copies of one sample, for a band about
-   ``n / 2**(64 / (d + 1))`` random hashes (d = 4: 1 in 4096 of the images).
+   dedup ``Item``, shard and own contaminations) named by an int id (``node_id``: its shard index and
+   row). Decontamination is decided here, per shard, by ``find_contamination`` against the evaluation
+   sets, which every worker holds: their size is the evaluation splits' (a broadcast join), not the
+   corpus'. Ids are keyed by sha256, by normalised text and, with their pHash, by each of the ``d + 1``
+   pHash bands (``dedup.band_masks``); each group becomes edges: a star to the group's smallest id for the
+   equal codes (equal pHashes: in the first band's group, where they all meet), and for a band group the
+   pairs within ``d`` bits that agree on no earlier band (``dedup.band_pairs``; every near pair is found
+   in exactly one group). A group holds one code's samples: for exact codes the copies of one sample, for
+   a band about ``n / 2**(64 / (d + 1))`` random hashes (d = 4: 1 in 4096 of the images).
 2. **Components**: Hash-to-Min rounds (``pipelines.components``) over the edges, and over the
    contaminated samples as nodes of their own, ``ROUNDS`` per pipeline, pipelines repeated until a
    round changes nothing (a Beam counter tells the launcher). Only nodes with an edge or a contamination
    take part; a cluster never holds more than one component, so a worker's memory is bounded by the
    largest component (the copies of one image or text) and band group, not by the corpus' duplicates.
    A one-pass union-find over all edges (one combine) would need every duplicate edge in one worker: the
-   edges grow with the corpus (web corpora are tens of percent copies), so it is not used.
-3. **Resolve**: each component is resolved by the in-process rules themselves: ``find_duplicates`` on
-   its members (the kept sample, ``duplicate_of`` and distances: the same links, restricted to the
-   component, make the same one cluster) and ``clean.inherited`` (contamination spreads to every copy).
-   Rows go to one table per raw shard (``clean.write_reject_table``); tables of an earlier clean this one
-   did not write are deleted after the pipeline.
+   edges grow with the corpus (web corpora are tens of percent copies), so it is not used. Every message
+   and cluster is made of int ids (a few bytes each in Beam's coder; a pickled ``Node`` is about 320):
+   what a step moves is what a worker's share of it costs (docs/BENCHMARKS.md, clean).
+3. **Resolve**: each component's members are read back from their shard indexes (grouped by shard: one
+   shard at a time), then each component is resolved by the in-process rules themselves:
+   ``find_duplicates`` on its members (the kept sample, ``duplicate_of`` and distances: the same links,
+   restricted to the component, make the same one cluster) and ``clean.inherited`` (contamination
+   spreads to every copy). Rows go to one table per raw shard (``clean.write_reject_table``); tables of an
+   earlier clean this one did not write are deleted after the pipeline.
 
 State between pipelines lives under ``<output>/_clean_work/`` (deleted at the end, and at the start of a
 rerun after a killed one). Every pipeline is a pure function of the shard indexes, so a killed clean,
