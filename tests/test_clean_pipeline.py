@@ -4,6 +4,7 @@ reference (``run_clean``), on the mini corpus and on generated shard indexes wit
 import dataclasses
 import json
 import os
+import pickle
 import shutil
 from collections import Counter
 
@@ -139,6 +140,7 @@ def test_the_duplicate_graph_moves_int_ids_and_finds_each_sample_again_by_its_id
     found = dict(members_of_shard(config, evalsets, paths, number, [(ids[7], "seven"), (tagged["alone"][0], "c")]))
     assert found["seven"].id == ids[7] and found["seven"].item.source == "coco"
     assert {c.key for c in found["c"].contaminations} <= {c.key for c in contaminations} and found["c"].contaminations
+    assert pickle.loads(pickle.dumps(found["c"])) == found["c"]  # resolve moves nodes pickled as their values
     with pytest.raises(ValueError, match="shard index 3: more than 2\\*\\*32 rows"):
         node_id(3, 2**32)
 
