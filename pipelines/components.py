@@ -9,8 +9,9 @@ in O(log n) rounds on paths and conjectures 2 log(diameter) in general. Nothing 
 one component (a cluster is a subset of its component), so memory is bounded by the largest component,
 not by the number of nodes or edges.
 
-Nodes are any hashable, totally ordered values with a ``key`` (a string naming the node, used to route
-messages). Pure functions: the Beam shell is ``pipelines.stages.clean_pipeline``.
+Nodes are any hashable, totally ordered values, and route the messages themselves: keep them small (clean
+uses ints), every message and every cluster is made of them. Pure functions: the Beam shell is
+``pipelines.stages.clean_pipeline``.
 """
 
 from __future__ import annotations
@@ -21,21 +22,21 @@ from typing import Any
 Cluster = tuple  # sorted, distinct nodes
 
 
-def edge_messages(u: Any, v: Any) -> Iterator[tuple[str, tuple[bool, Cluster]]]:
+def edge_messages(u: Any, v: Any) -> Iterator[tuple[Any, tuple[bool, Cluster]]]:
     """An undirected edge as messages building the first clusters (``ClusterUnion``): each end holds itself
     and the other. ``u == v`` puts a node without edges in the graph."""
-    yield u.key, (False, (u, v))
-    yield v.key, (False, (u, v))
+    yield u, (False, (u, v))
+    yield v, (False, (u, v))
 
 
-def round_messages(key: str, cluster: Cluster) -> Iterator[tuple[str, tuple[bool, Cluster]]]:
-    """One Hash-to-Min round from node ``key``: ``(to, (is_own_old_cluster, nodes))``. The node's own
-    old cluster goes back to itself too, so the round can tell whether anything changed."""
+def round_messages(node: Any, cluster: Cluster) -> Iterator[tuple[Any, tuple[bool, Cluster]]]:
+    """One Hash-to-Min round from ``node``: ``(to, (is_own_old_cluster, nodes))``. The node's own old
+    cluster goes back to itself too, so the round can tell whether anything changed."""
     smallest = cluster[0]
-    yield key, (True, cluster)
-    yield smallest.key, (False, cluster)
-    for node in cluster[1:]:
-        yield node.key, (False, (smallest,))
+    yield node, (True, cluster)
+    yield smallest, (False, cluster)
+    for other in cluster[1:]:
+        yield other, (False, (smallest,))
 
 
 class ClusterUnion:
@@ -68,6 +69,6 @@ class ClusterUnion:
         return cluster, cluster != old
 
 
-def is_component(key: str, cluster: Cluster) -> bool:
-    """At the fixed point: this node is the smallest of its component, and ``cluster`` is the component."""
-    return cluster[0].key == key
+def is_component(node: Any, cluster: Cluster) -> bool:
+    """At the fixed point: ``node`` is the smallest of its component, and ``cluster`` is the component."""
+    return cluster[0] == node

@@ -4,16 +4,26 @@ reference (``run_clean``), on the mini corpus and on generated shard indexes wit
 import dataclasses
 import json
 import os
+import pickle
 import shutil
 from collections import Counter
 
 import pytest
 
 from pipelines.components import ClusterUnion, edge_messages, is_component, round_messages
+from pipelines.dedup import band_masks
 from pipelines.minicorpus.clean_indexes import write_clean_indexes
 from pipelines.runner import RunnerConfig
-from pipelines.stages.clean import run_clean
-from pipelines.stages.clean_pipeline import ROUNDS, WORK, run_clean_pipeline
+from pipelines.stages.clean import load_evalsets, run_clean, shard_indexes
+from pipelines.stages.clean_pipeline import (
+    ROUNDS,
+    WORK,
+    band_edges,
+    members_of_shard,
+    node_id,
+    run_clean_pipeline,
+    scan_shard,
+)
 from tests.conftest import tree_digest
 from tests.test_runners import local_cluster  # noqa: F401 (a fixture)
 
@@ -112,12 +122,39 @@ def test_a_source_without_shards_is_an_error_naming_it(tmp_path):
         run_clean_pipeline(config, RunnerConfig())
 
 
+def test_the_duplicate_graph_moves_int_ids_and_finds_each_sample_again_by_its_id(generated):
+    """What a worker holds grows with what the steps move: the scan sends ids and codes, never samples."""
+    config, _, _, contaminations = generated
+    paths = [(name, path) for name in config.sources for path in shard_indexes(config.output, name)]
+    evalsets = load_evalsets(config)
+    number = next(n for n, (name, _) in enumerate(paths) if name == "coco")
+    out = list(scan_shard(config, evalsets, paths, number))
+    tagged = {tag: [o.value for o in out if getattr(o, "tag", None) == tag] for tag in ("samples", "bands", "alone")}
+    codes = [o for o in out if not hasattr(o, "tag")]
+    (_, samples), = tagged["samples"]
+    assert len(codes) == samples and len(tagged["bands"]) == samples * len(band_masks(4))
+    assert all(type(code) is bytes and type(node) is int for code, node in codes)
+    assert all(type(band) is bytes and type(node) is int and len(phash) == 8 for band, (node, phash) in tagged["bands"])
+    assert tagged["alone"] and all(type(node) is int for node in tagged["alone"])
+    ids = [node for _, node in codes]
+    found = dict(members_of_shard(config, evalsets, paths, number, [(ids[7], "seven"), (tagged["alone"][0], "c")]))
+    assert found["seven"].id == ids[7] and found["seven"].item.source == "coco"
+    assert {c.key for c in found["c"].contaminations} <= {c.key for c in contaminations} and found["c"].contaminations
+    assert pickle.loads(pickle.dumps(found["c"])) == found["c"]  # resolve moves nodes pickled as their values
+    with pytest.raises(ValueError, match="shard index 3: more than 2\\*\\*32 rows"):
+        node_id(3, 2**32)
+
+
+def test_band_edges_pair_near_pHashes_once_and_star_equal_ones_in_the_first_band():
+    masks = band_masks(4)
+    x = 0x0123456789ABCDEF
+    y = x ^ (1 << 63)  # one bit apart, in the last band: they agree on band 0 first
+    members = [(5, x.to_bytes(8, "big")), (3, x.to_bytes(8, "big")), (9, y.to_bytes(8, "big"))]
+    assert sorted(band_edges(0, members, masks, 4)) == [(3, 5), (3, 9)]
+    assert band_edges(1, members, masks, 4) == []  # the same pair again, and the equal pHashes: linked already
+
+
 # --- Hash-to-Min without Beam ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, order=True)
-class _Node:
-    key: str
 
 
 def _union(messages) -> dict:
@@ -154,7 +191,7 @@ def _components(edges):
 
 
 def test_hash_to_min_finds_components_of_paths_stars_and_loners():
-    nodes = [_Node(f"n{k:03d}") for k in range(120)]
+    nodes = list(range(1000, 1120))
     order = list(range(60))
     order.reverse()  # a path visited against the node order: the smallest label has the longest way
     path = [(nodes[a], nodes[b]) for a, b in zip(order, order[1:], strict=False)]
