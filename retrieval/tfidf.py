@@ -244,10 +244,14 @@ def _cut(scores: np.ndarray, ties: np.ndarray, top: int) -> tuple[np.ndarray, np
     keep = scores >= kth
     tied = np.flatnonzero(np.count_nonzero(keep, axis=1) > top)
     if len(tied):
-        at = scores[tied] == kth[tied]
-        need = top - np.count_nonzero(scores[tied] > kth[tied], axis=1, keepdims=True)
-        rank = np.argsort(np.argsort(np.where(at, ties[tied], np.iinfo(np.int64).max), axis=1), axis=1)
-        keep[tied] &= ~at | (rank < need)
+        line, slot = np.nonzero(scores[tied] == kth[tied])  # the entries at the cut
+        order = np.lexsort((ties[tied[line], slot], line))
+        line, slot = line[order], slot[order]
+        counts = np.bincount(line, minlength=len(tied))
+        rank = np.arange(len(line)) - (np.cumsum(counts) - counts)[line]
+        need = top - np.count_nonzero(scores[tied] > kth[tied], axis=1)
+        late = rank >= need[line]
+        keep[tied[line[late]], slot[late]] = False
     return scores[keep].reshape(-1, top), ties[keep].reshape(-1, top)
 
 
@@ -373,8 +377,7 @@ class Gathered:
     @cached_property
     def identities(self) -> list[dict]:
         """One dict per gathered row, shared by the hits that name it."""
-        names = list(self.columns)
-        return [dict(zip(names, row)) for row in zip(*self.columns.values(), strict=True)]
+        return [dict(zip(self.columns, row, strict=True)) for row in zip(*self.columns.values(), strict=True)]
 
     def rows(self, ties: np.ndarray) -> list[dict]:
         """The identities of ``ties``."""
