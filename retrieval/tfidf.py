@@ -16,7 +16,6 @@ Augmentations": related images, related texts, TF-IDF hard negatives).
 from __future__ import annotations
 
 import io
-import itertools
 import math
 import re
 from collections import Counter
@@ -28,6 +27,8 @@ import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+")
 _ROW_BITS = 32  # a hit's tie key: shard position << 32 | row, ordered like the row's collection position
+BLOCK_ENTRIES = 1 << 18  # queries x shard rows scored per sparse product: its hits' index arrays stay in cache
+# and memory small (4M measured up to 1.5x slower, 6.6x the peak memory on 100k images: docs/BENCHMARKS.md)
 
 
 def words(text: str) -> list[str]:
@@ -297,12 +298,11 @@ class _RunningTop:
 
     def hits(self) -> list[Hits]:
         """Each query's hits, best first, ties to the earlier row (one sort, at the end)."""
-        taken = np.arange(self.scores.shape[1]) < self.filled[:, None]
-        ties, scores = self.ties[taken], self.scores[taken]  # grouped by query
-        order = np.lexsort((ties, -scores, np.repeat(np.arange(len(self.filled)), self.filled)))
-        ties, scores = ties[order], scores[order]
-        ends = np.cumsum(self.filled).tolist()
-        return [Hits(ties[a:b], scores[a:b]) for a, b in itertools.pairwise([0, *ends])]
+        width = int(self.filled.max(initial=0))  # the slots any row has taken; empty ones (score 0) sort last
+        ties, scores = self.ties[:, :width], self.scores[:, :width]
+        order = np.lexsort((ties, -scores), axis=1)
+        ties, scores = np.take_along_axis(ties, order, 1), np.take_along_axis(scores, order, 1)
+        return [Hits(t[:n], s[:n]) for t, s, n in zip(ties, scores, self.filled.tolist(), strict=True)]
 
 
 def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
@@ -336,7 +336,7 @@ def _beating(scores, floors: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarr
 
 
 def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Sequence[str] = (),
-           groups: Sequence[Sequence[str]] = (), block_entries: int = 1 << 22) -> list[Hits]:
+           groups: Sequence[Sequence[str]] = (), block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
     """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows of the collection by cosine
     (> 0), best first, ties to the earlier row; rows sharing an ``exclude_by`` column value with ``groups[q]``
     never come back: the same hits as one search over all the rows.
