@@ -19,7 +19,7 @@ import io
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property, reduce
 
@@ -194,20 +194,49 @@ def shard_bytes(shard: CollectionShard) -> bytes:
     return out.getvalue()
 
 
-def shard_from_bytes(data: bytes) -> CollectionShard:
-    from scipy import sparse
+class _StoredColumns(Mapping):
+    """A stored shard's columns, each decoded when first used."""
 
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    matrix = sparse.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
-    columns: dict[str, list] = {}
-    for name, values in arrays.items():
-        kind, _, column = name.partition(":")
-        if kind == "int":
-            columns[column] = values.tolist()
-        elif kind == "str":
-            columns[column] = _Strings(values.tobytes(), arrays[f"ends:{column}"])
-    return CollectionShard(matrix, columns, arrays.get("vectors"))
+    def __init__(self, npz):
+        self.npz, self.decoded = npz, {}
+        self.kinds = {column: kind for kind, _, column in (name.partition(":") for name in npz.files)
+                      if kind in ("int", "str")}
+
+    def __getitem__(self, name: str):
+        if name not in self.decoded:
+            self.decoded[name] = self.npz[f"int:{name}"].tolist() if self.kinds[name] == "int" else \
+                _Strings(self.npz[f"str:{name}"].tobytes(), self.npz[f"ends:{name}"])
+        return self.decoded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.kinds)
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+
+class _StoredShard(CollectionShard):
+    """A shard read from its ``.npz``, each array decoded when first used: a search reads the matrix (and the
+    columns it excludes by), a gather the columns or the vectors it needs (most of a text collection's bytes)."""
+
+    def __init__(self, npz):  # not the dataclass' __init__: the file was written from a checked shard
+        self.npz = npz
+        self.columns = _StoredColumns(npz)
+
+    @cached_property
+    def matrix(self):
+        from scipy import sparse
+
+        return sparse.csr_matrix((self.npz["data"], self.npz["indices"], self.npz["indptr"]),
+                                 shape=tuple(self.npz["shape"]))
+
+    @cached_property
+    def vectors(self) -> np.ndarray | None:
+        return self.npz["vectors"] if "vectors" in self.npz.files else None
+
+
+def shard_from_bytes(data: bytes) -> CollectionShard:
+    return _StoredShard(np.load(io.BytesIO(data), allow_pickle=False))
 
 
 # --- the search ---------------------------------------------------------------------------------------------
