@@ -296,23 +296,24 @@ def _padded(query: np.ndarray, slot: np.ndarray, ties: np.ndarray, scores: np.nd
 
 
 class _RunningTop:
-    """Every query's best ``top`` hits so far, in no particular order: (queries, top) arrays of scores and tie keys,
-    row q's first ``filled[q]`` slots taken. ``floors[q]``: what a new hit must beat, 0 until the row is full,
-    then its worst (a hit of a later shard that ties with it comes later in the collection and loses)."""
+    """Every query's best ``top`` hits so far, in no particular order, with room for as many again: (queries, 2 top)
+    arrays of scores and tie keys, row q's first ``filled[q]`` slots taken. New hits are appended while the row
+    has room; a row that overflows is cut back to its ``top`` best (``_cut``), so a cut is paid once per ``top``
+    new hits, not once per shard. ``floors[q]``: what a new hit must beat, 0 until the row's first cut, then the
+    worst of its top at that cut (a later hit that ties with it comes later in the collection and loses)."""
 
     def __init__(self, count: int, top: int, dtype):
-        self.scores = np.zeros((count, top), dtype=dtype)
-        self.ties = np.full((count, top), _EMPTY, dtype=np.int64)
+        self.top = top
+        self.scores = np.zeros((count, 2 * top), dtype=dtype)
+        self.ties = np.full((count, 2 * top), _EMPTY, dtype=np.int64)
         self.filled = np.zeros(count, dtype=np.int64)
         self.floors = np.zeros(count, dtype=dtype)
 
     def add(self, query: np.ndarray, ties: np.ndarray, scores: np.ndarray) -> None:
-        """Hits of a later shard than those held, grouped by query, each above its query's floor: appended where
-        the row has room, else cut with the row's hits back to ``top`` (``_cut``)."""
-        top = self.scores.shape[1]
+        """Hits of a later shard than those held, grouped by query, each above its query's floor."""
         counts = np.bincount(query, minlength=len(self.filled))
         slot = np.arange(len(query)) - (np.cumsum(counts) - counts)[query]  # its place among its query's new hits
-        over = self.filled + counts > top
+        over = self.filled + counts > self.scores.shape[1]
         fits = ~over[query]
         self.scores[query[fits], self.filled[query[fits]] + slot[fits]] = scores[fits]
         self.ties[query[fits], self.filled[query[fits]] + slot[fits]] = ties[fits]
@@ -321,18 +322,21 @@ class _RunningTop:
         if len(full):
             line = (np.cumsum(over) - 1)[query[~fits]]
             more_scores, more_ties = _padded(line, slot[~fits], ties[~fits], scores[~fits], len(full))
-            self.scores[full], self.ties[full] = _cut(np.hstack([self.scores[full], more_scores]),
-                                                      np.hstack([self.ties[full], more_ties]), top)
-            self.filled[full] = top
-            self.floors[full] = self.scores[full].min(axis=1)
+            kept_scores, kept_ties = _cut(np.hstack([self.scores[full], more_scores]),
+                                          np.hstack([self.ties[full], more_ties]), self.top)
+            self.scores[full], self.ties[full] = 0, _EMPTY
+            self.scores[full, :self.top], self.ties[full, :self.top] = kept_scores, kept_ties
+            self.filled[full] = self.top
+            self.floors[full] = kept_scores.min(axis=1)
 
     def hits(self) -> list[Hits]:
-        """Each query's hits, best first, ties to the earlier row (one sort, at the end)."""
+        """Each query's ``top`` hits, best first, ties to the earlier row (one sort, at the end)."""
         width = int(self.filled.max(initial=0))  # the slots any row has taken; empty ones (score 0) sort last
         ties, scores = self.ties[:, :width], self.scores[:, :width]
         order = np.lexsort((ties, -scores), axis=1)
         ties, scores = np.take_along_axis(ties, order, 1), np.take_along_axis(scores, order, 1)
-        return [Hits(t[:n], s[:n]) for t, s, n in zip(ties, scores, self.filled.tolist(), strict=True)]
+        found = np.minimum(self.filled, self.top).tolist()
+        return [Hits(t[:n], s[:n]) for t, s, n in zip(ties, scores, found, strict=True)]
 
 
 def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
