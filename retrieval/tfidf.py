@@ -27,8 +27,8 @@ import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+")
 _ROW_BITS = 32  # a hit's tie key: shard position << 32 | row, ordered like the row's collection position
-BLOCK_ENTRIES = 1 << 18  # queries x shard rows scored per sparse product: its hits' index arrays stay in cache
-# and memory small (4M measured up to 1.5x slower, 6.6x the peak memory on 100k images: docs/BENCHMARKS.md)
+BLOCK_ENTRIES = 1 << 18  # queries x shard rows scored per sparse product: a block's hit arrays stay small (4M:
+# as fast within noise, 6.4x the peak memory on 100k images; docs/BENCHMARKS.md)
 
 
 def words(text: str) -> list[str]:
