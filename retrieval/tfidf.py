@@ -8,9 +8,10 @@ Augmentations": related images, related texts, TF-IDF hard negatives).
 - The collection is a list of ``CollectionShard``s: one CSR matrix per shard with the identities of its
   rows, written once (``shard_bytes``) and searched one at a time. A query's scores against a shard are a
   sparse product with the shard's transposed matrix (its inverted index: term -> rows), so only rows sharing
-  a term are scored; each shard's top k is merged into the running top k. The merge is exact: a score does
-  not depend on the shard its row sits in, and ties go to the earlier row of the collection (shard order,
-  then row order), as in one matrix.
+  a term are scored; only hits above the query's running floor join its running top, which a partition cuts
+  back to k when it overflows, and which is sorted once at the end. The result is exact: a score does not
+  depend on the shard its row sits in, and ties go to the earlier row of the collection (shard order, then
+  row order), as in one matrix.
 """
 
 from __future__ import annotations
@@ -379,6 +380,8 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
     queries by sparse products with its transposed matrix (its inverted index: term -> rows, so only rows sharing
     a term are scored), in blocks of at most ``block_entries`` scores. Only the hits above their query's running
     floor go on (``_RunningTop``); the tops are sorted once, at the end."""
+    if top < 1:
+        raise ValueError(f"search: top must be at least 1, got {top}")
     count = queries.shape[0]
     running = _RunningTop(count, top, queries.dtype)
     for position, shard in enumerate(shards):

@@ -197,3 +197,10 @@ def test_beam_build_writes_each_shard_once_and_a_killed_build_resumes_to_the_sam
     remove_others(str(tmp_path / "stats"), newer.folder)  # a collection of an earlier state goes
     left = sorted(str(p.relative_to(tmp_path / "stats")) for p in (tmp_path / "stats").rglob("*") if p.is_file())
     assert left == [f"tfidf-2/{FREQUENCIES}", "tfidf-2/src/00000.npz"]
+
+
+def test_a_top_below_one_is_refused():
+    docs = documents(20)
+    vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text)
+    with pytest.raises(ValueError, match="top must be at least 1, got 0"):
+        search(vectorizer.transform(docs[:2]), sharded(vectorizer, docs, 2).each_shard(), 0)
