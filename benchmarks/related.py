@@ -113,8 +113,8 @@ class Sharded:
 
         found = search(self.vectorizer.transform(queries), (self.load(p) for p in range(len(self.paths))), top)
         gathered = gather(found, self.load)
-        return [[(row["position"], score) for row, score in zip(gathered.rows(hits.ties), hits.scores.tolist(),
-                                                                 strict=True)] for hits in found]
+        return [list(zip(gathered.column("position", hits.ties), hits.scores.tolist(), strict=True))
+                for hits in found]
 
 
 def peak_mb(run) -> float:

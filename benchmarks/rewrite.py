@@ -91,6 +91,8 @@ def translation_contenders(texts: list[str], work: str):
 
 
 def main() -> None:
+    from retrieval.tfidf import BLOCK_ENTRIES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captions", type=int, default=6000)
     parser.add_argument("--translate", type=int, default=256)
@@ -102,7 +104,8 @@ def main() -> None:
         print(f"TF-IDF top {TOP_N} over {len(captions)} captions (captions/s): "
               + ", ".join(f"{n} {r:.0f}" for n, r in rates.items())
               + f"; ratio {rates['tfidf_negatives'] / rates['dense all-pairs']:.2f}x; the dense side holds "
-              f"{len(captions) ** 2 / 1e6:.0f}M scores at once, ours at most {(1 << 22) / 1e6:.0f}M")
+              f"{len(captions) ** 2 / 1e6:.0f}M scores at once, ours one block of at most "
+              f"{BLOCK_ENTRIES / 1e6:.2f}M")
         rng = random.Random(0)
         texts = [rng.choice(captions)[3] for _ in range(args.translate)]
         rates = {name: median_rate(r)

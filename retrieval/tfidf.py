@@ -8,19 +8,19 @@ Augmentations": related images, related texts, TF-IDF hard negatives).
 - The collection is a list of ``CollectionShard``s: one CSR matrix per shard with the identities of its
   rows, written once (``shard_bytes``) and searched one at a time. A query's scores against a shard are a
   sparse product with the shard's transposed matrix (its inverted index: term -> rows), so only rows sharing
-  a term are scored; each shard's top k is merged into the running top k. The merge is exact: a score does
-  not depend on the shard its row sits in, and ties go to the earlier row of the collection (shard order,
-  then row order), as in one matrix.
+  a term are scored; only hits above the query's running floor join its running top, which a partition cuts
+  back to k when it overflows, and which is sorted once at the end. The result is exact: a score does not
+  depend on the shard its row sits in, and ties go to the earlier row of the collection (shard order, then
+  row order), as in one matrix.
 """
 
 from __future__ import annotations
 
 import io
-import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property, reduce
 
@@ -28,6 +28,8 @@ import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+")
 _ROW_BITS = 32  # a hit's tie key: shard position << 32 | row, ordered like the row's collection position
+BLOCK_ENTRIES = 1 << 18  # queries x shard rows scored per sparse product: a block's hit arrays stay small (4M:
+# as fast within noise, 6.4x the peak memory on 100k images; docs/BENCHMARKS.md)
 
 
 def words(text: str) -> list[str]:
@@ -193,20 +195,49 @@ def shard_bytes(shard: CollectionShard) -> bytes:
     return out.getvalue()
 
 
-def shard_from_bytes(data: bytes) -> CollectionShard:
-    from scipy import sparse
+class _StoredColumns(Mapping):
+    """A stored shard's columns, each decoded when first used."""
 
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    matrix = sparse.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
-    columns: dict[str, list] = {}
-    for name, values in arrays.items():
-        kind, _, column = name.partition(":")
-        if kind == "int":
-            columns[column] = values.tolist()
-        elif kind == "str":
-            columns[column] = _Strings(values.tobytes(), arrays[f"ends:{column}"])
-    return CollectionShard(matrix, columns, arrays.get("vectors"))
+    def __init__(self, npz):
+        self.npz, self.decoded = npz, {}
+        self.kinds = {column: kind for kind, _, column in (name.partition(":") for name in npz.files)
+                      if kind in ("int", "str")}
+
+    def __getitem__(self, name: str):
+        if name not in self.decoded:
+            self.decoded[name] = self.npz[f"int:{name}"].tolist() if self.kinds[name] == "int" else \
+                _Strings(self.npz[f"str:{name}"].tobytes(), self.npz[f"ends:{name}"])
+        return self.decoded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.kinds)
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+
+class _StoredShard(CollectionShard):
+    """A shard read from its ``.npz``, each array decoded when first used: a search reads the matrix (and the
+    columns it excludes by), a gather the columns or the vectors it needs (most of a text collection's bytes)."""
+
+    def __init__(self, npz):  # not the dataclass' __init__: the file was written from a checked shard
+        self.npz = npz
+        self.columns = _StoredColumns(npz)
+
+    @cached_property
+    def matrix(self):
+        from scipy import sparse
+
+        return sparse.csr_matrix((self.npz["data"], self.npz["indices"], self.npz["indptr"]),
+                                 shape=tuple(self.npz["shape"]))
+
+    @cached_property
+    def vectors(self) -> np.ndarray | None:
+        return self.npz["vectors"] if "vectors" in self.npz.files else None
+
+
+def shard_from_bytes(data: bytes) -> CollectionShard:
+    return _StoredShard(np.load(io.BytesIO(data), allow_pickle=False))
 
 
 # --- the search ---------------------------------------------------------------------------------------------
@@ -233,101 +264,138 @@ class Hits:
         return list(zip(self.ties.tolist(), self.scores.tolist(), strict=True))
 
 
-@dataclass
-class _Entries:
-    """Hits of many queries as flat arrays, sorted by query, then score (descending), then tie key."""
-
-    queries: np.ndarray
-    ties: np.ndarray
-    scores: np.ndarray
-
-    def top(self, top: int, in_tie_order: bool = False) -> _Entries:
-        """Each query's ``top`` best, ties to the earlier row of the collection (``in_tie_order``: the entries of
-        one query and score already come in the order of their tie keys, and the stable sort keeps it)."""
-        keys = (-self.scores, self.queries) if in_tie_order else (self.ties, -self.scores, self.queries)
-        order = np.lexsort(keys)
-        queries, ties, scores = self.queries[order], self.ties[order], self.scores[order]
-        keep = np.arange(len(queries)) - np.searchsorted(queries, queries) < top
-        return _Entries(queries[keep], ties[keep], scores[keep])
-
-    def merged(self, more: _Entries, top: int) -> _Entries:
-        """``self`` (each query's top) with ``more`` hits of a later shard (larger tie keys, so the concatenation
-        is in tie order for ``top``): only the queries ``more`` has are sorted again."""
-        touched = np.isin(self.queries, more.queries)
-        kept = _Entries(self.queries[~touched], self.ties[~touched], self.scores[~touched])
-        both = kept + (_Entries(self.queries[touched], self.ties[touched], self.scores[touched]) + more).top(
-            top, in_tie_order=True)
-        order = np.argsort(both.queries, kind="stable")  # each query's entries stay in their order
-        return _Entries(both.queries[order], both.ties[order], both.scores[order])
-
-    def __add__(self, other: _Entries) -> _Entries:
-        return _Entries(*(np.concatenate([a, b]) for a, b in
-                          zip((self.queries, self.ties, self.scores), (other.queries, other.ties, other.scores),
-                              strict=True)))
-
-    def floors(self, count: int, top: int) -> np.ndarray:
-        """Per query, the score a new hit needs to enter its top ``top`` (its last one's; 0 while not full)."""
-        floors = np.zeros(count, dtype=self.scores.dtype)
-        full = np.flatnonzero(np.bincount(self.queries, minlength=count) == top)
-        floors[full] = self.scores[np.searchsorted(self.queries, full, side="right") - 1]
-        return floors
-
-    def split(self, count: int) -> list[Hits]:
-        bounds = np.searchsorted(self.queries, np.arange(count + 1))
-        return [Hits(self.ties[a:b], self.scores[a:b]) for a, b in itertools.pairwise(bounds)]
+_EMPTY = -1  # the tie key of an empty slot (its score is 0, below every hit)
 
 
-def _excluded(shard: CollectionShard, exclude_by: Sequence[str], groups: Sequence[Sequence[str]]) -> np.ndarray:
-    """(query << 32 | row) of every shard row sharing an ``exclude_by`` column value with the query (its own
-    sample, ...)."""
-    codes = []
+def _cut(scores: np.ndarray, ties: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of (rows, width) arrays holding more than ``top`` hits, its ``top`` best (in no particular order),
+    ties to the lower tie key: one partition finds each row's ``top``-th score; what reaches it stays, and where
+    more than ``top`` do (hits tie at the cut), the lowest tie keys among those equal to it win."""
+    cut = scores.shape[1] - top  # the top-th largest is the cut-th smallest
+    kth = np.partition(scores, cut, axis=1)[:, cut:cut + 1]
+    keep = scores >= kth
+    tied = np.flatnonzero(np.count_nonzero(keep, axis=1) > top)
+    if len(tied):
+        line, slot = np.nonzero(scores[tied] == kth[tied])  # the entries at the cut
+        order = np.lexsort((ties[tied[line], slot], line))
+        line, slot = line[order], slot[order]
+        counts = np.bincount(line, minlength=len(tied))
+        rank = np.arange(len(line)) - (np.cumsum(counts) - counts)[line]
+        need = top - np.count_nonzero(scores[tied] > kth[tied], axis=1)
+        late = rank >= need[line]
+        keep[tied[line[late]], slot[late]] = False
+    return scores[keep].reshape(-1, top), ties[keep].reshape(-1, top)
+
+
+def _padded(query: np.ndarray, slot: np.ndarray, ties: np.ndarray, scores: np.ndarray,
+            rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hits as (``rows``, most slots) arrays: hit i at [query[i], slot[i]]; empty slots score 0."""
+    width = int(slot.max(initial=-1)) + 1
+    padded_scores, padded_ties = np.zeros((rows, width), dtype=scores.dtype), np.full((rows, width), _EMPTY)
+    padded_scores[query, slot], padded_ties[query, slot] = scores, ties
+    return padded_scores, padded_ties
+
+
+class _RunningTop:
+    """Every query's best ``top`` hits so far, in no particular order, with room for as many again: (queries, 2 top)
+    arrays of scores and tie keys, row q's first ``filled[q]`` slots taken. New hits are appended while the row
+    has room; a row that overflows is cut back to its ``top`` best (``_cut``), so a cut is paid once per ``top``
+    new hits, not once per shard. ``floors[q]``: what a new hit must beat, 0 until the row's first cut, then the
+    worst of its top at that cut (a later hit that ties with it comes later in the collection and loses)."""
+
+    def __init__(self, count: int, top: int, dtype):
+        self.top = top
+        self.scores = np.zeros((count, 2 * top), dtype=dtype)
+        self.ties = np.full((count, 2 * top), _EMPTY, dtype=np.int64)
+        self.filled = np.zeros(count, dtype=np.int64)
+        self.floors = np.zeros(count, dtype=dtype)
+
+    def add(self, query: np.ndarray, ties: np.ndarray, scores: np.ndarray) -> None:
+        """Hits of a later shard than those held, grouped by query, each above its query's floor."""
+        counts = np.bincount(query, minlength=len(self.filled))
+        slot = np.arange(len(query)) - (np.cumsum(counts) - counts)[query]  # its place among its query's new hits
+        over = self.filled + counts > self.scores.shape[1]
+        fits = ~over[query]
+        self.scores[query[fits], self.filled[query[fits]] + slot[fits]] = scores[fits]
+        self.ties[query[fits], self.filled[query[fits]] + slot[fits]] = ties[fits]
+        self.filled[~over] += counts[~over]
+        full = np.flatnonzero(over)
+        if len(full):
+            line = (np.cumsum(over) - 1)[query[~fits]]
+            more_scores, more_ties = _padded(line, slot[~fits], ties[~fits], scores[~fits], len(full))
+            kept_scores, kept_ties = _cut(np.hstack([self.scores[full], more_scores]),
+                                          np.hstack([self.ties[full], more_ties]), self.top)
+            self.scores[full], self.ties[full] = 0, _EMPTY
+            self.scores[full, :self.top], self.ties[full, :self.top] = kept_scores, kept_ties
+            self.filled[full] = self.top
+            self.floors[full] = kept_scores.min(axis=1)
+
+    def hits(self) -> list[Hits]:
+        """Each query's ``top`` hits, best first, ties to the earlier row (one sort, at the end)."""
+        width = int(self.filled.max(initial=0))  # the slots any row has taken; empty ones (score 0) sort last
+        ties, scores = self.ties[:, :width], self.scores[:, :width]
+        order = np.lexsort((ties, -scores), axis=1)
+        ties, scores = np.take_along_axis(ties, order, 1), np.take_along_axis(scores, order, 1)
+        found = np.minimum(self.filled, self.top).tolist()
+        return [Hits(t[:n], s[:n]) for t, s, n in zip(ties, scores, found, strict=True)]
+
+
+def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
+              groups: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(queries, rows): every shard row sharing an ``exclude_by`` column value with the query (its own sample,
+    ...)."""
+    queries, rows = [], []
     for c, name in enumerate(exclude_by):
-        rows: dict = {}
+        by_value: dict = {}
         for i, value in enumerate(shard.columns[name]):
-            rows.setdefault(value, []).append(i)
-        codes += [(q << _ROW_BITS) | i for q, group in enumerate(groups) for i in rows.get(group[c], ())]
-    return np.array(codes, dtype=np.int64)
+            by_value.setdefault(value, []).append(i)
+        for q, group in enumerate(groups):
+            matches = by_value.get(group[c], ())
+            queries += [q] * len(matches)
+            rows += matches
+    return np.array(queries, dtype=np.int64), np.array(rows, dtype=np.int64)
 
 
-def _search_shard(queries, shard: CollectionShard, position: int, top: int, floors: np.ndarray,
-                  exclude_by: Sequence[str], groups: Sequence[Sequence[str]], block_entries: int) -> _Entries:
-    """Per query row, the shard's top ``top`` rows by cosine that score above the query's ``floor`` (0, or the
-    running top's last score once it is full: the shards come in collection order, so a tie with it comes
-    later and cannot enter either); rows sharing an ``exclude_by`` column value
-    with ``groups[q]`` never come back. Scored through the inverted index, in blocks of at most
-    ``block_entries`` scores, each row's ``top``-th best found by a partition of its dense block."""
-    inverted = shard.matrix.T.tocsr()  # term -> rows
-    skip = _excluded(shard, exclude_by, groups) if exclude_by else np.zeros(0, dtype=np.int64)
-    width = shard.matrix.shape[0]
-    rows_per_block = max(1, block_entries // max(1, width))
-    found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
-    for start in range(0, queries.shape[0], rows_per_block):
-        scores = queries[start:start + rows_per_block] @ inverted  # only rows sharing a term
-        local = np.repeat(np.arange(scores.shape[0], dtype=np.int64), np.diff(scores.indptr))
-        query, rows, values = local + start, scores.indices.astype(np.int64), scores.data
-        keep = (values > floors[query]) & ~np.isin((query << _ROW_BITS) | rows, skip)
-        if width > top and np.bincount(local[keep], minlength=1).max() > top:
-            dense = np.zeros((scores.shape[0], width), dtype=values.dtype)
-            dense[local[keep], rows[keep]] = values[keep]
-            keep &= values >= -np.partition(-dense, top - 1, axis=1)[:, top - 1][local]
-        found += _Entries(query[keep], (position << _ROW_BITS) | rows[keep], values[keep]).top(top)
-    return found
+def _beating(scores, floors: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, row, score) of the entries of a block of queries' scores against a shard (CSR, queries x rows,
+    grouped by query) above their query's floor and not ``excluded`` (query * rows + row)."""
+    hit = np.flatnonzero(scores.data > np.repeat(floors, np.diff(scores.indptr)))
+    query = np.searchsorted(scores.indptr, hit, side="right") - 1
+    row = scores.indices[hit].astype(np.int64)
+    if len(excluded) and len(hit):
+        mask = np.zeros(scores.shape[0] * scores.shape[1], dtype=bool)
+        mask[excluded] = True
+        keep = ~mask[query * scores.shape[1] + row]
+        hit, query, row = hit[keep], query[keep], row[keep]
+    return query, row, scores.data[hit]
 
 
 def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Sequence[str] = (),
-           groups: Sequence[Sequence[str]] = (), block_entries: int = 1 << 22) -> list[Hits]:
+           groups: Sequence[Sequence[str]] = (), block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
     """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows of the collection by cosine
     (> 0), best first, ties to the earlier row; rows sharing an ``exclude_by`` column value with ``groups[q]``
-    never come back. The shards are searched in turn (one in memory at a time when ``shards`` loads
-    lazily), each one's top merged into the running top: the same hits as one search over all the rows."""
+    never come back: the same hits as one search over all the rows.
+
+    Each shard is read once (one in memory at a time when ``shards`` loads lazily) and scored against all the
+    queries by sparse products with its transposed matrix (its inverted index: term -> rows, so only rows sharing
+    a term are scored), in blocks of at most ``block_entries`` scores. Only the hits above their query's running
+    floor go on (``_RunningTop``); the tops are sorted once, at the end."""
+    if top < 1:
+        raise ValueError(f"search: top must be at least 1, got {top}")
     count = queries.shape[0]
-    found = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, queries.dtype))
+    running = _RunningTop(count, top, queries.dtype)
     for position, shard in enumerate(shards):
-        more = _search_shard(queries, shard, position, top, found.floors(count, top), exclude_by, groups,
-                             block_entries)
-        if len(more.queries):
-            found = found.merged(more, top)
-    return found.split(count)
+        inverted = shard.matrix.T.tocsr()  # term -> rows
+        width = inverted.shape[1]
+        skip_query, skip_row = _excluded(shard, exclude_by, groups) if exclude_by else (np.zeros(0, np.int64),) * 2
+        step = max(1, block_entries // max(1, width))
+        for start in range(0, count, step):
+            stop = min(count, start + step)
+            inside = (skip_query >= start) & (skip_query < stop)
+            query, row, scores = _beating(queries[start:stop] @ inverted, running.floors[start:stop],
+                                          (skip_query[inside] - start) * width + skip_row[inside])
+            running.add(query + start, (position << _ROW_BITS) | row, scores)
+    return running.hits()
 
 
 @dataclass
@@ -350,22 +418,34 @@ class Gathered:
 
     def rows(self, ties: np.ndarray) -> list[dict]:
         """The identities of ``ties``."""
-        return [self.identities[i] for i in self.at(ties).tolist()]
+        return list(map(self.identities.__getitem__, self.at(ties).tolist()))
+
+    def column(self, name: str, ties: np.ndarray) -> list:
+        """One field of the rows of ``ties`` (for a caller that needs no more: no dict per row)."""
+        return list(map(self.columns[name].__getitem__, self.at(ties).tolist()))
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values: a sort and a neighbour test (numpy 2's ``np.unique`` hashes first, measured 50x
+    slower on 300k tie keys)."""
+    values = np.sort(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
 
 
 def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard], columns: bool = True,
            vectors: bool = False) -> Gathered:
     """The identities (``columns``) and/or ``vectors`` of every hit's row, loading each shard that holds one
     once, in turn."""
-    ties = np.unique(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
+    ties = _distinct(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
     shards, rows = ties >> _ROW_BITS, ties & ((1 << _ROW_BITS) - 1)
     names, out, stacked = None, {}, []
-    for position in np.unique(shards).tolist():
-        shard, these = load(position), rows[shards == position].tolist()
+    for position in _distinct(shards).tolist():
+        first, last = np.searchsorted(shards, [position, position + 1])  # the ties are sorted: so are their shards
+        shard, these = load(position), rows[first:last].tolist()
         if columns:
             names = names or list(shard.columns)
             for name in names:
-                out.setdefault(name, []).extend(shard.columns[name][r] for r in these)
+                out.setdefault(name, []).extend(map(shard.columns[name].__getitem__, these))
         if vectors:
             stacked.append(shard.vectors[these])
     return Gathered(ties, out, np.concatenate(stacked) if stacked else None)

@@ -383,14 +383,14 @@ def caption_document(key: str, source: str, text_index: int, text: str) -> dict:
 
 
 def tfidf_negatives(vectorizer, shards, documents: list[dict], top_n: int,
-                    block_entries: int = 1 << 22) -> list[list[tuple[dict, float]]]:
+                    block_entries: int | None = None) -> list[list[tuple[dict, float]]]:
     """UNIMO App. A: per caption (a ``caption_document``), the ``top_n`` captions of other images most similar
     by TF-IDF cosine, best first, never one of the same words; ``shards`` (``each_shard``, ``load``: a
     ``caption_collection``) are searched one at a time."""
-    from retrieval.tfidf import gather, search
+    from retrieval.tfidf import BLOCK_ENTRIES, gather, search
 
     found = search(vectorizer.transform(documents), shards.each_shard(), top_n, ("key", "words"),
-                   [(d["key"], d["words"]) for d in documents], block_entries)
+                   [(d["key"], d["words"]) for d in documents], block_entries or BLOCK_ENTRIES)
     gathered = gather(found, shards.load)
     return [list(zip(gathered.rows(hits.ties), hits.scores.tolist(), strict=True)) for hits in found]
 

@@ -118,6 +118,22 @@ def test_one_shard_or_many_give_the_same_hits_bit_for_bit(dtype, sorted_terms):
     assert tied  # the copies tie exactly, across shards too
 
 
+
+@pytest.mark.parametrize("parts, block_entries", [(1, 1 << 18), (3, 1 << 18), (7, 1 << 18), (7, 9)])
+def test_hits_tied_at_a_full_tops_cut_go_to_the_earliest_rows(parts, block_entries):
+    """Rows 0-29 tie for the second query; rows 30-59 tie higher for the first, so they enter tops already
+    full of rows 0-29, and only the earliest of them (across shard boundaries) stay."""
+    docs = [{"key": f"k{i}", "text": "red ball box" if i < 30 else "red ball"} for i in range(60)]
+    vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text)
+    queries = [{"key": "k31", "text": "ball red"}, {"key": "elsewhere", "text": "box ball red"}]
+    shards = sharded(vectorizer, docs, parts)
+    found = search(vectorizer.transform(queries), shards.each_shard(), 10, ("key",), [(q["key"],) for q in queries],
+                   block_entries)
+    gathered = gather(found, shards.load)
+    assert [[row["position"] for row in gathered.rows(hits.ties)] for hits in found] == \
+        [[30, *range(32, 41)], list(range(10))]
+    assert [len(set(hits.scores.tolist())) for hits in found] == [1, 1]  # every hit ties with every other
+
 def test_shard_file_keeps_strings_ints_and_vectors():
     from scipy import sparse
 
@@ -181,3 +197,10 @@ def test_beam_build_writes_each_shard_once_and_a_killed_build_resumes_to_the_sam
     remove_others(str(tmp_path / "stats"), newer.folder)  # a collection of an earlier state goes
     left = sorted(str(p.relative_to(tmp_path / "stats")) for p in (tmp_path / "stats").rglob("*") if p.is_file())
     assert left == [f"tfidf-2/{FREQUENCIES}", "tfidf-2/src/00000.npz"]
+
+
+def test_a_top_below_one_is_refused():
+    docs = documents(20)
+    vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text)
+    with pytest.raises(ValueError, match="top must be at least 1, got 0"):
+        search(vectorizer.transform(docs[:2]), sharded(vectorizer, docs, 2).each_shard(), 0)
