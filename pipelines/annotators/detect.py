@@ -216,7 +216,7 @@ class Detector:
         self.dim = sum(branch[0].conv.in_channels for branch in head.cv3)
         self.image_size, self.min_confidence = image_size, min_confidence
         self.max_boxes, self.iou_threshold = max_boxes, iou_threshold
-        self.threads = len(os.sched_getaffinity(0))
+        self.threads = _process_cpus()
 
     def detect(self, images: list, extra_boxes: list[list[list[float]]]) -> list[Detection]:
         """``images``: HWC uint8 RGB arrays; ``extra_boxes``: per image, boxes in input pixels at which
@@ -255,6 +255,11 @@ class Detector:
         return torch.cat(
             [box_means(f, flat / s, image) for f, s in zip(feature_maps, self.strides, strict=True)], dim=1
         )
+
+
+def _process_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the OS has one: a container's or taskset's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager
