@@ -18,13 +18,18 @@ SOURCES = ["coco", "wiki"]
 
 
 @pytest.fixture
-def s3_server(tmp_path):
-    """(endpoint, boto3 client) of a real S3 API server on loopback; it logs every request it answers to
-    ``tmp_path / "s3.log"``."""
+def s3_log(tmp_path_factory):
+    """Where ``s3_server`` logs every request it answers (beside, not in, the test's ``tmp_path``)."""
+    return tmp_path_factory.mktemp("s3") / "requests.log"
+
+
+@pytest.fixture
+def s3_server(s3_log):
+    """(endpoint, boto3 client) of a real S3 API server on loopback."""
     import boto3
 
     port = free_port()
-    log = open(tmp_path / "s3.log", "wb")
+    log = open(s3_log, "wb")
     server = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

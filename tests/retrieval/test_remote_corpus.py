@@ -18,7 +18,7 @@ from retrieval import files
 from retrieval.corpus import Corpus
 from retrieval.query import QueryEngine
 from schemas import layout
-from tests.test_object_store import s3_server  # noqa: F401 (a real S3 API server on loopback)
+from tests.test_object_store import s3_log, s3_server  # noqa: F401 (a real S3 API server on loopback, its log)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def _build_json_gets(log) -> int:
     return len(re.findall(r"GET /corpus/idx/build\.json[ ?]", log.read_text()))  # lines may be coloured
 
 
-def test_an_index_load_reads_build_json_once(s3_server, tmp_path, monkeypatch):  # noqa: F811 (imported)
+def test_an_index_load_reads_build_json_once(s3_server, s3_log, tmp_path, monkeypatch):  # noqa: F811 (imported)
     """Counted by a real S3 API server: a load that copies the index reads build.json once, and once more after
     the copy (the files must still belong to it); a load from a current cache reads it once. The metadata the
     index carries is that file."""
@@ -248,12 +248,12 @@ def test_an_index_load_reads_build_json_once(s3_server, tmp_path, monkeypatch): 
     build_or_update(str(built), parts_of(vectors, 100), IndexConfig(), "m", vectors.shape[1])
     for name in os.listdir(built):
         client.upload_file(str(built / name), "corpus", f"idx/{name}")
-    log, cache = tmp_path / "s3.log", str(tmp_path / "cache")
-    before = _build_json_gets(log)
+    cache = str(tmp_path / "cache")
+    before = _build_json_gets(s3_log)
     copied = SearchIndex.load("s3://corpus/idx", cache)
-    assert _build_json_gets(log) - before == 2
+    assert _build_json_gets(s3_log) - before == 2
     cached = SearchIndex.load("s3://corpus/idx", cache)
-    assert _build_json_gets(log) - before == 3
+    assert _build_json_gets(s3_log) - before == 3
     assert copied.info == cached.info == json.loads((built / "build.json").read_bytes())
     assert cached.search(vectors[:1], 1)[1][0, 0] == 0 and cached.ntotal == 300
     files._filesystem_of.cache_clear()
