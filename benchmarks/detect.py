@@ -95,6 +95,7 @@ def main() -> None:
     warm = make_shard(os.path.join(args.work, "warm"), args.batch_size, seed=1)
     model = YOLO(weights)
     detector = Detector(weights, args.image_size, "cpu", 0.2, 100, 0.7)
+    detector.threads = args.threads  # it runs with its own fixed count (the process' CPUs unless told)
     plain_predict(model, warm, args.batch_size, args.image_size)  # predictor set-up, first-call costs
     annotator(detector, warm, args.batch_size)
 

@@ -35,6 +35,7 @@ from schemas.config import CorpusConfig
 from schemas.tables import REMOVAL_STAGES
 
 STAGE_ORDER = ("ingest", "clean", "detect", "parse", "rewrite", "embed-text", "embed-tags")
+TASK_STAGES = ("pack",)  # stages whose manifest lines are training tasks, not sources
 TOP_TAGS = 15
 EXAMPLES = 6
 THUMB = 128
@@ -208,24 +209,33 @@ def _headline(manifest: dict, tags: dict, rejects: Counter, indexes: list[dict],
 
 def _stages_section(manifest: dict) -> str:
     """Sources x stages: what each stage kept of what it was given (clean: kept/samples; every other stage:
-    written/read, the counts of ``pipelines.results``). Retrieval tables have sections of their own below."""
+    written/read, the counts of ``pipelines.results``), then tasks x pack: a pack line is a training task, not
+    a source. Retrieval tables have sections of their own below."""
     found = manifest["stages"]
     order = [stage for stage in STAGE_ORDER if stage in found] + sorted(set(found) - set(STAGE_ORDER) - {"retrieve"})
-    stages = {stage: found[stage] for stage in order}
-    if not stages:
+    if not order:
         return "<h2>Stages</h2><p class='muted'>no stage has run</p>"
-    sources = sorted({source for entries in stages.values() for source in entries})
+    by_source = {stage: found[stage] for stage in order if stage not in TASK_STAGES}
+    by_task = {stage: found[stage] for stage in order if stage in TASK_STAGES}
+    return (f"<h2>Stages</h2><p class='muted'>per source: output / input of each stage (rejects are below); the "
+            f"stages after clean leave its removals out</p>{_counts_table('source', by_source)}"
+            + (f"<p class='muted'>per training task: samples packed / pack units read</p>"
+               f"{_counts_table('task', by_task)}" if by_task else ""))
+
+
+def _counts_table(line: str, stages: dict[str, dict]) -> str:
+    """A table of ``line`` (source or task) x stage, each cell what the stage kept of that line's input; entries
+    without counts (pack's ``left_out``: what clean removed, by source) are no line."""
+    names = sorted({name for entries in stages.values() for name, entry in entries.items() if "counts" in entry})
     header = "".join(f"<th>{html.escape(stage)}</th>" for stage in stages)
     rows = []
-    for source in sources:
+    for name in names:
         cells = []
         for entries in stages.values():
-            counts = entries.get(source, {}).get("counts")
+            counts = entries.get(name, {}).get("counts")
             cells.append(f"<td class='n'>{_kept(counts)}</td>" if counts else "<td class='n muted'>-</td>")
-        rows.append(f"<tr><td>{html.escape(source)}</td>{''.join(cells)}</tr>")
-    return (f"<h2>Stages</h2><p class='muted'>per source: output / input of each stage (rejects are below); the "
-            f"stages after clean leave its removals out</p>"
-            f"<table><tr><th>source</th>{header}</tr>{''.join(rows)}</table>")
+        rows.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>")
+    return f"<table><tr><th>{line}</th>{header}</tr>{''.join(rows)}</table>"
 
 
 def _kept(counts: dict) -> str:

@@ -107,14 +107,17 @@ def default_cache() -> str:
                                                                                       "indexes"))
 
 
-def local_copy(folder: str, names: Sequence[str], cache: str | None = None) -> str:
+def local_copy(folder: str, names: Sequence[str], cache: str | None = None, proof: bytes | None = None) -> str:
     """A local folder holding ``names`` of ``folder``: ``folder`` itself when local, else a copy under ``cache``
     (one folder per URL), made once. The last of ``names`` is the producer's proof of completeness (written
-    last): a copy whose proof has the remote one's bytes is current; any other is replaced, whole."""
+    last): a copy whose proof has the remote one's bytes is current; any other is replaced, whole. ``proof``:
+    its bytes when the caller has read them already (a current copy then costs no request; a new one reads
+    the proof once more after copying, to see that the files belong together)."""
     if not is_remote(folder):
         return folder.removeprefix("file://")
     target = os.path.join(cache or default_cache(), hashlib.sha256(folder.encode()).hexdigest()[:24])
-    proof = read_bytes(join(folder, names[-1]))
+    if proof is None:
+        proof = read_bytes(join(folder, names[-1]))
     local_proof = os.path.join(target, names[-1])
     if _holds(local_proof, proof):
         return target

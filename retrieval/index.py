@@ -103,15 +103,17 @@ class SearchIndex:
     @classmethod
     def load(cls, folder: str, cache: str | None = None) -> SearchIndex:
         """``folder`` local or a URL; FAISS reads local files, so a remote index is copied once into ``cache``
-        (``retrieval.files.local_copy``, with a sharded build's inverted lists) and loaded from there."""
-        build = files.join(folder, BUILD_FILE)
-        if not files.exists(build):
-            raise ValueError(f"{folder}: no {BUILD_FILE}; build the index with `unicorpus index` first")
-        ivfdata = json.loads(files.read_bytes(build)).get("ivfdata")
-        local = files.local_copy(folder, ((ivfdata,) if ivfdata else ()) + SEARCH_FILES, cache)
-        with open(os.path.join(local, BUILD_FILE)) as f:
-            info = json.load(f)
-        index = read_faiss(local, info.get("ivfdata"))
+        (``retrieval.files.local_copy``, with a sharded build's inverted lists) and loaded from there.
+        ``build.json`` is read once: the metadata and the copy's proof are those bytes, so they cannot come
+        from two builds."""
+        try:
+            proof = files.read_bytes(files.join(folder, BUILD_FILE))
+        except FileNotFoundError:
+            raise ValueError(f"{folder}: no {BUILD_FILE}; build the index with `unicorpus index` first") from None
+        info = json.loads(proof)
+        ivfdata = info.get("ivfdata")
+        local = files.local_copy(folder, ((ivfdata,) if ivfdata else ()) + SEARCH_FILES, cache, proof)
+        index = read_faiss(local, ivfdata)
         apply_search_params(index, info["search_params"])
         return cls(folder, index, pq.read_table(os.path.join(local, IDS_FILE), memory_map=True), info)
 

@@ -71,6 +71,25 @@ def test_report_shows_each_weak_pair_with_its_thumbnail_and_best_sentence(demo):
         assert image.format == "JPEG" and max(image.size) <= 128
 
 
+def test_report_stages_show_sources_and_pack_tasks_in_tables_of_their_own(demo):
+    config, _ = demo
+    page = open(f"{config.output}/report/index.html", encoding="utf-8").read()
+    start = page.index("<h2>Stages")
+    section = page[start:page.index("<h2>", start + 1)]
+    tables = {line: (re.findall(r"<th>([^<]+)</th>", header), re.findall(r"<tr><td>([^<]+)</td>(.*?)</tr>", rows))
+              for line, header, rows in re.findall(r"<table><tr><th>(\w+)</th>(.*?)</tr>(.*?)</table>", section)}
+    assert set(tables) == {"source", "task"}
+    stages = json.loads(open(f"{config.output}/corpus.json").read())["stages"]
+    tasks = {name: entry for name, entry in stages["pack"].items() if "counts" in entry}  # not left_out
+    (stage_names, source_rows), (pack_names, task_rows) = tables["source"], tables["task"]
+    assert "pack" not in stage_names and pack_names == ["pack"]
+    assert [name for name, _ in source_rows] == sorted(config.sources)  # no task among the sources
+    assert {name for name, _ in task_rows} == set(tasks) and "pairs_aligned_40" in tasks
+    for task, cells in task_rows:
+        counts = tasks[task]["counts"]
+        assert cells == f"<td class='n'>{counts['written']}/{counts['read']}</td>"
+
+
 def test_demo_trains_a_tiny_model_on_the_packed_corpus(demo):
     """After pack: `unicorpus train` (UNIMO, --tiny) leaves a checkpoint and TensorBoard logs; the summary
     prints the losses of every task of the 1:1:5 mix."""

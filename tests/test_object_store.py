@@ -18,15 +18,23 @@ SOURCES = ["coco", "wiki"]
 
 
 @pytest.fixture
-def s3_server():
+def s3_log(tmp_path_factory):
+    """Where ``s3_server`` logs every request it answers (beside, not in, the test's ``tmp_path``)."""
+    return tmp_path_factory.mktemp("s3") / "requests.log"
+
+
+@pytest.fixture
+def s3_server(s3_log):
+    """(endpoint, boto3 client) of a real S3 API server on loopback."""
     import boto3
 
     port = free_port()
+    log = open(s3_log, "wb")
     server = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # it logs every request
+        stderr=log,
+    )
     try:
         wait_for_port(port, server)
         endpoint = f"http://127.0.0.1:{port}"
@@ -37,6 +45,7 @@ def s3_server():
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
 
 
 def test_ingest_to_s3_matches_local_disk(mini_corpus, tmp_path, s3_server):

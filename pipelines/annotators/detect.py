@@ -15,6 +15,7 @@ Heavy frameworks (torch, ultralytics, PIL) are imported inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -49,7 +50,10 @@ def import_ultralytics():
     banners (the first-run settings message) out of our output unless the user set ``YOLO_VERBOSE``. After it: undo
     its process-wide monkey patches of ``PIL.Image.open`` (which turns every undecodable image into an
     attempt to pip-install pi-heif, a ModuleNotFoundError offline, breaking the corrupt-image rejects of
-    every stage in the process) and of ``torch.save``.
+    every stage in the process) and of ``torch.save``. torchvision is imported with it: ultralytics' NMS takes
+    torchvision's kernel (a stable sort) only when torchvision is already imported, else its own (an unstable
+    argsort), and saturated scores tie often, so which boxes survive would depend on what the process imported
+    before.
     """
     base = os.path.join(tempfile.gettempdir(), "unicorpus-ultralytics")
     os.environ["YOLO_OFFLINE"] = "1"
@@ -58,6 +62,7 @@ def import_ultralytics():
     os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(base, "matplotlib"))
     import torch
+    import torchvision  # noqa: F401 (see above)
     import ultralytics
     from PIL import Image
     from ultralytics.utils import patches
@@ -211,6 +216,7 @@ class Detector:
         self.dim = sum(branch[0].conv.in_channels for branch in head.cv3)
         self.image_size, self.min_confidence = image_size, min_confidence
         self.max_boxes, self.iou_threshold = max_boxes, iou_threshold
+        self.threads = _process_cpus()
 
     def detect(self, images: list, extra_boxes: list[list[list[float]]]) -> list[Detection]:
         """``images``: HWC uint8 RGB arrays; ``extra_boxes``: per image, boxes in input pixels at which
@@ -223,7 +229,7 @@ class Detector:
 
         letterbox = LetterBox((self.image_size, self.image_size), auto=False, stride=int(max(self.strides)))
         batch = np.ascontiguousarray(np.stack([letterbox(image=image) for image in images]).transpose(0, 3, 1, 2))
-        with torch.inference_mode():  # contiguous NCHW, as predict feeds it
+        with torch.inference_mode(), torch_threads(self.threads):  # contiguous NCHW, as predict feeds it
             x = torch.from_numpy(batch).to(self.device).float().div_(255)
             y, raw = self.network(x)
             feature_maps = raw.get("one2many", raw)["feats"]
@@ -249,6 +255,27 @@ class Detector:
         return torch.cat(
             [box_means(f, flat / s, image) for f, s in zip(feature_maps, self.strides, strict=True)], dim=1
         )
+
+
+def _process_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the OS has one: a container's or taskset's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run with ``count`` torch threads, then restore the process' setting. A CPU convolution's sums run in
+    an order set by the thread count, and the count a process has depends on its history (ultralytics sets
+    ``OMP_NUM_THREADS=1`` when imported first, its ``predict`` sets another), so the detector fixes its own:
+    the CPUs this process may use, the same in every run on one machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def box_means(feature_map, boxes, image):

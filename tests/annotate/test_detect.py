@@ -5,7 +5,10 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -301,3 +304,35 @@ def test_an_undecodable_image_becomes_a_reject(detect_corpus):
     assert (reject["key"], reject["reason"], reject["location"]) == (row["key"], "corrupt_image", "raw/cc/00000.tar")
     assert "UnidentifiedImageError" in reject["detail"] and str(row["image_offset"]) in reject["detail"]
     assert row["key"] not in {r["key"] for r in read_sidecar(root, "ann/detect", "cc")}
+
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_DETECT_IN_A_PROCESS = """
+import pickle, sys
+import torch
+if sys.argv[2] == "torchvision-first":  # as in a process that ran predict() or other stages before
+    import torchvision
+torch.set_num_threads(int(sys.argv[3]))
+from pipelines.runner import RunnerConfig
+from pipelines.stages.detect import run_detect
+with open(sys.argv[1], "rb") as f:
+    config = pickle.load(f)
+run_detect(config, ["cc", "coco"], RunnerConfig(), overwrite=True, show_progress=False)
+"""
+
+
+def test_two_processes_with_different_histories_write_identical_tables(detect_corpus, tmp_path):
+    """Saturated scores tie; ultralytics' NMS breaks ties by whichever implementation the process has
+    imported, and convolutions sum in an order set by the thread count: neither may change the bytes."""
+    config, root = detect_corpus
+    many = dataclasses.replace(config.annotate.detect, image_size=160, min_confidence=0.2, max_boxes=100)
+    with open(tmp_path / "config.pkl", "wb") as f:  # the demo's settings: many boxes with a score of 1.0
+        pickle.dump(dataclasses.replace(config, annotate=dataclasses.replace(config.annotate, detect=many)), f)
+    digests = []
+    for history, threads in (("plain", 2), ("torchvision-first", 1)):
+        env = {**os.environ, "PYTHONPATH": _REPO}
+        done = subprocess.run([sys.executable, "-c", _DETECT_IN_A_PROCESS, str(tmp_path / "config.pkl"), history,
+                               str(threads)], capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        digests.append(tree_digest(os.path.join(root, "ann", "detect")))
+    assert digests[0] == digests[1] and len(digests[0]) > 2

@@ -18,7 +18,7 @@ from retrieval import files
 from retrieval.corpus import Corpus
 from retrieval.query import QueryEngine
 from schemas import layout
-from tests.test_object_store import s3_server  # noqa: F401 (a real S3 API server on loopback)
+from tests.test_object_store import s3_log, s3_server  # noqa: F401 (a real S3 API server on loopback, its log)
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +224,36 @@ def test_processes_copying_one_remote_folder_at_once_all_get_it(s3_server, tmp_p
         got = list(pool.map(_copy_and_read, [cache] * 6, [start] * 6))
     assert {size for _, size in got} == {2_000_000}
     assert len({folder for folder, _ in got}) == 1 and os.listdir(cache) == [os.path.basename(got[0][0])]
+
+
+def _build_json_gets(log) -> int:
+    """GET requests for build.json that the S3 server answered so far."""
+    return len(re.findall(r"GET /corpus/idx/build\.json[ ?]", log.read_text()))  # lines may be coloured
+
+
+def test_an_index_load_reads_build_json_once(s3_server, s3_log, tmp_path, monkeypatch):  # noqa: F811 (imported)
+    """Counted by a real S3 API server: a load that copies the index reads build.json once, and once more after
+    the copy (the files must still belong to it); a load from a current cache reads it once. The metadata the
+    index carries is that file."""
+    from retrieval.index import SearchIndex, build_or_update
+    from schemas.stages import IndexConfig
+    from tests.retrieval.test_index import clustered, parts_of
+
+    endpoint, client = s3_server
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    files._filesystem_of.cache_clear()  # this test's endpoint, not an earlier one's
+    vectors, built = clustered(300, seed=1), tmp_path / "idx"
+    build_or_update(str(built), parts_of(vectors, 100), IndexConfig(), "m", vectors.shape[1])
+    for name in os.listdir(built):
+        client.upload_file(str(built / name), "corpus", f"idx/{name}")
+    cache = str(tmp_path / "cache")
+    before = _build_json_gets(s3_log)
+    copied = SearchIndex.load("s3://corpus/idx", cache)
+    assert _build_json_gets(s3_log) - before == 2
+    cached = SearchIndex.load("s3://corpus/idx", cache)
+    assert _build_json_gets(s3_log) - before == 3
+    assert copied.info == cached.info == json.loads((built / "build.json").read_bytes())
+    assert cached.search(vectors[:1], 1)[1][0, 0] == 0 and cached.ntotal == 300
+    files._filesystem_of.cache_clear()
