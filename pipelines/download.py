@@ -247,7 +247,7 @@ def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise _Failure("timeout", _late(config, body), len(body), retry=True)
+                raise _Failure("timeout", _late(config), len(body), retry=True)
             if sock is not None:
                 sock.settimeout(left)
             chunk = response.raw.read1(min(_CHUNK, config.max_bytes + 1 - len(body)), decode_content=True)
@@ -259,7 +259,7 @@ def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
     except _Failure:
         raise
     except (TimeoutError, ReadTimeoutError) as e:
-        raise _Failure("timeout", _late(config, body), len(body), retry=True) from e  # it was set to the time left
+        raise _Failure("timeout", _late(config), len(body), retry=True) from e  # it was set to the time left
     except Exception as e:  # IncompleteRead, ProtocolError, a reset, a broken chunk or gzip stream
         raise _Failure("truncated", f"{type(e).__name__} after {len(body)} bytes: {_short(e)}", len(body),
                        retry=True) from e
@@ -271,7 +271,7 @@ def _read_body(response, config: DownloadConfig, deadline: float) -> bytes:
                 pass
 
 
-def _late(config: DownloadConfig, body: bytearray) -> str:
+def _late(config: DownloadConfig) -> str:
     """The same words in every run: how much arrived varies with timing (it is the status row's ``bytes``)."""
     return f"read timed out after {config.timeout_s} s"
 

@@ -36,7 +36,7 @@ def _serve(server):
 
 
 def _files(paths: ShardPaths):
-    """Tar and index bytes; rejects and URL statuses less timings (a timeout's detail counts the bytes received)."""
+    """Tar and index bytes; rejects and URL statuses less timings."""
     rejects = [(r["key"], r["reason"], r["location"]) for r in pq.read_table(paths.rejects).to_pylist()]
     statuses = [(r["url"], r["status"], r["attempts"]) for r in pq.read_table(paths.urls).to_pylist()]
     return open(paths.tar, "rb").read(), open(paths.index, "rb").read(), rejects, statuses
