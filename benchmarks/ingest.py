@@ -100,10 +100,10 @@ def main() -> None:
         assert all(written == args.samples for written, _ in rounds), f"{name}: wrote {rounds} of {args.samples}"
     base = median_rate(results["plain loop (PIL + TarWriter)"])
     print(f"{args.samples} samples, {os.cpu_count()} cores, median of {args.repeat} interleaved rounds")
-    print(f"{'contender':40} {'samples/s':>10} {'vs loop':>8}")
+    print(f"{'contender':40} {'samples/s':>10} {'vs loop':>8}  each round (the first includes imports)")
     for name, rounds in results.items():
         rate = median_rate(rounds)
-        print(f"{name:40} {rate:10.0f} {rate / base:7.2f}x")
+        print(f"{name:40} {rate:10.0f} {rate / base:7.2f}x  {' '.join(f'{r:.0f}' for _, r in rounds)}")
     peak = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     )
