@@ -149,7 +149,7 @@ def perceptual_hash(image) -> str:
     return np.packbits(low > (middle[0] + middle[1]) / 2).tobytes().hex()
 
 
-@functools.cache
+@functools.lru_cache(maxsize=512)  # reduced sides: the short one 64-127 px, the long one by aspect: bounded
 def _hash_rows(size: int):
     """The 8 lowest DCT rows of a ``size``-pixel side resampled to 32: ``D @ W``, 8 x ``size``."""
     return _dct_rows() @ _lanczos(size, _HASH_SIZE)
