@@ -15,6 +15,7 @@ import json
 import os
 import random
 import resource
+import statistics
 
 from benchmarks.rounds import interleaved, median_rate
 from schemas.config import ConceptualCaptionsConfig, CorpusConfig, ImageConfig, TextConfig
@@ -80,6 +81,24 @@ def unicorpus_ingest(root: str, out: str, workers: int, shards: int) -> int:
     return result.counts.written
 
 
+def counting_cpu(run, seconds: list[float]):
+    """``run``, appending the CPU seconds of each call (this process and its workers) to ``seconds``: unlike
+    wall time, barely moved by other jobs on the machine."""
+
+    def counted(out: str) -> int:
+        before = _cpu_seconds()
+        done = run(out)
+        seconds.append(_cpu_seconds() - before)
+        return done
+
+    return counted
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20000)
@@ -90,20 +109,22 @@ def main() -> None:
 
     raw = os.path.join(args.work, "raw")
     make_corpus(raw, args.samples)
+    cpu: dict[str, list[float]] = {}
     contenders = {
         "plain loop (PIL + TarWriter)": lambda out: baseline(raw, out),
         "unicorpus ingest, direct, 1 process": lambda out: unicorpus_ingest(raw, out, 1, args.shards),
         "unicorpus ingest, direct, 2 workers": lambda out: unicorpus_ingest(raw, out, 2, args.shards),
     }
-    results = interleaved(contenders, args.repeat, args.work)
+    results = interleaved({name: counting_cpu(run, cpu.setdefault(name, [])) for name, run in contenders.items()},
+                          args.repeat, args.work)
     for name, rounds in results.items():
         assert all(written == args.samples for written, _ in rounds), f"{name}: wrote {rounds} of {args.samples}"
     base = median_rate(results["plain loop (PIL + TarWriter)"])
     print(f"{args.samples} samples, {os.cpu_count()} cores, median of {args.repeat} interleaved rounds")
-    print(f"{'contender':40} {'samples/s':>10} {'vs loop':>8}")
+    print(f"{'contender':40} {'samples/s':>10} {'vs loop':>8} {'CPU ms/sample':>14}  each round's samples/s")
     for name, rounds in results.items():
-        rate = median_rate(rounds)
-        print(f"{name:40} {rate:10.0f} {rate / base:7.2f}x")
+        rate, cpu_ms = median_rate(rounds), 1000 * statistics.median(cpu[name]) / args.samples
+        print(f"{name:40} {rate:10.0f} {rate / base:7.2f}x {cpu_ms:14.2f}  {' '.join(f'{r:.0f}' for _, r in rounds)}")
     peak = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     )

@@ -79,6 +79,23 @@ def test_perceptual_hash_survives_resizing_and_reencoding_but_tells_images_apart
     assert _hamming(original.phash, other.phash) >= 12
 
 
+@pytest.mark.parametrize("shape", [(74, 66), (64, 127), (300, 31), (20, 50)])  # shrunk, and enlarged (< 32)
+def test_hash_resampling_matrix_is_pils_lanczos(shape):
+    """The pHash resamples to 32x32 by a matrix product; it must be the resize it replaced (PIL's Lanczos),
+    within PIL's rounding to 8 bits between its two passes."""
+    import numpy as np
+
+    from pipelines.images import _lanczos
+
+    height, width = shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    grey = (127 + 60 * np.sin(rows / 5.0) * np.cos(cols / 7.0) + 50 * ((rows + cols) % 23 < 9)).astype(np.uint8)
+    pil = np.asarray(Image.fromarray(grey, "L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    ours = _lanczos(height, 32) @ grey @ _lanczos(width, 32).T
+    assert np.abs(pil - ours).max() <= 1.5
+    assert np.abs(pil - ours).mean() < 0.5
+
+
 # --- every PIL mode a real corpus holds, pixel by pixel ------------------------------------------------------
 
 
