@@ -175,10 +175,6 @@ class PackWork(ShardWork):
         self.packer = ShardPacker(self.settings)
         self.packer.setup()
 
-    def teardown(self) -> None:
-        if self.packer is not None:
-            self.packer.close()
-
     def is_done(self, source: str, shard: int, digest: str) -> bool:
         return is_done(self.root, source, shard, digest)
 
