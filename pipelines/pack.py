@@ -22,7 +22,7 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,15 +158,20 @@ class ShardPacker:
 
     # --- one shard --------------------------------------------------------------------------------------
 
-    def pack(self, source: str, shard: int) -> tuple[dict[str, TaskShard], Counter]:
-        """Every configured task's samples and rejects for one raw shard, and the raw samples left out
-        (removed by ``clean``) by reason."""
+    def pack(self, source: str, shard: int) -> tuple[Iterator[tuple[str, TaskShard]], Counter]:
+        """Every configured task's samples and rejects for one raw shard, made one task at a time as they are
+        taken (a shard's samples of every task at once were most of a worker's memory: issue 15), and the raw
+        samples left out (removed by ``clean``) by reason."""
         shard_input = read_shard_input(self.settings.root, source, shard, keep_removed=True)  # left out here, by reason
         rows = shard_input.rows
         left_out = Counter(self.removed[row["key"]] for row in rows if row["key"] in self.removed)
         view = _ShardView(self, shard_input, [row for row in rows if row["key"] not in self.removed])
+        return self._tasks(view), left_out
+
+    def _tasks(self, view: _ShardView) -> Iterator[tuple[str, TaskShard]]:
         try:
-            return {task: view.task(task) for task in self.settings.tasks}, left_out
+            for task in self.settings.tasks:
+                yield task, view.task(task)
         finally:
             view.close()
 

@@ -385,7 +385,7 @@ def test_a_job_reads_of_other_shards_only_the_rows_it_inlines_and_keeps_nothing(
             for shard in raw_shards(config.output, source):
                 reads.clear()
                 tasks, _ = packer.pack(source, shard)
-                out[(source, shard)] = {task: [(s.key, s.members) for s in o.samples] for task, o in tasks.items()}
+                out[(source, shard)] = {task: [(s.key, s.members) for s in o.samples] for task, o in tasks}
                 yield source, shard, list(reads)
         assert vars(packer) == state  # no table, row or open tar of a finished job stays in the worker
         results.append(out)
