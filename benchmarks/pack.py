@@ -132,7 +132,6 @@ def pack_logic(config, shards: int, out: str) -> int:
         tasks, left_out = packer.pack(SOURCE, shard)
         counts = write_packed(root, SOURCE, shard, shard_digest(settings, SOURCE, shard, {}), tasks, left_out)
         done += counts["tasks"]["pairs"]["packed"]
-    packer.close()
     return done
 
 

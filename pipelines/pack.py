@@ -10,7 +10,10 @@ notebook calls ``ShardPacker.pack`` without a pipeline.
   it is a reject naming the table (``missing_row``); a whole missing table stops the run before any
   pipeline starts (``check_inputs``), saying which stage to run.
 - Tables of other shards (the retrieved sentences' phrases, related images with their regions) are read
-  through a small per-worker cache, so that no training worker ever needs random access.
+  for one job at a time and only for the rows it uses (a related image's detect row, raw index row and
+  bytes; a retrieved sentence's parse row), so that no training worker ever needs random access and no
+  packing worker holds more than one shard's worth of rows, however many shards the corpus has (issue 15).
+  A shard's tables are released when its job ends.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +32,6 @@ from pipelines.sidecar_tables import (
     ShardInput,
     raw_shards,
     read_shard_input,
-    read_table_rows,
     sample_texts,
     table_path,
 )
@@ -44,7 +46,6 @@ STAGE = "pack"
 DETECT, PARSE, REWRITE = layout.ann("detect"), layout.ann("parse"), layout.ann("rewrite")
 RELATED_IMAGES, RELATED_TEXTS = (layout.links(name) for name in RESERVED_LINKS)
 IMAGE_MODALITIES = ("pair", "image")
-_CACHE = 8  # tables (and open tars) of other shards a worker keeps: a detect table holds every feature
 
 # Which stage writes each input folder: the hint of a missing table.
 HINTS = {
@@ -127,14 +128,13 @@ def hint(folder: str) -> str:
 
 
 class ShardPacker:
-    """Packs raw shards; ``setup`` loads what every shard shares (removed keys, shard counts) once per worker."""
+    """Packs raw shards; ``setup`` loads what every shard shares (removed keys, shard counts) once per worker.
+    Nothing else outlives a shard's job: its tables and the rows it read of other shards go with its view."""
 
     def __init__(self, settings: PackSettings):
         self.settings = settings
         self.removed: dict[str, str] = {}
         self.shard_counts: dict[str, int] = {}
-        self._tables: OrderedDict = OrderedDict()
-        self._inputs: OrderedDict = OrderedDict()
 
     def setup(self) -> None:
         from pipelines.stages.clean import removed_reasons
@@ -144,67 +144,36 @@ class ShardPacker:
                         for key, reason in removed_reasons(root, source).items()}
         self.shard_counts = {source: len(raw_shards(root, source)) for source in self.settings.sources}
 
-    # --- cached readers of tables of any shard ----------------------------------------------------------
-
-    def _table(self, folder: str, source: str, shard: int, columns: list[str] | None = None) -> list[dict]:
-        cache_key = (folder, source, shard, tuple(columns or ()))
-        if cache_key not in self._tables:
-            path = table_path(self.settings.root, folder, source, shard)
-            if folder == DETECT and columns is None:
-                self._tables[cache_key] = read_detect_rows(path)
-            else:
-                self._tables[cache_key] = read_table_rows(path, columns, f"{hint(folder)} first")
-            if len(self._tables) > _CACHE:
-                self._tables.popitem(last=False)
-        self._tables.move_to_end(cache_key)
-        return self._tables[cache_key]
-
-    def _keyed(self, folder: str, source: str, shard: int) -> dict:
-        """A table of any shard by sample key (ann/detect) or by (key, text_index) (ann/parse)."""
-        cache_key = ("keyed", folder, source, shard)
-        if cache_key not in self._tables:
-            rows = self._table(folder, source, shard)
-            by = (lambda r: r["key"]) if folder == DETECT else (lambda r: (r["key"], r["text_index"]))
-            self._tables[cache_key] = {by(row): row for row in rows}
-            if len(self._tables) > _CACHE:
-                self._tables.popitem(last=False)
-        self._tables.move_to_end(cache_key)
-        return self._tables[cache_key]
-
-    def _raw(self, source: str, shard: int) -> tuple[ShardInput, dict[str, dict]]:
-        if (source, shard) not in self._inputs:
-            shard_input = read_shard_input(self.settings.root, source, shard,
-                                           ["key", "image_format", "image_offset", "image_size"])
-            self._inputs[(source, shard)] = (shard_input, {row["key"]: row for row in shard_input.rows})
-            if len(self._inputs) > _CACHE:
-                self._inputs.popitem(last=False)[1][0].close()
-        self._inputs.move_to_end((source, shard))
-        return self._inputs[(source, shard)]
-
     def _shard_of(self, source: str, key: str) -> int:
         if source not in self.shard_counts:
             self.shard_counts[source] = len(raw_shards(self.settings.root, source))
         return shard_of(key, self.shard_counts[source])
 
-    def close(self) -> None:
-        for shard_input, _ in self._inputs.values():
-            shard_input.close()
-        self._inputs.clear()
-        self._tables.clear()
+    def by_shard(self, links: list[tuple[str, str]]) -> dict[tuple[str, int], set[str]]:
+        """(source, key) pairs of any shards -> the keys wanted of each (source, shard)."""
+        out: dict[tuple[str, int], set[str]] = {}
+        for source, key in links:
+            out.setdefault((source, self._shard_of(source, key)), set()).add(key)
+        return out
 
     # --- one shard --------------------------------------------------------------------------------------
 
-    def pack(self, source: str, shard: int) -> tuple[dict[str, TaskShard], Counter]:
-        """Every configured task's samples and rejects for one raw shard, and the raw samples left out
-        (removed by ``clean``) by reason."""
+    def pack(self, source: str, shard: int) -> tuple[Iterator[tuple[str, TaskShard]], Counter]:
+        """Every configured task's samples and rejects for one raw shard, made one task at a time as they are
+        taken (a shard's samples of every task at once were most of a worker's memory: issue 15), and the raw
+        samples left out (removed by ``clean``) by reason."""
         shard_input = read_shard_input(self.settings.root, source, shard, keep_removed=True)  # left out here, by reason
+        rows = shard_input.rows
+        left_out = Counter(self.removed[row["key"]] for row in rows if row["key"] in self.removed)
+        view = _ShardView(self, shard_input, [row for row in rows if row["key"] not in self.removed])
+        return self._tasks(view), left_out
+
+    def _tasks(self, view: _ShardView) -> Iterator[tuple[str, TaskShard]]:
         try:
-            rows = shard_input.rows
-            left_out = Counter(self.removed[row["key"]] for row in rows if row["key"] in self.removed)
-            view = _ShardView(self, shard_input, [row for row in rows if row["key"] not in self.removed])
-            return {task: view.task(task) for task in self.settings.tasks}, left_out
+            for task in self.settings.tasks:
+                yield task, view.task(task)
         finally:
-            shard_input.close()
+            view.close()
 
 
 class _ShardView:
@@ -213,23 +182,46 @@ class _ShardView:
     def __init__(self, packer: ShardPacker, shard_input: ShardInput, rows: list[dict]):
         self.packer, self.input, self.rows = packer, shard_input, rows
         self.source, self.shard = shard_input.source, shard_input.shard
-        self._by_key: dict[str, dict] = {}
+        self._tables: dict[str, list[dict]] = {}
+        self._by_key: dict[str, dict] = {}  # grouped (``_grouped``) or keyed (``_keyed``) rows of a folder
         self._image_parts: dict[str, tuple] = {}
+
+    def close(self) -> None:
+        self.input.close()
+
+    def _table(self, folder: str) -> list[dict]:
+        """This shard's table of ``folder``, read once per job."""
+        if folder not in self._tables:
+            self._tables[folder] = read_rows(table_path(self.packer.settings.root, folder, self.source, self.shard),
+                                             folder)
+        return self._tables[folder]
 
     def _grouped(self, folder: str, index: Callable[[dict], object]) -> dict[object, list[dict]]:
         """This shard's rows of ``folder`` grouped by ``index`` (rewrites of a caption, links of a query)."""
         if folder not in self._by_key:
             out: dict = {}
-            for row in self.packer._table(folder, self.source, self.shard):
+            for row in self._table(folder):
                 out.setdefault(index(row), []).append(row)
             self._by_key[folder] = out
         return self._by_key[folder]
 
     def detect(self) -> dict[str, dict]:
-        return self.packer._keyed(DETECT, self.source, self.shard)
+        return self._keyed(DETECT)
 
     def parse(self) -> dict[tuple[str, int], dict]:
-        return self.packer._keyed(PARSE, self.source, self.shard)
+        return self._keyed(PARSE)
+
+    def _keyed(self, folder: str) -> dict:
+        if folder not in self._by_key:
+            self._by_key[folder] = {keyed_by(folder, row): row for row in self._table(folder)}
+        return self._by_key[folder]
+
+    def _other_rows(self, folder: str, wanted: dict[tuple[str, int], set[str]]) -> dict[tuple[str, int], dict]:
+        """The rows of ``wanted`` keys in ``folder`` tables of any shards, keyed as ``keyed_by``."""
+        root = self.packer.settings.root
+        return {(source, shard): {keyed_by(folder, row): row for row in
+                                  read_rows(table_path(root, folder, source, shard), folder, keys)}
+                for (source, shard), keys in wanted.items()}
 
     def _location(self, folder: str) -> str:
         return f"{folder}/{self.source}/{layout.table_name(self.shard)}"
@@ -360,11 +352,12 @@ class _ShardView:
         for weak in self.packer.settings.weak:
             if self.source not in weak.images:
                 continue
-            links = [row for row in self.packer._table(layout.links(weak.name), self.source, self.shard)
-                     if row["query_key"] in kept]
+            links = [row for row in self._table(layout.links(weak.name)) if row["query_key"] in kept]
+            parses = self._other_rows(PARSE, self.packer.by_shard(
+                [(link["source"], link["key"]) for link in links if link["key"] not in self.packer.removed]))
             regions_links: dict[tuple, list[dict]] = {}
             if weak.regions:
-                for link in self.packer._table(layout.links(f"{weak.name}-regions"), self.source, self.shard):
+                for link in self._table(layout.links(f"{weak.name}-regions")):
                     regions_links.setdefault((link["query_key"], link["key"], link["text_index"]), []).append(link)
             out.units += len(links)
             for link in sorted(links, key=lambda r: (r["query_key"], r["rank"])):
@@ -376,7 +369,7 @@ class _ShardView:
                                               row["key"]))
                     continue
                 image = self._image_part(row, task)
-                phrases = image if isinstance(image, Reject) else self._phrases(task, row["key"], link)
+                phrases = image if isinstance(image, Reject) else self._phrases(task, row["key"], link, parses)
                 if isinstance(phrases, Reject):
                     out.rejects.append(phrases)
                     continue
@@ -394,11 +387,12 @@ class _ShardView:
                 out.samples.append(sample(key, image_member, link["text"], meta, arrays))
         return out
 
-    def _phrases(self, task: str, image_key: str, link: dict) -> list[dict] | Reject:
-        """The noun phrases of a retrieved sentence, from the ann/parse table of the shard that holds it."""
+    def _phrases(self, task: str, image_key: str, link: dict, parses: dict) -> list[dict] | Reject:
+        """The noun phrases of a retrieved sentence, from the rows ``parses`` read of the ann/parse table of the
+        shard that holds it."""
         source, key = link["source"], link["key"]
         shard = self.packer._shard_of(source, key)
-        row = self.packer._keyed(PARSE, source, shard).get((key, link["text_index"]))
+        row = parses[(source, shard)].get((key, link["text_index"]))
         if row is not None:
             return phrases_of(row)
         return Reject(self.source, f"{PARSE}/{source}/{layout.table_name(shard)}", Reason.MISSING_ROW,
@@ -411,7 +405,11 @@ class _ShardView:
         out, settings = TaskShard(), self.packer.settings.cmcl
         rewrites = self._grouped(REWRITE, lambda row: (row["key"], row["text_index"]))
         related_texts = self._grouped(RELATED_TEXTS, lambda row: (row["query_key"], row["query_text_index"]))
-        related_images = self._grouped(RELATED_IMAGES, lambda row: row["query_key"])
+        pairs = {row["key"] for row in self.rows if row["modality"] == "pair"}
+        related_images = {query: first_kept(links, settings.related_images, self.packer.removed)
+                          for query, links in self._grouped(RELATED_IMAGES, lambda row: row["query_key"]).items()
+                          if query in pairs}
+        images_of = self._related_sources([link for links in related_images.values() for link in links])
         removed = self.packer.removed
         for row, index, text, image, regions, arrays, phrases in self._pair_units(task, out):
             found = rewrites.get((row["key"], index))
@@ -425,7 +423,7 @@ class _ShardView:
                       "score": _round(r["score"])}
                      for r in sorted(related_texts.get((row["key"], index), []), key=lambda r: r["rank"])
                      if r["key"] not in removed][:settings.related_texts]
-            related = self._related_images(task, row["key"], related_images.get(row["key"], []))
+            related = self._related_images(task, row["key"], related_images.get(row["key"], []), images_of)
             if isinstance(related, Reject):
                 out.rejects.append(related)
                 continue
@@ -437,26 +435,41 @@ class _ShardView:
             out.samples.append(sample(key, image, text, meta, arrays + members))
         return out
 
-    def _related_images(self, task: str, query_key: str, links: list[dict]) -> tuple[list[dict], list] | Reject:
-        """The first ``cmcl.related_images`` related images not removed by clean, each inlined as
-        ``related_<i>.<ext>`` with its regions and ``.npy`` members."""
+    def _related_sources(self, links: list[dict]) -> dict[tuple[str, int], tuple[dict, dict]]:
+        """For each (source, shard) holding a related image of ``links``: those images' (format, bytes) and
+        their ann/detect rows, read of that shard alone (its tar closed again: a job may touch every shard)."""
+        wanted = self.packer.by_shard([(link["source"], link["key"]) for link in links])
+        detects = self._other_rows(DETECT, wanted)
+        out = {}
+        for (source, shard), keys in wanted.items():
+            shard_input = read_shard_input(self.packer.settings.root, source, shard,
+                                           ["key", "image_format", "image_offset", "image_size"])
+            try:
+                images = {row["key"]: (row["image_format"], shard_input.image_bytes(row))
+                          for row in shard_input.rows if row["key"] in keys}
+            finally:
+                shard_input.close()
+            out[(source, shard)] = images, detects[(source, shard)]
+        return out
+
+    def _related_images(self, task: str, query_key: str, links: list[dict],
+                        images_of: dict[tuple[str, int], tuple[dict, dict]]) -> tuple[list[dict], list] | Reject:
+        """``links`` (``first_kept``), each inlined as ``related_<i>.<ext>`` with its regions and ``.npy``
+        members, from what ``images_of`` read of their shards."""
         entries, members = [], []
-        for link in sorted(links, key=lambda r: r["rank"]):
-            if len(entries) == self.packer.settings.cmcl.related_images:
-                break
-            if link["key"] in self.packer.removed:
-                continue
+        for link in links:
             source, key, i = link["source"], link["key"], len(entries)
             shard = self.packer._shard_of(source, key)
-            shard_input, rows = self.packer._raw(source, shard)
-            detect = self.packer._keyed(DETECT, source, shard).get(key)
-            if key not in rows or detect is None:
-                folder = layout.raw(source) if key not in rows else f"{DETECT}/{source}"
+            images, detects = images_of[(source, shard)]
+            detect = detects.get(key)
+            if key not in images or detect is None:
+                folder = layout.raw(source) if key not in images else f"{DETECT}/{source}"
                 return Reject(self.source, f"{folder}/{layout.table_name(shard)}", Reason.MISSING_ROW,
                               f"{task}: no {folder} row for the related image {key}", query_key)
             regions, arrays = region_members(detect)
-            member = f"related_{i}.{rows[key]['image_format']}"
-            members += [(member, shard_input.image_bytes(rows[key]))]
+            image_format, data = images[key]
+            member = f"related_{i}.{image_format}"
+            members += [(member, data)]
             members += [(f"related_{i}.{name}", data) for name, data in arrays]
             entries.append({"key": key, "source": source, "score": _round(link["score"]), "member": member,
                             "regions": regions})
@@ -485,6 +498,17 @@ class _ShardView:
 
 
 # --- pure helpers ------------------------------------------------------------------------------------
+
+
+def first_kept(links: list[dict], count: int, removed: dict[str, str]) -> list[dict]:
+    """The first ``count`` links by rank whose item ``clean`` did not remove: the related images a cmcl sample
+    inlines (UNIMO App. A), and the only ones pack reads of other shards."""
+    return [link for link in sorted(links, key=lambda r: r["rank"]) if link["key"] not in removed][:count]
+
+
+def keyed_by(folder: str, row: dict) -> object:
+    """How pack looks a row up: by sample key (ann/detect), by (key, text_index) (ann/parse)."""
+    return row["key"] if folder == DETECT else (row["key"], row["text_index"])
 
 
 def caption_key(sample_key: str, index: int) -> str:
@@ -533,19 +557,39 @@ def region_members(detect_row: dict) -> tuple[dict, list[tuple[str, bytes]]]:
     return meta, arrays
 
 
-def read_detect_rows(path: str) -> list[dict]:
-    """The rows of an ann/detect table with each region's ``feature`` and ``class_probs`` as float32 numpy
-    arrays (or None), read column-wise: ``to_pylist`` makes a Python float of every feature value, which was
-    most of pack's time (benchmarks/pack.py)."""
+def read_rows(path: str, folder: str, keys: set[str] | None = None) -> list[dict]:
+    """The rows of a sidecar table of ``folder`` (ann/detect ones column-wise: ``read_detect_rows``), only
+    those of ``keys`` when given; a ValueError saying which stage to run when it is missing."""
+    table = _read_table(path, folder, keys)
+    return detect_rows(table) if folder == DETECT else table.to_pylist()
+
+
+def read_detect_rows(path: str, keys: set[str] | None = None) -> list[dict]:
+    return read_rows(path, DETECT, keys)
+
+
+def _read_table(path: str, folder: str, keys: set[str] | None):
+    """A whole table, or a copy of the rows of ``keys`` only (the whole one is let go at once)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from schemas.tables import check_version
 
     if not storage.exists(path):
-        raise ValueError(f"no {path}; {hint('ann/detect')} first")
+        raise ValueError(f"no {path}; {hint(folder)} first")
     with storage.open_read(path) as f:
         table = pq.ParquetFile(f).read()
     check_version(table.schema, path)
+    if keys is None:
+        return table
+    return table.filter(pc.is_in(table.column("key"), value_set=pa.array(sorted(keys), pa.string())))
+
+
+def detect_rows(table) -> list[dict]:
+    """The rows of an ann/detect table with each region's ``feature`` and ``class_probs`` as float32 numpy
+    arrays (or None), read column-wise: ``to_pylist`` makes a Python float of every feature value, which was
+    most of pack's time (benchmarks/pack.py)."""
     regions = table.column("regions").combine_chunks()
     starts = regions.offsets.to_numpy()
     children = dict(zip([f.name for f in regions.type.value_type], regions.values.flatten(), strict=True))

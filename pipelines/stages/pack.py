@@ -19,6 +19,7 @@ import re
 import tarfile
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from itertools import pairwise
 
 from pipelines import storage
@@ -70,11 +71,13 @@ def is_done(root: str, source: str, shard: int, digest: str) -> bool:
     return all(storage.exists(paths(root, source, shard, task)) for task, c in tasks.items() if c["packed"])
 
 
-def write_packed(root: str, source: str, shard: int, digest: str, out: dict[str, TaskShard], left_out: Counter) -> dict:
-    """Commit one raw shard: each task's tar (or none when it has no sample), then the rejects table with the
-    digest and counts, last. Returns the counts."""
-    counts = {"tasks": {}, "left_out": dict(sorted(left_out.items()))}
-    for task, shard_out in out.items():
+def write_packed(root: str, source: str, shard: int, digest: str, out: Iterable[tuple[str, TaskShard]],
+                 left_out: Counter) -> dict:
+    """Commit one raw shard: each task's tar (or none when it has no sample) as the task comes, its samples
+    let go once written, then the rejects table with the digest and counts, last. Returns the counts."""
+    counts: dict = {"tasks": {}, "left_out": dict(sorted(left_out.items()))}
+    rejects = {}
+    for task, shard_out in out:
         if shard_out.units != len(shard_out.samples) + len(shard_out.rejects):
             raise RuntimeError(f"pack {task} {source}/{shard}: {shard_out.units} units in, {len(shard_out.samples)} "
                                f"samples and {len(shard_out.rejects)} rejects out")
@@ -84,8 +87,10 @@ def write_packed(root: str, source: str, shard: int, digest: str, out: dict[str,
             storage.delete([tar])  # an earlier run's samples that this one does not pack
         counts["tasks"][task] = {"units": shard_out.units, "packed": len(shard_out.samples), "bytes": size,
                                  "rejected": dict(sorted(Counter(r.reason.value for r in shard_out.rejects).items()))}
+        rejects[task] = shard_out.rejects
+        del shard_out  # its samples go before the next task's are made
     rows = sorted(({"stage": f"{STAGE}/{task}", "source": r.source, "key": r.key, "location": r.location,
-                    "reason": r.reason.value, "detail": r.detail} for task, o in out.items() for r in o.rejects),
+                    "reason": r.reason.value, "detail": r.detail} for task, found in rejects.items() for r in found),
                   key=lambda r: (r["stage"], r["key"] or "", r["location"], r["reason"], r["detail"]))
     path = paths(root, source, shard)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -174,10 +179,6 @@ class PackWork(ShardWork):
     def setup(self) -> None:
         self.packer = ShardPacker(self.settings)
         self.packer.setup()
-
-    def teardown(self) -> None:
-        if self.packer is not None:
-            self.packer.close()
 
     def is_done(self, source: str, shard: int, digest: str) -> bool:
         return is_done(self.root, source, shard, digest)

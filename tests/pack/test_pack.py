@@ -353,3 +353,65 @@ def test_two_worker_processes_pack_the_same_bytes(packed, tmp_path):
 
     expected = packed_files(config.output)
     assert len(expected) > 20 and packed_files(root) == expected
+
+
+def test_a_job_reads_of_other_shards_only_the_rows_it_inlines_and_keeps_nothing(packed, monkeypatch):
+    """Issue 15: a worker's memory must not grow with the corpus. Of another shard a job reads the detect
+    rows of the related images it inlines (``cmcl.related_images`` per pair at most) and the parse rows of
+    its retrieved sentences, never a whole table; nothing outlives the job; and the samples are those packed
+    from whole tables."""
+    import pipelines.pack as logic
+    from pipelines.stages.pack import pack_settings
+
+    _, config, _ = packed
+    settings = dataclasses.replace(pack_settings(config), tasks=("weak_pairs", "cmcl"))
+    real_read_rows, reads = logic.read_rows, []
+
+    def recording(path, folder, keys=None):
+        rows = real_read_rows(path, folder, keys)
+        reads.append((path, folder, keys, len(rows)))
+        return rows
+
+    def whole(path, folder, keys=None):
+        return real_read_rows(path, folder)
+
+    def pack_all(read_rows):
+        monkeypatch.setattr(logic, "read_rows", read_rows)
+        packer = logic.ShardPacker(settings)
+        packer.setup()
+        state = dict(vars(packer))
+        out = {}
+        for source in ("coco", "cc"):
+            for shard in raw_shards(config.output, source):
+                reads.clear()
+                tasks, _ = packer.pack(source, shard)
+                out[(source, shard)] = {task: [(s.key, s.members) for s in o.samples] for task, o in tasks}
+                yield source, shard, list(reads)
+        assert vars(packer) == state  # no table, row or open tar of a finished job stays in the worker
+        results.append(out)
+
+    results: list = []
+    gone, limit = removed(config.output), settings.cmcl.related_images
+    related_reads = parse_reads = read_rows = whole_rows = 0
+    for source, shard, job_reads in pack_all(recording):
+        pairs = [row for row in read_shard_input(config.output, source, shard).rows if row["modality"] == "pair"]
+        links = pq.read_table(f"{config.output}/links/related-images/{source}/{shard:05d}.parquet").to_pylist()
+        inlined = {link["key"] for row in pairs
+                   for link in logic.first_kept([r for r in links if r["query_key"] == row["key"]], limit, gone)}
+        for path, folder, keys, count in job_reads:
+            if keys is None:  # the job's own tables
+                assert f"/{source}/{shard:05d}.parquet" in path
+                continue
+            assert count <= len(keys), path
+            read_rows += count
+            whole_rows += pq.read_metadata(path).num_rows
+            if folder == "ann/detect":
+                assert keys <= inlined and len(keys) <= limit * len(pairs)
+                related_reads += 1
+            else:
+                assert folder == "ann/parse" and not keys & set(gone)
+                parse_reads += 1
+    assert related_reads and parse_reads and read_rows < whole_rows
+    for _ in pack_all(whole):
+        pass
+    assert results[0] == results[1]
