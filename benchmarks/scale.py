@@ -299,7 +299,13 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(result, f, indent=1)
     print(format_table(result))
     print(f"\nmeasurements: {args.out}")
-    return 0 if all(math.isfinite(g["time_exponent"] or math.nan) for g in result["growth"].values()) else 1
+    return exit_code(result)
+
+
+def exit_code(result: dict) -> int:
+    """0 when every stage's time exponent was fitted (0.0, a flat stage, is a fit), else 1."""
+    fitted = [g["time_exponent"] for g in result["growth"].values()]
+    return 0 if all(e is not None and math.isfinite(e) for e in fitted) else 1
 
 
 if __name__ == "__main__":

@@ -76,6 +76,17 @@ def test_growth_exponent_of_known_power_laws():
     assert scale.exponent(sizes, [1.0, None, 2.0]) is None
 
 
+def test_a_flat_stage_is_a_fit_and_a_missing_exponent_is_not():
+    """A stage whose time does not change over the sizes has exponent 0.0 (or -0.0 after rounding): the run
+    succeeded; a stage with no exponent (a value missing) fails it."""
+    def result_with(*exponents):
+        return {"growth": {f"s{i}": {"time_exponent": e} for i, e in enumerate(exponents)}}
+
+    assert scale.exit_code(result_with(0.0, -0.0, 0.4)) == 0
+    assert scale.exit_code(result_with(0.4, None)) == 1
+    assert scale.exit_code(result_with(math.nan)) == 1
+
+
 def test_written_bytes_counts_new_and_changed_files_only(tmp_path):
     (tmp_path / "kept").write_bytes(b"x" * 10)
     (tmp_path / "changed").write_bytes(b"y" * 5)
