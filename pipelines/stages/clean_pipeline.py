@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import pickle
 from collections import Counter
+from collections.abc import Container
 from dataclasses import astuple, dataclass
 from functools import partial
 
@@ -127,18 +128,20 @@ def run_clean_pipeline(config: CorpusConfig, runner: RunnerConfig) -> list[Clean
 # --- pure steps ------------------------------------------------------------------------------------
 
 
-def shard_nodes(config: CorpusConfig, evalsets: list[EvalSet], paths, number: int) -> list[Node]:
-    """The samples of shard index ``paths[number]`` as nodes, with their own contaminations (decided per
-    shard against the evaluation sets)."""
+def shard_nodes(config: CorpusConfig, evalsets: list[EvalSet], paths, number: int,
+                wanted: Container[int] | None = None) -> list[Node]:
+    """The samples of shard index ``paths[number]`` as nodes (only the ids in ``wanted`` when given), with
+    their own contaminations (decided per sample against the evaluation sets: only for the nodes made)."""
     name, path = paths[number]
-    rows = read_index(path, name)
+    rows = [(node_id(number, n), row) for n, row in enumerate(read_index(path, name))]
+    if wanted is not None:
+        rows = [(id, row) for id, row in rows if id in wanted]
     position = list(config.sources).index(name)
     found: dict[str, list[Contamination]] = {}
-    for c in find_contamination((ref_of(row, config) for row in rows), evalsets,
+    for c in find_contamination((ref_of(row, config) for _, row in rows), evalsets,
                                 config.clean.near_duplicate_distance):
         found.setdefault(c.key, []).append(c)
-    return [Node(node_id(number, n), item_of(row, position), row.shard, tuple(found.get(row.key, ())))
-            for n, row in enumerate(rows)]
+    return [Node(id, item_of(row, position), row.shard, tuple(found.get(row.key, ()))) for id, row in rows]
 
 
 def scan_shard(config: CorpusConfig, evalsets: list[EvalSet], paths, number: int):
@@ -200,9 +203,8 @@ def resolve_component(nodes: list[Node], distance: int) -> tuple[dict[tuple[str,
 def members_of_shard(config: CorpusConfig, evalsets: list[EvalSet], paths, number: int, members):
     """``(component, node)`` of every ``(id, component)`` of shard index ``number`` in the graph."""
     component_of = dict(members)
-    for node in shard_nodes(config, evalsets, paths, number):
-        if node.id in component_of:
-            yield component_of[node.id], node
+    for node in shard_nodes(config, evalsets, paths, number, component_of):
+        yield component_of[node.id], node
 
 
 # --- Beam shells -----------------------------------------------------------------------------------
