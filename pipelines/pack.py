@@ -558,14 +558,10 @@ def region_members(detect_row: dict) -> tuple[dict, list[tuple[str, bytes]]]:
 
 
 def read_rows(path: str, folder: str, keys: set[str] | None = None) -> list[dict]:
-    """The rows of a sidecar table of ``folder`` (ann/detect ones column-wise: ``read_detect_rows``), only
+    """The rows of a sidecar table of ``folder`` (ann/detect ones column-wise: ``detect_rows``), only
     those of ``keys`` when given; a ValueError saying which stage to run when it is missing."""
     table = _read_table(path, folder, keys)
     return detect_rows(table) if folder == DETECT else table.to_pylist()
-
-
-def read_detect_rows(path: str, keys: set[str] | None = None) -> list[dict]:
-    return read_rows(path, DETECT, keys)
 
 
 def _read_table(path: str, folder: str, keys: set[str] | None):

@@ -129,7 +129,7 @@ def test_pack_config_defaults_are_every_task_and_the_papers_ratios(tmp_path):
 
 
 def test_detect_rows_read_column_wise_equal_the_plain_rows(tmp_path):
-    from pipelines.pack import read_detect_rows
+    from pipelines.pack import DETECT, read_rows
     from pipelines.raw_shard import write_table
     from pipelines.sidecar_tables import read_table_rows
     from schemas.tables import ANN_DETECT
@@ -144,7 +144,7 @@ def test_detect_rows_read_column_wise_equal_the_plain_rows(tmp_path):
             {"key": "c", "source": "s", "width": 5, "height": 6, "regions": [region(2, [4.0, 5.0, 6.0], None)]}]
     path = str(tmp_path / "00000.parquet")
     write_table(path, rows, ANN_DETECT)
-    fast, plain = read_detect_rows(path), read_table_rows(path)
+    fast, plain = read_rows(path, DETECT), read_table_rows(path)
     assert [r["key"] for r in fast] == ["a", "b", "c"] and [len(r["regions"]) for r in fast] == [2, 0, 1]
     for x_row, y_row in zip(fast, plain, strict=True):
         for x, y in zip(x_row["regions"], y_row["regions"], strict=True):
@@ -154,4 +154,4 @@ def test_detect_rows_read_column_wise_equal_the_plain_rows(tmp_path):
             for name in ("feature", "class_probs"):
                 assert (x[name] is None and y[name] is None) or x[name].tolist() == y[name]
     with pytest.raises(ValueError, match="annotate detect"):
-        read_detect_rows(str(tmp_path / "00001.parquet"))
+        read_rows(str(tmp_path / "00001.parquet"), DETECT)
