@@ -1,0 +1,44 @@
+"""The pure parts of the related-items scale benchmark: the config it runs, and recall against exact links
+read back from real parquet tables."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from benchmarks.related_scale import links, recall, settings_config
+
+
+def test_settings_config_asks_for_one_kind_of_related_items_with_the_cap(tmp_path):
+    config = tmp_path / "corpus.yaml"
+    config.write_text(yaml.safe_dump({"output": "corpus", "retrieval": {"retrieve": {"weak_pairs": [{"name": "w"}]},
+                                                                        "embed": {"model": "m"}}}))
+    for postings, name in ((None, "related-texts-exact.yaml"), (300, "related-texts-300.yaml")):
+        path = settings_config(str(config), "related-texts", postings)
+        written = yaml.safe_load(open(path))
+        assert path.endswith(name)
+        assert written["retrieval"]["retrieve"] == {"weak_pairs": [], "related_images_queries": [],
+                                                    "related_texts_postings": postings}
+        assert written["output"] == "corpus" and written["retrieval"]["embed"] == {"model": "m"}
+
+
+def _table(folder, rows):
+    folder.mkdir(parents=True)
+    columns = ("query_source", "query_key", "query_text_index", "key", "source", "text_index")
+    pq.write_table(pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)}), folder / "00000.parquet")
+
+
+def test_recall_is_the_share_of_exact_links_found_per_query(tmp_path):
+    exact = [("cc", "a", 0, "x", "cc", 0), ("cc", "a", 0, "y", "cc", 1), ("cc", "a", 1, "x", "cc", 0),
+             ("cc", "b", 0, "z", "books", 0)]
+    capped = [("cc", "a", 0, "y", "cc", 1), ("cc", "a", 1, "y", "cc", 1), ("cc", "b", 0, "z", "books", 0)]
+    _table(tmp_path / "exact", exact)
+    _table(tmp_path / "capped", capped)
+    identity = ("key", "source", "text_index")
+    truth = links(str(tmp_path / "exact"), identity)
+    assert truth[("cc", "a", 0)] == {("x", "cc", 0), ("y", "cc", 1)}
+    # a/0 keeps y (1 of 2), a/1 loses x (x is a/0's, not a/1's: by query), b/0 keeps z: 2 of 4
+    assert recall(links(str(tmp_path / "capped"), identity), truth) == 0.5
+    assert recall(truth, truth) == 1.0
+    assert recall(truth, links(str(tmp_path / "missing"), identity)) is None
