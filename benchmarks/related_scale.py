@@ -7,7 +7,8 @@ at most N rows), the retrieve command runs on a copy of the corpus config asking
 measured as the scale benchmark measures a stage (CPU seconds of the process tree, peak memory of the
 largest worker); its links table is kept under ``W/size-S/<kind>-<setting>/``. Reported: CPU seconds, their
 growth exponent over the sizes, and recall@k against the exact search: of each query's exact links, the
-share the capped search also gave (the rows compared by identity, not by rank).
+share the capped search also gave, by identity, and counting ties (an exact link found as itself or as
+another row of the same score: related images tie by the hundred, equal bags of labels).
 
     python -m benchmarks.related_scale --work W --sizes 10000 30000 --postings 1000 4000
 """
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import asdict
 
 import pyarrow.parquet as pq
@@ -50,22 +52,33 @@ def settings_config(config: str, kind: str, postings: int | None) -> str:
     return path
 
 
-def links(folder: str, identity: tuple[str, ...]) -> dict[tuple, set[tuple]]:
-    """Each query's linked rows (by ``identity``) in a links/ table folder."""
-    out: dict[tuple, set[tuple]] = {}
+def links(folder: str, identity: tuple[str, ...]) -> dict[tuple, dict[tuple, float]]:
+    """Each query's linked rows (by ``identity``) and their scores in a links/ table folder."""
+    out: dict[tuple, dict[tuple, float]] = {}
     if not os.path.isdir(folder):
         return out
-    for row in pq.read_table(folder, columns=[*QUERY, *identity]).to_pylist():
-        out.setdefault(tuple(row[c] for c in QUERY), set()).add(tuple(row[c] for c in identity))
+    for row in pq.read_table(folder, columns=[*QUERY, *identity, "score"]).to_pylist():
+        out.setdefault(tuple(row[c] for c in QUERY), {})[tuple(row[c] for c in identity)] = row["score"]
     return out
 
 
-def recall(found: dict[tuple, set[tuple]], truth: dict[tuple, set[tuple]]) -> float | None:
-    """Of the exact links, the share also found (over all queries); None without exact links."""
+def _found(found: dict[tuple, float], truth: dict[tuple, float]) -> tuple[int, int]:
+    """(exact links found as themselves, and with ties: the rest matched to other found rows of equal score)."""
+    same = truth.keys() & found.keys()
+    scores = Counter(round(score, 6) for row, score in found.items() if row not in same)
+    tied = Counter(round(score, 6) for row, score in truth.items() if row not in same) & scores
+    return len(same), len(same) + sum(tied.values())
+
+
+def recall(found: dict[tuple, dict], truth: dict[tuple, dict]) -> dict[str, float] | None:
+    """Of the exact links (over all queries), the share found: by identity, and counting ties; None without
+    exact links."""
     total = sum(len(rows) for rows in truth.values())
     if not total:
         return None
-    return round(sum(len(rows & found.get(query, set())) for query, rows in truth.items()) / total, 4)
+    counts = [_found(found.get(query, {}), rows) for query, rows in truth.items()]
+    return {"identity": round(sum(c[0] for c in counts) / total, 4),
+            "with_ties": round(sum(c[1] for c in counts) / total, 4)}
 
 
 def run_size(folder: str, samples: int, postings: list[int | None], workers: int) -> list[dict]:
