@@ -384,12 +384,22 @@ def _heaviest(inverted, keep: int):
 
 
 def _rescored(candidates, queries, matrix):
-    """``candidates`` (queries x rows, CSR) with each entry's exact score: the query row times the shard row
-    (summed in another order than the full product: equal to its score within the last bit)."""
-    query = np.repeat(np.arange(candidates.shape[0]), np.diff(candidates.indptr))
-    candidates.data = np.asarray(queries[query].multiply(matrix[candidates.indices]).sum(axis=1),
-                                 dtype=candidates.dtype).ravel()
-    return candidates
+    """The exact scores of the ``candidates`` (queries x rows, CSR; their values are ignored): one product of
+    the queries with the rows any of them names (the full product restricted to those rows: the same bits),
+    kept where named."""
+    from scipy import sparse
+
+    named = _distinct(candidates.indices)
+    few = len(named) < matrix.shape[0] // 2  # else the whole shard costs less than cutting it
+    scores = queries @ (matrix[named] if few else matrix).T.tocsr()
+    rows = named[scores.indices] if few else scores.indices
+    width = matrix.shape[0]
+    query = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
+    named_pairs = np.zeros(scores.shape[0] * width, dtype=bool)
+    named_pairs[np.repeat(np.arange(candidates.shape[0]), np.diff(candidates.indptr)) * width + candidates.indices] = 1
+    keep = named_pairs[query * width + rows]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(query[keep], minlength=scores.shape[0]))])
+    return sparse.csr_matrix((scores.data[keep], rows[keep], indptr), shape=(scores.shape[0], width))
 
 
 def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
