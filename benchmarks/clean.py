@@ -65,7 +65,8 @@ class ProcessPeaks:
 
 @contextmanager
 def local_cluster():
-    """Beam's job service and worker pool on 127.0.0.1 (``pipelines.local_cluster``): the portable runner."""
+    """Beam's job service and worker pool on 127.0.0.1 (``pipelines.local_cluster``): the portable runner's
+    config and the services' pids (whose memory and CPU a benchmark reads)."""
     from pipelines.runner import RunnerConfig
     from tests.conftest import free_port, wait_for_port
 
@@ -76,8 +77,9 @@ def local_cluster():
     try:
         for process, port in zip(processes, ports.values(), strict=True):
             wait_for_port(port, process)
-        yield RunnerConfig("portable", job_endpoint=f"127.0.0.1:{ports['job-service']}",
-                           worker_pool=f"127.0.0.1:{ports['worker-pool']}")
+        yield (RunnerConfig("portable", job_endpoint=f"127.0.0.1:{ports['job-service']}",
+                            worker_pool=f"127.0.0.1:{ports['worker-pool']}"),
+               {service: process.pid for service, process in zip(ports, processes, strict=True)})
     finally:
         for process in processes:
             os.killpg(process.pid, signal.SIGTERM)
@@ -94,7 +96,7 @@ def clean_once(way: str, root: str, shards: int, workers: int) -> dict:
     config = indexes_config(root, shards)
     with ProcessPeaks() as peaks:
         if way == "portable":
-            with local_cluster() as runner:
+            with local_cluster() as (runner, _):
                 started = time.perf_counter()
                 results = run_clean_pipeline(config, runner)
                 seconds = time.perf_counter() - started

@@ -6,7 +6,10 @@ with ``--workers N`` (Beam's DirectRunner in multi-processing mode) where the co
 size: wall time, CPU seconds (the stage process and its workers), samples/s, peak memory of the launching
 process and of the largest worker, and the bytes the stage wrote. Per stage over the sizes: the growth
 exponent of time and memory (slope of a least-squares line through log(value) vs log(size)) and the ratio of
-worker memory at the largest size to the next one.
+worker memory at the largest size to the next one. With ``--runner portable`` each stage that takes
+``--runner`` is sent to a Beam job service and an EXTERNAL worker pool started for it alone
+(``pipelines.local_cluster``): its workers are the pool's SDK worker processes, and the job service (which
+holds the data between steps, as an engine's shuffle would) is measured apart.
 
 Memory is the kernel's high-water mark of resident memory (``VmHWM`` in ``/proc/PID/status``, so Linux only),
 read every ``POLL_S`` seconds from the stage process ("launcher") and from each of its descendants
@@ -16,6 +19,7 @@ process' CPU is missed). The model stages use the offline models of the tests an
 (``pipelines/minicorpus/models.py``: a tiny random-weight YOLO and Marian pairs; the real spaCy sm and MiniLM).
 
     python -m benchmarks.scale --sizes 2000 20000 200000 --out benchmarks/results/scale.json
+    python -m benchmarks.scale --sizes 10000 100000 --stages ingest clean --runner portable
 """
 
 from __future__ import annotations
@@ -63,18 +67,21 @@ class Measurement:
     worker_peak_mb: float | None  # None: the stage started no worker process
     descendants_seen: int
     output_bytes: int  # bytes of the files the stage created or changed under the corpus output
+    service_peak_mb: float | None = None  # the job service of a portable run (None: the stage ran without one)
 
 
-def command_flags(words: list[str], workers: int, overwrite: bool = False) -> list[str]:
-    """``--workers N``, ``--quiet`` and (to measure a stage again on a kept corpus) ``--overwrite`` for the
-    commands that take them (read from the command's own help, so a stage that gains an option is measured
-    with it)."""
+def command_flags(words: list[str], workers: int, overwrite: bool = False, runner: str = "direct") -> list[str]:
+    """``--workers N`` (or ``--runner portable``), ``--quiet`` and (to measure a stage again on a kept corpus)
+    ``--overwrite`` for the commands that take them (read from the command's own help, so a stage that gains
+    an option is measured with it). A portable stage's endpoints are added when its services start."""
     from cli.main import main
 
     text = io.StringIO()
     with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
         main([*words, "--help"])
-    wanted = {"--workers": ["--workers", str(workers)], "--quiet": ["--quiet"]}
+    wanted = ({"--workers": ["--workers", str(workers)]} if runner == "direct"
+              else {"--job-endpoint": ["--runner", runner]})
+    wanted["--quiet"] = ["--quiet"]
     if overwrite:
         wanted["--overwrite"] = ["--overwrite"]
     return [word for option, words in wanted.items() if option in text.getvalue() for word in words]
@@ -153,21 +160,49 @@ def written_bytes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int
     return sum(size for path, (size, mtime) in after.items() if before.get(path) != (size, mtime))
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """User + system seconds of one process so far (not of its children)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def run_stage(stage: str, config: str, output: str, samples: int, flags: list[str]) -> Measurement:
-    """Run one stage's command to completion and measure it; a failing stage stops the benchmark."""
+    """Run one stage's command to completion and measure it; a failing stage stops the benchmark. A stage
+    sent to the portable runner gets a job service and worker pool of its own, so their peaks are its own."""
+    if "--runner" not in flags:
+        return measure_stage(stage, config, output, samples, flags, {})
+    from benchmarks.clean import local_cluster
+
+    with local_cluster() as (cluster, services):
+        endpoints = ["--job-endpoint", cluster.job_endpoint, "--worker-pool", cluster.worker_pool]
+        return measure_stage(stage, config, output, samples, [*flags, *endpoints], services)
+
+
+def measure_stage(stage: str, config: str, output: str, samples: int, flags: list[str],
+                  services: dict[str, int]) -> Measurement:
+    """One stage's command measured with the running ``services`` (name -> pid): the worker pool's SDK workers
+    count as workers, the job service apart, and their CPU from the stage's start on."""
     before = file_sizes(output)
+    idle_cpu = sum(own_cpu_seconds(pid) for pid in services.values())
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "cli.main", *STAGES[stage], "--config", config, *flags],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tree = ProcessTree(process.pid)
+    service_trees = {name: ProcessTree(pid) for name, pid in services.items()}
     log, _ = process.communicate()
-    tree.stop()
+    for watched in [tree, *service_trees.values()]:
+        watched.stop()
     wall = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"{stage} on {config} exited {process.returncode}:\n{log[-4000:]}")
-    return Measurement(stage, samples, round(wall, 3), round(tree.cpu_seconds, 3), round(samples / wall, 3),
-                       round(tree.launcher, 1), round(max(tree.workers.values()), 1) if tree.workers else None,
-                       len(tree.workers), written_bytes(before, file_sizes(output)))
+    workers = {**tree.workers, **(service_trees["worker-pool"].workers if services else {})}
+    cpu = tree.cpu_seconds + sum(t.cpu_seconds for t in service_trees.values()) - idle_cpu
+    return Measurement(stage, samples, round(wall, 3), round(cpu, 3), round(samples / wall, 3),
+                       round(tree.launcher, 1), round(max(workers.values()), 1) if workers else None,
+                       len(workers), written_bytes(before, file_sizes(output)),
+                       round(service_trees["job-service"].launcher, 1) if services else None)
 
 
 def model_sections(folder: str, seed: int) -> dict:
@@ -244,14 +279,15 @@ def growth(runs: list[dict], stages: list[str]) -> dict[str, dict]:
 
 def format_table(result: dict) -> str:
     """The measurements per stage and size, then the exponents per stage (markdown)."""
-    lines = ["| stage | samples | wall s | CPU s | samples/s | launcher MB | worker MB | output MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| stage | samples | wall s | CPU s | samples/s | launcher MB | worker MB | job service MB | output MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for stage in result["growth"]:
         for run in result["runs"]:
             m = next(m for m in run["stages"] if m["stage"] == stage)
-            worker = "-" if m["worker_peak_mb"] is None else f"{m['worker_peak_mb']:.0f}"
+            worker, service = ("-" if m.get(name) is None else f"{m[name]:.0f}"
+                               for name in ("worker_peak_mb", "service_peak_mb"))
             lines.append(f"| {stage} | {m['samples']:,} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | "
-                         f"{m['samples_per_s']:,.1f} | {m['launcher_peak_mb']:.0f} | {worker} | "
+                         f"{m['samples_per_s']:,.1f} | {m['launcher_peak_mb']:.0f} | {worker} | {service} | "
                          f"{m['output_bytes'] / MB:,.2f} |")
     lines += ["", "| stage | time exp. | CPU exp. | launcher mem. exp. | worker mem. exp. | worker mem. "
               "largest/middle | output exp. | marginal CPU ms/sample | marginal bytes/sample |",
@@ -265,7 +301,7 @@ def format_table(result: dict) -> str:
 
 
 def run_benchmark(out: str, sizes: list[int], stages: list[str], workers: int, seed: int,
-                  reuse: bool = False) -> dict:
+                  reuse: bool = False, runner: str = "direct") -> dict:
     """Every size in increasing order, the stages in pipeline order; the measurements and their growth."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -276,24 +312,27 @@ def run_benchmark(out: str, sizes: list[int], stages: list[str], workers: int, s
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     sections = {} if reuse or set(stages) <= set(MODEL_FREE) else model_sections(out, seed)
-    flags = {stage: command_flags(STAGES[stage], workers, overwrite=reuse) for stage in stages}
+    flags = {stage: command_flags(STAGES[stage], workers, overwrite=reuse, runner=runner) for stage in stages}
     runs = [run_size(out, n, stages, sections, seed, flags, reuse) for n in sorted(set(sizes))]
-    return {"sizes": sorted(set(sizes)), "workers": workers, "seed": seed, "reused": reuse, "cpus": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()], "runs": runs, "growth": growth(runs, stages)}
+    return {"sizes": sorted(set(sizes)), "runner": runner, "workers": workers, "seed": seed, "reused": reuse,
+            "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()], "runs": runs,
+            "growth": growth(runs, stages)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 3000, 30000], help="samples per corpus")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), help=f"some of {list(STAGES)}")
-    parser.add_argument("--workers", type=int, default=2, help="Beam worker processes of each stage")
+    parser.add_argument("--workers", type=int, default=2, help="Beam worker processes of each stage (direct)")
+    parser.add_argument("--runner", choices=["direct", "portable"], default="direct",
+                        help="portable: each stage through its own job service and EXTERNAL worker pool")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="bench-scale", help="folder for the corpora (replaced per size)")
     parser.add_argument("--out", default="benchmarks/results/scale.json", help="JSON of every measurement")
     parser.add_argument("--reuse", action="store_true",
                         help="measure --stages again (with --overwrite) on the corpora an earlier run left in --work")
     args = parser.parse_args(argv)
-    result = run_benchmark(args.work, args.sizes, args.stages, args.workers, args.seed, args.reuse)
+    result = run_benchmark(args.work, args.sizes, args.stages, args.workers, args.seed, args.reuse, args.runner)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

@@ -11,7 +11,8 @@
 The features are inferred from every sample's ``json`` member (the raw index holds it verbatim, so no tar is
 read): keys are the union over all of a source's samples, types unified (null and integer -> integer,
 integer and float -> float); two samples that disagree otherwise (a string here, a number there) are an
-error naming the source. Plain functions over pyarrow and FileSystems; both files are deterministic.
+error naming the source. One shard's members are held at a time (a source of 500M sentences would not fit
+the launching process otherwise). Plain functions over pyarrow and FileSystems; both files are deterministic.
 """
 
 from __future__ import annotations
@@ -47,18 +48,33 @@ def write_sizes(root: str, source: str) -> str:
 
 
 def json_shape(root: str, source: str) -> tuple[pa.DataType, list[str]]:
-    """(the Arrow type of the source's ``json`` members over all samples, the image member extensions used)."""
-    documents, formats = [], set()
-    for path in _indexes(root, source):
-        with storage.open_read(path) as f:
-            table = pq.read_table(f, columns=["json", "image_format"])
-        documents += [json.loads(text) for text in table.column("json").to_pylist()]
-        formats |= {fmt for fmt in table.column("image_format").to_pylist() if fmt}
+    """(the Arrow type of the source's ``json`` members over all samples, the image member extensions used):
+    each shard's type inferred alone, then unified with the others' (fields in order of first appearance)."""
+    shape, formats = pa.struct([]), set()
     try:
-        shape = pa.array(documents).type if documents else pa.struct([])
+        for path in _indexes(root, source):
+            found, used = _shard_shape(path)
+            shape, formats = unify(shape, found), formats | used
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise ValueError(f"source {source}: its samples' json members do not share one shape: {e}") from e
     return shape, sorted(formats)
+
+
+def _shard_shape(path: str) -> tuple[pa.DataType, set[str]]:
+    """One shard index's json type and image formats; its members go on return, before the next shard's come."""
+    with storage.open_read(path) as f:
+        table = pq.read_table(f, columns=["json", "image_format"])
+    documents = [json.loads(text) for text in table.column("json").to_pylist()]
+    formats = {fmt for fmt in table.column("image_format").to_pylist() if fmt}
+    return (pa.array(documents).type if documents else pa.struct([])), formats
+
+
+def unify(first: pa.DataType, second: pa.DataType) -> pa.DataType:
+    """The type that holds values of both, as Arrow infers it over both's values at once (struct fields merged
+    in order of appearance, null and integer -> integer, integer and float -> float), else ``ArrowTypeError``
+    (also for bool and float, which ``pa.array`` takes as float in some orders only)."""
+    schemas = [pa.schema([("json", kind)]) for kind in (first, second)]
+    return pa.unify_schemas(schemas, promote_options="permissive").field("json").type
 
 
 def hf_features(shape: pa.DataType, image_formats: list[str], has_text: bool) -> list[dict]:

@@ -53,6 +53,29 @@ def test_benchmark_measures_every_stage_at_every_size(tmp_path):
         scale.main(["--sizes", "20", "30", "--stages", "ingest", "--work", str(tmp_path / "w"), "--reuse"])
 
 
+def test_portable_runs_measure_the_pools_workers_and_the_job_service(tmp_path):
+    """The SDK workers of a portable run are the worker pool's children, not the stage's: they are still seen."""
+    out = tmp_path / "portable.json"
+    assert scale.main(["--sizes", "20", "40", "--stages", "ingest", "--runner", "portable",
+                       "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["runner"] == "portable"
+    for run in result["runs"]:
+        ingest = run["stages"][0]
+        assert ingest["descendants_seen"] >= 1 and ingest["worker_peak_mb"] > 0
+        assert ingest["service_peak_mb"] > 0 and ingest["cpu_s"] > 0
+    shards = sorted(p.name for p in (tmp_path / "w" / "size-40" / "corpus" / "raw").rglob("*.tar"))
+    assert len(shards) == len(source_counts(40))  # every source ingested, one shard each
+    assert "| job service MB |" in scale.format_table(result)
+
+
+def test_portable_flags_go_only_to_commands_that_take_a_runner():
+    ingest = scale.command_flags(["ingest"], 2, overwrite=True, runner="portable")
+    assert ingest[:2] == ["--runner", "portable"] and "--workers" not in ingest and "--overwrite" in ingest
+    assert "--runner" not in scale.command_flags(["report"], 2, runner="portable")  # report runs no pipeline
+    assert scale.command_flags(["ingest"], 2)[:2] == ["--workers", "2"]
+
+
 def test_corpus_ingests_to_exactly_the_planned_samples(tmp_path):
     """Nothing is rejected or deduplicated away: every stage sees ``samples`` samples."""
     from pipelines.runner import RunnerConfig
