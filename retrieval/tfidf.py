@@ -348,9 +348,10 @@ class Postings:
     """UNIMO App. A's inverted-index filter at a bounded cost: each query term names at most about ``limit``
     rows of the collection of ``documents`` rows, its heaviest (largest weight: the rows the term describes
     best; ties to the earlier row), taken in every shard in proportion to its rows; the rows named are then
-    scored exactly on all their terms. A query's work is at most its terms x ``limit`` rows scored, whatever
-    the collection's size; a term in no more than its share of a shard's rows loses nothing (small
-    collections are searched exactly)."""
+    scored exactly on all their terms. A query's hits come from at most its terms x ``limit`` rows, whatever
+    the collection's size, and a block of queries is scored against the rows its queries name, not the
+    shard, once a term's share of a shard is small against the shard; a term in no more than its share of a
+    shard's rows loses nothing (small collections are searched exactly)."""
 
     limit: int
     documents: int
@@ -451,14 +452,14 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
     for position, shard in enumerate(shards):
         inverted = shard.matrix.T.tocsr()  # term -> rows
         width = inverted.shape[1]
-        capped = _heaviest(inverted, postings.per_shard(width)) if postings else None
+        heaviest = _heaviest(inverted, postings.per_shard(width)) if postings else None
         skip_query, skip_row = _excluded(shard, exclude_by, groups) if exclude_by else (np.zeros(0, np.int64),) * 2
         step = max(1, block_entries // max(1, width))
         for start in range(0, count, step):
             stop = min(count, start + step)
             inside = (skip_query >= start) & (skip_query < stop)
             block = queries[start:stop]
-            scores = block @ inverted if capped is None else _rescored(block @ capped, block, shard.matrix)
+            scores = block @ inverted if heaviest is None else _rescored(block @ heaviest, block, shard.matrix)
             query, row, scores = _beating(scores, running.floors[start:stop],
                                           (skip_query[inside] - start) * width + skip_row[inside])
             running.add(query + start, (position << _ROW_BITS) | row, scores)
