@@ -48,7 +48,7 @@ def settings_config(config: str, kind: str, postings: int | None) -> str:
     retrieve[f"{KINDS[kind][0]}_postings"] = postings
     path = os.path.join(os.path.dirname(config), f"{kind}-{setting(postings)}.yaml")
     with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(data, f)
+        yaml.safe_dump(data, f, sort_keys=False)  # the sources in their order: the collection's order
     return path
 
 
