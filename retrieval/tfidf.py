@@ -384,15 +384,15 @@ def _heaviest(inverted, keep: int):
     return sparse.csr_matrix((inverted.data[kept], inverted.indices[kept], indptr), shape=inverted.shape)
 
 
-def _rescored(candidates, queries, matrix):
+def _rescored(candidates, queries, matrix, inverted):
     """The exact scores of the ``candidates`` (queries x rows, CSR; their values are ignored): one product of
     the queries with the rows any of them names (the full product restricted to those rows: the same bits),
-    kept where named."""
+    kept where named. ``inverted``: the shard's transposed ``matrix``."""
     from scipy import sparse
 
     named = _distinct(candidates.indices)
     few = len(named) < matrix.shape[0] // 2  # else the whole shard costs less than cutting it
-    scores = queries @ (matrix[named] if few else matrix).T.tocsr()
+    scores = queries @ (matrix[named].T.tocsr() if few else inverted)
     rows = named[scores.indices] if few else scores.indices
     width = matrix.shape[0]
     query = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
@@ -459,7 +459,8 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
             stop = min(count, start + step)
             inside = (skip_query >= start) & (skip_query < stop)
             block = queries[start:stop]
-            scores = block @ inverted if heaviest is None else _rescored(block @ heaviest, block, shard.matrix)
+            scores = block @ inverted if heaviest is None else \
+                _rescored(block @ heaviest, block, shard.matrix, inverted)
             query, row, scores = _beating(scores, running.floors[start:stop],
                                           (skip_query[inside] - start) * width + skip_row[inside])
             running.add(query + start, (position << _ROW_BITS) | row, scores)
