@@ -27,10 +27,10 @@ BATCH_RECORDS = 256  # records a reader holds before handing them on, split by s
 def shard_batches(records: Iterable[Candidate | Reject], shards: int,
                   size: int = BATCH_RECORDS) -> Iterator[tuple[int, list[Candidate | Reject]]]:
     """``(shard, records)`` for every ``size`` records read, one pair per shard they fall in: the grouping
-    then moves a few lists, not every record on its own (Beam's per-element cost, about 20 us, was
-    most of what ingest spent outside the images). A shard's records are the same whatever the split, and
-    the writer sorts them, so the bytes do not depend on ``size``; it bounds what a reader holds (records
-    of sources that carry their image bytes, img2dataset's say, hold ``size`` images)."""
+    then moves a few lists, not every record on its own (Beam's own work per element was about 27 us a
+    record, docs/BENCHMARKS.md). A shard's records are the same whatever the split, and the writer sorts
+    them, so the bytes do not depend on ``size``; it bounds what a reader holds (records of sources that
+    carry their image bytes, img2dataset's say, hold ``size`` images)."""
     groups: dict[int, list] = defaultdict(list)
     for count, record in enumerate(records, 1):
         groups[shard_of(shard_key(record), shards)].append(record)
