@@ -1,13 +1,16 @@
 """Beam shells around ``raw_shard.py``: a deterministic WebDataset sink and a shard source.
 
-``WriteShards`` groups records by ``shard_of(key)`` and writes each shard whole, skipping shards an
-earlier run finished with the same parameters. ``ReadShards`` reads tars back as samples, one tar per
-unit of work, from any Beam FileSystems pattern.
+``WriteShards`` groups batches of records by ``shard_of(key)`` (``shard_batches``) and writes each
+shard whole, skipping shards an earlier run finished with the same parameters. ``ReadShards`` reads tars
+back as samples, one tar per unit of work, from any Beam FileSystems pattern.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 
 import apache_beam as beam
 
@@ -16,7 +19,25 @@ from pipelines.raw_shard import ShardJob, ShardPaths, has_failed_downloads, is_c
 from pipelines.shard_downloads import ShardWriter
 from schemas.config import DownloadConfig, ImageConfig
 from schemas.keys import shard_of
-from schemas.records import shard_key
+from schemas.records import Candidate, Reject, shard_key
+
+BATCH_RECORDS = 256  # records a reader holds before handing them on, split by shard
+
+
+def shard_batches(records: Iterable[Candidate | Reject], shards: int,
+                  size: int = BATCH_RECORDS) -> Iterator[tuple[int, list[Candidate | Reject]]]:
+    """``(shard, records)`` for every ``size`` records read, one pair per shard they fall in: the grouping
+    then moves a few lists, not every record on its own (Beam's own work per element was about 27 us a
+    record, docs/BENCHMARKS.md). A shard's records are the same whatever the split, and the writer sorts
+    them, so the bytes do not depend on ``size``; it bounds what a reader holds (records of sources that
+    carry their image bytes, img2dataset's say, hold ``size`` images)."""
+    groups: dict[int, list] = defaultdict(list)
+    for count, record in enumerate(records, 1):
+        groups[shard_of(shard_key(record), shards)].append(record)
+        if count % size == 0:
+            yield from groups.items()
+            groups = defaultdict(list)
+    yield from groups.items()
 
 
 @dataclass(frozen=True)
@@ -42,7 +63,8 @@ class _WriteShard(beam.DoFn):
         self.writer = ShardWriter(self.options.image, self.options.download)
 
     def process(self, element):
-        shard, records = element
+        shard, batches = element
+        records = chain.from_iterable(batches)
         paths = ShardPaths.of(self.root, self.stage, self.source, shard)
         options, reuse = self.options, None
         digest = options.params_hashes[shard]
@@ -62,21 +84,15 @@ class _WriteShard(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """Candidates and rejects in; ``raw/<source>/NNNNN.{tar,parquet}`` and ``rejects/`` out."""
+    """``(shard, [candidates and rejects])`` batches in (``shard_batches``); ``raw/<source>/NNNNN.{tar,parquet}``
+    and ``rejects/`` out."""
 
-    def __init__(self, root: str, stage: str, source: str, shards: int, options: WriteOptions):
+    def __init__(self, root: str, stage: str, source: str, options: WriteOptions):
         super().__init__()
-        self.shards = shards
         self.write = _WriteShard(root, stage, source, options)
 
-    def expand(self, records):
-        shards = self.shards
-        return (
-            records
-            | "ShardOf" >> beam.Map(lambda record: (shard_of(shard_key(record), shards), record))
-            | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(self.write)
-        )
+    def expand(self, batches):
+        return batches | "Group" >> beam.GroupByKey() | "Write" >> beam.ParDo(self.write)
 
 
 class ReadShards(beam.PTransform):

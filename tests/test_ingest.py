@@ -71,6 +71,36 @@ def test_rerun_reuses_every_shard_and_changes_no_byte(ingested):
     assert [r.counts for r in again] == [r.counts for r in results]
 
 
+def test_batched_shards_are_the_bytes_of_writing_each_shards_records_at_once(ingested, tmp_path):
+    """The pipeline hands records to the grouping in batches (``shard_batches``); every shard, index and
+    rejects table of every source must still be what one ``write_shard`` of all the shard's records, grouped
+    record by record as before, gives."""
+    from collections import defaultdict
+
+    from pipelines.raw_shard import ShardPaths, write_shard
+    from pipelines.sources import reader_for
+    from pipelines.stages.ingest import STAGE, params_hashes
+    from schemas.keys import shard_of
+    from schemas.records import shard_key
+
+    config, _, _ = ingested
+    for name, source in config.sources.items():
+        reader = reader_for(name, source, config.text)
+        parts = reader.parts()
+        hashes = params_hashes(name, source, config, parts, reader.inputs(parts))
+        shards = defaultdict(list)
+        for record in (record for part in parts for record in reader.read(part)):
+            shards[shard_of(shard_key(record), source.shards)].append(record)
+        for shard, records in shards.items():
+            write_shard(ShardPaths.of(str(tmp_path), STAGE, name, shard), STAGE, records, config.image,
+                        hashes[shard], config.download)
+    expected = tree_digest(tmp_path)
+    assert len([p for p in expected if p.endswith(".tar")]) >= len(config.sources)
+    written = {p: d for p, d in tree_digest(config.output).items()
+               if p.startswith(("raw/", "rejects/", "urls/")) and not p.endswith("sizes.json")}
+    assert written == expected
+
+
 def test_changed_parameters_redo_and_remove_stale_shards(ingested, tmp_path):
     config, _, _ = ingested
     name = next(n for n, s in config.sources.items() if s.kind == "coco")

@@ -5,8 +5,10 @@ import pyarrow.parquet as pq
 import webdataset as wds
 
 from pipelines.raw_shard import ShardPaths, is_complete, iter_samples, read_counts, write_shard
+from pipelines.shard_transforms import shard_batches
 from schemas.config import ImageConfig
-from schemas.records import Candidate, Reject
+from schemas.keys import shard_of
+from schemas.records import Candidate, Reject, shard_key
 from tests.images import jpeg
 
 
@@ -65,6 +67,21 @@ def test_shards_are_byte_identical_whatever_the_record_order(tmp_path):
     for left, right in zip(a.all(), b.all(), strict=True):
         assert open(left, "rb").read() == open(right, "rb").read(), left
     assert not list((tmp_path / "a").rglob("*.tmp-*"))
+
+
+def test_shard_batches_hand_on_every_record_once_under_its_shard(tmp_path):
+    records = _records(tmp_path) * 3  # 21 records, over 4 shards
+    by_record = {}
+    for record in records:
+        by_record.setdefault(shard_of(shard_key(record), 4), []).append(record)
+    for size in (1, 5, 21, 1000):
+        batches = list(shard_batches(records, 4, size))
+        assert all(shard_of(shard_key(r), 4) == shard for shard, batch in batches for r in batch)
+        joined = {}
+        for shard, batch in batches:
+            joined.setdefault(shard, []).extend(batch)
+        assert joined == by_record  # each shard's records, in reading order
+        assert len(batches) <= -(-len(records) // size) * len(by_record)  # a pair per shard per ``size`` read
 
 
 def test_completion_is_tied_to_the_parameters(tmp_path):

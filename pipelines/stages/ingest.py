@@ -1,10 +1,10 @@
 """ingest: raw datasets in their own formats -> ``raw/<source>/`` shards and ``rejects/ingest/``.
 
 The Beam graph per source: the reader's parts are spread over workers, each part is read into
-candidates and rejects, and ``WriteShards`` groups records by shard (a function of the key) and writes
-each shard whole. Heavy work (image decoding) happens in the writer, so it scales with
-the shard count. Counts for the summary and the manifest are read back from the shard files, which
-works the same on every runner.
+candidates and rejects, handed on in batches split by shard (a function of the key), and ``WriteShards``
+groups the batches by shard and writes each shard whole. Heavy work (image decoding) happens in the
+writer, so it scales with the shard count. Counts for the summary and the manifest are read back from
+the shard files, which works the same on every runner.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pipelines.raw_shard import (
 )
 from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.shard_transforms import WriteOptions, WriteShards
+from pipelines.shard_transforms import WriteOptions, WriteShards, shard_batches
 from pipelines.sources import Reader, SourceError, reader_for
 from pipelines.sources.common import InputFile
 from schemas import SCHEMA_VERSION, layout
@@ -45,8 +45,8 @@ STAGE = "ingest"
 log = logging.getLogger(__name__)
 
 
-def _read_part(part: str, reader: Reader):
-    yield from reader.read(part)
+def _read_part(part: str, reader: Reader, shards: int):
+    return shard_batches(reader.read(part), shards)
 
 
 def build_source(pipeline, name: str, source: SourceConfig, reader: Reader, parts: list[str],
@@ -56,8 +56,8 @@ def build_source(pipeline, name: str, source: SourceConfig, reader: Reader, part
         pipeline
         | f"{name}/Parts" >> beam.Create(parts)
         | f"{name}/Spread" >> beam.Reshuffle()
-        | f"{name}/Read" >> beam.FlatMap(_read_part, reader)
-        | f"{name}/Shards" >> WriteShards(root, STAGE, name, source.shards, options)
+        | f"{name}/Read" >> beam.FlatMap(_read_part, reader, source.shards)
+        | f"{name}/Shards" >> WriteShards(root, STAGE, name, options)
     )
 
 
