@@ -8,10 +8,8 @@ per image, Zipf-distributed classes) and the related-texts candidate filter (14-
 30k-word Zipf vocabulary less its 100 most frequent words, as stop words are dropped; TF-IDF top 1000).
 Reported per collection size: queries/s (median of interleaved rounds), build time, the peak memory of one
 worker's setup + search (tracemalloc: what numpy, scipy and Python allocate), and recall@k against brute force.
-With ``--postings N``, the sharded search with capped postings (``retrieval.tfidf.Postings``: a query term
-scores at most N rows) runs beside them, with its own recall.
 
-    python -m benchmarks.related --sizes 10000 100000 --shards 16 --queries 300 --repeat 3 [--postings 5000]
+    python -m benchmarks.related --sizes 10000 100000 --shards 16 --queries 300 --repeat 3
 """
 
 from __future__ import annotations
@@ -110,11 +108,10 @@ class Sharded:
         with open(self.paths[position], "rb") as f:
             return shard_from_bytes(f.read())
 
-    def search(self, queries: list[list[str]], top: int, postings: int | None = None) -> list[list[tuple[int, float]]]:
-        from retrieval.tfidf import capped, gather, search
+    def search(self, queries: list[list[str]], top: int) -> list[list[tuple[int, float]]]:
+        from retrieval.tfidf import gather, search
 
-        found = search(self.vectorizer.transform(queries), (self.load(p) for p in range(len(self.paths))), top,
-                       postings=capped(postings, self.vectorizer))
+        found = search(self.vectorizer.transform(queries), (self.load(p) for p in range(len(self.paths))), top)
         gathered = gather(found, self.load)
         return [list(zip(gathered.column("position", hits.ties), hits.scores.tolist(), strict=True))
                 for hits in found]
@@ -134,7 +131,7 @@ def peak_mb(run) -> float:
 
 
 def workload(name: str, documents: list[list[str]], queries: list[list[str]], top: int, repeat: int, shards: int,
-             work: str, postings: int | None = None) -> dict:
+             work: str) -> dict:
     """Both sides built once (timed apart), then their searches in interleaved rounds; then each worker's
     setup + search once more under tracemalloc (the brute-force worker fits the whole collection; ours
     reads the frequencies' vocabulary and one shard file at a time)."""
@@ -152,15 +149,11 @@ def workload(name: str, documents: list[list[str]], queries: list[list[str]], to
     names = ("brute force (sklearn + dense cosines)", f"sharded (retrieval.tfidf, {shards} shard files)")
     contenders = {names[0]: lambda _: len(brute.search(queries, top)),
                   names[1]: lambda _: len(ours.search(queries, top))}
-    if postings:
-        contenders[f"capped postings ({postings} rows a term)"] = lambda _: len(ours.search(queries, top, postings))
     rates = {c: median_rate(r) for c, r in interleaved(contenders, repeat, os.path.join(work, "rounds")).items()}
     memory = {names[0]: peak_mb(lambda: BruteForce(documents).search(queries, top)),
               names[1]: peak_mb(lambda: (ours.setup(), ours.search(queries, top)))}
-    capped_recall = {f"capped recall@{top}": round(recall(ours.search(queries, top, postings), truth), 4)} \
-        if postings else {}
     return {"workload": name, "documents": len(documents), "queries": len(queries), "top": top,
-            f"recall@{top}": round(recall(ours.search(queries, top), truth), 4), **capped_recall,
+            f"recall@{top}": round(recall(ours.search(queries, top), truth), 4),
             "build_s": {names[0]: round(brute_build, 2), names[1]: round(ours_build, 2)},
             "queries_per_s": {c: round(r, 1) for c, r in rates.items()},
             "peak_mb": {c: round(m, 1) for c, m in memory.items()},
@@ -176,7 +169,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stop-words", type=int, default=100, help="most frequent text terms dropped")
-    parser.add_argument("--postings", type=int, help="also the capped search: rows a query term scores")
     args = parser.parse_args(argv)
     report = []
     for size in args.sizes:
@@ -188,8 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, docs, picks, top in (("related images (top 100)", images, image_picks, 100),
                                        ("related texts, TF-IDF filter (top 1000)", texts, text_picks, 1000)):
             with tempfile.TemporaryDirectory() as work:
-                report.append(workload(name, docs, [docs[i] for i in picks], top, args.repeat, args.shards, work,
-                                       args.postings))
+                report.append(workload(name, docs, [docs[i] for i in picks], top, args.repeat, args.shards, work))
             print(json.dumps(report[-1]), flush=True)
 
 

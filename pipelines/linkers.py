@@ -315,7 +315,7 @@ class RelatedImages(_RelatedLinker):
         rejects = [_reject(source, DETECT, shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if not labels.get(key)]
         found = related_images(self.vectorizer, self.tfidf, [{"labels": labels[key]} for key in queries], queries,
-                               self.top_n, self.section.related_images_postings)
+                               self.top_n)
         rows = []
         for key, hits in zip(queries, found, strict=True):
             if not hits:
@@ -358,7 +358,7 @@ class RelatedTexts(_RelatedLinker):
                               self.input_hint)
         vectors = _stored_vectors([row["vector"] for row in queries])
         found = related_texts(self.vectorizer, self.tfidf, queries, vectors, [row["key"] for row in queries],
-                              self.top_m, self.top_n, self.section.related_texts_postings)
+                              self.top_m, self.top_n)
         rows, rejects = [], []
         for query, hits in zip(queries, found, strict=True):
             if not hits:

@@ -16,27 +16,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.tfidf import Hits, capped, gather, rerank, search
+from retrieval.tfidf import Hits, gather, rerank, search
 
 
-def related_images(vectorizer, shards, queries: list[dict], keys: list[str], top_n: int = 100,
-                   postings: int | None = None) -> list[list[tuple[dict, float]]]:
+def related_images(vectorizer, shards, queries: list[dict], keys: list[str], top_n: int = 100) -> list[list[
+        tuple[dict, float]]]:
     """UNIMO App. A: the ``top_n`` images most similar by the TF-IDF cosine of their region labels (the
-    documents of ``queries`` as the collection's vectorizer reads them), per query image: (row, cosine);
-    ``postings``: images scored per label (``retrieval.tfidf.Postings``), None: all."""
-    found = search(vectorizer.transform(queries), shards.each_shard(), top_n, ("key",), [(key,) for key in keys],
-                   postings=capped(postings, vectorizer))
+    documents of ``queries`` as the collection's vectorizer reads them), per query image: (row, cosine)."""
+    found = search(vectorizer.transform(queries), shards.each_shard(), top_n, ("key",), [(key,) for key in keys])
     return _identified(found, shards)
 
 
 def related_texts(vectorizer, shards, queries: list[dict], query_vectors: np.ndarray, keys: list[str],
-                  candidates: int = 1000, top_n: int = 100,
-                  postings: int | None = None) -> list[list[tuple[dict, float]]]:
+                  candidates: int = 1000, top_n: int = 100) -> list[list[tuple[dict, float]]]:
     """UNIMO App. A: inverted index + TF-IDF top ``candidates``, reranked by the embedding cosine (the
     collection keeps each text's L2-normalised sentence embedding); the ``top_n`` best with their embedding
-    cosine, per query: (row, cosine); ``postings``: texts scored per term (``retrieval.tfidf.Postings``)."""
+    cosine, per query: (row, cosine)."""
     filtered = search(vectorizer.transform(queries), shards.each_shard(), candidates, ("key",),
-                      [(key,) for key in keys], postings=capped(postings, vectorizer))
+                      [(key,) for key in keys])
     gathered = gather(filtered, shards.load, columns=False, vectors=True)
     reranked = []
     for hits, query in zip(filtered, query_vectors, strict=True):

@@ -12,9 +12,6 @@ Augmentations": related images, related texts, TF-IDF hard negatives).
   back to k when it overflows, and which is sorted once at the end. The result is exact: a score does not
   depend on the shard its row sits in, and ties go to the earlier row of the collection (shard order, then
   row order), as in one matrix.
-- At scale, a term shared by a share of the collection makes every query's work grow with the collection
-  (exact search is quadratic in it). ``Postings`` caps the rows each query term names (its heaviest), and
-  the rows named are scored exactly: a query's work is bounded, the hits exact among those candidates.
 """
 
 from __future__ import annotations
@@ -118,7 +115,7 @@ class TfidfVectorizer:
         self.vocabulary = {t: i for i, t in enumerate(kept)}
         self.analyzer = analyzer
         self.dtype, self.sorted_terms = np.dtype(dtype), sorted_terms
-        n = self.documents = frequencies.documents
+        n = frequencies.documents
         self.idf = np.array([math.log((1 + n) / (1 + frequencies.counts[t])) + 1 for t in kept], dtype=self.dtype)
 
     def transform(self, documents: Sequence):
@@ -343,66 +340,6 @@ class _RunningTop:
         return [Hits(t[:n], s[:n]) for t, s, n in zip(ties, scores, found, strict=True)]
 
 
-@dataclass(frozen=True)
-class Postings:
-    """UNIMO App. A's inverted-index filter at a bounded cost: each query term names at most about ``limit``
-    rows of the collection of ``documents`` rows, its heaviest (largest weight: the rows the term describes
-    best; ties to the earlier row), taken in every shard in proportion to its rows; the rows named are then
-    scored exactly on all their terms. A query's hits come from at most its terms x ``limit`` rows, whatever
-    the collection's size, and a block of queries is scored against the rows its queries name, not the
-    shard, once a term's share of a shard is small against the shard; a term in no more than its share of a
-    shard's rows loses nothing (small collections are searched exactly)."""
-
-    limit: int
-    documents: int
-
-    def __post_init__(self):
-        if self.limit < 1:
-            raise ValueError(f"postings: the limit must be at least 1, got {self.limit}")
-
-    def per_shard(self, rows: int) -> int:
-        return max(1, math.ceil(self.limit * rows / max(1, self.documents)))
-
-
-def capped(limit: int | None, vectorizer: TfidfVectorizer) -> Postings | None:
-    """A cap of ``limit`` rows per term over the vectorizer's collection; None: no cap (exact)."""
-    return None if limit is None else Postings(limit, vectorizer.documents)
-
-
-def _heaviest(inverted, keep: int):
-    """The inverted index (terms x rows, CSR with sorted rows) with each term's ``keep`` largest weights (ties
-    to the earlier row); None when no term has more."""
-    from scipy import sparse
-
-    counts = np.diff(inverted.indptr)
-    if counts.max(initial=0) <= keep:
-        return None
-    term = np.repeat(np.arange(len(counts)), counts)
-    order = np.lexsort((inverted.indices, -inverted.data, term))  # by term, then heaviest first
-    kept = np.sort(order[np.arange(len(order)) - inverted.indptr[term] < keep])  # back in row order
-    indptr = np.concatenate([[0], np.cumsum(np.minimum(counts, keep))])
-    return sparse.csr_matrix((inverted.data[kept], inverted.indices[kept], indptr), shape=inverted.shape)
-
-
-def _rescored(candidates, queries, matrix, inverted):
-    """The exact scores of the ``candidates`` (queries x rows, CSR; their values are ignored): one product of
-    the queries with the rows any of them names (the full product restricted to those rows: the same bits),
-    kept where named. ``inverted``: the shard's transposed ``matrix``."""
-    from scipy import sparse
-
-    named = _distinct(candidates.indices)
-    few = len(named) < matrix.shape[0] // 2  # else the whole shard costs less than cutting it
-    scores = queries @ (matrix[named].T.tocsr() if few else inverted)
-    rows = named[scores.indices] if few else scores.indices
-    width = matrix.shape[0]
-    query = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
-    named_pairs = np.zeros(scores.shape[0] * width, dtype=bool)
-    named_pairs[np.repeat(np.arange(candidates.shape[0]), np.diff(candidates.indptr)) * width + candidates.indices] = 1
-    keep = named_pairs[query * width + rows]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(query[keep], minlength=scores.shape[0]))])
-    return sparse.csr_matrix((scores.data[keep], rows[keep], indptr), shape=(scores.shape[0], width))
-
-
 def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
               groups: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
     """(queries, rows): every shard row sharing an ``exclude_by`` column value with the query (its own sample,
@@ -434,12 +371,10 @@ def _beating(scores, floors: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarr
 
 
 def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Sequence[str] = (),
-           groups: Sequence[Sequence[str]] = (), block_entries: int = BLOCK_ENTRIES,
-           postings: Postings | None = None) -> list[Hits]:
+           groups: Sequence[Sequence[str]] = (), block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
     """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows of the collection by cosine
     (> 0), best first, ties to the earlier row; rows sharing an ``exclude_by`` column value with ``groups[q]``
-    never come back: the same hits as one search over all the rows (with ``postings``: over the rows its
-    terms' capped postings name).
+    never come back: the same hits as one search over all the rows.
 
     Each shard is read once (one in memory at a time when ``shards`` loads lazily) and scored against all the
     queries by sparse products with its transposed matrix (its inverted index: term -> rows, so only rows sharing
@@ -452,16 +387,12 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
     for position, shard in enumerate(shards):
         inverted = shard.matrix.T.tocsr()  # term -> rows
         width = inverted.shape[1]
-        heaviest = _heaviest(inverted, postings.per_shard(width)) if postings else None
         skip_query, skip_row = _excluded(shard, exclude_by, groups) if exclude_by else (np.zeros(0, np.int64),) * 2
         step = max(1, block_entries // max(1, width))
         for start in range(0, count, step):
             stop = min(count, start + step)
             inside = (skip_query >= start) & (skip_query < stop)
-            block = queries[start:stop]
-            scores = block @ inverted if heaviest is None else \
-                _rescored(block @ heaviest, block, shard.matrix, inverted)
-            query, row, scores = _beating(scores, running.floors[start:stop],
+            query, row, scores = _beating(queries[start:stop] @ inverted, running.floors[start:stop],
                                           (skip_query[inside] - start) * width + skip_row[inside])
             running.add(query + start, (position << _ROW_BITS) | row, scores)
     return running.hits()

@@ -57,12 +57,6 @@ def runtime_field(default: Any) -> Any:
     return dataclasses.field(default=default, metadata={"output": False})
 
 
-def later_field(default: Any) -> Any:
-    """A field added after tables were written whose ``default`` writes what they hold: part of the parameters
-    hash only when set to something else, so an upgrade does not redo those tables."""
-    return dataclasses.field(default=default, metadata={"unset_default": default})
-
-
 # --- building ------------------------------------------------------------------------------------------
 
 
@@ -192,8 +186,7 @@ def marked_values(section: Any, where: str, mark: str) -> Iterator[tuple[str, An
 
 def output_params(section: Any) -> Any:
     """A section's fields that change what its stage writes (the input of its parameters hash): every field
-    but those marked ``output: False`` and ``later_field``s left at their default; a sub-section switched off
-    (``enabled: false``) is just ``False``."""
+    but those marked ``output: False``; a sub-section switched off (``enabled: false``) is just ``False``."""
     if isinstance(section, list):
         return [output_params(item) for item in section]
     if not dataclasses.is_dataclass(section):
@@ -201,8 +194,7 @@ def output_params(section: Any) -> Any:
     if getattr(section, "enabled", True) is False:
         return False
     return {f.name: output_params(getattr(section, f.name)) for f in dataclasses.fields(section)
-            if f.metadata.get("output", True) and not ("unset_default" in f.metadata
-                                                      and getattr(section, f.name) == f.metadata["unset_default"])}
+            if f.metadata.get("output", True)}
 
 
 def what_goes_in(cls: type, name: str) -> str:

@@ -12,7 +12,7 @@ import re
 from dataclasses import MISSING, dataclass, field
 from typing import Literal
 
-from schemas.config_build import Device, later_field, path_field, runtime_field, sources_field
+from schemas.config_build import Device, path_field, runtime_field, sources_field
 from schemas.config_errors import ConfigError, positive, validate_sections
 
 _TRANSLATION = ("a seq2seq model folder (transformers save_pretrained: config.json, weights, tokenizer), e.g. "
@@ -133,7 +133,6 @@ class TfidfNegativeConfig:
     enabled: bool = True
     top_n: int = 100
     max_df: float = 0.5  # terms in more of the captions than this are stop words (no weight)
-    postings: int | None = later_field(None)  # as retrieve's related_texts_postings: rows a term scores
 
 
 @dataclass
@@ -153,8 +152,6 @@ class RewriteConfig:
         positive(self.scene_graph.top_n, f"{where}.scene_graph.top_n")
         positive(self.scene_graph.candidates_per_node, f"{where}.scene_graph.candidates_per_node")
         positive(self.tfidf.top_n, f"{where}.tfidf.top_n")
-        if self.tfidf.postings is not None:
-            positive(self.tfidf.postings, f"{where}.tfidf.postings")
 
 
 @dataclass
@@ -226,11 +223,6 @@ class RetrieveConfig:
     related_images_top_n: int = 100  # UNIMO App. A
     related_texts_candidates: int = 1000  # TF-IDF top before the embedding rerank (UNIMO App. A)
     related_texts_top_n: int = 100
-    # Each query term scores at most this many rows of the collection, its heaviest, which are then scored
-    # exactly (retrieval.tfidf.Postings): a query's work stops growing with the collection. None: every row
-    # sharing a term (exact; quadratic in the collection). docs/SCALE.md has the recall measured.
-    related_images_postings: int | None = later_field(None)
-    related_texts_postings: int | None = later_field(None)
     # UNIMO App. A: which sources' images / texts are queries and which are the collections searched.
     # None: every source with ann/detect tables (images) or emb/text tables (texts); []: none (skip).
     related_images_queries: list[str] | None = sources_field()
@@ -252,9 +244,6 @@ class RetrieveConfig:
             positive(weak.k, f"{where}.weak_pairs[{i}].k")
         for name in ("related_images_top_n", "related_texts_candidates", "related_texts_top_n"):
             positive(getattr(self, name), f"{where}.{name}")
-        for name in ("related_images_postings", "related_texts_postings"):
-            if getattr(self, name) is not None:
-                positive(getattr(self, name), f"{where}.{name}")
 
 
 @dataclass

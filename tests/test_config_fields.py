@@ -217,20 +217,6 @@ def test_params_hash_follows_the_fields_that_change_output(tmp_path, stage, key)
     assert (after != before) == field.metadata.get("output", True), key
 
 
-def test_later_fields_are_hashed_only_when_set():
-    """A field added after tables were written, whose default writes what they hold, leaves the hash of a
-    config that does not set it as it was before the field existed; set, it redoes the tables."""
-    from schemas.config_build import output_params
-    from schemas.stages import RewriteConfig, TfidfNegativeConfig
-
-    later = {key for key, f, _ in fields_of(CorpusConfig) if "unset_default" in f.metadata}
-    assert later == {"annotate.rewrite.tfidf.postings", "retrieval.retrieve.related_images_postings",
-                     "retrieval.retrieve.related_texts_postings"}
-    assert output_params(RewriteConfig())["tfidf"] == {"enabled": True, "top_n": 100, "max_df": 0.5}
-    capped = RewriteConfig(tfidf=TfidfNegativeConfig(postings=5000))
-    assert output_params(capped)["tfidf"]["postings"] == 5000
-
-
 def test_runtime_fields_are_the_expected_ones():
     """The fields that do not reach a params hash, listed so that marking one is a visible decision."""
     runtime = {key for key, f, _ in fields_of(CorpusConfig) if f.metadata.get("output", True) is False}
@@ -257,10 +243,9 @@ def test_related_items_params_are_their_fields_of_the_retrieve_section(tmp_path,
     base = params()
     own = sorted(f.name for f in dataclasses.fields(RetrieveConfig)
                  if f.name.startswith(kind) and f.metadata.get("output", True))
-    later = {f"{kind}_postings"}  # a later field at its default (None: exact, as before it existed) is not hashed
-    assert own and sorted(k for k in base if k.startswith("related")) == sorted(set(own) - later)
+    assert own and sorted(k for k in base if k.startswith("related")) == own  # its output fields, only those
     for name in own:
-        changed = 7 if name.endswith(("_top_n", "_candidates", "_postings")) else ["x"]
+        changed = 7 if name.endswith(("_top_n", "_candidates")) else ["x"]
         assert params(**{name: changed}) != base, name
     other = "related_texts_top_n" if kind == "related_images" else "related_images_top_n"
     assert params(**{other: 7, f"{kind}_queries": ["elsewhere"]}) == base  # another job's field, a runtime one

@@ -291,8 +291,7 @@ class RewriteAnnotator(ShardAnnotator):
             return []
         collection, vectorizer = self.captions
         documents = [caption_document(c.key, source, c.index, c.text) for c in captions]
-        found = tfidf_negatives(vectorizer, collection, documents, self.config.tfidf.top_n,
-                                postings=self.config.tfidf.postings)
+        found = tfidf_negatives(vectorizer, collection, documents, self.config.tfidf.top_n)
         return [_row(c, source, "hard_negative", "tfidf", other["text"], score,
                      json.dumps({name: other[name] for name in ("key", "source", "text_index")}))
                 for c, hits in zip(captions, found, strict=True) for other, score in hits]
@@ -383,17 +382,15 @@ def caption_document(key: str, source: str, text_index: int, text: str) -> dict:
     return {"key": key, "source": source, "text_index": text_index, "text": text, "words": " ".join(words(text))}
 
 
-def tfidf_negatives(vectorizer, shards, documents: list[dict], top_n: int, block_entries: int | None = None,
-                    postings: int | None = None) -> list[list[tuple[dict, float]]]:
+def tfidf_negatives(vectorizer, shards, documents: list[dict], top_n: int,
+                    block_entries: int | None = None) -> list[list[tuple[dict, float]]]:
     """UNIMO App. A: per caption (a ``caption_document``), the ``top_n`` captions of other images most similar
     by TF-IDF cosine, best first, never one of the same words; ``shards`` (``each_shard``, ``load``: a
-    ``caption_collection``) are searched one at a time; ``postings``: captions scored per term
-    (``retrieval.tfidf.Postings``), None: all."""
-    from retrieval.tfidf import BLOCK_ENTRIES, capped, gather, search
+    ``caption_collection``) are searched one at a time."""
+    from retrieval.tfidf import BLOCK_ENTRIES, gather, search
 
     found = search(vectorizer.transform(documents), shards.each_shard(), top_n, ("key", "words"),
-                   [(d["key"], d["words"]) for d in documents], block_entries or BLOCK_ENTRIES,
-                   capped(postings, vectorizer))
+                   [(d["key"], d["words"]) for d in documents], block_entries or BLOCK_ENTRIES)
     gathered = gather(found, shards.load)
     return [list(zip(gathered.rows(hits.ties), hits.scores.tolist(), strict=True)) for hits in found]
 

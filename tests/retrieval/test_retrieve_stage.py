@@ -261,35 +261,6 @@ def test_untagged_images_are_rejects_and_changed_inputs_redo_shards(corpus, tmp_
     assert weak.counts.written == len(images(root, "vg")) - 1
 
 
-def test_capped_postings_reach_the_related_texts_search_and_redo_its_shards(corpus, tmp_path):
-    """``related_texts_postings`` (a query term scores at most that many texts) is a parameter of the
-    related-texts tables: set, every shard is redone, the hits are fewer, each still shares a term with its
-    query and comes reranked by embedding cosine."""
-    from pipelines.stages.retrieve import run_retrieve
-
-    _, config, _ = corpus
-    root = tmp_path / "corpus"
-    shutil.copytree(config.output, root)
-    retrieve = dataclasses.replace(config.retrieval.retrieve, weak_pairs=[], related_images_queries=[],
-                                   related_texts_queries=["cc"], related_texts_postings=2)
-    capped = dataclasses.replace(config, output=str(root),
-                                 retrieval=dataclasses.replace(config.retrieval, retrieve=retrieve))
-    (result,) = run_retrieve(capped, RunnerConfig(), show_progress=False)
-    assert result.name == "related-texts/cc" and result.skipped_shards == 0
-    exact, found = table(config.output, "links/related-texts", "cc"), table(root, "links/related-texts", "cc")
-    assert 0 < len(found) < len(exact)
-    texts, vectors = emb(root, "text", SOURCES)
-    position = {(row["key"], row["text_index"]): i for i, row in enumerate(texts)}
-    for rows in by_query(found).values():
-        for query_index, hits in by_query(rows, "query_text_index").items():
-            q = position[(rows[0]["query_key"], query_index)]
-            hits.sort(key=lambda row: row["rank"])
-            terms = set(text_terms(texts[q]["text"]))
-            assert all(terms & set(text_terms(row["text"])) for row in hits)
-            cosines = [row["score"] for row in hits]
-            assert cosines == sorted(cosines, reverse=True)
-
-
 def _link_files(root):
     return sorted(os.path.join(folder, name) for folder, _, names in os.walk(os.path.join(root, "links"))
                   for name in names)

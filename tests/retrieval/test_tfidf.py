@@ -17,7 +17,6 @@ from pipelines.tfidf_collections import FREQUENCIES, Collection, build, remove_o
 from retrieval.tfidf import (
     CollectionShard,
     DocumentFrequencyCombiner,
-    Postings,
     ShardsInMemory,
     TfidfVectorizer,
     document_frequencies,
@@ -198,77 +197,6 @@ def test_beam_build_writes_each_shard_once_and_a_killed_build_resumes_to_the_sam
     remove_others(str(tmp_path / "stats"), newer.folder)  # a collection of an earlier state goes
     left = sorted(str(p.relative_to(tmp_path / "stats")) for p in (tmp_path / "stats").rglob("*") if p.is_file())
     assert left == [f"tfidf-2/{FREQUENCIES}", "tfidf-2/src/00000.npz"]
-
-
-def _searched(vectorizer, docs, queries, parts, top, postings=None, block_entries=1 << 18):
-    """Per query: (collection position, score) of its hits."""
-    shards = sharded(vectorizer, docs, parts)
-    found = search(vectorizer.transform(queries), shards.each_shard(), top, ("key",), [(q["key"],) for q in queries],
-                   block_entries, postings)
-    gathered = gather(found, shards.load)
-    return [list(zip(gathered.column("position", hits.ties), hits.scores.tolist(), strict=True)) for hits in found]
-
-
-@pytest.mark.parametrize("parts", [1, 4])
-def test_postings_no_term_exceeds_give_the_exact_hits_bit_for_bit(parts):
-    docs = documents(300, seed=2)
-    vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text)
-    assert _searched(vectorizer, docs, docs[::7], parts, 20, Postings(len(docs), len(docs))) == \
-        _searched(vectorizer, docs, docs[::7], parts, 20)
-
-
-def _heaviest_rows(weights: np.ndarray, keep: int) -> set[int]:
-    """The ``keep`` rows of largest weight (ties to the earlier row) among those with one."""
-    rows = np.flatnonzero(weights)
-    return set(rows[np.lexsort((rows, -weights[rows]))[:keep]].tolist())
-
-
-@pytest.mark.parametrize("parts, top, block_entries", [(1, 1000, 1 << 18), (4, 1000, 1 << 18), (4, 8, 50)])
-def test_capped_postings_score_exactly_the_rows_each_query_terms_heaviest_name(parts, top, block_entries):
-    """Each shard gives each term its share of ``limit`` (ceil(limit x rows / documents)) heaviest rows; the
-    hits are the exact top of the rows a query's terms name, best first, ties to the earlier row (top 1000:
-    every row named)."""
-    docs = documents(400, seed=3)
-    vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text)
-    queries, limit = docs[5::37], 24
-    found = _searched(vectorizer, docs, queries, parts, top, Postings(limit, len(docs)), block_entries)
-    dense = vectorizer.transform(docs).toarray()
-    query_dense = vectorizer.transform(queries).toarray()
-    bounds = np.linspace(0, len(docs), parts + 1).astype(int)
-    capped_any = False
-    for query, q, hits in zip(queries, query_dense, found, strict=True):
-        named = set()
-        for a, b in itertools.pairwise(bounds):
-            keep = -(-limit * (b - a) // len(docs))
-            for term in np.flatnonzero(q):
-                named |= {a + row for row in _heaviest_rows(dense[a:b, term], keep)}
-                capped_any |= np.count_nonzero(dense[a:b, term]) > keep
-        named = sorted(i for i in named if docs[i]["key"] != query["key"])
-        scores = dense[named] @ q
-        expected = sorted(zip(named, scores.tolist(), strict=True), key=lambda hit: (-hit[1], hit[0]))[:top]
-        assert [i for i, _ in hits] == [i for i, _ in expected] or \
-            np.allclose([s for _, s in hits], [s for _, s in expected], rtol=1e-12)  # ties within the last bit
-        np.testing.assert_allclose([s for _, s in hits], [s for _, s in expected], rtol=1e-12)
-    assert capped_any  # the cap cut some term's rows
-
-
-def test_capped_postings_bound_the_rows_a_query_scores():
-    """However large the collection, a query of T terms scores at most about T x limit rows (every row it
-    scores is a hit of a top as large as the collection), where the exact search scores every row sharing a
-    term."""
-    query = [{"key": "q", "text": "red ball"}]
-    scored = {}
-    for docs in (documents(200, seed=4), documents(2000, seed=4)):
-        vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text)
-        scored[len(docs)] = [len(_searched(vectorizer, docs, query, 5, len(docs), postings)[0])
-                             for postings in (Postings(30, len(docs)), None)]
-        assert 30 <= scored[len(docs)][0] <= 2 * (30 + 5)  # two terms, each shard's share rounded up
-    assert scored[2000][1] > 8 * scored[2000][0] and scored[2000][1] > 8 * scored[200][1]
-
-
-def test_a_postings_limit_below_one_is_refused():
-    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
-        Postings(0, 10)
 
 
 def test_a_top_below_one_is_refused():
