@@ -7,7 +7,7 @@ Per size and job, the retrieve command runs on a copy of the corpus config askin
 measures a stage: CPU seconds of the process tree, wall time, peak memory of the largest worker. Reported:
 those, and each job's CPU growth exponent over the sizes.
 
-    python -m benchmarks.retrieve_kinds --work W --sizes 10000 30000
+    python -m benchmarks.retrieve_kinds --work W --sizes 10000 30000 [--jobs related-texts]
 """
 
 from __future__ import annotations
@@ -42,19 +42,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="the --work folder of a scale benchmark run")
     parser.add_argument("--sizes", type=int, nargs="+", required=True)
+    parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/retrieve-kinds.json")
     args = parser.parse_args(argv)
     sizes, rows = sorted(args.sizes), []
     for size in sizes:
         folder = os.path.join(args.work, f"size-{size}")
-        for job in JOBS:
+        for job in args.jobs:
             measured = run_stage("retrieve", job_config(os.path.join(folder, "corpus.yaml"), job),
                                  os.path.join(folder, "corpus"), size,
                                  ["--workers", str(args.workers), "--quiet", "--overwrite"])
             rows.append({"job": job, **asdict(measured)})
             print(json.dumps(rows[-1]), flush=True)
-    growth = {job: exponent(sizes, [r["cpu_s"] for r in rows if r["job"] == job]) for job in JOBS}
+    growth = {job: exponent(sizes, [r["cpu_s"] for r in rows if r["job"] == job]) for job in args.jobs}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"rows": rows, "cpu_exponent": growth}, f, indent=1)
     print(json.dumps({"cpu_exponent": growth}))
