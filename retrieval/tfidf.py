@@ -340,20 +340,40 @@ class _RunningTop:
         return [Hits(t[:n], s[:n]) for t, s, n in zip(ties, scores, found, strict=True)]
 
 
+def _arrow(values: Sequence):
+    """A column as an Arrow array: a stored string column without decoding a row (its bytes and offsets)."""
+    import pyarrow as pa
+
+    if isinstance(values, _Strings):
+        offsets = np.concatenate([[0], values.ends]).astype(np.int64)
+        return pa.LargeStringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(values.blob))
+    return pa.array(list(values))
+
+
 def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
               groups: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
     """(queries, rows): every shard row sharing an ``exclude_by`` column value with the query (its own sample,
-    ...)."""
-    queries, rows = [], []
+    ...). The rows are matched to the queries' values by Arrow (``index_in``), not by a Python loop over every
+    row of every shard: a query shard searches them all."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    queries, rows = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for c, name in enumerate(exclude_by):
-        by_value: dict = {}
-        for i, value in enumerate(shard.columns[name]):
-            by_value.setdefault(value, []).append(i)
-        for q, group in enumerate(groups):
-            matches = by_value.get(group[c], ())
-            queries += [q] * len(matches)
-            rows += matches
-    return np.array(queries, dtype=np.int64), np.array(rows, dtype=np.int64)
+        if not groups:
+            break
+        wanted = sorted({group[c] for group in groups})
+        index = {value: i for i, value in enumerate(wanted)}
+        of_query = np.array([index[group[c]] for group in groups])
+        at = pc.fill_null(pc.index_in(_arrow(shard.columns[name]), value_set=pa.array(wanted)), -1).to_numpy()
+        hit = np.flatnonzero(at >= 0)
+        order = np.argsort(of_query, kind="stable")  # queries grouped by the value they exclude
+        first = np.searchsorted(of_query[order], at[hit], side="left")
+        counts = np.searchsorted(of_query[order], at[hit], side="right") - first
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        queries.append(order[np.repeat(first, counts) + within])
+        rows.append(np.repeat(hit, counts))
+    return np.concatenate(queries).astype(np.int64), np.concatenate(rows).astype(np.int64)
 
 
 def _beating(scores, floors: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

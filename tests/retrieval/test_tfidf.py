@@ -199,6 +199,29 @@ def test_beam_build_writes_each_shard_once_and_a_killed_build_resumes_to_the_sam
     assert left == [f"tfidf-2/{FREQUENCIES}", "tfidf-2/src/00000.npz"]
 
 
+@pytest.mark.parametrize("stored", [False, True])
+def test_excluded_rows_are_every_row_sharing_a_query_value(stored):
+    """Rows sharing a key or a text with a query, matched by Arrow over the stored column (or a list held in
+    memory): the pairs a loop over every row finds, queries without a match and repeated values included."""
+    from retrieval.tfidf import _excluded
+
+    rng = np.random.default_rng(5)
+    keys = [f"k{i}" for i in rng.integers(0, 30, size=200)]
+    texts = [f"t{i}" for i in rng.integers(0, 10, size=200)]
+    shard = CollectionShard(TfidfVectorizer(document_frequencies(documents(200), _text), _text).transform(
+        documents(200)), {"key": keys, "text": texts})
+    if stored:
+        shard = shard_from_bytes(shard_bytes(shard))
+    groups = [("k3", "t1"), ("k3", "t99"), ("absent", "t4"), ("k7", "t1")]
+    queries, rows = _excluded(shard, ("key", "text"), groups)
+    expected = {(q, i) for q, group in enumerate(groups) for i in range(200)
+                if keys[i] == group[0] or texts[i] == group[1]}
+    found = list(zip(queries.tolist(), rows.tolist(), strict=True))
+    assert set(found) == expected and len(found) == sum(
+        (keys[i] == g[0]) + (texts[i] == g[1]) for g in groups for i in range(200))  # each match once per column
+    assert _excluded(shard, ("key",), [])[0].size == 0
+
+
 def test_a_top_below_one_is_refused():
     docs = documents(20)
     vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text)
