@@ -365,7 +365,10 @@ def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
         wanted = sorted({group[c] for group in groups})
         index = {value: i for i, value in enumerate(wanted)}
         of_query = np.array([index[group[c]] for group in groups])
-        at = pc.fill_null(pc.index_in(_arrow(shard.columns[name]), value_set=pa.array(wanted)), -1).to_numpy()
+        values = shard.columns[name]
+        if not len(values):  # a shard without rows (its empty column has no type to match)
+            continue
+        at = pc.fill_null(pc.index_in(_arrow(values), value_set=pa.array(wanted)), -1).to_numpy()
         hit = np.flatnonzero(at >= 0)
         order = np.argsort(of_query, kind="stable")  # queries grouped by the value they exclude
         first = np.searchsorted(of_query[order], at[hit], side="left")

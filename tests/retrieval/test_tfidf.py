@@ -220,6 +220,8 @@ def test_excluded_rows_are_every_row_sharing_a_query_value(stored):
     assert set(found) == expected and len(found) == sum(
         (keys[i] == g[0]) + (texts[i] == g[1]) for g in groups for i in range(200))  # each match once per column
     assert _excluded(shard, ("key",), [])[0].size == 0
+    empty = shard_from_bytes(shard_bytes(CollectionShard(shard.matrix[:0], {"key": [], "text": []})))
+    assert _excluded(empty, ("key", "text"), groups)[0].size == 0  # a shard without rows (an untyped column)
 
 
 def test_a_top_below_one_is_refused():
