@@ -29,6 +29,9 @@ JOBS = {"weak-pairs": {"related_images_queries": [], "related_texts_queries": []
 
 def job_config(config: str, job: str) -> str:
     """A copy of the corpus config beside it asking retrieve for ``job`` only."""
+    if not os.path.exists(config):
+        raise FileNotFoundError(f"{config}: no corpus there; run `python -m benchmarks.scale --work W --sizes ...` "
+                                "through index first")
     with open(config, encoding="utf-8") as f:
         data = yaml.safe_load(f)
     data.setdefault("retrieval", {}).setdefault("retrieve", {}).update(JOBS[job])

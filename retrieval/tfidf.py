@@ -359,15 +359,12 @@ def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
     import pyarrow.compute as pc
 
     queries, rows = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    if not groups or not shard.matrix.shape[0]:  # nothing to match (a shard without rows has untyped columns)
+        return queries[0], rows[0]
     for c, name in enumerate(exclude_by):
-        if not groups:
-            break
-        wanted = sorted({group[c] for group in groups})
-        index = {value: i for i, value in enumerate(wanted)}
-        of_query = np.array([index[group[c]] for group in groups])
+        index = {value: i for i, value in enumerate(dict.fromkeys(group[c] for group in groups))}
+        wanted, of_query = list(index), np.array([index[group[c]] for group in groups])
         values = shard.columns[name]
-        if not len(values):  # a shard without rows (its empty column has no type to match)
-            continue
         at = pc.fill_null(pc.index_in(_arrow(values), value_set=pa.array(wanted)), -1).to_numpy()
         hit = np.flatnonzero(at >= 0)
         order = np.argsort(of_query, kind="stable")  # queries grouped by the value they exclude

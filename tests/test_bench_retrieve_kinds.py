@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from benchmarks.retrieve_kinds import JOBS, job_config
@@ -28,3 +29,8 @@ def test_each_job_config_asks_retrieve_for_that_job_only(tmp_path):
         assert bool(retrieve.weak_pairs) == (job == "weak-pairs")
         assert (retrieve.related_images_queries is None) == (job == "related-images")
         assert (retrieve.related_texts_queries is None) == (job == "related-texts")
+
+
+def test_a_missing_corpus_names_what_to_run_first(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `python -m benchmarks.scale"):
+        job_config(str(tmp_path / "size-10" / "corpus.yaml"), "related-texts")
