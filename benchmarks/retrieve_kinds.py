@@ -5,14 +5,17 @@ each run alone on the corpora a scale benchmark left (``python -m benchmarks.sca
 Per size and job, the retrieve command runs on a copy of the corpus config asking for that job only
 (``W/size-S/retrieve-<job>.yaml``, the sources in the config's order), measured as the scale benchmark
 measures a stage: CPU seconds of the process tree, wall time, peak memory of the largest worker. Reported:
-those, and each job's CPU growth exponent over the sizes.
+those, and each job's CPU growth exponent over the sizes. With ``--caps``, each related-items job runs once per
+postings cap (``related_*_postings_cap``; ``none``: exact) and reports the recall of its links against the
+first cap's, per query: the share of the reference's linked items it also links.
 
-    python -m benchmarks.retrieve_kinds --work W --sizes 10000 30000 [--jobs related-texts]
+    python -m benchmarks.retrieve_kinds --work W --sizes 10000 30000 [--jobs related-texts] [--caps none 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 from dataclasses import asdict
@@ -27,18 +30,37 @@ JOBS = {"weak-pairs": {"related_images_queries": [], "related_texts_queries": []
         "related-texts": {"weak_pairs": [], "related_images_queries": []}}
 
 
-def job_config(config: str, job: str) -> str:
-    """A copy of the corpus config beside it asking retrieve for ``job`` only."""
+def job_config(config: str, job: str, cap: int | None = None) -> str:
+    """A copy of the corpus config beside it asking retrieve for ``job`` only (its postings capped at ``cap``)."""
     if not os.path.exists(config):
         raise FileNotFoundError(f"{config}: no corpus there; run `python -m benchmarks.scale --work W --sizes ...` "
                                 "through index first")
     with open(config, encoding="utf-8") as f:
         data = yaml.safe_load(f)
-    data.setdefault("retrieval", {}).setdefault("retrieve", {}).update(JOBS[job])
-    path = os.path.join(os.path.dirname(config), f"retrieve-{job}.yaml")
+    data.setdefault("retrieval", {}).setdefault("retrieve", {}).update(
+        JOBS[job], related_images_postings_cap=cap, related_texts_postings_cap=cap)
+    path = os.path.join(os.path.dirname(config), f"retrieve-{job}{'' if cap is None else f'-cap{cap}'}.yaml")
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(data, f, sort_keys=False)  # the sources in their order: a collection's order
     return path
+
+
+def links(corpus: str, job: str) -> dict[tuple, set[tuple]]:
+    """A related-items job's links as written: query (key, text index) -> the linked (key, text index)s."""
+    import pyarrow.parquet as pq
+
+    out: dict[tuple, set[tuple]] = {}
+    for path in sorted(glob.glob(os.path.join(corpus, "links", job, "*", "[0-9]*.parquet"))):
+        table = pq.read_table(path, columns=["query_key", "query_text_index", "key", "text_index"]).to_pydict()
+        for query, query_index, key, index in zip(*table.values(), strict=True):
+            out.setdefault((query, query_index), set()).add((key, index))
+    return out
+
+
+def recall(found: dict[tuple, set[tuple]], reference: dict[tuple, set[tuple]]) -> float:
+    """Mean over the reference's queries of the share of their linked items ``found`` links too."""
+    shares = [len(found.get(query, set()) & items) / len(items) for query, items in reference.items() if items]
+    return sum(shares) / len(shares) if shares else 1.0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,18 +69,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", required=True)
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--caps", nargs="+", default=["none"],
+                        help="postings caps of the related-items jobs (none: exact); recall against the first")
     parser.add_argument("--out", default="benchmarks/results/retrieve-kinds.json")
     args = parser.parse_args(argv)
     sizes, rows = sorted(args.sizes), []
+    caps = [None if cap == "none" else int(cap) for cap in args.caps]
     for size in sizes:
         folder = os.path.join(args.work, f"size-{size}")
+        corpus = os.path.join(folder, "corpus")
         for job in args.jobs:
-            measured = run_stage("retrieve", job_config(os.path.join(folder, "corpus.yaml"), job),
-                                 os.path.join(folder, "corpus"), size,
-                                 ["--workers", str(args.workers), "--quiet", "--overwrite"])
-            rows.append({"job": job, **asdict(measured)})
-            print(json.dumps(rows[-1]), flush=True)
-    growth = {job: exponent(sizes, [r["cpu_s"] for r in rows if r["job"] == job]) for job in args.jobs}
+            reference = None
+            for cap in caps if job != "weak-pairs" else [None]:
+                measured = run_stage("retrieve", job_config(os.path.join(folder, "corpus.yaml"), job, cap), corpus,
+                                     size, ["--workers", str(args.workers), "--quiet", "--overwrite"])
+                row = {"job": job, "cap": cap, **asdict(measured)}
+                if job != "weak-pairs":
+                    found = links(corpus, job)
+                    reference = reference if reference is not None else found
+                    row["recall"] = recall(found, reference)
+                rows.append(row)
+                print(json.dumps(rows[-1]), flush=True)
+    growth = {f"{job}{'' if cap is None else f'-cap{cap}'}": exponent(
+        sizes, [r["cpu_s"] for r in rows if r["job"] == job and r["cap"] == cap])
+        for job in args.jobs for cap in (caps if job != "weak-pairs" else [None])}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"rows": rows, "cpu_exponent": growth}, f, indent=1)
     print(json.dumps({"cpu_exponent": growth}))

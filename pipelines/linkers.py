@@ -245,8 +245,9 @@ def _text_documents(root: str, source: str, shard: int) -> list[dict]:
 
 
 class _RelatedLinker(ShardLinker):
-    """A related-items job: its collection (``retrieval.tfidf``, sharded like its input tables) is built once
-    under ``links/<table>/_stats/tfidf-<collection fingerprint>/``; a worker holds one shard of it at a time."""
+    """A related-items job: its collection (``retrieval.tfidf``, sharded like its input tables, with its postings
+    and row store: ``retrieval.postings``) is built once under ``links/<table>/_stats/tfidf-<collection
+    fingerprint>-<cap>/``; a worker reads the postings of its queries' terms and the rows of its hits."""
 
     folder: str  # the sidecar tables of the collection
     kind: str  # ``related_images`` or ``related_texts``: the prefix of its fields in ``retrieval.retrieve``
@@ -265,10 +266,15 @@ class _RelatedLinker(ShardLinker):
     def collection(self):
         raise NotImplementedError
 
+    @property
+    def cap(self) -> int | None:
+        return getattr(self.section, f"{self.kind}_postings_cap")
+
     def _folder(self) -> tuple[str, str]:
-        """The stats folder of the table, and the collection's folder in it."""
+        """The stats folder of the table, and the collection's folder in it (its postings' cap in the name)."""
         stats = storage.join(self.root, layout.stats(layout.links(self.tables[0].name)))
-        return stats, storage.join(stats, f"tfidf-{_fingerprint(self.root, self.folder, self.collections)}")
+        cap = "all" if self.cap is None else f"cap{self.cap}"
+        return stats, storage.join(stats, f"tfidf-{_fingerprint(self.root, self.folder, self.collections)}-{cap}")
 
     def prepare(self, runner) -> None:
         from pipelines.tfidf_collections import build, remove_others
@@ -278,8 +284,8 @@ class _RelatedLinker(ShardLinker):
         build(self.collection(), runner)
 
     def setup(self) -> None:
-        self.tfidf = self.collection()
-        self.vectorizer = self.tfidf.vectorizer()
+        collection = self.collection()
+        self.vectorizer, self.index = collection.vectorizer(), collection.index()
 
 
 class RelatedImages(_RelatedLinker):
@@ -303,7 +309,8 @@ class RelatedImages(_RelatedLinker):
         from retrieval.tfidf import label_terms
 
         return Collection(self._folder()[1], _sidecar_shards(self.root, self.folder, self.collections),
-                          partial(_region_documents, self.root), label_terms, "labels", ("key", "source"))
+                          partial(_region_documents, self.root), label_terms, "labels", ("key", "source"),
+                          postings=True, cap=self.cap)
 
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_images
@@ -314,7 +321,7 @@ class RelatedImages(_RelatedLinker):
         queries = [key for key in images if labels.get(key)]
         rejects = [_reject(source, DETECT, shard, key, Reason.NO_TAGS, "the image has no region label")
                    for key in images if not labels.get(key)]
-        found = related_images(self.vectorizer, self.tfidf, [{"labels": labels[key]} for key in queries], queries,
+        found = related_images(self.vectorizer, self.index, [{"labels": labels[key]} for key in queries], queries,
                                self.top_n)
         rows = []
         for key, hits in zip(queries, found, strict=True):
@@ -349,7 +356,7 @@ class RelatedTexts(_RelatedLinker):
 
         return Collection(self._folder()[1], _sidecar_shards(self.root, self.folder, self.collections),
                           partial(_text_documents, self.root), text_terms, "text",
-                          ("key", "source", "text_index", "text"), vector="vector")
+                          ("key", "source", "text_index", "text"), vector="vector", postings=True, cap=self.cap)
 
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_texts
@@ -357,7 +364,7 @@ class RelatedTexts(_RelatedLinker):
         queries = _table_rows(self.root, TEXTS, source, shard, ["key", "text_index", "text", "vector"],
                               self.input_hint)
         vectors = _stored_vectors([row["vector"] for row in queries])
-        found = related_texts(self.vectorizer, self.tfidf, queries, vectors, [row["key"] for row in queries],
+        found = related_texts(self.vectorizer, self.index, queries, vectors, [row["key"] for row in queries],
                               self.top_m, self.top_n)
         rows, rejects = [], []
         for query, hits in zip(queries, found, strict=True):

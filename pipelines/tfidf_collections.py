@@ -6,10 +6,17 @@ and texts), kept in a folder named by a digest of what it was built from:
     <folder>/frequencies.pkl            the document frequencies: a Beam combine over every document
     <folder>/<source>/NNNNN.npz         one CSR matrix + row identities (+ vectors) per input shard
 
-Two pipelines, each skipped when its files exist (every file is written under a temporary name, then
+or, for a collection searched through its postings (``postings=True``: the related items, ``retrieval.postings``),
+the matrix alone in the ``.npz`` and beside it
+
+    <folder>/<source>/NNNNN.arrow       the row store: the shard's identities (+ vectors), by record batch
+    <folder>/postings/NNNNN.npy         the term-partitioned postings (+ ``.offsets.npy``), a bucket of terms each
+    <folder>/postings/buckets.npy       the buckets' first terms, written last
+
+Up to three pipelines, each skipped when its files exist (every file is written under a temporary name, then
 renamed, so a killed build resumes where it stopped and gives the same files). A worker then loads the
-frequencies (the vocabulary, not the documents) and one shard file at a time: its memory does not grow
-with the collection.
+frequencies (the vocabulary, not the documents) and one shard file at a time, or the postings of its queries'
+terms and the rows of its hits: its memory does not grow with the collection.
 """
 
 from __future__ import annotations
@@ -64,12 +71,24 @@ class Collection:
     max_df: float = 1.0
     dtype: str = "float64"
     sorted_terms: bool = True
+    postings: bool = False  # searched through term-partitioned postings and a row store (``retrieval.postings``)
+    cap: int | None = None  # with postings: the entries kept per term, its heaviest (None: all, exact)
 
     def analyze(self, document: dict) -> Sequence[str]:
         return self.analyzer(document[self.terms])
 
     def shard_path(self, source: str, shard: int) -> str:
         return storage.join(self.folder, source, f"{shard_name(shard)}.npz")
+
+    def rows_path(self, source: str, shard: int) -> str:
+        return storage.join(self.folder, source, f"{shard_name(shard)}.arrow")
+
+    def index(self):
+        """The collection's ``retrieval.postings.PostingsIndex`` (built with ``postings=True``)."""
+        from retrieval.postings import PostingsIndex
+
+        return PostingsIndex(lambda name: storage.open_read(storage.join(self.folder, name)),
+                             lambda position: storage.open_read(self.rows_path(*self.shards[position])))
 
     def vectorizer(self):
         """The collection's vectorizer (documents: dicts, as ``read`` gives them); needs the frequencies."""
@@ -117,12 +136,52 @@ def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
             if documents else np.zeros((0, 0), dtype=np.float32)
     columns = {name: [d[name] for d in documents] for name in collection.columns}
     matrix = collection.vectorizer().transform(documents)
+    if collection.postings:  # identities and vectors in the row store, written first: the .npz marks the shard done
+        from retrieval.rowstore import rows_bytes
+
+        _write(collection.rows_path(*shard), rows_bytes(columns, vectors))
+        columns, vectors = {}, None
     _write(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))
 
 
+def _shard_entries(position: int, collection: Collection, first_terms) -> list:
+    from retrieval.postings import shard_entries
+
+    return list(shard_entries(collection.load(position).matrix, position, first_terms))
+
+
+def _write_bucket(item: tuple, collection: Collection, first_terms, vocabulary: int) -> None:
+    from retrieval.postings import bucket_files
+
+    for name, data in bucket_files(item[0], first_terms, vocabulary, item[1]).items():
+        _write(storage.join(collection.folder, name), data)
+
+
+def _build_postings(collection: Collection, runner) -> None:
+    """The postings: each shard's entries by bucket, each bucket's (capped) lists combined, then the plan."""
+    from pipelines.runner import pipeline_options
+    from retrieval.postings import PLAN, TopPostings, npy_bytes, plan_buckets
+
+    vectorizer = collection.vectorizer()
+    first, vocabulary = plan_buckets(vectorizer.document_counts, collection.cap), len(vectorizer.vocabulary)
+    combiner = TopPostings(collection.cap)
+    with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
+        (pipeline
+         | "Shards" >> beam.Create(list(range(len(collection.shards))))
+         | "Spread" >> beam.Reshuffle()
+         | "Entries" >> beam.FlatMap(_shard_entries, collection, first)
+         | "Lists" >> beam.CombinePerKey(AsCombineFn(combiner))
+         | "Write" >> beam.Map(_write_bucket, collection, first, vocabulary))
+    for bucket in range(len(first)):  # a bucket no shard had an entry for
+        if not storage.exists(storage.join(collection.folder, f"postings/{bucket:05d}.npy")):
+            _write_bucket((bucket, combiner.extract_output([])), collection, first, vocabulary)
+    _write(storage.join(collection.folder, PLAN), npy_bytes(first))
+
+
 def build(collection: Collection, runner) -> None:
-    """The frequencies, then every missing shard file (``runner``: a ``pipelines.runner.RunnerConfig``);
-    nothing runs when all exist. Temporaries of a killed build are removed first."""
+    """The frequencies, then every missing shard file, then (``postings``) the postings unless complete
+    (``runner``: a ``pipelines.runner.RunnerConfig``); nothing runs when all exist. Temporaries of a killed
+    build are removed first."""
     from pipelines.runner import pipeline_options
     from retrieval.tfidf import DocumentFrequencyCombiner
 
@@ -143,6 +202,11 @@ def build(collection: Collection, runner) -> None:
              | "Shards" >> beam.Create(missing)
              | "Spread" >> beam.Reshuffle()
              | "Matrices" >> beam.Map(_write_shard, collection))
+    if collection.postings:
+        from retrieval.postings import PLAN
+
+        if not storage.exists(storage.join(collection.folder, PLAN)):
+            _build_postings(collection, runner)
 
 
 def remove_others(stats: str, keep: str | None = None) -> None:

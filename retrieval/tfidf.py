@@ -27,7 +27,7 @@ from functools import cache, cached_property, reduce
 import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+")
-_ROW_BITS = 32  # a hit's tie key: shard position << 32 | row, ordered like the row's collection position
+ROW_BITS = 32  # a hit's tie key: shard position << 32 | row, ordered like the row's collection position
 BLOCK_ENTRIES = 1 << 18  # queries x shard rows scored per sparse product: a block's hit arrays stay small (4M:
 # as fast within noise, 6.4x the peak memory on 100k images; docs/BENCHMARKS.md)
 
@@ -116,7 +116,9 @@ class TfidfVectorizer:
         self.analyzer = analyzer
         self.dtype, self.sorted_terms = np.dtype(dtype), sorted_terms
         n = frequencies.documents
-        self.idf = np.array([math.log((1 + n) / (1 + frequencies.counts[t])) + 1 for t in kept], dtype=self.dtype)
+        self.document_counts = np.array([frequencies.counts[t] for t in kept], dtype=np.int64)
+        self.idf = np.array([math.log((1 + n) / (1 + count)) + 1 for count in self.document_counts.tolist()],
+                            dtype=self.dtype)
 
     def transform(self, documents: Sequence):
         """A CSR matrix (documents, vocabulary); a document without a known term is an all-zero row."""
@@ -296,7 +298,7 @@ def _padded(query: np.ndarray, slot: np.ndarray, ties: np.ndarray, scores: np.nd
     return padded_scores, padded_ties
 
 
-class _RunningTop:
+class RunningTop:
     """Every query's best ``top`` hits so far, in no particular order, with room for as many again: (queries, 2 top)
     arrays of scores and tie keys, row q's first ``filled[q]`` slots taken. New hits are appended while the row
     has room; a row that overflows is cut back to its ``top`` best (``_cut``), so a cut is paid once per ``top``
@@ -376,7 +378,7 @@ def _excluded(shard: CollectionShard, exclude_by: Sequence[str],
     return np.concatenate(queries).astype(np.int64), np.concatenate(rows).astype(np.int64)
 
 
-def _beating(scores, floors: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def beating(scores, floors: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query, row, score) of the entries of a block of queries' scores against a shard (CSR, queries x rows,
     grouped by query) above their query's floor and not ``excluded`` (query * rows + row)."""
     hit = np.flatnonzero(scores.data > np.repeat(floors, np.diff(scores.indptr)))
@@ -399,11 +401,11 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
     Each shard is read once (one in memory at a time when ``shards`` loads lazily) and scored against all the
     queries by sparse products with its transposed matrix (its inverted index: term -> rows, so only rows sharing
     a term are scored), in blocks of at most ``block_entries`` scores. Only the hits above their query's running
-    floor go on (``_RunningTop``); the tops are sorted once, at the end."""
+    floor go on (``RunningTop``); the tops are sorted once, at the end."""
     if top < 1:
         raise ValueError(f"search: top must be at least 1, got {top}")
     count = queries.shape[0]
-    running = _RunningTop(count, top, queries.dtype)
+    running = RunningTop(count, top, queries.dtype)
     for position, shard in enumerate(shards):
         inverted = shard.matrix.T.tocsr()  # term -> rows
         width = inverted.shape[1]
@@ -412,9 +414,9 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
         for start in range(0, count, step):
             stop = min(count, start + step)
             inside = (skip_query >= start) & (skip_query < stop)
-            query, row, scores = _beating(queries[start:stop] @ inverted, running.floors[start:stop],
+            query, row, scores = beating(queries[start:stop] @ inverted, running.floors[start:stop],
                                           (skip_query[inside] - start) * width + skip_row[inside])
-            running.add(query + start, (position << _ROW_BITS) | row, scores)
+            running.add(query + start, (position << ROW_BITS) | row, scores)
     return running.hits()
 
 
@@ -445,7 +447,7 @@ class Gathered:
         return list(map(self.columns[name].__getitem__, self.at(ties).tolist()))
 
 
-def _distinct(values: np.ndarray) -> np.ndarray:
+def distinct(values: np.ndarray) -> np.ndarray:
     """The sorted distinct values: a sort and a neighbour test (numpy 2's ``np.unique`` hashes first, measured 50x
     slower on 300k tie keys)."""
     values = np.sort(values)
@@ -456,10 +458,10 @@ def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard], column
            vectors: bool = False) -> Gathered:
     """The identities (``columns``) and/or ``vectors`` of every hit's row, loading each shard that holds one
     once, in turn."""
-    ties = _distinct(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
-    shards, rows = ties >> _ROW_BITS, ties & ((1 << _ROW_BITS) - 1)
+    ties = distinct(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
+    shards, rows = ties >> ROW_BITS, ties & ((1 << ROW_BITS) - 1)
     names, out, stacked = None, {}, []
-    for position in _distinct(shards).tolist():
+    for position in distinct(shards).tolist():
         first, last = np.searchsorted(shards, [position, position + 1])  # the ties are sorted: so are their shards
         shard, these = load(position), rows[first:last].tolist()
         if columns:

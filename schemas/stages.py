@@ -223,6 +223,11 @@ class RetrieveConfig:
     related_images_top_n: int = 100  # UNIMO App. A
     related_texts_candidates: int = 1000  # TF-IDF top before the embedding rerank (UNIMO App. A)
     related_texts_top_n: int = 100
+    # Entries kept per term in the related items' postings (retrieval/postings.py), a term's heaviest: a query
+    # shard's work then follows its terms, not the collection (None: every entry, the exact TF-IDF top; recall
+    # of a cap in docs/BENCHMARKS.md)
+    related_images_postings_cap: int | None = None
+    related_texts_postings_cap: int | None = None
     # UNIMO App. A: which sources' images / texts are queries and which are the collections searched.
     # None: every source with ann/detect tables (images) or emb/text tables (texts); []: none (skip).
     related_images_queries: list[str] | None = sources_field()
@@ -244,6 +249,9 @@ class RetrieveConfig:
             positive(weak.k, f"{where}.weak_pairs[{i}].k")
         for name in ("related_images_top_n", "related_texts_candidates", "related_texts_top_n"):
             positive(getattr(self, name), f"{where}.{name}")
+        for name in ("related_images_postings_cap", "related_texts_postings_cap"):
+            if getattr(self, name) is not None:
+                positive(getattr(self, name), f"{where}.{name}")
 
 
 @dataclass

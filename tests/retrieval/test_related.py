@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from retrieval.postings import in_memory, index_files
 from retrieval.related import related_images, related_texts
 from retrieval.tfidf import (
     CollectionShard,
@@ -55,13 +56,15 @@ def _text(document: dict) -> list[str]:
 
 
 def collection(documents: list[dict], analyzer, parts: int = 1, vectors: np.ndarray | None = None):
-    """The vectorizer and ``parts`` shards (through their file bytes) of ``documents`` (each with a ``key``)."""
+    """The vectorizer, the postings index and the ``parts`` shards (through their file bytes) it was built
+    from, of ``documents`` (each with a ``key``)."""
     vectorizer = OurVectorizer(document_frequencies(documents, analyzer), analyzer)
     matrix = vectorizer.transform(documents)
     bounds = np.linspace(0, len(documents), parts + 1).astype(int)
     shards = [CollectionShard(matrix[a:b], {"key": [d["key"] for d in documents[a:b]], "position": list(range(a, b))},
                               None if vectors is None else vectors[a:b]) for a, b in itertools.pairwise(bounds)]
-    return vectorizer, ShardsInMemory([shard_from_bytes(shard_bytes(shard)) for shard in shards])
+    stored = [shard_from_bytes(shard_bytes(shard)) for shard in shards]
+    return vectorizer, in_memory(index_files(stored, None, len(vectorizer.vocabulary))), ShardsInMemory(stored)
 
 
 def positions(found) -> list[list[tuple[int, float]]]:
@@ -84,9 +87,9 @@ def test_related_images_are_the_exact_tfidf_top_100_without_the_query(parts):
     top_n = RetrieveConfig().related_images_top_n
     assert top_n == 100  # UNIMO App. A
     documents = image_documents(images)
-    vectorizer, shards = collection(documents, _labels, parts)
+    vectorizer, index, shards = collection(documents, _labels, parts)
     queries = list(range(0, 400, 7))
-    found = related_images(vectorizer, shards, [documents[q] for q in queries],
+    found = related_images(vectorizer, index, [documents[q] for q in queries],
                                   [documents[q]["key"] for q in queries], top_n)
     truth = dense_tfidf([label_terms(x) for x in images], [label_terms(images[q]) for q in queries])
     hits = positions(found)
@@ -98,8 +101,8 @@ def test_related_images_are_the_exact_tfidf_top_100_without_the_query(parts):
 def test_related_images_return_every_candidate_when_fewer_than_top_n():
     images = [["ball", "tree"], ["ball"], ["tree", "tree", "car"], ["sun"], ["ball", "tree"], ["kite", "sun"]]
     documents = image_documents(images)
-    vectorizer, shards = collection(documents, _labels, parts=2)
-    found = related_images(vectorizer, shards, documents[:1], ["img-0"])  # the default top_n, 100
+    vectorizer, index, shards = collection(documents, _labels, parts=2)
+    found = related_images(vectorizer, index, documents[:1], ["img-0"])  # the default top_n, 100
     (hits,) = positions(found)
     # every image sharing a label with image 0, and only those: the inverted index filters the rest
     assert sorted(i for i, _ in hits) == [1, 2, 4]
@@ -110,10 +113,10 @@ def test_related_images_return_every_candidate_when_fewer_than_top_n():
 def test_multi_word_labels_are_one_term_and_unknown_labels_find_nothing():
     assert label_terms(["Traffic  light", "car", " "]) == ["traffic light", "car"]
     documents = image_documents([["traffic light"], ["light"], ["car"]])
-    vectorizer, shards = collection(documents, _labels)
-    found = related_images(vectorizer, shards, [{"labels": ["traffic light"]}], ["query"])
+    vectorizer, index, shards = collection(documents, _labels)
+    found = related_images(vectorizer, index, [{"labels": ["traffic light"]}], ["query"])
     assert [i for i, _ in positions(found)[0]] == [0]
-    found = related_images(vectorizer, shards, [{"labels": ["zebra"]}], ["query"])
+    found = related_images(vectorizer, index, [{"labels": ["zebra"]}], ["query"])
     assert positions(found) == [[]]
 
 
@@ -143,8 +146,8 @@ def test_related_texts_rerank_the_tfidf_candidates_by_embedding_cosine(parts):
     queries = list(range(0, 300, 11))
     top_m, top_n = 40, 10
     documents = text_documents(texts, keys)
-    vectorizer, shards = collection(documents, _text, parts, vectors)
-    found = related_texts(vectorizer, shards, [documents[q] for q in queries], vectors[queries],
+    vectorizer, index, shards = collection(documents, _text, parts, vectors)
+    found = related_texts(vectorizer, index, [documents[q] for q in queries], vectors[queries],
                                  [keys[q] for q in queries], top_m, top_n)
     truth = dense_tfidf([text_terms(t) for t in texts], [text_terms(texts[q]) for q in queries])
     got = positions(found)
@@ -170,14 +173,14 @@ def test_related_texts_defaults_and_fewer_candidates_than_top_n():
     texts = ["a red ball on the sand", "a blue ball", "the red car", "green trees on a hill", "ball games"]
     vectors = unit(rng, len(texts))
     documents = text_documents(texts, list("abcde"))
-    vectorizer, shards = collection(documents, _text, 2, vectors)
-    found = related_texts(vectorizer, shards, documents[:1], vectors[:1], ["a"],
+    vectorizer, index, shards = collection(documents, _text, 2, vectors)
+    found = related_texts(vectorizer, index, documents[:1], vectors[:1], ["a"],
                                  config.related_texts_candidates, config.related_texts_top_n)
     (hits,) = positions(found)
     assert sorted(i for i, _ in hits) == [1, 2, 4]  # every text sharing a term (ball, red, sand), not itself
     scores = [s for _, s in hits]
     assert scores == sorted(scores, reverse=True)
-    assert related_texts(vectorizer, shards, [{"text": "the of and"}], vectors[:1], ["z"]) == [[]]  # no term
+    assert related_texts(vectorizer, index, [{"text": "the of and"}], vectors[:1], ["z"]) == [[]]  # no term
 
 
 def test_a_shard_without_queries_gives_no_links_not_a_crash():
@@ -186,5 +189,5 @@ def test_a_shard_without_queries_gives_no_links_not_a_crash():
     empty = _stored_vectors([])  # np.array([]).reshape(0, -1) would raise
     assert empty.shape == (0, 0) and _stored_vectors([[1, 0], [0, 1]]).shape == (2, 2)
     vectors = _stored_vectors([[1, 0], [0, 1]])
-    vectorizer, shards = collection(text_documents(["a red ball", "a blue tent"], ["a", "b"]), _text, 1, vectors)
-    assert related_texts(vectorizer, shards, [], empty, []) == []
+    vectorizer, index, shards = collection(text_documents(["a red ball", "a blue tent"], ["a", "b"]), _text, 1, vectors)
+    assert related_texts(vectorizer, index, [], empty, []) == []

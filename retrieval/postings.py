@@ -1,0 +1,268 @@
+"""Term-partitioned postings of a sharded TF-IDF collection: a related-items search whose work per query shard
+follows its own queries' terms, not the size of the collection (UNIMO App. A related images and texts at the
+papers' size; docs/SCALE.md).
+
+``tfidf.search`` scans every collection shard for every query shard, so a whole related-items job grows as
+N^2 (docs/BENCHMARKS.md). Here the collection's inverted index is written once (``pipelines.tfidf_collections``
+builds it with Beam), beside the row store (``retrieval.rowstore``):
+
+- ``postings/NNNNN.npy``: the entries (row tie key, weight) of a bucket of consecutive terms, each term's
+  heaviest first (impact order: weight, then collection order) and, with a ``cap``, only its ``cap``
+  heaviest; ``postings/NNNNN.offsets.npy`` where each term's entries start. Buckets hold about
+  ``BUCKET_ENTRIES`` entries (planned from the document frequencies: ``postings/buckets.npy``, the first
+  term of each, written last: the index is complete when it exists).
+
+A query shard reads the byte ranges of its own terms' entries, scores the rows they name by one sparse product
+per block of queries, keeps each query's top k and a slack, reads those rows' keys, drops the rows sharing the
+query's key (its own sample) and searches again, with more slack, the queries whose slack was too small.
+With no cap the hits are ``tfidf.search``'s bit for bit (the same products summed in the same order, the same
+tie keys); with a cap, a row is missed where it is not among the ``cap`` heaviest of any term it shares with
+the query, and its score lacks the terms where it is not (recall measured in docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO
+
+import numpy as np
+
+from retrieval.rowstore import RowStore, rows_bytes
+from retrieval.tfidf import BLOCK_ENTRIES, ROW_BITS, Gathered, Hits, RunningTop, beating, distinct
+
+BUCKET_ENTRIES = 1 << 20  # entries a bucket holds at most, but for one term holding more (no cap)
+READ_GAP = 4096  # entries skipped rather than a new read between two wanted terms of a bucket
+SLACK = 8  # hits kept beyond the top k, for the rows of the query's own sample (doubled where too few)
+PLAN = "postings/buckets.npy"
+
+
+def entry_dtype(weights) -> np.dtype:
+    return np.dtype([("tie", "<i8"), ("weight", np.dtype(weights).newbyteorder("<"))])
+
+
+def plan_buckets(lengths: np.ndarray, cap: int | None, entries: int | None = None) -> np.ndarray:
+    """The first term of each bucket: consecutive terms whose lists (``lengths``: each term's document count,
+    cut at ``cap``) add up to at most ``entries`` (``BUCKET_ENTRIES``), a term longer than that alone."""
+    entries = entries or BUCKET_ENTRIES
+    sizes = np.asarray(lengths, dtype=np.int64) if cap is None else np.minimum(lengths, cap).astype(np.int64)
+    first, total = [], entries
+    for term, size in enumerate(sizes.tolist()):
+        if total + size > entries:
+            first.append(term)
+            total = 0
+        total += size
+    return np.array(first, dtype=np.int64)
+
+
+def bucket_of(first_terms: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    return np.searchsorted(first_terms, terms, side="right") - 1
+
+
+def shard_entries(matrix, position: int, first_terms: np.ndarray) -> Iterator[tuple[int, tuple]]:
+    """A collection shard's entries (term, tie key, weight) by bucket: (bucket, (terms, ties, weights))."""
+    coo = matrix.tocoo()
+    terms, weights = coo.col.astype(np.int64), coo.data
+    ties = (np.int64(position) << ROW_BITS) | coo.row.astype(np.int64)
+    buckets = bucket_of(first_terms, terms)
+    order = np.argsort(buckets, kind="stable")
+    bounds = np.flatnonzero(np.diff(buckets[order])) + 1
+    for part in np.split(order, bounds) if len(order) else []:
+        yield int(buckets[part[0]]), (terms[part], ties[part], weights[part])
+
+
+def impact_order(terms: np.ndarray, ties: np.ndarray, weights: np.ndarray,
+                 cap: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries by term, each term's heaviest first (then the earlier row), its first ``cap`` only."""
+    order = np.lexsort((ties, -weights, terms))
+    terms, ties, weights = terms[order], ties[order], weights[order]
+    if cap is not None:
+        keep = np.arange(len(terms)) - np.searchsorted(terms, terms, side="left") < cap
+        terms, ties, weights = terms[keep], ties[keep], weights[keep]
+    return terms, ties, weights
+
+
+class TopPostings:
+    """CombineFn semantics (no Beam import) over one bucket's entries from every shard: each term's ``cap``
+    heaviest. An accumulator is a list of entry arrays, put in impact order and cut whenever it holds more than
+    ``hold`` entries, so a worker holds about twice a bucket's (capped) entries whatever the collection's size.
+    The output does not depend on the order workers merged in (an entry of the final top of its term is in the
+    top of every part that holds it)."""
+
+    def __init__(self, cap: int | None, hold: int | None = None):
+        self.cap, self.hold = cap, hold or 2 * BUCKET_ENTRIES
+
+    def create_accumulator(self) -> list[tuple]:
+        return []
+
+    def _held(self, parts: list[tuple]) -> list[tuple]:
+        return [self.extract_output(parts)] if sum(len(part[0]) for part in parts) > self.hold else parts
+
+    def add_input(self, accumulator: list[tuple], entries: tuple) -> list[tuple]:
+        return self._held([*accumulator, entries])
+
+    def merge_accumulators(self, accumulators) -> list[tuple]:
+        held: list[tuple] = []
+        for accumulator in accumulators:
+            held = self._held(held + accumulator)
+        return held
+
+    def extract_output(self, accumulator: list[tuple]) -> tuple:
+        if not accumulator:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        terms, ties, weights = (np.concatenate(arrays) for arrays in zip(*accumulator, strict=True))
+        return impact_order(terms, ties, weights, self.cap)
+
+
+def bucket_files(bucket: int, first_terms: np.ndarray, vocabulary: int, entries: tuple) -> dict[str, bytes]:
+    """A bucket's two files from its entries (in impact order): entries and per-term offsets."""
+    terms, ties, weights = entries
+    first = first_terms[bucket]
+    stop = first_terms[bucket + 1] if bucket + 1 < len(first_terms) else vocabulary
+    records = np.empty(len(ties), dtype=entry_dtype(weights.dtype))
+    records["tie"], records["weight"] = ties, weights
+    offsets = np.searchsorted(terms, np.arange(first, stop + 1), side="left").astype(np.int64)
+    return {f"postings/{bucket:05d}.npy": npy_bytes(records), f"postings/{bucket:05d}.offsets.npy": npy_bytes(offsets)}
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=False)
+    return out.getvalue()
+
+
+def _load(open_file: Callable[[str], IO[bytes]], name: str) -> np.ndarray:
+    with open_file(name) as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+class Postings:
+    """A collection's postings as written: a term's entries read by their byte range."""
+
+    def __init__(self, open_file: Callable[[str], IO[bytes]]):
+        self.open_file = open_file
+        self.first_terms = _load(open_file, PLAN)
+        self.offsets: dict[int, np.ndarray] = {}  # per bucket: a worker keeps (vocabulary + buckets) int64
+
+    def lists(self, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, ties, weights) of ``terms`` (sorted, distinct): term i's entries at indptr[i]:indptr[i + 1]."""
+        buckets = bucket_of(self.first_terms, terms)
+        parts, lengths = [], []
+        for bucket in distinct(buckets).tolist():
+            if bucket not in self.offsets:
+                self.offsets[bucket] = _load(self.open_file, f"postings/{bucket:05d}.offsets.npy")
+            local = terms[buckets == bucket] - self.first_terms[bucket]
+            starts, stops = self.offsets[bucket][local], self.offsets[bucket][local + 1]
+            parts.append(self._read(f"postings/{bucket:05d}.npy", starts, stops))
+            lengths.append(stops - starts)
+        records = np.concatenate(parts) if parts else np.zeros(0, dtype=entry_dtype(np.float64))
+        indptr = np.concatenate([[0], np.cumsum(np.concatenate([np.zeros(0, np.int64), *lengths]))]).astype(np.int64)
+        return indptr, records["tie"], records["weight"]
+
+    def _read(self, name: str, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """Entries [starts[i], stops[i]) of each term, in order: one read per run of terms less than
+        ``READ_GAP`` entries apart."""
+        with self.open_file(name) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            _, _, dtype = read_header(f)
+            base = f.tell()
+            runs = np.flatnonzero(np.concatenate([[True], starts[1:] - stops[:-1] > READ_GAP]))
+            out = []
+            for first, last in zip(runs.tolist(), [*runs[1:].tolist(), len(starts)], strict=True):
+                low, high = int(starts[first]), int(stops[last - 1])
+                f.seek(base + low * dtype.itemsize)
+                block = np.frombuffer(f.read((high - low) * dtype.itemsize), dtype=dtype)
+                out += [block[a - low:b - low] for a, b in zip(starts[first:last].tolist(),
+                                                                stops[first:last].tolist(), strict=True)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=dtype)
+
+
+def _blocks(work: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
+    """Consecutive ranges of queries whose ``work`` adds up to at most ``limit`` (one query at least)."""
+    total, start = np.cumsum(work), 0
+    while start < len(work):
+        base = total[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(total, base + limit, side="right")))
+        yield start, stop
+        start = stop
+
+
+class PostingsIndex:
+    """A collection's postings and rows: ``search`` (its top k per query, its own sample's rows excluded)
+    and ``gather`` (the hits' identities and vectors)."""
+
+    def __init__(self, open_file: Callable[[str], IO[bytes]], open_rows: Callable[[int], IO[bytes]]):
+        """``open_file(name)``: the postings' files (``postings/...``); ``open_rows(position)``: the row store
+        file of the collection's ``position``-th shard."""
+        self.postings, self.rows = Postings(open_file), RowStore(open_rows)
+
+    def gather(self, found: Sequence[Hits], columns: Sequence[str] | None = None, vectors: bool = False) -> Gathered:
+        return self.rows.gather(found, columns, vectors)
+
+    def scored(self, queries, top: int, block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
+        """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows by cosine (> 0), best first,
+        ties to the earlier row; no row excluded."""
+        from scipy import sparse
+
+        terms = distinct(queries.indices.astype(np.int64))
+        indptr, ties, weights = self.postings.lists(terms)
+        candidates = distinct(ties)
+        lists = sparse.csr_matrix((weights, np.searchsorted(candidates, ties), indptr),
+                                  shape=(len(terms), len(candidates)))
+        local = sparse.csr_matrix((queries.data, np.searchsorted(terms, queries.indices), queries.indptr),
+                                  shape=(queries.shape[0], len(terms)))  # the queries' terms in their order
+        work = np.bincount(np.repeat(np.arange(local.shape[0]), np.diff(local.indptr)),
+                           weights=np.diff(indptr)[local.indices], minlength=local.shape[0])  # entries it scores
+        running = RunningTop(queries.shape[0], top, queries.dtype)
+        for start, stop in _blocks(work, block_entries):
+            query, column, scores = beating(local[start:stop] @ lists, running.floors[start:stop],
+                                             np.zeros(0, np.int64))
+            running.add(query + start, candidates[column], scores)
+        return running.hits()
+
+    def search(self, queries, top: int, keys: Sequence[str], block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
+        """``scored``, less the rows whose key is the query's (``keys[q]``): as ``tfidf.search`` excluding by
+        ``key``. The top is taken with ``SLACK`` more, the hits' keys read, and a query left with fewer than
+        ``top`` where more may exist is searched again with four times the slack."""
+        if top < 1:
+            raise ValueError(f"search: top must be at least 1, got {top}")
+        out: list[Hits | None] = [None] * queries.shape[0]
+        pending, slack = np.arange(queries.shape[0]), SLACK
+        while len(pending):
+            found = self.scored(queries[pending], top + slack, block_entries)
+            gathered = self.gather(found, ["key"])
+            again = []
+            for q, hits in zip(pending.tolist(), found, strict=True):
+                keep = np.array([key != keys[q] for key in gathered.column("key", hits.ties)], dtype=bool)
+                if keep.sum() >= top or len(hits.ties) < top + slack:
+                    out[q] = Hits(hits.ties[keep][:top], hits.scores[keep][:top])
+                else:
+                    again.append(q)
+            pending, slack = np.array(again, dtype=np.int64), slack * 4
+        return out
+
+
+def index_files(shards: Sequence, cap: int | None, vocabulary: int) -> dict[str, bytes]:
+    """Every file of the index of ``shards`` (``tfidf.CollectionShard``s, in collection order) built in one
+    process: the steps of the Beam build (``pipelines.tfidf_collections``) in a loop (tests, benchmarks)."""
+    lengths = sum((np.bincount(shard.matrix.indices, minlength=vocabulary) for shard in shards),
+                  np.zeros(vocabulary, np.int64))  # each term's document count
+    first = plan_buckets(lengths, cap)
+    combiner, held = TopPostings(cap), {}
+    for position, shard in enumerate(shards):
+        for bucket, part in shard_entries(shard.matrix, position, first):
+            held[bucket] = combiner.add_input(held.get(bucket, combiner.create_accumulator()), part)
+    files = {name: data for bucket in range(len(first)) for name, data in
+             bucket_files(bucket, first, vocabulary, combiner.extract_output(held.get(bucket, []))).items()}
+    for position, shard in enumerate(shards):
+        files[f"rows/{position:05d}"] = rows_bytes({name: list(values) for name, values in shard.columns.items()},
+                                                shard.vectors)
+    return {**files, PLAN: npy_bytes(first)}
+
+
+def in_memory(files: dict[str, bytes]) -> PostingsIndex:
+    """An index on the files ``index_files`` gave."""
+    return PostingsIndex(lambda name: io.BytesIO(files[name]),
+                         lambda position: io.BytesIO(files[f"rows/{position:05d}"]))

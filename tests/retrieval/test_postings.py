@@ -1,0 +1,159 @@
+"""Term-partitioned postings and the row store (retrieval/postings.py, retrieval/rowstore.py) against the scan
+of every collection shard (``tfidf.search`` / ``tfidf.gather``): without a cap the same hits bit for bit and
+tie for tie, with a cap only rows and score parts the capped lists hold; and the Beam build of a collection's
+postings on real parquet tables, killed and resumed."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+
+from pipelines.runner import RunnerConfig
+from pipelines.tfidf_collections import Collection, build
+from retrieval import postings, rowstore
+from retrieval.postings import TopPostings, impact_order, in_memory, index_files, plan_buckets
+from retrieval.tfidf import TfidfVectorizer, document_frequencies, gather, search, text_terms
+from tests.retrieval.test_tfidf import _read_table, documents, sharded
+
+
+def _text(document: dict) -> list[str]:
+    return text_terms(document["text"])
+
+
+def _both(docs: list[dict], parts: int, cap=None, dtype=np.float64, sorted_terms=True, vectors=False):
+    """The vectorizer, the scanned shards and the postings index of ``docs`` in ``parts`` shards."""
+    vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text, dtype=dtype, sorted_terms=sorted_terms)
+    shards = sharded(vectorizer, docs, parts)
+    if vectors:
+        rng = np.random.default_rng(3)
+        for shard in shards.shards:
+            shard.vectors = rng.normal(size=(shard.matrix.shape[0], 8)).astype(np.float32)
+    return vectorizer, shards, in_memory(index_files(shards.shards, cap, len(vectorizer.vocabulary)))
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    """Buckets, reads, row batches and the slack small enough that a few hundred rows cross every boundary."""
+    monkeypatch.setattr(postings, "BUCKET_ENTRIES", 40)
+    monkeypatch.setattr(postings, "READ_GAP", 3)
+    monkeypatch.setattr(postings, "SLACK", 1)
+    monkeypatch.setattr(rowstore, "ROWS_PER_BATCH", 16)
+
+
+@pytest.mark.parametrize("parts, dtype, sorted_terms, block_entries", [
+    (1, np.float64, True, 1 << 18), (3, np.float64, True, 300), (7, np.float32, False, 50)])
+def test_without_a_cap_the_hits_are_the_scans_bit_for_bit(small_parts, parts, dtype, sorted_terms, block_entries):
+    docs = documents(400, seed=1)
+    vectorizer, shards, index = _both(docs, parts, dtype=dtype, sorted_terms=sorted_terms)
+    queries = docs[::7] + [{"key": "new", "text": "zebra"}, {"key": "k3", "text": "red red ball"}]
+    matrix, keys = vectorizer.transform(queries), [q["key"] for q in queries]
+    scanned = search(matrix, shards.each_shard(), 25, ("key",), [(k,) for k in keys], block_entries)
+    found = index.search(matrix, 25, keys, block_entries)
+    assert [h.pairs() for h in found] == [h.pairs() for h in scanned]  # the same rows, scores and tie order
+    assert sum(len(h.ties) for h in found) > 25 * len(queries) * 0.9 and not len(found[-2].ties)
+    # the row store gives each hit's identity as the shard files do, across record batches
+    assert index.gather(found).identities == gather(scanned, shards.load).identities
+
+
+def test_a_sample_with_more_rows_than_the_slack_is_searched_again(small_parts):
+    """Ten texts of the query's own sample outscore everything: the first top (k + 1) holds only them."""
+    docs = [{"key": "own", "text": "red ball tent"} for _ in range(10)] + \
+        [{"key": f"k{i}", "text": "red ball" if i % 2 else "ball sun"} for i in range(40)]
+    vectorizer, shards, index = _both(docs, 3)
+    query = vectorizer.transform([{"text": "red ball tent"}])
+    found = index.search(query, 5, ["own"])
+    assert found[0].pairs() == search(query, shards.each_shard(), 5, ("key",), [("own",)])[0].pairs()
+    assert [row["key"] for row in index.gather(found).rows(found[0].ties)] == ["k1", "k3", "k5", "k7", "k9"]
+
+
+def test_a_cap_keeps_each_terms_heaviest_rows_and_scores_only_what_it_keeps():
+    docs = documents(600, seed=2)
+    vectorizer, shards, exact = _both(docs, 4)
+    cap = 12
+    _, _, capped = _both(docs, 4, cap=cap)
+    queries = docs[::5]
+    matrix = vectorizer.transform(queries)
+    full = exact.scored(matrix, 10_000)  # every row sharing a term, with its exact score
+    dense = {}
+    for q, hits in enumerate(full):
+        dense.update({(q, t): s for t, s in hits.pairs()})
+    inverted = np.vstack([shard.matrix.toarray() for shard in shards.shards]).T  # term -> row weights
+    heaviest = [set(np.lexsort((np.arange(inverted.shape[1]), -row))[:cap].tolist()) for row in inverted]
+    found, missed = capped.scored(matrix, 30), 0
+    for q, hits in enumerate(found):
+        terms = matrix[q].indices
+        for tie, score in hits.pairs():
+            row = int(tie & 0xFFFFFFFF) + sum(s.matrix.shape[0] for s in shards.shards[:tie >> 32])
+            assert any(row in heaviest[t] for t in terms)  # reached through a term where it is among the cap
+            assert score <= dense[(q, tie)] + 1e-12  # a part of its exact score
+        missed += len(set(full[q].ties[:30].tolist()) - set(hits.ties.tolist()))
+    assert missed  # the cap binds on this collection: the recall is below 1
+    assert [h.pairs() for h in _both(docs, 4, cap=10_000)[2].scored(matrix, 30)] == \
+        [h.pairs() for h in exact.scored(matrix, 30)]  # a cap above every list changes nothing
+
+
+def test_buckets_hold_at_most_their_entries_but_for_one_longer_term():
+    first = plan_buckets(np.array([3, 3, 3, 9, 1, 1, 2]), cap=None, entries=6)
+    assert first.tolist() == [0, 2, 3, 4]  # 3+3 | 3 | 9 (alone) | 1+1+2
+    assert plan_buckets(np.array([3, 3, 3, 9, 1, 1, 2]), cap=2, entries=6).tolist() == [0, 3]  # 2+2+2 | 2+1+1+2
+
+
+def test_the_combined_lists_do_not_depend_on_how_workers_merged():
+    rng = np.random.default_rng(4)
+    parts = [(rng.integers(0, 5, 30), np.arange(30) + 100 * i, rng.integers(1, 4, 30) / 4) for i in range(6)]
+    combiner = TopPostings(cap=4, hold=25)
+    one = combiner.extract_output(list(parts))
+    split = [combiner.add_input(combiner.add_input([], parts[i]), parts[i + 3]) for i in range(3)]
+    merged = combiner.extract_output(combiner.merge_accumulators(split[::-1]))
+    for a, b in zip(one, merged, strict=True):
+        np.testing.assert_array_equal(a, b)
+    terms, ties, weights = impact_order(*(np.concatenate(c) for c in zip(*parts, strict=True)), None)
+    assert np.bincount(one[0]).max() <= 4  # the cap per term
+    # each term's kept entries are its heaviest, heaviest first, ties to the earlier row
+    for term in range(5):
+        kept = list(zip(-one[2][one[0] == term], one[1][one[0] == term], strict=True))
+        everything = sorted(zip(-weights[terms == term], ties[terms == term], strict=True))
+        assert kept == everything[:4]
+
+
+def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process_build(tmp_path, small_parts):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = documents(300, seed=5)
+    rng = np.random.default_rng(6)
+    for d in docs:
+        d["vector"] = rng.normal(size=4).astype(np.float32).tolist()
+    table_root = tmp_path / "tables"
+    for shard in range(3):
+        (table_root / "src").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(docs[shard * 100:(shard + 1) * 100]),
+                       table_root / "src" / f"{shard:05d}.parquet")
+    collection = Collection(str(tmp_path / "tfidf"), tuple(("src", s) for s in range(3)),
+                            partial(_read_table, str(table_root)), text_terms, "text", ("key", "text"),
+                            vector="vector", postings=True, cap=5)
+    runner = RunnerConfig(workers=1)
+    build(collection, runner)
+    names = sorted(p.relative_to(tmp_path / "tfidf").as_posix() for p in (tmp_path / "tfidf").rglob("*") if p.is_file())
+    first = {name: (tmp_path / "tfidf" / name).read_bytes() for name in names}
+    assert "postings/buckets.npy" in first and sum(n.endswith(".offsets.npy") for n in names) >= 3
+    # a build killed after some buckets: the plan (written last) is missing, a temporary is left
+    (tmp_path / "tfidf" / "postings" / "buckets.npy").unlink()
+    (tmp_path / "tfidf" / "postings" / "00001.npy").unlink()
+    (tmp_path / "tfidf" / "postings" / "00002.npy.tmp-x").write_bytes(b"half")
+    build(collection, runner)
+    again = sorted(p.relative_to(tmp_path / "tfidf").as_posix() for p in (tmp_path / "tfidf").rglob("*") if p.is_file())
+    assert again == names and all((tmp_path / "tfidf" / n).read_bytes() == first[n] for n in names)
+    # the same search as an index built in one process from the same shards
+    vectorizer, index = collection.vectorizer(), collection.index()
+    queries = vectorizer.transform(docs[::11])
+    keys = [d["key"] for d in docs[::11]]
+    shards = list(collection.each_shard())
+    for position, shard in enumerate(shards):  # the row store's identities and vectors, as the one-process build
+        shard.columns = {"key": [d["key"] for d in docs[position * 100:(position + 1) * 100]],
+                         "text": [d["text"] for d in docs[position * 100:(position + 1) * 100]]}
+        shard.vectors = np.array([d["vector"] for d in docs[position * 100:(position + 1) * 100]], np.float32)
+    alone = in_memory(index_files(shards, 5, len(vectorizer.vocabulary)))
+    found = index.search(queries, 10, keys)
+    assert [h.pairs() for h in found] == [h.pairs() for h in alone.search(queries, 10, keys)]
+    assert index.gather(found, vectors=True).vectors.tolist() == alone.gather(found, vectors=True).vectors.tolist()
