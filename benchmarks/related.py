@@ -6,10 +6,12 @@ cosines to every document (a dense row of scores per query, then its top k): wha
 Two workloads: related images (region labels of an OpenImages-sized 600-class vocabulary, 1-8 regions
 per image, Zipf-distributed classes) and the related-texts candidate filter (14-word sentences over a
 30k-word Zipf vocabulary less its 100 most frequent words, as stop words are dropped; TF-IDF top 1000).
-Reported per collection size: queries/s (median of interleaved rounds), build time, the peak memory of one
-worker's setup + search (tracemalloc: what numpy, scipy and Python allocate), and recall@k against brute force.
+Beside them, the term-partitioned postings (``retrieval.postings``) the retrieve stage searches, exact and
+with each ``--caps`` entry. Reported per collection size: queries/s (median of interleaved rounds), build time,
+the peak memory of one worker's setup + search (tracemalloc: what numpy, scipy and Python allocate), and
+recall@k against brute force.
 
-    python -m benchmarks.related --sizes 10000 100000 --shards 16 --queries 300 --repeat 3
+    python -m benchmarks.related --sizes 10000 100000 --shards 16 --queries 300 --repeat 3 --caps none 1000
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import itertools
 import json
 import os
 import pickle
+from functools import cached_property
 
 import numpy as np
 
@@ -117,6 +120,39 @@ class Sharded:
                 for hits in found]
 
 
+class Postings(Sharded):
+    """The same shard files with their term-partitioned postings and row store on disk
+    (``retrieval.postings``), ``cap`` entries per term (None: all): a search reads its queries' terms' lists."""
+
+    def __init__(self, documents: list[list[str]], shards: int, folder: str, cap: int | None):
+        from retrieval.postings import index_files
+
+        super().__init__(documents, shards, folder)
+        self.folder, self.cap = folder, cap
+        files = index_files([self.load(p) for p in range(len(self.paths))], cap, len(self.vectorizer.vocabulary))
+        for name, data in files.items():
+            os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(data)
+
+    def setup(self) -> None:
+        super().setup()
+        self.__dict__.pop("index", None)  # a fresh worker opens the index again
+
+    @cached_property
+    def index(self):
+        from retrieval.postings import PostingsIndex
+
+        return PostingsIndex(lambda name: open(os.path.join(self.folder, name), "rb"),
+                             lambda position: open(os.path.join(self.folder, f"rows/{position:05d}"), "rb"))
+
+    def search(self, queries: list[list[str]], top: int) -> list[list[tuple[int, float]]]:
+        found = self.index.scored(self.vectorizer.transform(queries), top)
+        gathered = self.index.gather(found, ["position"])
+        return [list(zip(gathered.column("position", hits.ties), hits.scores.tolist(), strict=True))
+                for hits in found]
+
+
 def peak_mb(run) -> float:
     """The peak of what ``run()`` allocates (numpy and scipy buffers included), in MB."""
     import gc
@@ -131,10 +167,11 @@ def peak_mb(run) -> float:
 
 
 def workload(name: str, documents: list[list[str]], queries: list[list[str]], top: int, repeat: int, shards: int,
-             work: str) -> dict:
-    """Both sides built once (timed apart), then their searches in interleaved rounds; then each worker's
-    setup + search once more under tracemalloc (the brute-force worker fits the whole collection; ours
-    reads the frequencies' vocabulary and one shard file at a time)."""
+             work: str, caps: list[int | None]) -> dict:
+    """Every side built once (timed apart), then their searches in interleaved rounds; then each worker's
+    setup + search once more under tracemalloc (the brute-force worker fits the whole collection; the scan
+    reads the frequencies' vocabulary and one shard file at a time; the postings, its queries' terms' lists
+    and its hits' rows, for each of ``caps``)."""
     import time
 
     import sklearn.feature_extraction.text  # noqa: F401  (imported before the build is timed)
@@ -146,18 +183,28 @@ def workload(name: str, documents: list[list[str]], queries: list[list[str]], to
     ours = Sharded(documents, shards, work)
     ours_build = time.perf_counter() - started
     truth = brute.search(queries, top)
-    names = ("brute force (sklearn + dense cosines)", f"sharded (retrieval.tfidf, {shards} shard files)")
-    contenders = {names[0]: lambda _: len(brute.search(queries, top)),
-                  names[1]: lambda _: len(ours.search(queries, top))}
+    sides = {"brute force (sklearn + dense cosines)": brute,
+             f"sharded scan (retrieval.tfidf, {shards} shard files)": ours}
+    builds = {"brute force (sklearn + dense cosines)": brute_build, f"sharded scan (retrieval.tfidf, {shards} "
+              "shard files)": ours_build}
+    for cap in caps:
+        started = time.perf_counter()
+        label = f"postings (retrieval.postings, {'exact' if cap is None else f'cap {cap}'})"
+        sides[label] = Postings(documents, shards, os.path.join(work, f"postings-{cap}"), cap)
+        builds[label] = time.perf_counter() - started
+    contenders = {label: lambda _, side=side: len(side.search(queries, top)) for label, side in sides.items()}
     rates = {c: median_rate(r) for c, r in interleaved(contenders, repeat, os.path.join(work, "rounds")).items()}
-    memory = {names[0]: peak_mb(lambda: BruteForce(documents).search(queries, top)),
-              names[1]: peak_mb(lambda: (ours.setup(), ours.search(queries, top)))}
+    memory = {label: peak_mb(lambda side=side: (side.setup(), side.search(queries, top)))
+              for label, side in sides.items() if side is not brute}
+    memory["brute force (sklearn + dense cosines)"] = peak_mb(lambda: BruteForce(documents).search(queries, top))
+    first = next(iter(sides))
     return {"workload": name, "documents": len(documents), "queries": len(queries), "top": top,
-            f"recall@{top}": round(recall(ours.search(queries, top), truth), 4),
-            "build_s": {names[0]: round(brute_build, 2), names[1]: round(ours_build, 2)},
+            f"recall@{top}": {label: round(recall(side.search(queries, top), truth), 4)
+                              for label, side in sides.items() if side is not brute},
+            "build_s": {c: round(b, 2) for c, b in builds.items()},
             "queries_per_s": {c: round(r, 1) for c, r in rates.items()},
             "peak_mb": {c: round(m, 1) for c, m in memory.items()},
-            "ratio": round(rates[names[1]] / rates[names[0]], 2)}
+            "ratio_to_brute_force": {c: round(r / rates[first], 2) for c, r in rates.items() if c != first}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stop-words", type=int, default=100, help="most frequent text terms dropped")
+    parser.add_argument("--caps", nargs="+", default=["none"], help="postings caps measured (none: exact)")
     args = parser.parse_args(argv)
     report = []
     for size in args.sizes:
@@ -180,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, docs, picks, top in (("related images (top 100)", images, image_picks, 100),
                                        ("related texts, TF-IDF filter (top 1000)", texts, text_picks, 1000)):
             with tempfile.TemporaryDirectory() as work:
-                report.append(workload(name, docs, [docs[i] for i in picks], top, args.repeat, args.shards, work))
+                report.append(workload(name, docs, [docs[i] for i in picks], top, args.repeat, args.shards, work,
+                                       [None if cap == "none" else int(cap) for cap in args.caps]))
             print(json.dumps(report[-1]), flush=True)
 
 

@@ -169,14 +169,14 @@ class Postings:
             _, _, dtype = read_header(f)
             base = f.tell()
             runs = np.flatnonzero(np.concatenate([[True], starts[1:] - stops[:-1] > READ_GAP]))
-            out = []
+            pieces = []
             for first, last in zip(runs.tolist(), [*runs[1:].tolist(), len(starts)], strict=True):
                 low, high = int(starts[first]), int(stops[last - 1])
                 f.seek(base + low * dtype.itemsize)
-                block = np.frombuffer(f.read((high - low) * dtype.itemsize), dtype=dtype)
-                out += [block[a - low:b - low] for a, b in zip(starts[first:last].tolist(),
-                                                                stops[first:last].tolist(), strict=True)]
-        return np.concatenate(out) if out else np.zeros(0, dtype=dtype)
+                block = memoryview(f.read((high - low) * dtype.itemsize))
+                pieces += [block[(a - low) * dtype.itemsize:(b - low) * dtype.itemsize]
+                           for a, b in zip(starts[first:last].tolist(), stops[first:last].tolist(), strict=True)]
+        return np.frombuffer(b"".join(pieces), dtype=dtype)
 
 
 def _blocks(work: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
@@ -222,6 +222,15 @@ class PostingsIndex:
             running.add(query + start, candidates[column], scores)
         return running.hits()
 
+    def _own(self, found: list[Hits], keys: list[str]) -> np.ndarray:
+        """Per hit of ``found`` (concatenated), whether its row's key is its query's (``keys[q]``)."""
+        gathered = self.gather(found, ["key"])
+        codes = {key: code for code, key in enumerate(dict.fromkeys(keys))}  # the queries' keys, each once
+        row_codes = np.array([codes.get(key, -1) for key in gathered.columns["key"]], dtype=np.int64)
+        ties = np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)])
+        query = np.repeat(np.arange(len(found)), [len(hits.ties) for hits in found])
+        return row_codes[gathered.at(ties)] == np.array([codes[key] for key in keys], dtype=np.int64)[query]
+
     def search(self, queries, top: int, keys: Sequence[str], block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
         """``scored``, less the rows whose key is the query's (``keys[q]``): as ``tfidf.search`` excluding by
         ``key``. The top is taken with ``SLACK`` more, the hits' keys read, and a query left with fewer than
@@ -232,12 +241,12 @@ class PostingsIndex:
         pending, slack = np.arange(queries.shape[0]), SLACK
         while len(pending):
             found = self.scored(queries[pending], top + slack, block_entries)
-            gathered = self.gather(found, ["key"])
+            counts = [len(hits.ties) for hits in found]
+            own = self._own(found, [keys[q] for q in pending.tolist()])
             again = []
-            for q, hits in zip(pending.tolist(), found, strict=True):
-                keep = np.array([key != keys[q] for key in gathered.column("key", hits.ties)], dtype=bool)
-                if keep.sum() >= top or len(hits.ties) < top + slack:
-                    out[q] = Hits(hits.ties[keep][:top], hits.scores[keep][:top])
+            for q, hits, mine in zip(pending.tolist(), found, np.split(own, np.cumsum(counts)[:-1]), strict=True):
+                if len(mine) - mine.sum() >= top or len(hits.ties) < top + slack:
+                    out[q] = Hits(hits.ties[~mine][:top], hits.scores[~mine][:top])
                 else:
                     again.append(q)
             pending, slack = np.array(again, dtype=np.int64), slack * 4
