@@ -46,9 +46,9 @@ def plan_buckets(lengths: np.ndarray, cap: int | None, entries: int | None = Non
     cut at ``cap``) add up to at most ``entries`` (``BUCKET_ENTRIES``), a term longer than that alone."""
     entries = entries or BUCKET_ENTRIES
     sizes = np.asarray(lengths, dtype=np.int64) if cap is None else np.minimum(lengths, cap).astype(np.int64)
-    first, total = [], entries
+    first, total = [], 0
     for term, size in enumerate(sizes.tolist()):
-        if total + size > entries:
+        if not first or total + size > entries:
             first.append(term)
             total = 0
         total += size

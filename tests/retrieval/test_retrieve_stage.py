@@ -273,3 +273,33 @@ def test_weak_pairs_names_must_make_distinct_links_folders(names):
     with pytest.raises(ConfigError, match=r"retrieval\.retrieve\.weak_pairs\[\d\]\.name"):
         RetrieveConfig([WeakPairsConfig(n, ["coco"], ["cc"]) for n in names]).validate("retrieval.retrieve")
     RetrieveConfig([WeakPairsConfig(n, ["coco"], ["cc"]) for n in ("gt-cc", "gt_books")]).validate("r")
+
+
+def test_a_postings_cap_builds_its_own_collection_and_links_only_rows_it_reaches(corpus, tmp_path):
+    """related_texts_postings_cap: 1 keeps each term's heaviest text only; the shards are redone on a collection
+    of their own (the exact one removed), and every link is a row some query term's one entry names."""
+    from pipelines.stages.retrieve import run_retrieve
+
+    _, config, _ = corpus
+    root = tmp_path / "corpus"
+    shutil.copytree(config.output, root)
+    retrieve = dataclasses.replace(config.retrieval.retrieve, weak_pairs=[], related_images_queries=[],
+                                   related_texts_postings_cap=1)
+    capped = dataclasses.replace(config, output=str(root),
+                                 retrieval=dataclasses.replace(config.retrieval, retrieve=retrieve))
+    results = run_retrieve(capped, RunnerConfig(), show_progress=False)
+    assert results and all(r.skipped_shards == 0 for r in results)  # the cap is a parameter of the links
+    stats = root / "links" / "related-texts" / "_stats"
+    (folder,) = [p for p in stats.iterdir() if any(p.rglob("*.npy"))]
+    assert folder.name.endswith("-cap1")  # the exact collection's files are gone
+    offsets = [np.load(p) for p in (folder / "postings").glob("*.offsets.npy")]
+    assert max(np.diff(o).max() for o in offsets) == 1
+    exact = sum(len(table(config.output, "links/related-texts", s)) for s in SOURCES)
+    links = [row for s in SOURCES for row in table(root, "links/related-texts", s)]
+    assert 0 < len(links) < exact  # the cap binds
+    texts, _ = emb(root, "text", SOURCES)
+    weights = TfidfVectorizer(analyzer=text_terms).fit_transform([row["text"] for row in texts]).toarray()
+    heaviest = np.flatnonzero((weights >= weights.max(axis=0) - 1e-12).any(axis=1) & weights.any(axis=1))
+    assert len(heaviest) < len(texts)  # the cap leaves texts out of every list
+    assert {(row["key"], row["text_index"]) for row in links} <= \
+        {(texts[i]["key"], texts[i]["text_index"]) for i in heaviest}
