@@ -33,6 +33,7 @@ from retrieval.tfidf import BLOCK_ENTRIES, ROW_BITS, Gathered, Hits, RunningTop,
 
 BUCKET_ENTRIES = 1 << 20  # entries a bucket holds at most, but for one term holding more (no cap)
 READ_GAP = 4096  # entries skipped rather than a new read between two wanted terms of a bucket
+CHUNK_ENTRIES = 1 << 13  # postings entries scored per chunk of consecutive rows (see ``PostingsIndex.scored``)
 SLACK = 8  # hits kept beyond the top k, for the rows of the query's own sample (doubled where too few)
 PLAN = "postings/buckets.npy"
 
@@ -179,6 +180,16 @@ class Postings:
         return np.frombuffer(b"".join(pieces), dtype=dtype)
 
 
+def _chunks(columns: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
+    """Ranges of ``columns`` (sorted) of about ``limit`` entries, never splitting a column."""
+    start = 0
+    while start < len(columns):
+        stop = min(len(columns), start + limit)
+        stop = int(np.searchsorted(columns, columns[stop - 1], side="right"))  # the whole last column
+        yield start, stop
+        start = stop
+
+
 def _blocks(work: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
     """Consecutive ranges of queries whose ``work`` adds up to at most ``limit`` (one query at least)."""
     total, start = np.cumsum(work), 0
@@ -203,23 +214,35 @@ class PostingsIndex:
 
     def scored(self, queries, top: int, block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
         """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows by cosine (> 0), best first,
-        ties to the earlier row; no row excluded."""
+        ties to the earlier row; no row excluded.
+
+        The rows the queries' lists name are scored in chunks of consecutive rows holding about
+        ``CHUNK_ENTRIES`` entries, in collection order, each in blocks of queries scoring about
+        ``block_entries`` entries: as the scan goes shard by shard, so that after the first chunks most hits
+        fall below their query's floor and never reach its running top."""
         from scipy import sparse
 
         terms = distinct(queries.indices.astype(np.int64))
         indptr, ties, weights = self.postings.lists(terms)
         candidates = distinct(ties)
-        lists = sparse.csr_matrix((weights, np.searchsorted(candidates, ties), indptr),
-                                  shape=(len(terms), len(candidates)))
+        column, term = np.searchsorted(candidates, ties), np.repeat(np.arange(len(terms)), np.diff(indptr))
         local = sparse.csr_matrix((queries.data, np.searchsorted(terms, queries.indices), queries.indptr),
-                                  shape=(queries.shape[0], len(terms)))  # the queries' terms in their order
-        work = np.bincount(np.repeat(np.arange(local.shape[0]), np.diff(local.indptr)),
-                           weights=np.diff(indptr)[local.indices], minlength=local.shape[0])  # entries it scores
+                                  shape=(queries.shape[0], len(terms)))  # the queries' terms, in their order
+        pattern = sparse.csr_matrix((np.ones(local.nnz), local.indices, local.indptr), shape=local.shape)
+        order = np.argsort(column, kind="stable")
         running = RunningTop(queries.shape[0], top, queries.dtype)
-        for start, stop in _blocks(work, block_entries):
-            query, column, scores = beating(local[start:stop] @ lists, running.floors[start:stop],
+        for first, last in _chunks(column[order], CHUNK_ENTRIES):
+            these = order[first:last][np.argsort(term[order[first:last]], kind="stable")]
+            low, high = column[these].min(), column[these].max() + 1
+            chunk = sparse.csr_matrix((weights[these], column[these] - low,
+                                       np.concatenate([[0], np.cumsum(np.bincount(term[these],
+                                                                                  minlength=len(terms)))])),
+                                      shape=(len(terms), high - low))
+            work = pattern @ np.diff(chunk.indptr)  # the entries each query scores in the chunk
+            for start, stop in _blocks(work, block_entries):
+                query, row, scores = beating(local[start:stop] @ chunk, running.floors[start:stop],
                                              np.zeros(0, np.int64))
-            running.add(query + start, candidates[column], scores)
+                running.add(query + start, candidates[row + low], scores)
         return running.hits()
 
     def _own(self, found: list[Hits], keys: list[str]) -> np.ndarray:
