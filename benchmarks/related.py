@@ -127,6 +127,7 @@ class Postings(Sharded):
     def __init__(self, documents: list[list[str]], shards: int, folder: str, cap: int | None):
         from retrieval.postings import index_files
 
+        os.makedirs(folder, exist_ok=True)
         super().__init__(documents, shards, folder)
         self.folder, self.cap = folder, cap
         files = index_files([self.load(p) for p in range(len(self.paths))], cap, len(self.vectorizer.vocabulary))
