@@ -58,16 +58,17 @@ def links(corpus: str, job: str) -> dict[tuple, set[tuple]]:
     return out
 
 
-def scored_entries(corpus: str, job: str, cap: int | None) -> int:
-    """The postings entries the job's search scores when every collection item is also a query (as here):
-    sum over terms of document count x its list's length (``cap`` at most), from the collection's frequencies
-    (any cap's: they do not depend on it)."""
+def scored_entries(corpus: str, job: str, cap: int | None) -> tuple[int, int]:
+    """(entries, documents): the postings entries the job's search scores when every collection item is also a
+    query (as here), the sum over terms of document count x its list's length (``cap`` at most), and the
+    collection's documents, from the collection's frequencies (any cap's: they do not depend on it)."""
     import pickle
 
     path = sorted(glob.glob(os.path.join(corpus, "links", job, "_stats", "tfidf-*", "frequencies.pkl")))[-1]
     with open(path, "rb") as f:
-        counts = pickle.load(f).counts.values()
-    return sum(count * (count if cap is None else min(count, cap)) for count in counts)
+        frequencies = pickle.load(f)
+    return (sum(count * (count if cap is None else min(count, cap)) for count in frequencies.counts.values()),
+            frequencies.documents)
 
 
 def recall(found: dict[tuple, set[tuple]], reference: dict[tuple, set[tuple]]) -> float:
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                         found = links(corpus, job)
                         reference = reference if reference is not None else found
                         row["recall"] = recall(found, reference)
-                        row["scored_entries"] = scored_entries(corpus, job, cap)
-                        row["cpu_ns_per_entry"] = round(1e9 * measured.cpu_s / max(1, row["scored_entries"]), 2)
+                        row["scored_entries"], row["queries"] = scored_entries(corpus, job, cap)
+                        row["cpu_ms_per_query"] = round(1e3 * measured.cpu_s / max(1, row["queries"]), 3)
                     rows.append(row)
                     print(json.dumps(rows[-1]), flush=True)
     growth = {f"{job}{'' if cap is None else f'-cap{cap}'} ({run})": exponent(
