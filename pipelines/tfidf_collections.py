@@ -88,7 +88,7 @@ class Collection:
         from retrieval.postings import PostingsIndex
 
         return PostingsIndex(lambda name: storage.open_read(storage.join(self.folder, name)),
-                             lambda position: storage.open_read(self.rows_path(*self.shards[position])))
+                             lambda position: _open_rows(self.rows_path(*self.shards[position])))
 
     def vectorizer(self):
         """The collection's vectorizer (documents: dicts, as ``read`` gives them); needs the frequencies."""
@@ -106,6 +106,16 @@ class Collection:
     def each_shard(self) -> Iterator:
         """Every shard in collection order, one loaded at a time."""
         return (self.load(position) for position in range(len(self.shards)))
+
+
+def _open_rows(path: str):
+    """A local row store file memory-mapped (a gather then reads the pages of its rows, not whole record
+    batches), any other through the storage layer."""
+    if "://" in path:
+        return storage.open_read(path)
+    import pyarrow as pa
+
+    return pa.memory_map(path)
 
 
 @lru_cache(maxsize=4)
