@@ -31,7 +31,7 @@ nltk-data: $(VENV)/.installed
 
 test: $(VENV)/.installed browser nltk-data
 	$(VENV)/bin/ruff check schemas pipelines retrieval training cli tests benchmarks experiments
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.ingest
