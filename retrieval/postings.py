@@ -175,6 +175,9 @@ class Postings:
                 low, high = int(starts[first]), int(stops[last - 1])
                 f.seek(base + low * dtype.itemsize)
                 block = memoryview(f.read((high - low) * dtype.itemsize))
+                if len(block) != (high - low) * dtype.itemsize:
+                    raise ValueError(f"{name}: truncated postings (entries {low}-{high} wanted, "
+                                     f"{len(block) // dtype.itemsize} there); rebuild the collection")
                 pieces += [block[(a - low) * dtype.itemsize:(b - low) * dtype.itemsize]
                            for a, b in zip(starts[first:last].tolist(), stops[first:last].tolist(), strict=True)]
         return np.frombuffer(b"".join(pieces), dtype=dtype)

@@ -157,3 +157,15 @@ def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process
     found = index.search(queries, 10, keys)
     assert [h.pairs() for h in found] == [h.pairs() for h in alone.search(queries, 10, keys)]
     assert index.gather(found, vectors=True).vectors.tolist() == alone.gather(found, vectors=True).vectors.tolist()
+
+
+def test_a_truncated_bucket_is_a_clear_error_not_short_lists(small_parts):
+    docs = documents(200, seed=7)
+    vectorizer, _, _ = _both(docs, 2)
+    shards = sharded(vectorizer, docs, 2)
+    files = index_files(shards.shards, None, len(vectorizer.vocabulary))
+    name = max((n for n in files if n.startswith("postings/0") and not n.endswith("offsets.npy")),
+               key=lambda n: len(files[n]))
+    files[name] = files[name][:len(files[name]) // 2]
+    with pytest.raises(ValueError, match=f"{name}: truncated postings"):
+        in_memory(files).search(vectorizer.transform(docs), 5, [d["key"] for d in docs])
