@@ -1,6 +1,6 @@
 """Term-partitioned postings of a sharded TF-IDF collection: a related-items search whose work per query shard
-follows its own queries' terms, not the size of the collection (UNIMO App. A related images and texts at the
-papers' size; docs/SCALE.md).
+follows its own queries' terms, not the size of the collection (UNIMO App. A related images and texts, and
+UNIMO §2.1's TF-IDF hard negatives, at the papers' size; docs/SCALE.md).
 
 ``tfidf.search`` scans every collection shard for every query shard, so a whole related-items job grows as
 N^2 (docs/BENCHMARKS.md). Here the collection's inverted index is written once (``pipelines.tfidf_collections``
@@ -13,8 +13,9 @@ builds it with Beam), beside the row store (``retrieval.rowstore``):
   term of each, written last: the index is complete when it exists).
 
 A query shard reads the byte ranges of its own terms' entries, scores the rows they name by one sparse product
-per block of queries, keeps each query's top k and a slack, reads those rows' keys, drops the rows sharing the
-query's key (its own sample) and searches again, with more slack, the queries whose slack was too small.
+per block of queries, keeps each query's top k and a slack, reads those rows' keys (and any other column a
+query excludes by), drops the rows sharing the query's (its own sample; for rewrite's negatives also its
+caption's words) and searches again, with more slack, the queries whose slack was too small.
 With no cap the hits are ``tfidf.search``'s bit for bit (the same products summed in the same order, the same
 tie keys); with a cap, a row is missed where it is not among the ``cap`` heaviest of any term it shares with
 the query, and its score lacks the terms where it is not (recall measured in docs/BENCHMARKS.md).
@@ -23,7 +24,7 @@ the query, and its score lacks the terms where it is not (recall measured in doc
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO
 
 import numpy as np
@@ -248,19 +249,25 @@ class PostingsIndex:
                 running.add(query + start, candidates[row + low], scores)
         return running.hits()
 
-    def _own(self, found: list[Hits], keys: list[str]) -> np.ndarray:
-        """Per hit of ``found`` (concatenated), whether its row's key is its query's (``keys[q]``)."""
-        gathered = self.gather(found, ["key"])
-        codes = {key: code for code, key in enumerate(dict.fromkeys(keys))}  # the queries' keys, each once
-        row_codes = np.array([codes.get(key, -1) for key in gathered.columns["key"]], dtype=np.int64)
+    def _excluded(self, found: list[Hits], exclude: Mapping[str, Sequence]) -> np.ndarray:
+        """Per hit of ``found`` (concatenated), whether its row shares a value of an ``exclude`` column with its
+        query (``exclude[column][q]``)."""
+        gathered = self.gather(found, list(exclude))
         ties = np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)])
         query = np.repeat(np.arange(len(found)), [len(hits.ties) for hits in found])
-        return row_codes[gathered.at(ties)] == np.array([codes[key] for key in keys], dtype=np.int64)[query]
+        at, hit = gathered.at(ties), np.zeros(len(ties), dtype=bool)
+        for name, values in exclude.items():
+            codes = {value: code for code, value in enumerate(dict.fromkeys(values))}  # the queries' values, once
+            row_codes = np.array([codes.get(value, -1) for value in gathered.columns[name]], dtype=np.int64)
+            hit |= row_codes[at] == np.array([codes[value] for value in values], dtype=np.int64)[query]
+        return hit
 
-    def search(self, queries, top: int, keys: Sequence[str], block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
-        """``scored``, less the rows whose key is the query's (``keys[q]``): as ``tfidf.search`` excluding by
-        ``key``. The top is taken with ``SLACK`` more, the hits' keys read, and a query left with fewer than
-        ``top`` where more may exist is searched again with four times the slack."""
+    def search(self, queries, top: int, exclude: Mapping[str, Sequence],
+               block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
+        """``scored``, less the rows sharing a value of an ``exclude`` column with their query
+        (``exclude[column][q]``: its own sample's key, its caption's words): as ``tfidf.search`` excluding by
+        those columns. The top is taken with ``SLACK`` more, the hits' values read, and a query left with fewer
+        than ``top`` where more may exist is searched again with four times the slack."""
         if top < 1:
             raise ValueError(f"search: top must be at least 1, got {top}")
         out: list[Hits | None] = [None] * queries.shape[0]
@@ -268,11 +275,13 @@ class PostingsIndex:
         while len(pending):
             found = self.scored(queries[pending], top + slack, block_entries)
             counts = [len(hits.ties) for hits in found]
-            own = self._own(found, [keys[q] for q in pending.tolist()])
+            excluded = self._excluded(found, {name: [values[q] for q in pending.tolist()]
+                                              for name, values in exclude.items()})
             again = []
-            for q, hits, mine in zip(pending.tolist(), found, np.split(own, np.cumsum(counts)[:-1]), strict=True):
-                if len(mine) - mine.sum() >= top or len(hits.ties) < top + slack:
-                    out[q] = Hits(hits.ties[~mine][:top], hits.scores[~mine][:top])
+            for q, hits, out_of in zip(pending.tolist(), found, np.split(excluded, np.cumsum(counts)[:-1]),
+                                       strict=True):
+                if len(out_of) - out_of.sum() >= top or len(hits.ties) < top + slack:
+                    out[q] = Hits(hits.ties[~out_of][:top], hits.scores[~out_of][:top])
                 else:
                     again.append(q)
             pending, slack = np.array(again, dtype=np.int64), slack * 4

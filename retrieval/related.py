@@ -22,7 +22,7 @@ def related_images(vectorizer, index, queries: list[dict], keys: list[str], top_
         tuple[dict, float]]]:
     """UNIMO App. A: the ``top_n`` images most similar by the TF-IDF cosine of their region labels (the
     documents of ``queries`` as the collection's vectorizer reads them), per query image: (row, cosine)."""
-    return _identified(index.search(vectorizer.transform(queries), top_n, keys), index)
+    return _identified(index.search(vectorizer.transform(queries), top_n, {"key": keys}), index)
 
 
 def related_texts(vectorizer, index, queries: list[dict], query_vectors: np.ndarray, keys: list[str],
@@ -30,7 +30,7 @@ def related_texts(vectorizer, index, queries: list[dict], query_vectors: np.ndar
     """UNIMO App. A: inverted index + TF-IDF top ``candidates``, reranked by the embedding cosine (the
     collection keeps each text's L2-normalised sentence embedding); the ``top_n`` best with their embedding
     cosine, per query: (row, cosine)."""
-    filtered = index.search(vectorizer.transform(queries), candidates, keys)
+    filtered = index.search(vectorizer.transform(queries), candidates, {"key": keys})
     gathered = index.gather(filtered, [], vectors=True)
     reranked = []
     for hits, query in zip(filtered, query_vectors, strict=True):

@@ -133,6 +133,9 @@ class TfidfNegativeConfig:
     enabled: bool = True
     top_n: int = 100
     max_df: float = 0.5  # terms in more of the captions than this are stop words (no weight)
+    # Entries kept per term in the captions' postings (retrieval/postings.py), a term's heaviest: a shard's
+    # work then follows its captions' terms, not the corpus (None: every entry, the exact TF-IDF top)
+    postings_cap: int | None = None
 
 
 @dataclass
@@ -152,6 +155,8 @@ class RewriteConfig:
         positive(self.scene_graph.top_n, f"{where}.scene_graph.top_n")
         positive(self.scene_graph.candidates_per_node, f"{where}.scene_graph.candidates_per_node")
         positive(self.tfidf.top_n, f"{where}.tfidf.top_n")
+        if self.tfidf.postings_cap is not None:
+            positive(self.tfidf.postings_cap, f"{where}.tfidf.postings_cap")
 
 
 @dataclass

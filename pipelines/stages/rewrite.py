@@ -48,7 +48,7 @@ from schemas.config_build import output_params, require_path
 from schemas.config_errors import ConfigError
 from schemas.keys import shard_of
 from schemas.records import Reason, Reject
-from schemas.stages import EmbedConfig, RewriteConfig
+from schemas.stages import EmbedConfig, RewriteConfig, TfidfNegativeConfig
 from schemas.tables import ANN_REWRITE, PARAMS_KEY
 
 STAGE = "rewrite"
@@ -144,7 +144,7 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
     missing = [s for s in stats if not storage.exists(stat_path(root, s.name, digest))]
     if missing:
         _combine_statistics(root, sources, config, runner, digest, missing)
-    captions = caption_collection(root, tuple(sources), config.max_chars, digest, config.tfidf.max_df)
+    captions = caption_collection(root, tuple(sources), config.max_chars, digest, config.tfidf)
     remove_others(folder, captions.folder if config.tfidf.enabled else None)
     if config.tfidf.enabled:
         build(captions, runner)
@@ -237,7 +237,7 @@ class RewriteAnnotator(ShardAnnotator):
             self.pivots = load_pivots(c.back_translation)
         if c.tfidf.enabled:
             self.captions = _opened(caption_collection(self.root, tuple(self.sources), c.max_chars, self.digest,
-                                                       c.tfidf.max_df))
+                                                       c.tfidf))
         if c.scene_graph.enabled:
             from pipelines.annotators.scene_graph_rewrite import SceneGraphRewriter
 
@@ -289,9 +289,9 @@ class RewriteAnnotator(ShardAnnotator):
     def _tfidf(self, source: str, captions: list[Text]) -> list[dict]:
         if self.captions is None:
             return []
-        collection, vectorizer = self.captions
+        index, vectorizer = self.captions
         documents = [caption_document(c.key, source, c.index, c.text) for c in captions]
-        found = tfidf_negatives(vectorizer, collection, documents, self.config.tfidf.top_n)
+        found = tfidf_negatives(vectorizer, index, documents, self.config.tfidf.top_n)
         return [_row(c, source, "hard_negative", "tfidf", other["text"], score,
                      json.dumps({name: other[name] for name in ("key", "source", "text_index")}))
                 for c, hits in zip(captions, found, strict=True) for other, score in hits]
@@ -382,16 +382,16 @@ def caption_document(key: str, source: str, text_index: int, text: str) -> dict:
     return {"key": key, "source": source, "text_index": text_index, "text": text, "words": " ".join(words(text))}
 
 
-def tfidf_negatives(vectorizer, shards, documents: list[dict], top_n: int,
+def tfidf_negatives(vectorizer, index, documents: list[dict], top_n: int,
                     block_entries: int | None = None) -> list[list[tuple[dict, float]]]:
     """UNIMO App. A: per caption (a ``caption_document``), the ``top_n`` captions of other images most similar
-    by TF-IDF cosine, best first, never one of the same words; ``shards`` (``each_shard``, ``load``: a
-    ``caption_collection``) are searched one at a time."""
-    from retrieval.tfidf import BLOCK_ENTRIES, gather, search
+    by TF-IDF cosine, best first, never one of the same words; ``index``: the ``caption_collection``'s
+    postings (``retrieval.postings.PostingsIndex``), so a shard reads its own captions' terms, not the corpus."""
+    from retrieval.tfidf import BLOCK_ENTRIES
 
-    found = search(vectorizer.transform(documents), shards.each_shard(), top_n, ("key", "words"),
-                   [(d["key"], d["words"]) for d in documents], block_entries or BLOCK_ENTRIES)
-    gathered = gather(found, shards.load)
+    exclude = {"key": [d["key"] for d in documents], "words": [d["words"] for d in documents]}
+    found = index.search(vectorizer.transform(documents), top_n, exclude, block_entries or BLOCK_ENTRIES)
+    gathered = index.gather(found)
     return [list(zip(gathered.rows(hits.ties), hits.scores.tolist(), strict=True)) for hits in found]
 
 
@@ -399,23 +399,26 @@ def caption_documents(root: str, max_chars: int, source: str, shard: int) -> lis
     return [caption_document(*caption) for caption in shard_captions(root, max_chars, source, shard)]
 
 
-def caption_collection(root: str, sources: tuple[str, ...], max_chars: int, digest: str, max_df: float) -> Collection:
-    """Every caption of the corpus (``digest`` names its state) as a sharded TF-IDF collection: one matrix per
-    raw shard under ``_stats/tfidf-<digest>-<max_df>/``. Float32 and terms in order of first appearance:
-    the negatives' stored cosines stay what they were."""
+def caption_collection(root: str, sources: tuple[str, ...], max_chars: int, digest: str,
+                       config: TfidfNegativeConfig) -> Collection:
+    """Every caption of the corpus (``digest`` names its state) as a sharded TF-IDF collection searched through
+    its postings: one matrix and row store per raw shard under ``_stats/tfidf-<digest>-<max_df>-<all|capN>/``.
+    Float32 and terms in order of first appearance: the negatives' stored cosines stay what they were."""
     from retrieval.tfidf import words
 
     shards = tuple((source, shard) for source in sources for shard in raw_shards(root, source))
-    return Collection(storage.join(root, layout.stats(FOLDER), f"tfidf-{digest}-{max_df:g}"), shards,
+    cap = "all" if config.postings_cap is None else f"cap{config.postings_cap}"
+    return Collection(storage.join(root, layout.stats(FOLDER), f"tfidf-{digest}-{config.max_df:g}-{cap}"), shards,
                       partial(caption_documents, root, max_chars), words, "text",
-                      ("key", "source", "text_index", "text", "words"), max_df=max_df, dtype="float32",
-                      sorted_terms=False)
+                      ("key", "source", "text_index", "text", "words"), max_df=config.max_df, dtype="float32",
+                      sorted_terms=False, postings=True, cap=config.postings_cap)
 
 
 @lru_cache(maxsize=1)
 def _opened(collection: Collection):
-    """The collection and its vectorizer, once per process (the vocabulary, never the captions)."""
-    return collection, collection.vectorizer()
+    """The collection's postings index and its vectorizer, once per process (the vocabulary, never the
+    captions)."""
+    return collection.index(), collection.vectorizer()
 
 
 def run_rewrite(config: CorpusConfig, sources: list[str] | None, runner: RunnerConfig, overwrite: bool = False,

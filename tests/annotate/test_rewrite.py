@@ -23,12 +23,16 @@ from pipelines.minicorpus.translation_models import build_translation_model, bui
 from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import SidecarPaths, raw_shards, read_shard_input, read_sidecar, sample_texts
 from pipelines.stages.parse import run_parse
-from pipelines.stages.rewrite import caption_document, run_rewrite, tfidf_negatives
+from pipelines.stages.rewrite import caption_collection, caption_document, run_rewrite, tfidf_negatives
+from retrieval import postings
+from retrieval.postings import in_memory, index_files
 from retrieval.tfidf import (
     CollectionShard,
     DocumentFrequencyCombiner,
     ShardsInMemory,
     TfidfVectorizer,
+    gather,
+    search,
     shard_bytes,
     shard_from_bytes,
     words,
@@ -78,10 +82,46 @@ def _collection(captions, max_df=0.9, parts=1):
     return vectorizer, ShardsInMemory(shards), matrix
 
 
-def _negatives(captions, queries, top_n, max_df=0.9, parts=1, block_entries=1 << 22):
+def _negatives(captions, queries, top_n, max_df=0.9, parts=1, block_entries=1 << 22, cap=None):
+    """``tfidf_negatives`` through the postings of the captions' collection (built in one process)."""
     vectorizer, shards, _ = _collection(captions, max_df, parts)
-    found = tfidf_negatives(vectorizer, shards, [caption_document(*q) for q in queries], top_n, block_entries)
+    index = in_memory(index_files(shards.shards, cap, len(vectorizer.vocabulary)))
+    found = tfidf_negatives(vectorizer, index, [caption_document(*q) for q in queries], top_n, block_entries)
     return [[((o["key"], o["source"], o["text_index"], o["text"]), score) for o, score in hits] for hits in found]
+
+
+def _scanned(captions, queries, top_n, max_df=0.9, parts=1):
+    """The negatives as the stage found them before the postings: every collection shard scanned per query
+    shard (``tfidf.search``, excluding by key and words)."""
+    vectorizer, shards, _ = _collection(captions, max_df, parts)
+    documents = [caption_document(*q) for q in queries]
+    found = search(vectorizer.transform(documents), shards.each_shard(), top_n, ("key", "words"),
+                   [(d["key"], d["words"]) for d in documents])
+    rows = gather(found, shards.load)
+    return [[((o["key"], o["source"], o["text_index"], o["text"]), score)
+             for o, score in zip(rows.rows(hits.ties), hits.scores.tolist(), strict=True)] for hits in found]
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_tfidf_negatives_are_the_scans_bit_for_bit(parts, monkeypatch):
+    """The same negatives, scores and order as the scan they replace, with a caption on more images than the
+    postings' slack (its copies, all at cosine 1.0, are excluded by words: the search goes again)."""
+    monkeypatch.setattr(postings, "SLACK", 2)
+    captions = _captions(300, seed=5) + [(f"copy{i}", "src", 0, "a red kite near the tree") for i in range(9)]
+    queries = captions[::4] + [("k0", "src", 0, "a red kite near the tree")]
+    found = _negatives(captions, queries, 8, parts=parts, block_entries=300)
+    assert found == _scanned(captions, queries, 8, parts=parts)
+    assert len(found[-1]) == 8 and all(o[3] != "a red kite near the tree" for o, _ in found[-1])
+
+
+def test_a_postings_cap_finds_only_negatives_among_a_terms_heaviest():
+    captions = _captions(300, seed=6)
+    exact, capped = _negatives(captions, captions[::5], 10), _negatives(captions, captions[::5], 10, cap=5)
+    assert capped != exact and all(len(c) <= len(e) for c, e in zip(capped, exact, strict=True))
+    every = _negatives(captions, captions[::5], len(captions))  # every caption sharing a term, exact score
+    scores = {(i, o): s for i, hits in enumerate(every) for o, s in hits}
+    for i, hits in enumerate(capped):
+        assert all(s <= scores[i, o] + 1e-6 for o, s in hits)  # a negative anyway, scored by a part of its terms
 
 
 @pytest.mark.parametrize("parts", [1, 3])
@@ -307,6 +347,42 @@ def test_every_caption_gets_rewrites_or_a_reject(rewritten):
     assert {other["source"] for other in cc_negatives} - {"cc"}  # negatives come from the whole corpus
     stats = sorted(os.path.basename(p).split("-")[0] for p in glob.glob(f"{root}/ann/rewrite/_stats/*"))
     assert stats == ["ngram", "similar", "tfidf", "vocabulary"]  # similar: the vocabulary's neighbours, embedded once
+
+
+def test_the_stages_tfidf_negatives_are_the_scans_of_the_whole_corpus(rewritten):
+    """The stage searches its caption collection's postings (built by Beam); every caption's negatives in the
+    tables are those the scan of every collection shard gave before, scores included, bit for bit."""
+    import pyarrow as pa
+
+    config, _ = rewritten
+    root = config.output
+    (folder,) = glob.glob(f"{root}/ann/rewrite/_stats/tfidf-*")
+    assert folder.endswith("-all") and glob.glob(f"{folder}/postings/*.npy")
+    collection = caption_collection(root, SOURCES, MAX_CHARS, os.path.basename(folder).split("-")[1],
+                                    config.annotate.rewrite.tfidf)
+    assert collection.folder == folder
+    shards, documents = [], []
+    for position, (source, shard) in enumerate(collection.shards):
+        columns = pa.ipc.open_file(collection.rows_path(source, shard)).read_all().to_pydict()
+        shards.append(CollectionShard(collection.load(position).matrix, columns))
+        documents += collection.read(source, shard)
+    vectorizer = collection.vectorizer()
+    scanned = search(vectorizer.transform(documents), ShardsInMemory(shards).each_shard(), TOP_N, ("key", "words"),
+                     [(d["key"], d["words"]) for d in documents])
+    rows = gather(scanned, ShardsInMemory(shards).load)
+    expected = {(d["source"], d["key"], d["text_index"]): [
+        ((o["key"], o["source"], o["text_index"], o["text"]), score)
+        for o, score in zip(rows.rows(hits.ties), hits.scores.tolist(), strict=True)]
+        for d, hits in zip(documents, scanned, strict=True)}
+    stored = {}
+    for source in SOURCES:
+        for row in read_sidecar(root, "ann/rewrite", source):
+            if row["method"] == "tfidf":
+                other = json.loads(row["detail"])
+                stored.setdefault((source, row["key"], row["text_index"]), []).append(
+                    ((other["key"], other["source"], other["text_index"], row["text"]), row["score"]))
+    assert stored == {caption: hits for caption, hits in expected.items() if hits}
+    assert sum(map(len, stored.values())) > len(stored) * (TOP_N - 1)
 
 
 def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):

@@ -48,7 +48,7 @@ def test_without_a_cap_the_hits_are_the_scans_bit_for_bit(small_parts, parts, dt
     queries = docs[::7] + [{"key": "new", "text": "zebra"}, {"key": "k3", "text": "red red ball"}]
     matrix, keys = vectorizer.transform(queries), [q["key"] for q in queries]
     scanned = search(matrix, shards.each_shard(), 25, ("key",), [(k,) for k in keys], block_entries)
-    found = index.search(matrix, 25, keys, block_entries)
+    found = index.search(matrix, 25, {"key": keys}, block_entries)
     assert [h.pairs() for h in found] == [h.pairs() for h in scanned]  # the same rows, scores and tie order
     assert sum(len(h.ties) for h in found) > 25 * len(queries) * 0.9 and not len(found[-2].ties)
     # the row store gives each hit's identity as the shard files do, across record batches
@@ -61,9 +61,28 @@ def test_a_sample_with_more_rows_than_the_slack_is_searched_again(small_parts):
         [{"key": f"k{i}", "text": "red ball" if i % 2 else "ball sun"} for i in range(40)]
     vectorizer, shards, index = _both(docs, 3)
     query = vectorizer.transform([{"text": "red ball tent"}])
-    found = index.search(query, 5, ["own"])
+    found = index.search(query, 5, {"key": ["own"]})
     assert found[0].pairs() == search(query, shards.each_shard(), 5, ("key",), [("own",)])[0].pairs()
     assert [row["key"] for row in index.gather(found).rows(found[0].ties)] == ["k1", "k3", "k5", "k7", "k9"]
+
+
+def test_rows_sharing_any_excluded_column_with_their_query_are_left_out_as_by_the_scan(small_parts):
+    """Rewrite's negatives exclude by key and by words: a caption repeated on more images than the slack
+    (its copies all score 1.0, first) is searched again until other rows fill the top."""
+    docs = documents(300, seed=8) + [{"key": f"copy{i}", "text": "red ball tent"} for i in range(12)]
+    for d in docs:
+        d["words"] = " ".join(_text(d))
+    vectorizer = _both(docs, 1)[0]
+    shards = sharded(vectorizer, docs, 3, columns=("key", "text", "words"))
+    index = in_memory(index_files(shards.shards, None, len(vectorizer.vocabulary)))
+    queries = docs[::9] + [{"key": "copy0", "text": "red ball tent", "words": "red ball tent"}]
+    matrix = vectorizer.transform(queries)
+    exclude = {"key": [q["key"] for q in queries], "words": [q["words"] for q in queries]}
+    found = index.search(matrix, 6, exclude, block_entries=200)
+    scanned = search(matrix, shards.each_shard(), 6, ("key", "words"), list(zip(*exclude.values(), strict=True)), 200)
+    assert [h.pairs() for h in found] == [h.pairs() for h in scanned]
+    rows = index.gather(found).rows(found[-1].ties)
+    assert len(rows) == 6 and all(row["words"] != "red ball tent" for row in rows)
 
 
 def test_a_cap_keeps_each_terms_heaviest_rows_and_scores_only_what_it_keeps():
@@ -154,8 +173,8 @@ def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process
                          "text": [d["text"] for d in docs[position * 100:(position + 1) * 100]]}
         shard.vectors = np.array([d["vector"] for d in docs[position * 100:(position + 1) * 100]], np.float32)
     alone = in_memory(index_files(shards, 5, len(vectorizer.vocabulary)))
-    found = index.search(queries, 10, keys)
-    assert [h.pairs() for h in found] == [h.pairs() for h in alone.search(queries, 10, keys)]
+    found = index.search(queries, 10, {"key": keys})
+    assert [h.pairs() for h in found] == [h.pairs() for h in alone.search(queries, 10, {"key": keys})]
     assert index.gather(found, vectors=True).vectors.tolist() == alone.gather(found, vectors=True).vectors.tolist()
 
 
@@ -168,4 +187,4 @@ def test_a_truncated_bucket_is_a_clear_error_not_short_lists(small_parts):
                key=lambda n: len(files[n]))
     files[name] = files[name][:len(files[name]) // 2]
     with pytest.raises(ValueError, match=f"{name}: truncated postings"):
-        in_memory(files).search(vectorizer.transform(docs), 5, [d["key"] for d in docs])
+        in_memory(files).search(vectorizer.transform(docs), 5, {"key": [d["key"] for d in docs]})

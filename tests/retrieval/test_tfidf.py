@@ -44,12 +44,12 @@ def documents(count: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def sharded(vectorizer, docs: list[dict], parts: int) -> ShardsInMemory:
-    """``docs`` cut into ``parts`` shards, each through its file bytes."""
+def sharded(vectorizer, docs: list[dict], parts: int, columns=("key",)) -> ShardsInMemory:
+    """``docs`` cut into ``parts`` shards, each through its file bytes: their ``columns`` and position."""
     matrix = vectorizer.transform(docs)
     bounds = np.linspace(0, len(docs), parts + 1).astype(int)
     return ShardsInMemory([shard_from_bytes(shard_bytes(CollectionShard(
-        matrix[a:b], {"key": [d["key"] for d in docs[a:b]], "position": list(range(a, b))})))
+        matrix[a:b], {**{name: [d[name] for d in docs[a:b]] for name in columns}, "position": list(range(a, b))})))
         for a, b in itertools.pairwise(bounds)])
 
 
