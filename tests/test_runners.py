@@ -119,19 +119,19 @@ def test_killed_run_resumes_to_the_same_bytes(mini_corpus, tmp_path):
     assert tree_digest(tmp_path / "killed") == tree_digest(tmp_path / "clean")
 
 
-def test_a_model_stage_on_the_portable_runner_and_two_processes_writes_the_same_tables(mini_corpus, tmp_path,
-                                                                                      local_cluster):
+def test_a_model_stage_on_the_portable_runner_and_two_processes_writes_the_same_tables(mini_corpus, ingested,
+                                                                                      tmp_path, local_cluster):
     """annotate parse loads spaCy in each worker (DoFn.setup): through the job service and worker pool, and
     with two local processes, its tables are the bytes of an in-process run."""
     job_endpoint, worker_pool = local_cluster
     sources = ["coco", "wiki"]
+    # the session's ingest, not an ingest process more: a source's shards do not depend on the sources beside it
+    raw = os.path.join(ingested[0].output, "raw")
     configs = {}
     for name in ("direct", "portable", "two"):
-        configs[name] = path = _config(mini_corpus, tmp_path / name, sources, sections=PARSE)
-        if name == "direct":
-            _finish(_unicorpus("ingest", "--config", path, "--quiet"))
-        else:  # the same raw shards under each root
-            shutil.copytree(tmp_path / "direct" / "raw", tmp_path / name / "raw")
+        configs[name] = _config(mini_corpus, tmp_path / name, sources, sections=PARSE)
+        for source in sources:  # the same raw shards under each root
+            shutil.copytree(os.path.join(raw, source), tmp_path / name / "raw" / source)
     _finish(_unicorpus("annotate", "parse", "--config", configs["direct"], "--quiet"))
     log = _finish(_unicorpus("annotate", "parse", "--config", configs["portable"], "--quiet", "--runner", "portable",
                              "--job-endpoint", job_endpoint, "--worker-pool", worker_pool))
