@@ -13,11 +13,13 @@ from benchmarks.scale_corpus import source_counts, write_corpus
 
 
 def test_benchmark_measures_every_stage_at_every_size(tmp_path):
+    # Two sizes, the fewest a growth exponent and the worker memory ratio need: every stage is a process of
+    # its own (~10 s each here, mostly start-up), so each size more is two stage runs more.
     out = tmp_path / "scale.json"
-    assert scale.main(["--sizes", "20", "40", "80", "--stages", "ingest", "clean", "--work", str(tmp_path / "w"),
+    assert scale.main(["--sizes", "20", "40", "--stages", "ingest", "clean", "--work", str(tmp_path / "w"),
                        "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["sizes"] == [20, 40, 80]
+    assert result["sizes"] == [20, 40]
     assert set(result["growth"]) == {"ingest", "clean"}
     for stage, growth in result["growth"].items():
         for name in ("time_exponent", "cpu_exponent", "launcher_memory_exponent", "output_bytes_exponent"):
@@ -31,9 +33,9 @@ def test_benchmark_measures_every_stage_at_every_size(tmp_path):
         assert math.isclose(ingest["samples_per_s"], run["samples"] / ingest["wall_s"], rel_tol=0.01, abs_tol=0.001)
     assert math.isfinite(result["growth"]["ingest"]["worker_memory_ratio"])
     raw = [run["stages"][0]["output_bytes"] for run in result["runs"]]
-    assert raw[0] < raw[1] < raw[2]  # more samples, more shard bytes
+    assert raw[0] < raw[1]  # more samples, more shard bytes
     table = scale.format_table(result)
-    assert "| ingest | 80 |" in table and "| clean |" in table.split("time exp.")[1]
+    assert "| ingest | 40 |" in table and "| clean |" in table.split("time exp.")[1]
 
     # --reuse measures a stage again on the corpora left behind: the datasets are not written again, the stage
     # redoes its whole output (--overwrite: every shard file rewritten), and the same input gives the same bytes
@@ -49,8 +51,9 @@ def test_benchmark_measures_every_stage_at_every_size(tmp_path):
     assert after.keys() == before.keys()
     assert all(after[p][0] == before[p][0] and after[p][1] != before[p][1] for p in before)
     assert redone["runs"][1]["stages"][0]["output_bytes"] >= sum(len(data) for data, _ in after.values())
+    # the sizes run smallest first: the missing 30 fails before 40, kept, is measured again
     with pytest.raises(FileNotFoundError, match="--reuse: no corpus of 30 samples"):
-        scale.main(["--sizes", "20", "30", "--stages", "ingest", "--work", str(tmp_path / "w"), "--reuse"])
+        scale.main(["--sizes", "40", "30", "--stages", "ingest", "--work", str(tmp_path / "w"), "--reuse"])
 
 
 def test_portable_runs_measure_the_pools_workers_and_the_job_service(tmp_path):

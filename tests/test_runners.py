@@ -69,25 +69,30 @@ def local_cluster():
 PORTABLE_SOURCES = ["coco", "imagenet", "wiki", "cc_img2dataset"]
 
 
-def test_portable_runner_output_is_byte_identical_to_direct(mini_corpus, tmp_path, local_cluster):
+@pytest.fixture(scope="module")
+def direct_digest(mini_corpus, tmp_path_factory) -> dict[str, str]:
+    """The tree of one in-process ``unicorpus ingest`` of PORTABLE_SOURCES: what the portable runner and two
+    processes must both write (one ingest process for the two tests, not one each)."""
+    out = tmp_path_factory.mktemp("direct")
+    _finish(_unicorpus("ingest", "--config", _config(mini_corpus, out, PORTABLE_SOURCES), "--quiet"))
+    digest = tree_digest(out)
+    assert len([p for p in digest if p.endswith(".tar")]) >= len(PORTABLE_SOURCES)
+    return digest
+
+
+def test_portable_runner_output_is_byte_identical_to_direct(mini_corpus, direct_digest, tmp_path, local_cluster):
     job_endpoint, worker_pool = local_cluster
-    direct = _config(mini_corpus, tmp_path / "direct", PORTABLE_SOURCES)
     portable = _config(mini_corpus, tmp_path / "portable", PORTABLE_SOURCES)
-    _finish(_unicorpus("ingest", "--config", direct, "--quiet"))
     log = _finish(_unicorpus("ingest", "--config", portable, "--quiet", "--runner", "portable",
                              "--job-endpoint", job_endpoint, "--worker-pool", worker_pool))
     assert "read == written + rejected for every source" in log
-    expected = tree_digest(tmp_path / "direct")
-    assert len([p for p in expected if p.endswith(".tar")]) >= len(PORTABLE_SOURCES)
-    assert tree_digest(tmp_path / "portable") == expected
+    assert tree_digest(tmp_path / "portable") == direct_digest
 
 
-def test_multi_process_direct_runner_gives_the_same_bytes(mini_corpus, tmp_path):
-    one = _config(mini_corpus, tmp_path / "one", PORTABLE_SOURCES)
+def test_multi_process_direct_runner_gives_the_same_bytes(mini_corpus, direct_digest, tmp_path):
     two = _config(mini_corpus, tmp_path / "two", PORTABLE_SOURCES)
-    _finish(_unicorpus("ingest", "--config", one, "--quiet"))
     _finish(_unicorpus("ingest", "--config", two, "--quiet", "--workers", "2"))
-    assert tree_digest(tmp_path / "two") == tree_digest(tmp_path / "one")
+    assert tree_digest(tmp_path / "two") == direct_digest
 
 
 def _parse_tables(root) -> dict[str, str]:
@@ -119,19 +124,19 @@ def test_killed_run_resumes_to_the_same_bytes(mini_corpus, tmp_path):
     assert tree_digest(tmp_path / "killed") == tree_digest(tmp_path / "clean")
 
 
-def test_a_model_stage_on_the_portable_runner_and_two_processes_writes_the_same_tables(mini_corpus, tmp_path,
-                                                                                      local_cluster):
+def test_a_model_stage_on_the_portable_runner_and_two_processes_writes_the_same_tables(mini_corpus, ingested,
+                                                                                      tmp_path, local_cluster):
     """annotate parse loads spaCy in each worker (DoFn.setup): through the job service and worker pool, and
     with two local processes, its tables are the bytes of an in-process run."""
     job_endpoint, worker_pool = local_cluster
     sources = ["coco", "wiki"]
+    # the session's ingest, not an ingest process more: a source's shards do not depend on the sources beside it
+    raw = os.path.join(ingested[0].output, "raw")
     configs = {}
     for name in ("direct", "portable", "two"):
-        configs[name] = path = _config(mini_corpus, tmp_path / name, sources, sections=PARSE)
-        if name == "direct":
-            _finish(_unicorpus("ingest", "--config", path, "--quiet"))
-        else:  # the same raw shards under each root
-            shutil.copytree(tmp_path / "direct" / "raw", tmp_path / name / "raw")
+        configs[name] = _config(mini_corpus, tmp_path / name, sources, sections=PARSE)
+        for source in sources:  # the same raw shards under each root
+            shutil.copytree(os.path.join(raw, source), tmp_path / name / "raw" / source)
     _finish(_unicorpus("annotate", "parse", "--config", configs["direct"], "--quiet"))
     log = _finish(_unicorpus("annotate", "parse", "--config", configs["portable"], "--quiet", "--runner", "portable",
                              "--job-endpoint", job_endpoint, "--worker-pool", worker_pool))
