@@ -9,6 +9,10 @@ from typing import IO
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import s3_clients
+
+s3_clients.share()  # here: every process that touches a file through this module, workers included
+
 
 def configure(options) -> None:
     """Give the launching process the same FileSystems options as the workers (S3 endpoint and keys,

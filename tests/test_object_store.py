@@ -74,3 +74,28 @@ def test_ingest_to_s3_matches_local_disk(mini_corpus, tmp_path, s3_server):
 
     again = run_ingest(remote_config, SOURCES, RunnerConfig(beam_args=s3_args), show_progress=False)
     assert [r.skipped_shards for r in again] == [r.shards for r in remote]  # resumable on S3 too
+
+
+def test_one_boto3_client_serves_every_s3_call_of_a_process(s3_server, monkeypatch):
+    """Beam's S3 FileSystem asks for a new client on every call; ``pipelines.s3_clients`` makes the first one
+    serve them all (``storage`` installs it), each call still through Beam's own wrapper."""
+    import boto3
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines import storage
+
+    endpoint, client = s3_server
+    made = []
+    real = boto3.session.Session.client
+    monkeypatch.setattr(boto3.session.Session, "client",
+                        lambda self, *args, **kwargs: made.append(kwargs) or real(self, *args, **kwargs))
+    storage.configure(PipelineOptions([f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test",
+                                       "--s3_secret_access_key=test", "--s3_region_name=us-east-1"]))
+    storage.write_bytes("s3://corpus/shared/a.bin", b"first")
+    storage.write_bytes("s3://corpus/shared/b.bin", b"second")
+    storage.rename("s3://corpus/shared/b.bin", "s3://corpus/shared/c.bin")
+    assert storage.exists("s3://corpus/shared/a.bin") and not storage.exists("s3://corpus/shared/b.bin")
+    assert [storage.read_bytes(f"s3://corpus/shared/{n}.bin") for n in "ac"] == [b"first", b"second"]
+    assert sorted(storage.glob("s3://corpus/shared/*")) == ["s3://corpus/shared/a.bin", "s3://corpus/shared/c.bin"]
+    assert client.get_object(Bucket="corpus", Key="shared/c.bin")["Body"].read() == b"second"
+    assert len(made) == 1 and made[0]["endpoint_url"] == endpoint
