@@ -90,16 +90,19 @@ def _negatives(captions, queries, top_n, max_df=0.9, parts=1, block_entries=1 <<
     return [[((o["key"], o["source"], o["text_index"], o["text"]), score) for o, score in hits] for hits in found]
 
 
-def _scanned(captions, queries, top_n, max_df=0.9, parts=1):
+def _scan(vectorizer, shards: ShardsInMemory, documents: list[dict], top_n: int):
     """The negatives as the stage found them before the postings: every collection shard scanned per query
-    shard (``tfidf.search``, excluding by key and words)."""
-    vectorizer, shards, _ = _collection(captions, max_df, parts)
-    documents = [caption_document(*q) for q in queries]
+    shard (``tfidf.search``, excluding by key and words); per document, ((key, source, text_index, text), score)."""
     found = search(vectorizer.transform(documents), shards.each_shard(), top_n, ("key", "words"),
                    [(d["key"], d["words"]) for d in documents])
     rows = gather(found, shards.load)
     return [[((o["key"], o["source"], o["text_index"], o["text"]), score)
              for o, score in zip(rows.rows(hits.ties), hits.scores.tolist(), strict=True)] for hits in found]
+
+
+def _scanned(captions, queries, top_n, max_df=0.9, parts=1):
+    vectorizer, shards, _ = _collection(captions, max_df, parts)
+    return _scan(vectorizer, shards, [caption_document(*q) for q in queries], top_n)
 
 
 @pytest.mark.parametrize("parts", [1, 3])
@@ -114,7 +117,7 @@ def test_tfidf_negatives_are_the_scans_bit_for_bit(parts, monkeypatch):
     assert len(found[-1]) == 8 and all(o[3] != "a red kite near the tree" for o, _ in found[-1])
 
 
-def test_a_postings_cap_finds_only_negatives_among_a_terms_heaviest():
+def test_a_postings_cap_loses_negatives_and_scores_each_by_a_part_of_its_terms():
     captions = _captions(300, seed=6)
     exact, capped = _negatives(captions, captions[::5], 10), _negatives(captions, captions[::5], 10, cap=5)
     assert capped != exact and all(len(c) <= len(e) for c, e in zip(capped, exact, strict=True))
@@ -366,14 +369,8 @@ def test_the_stages_tfidf_negatives_are_the_scans_of_the_whole_corpus(rewritten)
         columns = pa.ipc.open_file(collection.rows_path(source, shard)).read_all().to_pydict()
         shards.append(CollectionShard(collection.load(position).matrix, columns))
         documents += collection.read(source, shard)
-    vectorizer = collection.vectorizer()
-    scanned = search(vectorizer.transform(documents), ShardsInMemory(shards).each_shard(), TOP_N, ("key", "words"),
-                     [(d["key"], d["words"]) for d in documents])
-    rows = gather(scanned, ShardsInMemory(shards).load)
-    expected = {(d["source"], d["key"], d["text_index"]): [
-        ((o["key"], o["source"], o["text_index"], o["text"]), score)
-        for o, score in zip(rows.rows(hits.ties), hits.scores.tolist(), strict=True)]
-        for d, hits in zip(documents, scanned, strict=True)}
+    scanned = _scan(collection.vectorizer(), ShardsInMemory(shards), documents, TOP_N)
+    expected = {(d["source"], d["key"], d["text_index"]): hits for d, hits in zip(documents, scanned, strict=True)}
     stored = {}
     for source in SOURCES:
         for row in read_sidecar(root, "ann/rewrite", source):
