@@ -44,10 +44,11 @@ def share() -> None:
         key = options_key(options)
         with _lock:
             made = _made.get(key)
-        if made is None:
+        if made is None:  # the first of this process and options: Beam's own constructor, kept as the model
             build(self, options)
             with _lock:
-                made = _made.setdefault(key, dict(self.__dict__))
+                _made.setdefault(key, dict(self.__dict__))
+            return
         try:
             state = {name: value if name == "client" else copy.deepcopy(value) for name, value in made.items()}
         except (TypeError, copy.Error):  # a later Beam's wrapper holding what cannot be copied: Beam's own way

@@ -15,9 +15,9 @@ from schemas.config import load_config
 from tests.conftest import free_port, tree_digest, wait_for_port
 
 SOURCES = ["coco", "wiki"]
-# Beam's S3 FileSystem builds a new boto3 client for every call (~0.2 s each here), and an ingest makes a
-# dozen calls per shard (writes, renames, the resume checks): fewer shards than the mini corpus' 4 + 3 keep
-# this test short. Images in a source of two shards and text in one of one still cover every file kind.
+# An ingest makes a dozen S3 calls per shard (writes, renames, the resume checks), each a round trip to the
+# server: fewer shards than the mini corpus' 4 + 3 keep this test short. Images in a source of two shards and
+# text in one of one still cover every file kind.
 SHARDS = {"coco": 2, "wiki": 1}
 
 
