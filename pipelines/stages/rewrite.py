@@ -391,7 +391,7 @@ def tfidf_negatives(vectorizer, index, documents: list[dict], top_n: int,
 
     exclude = {"key": [d["key"] for d in documents], "words": [d["words"] for d in documents]}
     found = index.search(vectorizer.transform(documents), top_n, exclude, block_entries or BLOCK_ENTRIES)
-    gathered = index.gather(found)
+    gathered = index.gather(found, ["key", "source", "text_index", "text"])  # the words served the exclusion
     return [list(zip(gathered.rows(hits.ties), hits.scores.tolist(), strict=True)) for hits in found]
 
 
