@@ -5,8 +5,9 @@ vs a plain ``generate`` loop over batches in input order, with the tiny offline 
     python -m benchmarks.rewrite --captions 6000 --translate 256 --repeat 3
 
 With ``--sizes``, only the TF-IDF negatives, as the corpus grows (docs/SCALE.md): one query shard's negatives
-among collections of each size, the scan every shard did before (N^2 for the stage) vs the postings, exact and
-capped, with recall against the scan and the growth of time per caption:
+among collections of each size, the scan every shard did before (N^2 for the stage) vs the postings, exact (in
+segments; in one segment, as before segments) and capped, with recall against the scan, the peak memory of one
+search and the growth of both:
 
     python -m benchmarks.rewrite --sizes 10000 30000 100000 --caps none 1000 200 --repeat 2
 """
@@ -79,15 +80,19 @@ def tfidf_contenders(captions, shards: int = 4):
     return {"dense all-pairs": dense, "tfidf_negatives": sparse}
 
 
+ONE_SEGMENT = "postings (exact, one segment)"
+
+
 def negatives_growth(size: int, queries: int, shard_size: int, caps: list[int | None], repeat: int,
-                     vocabulary: int = 30_000) -> dict:
+                     vocabulary: int = 30_000, segment_entries: int | None = None) -> dict:
     """Rewrite's TF-IDF negatives of one query shard (``queries`` captions) among ``size`` captions in shards of
     ``shard_size``: the scan of every collection shard (the stage's search before issue 15; the shards held in
-    memory, which only flatters it) vs the postings, exact and with each cap (built once, timed apart).
-    Captions/s (interleaved rounds), and recall@TOP_N of each side against the scan's negatives."""
+    memory, which only flatters it) vs the postings, exact (in segments, and in one segment as before segments)
+    and with each cap (built once, timed apart). Captions/s (interleaved rounds), recall@TOP_N of each side
+    against the scan's negatives, and the peak of what one search allocates (``peak_mb``)."""
     import time
 
-    from benchmarks.related import recall
+    from benchmarks.related import peak_mb, recall
     from pipelines.stages.rewrite import caption_document, tfidf_negatives
     from retrieval.postings import in_memory, index_files
     from retrieval.tfidf import CollectionShard, ShardsInMemory, TfidfVectorizer, document_frequencies, gather, search
@@ -107,12 +112,15 @@ def negatives_growth(size: int, queries: int, shard_size: int, caps: list[int | 
         rows = gather(found, shards.load)
         return [list(zip(rows.rows(hits.ties), hits.scores.tolist(), strict=True)) for hits in found]
 
-    sides, build_s = {"scan of every collection shard": scanned}, {}
-    for cap in caps:
-        label = f"postings ({'exact' if cap is None else f'cap {cap}'})"
+    sides, build_s, segments = {"scan of every collection shard": scanned}, {}, {}
+    for label, cap, per_segment in [(ONE_SEGMENT, None, matrix.nnz),
+                                    *((f"postings ({'exact' if cap is None else f'cap {cap}'})", cap, segment_entries)
+                                      for cap in caps)]:
         started = time.perf_counter()
-        index = in_memory(index_files(shards.shards, cap, len(vectorizer.vocabulary)))
+        files = index_files(shards.shards, cap, len(vectorizer.vocabulary), per_segment)
         build_s[label] = round(time.perf_counter() - started, 2)
+        index = in_memory(files)
+        segments[label] = index.postings.plan.segments
         sides[label] = lambda index=index: tfidf_negatives(vectorizer, index, asked, TOP_N)
     with tempfile.TemporaryDirectory() as work:
         rates = {name: median_rate(r) for name, r in
@@ -124,10 +132,12 @@ def negatives_growth(size: int, queries: int, shard_size: int, caps: list[int | 
 
     truth = ids(scanned())
     return {"captions": size, "queries": len(asked), "shards": len(shards.shards), "top": TOP_N,
+            "segments": segments,
             "captions_per_s": {name: round(rate, 1) for name, rate in rates.items()},
             "ms_per_caption": {name: round(1000 / rate, 3) for name, rate in rates.items()},
             f"recall@{TOP_N}": {name: round(recall(ids(side()), truth), 4) for name, side in sides.items()
                                 if side is not scanned},
+            "peak_mb": {name: round(peak_mb(side), 1) for name, side in sides.items()},
             "build_s": build_s}
 
 
@@ -168,15 +178,19 @@ def growth(args) -> None:
     caps = [None if cap == "none" else int(cap) for cap in args.caps]
     runs = []
     for size in args.sizes:
-        runs.append(negatives_growth(size, args.queries, args.shard_size, caps, args.repeat))
+        runs.append(negatives_growth(size, args.queries, args.shard_size, caps, args.repeat,
+                                     segment_entries=args.segment_entries))
         print(json.dumps(runs[-1]), flush=True)
-    per_caption = {name: exponent(args.sizes, [run["ms_per_caption"][name] for run in runs])
-                   for name in runs[0]["ms_per_caption"]}
+    per_caption, memory = ({name: exponent(args.sizes, [run[field][name] for run in runs]) for name in runs[0][field]}
+                           for field in ("ms_per_caption", "peak_mb"))
     print("exponent of time per caption over collection size: "
           + ", ".join(f"{name} {value}" for name, value in per_caption.items()))
+    print("exponent of one search's peak memory over collection size: "
+          + ", ".join(f"{name} {value}" for name, value in memory.items()))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"sizes": args.sizes, "runs": runs, "per_caption_exponent": per_caption}, f, indent=1)
+            json.dump({"sizes": args.sizes, "runs": runs, "per_caption_exponent": per_caption,
+                       "peak_memory_exponent": memory}, f, indent=1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=1000, help="with --sizes: the query shard's captions")
     parser.add_argument("--shard-size", type=int, default=2000, help="with --sizes: captions per collection shard")
     parser.add_argument("--caps", nargs="+", default=["none"], help="with --sizes: postings caps (none: exact)")
+    parser.add_argument("--segment-entries", type=int,
+                        help="with --sizes: entries a segment of the exact postings holds, about "
+                             "(default: retrieval.postings.SEGMENT_ENTRIES)")
     parser.add_argument("--out", help="with --sizes: the results as JSON")
     args = parser.parse_args(argv)
     if args.sizes:

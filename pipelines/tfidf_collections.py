@@ -10,8 +10,9 @@ or, for a collection searched through its postings (``postings=True``: the relat
 the matrix alone in the ``.npz`` and beside it
 
     <folder>/<source>/NNNNN.arrow       the row store: the shard's identities (+ vectors), by record batch
-    <folder>/postings/NNNNN.npy         the term-partitioned postings (+ ``.offsets.npy``), a bucket of terms each
-    <folder>/postings/buckets.npy       the buckets' first terms, written last
+    <folder>/postings/SSSSS-BBBBB.npy   the term-partitioned postings (+ ``.offsets.npy``): a segment of shards'
+                                        entries for a bucket of terms each
+    <folder>/postings/plan.npz          the buckets' first terms and the segments, written last
 
 Up to three pipelines, each skipped when its files exist (every file is written under a temporary name, then
 renamed, so a killed build resumes where it stopped and gives the same files). A worker then loads the
@@ -154,38 +155,41 @@ def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
     _write(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))
 
 
-def _shard_entries(position: int, collection: Collection, first_terms) -> list:
+def _shard_entries(position: int, collection: Collection, plan) -> list:
     from retrieval.postings import shard_entries
 
-    return list(shard_entries(collection.load(position).matrix, position, first_terms))
+    return list(shard_entries(collection.load(position).matrix, position, plan))
 
 
-def _write_bucket(item: tuple, collection: Collection, first_terms, vocabulary: int) -> None:
+def _write_part(item: tuple, collection: Collection, plan, vocabulary: int) -> None:
     from retrieval.postings import bucket_files
 
-    for name, data in bucket_files(item[0], first_terms, vocabulary, item[1]).items():
+    for name, data in bucket_files(item[0], plan, vocabulary, item[1]).items():
         _write(storage.join(collection.folder, name), data)
 
 
 def _build_postings(collection: Collection, runner) -> None:
-    """The postings: each shard's entries by bucket, each bucket's (capped) lists combined, then the plan."""
+    """The postings: each shard's entries by (segment, bucket), each part's (capped) lists combined, then the
+    plan. What an earlier, killed build left is removed first (the combine writes every part again)."""
     from pipelines.runner import pipeline_options
-    from retrieval.postings import PLAN, TopPostings, npy_bytes, plan_buckets
+    from retrieval.postings import PLAN, TopPostings, parts, plan_postings
 
+    storage.delete(storage.glob(storage.join(collection.folder, "postings", "*")))
     vectorizer = collection.vectorizer()
-    first, vocabulary = plan_buckets(vectorizer.document_counts, collection.cap), len(vectorizer.vocabulary)
-    combiner = TopPostings(collection.cap)
+    plan = plan_postings(vectorizer.document_counts, collection.cap, len(collection.shards))
+    vocabulary, combiner = len(vectorizer.vocabulary), TopPostings(collection.cap)
     with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
         (pipeline
          | "Shards" >> beam.Create(list(range(len(collection.shards))))
          | "Spread" >> beam.Reshuffle()
-         | "Entries" >> beam.FlatMap(_shard_entries, collection, first)
+         | "Entries" >> beam.FlatMap(_shard_entries, collection, plan)
          | "Lists" >> beam.CombinePerKey(AsCombineFn(combiner))
-         | "Write" >> beam.Map(_write_bucket, collection, first, vocabulary))
-    for bucket in range(len(first)):  # a bucket no shard had an entry for
-        if not storage.exists(storage.join(collection.folder, f"postings/{bucket:05d}.npy")):
-            _write_bucket((bucket, combiner.extract_output([])), collection, first, vocabulary)
-    _write(storage.join(collection.folder, PLAN), npy_bytes(first))
+         | "Write" >> beam.Map(_write_part, collection, plan, vocabulary))
+    written = set(storage.glob(storage.join(collection.folder, "postings", "*.npy")))
+    for part in parts(plan):  # a part no shard had an entry for
+        if storage.join(collection.folder, plan.name(*part)) not in written:
+            _write_part((part, combiner.extract_output([])), collection, plan, vocabulary)
+    _write(storage.join(collection.folder, PLAN), plan.to_bytes())
 
 
 def build(collection: Collection, runner) -> None:

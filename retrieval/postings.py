@@ -1,21 +1,26 @@
-"""Term-partitioned postings of a sharded TF-IDF collection: a related-items search whose work per query shard
-follows its own queries' terms, not the size of the collection (UNIMO App. A related images and texts, and
-UNIMO §2.1's TF-IDF hard negatives, at the papers' size; docs/SCALE.md).
+"""Term-partitioned postings of a sharded TF-IDF collection: a related-items search whose reads per query shard
+follow its own queries' terms, not the size of the collection, and whose memory is one segment's lists (UNIMO
+App. A related images and texts, and UNIMO §2.1's TF-IDF hard negatives, at the papers' size; docs/SCALE.md).
 
 ``tfidf.search`` scans every collection shard for every query shard, so a whole related-items job grows as
 N^2 (docs/BENCHMARKS.md). Here the collection's inverted index is written once (``pipelines.tfidf_collections``
-builds it with Beam), beside the row store (``retrieval.rowstore``):
+builds it with Beam), beside the row store (``retrieval.rowstore``), in *segments* of consecutive collection
+shards holding about ``SEGMENT_ENTRIES`` entries (a capped collection is one segment, its lists being short):
 
-- ``postings/NNNNN.npy``: the entries (row tie key, weight) of a bucket of consecutive terms, each term's
-  heaviest first (impact order: weight, then collection order) and, with a ``cap``, only its ``cap``
-  heaviest; ``postings/NNNNN.offsets.npy`` where each term's entries start. Buckets hold about
-  ``BUCKET_ENTRIES`` entries (planned from the document frequencies: ``postings/buckets.npy``, the first
-  term of each, written last: the index is complete when it exists).
+- ``postings/SSSSS-BBBBB.npy``: the entries (row tie key, weight) of segment S's rows for a bucket B of
+  consecutive terms, each term's heaviest first (impact order: weight, then collection order) and, with a
+  ``cap``, only its ``cap`` heaviest; ``postings/SSSSS-BBBBB.offsets.npy`` where each term's entries start.
+  Buckets hold about ``BUCKET_ENTRIES`` entries per segment (planned from the document frequencies;
+  ``postings/plan.npz``: the buckets' first terms and the segments, written last: the index is complete when
+  it exists).
 
-A query shard reads the byte ranges of its own terms' entries, scores the rows they name by one sparse product
-per block of queries, keeps each query's top k and a slack, reads those rows' keys (and any other column a
-query excludes by), drops the rows sharing the query's (its own sample; for rewrite's negatives also its
-caption's words) and searches again, with more slack, the queries whose slack was too small.
+A query shard reads, segment by segment (in collection order, as the scan goes shard by shard), the byte
+ranges of its own terms' entries, scores the rows they name by one sparse product per block of queries into
+one running top per query, then reads its hits' keys (and any other column a query excludes by), drops the
+rows sharing the query's (its own sample; for rewrite's negatives also its caption's words) and searches
+again, with more slack, the queries whose slack was too small. An exact search still scores every pair of a
+query and a row sharing a term (N^2 for a job); what a worker holds is one segment's part of its terms' lists,
+whatever the collection's size.
 With no cap the hits are ``tfidf.search``'s bit for bit (the same products summed in the same order, the same
 tie keys); with a cap, a row is missed where it is not among the ``cap`` heaviest of any term it shares with
 the query, and its score lacks the terms where it is not (recall measured in docs/BENCHMARKS.md).
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
@@ -32,11 +38,13 @@ import numpy as np
 from retrieval.rowstore import RowStore, rows_bytes
 from retrieval.tfidf import BLOCK_ENTRIES, ROW_BITS, Gathered, Hits, RunningTop, beating, distinct
 
-BUCKET_ENTRIES = 1 << 20  # entries a bucket holds at most, but for one term holding more (no cap)
+BUCKET_ENTRIES = 1 << 20  # entries a bucket holds per segment, about (one term may hold more)
+SEGMENT_ENTRIES = 1 << 23  # entries a segment of an exact collection holds, about (a query shard holds one's share
+# of its terms' lists at a time: at most 8M entries of 16 bytes, whatever the collection's size)
 READ_GAP = 4096  # entries skipped rather than a new read between two wanted terms of a bucket
 CHUNK_ENTRIES = 1 << 13  # postings entries scored per chunk of consecutive rows (see ``PostingsIndex.scored``)
 SLACK = 8  # hits kept beyond the top k, for the rows of the query's own sample (doubled where too few)
-PLAN = "postings/buckets.npy"
+PLAN = "postings/plan.npz"
 
 
 def entry_dtype(weights) -> np.dtype:
@@ -57,20 +65,55 @@ def plan_buckets(lengths: np.ndarray, cap: int | None, entries: int | None = Non
     return np.array(first, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How a collection's postings are cut: buckets of terms (``first_terms``) and segments of
+    ``segment_shards`` consecutive collection shards."""
+
+    first_terms: np.ndarray
+    segments: int
+    segment_shards: int
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        np.savez(out, first_terms=self.first_terms, segments=self.segments, segment_shards=self.segment_shards)
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Plan:
+        with np.load(io.BytesIO(data), allow_pickle=False) as plan:
+            return cls(plan["first_terms"], int(plan["segments"]), int(plan["segment_shards"]))
+
+    def name(self, segment: int, bucket: int) -> str:
+        return f"postings/{segment:05d}-{bucket:05d}.npy"
+
+
+def plan_postings(lengths: np.ndarray, cap: int | None, shards: int, segment_entries: int | None = None) -> Plan:
+    """The plan of a collection of ``shards`` shards whose terms have ``lengths`` documents: an exact one in
+    segments of as many shards as hold ``segment_entries`` (``SEGMENT_ENTRIES``) entries on average, a capped
+    one in one segment (its lists hold ``cap`` entries at most whatever the collection's size); buckets of
+    about ``BUCKET_ENTRIES`` entries per segment."""
+    entries = int(np.sum(lengths))
+    segment_shards = max(1, shards) if cap is not None else \
+        max(1, (segment_entries or SEGMENT_ENTRIES) * shards // max(1, entries))
+    segments = max(1, -(-shards // segment_shards))
+    return Plan(plan_buckets(lengths, cap, BUCKET_ENTRIES * segments), segments, segment_shards)
+
+
 def bucket_of(first_terms: np.ndarray, terms: np.ndarray) -> np.ndarray:
     return np.searchsorted(first_terms, terms, side="right") - 1
 
 
-def shard_entries(matrix, position: int, first_terms: np.ndarray) -> Iterator[tuple[int, tuple]]:
-    """A collection shard's entries (term, tie key, weight) by bucket: (bucket, (terms, ties, weights))."""
+def shard_entries(matrix, position: int, plan: Plan) -> Iterator[tuple[tuple[int, int], tuple]]:
+    """A collection shard's entries (term, tie key, weight) by part: ((segment, bucket), (terms, ties, weights))."""
     coo = matrix.tocoo()
     terms, weights = coo.col.astype(np.int64), coo.data
     ties = (np.int64(position) << ROW_BITS) | coo.row.astype(np.int64)
-    buckets = bucket_of(first_terms, terms)
+    buckets = bucket_of(plan.first_terms, terms)
     order = np.argsort(buckets, kind="stable")
     bounds = np.flatnonzero(np.diff(buckets[order])) + 1
     for part in np.split(order, bounds) if len(order) else []:
-        yield int(buckets[part[0]]), (terms[part], ties[part], weights[part])
+        yield (position // plan.segment_shards, int(buckets[part[0]])), (terms[part], ties[part], weights[part])
 
 
 def impact_order(terms: np.ndarray, ties: np.ndarray, weights: np.ndarray,
@@ -116,15 +159,22 @@ class TopPostings:
         return impact_order(terms, ties, weights, self.cap)
 
 
-def bucket_files(bucket: int, first_terms: np.ndarray, vocabulary: int, entries: tuple) -> dict[str, bytes]:
-    """A bucket's two files from its entries (in impact order): entries and per-term offsets."""
+def bucket_files(part: tuple[int, int], plan: Plan, vocabulary: int, entries: tuple) -> dict[str, bytes]:
+    """A part's (segment, bucket) two files from its entries (in impact order): entries and per-term offsets."""
     terms, ties, weights = entries
-    first = first_terms[bucket]
-    stop = first_terms[bucket + 1] if bucket + 1 < len(first_terms) else vocabulary
+    segment, bucket = part
+    first = plan.first_terms[bucket]
+    stop = plan.first_terms[bucket + 1] if bucket + 1 < len(plan.first_terms) else vocabulary
     records = np.empty(len(ties), dtype=entry_dtype(weights.dtype))
     records["tie"], records["weight"] = ties, weights
     offsets = np.searchsorted(terms, np.arange(first, stop + 1), side="left").astype(np.int64)
-    return {f"postings/{bucket:05d}.npy": npy_bytes(records), f"postings/{bucket:05d}.offsets.npy": npy_bytes(offsets)}
+    name = plan.name(segment, bucket)
+    return {name: npy_bytes(records), name.replace(".npy", ".offsets.npy"): npy_bytes(offsets)}
+
+
+def parts(plan: Plan) -> Iterator[tuple[int, int]]:
+    """Every (segment, bucket) of a plan."""
+    return ((segment, bucket) for segment in range(plan.segments) for bucket in range(len(plan.first_terms)))
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -133,37 +183,32 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def _load(open_file: Callable[[str], IO[bytes]], name: str) -> np.ndarray:
-    with open_file(name) as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-
 class Postings:
-    """A collection's postings as written: a term's entries read by their byte range."""
+    """A collection's postings as written: a term's entries (and their offsets) read by their byte ranges."""
 
     def __init__(self, open_file: Callable[[str], IO[bytes]]):
         self.open_file = open_file
-        self.first_terms = _load(open_file, PLAN)
-        self.offsets: dict[int, np.ndarray] = {}  # per bucket: a worker keeps (vocabulary + buckets) int64
+        with open_file(PLAN) as f:
+            self.plan = Plan.from_bytes(f.read())
 
-    def lists(self, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(indptr, ties, weights) of ``terms`` (sorted, distinct): term i's entries at indptr[i]:indptr[i + 1]."""
-        buckets = bucket_of(self.first_terms, terms)
+    def lists(self, terms: np.ndarray, segment: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, ties, weights) of ``terms`` (sorted, distinct) in ``segment``: term i's entries at
+        indptr[i]:indptr[i + 1]."""
+        buckets = bucket_of(self.plan.first_terms, terms)
         parts, lengths = [], []
         for bucket in distinct(buckets).tolist():
-            if bucket not in self.offsets:
-                self.offsets[bucket] = _load(self.open_file, f"postings/{bucket:05d}.offsets.npy")
-            local = terms[buckets == bucket] - self.first_terms[bucket]
-            starts, stops = self.offsets[bucket][local], self.offsets[bucket][local + 1]
-            parts.append(self._read(f"postings/{bucket:05d}.npy", starts, stops))
-            lengths.append(stops - starts)
+            name = self.plan.name(segment, bucket)
+            local = terms[buckets == bucket] - self.plan.first_terms[bucket]
+            bounds = self._read(name.replace(".npy", ".offsets.npy"), local, local + 2).reshape(-1, 2)
+            parts.append(self._read(name, bounds[:, 0], bounds[:, 1]))
+            lengths.append(bounds[:, 1] - bounds[:, 0])
         records = np.concatenate(parts) if parts else np.zeros(0, dtype=entry_dtype(np.float64))
         indptr = np.concatenate([[0], np.cumsum(np.concatenate([np.zeros(0, np.int64), *lengths]))]).astype(np.int64)
         return indptr, records["tie"], records["weight"]
 
     def _read(self, name: str, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-        """Entries [starts[i], stops[i]) of each term, in order: one read per run of terms less than
-        ``READ_GAP`` entries apart."""
+        """Items [starts[i], stops[i]) of the array in ``name`` (an ``.npy``), in order: one read per run of
+        ranges less than ``READ_GAP`` items apart."""
         with self.open_file(name) as f:
             version = np.lib.format.read_magic(f)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
@@ -173,11 +218,11 @@ class Postings:
             runs = np.flatnonzero(np.concatenate([[True], starts[1:] - stops[:-1] > READ_GAP]))
             pieces = []
             for first, last in zip(runs.tolist(), [*runs[1:].tolist(), len(starts)], strict=True):
-                low, high = int(starts[first]), int(stops[last - 1])
+                low, high = int(starts[first]), int(stops[first:last].max())
                 f.seek(base + low * dtype.itemsize)
                 block = memoryview(f.read((high - low) * dtype.itemsize))
                 if len(block) != (high - low) * dtype.itemsize:
-                    raise ValueError(f"{name}: truncated postings (entries {low}-{high} wanted, "
+                    raise ValueError(f"{name}: truncated postings (items {low}-{high} wanted, "
                                      f"{len(block) // dtype.itemsize} there); rebuild the collection")
                 pieces += [block[(a - low) * dtype.itemsize:(b - low) * dtype.itemsize]
                            for a, b in zip(starts[first:last].tolist(), stops[first:last].tolist(), strict=True)]
@@ -220,33 +265,34 @@ class PostingsIndex:
         """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows by cosine (> 0), best first,
         ties to the earlier row; no row excluded.
 
-        The rows the queries' lists name are scored in chunks of consecutive rows holding about
-        ``CHUNK_ENTRIES`` entries, in collection order, each in blocks of queries scoring about
+        Segment by segment, the rows the queries' lists name are scored in chunks of consecutive rows holding
+        about ``CHUNK_ENTRIES`` entries, in collection order, each in blocks of queries scoring about
         ``block_entries`` entries: as the scan goes shard by shard, so that after the first chunks most hits
         fall below their query's floor and never reach its running top."""
         from scipy import sparse
 
         terms = distinct(queries.indices.astype(np.int64))
-        indptr, ties, weights = self.postings.lists(terms)
-        candidates = distinct(ties)
-        column, term = np.searchsorted(candidates, ties), np.repeat(np.arange(len(terms)), np.diff(indptr))
         local = sparse.csr_matrix((queries.data, np.searchsorted(terms, queries.indices), queries.indptr),
                                   shape=(queries.shape[0], len(terms)))  # the queries' terms, in their order
         pattern = sparse.csr_matrix((np.ones(local.nnz), local.indices, local.indptr), shape=local.shape)
-        order = np.argsort(column, kind="stable")
         running = RunningTop(queries.shape[0], top, queries.dtype)
-        for first, last in _chunks(column[order], CHUNK_ENTRIES):
-            these = order[first:last][np.argsort(term[order[first:last]], kind="stable")]
-            low, high = column[these].min(), column[these].max() + 1
-            chunk = sparse.csr_matrix((weights[these], column[these] - low,
-                                       np.concatenate([[0], np.cumsum(np.bincount(term[these],
-                                                                                  minlength=len(terms)))])),
-                                      shape=(len(terms), high - low))
-            work = pattern @ np.diff(chunk.indptr)  # the entries each query scores in the chunk
-            for start, stop in _blocks(work, block_entries):
-                query, row, scores = beating(local[start:stop] @ chunk, running.floors[start:stop],
-                                             np.zeros(0, np.int64))
-                running.add(query + start, candidates[row + low], scores)
+        for segment in range(self.postings.plan.segments):
+            indptr, ties, weights = self.postings.lists(terms, segment)
+            candidates = distinct(ties)
+            column, term = np.searchsorted(candidates, ties), np.repeat(np.arange(len(terms)), np.diff(indptr))
+            order = np.argsort(column, kind="stable")
+            for first, last in _chunks(column[order], CHUNK_ENTRIES):
+                these = order[first:last][np.argsort(term[order[first:last]], kind="stable")]
+                low, high = column[these].min(), column[these].max() + 1
+                chunk = sparse.csr_matrix((weights[these], column[these] - low,
+                                           np.concatenate([[0], np.cumsum(np.bincount(term[these],
+                                                                                      minlength=len(terms)))])),
+                                          shape=(len(terms), high - low))
+                work = pattern @ np.diff(chunk.indptr)  # the entries each query scores in the chunk
+                for start, stop in _blocks(work, block_entries):
+                    query, row, scores = beating(local[start:stop] @ chunk, running.floors[start:stop],
+                                                 np.zeros(0, np.int64))
+                    running.add(query + start, candidates[row + low], scores)
         return running.hits()
 
     def _excluded(self, found: list[Hits], exclude: Mapping[str, Sequence]) -> np.ndarray:
@@ -288,22 +334,23 @@ class PostingsIndex:
         return out
 
 
-def index_files(shards: Sequence, cap: int | None, vocabulary: int) -> dict[str, bytes]:
+def index_files(shards: Sequence, cap: int | None, vocabulary: int,
+                segment_entries: int | None = None) -> dict[str, bytes]:
     """Every file of the index of ``shards`` (``tfidf.CollectionShard``s, in collection order) built in one
     process: the steps of the Beam build (``pipelines.tfidf_collections``) in a loop (tests, benchmarks)."""
     lengths = sum((np.bincount(shard.matrix.indices, minlength=vocabulary) for shard in shards),
                   np.zeros(vocabulary, np.int64))  # each term's document count
-    first = plan_buckets(lengths, cap)
+    plan = plan_postings(lengths, cap, len(shards), segment_entries)
     combiner, held = TopPostings(cap), {}
     for position, shard in enumerate(shards):
-        for bucket, part in shard_entries(shard.matrix, position, first):
-            held[bucket] = combiner.add_input(held.get(bucket, combiner.create_accumulator()), part)
-    files = {name: data for bucket in range(len(first)) for name, data in
-             bucket_files(bucket, first, vocabulary, combiner.extract_output(held.get(bucket, []))).items()}
+        for part, entries in shard_entries(shard.matrix, position, plan):
+            held[part] = combiner.add_input(held.get(part, combiner.create_accumulator()), entries)
+    files = {name: data for part in parts(plan) for name, data in
+             bucket_files(part, plan, vocabulary, combiner.extract_output(held.get(part, []))).items()}
     for position, shard in enumerate(shards):
         files[f"rows/{position:05d}"] = rows_bytes({name: list(values) for name, values in shard.columns.items()},
                                                 shard.vectors)
-    return {**files, PLAN: npy_bytes(first)}
+    return {**files, PLAN: plan.to_bytes()}
 
 
 def in_memory(files: dict[str, bytes]) -> PostingsIndex:

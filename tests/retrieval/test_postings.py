@@ -35,6 +35,7 @@ def _both(docs: list[dict], parts: int, cap=None, dtype=np.float64, sorted_terms
 def small_parts(monkeypatch):
     """Buckets, reads, row batches and the slack small enough that a few hundred rows cross every boundary."""
     monkeypatch.setattr(postings, "BUCKET_ENTRIES", 40)
+    monkeypatch.setattr(postings, "SEGMENT_ENTRIES", 400)
     monkeypatch.setattr(postings, "READ_GAP", 3)
     monkeypatch.setattr(postings, "SLACK", 1)
     monkeypatch.setattr(rowstore, "ROWS_PER_BATCH", 16)
@@ -111,6 +112,25 @@ def test_a_cap_keeps_each_terms_heaviest_rows_and_scores_only_what_it_keeps():
         [h.pairs() for h in exact.scored(matrix, 30)]  # a cap above every list changes nothing
 
 
+def test_a_query_shard_holds_one_segments_lists_at_a_time(small_parts):
+    """An exact collection of 7 shards in segments of about 400 entries: the search reads its terms' lists one
+    segment at a time, in collection order, each read holding only that segment's rows."""
+    docs = documents(420, seed=5)
+    vectorizer, shards, index = _both(docs, 7)
+    plan = index.postings.plan
+    assert plan.segments == -(-7 // plan.segment_shards) >= 3
+    queries = vectorizer.transform(docs[::6])
+    read, lists = [], index.postings.lists
+    index.postings.lists = lambda terms, segment: read.append((segment, lists(terms, segment))) or read[-1][1]
+    found = index.scored(queries, 20)
+    assert [segment for segment, _ in read] == list(range(plan.segments))
+    assert all(set((ties >> 32) // plan.segment_shards) <= {segment} for segment, (_, ties, _) in read)
+    held = [len(ties) for _, (_, ties, _) in read]
+    assert max(held) < sum(held) / 2 and sum(held) == sum(
+        np.isin(shard.matrix.indices, queries.indices).sum() for shard in shards.shards)  # every entry, once
+    assert [h.pairs() for h in found] == [h.pairs() for h in search(queries, shards.each_shard(), 20)]
+
+
 def test_buckets_hold_at_most_their_entries_but_for_one_longer_term():
     first = plan_buckets(np.array([3, 3, 3, 9, 1, 1, 2]), cap=None, entries=6)
     assert first.tolist() == [0, 2, 3, 4]  # 3+3 | 3 | 9 (alone) | 1+1+2
@@ -135,7 +155,8 @@ def test_the_combined_lists_do_not_depend_on_how_workers_merged():
         assert kept == everything[:4]
 
 
-def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process_build(tmp_path, small_parts):
+@pytest.mark.parametrize("cap", [5, None])
+def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process_build(tmp_path, small_parts, cap):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -150,16 +171,21 @@ def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process
                        table_root / "src" / f"{shard:05d}.parquet")
     collection = Collection(str(tmp_path / "tfidf"), tuple(("src", s) for s in range(3)),
                             partial(_read_table, str(table_root)), text_terms, "text", ("key", "text"),
-                            vector="vector", postings=True, cap=5)
+                            vector="vector", postings=True, cap=cap)
     runner = RunnerConfig(workers=1)
     build(collection, runner)
     names = sorted(p.relative_to(tmp_path / "tfidf").as_posix() for p in (tmp_path / "tfidf").rglob("*") if p.is_file())
     first = {name: (tmp_path / "tfidf" / name).read_bytes() for name in names}
-    assert "postings/buckets.npy" in first and sum(n.endswith(".offsets.npy") for n in names) >= 3
+    assert "postings/plan.npz" in first and sum(n.endswith(".offsets.npy") for n in names) >= 3
     # a build killed after some buckets: the plan (written last) is missing, a temporary is left
-    (tmp_path / "tfidf" / "postings" / "buckets.npy").unlink()
-    (tmp_path / "tfidf" / "postings" / "00001.npy").unlink()
-    (tmp_path / "tfidf" / "postings" / "00002.npy.tmp-x").write_bytes(b"half")
+    (tmp_path / "tfidf" / "postings" / "plan.npz").unlink()
+    parts = [n for n in names if n.startswith("postings/0") and not n.endswith(".offsets.npy")]
+    segments = {n.split("/")[1][:5] for n in parts}
+    assert len(segments) == 1 if cap else len(segments) > 1  # a capped collection is one segment
+    (tmp_path / "tfidf" / parts[1]).unlink()
+    (tmp_path / "tfidf" / f"{parts[2]}.tmp-x").write_bytes(b"half")
+    for stale in ("buckets.npy", "00007.npy"):  # the layout before segments: rebuilt, not read
+        (tmp_path / "tfidf" / "postings" / stale).write_bytes(b"old")
     build(collection, runner)
     again = sorted(p.relative_to(tmp_path / "tfidf").as_posix() for p in (tmp_path / "tfidf").rglob("*") if p.is_file())
     assert again == names and all((tmp_path / "tfidf" / n).read_bytes() == first[n] for n in names)
@@ -172,7 +198,7 @@ def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process
         shard.columns = {"key": [d["key"] for d in docs[position * 100:(position + 1) * 100]],
                          "text": [d["text"] for d in docs[position * 100:(position + 1) * 100]]}
         shard.vectors = np.array([d["vector"] for d in docs[position * 100:(position + 1) * 100]], np.float32)
-    alone = in_memory(index_files(shards, 5, len(vectorizer.vocabulary)))
+    alone = in_memory(index_files(shards, cap, len(vectorizer.vocabulary)))
     found = index.search(queries, 10, {"key": keys})
     assert [h.pairs() for h in found] == [h.pairs() for h in alone.search(queries, 10, {"key": keys})]
     assert index.gather(found, vectors=True).vectors.tolist() == alone.gather(found, vectors=True).vectors.tolist()
