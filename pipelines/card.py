@@ -25,48 +25,45 @@ import pyarrow.parquet as pq
 from pipelines import storage
 from pipelines.raw_shard import SHARD_INDEX_PATTERN
 from schemas import layout
+from schemas.keys import shard_name
 
 
 def _indexes(root: str, source: str) -> list[str]:
     return storage.glob(storage.join(root, layout.raw(source), SHARD_INDEX_PATTERN))
 
 
-def shard_sizes(root: str, source: str) -> dict[str, int]:
-    """``NNNNN.tar`` -> samples in it, from the index footers (rows = samples of the tar)."""
-    sizes = {}
-    for path in _indexes(root, source):
-        with storage.open_read(path) as f:
-            sizes[f"{path.rsplit('/', 1)[-1].split('.')[0]}.tar"] = pq.read_metadata(f).num_rows
-    return dict(sorted(sizes.items()))
-
-
-def write_sizes(root: str, source: str) -> str:
+def write_sizes(root: str, source: str, samples: dict[int, int]) -> str:
+    """``sizes.json`` of the source's shards from their ``samples`` (shard -> rows of its index)."""
     path = storage.join(root, layout.sizes(source))
-    storage.write_bytes(path + ".tmp", (json.dumps(shard_sizes(root, source), indent=1) + "\n").encode())
+    sizes = {f"{shard_name(shard)}.tar": n for shard, n in sorted(samples.items())}
+    storage.write_bytes(path + ".tmp", (json.dumps(sizes, indent=1) + "\n").encode())
     storage.rename(path + ".tmp", path)
     return path
 
 
-def json_shape(root: str, source: str) -> tuple[pa.DataType, list[str]]:
-    """(the Arrow type of the source's ``json`` members over all samples, the image member extensions used):
-    each shard's type inferred alone, then unified with the others' (fields in order of first appearance)."""
-    shape, formats = pa.struct([]), set()
+def source_shape(root: str, source: str) -> tuple[pa.DataType, list[str], bool]:
+    """(the Arrow type of the source's ``json`` members over all samples, the image member extensions used,
+    whether any sample has text), each index read once: each shard's type inferred alone, then unified with
+    the others' (fields in order of first appearance)."""
+    shape, formats, has_text = pa.struct([]), set(), False
     try:
         for path in _indexes(root, source):
-            found, used = _shard_shape(path)
-            shape, formats = unify(shape, found), formats | used
+            found, used, text = _shard_shape(path)
+            shape, formats, has_text = unify(shape, found), formats | used, has_text or text
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise ValueError(f"source {source}: its samples' json members do not share one shape: {e}") from e
-    return shape, sorted(formats)
+    return shape, sorted(formats), has_text
 
 
-def _shard_shape(path: str) -> tuple[pa.DataType, set[str]]:
-    """One shard index's json type and image formats; its members go on return, before the next shard's come."""
+def _shard_shape(path: str) -> tuple[pa.DataType, set[str], bool]:
+    """One shard index's json type, image formats and whether it holds text; its members go on return, before
+    the next shard's come."""
     with storage.open_read(path) as f:
-        table = pq.read_table(f, columns=["json", "image_format"])
+        table = pq.read_table(f, columns=["json", "image_format", "text"])
     documents = [json.loads(text) for text in table.column("json").to_pylist()]
     formats = {fmt for fmt in table.column("image_format").to_pylist() if fmt}
-    return (pa.array(documents).type if documents else pa.struct([])), formats
+    has_text = table.column("text").null_count < table.num_rows
+    return (pa.array(documents).type if documents else pa.struct([])), formats, has_text
 
 
 def unify(first: pa.DataType, second: pa.DataType) -> pa.DataType:
@@ -111,8 +108,7 @@ def card_text(root: str, sources: list[str]) -> str:
 
     configs, infos = [], []
     for source in sources:
-        shape, formats = json_shape(root, source)
-        has_text = _has_text(root, source)
+        shape, formats, has_text = source_shape(root, source)
         tars = f"{layout.raw(source)}/*.tar"
         configs.append({"config_name": source, "data_files": [{"split": "train", "path": tars}]})
         infos.append({"config_name": source, "features": hf_features(shape, formats, has_text)})
@@ -123,15 +119,6 @@ def card_text(root: str, sources: list[str]) -> str:
             "`sizes.json` (samples per shard, open_clip's convention). Samples that `unicorpus clean` removed "
             "(duplicates, evaluation images) are still in the tars: drop the keys listed under "
             "`rejects/dedup/` and `rejects/decontam/`. Sources: " + ", ".join(f"`{s}`" for s in sources) + ".\n")
-
-
-def _has_text(root: str, source: str) -> bool:
-    for path in _indexes(root, source):
-        with storage.open_read(path) as f:
-            column = pq.read_table(f, columns=["text"]).column("text")
-        if column.null_count < len(column):
-            return True
-    return False
 
 
 def write_card(root: str, sources: list[str]) -> str:

@@ -47,6 +47,7 @@ class WriteOptions:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     overwrite: bool = False  # redo finished shards
     retry_failed: bool = False  # redo finished shards with failed downloads, fetching only those
+    reused: frozenset[int] = frozenset()  # shards the launching process found finished and leaves: not read again
 
 
 class _WriteShard(beam.DoFn):
@@ -68,7 +69,10 @@ class _WriteShard(beam.DoFn):
         paths = ShardPaths.of(self.root, self.stage, self.source, shard)
         options, reuse = self.options, None
         digest = options.params_hashes[shard]
-        if not options.overwrite and is_complete(paths, digest):
+        if shard in options.reused:
+            self.skipped.inc()
+            return
+        if not options.overwrite and is_complete(paths, digest):  # up for a retry, or finished since the launch
             if not (options.retry_failed and has_failed_downloads(paths)):
                 self.skipped.inc()
                 return

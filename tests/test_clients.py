@@ -130,7 +130,7 @@ json.dump(out, sys.stdout)
 def test_every_source_has_one_json_shape(demo):
     """The same keys in every sample of a source (nested: meta's too), and one type per field besides null
     (VG's coco_id is null or an integer, never a string): what the card declares holds for every shard."""
-    from pipelines.card import json_shape
+    from pipelines.card import source_shape
 
     config, _ = demo
 
@@ -143,7 +143,7 @@ def test_every_source_has_one_json_shape(demo):
         members = [json.loads(text) for (text,) in
                    _sql(f"SELECT json FROM read_parquet('{config.output}/raw/{source}/*.parquet')")]
         assert len({frozenset(keys(member)) for member in members}) == 1, source
-        shape, _ = json_shape(config.output, source)
+        shape, _, _ = source_shape(config.output, source)
         assert {field.name for field in shape} == set(members[0])
 
 

@@ -4,6 +4,7 @@ import dataclasses
 import glob
 import json
 import os
+from collections import Counter
 
 import pyarrow.parquet as pq
 import webdataset as wds
@@ -69,6 +70,28 @@ def test_rerun_reuses_every_shard_and_changes_no_byte(ingested):
     assert tree_digest(config.output) == before
     assert [r.skipped_shards for r in again] == [r.shards for r in results]
     assert [r.counts for r in again] == [r.counts for r in results]
+
+
+def test_a_rerun_opens_each_shard_index_once_per_thing_it_learns_there(tmp_path, monkeypatch):
+    """A rerun that writes nothing opens a shard's index three times: its footer's parameters (the resume check,
+    whose answer the workers, the stale check and the source check take), its counts (also sizes.json's), and
+    the dataset card's json shape and text. Each open is a request or more on an object store; the first index
+    was opened 8 times (22 requests to S3)."""
+    from pipelines import storage
+
+    config = _folder_config(tmp_path, n=8, shards=2)
+    run_ingest(config, ["u"], RunnerConfig(), show_progress=False)
+    opened, real = Counter(), storage.open_read
+
+    def counted(path):
+        opened[path] += 1
+        return real(path)
+
+    monkeypatch.setattr(storage, "open_read", counted)
+    (again,) = run_ingest(config, ["u"], RunnerConfig(), show_progress=False)
+    assert again.skipped_shards == again.shards == 2
+    indexes = {path: n for path, n in opened.items() if path.endswith(".parquet") and "/raw/" in path}
+    assert indexes == {storage.join(config.output, "raw", "u", f"{s:05d}.parquet"): 3 for s in range(2)}
 
 
 def test_batched_shards_are_the_bytes_of_writing_each_shards_records_at_once(ingested, tmp_path):

@@ -19,6 +19,7 @@ from dataclasses import asdict
 import apache_beam as beam
 
 from pipelines import storage
+from pipelines.card import write_card, write_sizes
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.raw_shard import (
@@ -105,11 +106,7 @@ def run_ingest(config: CorpusConfig, names: list[str], runner: RunnerConfig, ove
         raise ValueError(f"--source {', '.join(unknown)}: not in the config (have: {', '.join(config.sources)})")
     storage.configure(pipeline_options(runner))
     results = [_run_source(config, name, runner, overwrite, show_progress, retry_failed) for name in names]
-    from pipelines.card import write_card, write_sizes
-
-    for name in names:  # what open_clip and HF datasets read beside the shards
-        write_sizes(config.output, name)
-    write_card(config.output, list(config.sources))
+    write_card(config.output, list(config.sources))  # what HF datasets reads beside the shards
     return results
 
 
@@ -120,26 +117,29 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     parts = reader.parts()
     hashes = params_hashes(name, source, config, parts, reader.inputs(parts))
     _remove_temporaries(config.output, name)
-    reused = [] if overwrite else _reusable_shards(config.output, name, hashes, retry_failed)
+    reused = frozenset() if overwrite else frozenset(_reusable_shards(config.output, name, hashes, retry_failed))
     started = time.monotonic()
     pattern = storage.join(config.output, layout.raw(name), SHARD_INDEX_PATTERN)
     with ShardProgress(pattern, name, source.shards - len(reused), enabled=show_progress, reused=len(reused),
                        unit="records"):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
-            options = WriteOptions(config.image, hashes, config.download, overwrite, retry_failed)
+            options = WriteOptions(config.image, hashes, config.download, overwrite, retry_failed, reused)
             build_source(pipeline, name, source, reader, parts, config.output, options)
     seconds = time.monotonic() - started
-    if not any(is_complete(ShardPaths.of(config.output, STAGE, name, s), hashes[s]) for s in range(source.shards)):
-        # every record lands in a shard: none with these parameters means none was read (checked before
-        # the shards of an earlier run, with other parameters, are removed as stale)
+    params = _footer_params(config.output, name, [s for s in _shard_ids(config.output, name) if s not in reused])
+    stale = _stale(params, hashes)
+    if not reused and len(stale) == len(params):
+        # every record lands in a shard: none with these parameters (reused or written now) means none was
+        # read (checked before the shards of an earlier run, with other parameters, are removed as stale)
         raise SourceError(f"source {name}: no record read from {reader.looked_in(parts)}; check sources.{name} "
                           f"(kind {source.kind}) against the release's layout (docs/SOURCES.md)")
-    _remove_stale_shards(config.output, name, hashes)
+    _remove_stale_shards(config.output, name, stale)
     shards = _shard_ids(config.output, name)
     counts = {s: read_counts(ShardPaths.of(config.output, STAGE, name, s)) for s in shards}
     fresh = sum((c for s, c in counts.items() if s not in reused), ShardCounts())
     result = StageResult(name, sum(counts.values(), ShardCounts()), len(shards), len(reused), seconds, fresh)
     _record_in_manifest(config, name, source, manifest_hash(hashes), result)
+    write_sizes(config.output, name, {s: c.written for s, c in counts.items()})  # open_clip reads it beside them
     return result
 
 
@@ -161,14 +161,23 @@ def _remove_temporaries(root: str, name: str) -> None:
         storage.delete(storage.glob(storage.join(folder, "*.tmp-*")))
 
 
-def _remove_stale_shards(root: str, name: str, hashes: tuple[str, ...]) -> None:
+def _footer_params(root: str, name: str, shards: list[int]) -> dict[int, str]:
+    """The parameters hash in each of these shards' index footers: one read each."""
+    return {s: read_footer(ShardPaths.of(root, STAGE, name, s).index).get(PARAMS_KEY, b"").decode() for s in shards}
+
+
+def _stale(params: dict[int, str], hashes: tuple[str, ...]) -> list[int]:
+    """Of the shards whose footers hold ``params``, those written with other parameters than this run's
+    ``hashes`` (or beyond its shard count)."""
+    return [s for s, digest in params.items() if digest != (hashes[s] if s < len(hashes) else None)]
+
+
+def _remove_stale_shards(root: str, name: str, shards: list[int]) -> None:
     """Shards of an earlier run with other parameters that this run did not rewrite (no records now)."""
-    for shard in _shard_ids(root, name):
+    for shard in shards:
         paths = ShardPaths.of(root, STAGE, name, shard)
-        digest = hashes[shard] if shard < len(hashes) else None
-        if read_footer(paths.index).get(PARAMS_KEY, b"").decode() != digest:
-            log.warning("removing stale shard %s (written with other parameters)", paths.index)
-            storage.delete([p for p in (*paths.all(), paths.urls) if storage.exists(p)])
+        log.warning("removing stale shard %s (written with other parameters)", paths.index)
+        storage.delete([p for p in (*paths.all(), paths.urls) if storage.exists(p)])
 
 
 def _record_in_manifest(config: CorpusConfig, name: str, source: SourceConfig, digest: str,
