@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
+
+import numpy as np
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -63,63 +65,128 @@ def train(texts: Iterable[str], discount: float = 0.75) -> NgramLM:
 class NgramLM:
     """Interpolated Kneser-Ney trigram model. The vocabulary is every word seen, ``</s>`` and ``<unk>``;
     for any context, ``prob`` sums to 1 over it. The lowest order interpolates the continuation
-    distribution with the uniform one, so an unseen word gets a small, non-zero probability."""
+    distribution with the uniform one, so an unseen word gets a small, non-zero probability.
+
+    Held as sorted numpy arrays of word ids (trigrams by context pair, context pairs, continuation bigrams,
+    per-word totals) looked up by binary search: about 60 bytes per trigram, where dicts of string tuples
+    took about 340 (docs/BENCHMARKS.md): every rewrite worker loads it, and it grows with the corpus. The
+    probabilities are the same floats as the formulas computed one at a time (the same operations in the
+    same order), so scores and rankings do not depend on the representation."""
 
     def __init__(self, counts: Counter, discount: float = 0.75):
         if not 0 < discount < 1:
             raise ValueError(f"discount: expected 0 < d < 1, got {discount}")
         self.discount = discount
-        self.trigrams = dict(counts)
-        context3: Counter = Counter()  # c(u v .)
-        followers3: Counter = Counter()  # N1+(u v .)
-        middles: dict[tuple[str, str], set[str]] = defaultdict(set)  # (v, w) -> {u}
-        for (u, v, w), count in self.trigrams.items():
-            context3[u, v] += count
-            followers3[u, v] += 1
-            middles[v, w].add(u)
-        self.context3, self.followers3 = dict(context3), dict(followers3)
-        self.bigram_cont = {vw: len(us) for vw, us in middles.items()}  # N1+(. v w)
-        context2: Counter = Counter()  # N1+(. v .)
-        followers2: Counter = Counter()  # N1+(v .) among continuation bigrams
-        unigram_cont: Counter = Counter()  # N1+(. w)
-        for (v, w), count in self.bigram_cont.items():
-            context2[v] += count
-            followers2[v] += 1
-            unigram_cont[w] += 1
-        self.context2, self.followers2 = dict(context2), dict(followers2)
-        self.unigram_cont = dict(unigram_cont)
-        self.bigram_types = len(self.bigram_cont)
-        self.vocabulary = sorted(self.unigram_cont.keys() | {EOS, UNK})
+        grams = list(counts)
+        self.words = sorted({w for gram in grams for w in gram} | {BOS, EOS, UNK})
+        self.ids = {word: i for i, word in enumerate(self.words)}
+        size = len(self.words)
+        u, v, w = (np.array([self.ids[gram[i]] for gram in grams], dtype=np.int64).reshape(-1) for i in range(3))
+        count = np.array([counts[gram] for gram in grams], dtype=np.int64)
+        pair = u * size + v
+        order = np.lexsort((w, pair))
+        pair, w, count = pair[order], w[order], count[order]
+        self.pairs, starts = _runs(pair)  # context pairs (u v), sorted
+        self.context3 = np.add.reduceat(count, starts) if len(count) else count  # c(u v .)
+        self.followers3 = np.diff(np.append(starts, len(pair)))  # N1+(u v .)
+        self.trigram_keys = np.repeat(np.arange(len(self.pairs)), self.followers3) * size + w  # (pair, w), sorted
+        self.trigram_counts = count
+        bigrams = np.sort(pair % size * size + w)  # (v w) of each distinct trigram
+        self.bigrams, bigram_starts = _runs(bigrams)
+        self.bigram_cont = np.diff(np.append(bigram_starts, len(bigrams)))  # N1+(. v w)
+        first, second = self.bigrams // size, self.bigrams % size
+        self.context2 = np.bincount(first, weights=self.bigram_cont, minlength=size).astype(np.int64)  # N1+(. v .)
+        self.followers2 = np.bincount(first, minlength=size)  # N1+(v .) among continuation bigrams
+        self.unigram_cont = np.bincount(second, minlength=size)  # N1+(. w)
+        self.bigram_types = len(self.bigrams)
+        self.vocabulary = sorted({self.words[i] for i in np.flatnonzero(self.unigram_cont).tolist()} | {EOS, UNK})
 
-    def _p1(self, w: str) -> float:
+    def __setstate__(self, state: dict) -> None:
+        """A model pickled before the arrays (its counts in ``trigrams``, a dict) is rebuilt from its counts."""
+        if "trigrams" in state:
+            self.__init__(Counter(state["trigrams"]), state["discount"])
+        else:
+            self.__dict__.update(state)
+
+    def _id(self, words: list[str]) -> np.ndarray:
+        return np.array([self.ids.get(word, -1) for word in words], dtype=np.int64)
+
+    def _p1(self, w: np.ndarray) -> np.ndarray:
         if not self.bigram_types:
-            return 1.0 / len(self.vocabulary)
+            return np.full(len(w), 1.0 / len(self.vocabulary))
         d, total = self.discount, self.bigram_types
-        seen = max(self.unigram_cont.get(w, 0) - d, 0.0) / total
-        return seen + d * len(self.unigram_cont) / total / len(self.vocabulary)
+        seen = np.maximum(self.unigram_cont[w] - d, 0.0) / total
+        return seen + d * int(np.count_nonzero(self.unigram_cont)) / total / len(self.vocabulary)
 
-    def _p2(self, w: str, v: str) -> float:
-        total = self.context2.get(v, 0)
-        if not total:
-            return self._p1(w)
-        d = self.discount
-        seen = max(self.bigram_cont.get((v, w), 0) - d, 0.0) / total
-        return seen + d * self.followers2[v] / total * self._p1(w)
+    def _p2(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+        known = v >= 0
+        total = np.where(known, self.context2[np.maximum(v, 0)], 0)
+        d, lower = self.discount, self._p1(w)
+        size = len(self.words)
+        seen = np.maximum(_found(self.bigrams, np.where(known, v * size + w, -1), self.bigram_cont) - d, 0.0) / \
+            np.maximum(total, 1)
+        interpolated = seen + d * self.followers2[np.maximum(v, 0)] / np.maximum(total, 1) * lower
+        return np.where(total > 0, interpolated, lower)
+
+    def probs(self, w: list[str], u: list[str], v: list[str]) -> np.ndarray:
+        """P(w[i] | u[i] v[i]) for each i; words outside the vocabulary are ``<unk>``."""
+        size = len(self.words)
+        w_id = self._id(w)
+        w_id = np.where((w_id >= 0) & ((self.unigram_cont[np.maximum(w_id, 0)] > 0) | (w_id == self.ids[EOS])),
+                        w_id, self.ids[UNK])
+        u_id, v_id = self._id(u), self._id(v)
+        at = _position(self.pairs, np.where((u_id >= 0) & (v_id >= 0), u_id * size + v_id, -1))
+        total = _take(self.context3, at)
+        d, lower = self.discount, self._p2(w_id, v_id)
+        seen = np.maximum(_found(self.trigram_keys, np.where(at >= 0, at * size + w_id, -1),
+                                 self.trigram_counts) - d, 0.0) / np.maximum(total, 1)
+        interpolated = seen + d * _take(self.followers3, at) / np.maximum(total, 1) * lower
+        return np.where(total > 0, interpolated, lower)
 
     def prob(self, w: str, u: str, v: str) -> float:
         """P(w | u v); words outside the vocabulary are ``<unk>``."""
-        w = w if w in self.unigram_cont or w == EOS else UNK
-        total = self.context3.get((u, v), 0)
-        if not total:
-            return self._p2(w, v)
-        d = self.discount
-        seen = max(self.trigrams.get((u, v, w), 0) - d, 0.0) / total
-        return seen + d * self.followers3[u, v] / total * self._p2(w, v)
+        return float(self.probs([w], [u], [v])[0])
 
     def score(self, text: str) -> float:
         """Average natural-log probability per token (words and ``</s>``): comparable across lengths."""
-        grams = list(trigrams(text))
-        return sum(math.log(self.prob(w, u, v)) for u, v, w in grams) / len(grams)
+        return self.score_many([text])[0]
 
     def score_many(self, texts: list[str]) -> list[float]:
-        return [self.score(text) for text in texts]
+        """``score`` of each text, their trigrams' probabilities looked up together."""
+        grams = [list(trigrams(text)) for text in texts]
+        flat = [gram for each in grams for gram in each]
+        probs = self.probs([g[2] for g in flat], [g[0] for g in flat], [g[1] for g in flat]).tolist()
+        out, start = [], 0
+        for each in grams:
+            out.append(sum(math.log(p) for p in probs[start:start + len(each)]) / len(each))
+            start += len(each)
+        return out
+
+    def counts(self) -> Counter:
+        """The trigram counts the model was built from (tests, merging checks)."""
+        size = len(self.words)
+        pair, w = self.pairs[self.trigram_keys // size], self.trigram_keys % size
+        return Counter({(self.words[p // size], self.words[p % size], self.words[x]): int(c) for p, x, c in
+                        zip(pair.tolist(), w.tolist(), self.trigram_counts.tolist(), strict=True)})
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of sorted ``keys`` and where each run starts."""
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, np.int64)
+    return keys[starts], starts
+
+
+def _position(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index of each ``wanted`` in sorted ``keys``, -1 where absent."""
+    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    return np.where((len(keys) > 0) & (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), bool), at, -1)
+
+
+def _take(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``values[at]``, 0 where ``at`` is -1."""
+    return np.where(at >= 0, values[np.maximum(at, 0)] if len(values) else 0, 0)
+
+
+def _found(keys: np.ndarray, wanted: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` at each ``wanted`` key of sorted ``keys``, 0 where absent."""
+    return _take(values, _position(keys, wanted))

@@ -1,11 +1,15 @@
 """The corpus trigram model that ranks scene-graph rewrites by fluency: a proper distribution, combinable
-counts, and fluent text scoring above scrambled text."""
+counts, fluent text scoring above scrambled text, and the array model's probabilities the formulas' floats
+computed one at a time (``_Reference``: the dict model it replaced)."""
 
 import math
+import pickle
+from collections import Counter, defaultdict
 
 import pytest
 
-from pipelines.annotators.ngram_lm import BOS, EOS, UNK, NgramCombiner, tokenize, train
+from benchmarks.rewrite import make_captions
+from pipelines.annotators.ngram_lm import BOS, EOS, UNK, NgramCombiner, NgramLM, tokenize, train, trigrams
 
 CAPTIONS = [
     "A dog sitting on a red couch.",
@@ -66,7 +70,7 @@ def test_counts_combine_to_the_same_model_in_any_merge_order():
     backward = combiner.extract_output(combiner.merge_accumulators(
         [combiner.merge_accumulators([parts[2], parts[1]]), parts[0]]))
     whole = train(CAPTIONS)
-    assert forward.trigrams == backward.trigrams == whole.trigrams
+    assert forward.counts() == backward.counts() == whole.counts()
     assert forward.vocabulary == whole.vocabulary
     text = "A cat playing with a ball."
     assert forward.score(text) == backward.score(text) == whole.score(text)
@@ -75,3 +79,77 @@ def test_counts_combine_to_the_same_model_in_any_merge_order():
 def test_discount_must_be_between_zero_and_one():
     with pytest.raises(ValueError, match="discount"):
         train(CAPTIONS, discount=1.0)
+
+
+class _Reference:
+    """The model as dicts of string tuples, one probability at a time (the representation before the arrays)."""
+
+    def __init__(self, counts: Counter, d: float = 0.75):
+        self.d, self.trigrams = d, dict(counts)
+        self.context3, self.followers3, middles = Counter(), Counter(), defaultdict(set)
+        for (u, v, w), count in self.trigrams.items():
+            self.context3[u, v] += count
+            self.followers3[u, v] += 1
+            middles[v, w].add(u)
+        self.bigram_cont = {vw: len(us) for vw, us in middles.items()}
+        self.context2, self.followers2, self.unigram_cont = Counter(), Counter(), Counter()
+        for (v, w), count in self.bigram_cont.items():
+            self.context2[v] += count
+            self.followers2[v] += 1
+            self.unigram_cont[w] += 1
+        self.vocabulary = sorted(self.unigram_cont.keys() | {EOS, UNK})
+
+    def p1(self, w):
+        if not self.bigram_cont:
+            return 1.0 / len(self.vocabulary)
+        total = len(self.bigram_cont)
+        seen = max(self.unigram_cont.get(w, 0) - self.d, 0.0) / total
+        return seen + self.d * len(self.unigram_cont) / total / len(self.vocabulary)
+
+    def p2(self, w, v):
+        total = self.context2.get(v, 0)
+        if not total:
+            return self.p1(w)
+        seen = max(self.bigram_cont.get((v, w), 0) - self.d, 0.0) / total
+        return seen + self.d * self.followers2[v] / total * self.p1(w)
+
+    def prob(self, w, u, v):
+        w = w if w in self.unigram_cont or w == EOS else UNK
+        total = self.context3.get((u, v), 0)
+        if not total:
+            return self.p2(w, v)
+        seen = max(self.trigrams.get((u, v, w), 0) - self.d, 0.0) / total
+        return seen + self.d * self.followers3[u, v] / total * self.p2(w, v)
+
+    def score(self, text):
+        grams = list(trigrams(text))
+        return sum(math.log(self.prob(w, u, v)) for u, v, w in grams) / len(grams)
+
+
+def test_the_array_model_gives_the_formulas_floats_bit_for_bit():
+    texts = [c[3] for c in make_captions(3000, vocabulary=2000)] + CAPTIONS
+    counts = Counter(gram for text in texts for gram in trigrams(text))
+    model, reference = NgramLM(counts), _Reference(counts)
+    assert model.vocabulary == reference.vocabulary
+    asked = [c[3] for c in make_captions(300, seed=9, vocabulary=2400)] + CAPTIONS + ["", "zebra zebra", "a a a a"]
+    grams = [gram for text in asked for gram in trigrams(text)]
+    assert model.probs([g[2] for g in grams], [g[0] for g in grams], [g[1] for g in grams]).tolist() == \
+        [reference.prob(w, u, v) for u, v, w in grams]  # seen, backed off, unseen words and contexts
+    assert model.score_many(asked) == [reference.score(text) for text in asked]
+    assert model.counts() == counts
+
+
+def test_a_model_pickled_as_dicts_loads_as_the_same_model():
+    """A statistic written before the arrays (``ngram-<digest>.pkl`` holding the dicts) keeps working."""
+    counts = Counter(gram for text in CAPTIONS for gram in trigrams(text))
+    old = NgramLM.__new__(NgramLM)
+    old.__setstate__({"discount": 0.75, "trigrams": dict(counts), "context3": {}, "vocabulary": []})
+    new = pickle.loads(pickle.dumps(NgramLM(counts)))
+    assert old.vocabulary == new.vocabulary and old.counts() == new.counts() == counts
+    assert old.score_many(CAPTIONS) == new.score_many(CAPTIONS)
+
+
+def test_an_empty_corpus_gives_the_uniform_model():
+    model = NgramLM(Counter())
+    assert model.vocabulary == [EOS, UNK]
+    assert model.prob("a", BOS, BOS) == model.prob(EOS, "x", "y") == 0.5
