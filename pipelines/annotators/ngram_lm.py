@@ -9,10 +9,12 @@ the merged counts, so it is the same whatever order workers merged in.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,27 +32,77 @@ def trigrams(text: str) -> Iterable[tuple[str, str, str]]:
     return zip(tokens, tokens[1:], tokens[2:], strict=False)
 
 
+PENDING = 1 << 20  # trigrams an accumulator takes as tuples before folding them into its arrays
+
+
+@dataclass
+class TrigramCounts:
+    """Trigram counts as a combine holds them: each word once (``hashes``: word -> a 64-bit hash of it, the
+    same in every process), each distinct trigram as a row of three word hashes (``keys``, sorted) with its
+    count: about 32 bytes a trigram, where a Counter of string tuples takes several times that in the one
+    worker that merges every part of the corpus. ``pending``: trigrams added since the last fold."""
+
+    hashes: dict[str, int] = field(default_factory=dict)
+    keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint64))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pending: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        for gram in trigrams(text):
+            self.pending.append(tuple(self.hashes[w] if w in self.hashes else self._hash(w) for w in gram))
+        if len(self.pending) >= PENDING:
+            self.fold()
+
+    def _hash(self, word: str) -> int:
+        self.hashes[word] = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+        return self.hashes[word]
+
+    def fold(self, *others: TrigramCounts) -> TrigramCounts:
+        """These counts with ``others``' (and every pending trigram) summed into the arrays."""
+        parts = [self, *others]
+        for other in others:
+            for word, value in other.hashes.items():
+                if self.hashes.setdefault(word, value) != value:
+                    raise ValueError(f"trigram counts: {word!r} hashed two ways")  # only by a changed hash
+        keys = np.concatenate([np.array(p.pending, dtype=np.uint64).reshape(-1, 3) for p in parts]
+                              + [p.keys for p in parts])
+        counts = np.concatenate([np.ones(len(p.pending), dtype=np.int64) for p in parts] + [p.counts for p in parts])
+        order = np.lexsort(keys.T[::-1])
+        keys, counts = keys[order], counts[order]
+        starts = np.flatnonzero(np.concatenate([[True], (keys[1:] != keys[:-1]).any(axis=1)])) if len(keys) else \
+            np.zeros(0, dtype=np.int64)
+        self.keys, self.counts = keys[starts], np.add.reduceat(counts, starts) if len(counts) else counts
+        self.pending = []
+        return self
+
+
 class NgramCombiner:
-    """CombineFn semantics over texts: the accumulator is a Counter of trigrams (with ``<s>`` padding)."""
+    """CombineFn semantics over texts: the accumulator is the texts' trigram counts (with ``<s>`` padding) as
+    ``TrigramCounts``; the model is built from the merged counts."""
 
     def __init__(self, discount: float = 0.75):
         self.discount = discount
 
-    def create_accumulator(self) -> Counter:
-        return Counter()
+    def create_accumulator(self) -> TrigramCounts:
+        return TrigramCounts()
 
-    def add_input(self, accumulator: Counter, text: str) -> Counter:
-        accumulator.update(trigrams(text))
+    def add_input(self, accumulator: TrigramCounts, text: str) -> TrigramCounts:
+        accumulator.add(text)
         return accumulator
 
-    def merge_accumulators(self, accumulators: Iterable[Counter]) -> Counter:
-        merged: Counter = Counter()
-        for accumulator in accumulators:
-            merged.update(accumulator)
-        return merged
+    def merge_accumulators(self, accumulators: Iterable[TrigramCounts]) -> TrigramCounts:
+        return TrigramCounts().fold(*accumulators)
 
-    def extract_output(self, accumulator: Counter) -> NgramLM:
-        return NgramLM(accumulator, self.discount)
+    def extract_output(self, accumulator: TrigramCounts) -> NgramLM:
+        counted = accumulator.fold()
+        unique_words = set(counted.hashes.values())
+        if len(unique_words) != len(counted.hashes):
+            raise ValueError("trigram counts: two words share a 64-bit hash; count them apart")
+        words = sorted(counted.hashes.keys() | {BOS, EOS, UNK})
+        hashes = np.array([counted.hashes.get(word, 0) for word in words], dtype=np.uint64)
+        order = np.argsort(hashes, kind="stable")
+        ids = order[np.searchsorted(hashes[order], counted.keys)].astype(np.int64).reshape(-1, 3)
+        return NgramLM.from_ids(words, ids[:, 0], ids[:, 1], ids[:, 2], counted.counts, self.discount)
 
 
 def train(texts: Iterable[str], discount: float = 0.75) -> NgramLM:
@@ -74,15 +126,28 @@ class NgramLM:
     same order), so scores and rankings do not depend on the representation."""
 
     def __init__(self, counts: Counter, discount: float = 0.75):
+        grams = list(counts)
+        words = sorted({w for gram in grams for w in gram} | {BOS, EOS, UNK})
+        ids = {word: i for i, word in enumerate(words)}
+        u, v, w = (np.array([ids[gram[i]] for gram in grams], dtype=np.int64).reshape(-1) for i in range(3))
+        self._build(words, u, v, w, np.array([counts[gram] for gram in grams], dtype=np.int64), discount)
+
+    @classmethod
+    def from_ids(cls, words: list[str], u: np.ndarray, v: np.ndarray, w: np.ndarray, count: np.ndarray,
+                 discount: float = 0.75) -> NgramLM:
+        """The model of distinct trigrams given as ids into ``words`` (sorted, with ``<s>``, ``</s>``,
+        ``<unk>``) and their counts."""
+        model = cls.__new__(cls)
+        model._build(words, u, v, w, count, discount)
+        return model
+
+    def _build(self, words: list[str], u: np.ndarray, v: np.ndarray, w: np.ndarray, count: np.ndarray,
+               discount: float) -> None:
         if not 0 < discount < 1:
             raise ValueError(f"discount: expected 0 < d < 1, got {discount}")
-        self.discount = discount
-        grams = list(counts)
-        self.words = sorted({w for gram in grams for w in gram} | {BOS, EOS, UNK})
-        self.ids = {word: i for i, word in enumerate(self.words)}
-        size = len(self.words)
-        u, v, w = (np.array([self.ids[gram[i]] for gram in grams], dtype=np.int64).reshape(-1) for i in range(3))
-        count = np.array([counts[gram] for gram in grams], dtype=np.int64)
+        self.discount, self.words = discount, words
+        self.ids = {word: i for i, word in enumerate(words)}
+        size = len(words)
         pair = u * size + v
         order = np.lexsort((w, pair))
         pair, w, count = pair[order], w[order], count[order]

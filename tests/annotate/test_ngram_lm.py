@@ -125,6 +125,9 @@ class _Reference:
         grams = list(trigrams(text))
         return sum(math.log(self.prob(w, u, v)) for u, v, w in grams) / len(grams)
 
+    def score_many(self, texts):
+        return [self.score(text) for text in texts]
+
 
 def test_the_array_model_gives_the_formulas_floats_bit_for_bit():
     texts = [c[3] for c in make_captions(3000, vocabulary=2000)] + CAPTIONS
@@ -137,6 +140,23 @@ def test_the_array_model_gives_the_formulas_floats_bit_for_bit():
         [reference.prob(w, u, v) for u, v, w in grams]  # seen, backed off, unseen words and contexts
     assert model.score_many(asked) == [reference.score(text) for text in asked]
     assert model.counts() == counts
+
+
+def test_counts_folded_in_small_parts_give_the_model_of_the_counter(monkeypatch):
+    """The combine's compact counts (word hashes, folded every few trigrams, merged across parts) give the
+    model built from a Counter of the same texts' trigrams, bit for bit."""
+    from pipelines.annotators import ngram_lm
+
+    monkeypatch.setattr(ngram_lm, "PENDING", 7)
+    texts = [c[3] for c in make_captions(400, vocabulary=300)] + CAPTIONS + [""]
+    combiner = NgramCombiner()
+    parts = [combiner.create_accumulator() for _ in range(3)]
+    for i, text in enumerate(texts):
+        combiner.add_input(parts[i % 3], text)
+    model = combiner.extract_output(combiner.merge_accumulators([parts[0], combiner.merge_accumulators(parts[1:])]))
+    counts = Counter(gram for text in texts for gram in trigrams(text))
+    assert model.counts() == counts and model.words == NgramLM(counts).words
+    assert model.score_many(texts) == _Reference(counts).score_many(texts)
 
 
 def test_a_model_pickled_as_dicts_loads_as_the_same_model():
