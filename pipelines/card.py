@@ -8,11 +8,15 @@
   webdataset loader otherwise infers a schema from the first shard: a ``json`` field that is null there and
   an integer later fails the cast, and a field the first file lacks is dropped.
 
-The features are inferred from every sample's ``json`` member (the raw index holds it verbatim, so no tar is
-read): keys are the union over all of a source's samples, types unified (null and integer -> integer,
-integer and float -> float); two samples that disagree otherwise (a string here, a number there) are an
-error naming the source. One shard's members are held at a time (a source of 500M sentences would not fit
-the launching process otherwise). Plain functions over pyarrow and FileSystems; both files are deterministic.
+The features are inferred from every sample's ``json`` member: keys are the union over all of a source's
+samples, types unified (null and integer -> integer, integer and float -> float); two samples that disagree
+otherwise (a string here, a number there) are an error naming the source. Each shard's type is inferred once,
+by the worker that writes it, and kept in its index footer (``pipelines/shard_shape.py``); the card unifies the
+footers' types in shard order, reading an index's columns only where it was written before that (one shard's
+members held at a time). A source's features are also kept in ``raw/<source>/features.json`` with the
+parameters hash of its ingest in ``corpus.json``: ingest removes that file before it touches the source's
+shards, so the card of another source's ingest reads one small file per unchanged source, not its shards.
+Plain functions over pyarrow and FileSystems; both files are deterministic.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines import storage
+from pipelines.manifest_io import read_manifest
 from pipelines.raw_shard import SHARD_INDEX_PATTERN
+from pipelines.shard_shape import read_shard_shape
 from schemas import layout
 from schemas.keys import shard_name
 
@@ -36,34 +41,29 @@ def write_sizes(root: str, source: str, samples: dict[int, int]) -> str:
     """``sizes.json`` of the source's shards from their ``samples`` (shard -> rows of its index)."""
     path = storage.join(root, layout.sizes(source))
     sizes = {f"{shard_name(shard)}.tar": n for shard, n in sorted(samples.items())}
-    storage.write_bytes(path + ".tmp", (json.dumps(sizes, indent=1) + "\n").encode())
-    storage.rename(path + ".tmp", path)
+    _write_whole(path, (json.dumps(sizes, indent=1) + "\n").encode())
     return path
+
+
+def _write_whole(path: str, data: bytes) -> None:
+    """Under a temporary name, then renamed: a reader sees the old file or the new one."""
+    storage.write_bytes(path + ".tmp", data)
+    storage.rename(path + ".tmp", path)
 
 
 def source_shape(root: str, source: str) -> tuple[pa.DataType, list[str], bool]:
     """(the Arrow type of the source's ``json`` members over all samples, the image member extensions used,
-    whether any sample has text), each index read once: each shard's type inferred alone, then unified with
-    the others' (fields in order of first appearance)."""
+    whether any sample has text), from each shard's footer (or columns): each shard's type unified with the
+    others' in shard order (fields in order of first appearance)."""
     shape, formats, has_text = pa.struct([]), set(), False
     try:
         for path in _indexes(root, source):
-            found, used, text = _shard_shape(path)
-            shape, formats, has_text = unify(shape, found), formats | used, has_text or text
+            found = read_shard_shape(path)
+            shape, formats = unify(shape, found.json_type), formats | found.image_formats
+            has_text = has_text or found.has_text
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise ValueError(f"source {source}: its samples' json members do not share one shape: {e}") from e
     return shape, sorted(formats), has_text
-
-
-def _shard_shape(path: str) -> tuple[pa.DataType, set[str], bool]:
-    """One shard index's json type, image formats and whether it holds text; its members go on return, before
-    the next shard's come."""
-    with storage.open_read(path) as f:
-        table = pq.read_table(f, columns=["json", "image_format", "text"])
-    documents = [json.loads(text) for text in table.column("json").to_pylist()]
-    formats = {fmt for fmt in table.column("image_format").to_pylist() if fmt}
-    has_text = table.column("text").null_count < table.num_rows
-    return (pa.array(documents).type if documents else pa.struct([])), formats, has_text
 
 
 def unify(first: pa.DataType, second: pa.DataType) -> pa.DataType:
@@ -102,29 +102,51 @@ def _feature(kind: pa.DataType) -> dict:
     return {"dtype": "string"}
 
 
-def card_text(root: str, sources: list[str]) -> str:
-    """The dataset card: YAML front matter (configs and features per source), then how to read the corpus."""
+def source_features(root: str, source: str, params_hash: str | None) -> list[dict]:
+    """The source's card features: kept in its ``features.json`` if that names ``params_hash`` (its ingest's in
+    ``corpus.json``), else from its shards and then kept there (not without a hash to name: nothing to check
+    it by)."""
+    path = storage.join(root, layout.features(source))
+    if params_hash is not None and storage.exists(path):
+        kept = json.loads(storage.read_bytes(path))
+        if kept["params_hash"] == params_hash:
+            return kept["features"]
+    features = hf_features(*source_shape(root, source))
+    if params_hash is not None:
+        _write_whole(path, json.dumps({"params_hash": params_hash, "features": features}).encode())
+    return features
+
+
+def forget_features(root: str, source: str) -> None:
+    """Before ingest touches a source's shards: the card reads them again rather than trust what they held
+    (a killed run, ``--overwrite`` and ``--retry-failed`` change shards under the same parameters hash)."""
+    path = storage.join(root, layout.features(source))
+    if storage.exists(path):
+        storage.delete([path])
+
+
+def card_text(features: dict[str, list[dict]]) -> str:
+    """The dataset card of these sources' features: YAML front matter (configs and features per source), then
+    how to read the corpus."""
     import yaml
 
-    configs, infos = [], []
-    for source in sources:
-        shape, formats, has_text = source_shape(root, source)
-        tars = f"{layout.raw(source)}/*.tar"
-        configs.append({"config_name": source, "data_files": [{"split": "train", "path": tars}]})
-        infos.append({"config_name": source, "features": hf_features(shape, formats, has_text)})
+    configs = [{"config_name": source, "data_files": [{"split": "train", "path": f"{layout.raw(source)}/*.tar"}]}
+               for source in features]
+    infos = [{"config_name": source, "features": found} for source, found in features.items()]
     front = yaml.safe_dump({"configs": configs, "dataset_info": infos}, sort_keys=False, allow_unicode=True)
     return (f"---\n{front}---\n\n# unicorpus corpus\n\n"
             "One config per source: `datasets.load_dataset(\"<this folder>\", \"<source>\")`. Shards are WebDataset "
             "tars (`raw/<source>/NNNNN.tar`: image, `txt`, `json`) with a parquet index beside each and "
             "`sizes.json` (samples per shard, open_clip's convention). Samples that `unicorpus clean` removed "
             "(duplicates, evaluation images) are still in the tars: drop the keys listed under "
-            "`rejects/dedup/` and `rejects/decontam/`. Sources: " + ", ".join(f"`{s}`" for s in sources) + ".\n")
+            "`rejects/dedup/` and `rejects/decontam/`. Sources: " + ", ".join(f"`{s}`" for s in features) + ".\n")
 
 
 def write_card(root: str, sources: list[str]) -> str:
     """The card at the corpus root, for the ``sources`` that have shards (in config order)."""
+    hashes = {name: entry["params_hash"] for name, entry in read_manifest(root)["stages"].get("ingest", {}).items()}
     present = [source for source in sources if _indexes(root, source)]
+    text = card_text({source: source_features(root, source, hashes.get(source)) for source in present})
     path = storage.join(root, layout.CARD)
-    storage.write_bytes(path + ".tmp", card_text(root, present).encode("utf-8"))
-    storage.rename(path + ".tmp", path)
+    _write_whole(path, text.encode("utf-8"))
     return path

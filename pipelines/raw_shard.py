@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.images import ImageError, ImageTooLarge, process_image
+from pipelines.shard_shape import shape_footer
 from pipelines.sources.common import surrogate_field
 from schemas import layout
 from schemas.config import DownloadConfig, ImageConfig
@@ -167,8 +168,9 @@ def commit_shard(job: ShardJob, image_config: ImageConfig) -> ShardCounts:
         write_table(tmp[paths.rejects], reject_rows, REJECTS, {})
         if statuses:
             write_table(tmp[paths.urls], statuses, URL_STATUS, {})
-        write_table(tmp[paths.index], rows, SHARD_INDEX,
-                    {PARAMS_KEY: job.params_hash.encode(), RECORDS_IN_KEY: str(job.records_in).encode()})
+        write_table(tmp[paths.index], rows, SHARD_INDEX,  # with the card's shape: inferred here, once
+                    {PARAMS_KEY: job.params_hash.encode(), RECORDS_IN_KEY: str(job.records_in).encode(),
+                     **shape_footer(rows)})
     except BaseException:  # a failed shard leaves nothing that looks like output
         storage.delete([path for path in tmp.values() if storage.exists(path)])
         raise

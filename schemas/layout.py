@@ -9,6 +9,7 @@ corpus.json                          MANIFEST
 README.md                            CARD: the dataset card (HF ``datasets``), written by ingest
 raw/<source>/NNNNN.tar|.parquet      raw(source), raw_tar(source, shard), raw_index(source, shard)
 raw/<source>/sizes.json              sizes(source): samples per shard (open_clip)
+raw/<source>/features.json           features(source): the source's card features, for the params_hash it names
 urls/<source>/NNNNN.parquet          urls(source): one status row per downloaded URL
 rejects/<stage>/<source>/NNNNN.parquet  rejects(stage, source)
 ann/<stage>/<source>/                ann(stage)
@@ -32,6 +33,7 @@ from schemas.manifest import MANIFEST_NAME
 MANIFEST = MANIFEST_NAME
 CARD = "README.md"
 SIZES = "sizes.json"
+FEATURES = "features.json"
 RAW = "raw"
 URLS = "urls"
 REJECTS = "rejects"
@@ -63,6 +65,12 @@ def raw_index(source: str, shard: int) -> str:
 
 def sizes(source: str) -> str:
     return f"{raw(source)}/{SIZES}"
+
+
+def features(source: str) -> str:
+    """The source's part of the dataset card, kept so that a card written for another source's ingest does not
+    read this one's shards again."""
+    return f"{raw(source)}/{FEATURES}"
 
 
 def urls(source: str) -> str:

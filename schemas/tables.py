@@ -13,6 +13,10 @@ from schemas import SCHEMA_VERSION
 VERSION_KEY = b"unicorpus.schema_version"
 PARAMS_KEY = b"unicorpus.params_hash"
 RECORDS_IN_KEY = b"unicorpus.records_in"
+# raw index footer: its samples' part of the dataset card (pipelines/shard_shape.py), absent before issue 15
+JSON_TYPE_KEY = b"unicorpus.json_type"  # the Arrow type of the json members, as a serialized one-field schema
+IMAGE_FORMATS_KEY = b"unicorpus.image_formats"  # JSON list of the image member extensions, sorted
+HAS_TEXT_KEY = b"unicorpus.has_text"  # JSON true when any sample has text
 
 # raw/<source>/<shard>.parquet: one row per sample of the tar beside it, in tar order.
 SHARD_INDEX = pa.schema(

@@ -75,8 +75,8 @@ def test_rerun_reuses_every_shard_and_changes_no_byte(ingested):
 def test_a_rerun_opens_each_shard_index_once_per_thing_it_learns_there(tmp_path, monkeypatch):
     """A rerun that writes nothing opens a shard's index three times: its footer's parameters (the resume check,
     whose answer the workers, the stale check and the source check take), its counts (also sizes.json's), and
-    the dataset card's json shape and text. Each open is a request or more on an object store; the first index
-    was opened 8 times (22 requests to S3)."""
+    the dataset card's json shape and text (kept in its footer). Each open is a request or more on an object
+    store; the first index was opened 8 times (22 requests to S3)."""
     from pipelines import storage
 
     config = _folder_config(tmp_path, n=8, shards=2)
@@ -121,7 +121,7 @@ def test_batched_shards_are_the_bytes_of_writing_each_shards_records_at_once(ing
     assert len([p for p in expected if p.endswith(".tar")]) >= len(config.sources)
     written = {p: d for p, d in tree_digest(config.output).items()
                if p.startswith(("raw/", f"rejects/{STAGE}/", "urls/"))  # later stages' rejects are not ingest's
-               and not p.endswith("sizes.json")}
+               and not p.endswith(("sizes.json", "features.json"))}
     assert written == expected
 
 
@@ -134,7 +134,8 @@ def test_changed_parameters_redo_and_remove_stale_shards(ingested, tmp_path):
                        show_progress=False)[0]
     second = run_ingest(small, [name], RunnerConfig(), show_progress=False)[0]
     assert second.shards == 1 and second.skipped_shards == 0
-    assert sorted(os.listdir(tmp_path / "raw" / name)) == ["00000.parquet", "00000.tar", "sizes.json"]
+    assert sorted(os.listdir(tmp_path / "raw" / name)) == ["00000.parquet", "00000.tar", "features.json",
+                                                          "sizes.json"]
     assert second.counts == first.counts
     with open(tmp_path / "raw" / name / "sizes.json") as f:  # open_clip's sizes: only the shards there now
         assert json.load(f) == {"00000.tar": second.counts.written}
@@ -287,7 +288,8 @@ def test_a_source_that_reads_nothing_is_an_error_naming_it_and_where_it_looked(t
     _coco_with(tmp_path / "coco", [], [])  # the same file, now without images
     with pytest.raises(SourceError, match=r"source coco: no record read from .*captions_train2017\.json"):
         run_ingest(coco, ["coco"], RunnerConfig(), show_progress=False)
-    assert tree_digest(coco.output) == before  # the earlier run's shards and manifest are left as they were
+    kept = {p: d for p, d in before.items() if p != "raw/coco/features.json"}  # the card's: read from shards again
+    assert tree_digest(coco.output) == kept  # the earlier run's shards and manifest are left as they were
 
 
 def test_progress_and_rate_count_only_this_runs_work(tmp_path, capsys):
@@ -302,3 +304,40 @@ def test_progress_and_rate_count_only_this_runs_work(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("[u] shards")]
     assert " 0/4 " in lines[0] and " 4/4 " in lines[-1]
     assert redone.fresh.written == 16 and redone.skipped_shards == 0
+
+
+def test_a_rerun_of_one_source_reads_no_member_and_no_shard_of_the_others(tmp_path, monkeypatch):
+    """The dataset card of a rerun takes the shapes kept in its source's index footers and the other sources'
+    kept features: no ``json`` column is read, and no index of another source opened (issue 15: it parsed
+    every sample of the corpus, hours at the papers' size, on every ingest)."""
+    from pipelines import storage
+
+    config = _folder_config(tmp_path / "a", n=8, shards=2)
+    other = _folder_config(tmp_path / "b", n=6, shards=3).sources["u"]
+    config = dataclasses.replace(config, sources={"u": config.sources["u"], "v": other})
+    run_ingest(config, ["u", "v"], RunnerConfig(), show_progress=False)
+    card = (tmp_path / "a" / "out" / "README.md").read_bytes()
+    opened, asked = [], []  # paths opened; the columns of each parquet read (None: all)
+    real_open, real_read_table, real_read = storage.open_read, pq.read_table, pq.ParquetFile.read
+
+    def open_read(path):
+        opened.append(path)
+        return real_open(path)
+
+    def read_table(source, *args, columns=None, **kwargs):
+        asked.append(columns)
+        return real_read_table(source, *args, columns=columns, **kwargs)
+
+    def read(self, columns=None, *args, **kwargs):
+        asked.append(columns)
+        return real_read(self, columns, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "open_read", open_read)
+    monkeypatch.setattr(pq, "read_table", read_table)
+    monkeypatch.setattr(pq.ParquetFile, "read", read)
+    (again,) = run_ingest(config, ["u"], RunnerConfig(), show_progress=False)
+    assert again.skipped_shards == again.shards == 2
+    assert (tmp_path / "a" / "out" / "README.md").read_bytes() == card
+    assert asked and all(c is not None and "json" not in c for c in asked), asked
+    assert not [p for p in opened if "/raw/v/" in p and p.endswith(".parquet")]
+    assert [p for p in opened if "/raw/u/" in p and p.endswith(".parquet")]

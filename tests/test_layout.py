@@ -21,7 +21,7 @@ def test_ingested_files_are_where_layout_says(demo):
         for shard in range(source.shards):
             assert {layout.raw_tar(name, shard), layout.raw_index(name, shard),
                     f"{layout.rejects('ingest', name)}/{layout.table_name(shard)}"} <= tree, name
-        assert layout.sizes(name) in tree
+        assert {layout.sizes(name), layout.features(name)} <= tree
     urls = {path for path in tree if path.startswith(f"{layout.URLS}/")}
     web = {path.split("/")[1] for path in urls}
     assert web and urls == {f"{layout.urls(name)}/{layout.table_name(shard)}"

@@ -19,7 +19,7 @@ from dataclasses import asdict
 import apache_beam as beam
 
 from pipelines import storage
-from pipelines.card import write_card, write_sizes
+from pipelines.card import forget_features, write_card, write_sizes
 from pipelines.manifest_io import update_manifest
 from pipelines.progress import ShardProgress
 from pipelines.raw_shard import (
@@ -116,6 +116,7 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
     reader = reader_for(name, source, config.text)
     parts = reader.parts()
     hashes = params_hashes(name, source, config, parts, reader.inputs(parts))
+    forget_features(config.output, name)  # its shards may change below: the card reads them again
     _remove_temporaries(config.output, name)
     reused = frozenset() if overwrite else frozenset(_reusable_shards(config.output, name, hashes, retry_failed))
     started = time.monotonic()
