@@ -18,7 +18,7 @@ import json
 import tarfile
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -374,8 +374,9 @@ def load_reusable(paths: ShardPaths) -> dict[str, Reusable]:
     return reusable
 
 
-def has_failed_downloads(paths: ShardPaths) -> bool:
-    if not storage.exists(paths.urls):
+def has_failed_downloads(paths: ShardPaths, exists: Callable[[str], bool] = storage.exists) -> bool:
+    """``exists``: a launcher checking many shards answers it from one listing (``storage.listed``)."""
+    if not exists(paths.urls):
         return False
     with storage.open_read(paths.urls) as f:
         return any(status != "ok" for status in pq.read_table(f, columns=["status"]).column("status").to_pylist())

@@ -15,7 +15,7 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -153,8 +153,10 @@ def sample_texts(row: dict) -> list[tuple[int, str]]:
     return [] if row.get("text") is None else [(0, row["text"])]
 
 
-def is_done(paths: SidecarPaths, digest: str) -> bool:
-    if not (storage.exists(paths.table) and storage.exists(paths.rejects)):
+def is_done(paths: SidecarPaths, digest: str, exists: Callable[[str], bool] = storage.exists) -> bool:
+    """Committed with ``digest``. ``exists``: a launcher checking every shard answers it from one listing per
+    folder (``storage.listed``)."""
+    if not (exists(paths.table) and exists(paths.rejects)):
         return False
     return read_footer(paths.table).get(PARAMS_KEY, b"").decode() == digest
 
@@ -216,6 +218,11 @@ def read_table_rows(path: str, columns: list[str] | None = None, missing: str | 
     return table.to_pylist()
 
 
+def sidecar_folders(root: str, folder: str, stage: str, source: str) -> list[str]:
+    """Where a stage's tables of ``source`` and their rejects go (what ``SidecarPaths.of`` names files in)."""
+    return [storage.join(root, folder, source), storage.join(root, layout.rejects(stage, source))]
+
+
 def remove_temporaries(root: str, folder: str, stage: str, source: str) -> None:
-    for base in (storage.join(root, folder, source), storage.join(root, layout.rejects(stage, source))):
+    for base in sidecar_folders(root, folder, stage, source):
         storage.delete(storage.glob(storage.join(base, "*.tmp-*")))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import IO, TypeVar
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -12,6 +14,10 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import s3_clients
 
 s3_clients.share()  # here: every process that touches a file through this module, workers included
+
+READ_THREADS = 32  # reads a launcher keeps in flight at once (``read_all``): a store answers each in tens of ms
+_Item = TypeVar("_Item")
+_Read = TypeVar("_Read")
 
 
 def configure(options) -> None:
@@ -62,6 +68,36 @@ def listing(pattern: str) -> list[tuple[str, int, float]]:
     gives both, on every filesystem."""
     (result,) = FileSystems.match([pattern])
     return sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in result.metadata_list)
+
+
+def names_in(folders: Iterable[str]) -> dict[str, frozenset[str]]:
+    """``folder -> names of the files directly in it``, one listing per folder: an object store pages a LIST
+    at 1,000 keys, so a launcher learns which of thousands of shards' files exist in a few requests instead of
+    an ``exists`` each (~40 ms a request on S3)."""
+    return {folder: frozenset(path.rsplit("/", 1)[-1] for path in glob(join(folder, "*"))) for folder in set(folders)}
+
+
+def listed(names: dict[str, frozenset[str]], path: str) -> bool:
+    """Whether ``path`` was among the files ``names_in`` found; its folder must be one that was listed."""
+    folder, name = path.rsplit("/", 1)
+    return name in names[folder]
+
+
+def read_all(read: Callable[[_Item], _Read], items: Sequence[_Item]) -> list[_Read]:
+    """``read(item)`` of each item, in order, ``READ_THREADS`` at a time: a launcher reading the footers of
+    thousands of shards waits for the store's latency once per ``READ_THREADS`` files, not once per file.
+    (Beam's S3 and GCS clients are thread-safe; ``s3_clients`` shares one boto3 client, made under a lock.)
+    The first error, in order, is raised with a note naming its item; the reads not started are cancelled."""
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        return list(pool.map(partial(_naming_errors, read), items))
+
+
+def _naming_errors(read: Callable[[_Item], _Read], item: _Item) -> _Read:
+    try:
+        return read(item)
+    except Exception as e:
+        e.add_note(f"(reading {item})")
+        raise
 
 
 def stat(paths: list[str]) -> dict[str, tuple[int, float]]:

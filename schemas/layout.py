@@ -55,7 +55,12 @@ def raw(source: str) -> str:
 
 
 def raw_tar(source: str, shard: int) -> str:
-    return f"{raw(source)}/{shard_name(shard)}.tar"
+    return f"{raw(source)}/{tar_name(shard)}"
+
+
+def tar_name(shard: int) -> str:
+    """A raw shard's tar file name: ``NNNNN.tar``."""
+    return f"{shard_name(shard)}.tar"
 
 
 def raw_index(source: str, shard: int) -> str:

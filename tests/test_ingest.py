@@ -94,6 +94,34 @@ def test_a_rerun_opens_each_shard_index_once_per_thing_it_learns_there(tmp_path,
     assert indexes == {storage.join(config.output, "raw", "u", f"{s:05d}.parquet"): 3 for s in range(2)}
 
 
+def test_the_resume_check_lists_each_folder_once_and_reads_only_whole_shards_footers(tmp_path, monkeypatch):
+    """Which shards a rerun reuses comes from one listing per folder, not an ``exists`` per file (on an object
+    store each is a request, for every shard of the corpus: hours at the papers' size), then one footer read
+    per shard whose files are all there. A shard without its tar, one without its rejects table and one of
+    other parameters are not reused; with ``--retry-failed`` a shard without a URL table is."""
+    from pipelines import storage
+    from pipelines.sources import reader_for
+    from pipelines.stages.ingest import _reusable_shards, params_hashes
+
+    config = _folder_config(tmp_path, n=16, shards=5)
+    run_ingest(config, ["u"], RunnerConfig(), show_progress=False)
+    raw, rejects = os.path.join(config.output, "raw", "u"), os.path.join(config.output, "rejects", "ingest", "u")
+    os.remove(os.path.join(raw, "00001.tar"))
+    os.remove(os.path.join(rejects, "00002.parquet"))
+    source = config.sources["u"]
+    reader = reader_for("u", source, config.text)
+    parts = reader.parts()
+    hashes = params_hashes("u", source, config, parts, reader.inputs(parts))
+    hashes = (*hashes[:3], "other", hashes[4])
+    calls, real_exists, real_open = Counter(), storage.exists, storage.open_read
+    monkeypatch.setattr(storage, "exists", lambda path: calls.update([("exists", path)]) or real_exists(path))
+    monkeypatch.setattr(storage, "open_read", lambda path: calls.update([("open", path)]) or real_open(path))
+    for retry_failed in (False, True):
+        assert _reusable_shards(config.output, "u", hashes, retry_failed) == [0, 4]
+    assert not [path for kind, path in calls if kind == "exists"]
+    assert calls == {("open", os.path.join(raw, f"{s:05d}.parquet")): 2 for s in (0, 3, 4)}  # once a check
+
+
 def test_batched_shards_are_the_bytes_of_writing_each_shards_records_at_once(ingested, tmp_path):
     """The pipeline hands records to the grouping in batches (``shard_batches``); every shard, index and
     rejects table of every source must still be what one ``write_shard`` of all the shard's records, grouped

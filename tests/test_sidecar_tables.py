@@ -113,3 +113,27 @@ def test_a_rerun_with_every_shard_done_starts_no_worker(ingested, tmp_path):
     assert not marker.exists() and again.skipped_shards == again.shards and again.counts == first.counts
     run_sidecar_stage(config, factory, ["coco_unlabeled"], RunnerConfig(), overwrite=True, show_progress=False)
     assert marker.exists()
+
+
+def test_a_rerun_checks_done_tables_from_listings_not_an_exists_per_file(ingested, tmp_path, monkeypatch):
+    """A per-shard stage's launcher learns which tables exist from one listing per folder (an ``exists`` per
+    file is a request each on an object store, for every shard of the corpus) and reads each table's footer
+    once to decide; the other two opens are the counts read back."""
+    from collections import Counter
+
+    from pipelines import storage
+
+    config, _, _ = ingested
+    shutil.copytree(f"{config.output}/raw/coco", tmp_path / "raw" / "coco")
+    config = dataclasses.replace(config, output=str(tmp_path))
+    factory = functools.partial(_KeyLengths, str(tmp_path / "setup-ran"))
+    (first,) = run_sidecar_stage(config, factory, ["coco"], RunnerConfig(), show_progress=False)
+    calls, real_exists, real_open = Counter(), storage.exists, storage.open_read
+    monkeypatch.setattr(storage, "exists", lambda path: calls.update([("exists", path)]) or real_exists(path))
+    monkeypatch.setattr(storage, "open_read", lambda path: calls.update([("open", path)]) or real_open(path))
+    (again,) = run_sidecar_stage(config, factory, ["coco"], RunnerConfig(), show_progress=False)
+    assert again.skipped_shards == again.shards == first.shards > 1
+    assert not [path for kind, path in calls if kind == "exists" and "/coco/" in path]  # corpus.json: once a run
+    tables = {path: n for (kind, path), n in calls.items() if "/ann/keylen/" in path}
+    assert tables == {storage.join(str(tmp_path), "ann", "keylen", "coco", f"{s:05d}.parquet"): 3
+                      for s in range(first.shards)}

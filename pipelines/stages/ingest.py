@@ -15,6 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import asdict
+from functools import partial
 
 import apache_beam as beam
 
@@ -27,7 +28,6 @@ from pipelines.raw_shard import (
     ShardCounts,
     ShardPaths,
     has_failed_downloads,
-    is_complete,
     read_counts,
     read_footer,
 )
@@ -150,10 +150,29 @@ def _shard_ids(root: str, name: str) -> list[int]:
 
 
 def _reusable_shards(root: str, name: str, hashes: tuple[str, ...], retry_failed: bool) -> list[int]:
-    """Shards this run will leave as they are: finished with these parameters, and not up for a retry."""
-    paths = {s: ShardPaths.of(root, STAGE, name, s) for s in _shard_ids(root, name) if s < len(hashes)}
-    return [s for s, p in paths.items()
-            if is_complete(p, hashes[s]) and not (retry_failed and has_failed_downloads(p))]
+    """Shards this run will leave as they are: finished with these parameters, and not up for a retry. Which
+    files exist comes from one listing per folder; then only the footers of shards with all their files are read
+    (concurrently), and with ``retry_failed`` their URL status tables."""
+    raw, rejects, urls = (storage.join(root, folder) for folder in (layout.raw(name), layout.rejects(STAGE, name),
+                                                                    layout.urls(name)))
+    names = storage.names_in([raw, rejects, *([urls] if retry_failed else [])])
+    committed = committed_shards(names[raw], names[rejects], len(hashes))
+    params = _footer_params(root, name, committed)
+    same = [s for s in committed if params[s] == hashes[s]]
+    if not retry_failed:
+        return same
+    exists = partial(storage.listed, names)
+    failed = storage.read_all(lambda paths: has_failed_downloads(paths, exists),
+                              [ShardPaths.of(root, STAGE, name, s) for s in same])
+    return [s for s, f in zip(same, failed, strict=True) if not f]
+
+
+def committed_shards(raw: frozenset[str], rejects: frozenset[str], count: int) -> list[int]:
+    """Shards below ``count`` whose index and tar are among ``raw`` (the file names in ``raw/<source>/``) and
+    whose rejects table is among ``rejects`` (in ``rejects/ingest/<source>/``): the only ones whose footer is
+    worth reading. (Temporaries of a killed run have other names.)"""
+    return [s for s in range(count)
+            if layout.table_name(s) in raw and layout.tar_name(s) in raw and layout.table_name(s) in rejects]
 
 
 def _remove_temporaries(root: str, name: str) -> None:
@@ -163,8 +182,10 @@ def _remove_temporaries(root: str, name: str) -> None:
 
 
 def _footer_params(root: str, name: str, shards: list[int]) -> dict[int, str]:
-    """The parameters hash in each of these shards' index footers: one read each."""
-    return {s: read_footer(ShardPaths.of(root, STAGE, name, s).index).get(PARAMS_KEY, b"").decode() for s in shards}
+    """The parameters hash in each of these shards' index footers: one read each, concurrently."""
+    digests = storage.read_all(lambda path: read_footer(path).get(PARAMS_KEY, b"").decode(),
+                               [ShardPaths.of(root, STAGE, name, s).index for s in shards])
+    return dict(zip(shards, digests, strict=True))
 
 
 def _stale(params: dict[int, str], hashes: tuple[str, ...]) -> list[int]:

@@ -19,7 +19,7 @@ import re
 import tarfile
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 
 from pipelines import storage
@@ -60,15 +60,15 @@ def read_pack_counts(root: str, source: str, shard: int) -> dict:
     return json.loads(read_footer(paths(root, source, shard))[COUNTS_KEY])
 
 
-def is_done(root: str, source: str, shard: int, digest: str) -> bool:
+def is_done(root: str, source: str, shard: int, digest: str, exists: Callable[[str], bool] = storage.exists) -> bool:
     path = paths(root, source, shard)
-    if not storage.exists(path):
+    if not exists(path):
         return False
     metadata = read_footer(path)
     if metadata.get(PARAMS_KEY, b"").decode() != digest:
         return False
     tasks = json.loads(metadata[COUNTS_KEY])["tasks"]
-    return all(storage.exists(paths(root, source, shard, task)) for task, c in tasks.items() if c["packed"])
+    return all(exists(paths(root, source, shard, task)) for task, c in tasks.items() if c["packed"])
 
 
 def write_packed(root: str, source: str, shard: int, digest: str, out: Iterable[tuple[str, TaskShard]],
@@ -180,8 +180,12 @@ class PackWork(ShardWork):
         self.packer = ShardPacker(self.settings)
         self.packer.setup()
 
-    def is_done(self, source: str, shard: int, digest: str) -> bool:
-        return is_done(self.root, source, shard, digest)
+    def folders(self, source: str) -> list[str]:
+        return [storage.join(self.root, layout.rejects(STAGE, source)),
+                *(storage.join(self.root, layout.packed(task)) for task in self.settings.tasks)]
+
+    def is_done(self, source: str, shard: int, digest: str, exists: Callable[[str], bool] = storage.exists) -> bool:
+        return is_done(self.root, source, shard, digest, exists)
 
     def run(self, source: str, shard: int, digest: str) -> None:
         out, left_out = self.packer.pack(source, shard)

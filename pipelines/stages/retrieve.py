@@ -18,6 +18,8 @@ that cannot be served (an image without tags, a text nothing matches) is a rejec
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipelines import storage
 from pipelines.linkers import (
     STAGE,
@@ -37,6 +39,7 @@ from pipelines.sidecar_tables import (
     read_sidecar,
     read_sidecar_counts,
     remove_temporaries,
+    sidecar_folders,
     table_path,
     write_sidecar,
 )
@@ -82,8 +85,12 @@ class LinkWork(ShardWork):
     def setup(self) -> None:
         self.linker.setup()
 
-    def is_done(self, source: str, shard: int, digest: str) -> bool:
-        return all(is_done(table.paths(self.root, source, shard), digest) for table in self.linker.tables)
+    def folders(self, source: str) -> list[str]:
+        return [f for table in self.linker.tables
+                for f in sidecar_folders(self.root, layout.links(table.name), table.stage, source)]
+
+    def is_done(self, source: str, shard: int, digest: str, exists: Callable[[str], bool] = storage.exists) -> bool:
+        return all(is_done(table.paths(self.root, source, shard), digest, exists) for table in self.linker.tables)
 
     def run(self, source: str, shard: int, digest: str) -> None:
         for table, linked in zip(self.linker.tables, self.linker.link(source, shard), strict=True):
