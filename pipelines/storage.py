@@ -15,7 +15,8 @@ from pipelines import s3_clients
 
 s3_clients.share()  # here: every process that touches a file through this module, workers included
 
-READ_THREADS = 32  # reads a launcher keeps in flight at once (``read_all``): a store answers each in tens of ms
+READ_THREADS = 10  # reads a launcher keeps in flight at once (``read_all``): a store answers each in tens of ms;
+# botocore pools 10 connections per client (more threads would open and drop one per read, warning each time)
 _Item = TypeVar("_Item")
 _Read = TypeVar("_Read")
 
