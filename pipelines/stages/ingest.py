@@ -136,7 +136,8 @@ def _run_source(config: CorpusConfig, name: str, runner: RunnerConfig, overwrite
                           f"(kind {source.kind}) against the release's layout (docs/SOURCES.md)")
     _remove_stale_shards(config.output, name, stale)
     shards = _shard_ids(config.output, name)
-    counts = {s: read_counts(ShardPaths.of(config.output, STAGE, name, s)) for s in shards}
+    counts = dict(zip(shards, storage.read_all(lambda s: read_counts(ShardPaths.of(config.output, STAGE, name, s)),
+                                               shards), strict=True))  # READ_THREADS at a time
     fresh = sum((c for s, c in counts.items() if s not in reused), ShardCounts())
     result = StageResult(name, sum(counts.values(), ShardCounts()), len(shards), len(reused), seconds, fresh)
     _record_in_manifest(config, name, source, manifest_hash(hashes), result)
