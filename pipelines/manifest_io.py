@@ -19,5 +19,4 @@ def update_manifest(root: str, stage: str, entries: dict[str, dict[str, Any]]) -
     for name, entry in entries.items():
         manifest = with_entry(manifest, stage, name, entry)
     path = storage.join(root, MANIFEST_NAME)
-    storage.write_bytes(path + ".tmp", dump_manifest(manifest).encode())
-    storage.rename(path + ".tmp", path)
+    storage.write_whole(path, dump_manifest(manifest).encode())

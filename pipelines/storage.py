@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -44,6 +45,14 @@ def create(path: str) -> IO[bytes]:
 def write_bytes(path: str, data: bytes) -> None:
     with create(path) as f:
         f.write(data)
+
+
+def write_whole(path: str, data: bytes) -> None:
+    """``data`` under a temporary name (``<path>.tmp-<uuid>``, what the stages' clean-ups remove), then renamed:
+    a reader sees the old file or the new one, never a part."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    write_bytes(tmp, data)
+    rename(tmp, path)
 
 
 def exists(path: str) -> bool:

@@ -23,7 +23,6 @@ terms and the rows of its hits: its memory does not grow with the collection.
 from __future__ import annotations
 
 import pickle
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -124,14 +123,9 @@ def _frequencies(path: str):
     return pickle.loads(storage.read_bytes(path))
 
 
-def _write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    storage.write_bytes(tmp, data)
-    storage.rename(tmp, path)
-
-
 def _write_frequencies(frequencies, collection: Collection) -> None:
-    _write(storage.join(collection.folder, FREQUENCIES), pickle.dumps(frequencies, protocol=pickle.HIGHEST_PROTOCOL))
+    storage.write_whole(storage.join(collection.folder, FREQUENCIES),
+                        pickle.dumps(frequencies, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
@@ -150,9 +144,9 @@ def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
     if collection.postings:  # identities and vectors in the row store, written first: the .npz marks the shard done
         from retrieval.rowstore import rows_bytes
 
-        _write(collection.rows_path(*shard), rows_bytes(columns, vectors))
+        storage.write_whole(collection.rows_path(*shard), rows_bytes(columns, vectors))
         columns, vectors = {}, None
-    _write(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))
+    storage.write_whole(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))
 
 
 def _shard_entries(position: int, collection: Collection, plan) -> list:
@@ -165,7 +159,7 @@ def _write_part(item: tuple, collection: Collection, plan, vocabulary: int) -> N
     from retrieval.postings import bucket_files
 
     for name, data in bucket_files(item[0], plan, vocabulary, item[1]).items():
-        _write(storage.join(collection.folder, name), data)
+        storage.write_whole(storage.join(collection.folder, name), data)
 
 
 def _build_postings(collection: Collection, runner) -> None:
@@ -189,7 +183,7 @@ def _build_postings(collection: Collection, runner) -> None:
     for part in parts(plan):  # a part no shard had an entry for
         if storage.join(collection.folder, plan.name(*part)) not in written:
             _write_part((part, combiner.extract_output([])), collection, plan, vocabulary)
-    _write(storage.join(collection.folder, PLAN), plan.to_bytes())
+    storage.write_whole(storage.join(collection.folder, PLAN), plan.to_bytes())
 
 
 def build(collection: Collection, runner) -> None:

@@ -256,5 +256,4 @@ def write_sizes(root: str, tasks: tuple[str, ...]) -> None:
             source, _, number = name[: -len(".tar")].rpartition("-")
             sizes[name] = read_pack_counts(root, source, int(number))["tasks"][task]["packed"]
         path = storage.join(folder, contract.SIZES_FILE)
-        storage.write_bytes(path + ".tmp", (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
-        storage.rename(path + ".tmp", path)
+        storage.write_whole(path, (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())

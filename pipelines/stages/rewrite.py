@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -108,9 +107,7 @@ def stat_path(root: str, name: str, digest: str) -> str:
 
 
 def _write_stat(value, path: str) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    storage.write_bytes(tmp, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-    storage.rename(tmp, path)
+    storage.write_whole(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def load_stat(path: str):
