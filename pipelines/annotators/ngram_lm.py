@@ -27,8 +27,13 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def padded(text: str) -> list[str]:
+    """The text's tokens between two ``<s>`` and one ``</s>``: what its trigrams run over."""
+    return [BOS, BOS, *tokenize(text), EOS]
+
+
 def trigrams(text: str) -> Iterable[tuple[str, str, str]]:
-    tokens = [BOS, BOS, *tokenize(text), EOS]
+    tokens = padded(text)
     return zip(tokens, tokens[1:], tokens[2:], strict=False)
 
 
@@ -48,8 +53,8 @@ class TrigramCounts:
     pending: list[tuple[int, int, int]] = field(default_factory=list)
 
     def add(self, text: str) -> None:
-        for gram in trigrams(text):
-            self.pending.append(tuple(self.hashes[w] if w in self.hashes else self._hash(w) for w in gram))
+        hashed = [self.hashes[w] if w in self.hashes else self._hash(w) for w in padded(text)]  # once a token
+        self.pending.extend(zip(hashed, hashed[1:], hashed[2:], strict=False))
         if len(self.pending) >= PENDING:
             self.fold()
 
@@ -120,8 +125,9 @@ class NgramLM:
     distribution with the uniform one, so an unseen word gets a small, non-zero probability.
 
     Held as sorted numpy arrays of word ids (trigrams by context pair, context pairs, continuation bigrams,
-    per-word totals) looked up by binary search: about 60 bytes per trigram, where dicts of string tuples
-    took about 340 (docs/BENCHMARKS.md): every rewrite worker loads it, and it grows with the corpus. The
+    per-word totals) looked up by binary search: about 40 bytes per trigram, where dicts of string tuples
+    took about 220 (docs/BENCHMARKS.md): every rewrite worker loads it, and it grows with the corpus.
+    Pickled without the word -> id map (rebuilt from ``words`` on load). The
     probabilities are the same floats as the formulas computed one at a time (the same operations in the
     same order), so scores and rankings do not depend on the representation."""
 
@@ -166,12 +172,16 @@ class NgramLM:
         self.bigram_types = len(self.bigrams)
         self.vocabulary = sorted({self.words[i] for i in np.flatnonzero(self.unigram_cont).tolist()} | {EOS, UNK})
 
+    def __getstate__(self) -> dict:
+        return {name: value for name, value in self.__dict__.items() if name != "ids"}
+
     def __setstate__(self, state: dict) -> None:
         """A model pickled before the arrays (its counts in ``trigrams``, a dict) is rebuilt from its counts."""
         if "trigrams" in state:
             self.__init__(Counter(state["trigrams"]), state["discount"])
         else:
             self.__dict__.update(state)
+            self.ids = {word: i for i, word in enumerate(self.words)}
 
     def _id(self, words: list[str]) -> np.ndarray:
         return np.array([self.ids.get(word, -1) for word in words], dtype=np.int64)
