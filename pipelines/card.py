@@ -22,6 +22,7 @@ Plain functions over pyarrow and FileSystems; both files are deterministic.
 from __future__ import annotations
 
 import json
+import logging
 
 import pyarrow as pa
 
@@ -30,7 +31,8 @@ from pipelines.manifest_io import read_manifest
 from pipelines.raw_shard import SHARD_INDEX_PATTERN
 from pipelines.shard_shape import read_shard_shape
 from schemas import layout
-from schemas.keys import shard_name
+
+log = logging.getLogger(__name__)
 
 
 def _indexes(root: str, source: str) -> list[str]:
@@ -40,15 +42,9 @@ def _indexes(root: str, source: str) -> list[str]:
 def write_sizes(root: str, source: str, samples: dict[int, int]) -> str:
     """``sizes.json`` of the source's shards from their ``samples`` (shard -> rows of its index)."""
     path = storage.join(root, layout.sizes(source))
-    sizes = {f"{shard_name(shard)}.tar": n for shard, n in sorted(samples.items())}
-    _write_whole(path, (json.dumps(sizes, indent=1) + "\n").encode())
+    sizes = {layout.tar_name(shard): n for shard, n in sorted(samples.items())}
+    storage.write_whole(path, (json.dumps(sizes, indent=1) + "\n").encode())
     return path
-
-
-def _write_whole(path: str, data: bytes) -> None:
-    """Under a temporary name, then renamed: a reader sees the old file or the new one."""
-    storage.write_bytes(path + ".tmp", data)
-    storage.rename(path + ".tmp", path)
 
 
 def source_shape(root: str, source: str) -> tuple[pa.DataType, list[str], bool]:
@@ -108,12 +104,15 @@ def source_features(root: str, source: str, params_hash: str | None) -> list[dic
     it by)."""
     path = storage.join(root, layout.features(source))
     if params_hash is not None and storage.exists(path):
-        kept = json.loads(storage.read_bytes(path))
-        if kept["params_hash"] == params_hash:
-            return kept["features"]
+        try:
+            kept = json.loads(storage.read_bytes(path))
+            if kept["params_hash"] == params_hash:
+                return kept["features"]
+        except (ValueError, KeyError, TypeError):  # not what this module writes: rebuilt from the shards
+            log.warning("%s: not a features file; the card reads the source's shards again", path)
     features = hf_features(*source_shape(root, source))
     if params_hash is not None:
-        _write_whole(path, json.dumps({"params_hash": params_hash, "features": features}).encode())
+        storage.write_whole(path, json.dumps({"params_hash": params_hash, "features": features}).encode())
     return features
 
 
@@ -148,5 +147,5 @@ def write_card(root: str, sources: list[str]) -> str:
     present = [source for source in sources if _indexes(root, source)]
     text = card_text({source: source_features(root, source, hashes.get(source)) for source in present})
     path = storage.join(root, layout.CARD)
-    _write_whole(path, text.encode("utf-8"))
+    storage.write_whole(path, text.encode("utf-8"))
     return path

@@ -147,6 +147,9 @@ def test_a_kept_features_file_of_another_ingest_is_not_trusted(tmp_path):
     assert _card(tmp_path) != before  # trusted: it names the ingest in corpus.json
     update_manifest(str(tmp_path), "ingest", {"books": {"params_hash": "new"}})
     assert _card(tmp_path) == before and json.loads(kept.read_text())["params_hash"] == "new"
+    for broken in ("{half", "[1, 2]", '{"features": []}'):  # not what the card writes: read the shards again
+        kept.write_text(broken)
+        assert _card(tmp_path) == before and json.loads(kept.read_text())["params_hash"] == "new"
 
 
 def test_a_shard_whose_own_members_disagree_fails_the_card_naming_the_source(tmp_path):
