@@ -1,9 +1,10 @@
 """The dataset card's cost (issue 15): from the shapes kept in the index footers and per source, against reading
 and parsing every sample's ``json`` (the indexes as written before, which the card still reads that way).
 
-The corpus: ``--sources`` text sources of ``--samples`` samples each over ``--shards`` shards, written by the real
-shard writer, with CC-like ``meta`` (captions, a URL, a score that is null or a float, tags). The columns case
-is a copy of it with the shape keys taken out of every footer.
+Interleaved rounds (``benchmarks.rounds``), the median per contender. The corpus: ``--sources`` text sources of
+``--samples`` samples each over ``--shards`` shards, written by the real shard writer, with CC-like ``meta``
+(captions, a URL, a score that is null or a float, tags). The columns case is a copy of it with the shape keys
+taken out of every footer.
 
     python -m benchmarks.card --samples 20000 --sources 2 --shards 16 --repeat 3
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from benchmarks.rounds import interleaved, median_rate
 from pipelines.card import forget_features, write_card
 from pipelines.manifest_io import update_manifest
 from pipelines.raw_shard import ShardPaths, write_shard
@@ -62,45 +64,46 @@ def shape_footer_seconds(root: str) -> float:
     return seconds
 
 
-def timed(run, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=20000, help="per source")
     parser.add_argument("--sources", type=int, default=2)
     parser.add_argument("--shards", type=int, default=16, help="per source")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sources = [f"s{i}" for i in range(args.sources)]
     work = tempfile.mkdtemp(prefix="card-bench-")
-    new, old = f"{work}/footers", f"{work}/columns"
+    roots = {name: f"{work}/{name}" for name in ("columns", "footers", "kept")}
     try:
-        make_corpus(new, sources, args.samples, args.shards)
-        shutil.copytree(new, old)
-        strip_shapes(old)
-        columns = timed(lambda: write_card(old, sources), args.repeat)
-        footers = timed(lambda: write_card(new, sources), args.repeat)
-        same = Path(old, "README.md").read_bytes() == Path(new, "README.md").read_bytes()
-        update_manifest(new, "ingest", {source: {"params_hash": f"hash-{source}"} for source in sources})
-        write_card(new, sources)  # keeps each source's features
-        kept = timed(lambda: write_card(new, sources), args.repeat)
-        rerun = timed(lambda: (forget_features(new, sources[0]), write_card(new, sources)), args.repeat)
-        writers = shape_footer_seconds(new)
+        make_corpus(roots["footers"], sources, args.samples, args.shards)
+        shutil.copytree(roots["footers"], roots["columns"])
+        strip_shapes(roots["columns"])
+        shutil.copytree(roots["footers"], roots["kept"])
+        update_manifest(roots["kept"], "ingest", {source: {"params_hash": f"hash-{source}"} for source in sources})
+        write_card(roots["kept"], sources)  # keeps each source's features
+
+        def card(name: str, forget: list[str] = ()):
+            def run(_out: str) -> int:
+                for source in forget:
+                    forget_features(roots[name], source)
+                write_card(roots[name], sources)
+                return 1
+            return run
+
+        contenders = {"columns": card("columns"), "footers": card("footers"), "kept": card("kept"),
+                      "rerun of one source": card("kept", sources[:1])}
+        seconds = {name: 1 / median_rate(rounds) for name, rounds in interleaved(contenders, args.repeat, work).items()}
+        cards = {name: Path(root, "README.md").read_bytes() for name, root in roots.items()}
+        writers = shape_footer_seconds(roots["footers"])
     finally:
         shutil.rmtree(work)
     total = args.samples * args.sources
-    print(json.dumps({"samples": total, "shards": args.shards * args.sources, "same_card": same,
-                      "columns_s": round(columns, 4), "footers_s": round(footers, 4), "kept_s": round(kept, 4),
-                      "rerun_one_source_s": round(rerun, 4), "footers_vs_columns": round(columns / footers, 1),
-                      "kept_vs_columns": round(columns / kept, 1),
-                      "shard_writers_shape_us_per_sample": round(writers / total * 1e6, 1)}, indent=1))
+    result = {"samples": total, "shards": args.shards * args.sources, "same_card": len(set(cards.values())) == 1,
+              "seconds": {name: round(value, 4) for name, value in seconds.items()},
+              "vs_columns": {name: round(seconds["columns"] / value, 1) for name, value in seconds.items()},
+              "shard_writers_shape_us_per_sample": round(writers / total * 1e6, 1)}
+    print(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":
