@@ -2,121 +2,85 @@
 Augmentations": rewritten captions are ranked by linguistic fluency, the top 100 kept).
 
 Interpolated Kneser-Ney (Chen & Goodman 1998, fixed discount) over lowercased word tokens. Training is a
-count of trigrams, so it combines like any Beam CombineFn: ``NgramCombiner`` has the four CombineFn
-methods but does not import Beam (the stage mixes it into a ``beam.CombineFn``); the model is built from
-the merged counts, so it is the same whatever order workers merged in.
+count of trigrams in buckets (``ngram_counts``): the rewrite stage merges each bucket in a worker of its
+own, which writes the bucket's arrays (``write_part``); one step then appends the parts, one at a time,
+to the model's arrays, a file each (``write_model``), and every rewrite worker memory-maps those: no
+process holds the counts or the model, whatever the corpus' size. ``train`` does the same in memory, for
+tests and small corpora. The probabilities are the same floats however the counts were bucketed (the same
+operations in the same order as the formulas computed one at a time).
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
+import json
 import math
-import re
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-BOS, EOS, UNK = "<s>", "</s>", "<unk>"
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+from pipelines.annotators.ngram_counts import (
+    BITS,
+    EOS,
+    UNK,
+    BucketCombiner,
+    BucketCounts,
+    Part,
+    UnigramTotals,
+    buckets_of,
+    count_texts,
+    model_part,
+    trigrams,
+    vocabulary_of,
+    word_hash,
+)
+
+DISCOUNT = 0.75
+MODEL_FILE, WORDS_FILE, PARTS = "model.json", "words.npz", "parts"  # the model file is written last: the proof
 
 
-def tokenize(text: str) -> list[str]:
-    """Lowercased word tokens; punctuation is not a token (fluency is about the words)."""
-    return _WORD.findall(text.lower())
-
-
-def padded(text: str) -> list[str]:
-    """The text's tokens between two ``<s>`` and one ``</s>``: what its trigrams run over."""
-    return [BOS, BOS, *tokenize(text), EOS]
-
-
-def trigrams(text: str) -> Iterable[tuple[str, str, str]]:
-    tokens = padded(text)
-    return zip(tokens, tokens[1:], tokens[2:], strict=False)
-
-
-PENDING = 1 << 20  # trigrams an accumulator takes as tuples before folding them into its arrays
-
-
-@dataclass
-class TrigramCounts:
-    """Trigram counts as a combine holds them: each word once (``hashes``: word -> a 64-bit hash of it, the
-    same in every process), each distinct trigram as a row of three word hashes (``keys``, sorted) with its
-    count: about 32 bytes a trigram, where a Counter of string tuples takes several times that in the one
-    worker that merges every part of the corpus. ``pending``: trigrams added since the last fold."""
-
-    hashes: dict[str, int] = field(default_factory=dict)
-    keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint64))
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    pending: list[tuple[int, int, int]] = field(default_factory=list)
-
-    def add(self, text: str) -> None:
-        hashed = [self.hashes[w] if w in self.hashes else self._hash(w) for w in padded(text)]  # once a token
-        self.pending.extend(zip(hashed, hashed[1:], hashed[2:], strict=False))
-        if len(self.pending) >= PENDING:
-            self.fold()
-
-    def _hash(self, word: str) -> int:
-        self.hashes[word] = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-        return self.hashes[word]
-
-    def fold(self, *others: TrigramCounts) -> TrigramCounts:
-        """These counts with ``others``' (and every pending trigram) summed into the arrays."""
-        parts = [self, *others]
-        for other in others:
-            for word, value in other.hashes.items():
-                if self.hashes.setdefault(word, value) != value:
-                    raise ValueError(f"trigram counts: {word!r} hashed two ways")  # only by a changed hash
-        keys = np.concatenate([np.array(p.pending, dtype=np.uint64).reshape(-1, 3) for p in parts]
-                              + [p.keys for p in parts])
-        counts = np.concatenate([np.ones(len(p.pending), dtype=np.int64) for p in parts] + [p.counts for p in parts])
-        order = np.lexsort(keys.T[::-1])
-        keys, counts = keys[order], counts[order]
-        starts = np.flatnonzero(np.concatenate([[True], (keys[1:] != keys[:-1]).any(axis=1)])) if len(keys) else \
-            np.zeros(0, dtype=np.int64)
-        self.keys, self.counts = keys[starts], np.add.reduceat(counts, starts) if len(counts) else counts
-        self.pending = []
-        return self
-
-
-class NgramCombiner:
-    """CombineFn semantics over texts: the accumulator is the texts' trigram counts (with ``<s>`` padding) as
-    ``TrigramCounts``; the model is built from the merged counts."""
-
-    def __init__(self, discount: float = 0.75):
-        self.discount = discount
-
-    def create_accumulator(self) -> TrigramCounts:
-        return TrigramCounts()
-
-    def add_input(self, accumulator: TrigramCounts, text: str) -> TrigramCounts:
-        accumulator.add(text)
-        return accumulator
-
-    def merge_accumulators(self, accumulators: Iterable[TrigramCounts]) -> TrigramCounts:
-        return TrigramCounts().fold(*accumulators)
-
-    def extract_output(self, accumulator: TrigramCounts) -> NgramLM:
-        counted = accumulator.fold()
-        unique_words = set(counted.hashes.values())
-        if len(unique_words) != len(counted.hashes):
-            raise ValueError("trigram counts: two words share a 64-bit hash; count them apart")
-        words = sorted(counted.hashes.keys() | {BOS, EOS, UNK})
-        hashes = np.array([counted.hashes.get(word, 0) for word in words], dtype=np.uint64)
-        order = np.argsort(hashes, kind="stable")
-        ids = order[np.searchsorted(hashes[order], counted.keys)].astype(np.int64).reshape(-1, 3)
-        return NgramLM.from_ids(words, ids[:, 0], ids[:, 1], ids[:, 2], counted.counts, self.discount)
-
-
-def train(texts: Iterable[str], discount: float = 0.75) -> NgramLM:
+def train(texts: Iterable[str], discount: float = DISCOUNT, bits: int = BITS) -> NgramLM:
     """The model of ``texts`` without Beam (tests, notebooks, small corpora)."""
-    combiner = NgramCombiner(discount)
-    accumulator = combiner.create_accumulator()
-    for text in texts:
-        combiner.add_input(accumulator, text)
-    return combiner.extract_output(accumulator)
+    combiner = BucketCombiner()
+    return model_of({b: combiner.extract_output(counts) for b, counts in count_texts(texts, bits).items()},
+                    discount, bits)
+
+
+def model_of(buckets: dict[int, BucketCounts], discount: float = DISCOUNT, bits: int = BITS) -> NgramLM:
+    """The model of merged bucket counts, in memory."""
+    vocabulary = vocabulary_of(b.word_hashes() for b in buckets.values())
+    parts = {b: model_part(counts, vocabulary, b, bits) for b, counts in buckets.items()}
+    totals = UnigramTotals()
+    for b, part in parts.items():
+        totals.add(b, part.unigram_ids, part.unigram_cont)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in Part.SECTIONS}
+    for bucket in _bucket_chunks(parts, parts.__getitem__, vocabulary, bits):
+        for name, chunk in bucket.items():
+            chunks[name].append(chunk)
+    arrays = {name: np.concatenate(found) for name, found in chunks.items()}
+    return NgramLM(vocabulary, totals.dense(len(vocabulary)), arrays, discount)
+
+
+def _bucket_chunks(buckets: Iterable[int], part: Callable[[int], Part], vocabulary: np.ndarray, bits: int
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """The model's arrays a bucket at a time, in order: the parts' sections, trigram keys renumbered to the
+    whole model's context pairs, zero per-word counts for a bucket without a part (``<s>`` or ``</s>``
+    alone). Concatenated, each section is sorted: a bucket is a range of ids, the first digit of its keys."""
+    size, pairs_before, buckets = len(vocabulary), 0, set(buckets)
+    bounds = np.searchsorted(buckets_of(vocabulary, bits), np.arange((1 << bits) + 1)).tolist()
+    empty = {name: np.zeros(0, dtype=np.int64) for name in Part.SECTIONS}
+    for bucket in range(1 << bits):
+        if bucket not in buckets:
+            words = np.zeros(bounds[bucket + 1] - bounds[bucket], dtype=np.int64)
+            yield empty | {"context2": words, "followers2": words}
+            continue
+        found = part(bucket)
+        chunk = {name: getattr(found, name).astype(np.int64, copy=False) for name in Part.SECTIONS}
+        chunk["trigram_keys"] = chunk["trigram_keys"] + pairs_before * size
+        pairs_before += len(found.pairs)
+        yield chunk
 
 
 class NgramLM:
@@ -124,80 +88,53 @@ class NgramLM:
     for any context, ``prob`` sums to 1 over it. The lowest order interpolates the continuation
     distribution with the uniform one, so an unseen word gets a small, non-zero probability.
 
-    Held as sorted numpy arrays of word ids (trigrams by context pair, context pairs, continuation bigrams,
-    per-word totals) looked up by binary search: about 40 bytes per trigram, where dicts of string tuples
-    took about 220 (docs/BENCHMARKS.md): every rewrite worker loads it, and it grows with the corpus.
-    Pickled without the word -> id map (rebuilt from ``words`` on load). The
-    probabilities are the same floats as the formulas computed one at a time (the same operations in the
-    same order), so scores and rankings do not depend on the representation."""
+    Words are 64-bit hashes (``vocabulary_hashes``: sorted, a word's id its position); the counts are
+    sorted numpy arrays (``Part.SECTIONS``, the buckets' concatenated; in memory or mapped from the
+    stage's files) looked up by binary search."""
 
-    def __init__(self, counts: Counter, discount: float = 0.75):
-        grams = list(counts)
-        words = sorted({w for gram in grams for w in gram} | {BOS, EOS, UNK})
-        ids = {word: i for i, word in enumerate(words)}
-        u, v, w = (np.array([ids[gram[i]] for gram in grams], dtype=np.int64).reshape(-1) for i in range(3))
-        self._build(words, u, v, w, np.array([counts[gram] for gram in grams], dtype=np.int64), discount)
-
-    @classmethod
-    def from_ids(cls, words: list[str], u: np.ndarray, v: np.ndarray, w: np.ndarray, count: np.ndarray,
-                 discount: float = 0.75) -> NgramLM:
-        """The model of distinct trigrams given as ids into ``words`` (sorted, with ``<s>``, ``</s>``,
-        ``<unk>``) and their counts."""
-        model = cls.__new__(cls)
-        model._build(words, u, v, w, count, discount)
-        return model
-
-    def _build(self, words: list[str], u: np.ndarray, v: np.ndarray, w: np.ndarray, count: np.ndarray,
-               discount: float) -> None:
+    def __init__(self, vocabulary: np.ndarray, unigram_cont: np.ndarray, arrays: dict[str, np.ndarray],
+                 discount: float = DISCOUNT):
         if not 0 < discount < 1:
             raise ValueError(f"discount: expected 0 < d < 1, got {discount}")
-        self.discount, self.words = discount, words
-        self.ids = {word: i for i, word in enumerate(words)}
-        size = len(words)
-        pair = u * size + v
-        order = np.lexsort((w, pair))
-        pair, w, count = pair[order], w[order], count[order]
-        self.pairs, starts = _runs(pair)  # context pairs (u v), sorted
-        self.context3 = np.add.reduceat(count, starts) if len(count) else count  # c(u v .)
-        self.followers3 = np.diff(np.append(starts, len(pair)))  # N1+(u v .)
-        self.trigram_keys = np.repeat(np.arange(len(self.pairs)), self.followers3) * size + w  # (pair, w), sorted
-        self.trigram_counts = count
-        bigrams = np.sort(pair % size * size + w)  # (v w) of each distinct trigram
-        self.bigrams, bigram_starts = _runs(bigrams)
-        self.bigram_cont = np.diff(np.append(bigram_starts, len(bigrams)))  # N1+(. v w)
-        first, second = self.bigrams // size, self.bigrams % size
-        self.context2 = np.bincount(first, weights=self.bigram_cont, minlength=size).astype(np.int64)  # N1+(. v .)
-        self.followers2 = np.bincount(first, minlength=size)  # N1+(v .) among continuation bigrams
-        self.unigram_cont = np.bincount(second, minlength=size)  # N1+(. w)
+        self.vocabulary_hashes, self.unigram_cont, self.discount = vocabulary, unigram_cont, discount
+        for name in Part.SECTIONS:
+            setattr(self, name, arrays[name])
+        self.eos, self.unk = (int(np.searchsorted(vocabulary, word_hash(w))) for w in (EOS, UNK))
         self.bigram_types = len(self.bigrams)
-        self.vocabulary = sorted({self.words[i] for i in np.flatnonzero(self.unigram_cont).tolist()} | {EOS, UNK})
+        self.seen_words = int(np.count_nonzero(unigram_cont))
+        self.vocabulary_size = self.seen_words + int(unigram_cont[self.eos] == 0) + int(unigram_cont[self.unk] == 0)
 
-    def __getstate__(self) -> dict:
-        return {name: value for name, value in self.__dict__.items() if name != "ids"}
+    @classmethod
+    def load(cls, folder: str, cache: str | None = None) -> NgramLM:
+        """The model the stage wrote to ``folder`` (local or a URL: a remote one is copied once into
+        ``cache``, as an index is), its arrays memory-mapped."""
+        from retrieval import files
 
-    def __setstate__(self, state: dict) -> None:
-        """A model pickled before the arrays (its counts in ``trigrams``, a dict) is rebuilt from its counts."""
-        if "trigrams" in state:
-            self.__init__(Counter(state["trigrams"]), state["discount"])
-        else:
-            self.__dict__.update(state)
-            self.ids = {word: i for i, word in enumerate(self.words)}
+        proof = files.read_bytes(files.join(folder, MODEL_FILE))
+        local = files.local_copy(folder, [*_array_files(), WORDS_FILE, MODEL_FILE], cache, proof)
+        with np.load(os.path.join(local, WORDS_FILE)) as words:
+            vocabulary, unigram_cont = words["vocabulary"], words["unigram_cont"]
+        arrays = {name: _mapped(os.path.join(local, file)) for name, file in zip(Part.SECTIONS, _array_files(),
+                                                                                 strict=True)}
+        return cls(vocabulary, unigram_cont, arrays, json.loads(proof)["discount"])
 
-    def _id(self, words: list[str]) -> np.ndarray:
-        return np.array([self.ids.get(word, -1) for word in words], dtype=np.int64)
+    def _ids(self, words: Sequence[str]) -> np.ndarray:
+        hashes = np.array([word_hash(word) for word in words], dtype=np.uint64)
+        at = np.minimum(np.searchsorted(self.vocabulary_hashes, hashes), len(self.vocabulary_hashes) - 1)
+        return np.where(self.vocabulary_hashes[at] == hashes, at, -1).astype(np.int64)
 
     def _p1(self, w: np.ndarray) -> np.ndarray:
         if not self.bigram_types:
-            return np.full(len(w), 1.0 / len(self.vocabulary))
+            return np.full(len(w), 1.0 / self.vocabulary_size)
         d, total = self.discount, self.bigram_types
         seen = np.maximum(self.unigram_cont[w] - d, 0.0) / total
-        return seen + d * int(np.count_nonzero(self.unigram_cont)) / total / len(self.vocabulary)
+        return seen + d * self.seen_words / total / self.vocabulary_size
 
     def _p2(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
         known = v >= 0
         total = np.where(known, self.context2[np.maximum(v, 0)], 0)
         d, lower = self.discount, self._p1(w)
-        size = len(self.words)
+        size = len(self.vocabulary_hashes)
         seen = np.maximum(_found(self.bigrams, np.where(known, v * size + w, -1), self.bigram_cont) - d, 0.0) / \
             np.maximum(total, 1)
         interpolated = seen + d * self.followers2[np.maximum(v, 0)] / np.maximum(total, 1) * lower
@@ -205,12 +142,12 @@ class NgramLM:
 
     def probs(self, w: list[str], u: list[str], v: list[str]) -> np.ndarray:
         """P(w[i] | u[i] v[i]) for each i; words outside the vocabulary are ``<unk>``."""
-        size = len(self.words)
-        w_id = self._id(w)
-        w_id = np.where((w_id >= 0) & ((self.unigram_cont[np.maximum(w_id, 0)] > 0) | (w_id == self.ids[EOS])),
-                        w_id, self.ids[UNK])
-        u_id, v_id = self._id(u), self._id(v)
-        at = _position(self.pairs, np.where((u_id >= 0) & (v_id >= 0), u_id * size + v_id, -1))
+        size = len(self.vocabulary_hashes)
+        w_id = self._ids(w)
+        w_id = np.where((w_id >= 0) & ((self.unigram_cont[np.maximum(w_id, 0)] > 0) | (w_id == self.eos)),
+                        w_id, self.unk)
+        u_id, v_id = self._ids(u), self._ids(v)
+        at = _position(self.pairs, np.where((u_id >= 0) & (v_id >= 0), v_id * size + u_id, -1))
         total = _take(self.context3, at)
         d, lower = self.discount, self._p2(w_id, v_id)
         seen = np.maximum(_found(self.trigram_keys, np.where(at >= 0, at * size + w_id, -1),
@@ -237,29 +174,77 @@ class NgramLM:
             start += len(each)
         return out
 
-    def counts(self) -> Counter:
-        """The trigram counts the model was built from (tests, merging checks)."""
-        size = len(self.words)
-        pair, w = self.pairs[self.trigram_keys // size], self.trigram_keys % size
-        return Counter({(self.words[p // size], self.words[p % size], self.words[x]): int(c) for p, x, c in
-                        zip(pair.tolist(), w.tolist(), self.trigram_counts.tolist(), strict=True)})
+
+# --- on disk: a part per bucket (written by the worker that merged it), then the model's arrays -----------
 
 
-def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values of sorted ``keys`` and where each run starts."""
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, np.int64)
-    return keys[starts], starts
+def _array_files() -> list[str]:
+    return [f"{name}.bin" for name in Part.SECTIONS]
+
+
+def _mapped(path: str) -> np.ndarray:
+    if not os.path.getsize(path):
+        return np.zeros(0, dtype=np.int64)  # an empty file cannot be mapped
+    return np.asarray(np.memmap(path, dtype=np.int64, mode="r"))  # a plain array over the map: no memmap wrapping
+
+
+def write_part(folder: str, bucket: int, part: Part) -> None:
+    """One bucket's arrays as one file of int64s under ``folder/parts``: its first word id, each section's
+    length, then the sections."""
+    from pipelines import storage
+
+    sections = [getattr(part, name).astype(np.int64) for name in Part.SECTIONS]
+    header = np.array([part.first, *map(len, sections)], dtype=np.int64)
+    storage.write_whole(storage.join(folder, PARTS, f"{bucket:05d}.bin"), np.concatenate([header, *sections]).tobytes())
+
+
+def _read_part(folder: str, bucket: int) -> Part:
+    from pipelines import storage
+
+    data = np.frombuffer(storage.read_bytes(storage.join(folder, PARTS, f"{bucket:05d}.bin")), dtype=np.int64)
+    start, sections = 1 + len(Part.SECTIONS), {}
+    for name, length in zip(Part.SECTIONS, data[1:start].tolist(), strict=True):
+        sections[name], start = data[start:start + length], start + length
+    return Part(first=int(data[0]), unigram_ids=data[:0], unigram_cont=data[:0], **sections)
+
+
+def write_model(folder: str, vocabulary: np.ndarray, unigram_cont: np.ndarray, buckets: Iterable[int],
+                discount: float, bits: int) -> None:
+    """The model's arrays, a file each, appended to a part at a time (one part in memory), then the words'
+    arrays, then the model file (last: a reader trusts the files it finds with it); the parts are removed."""
+    from pipelines import storage
+
+    targets = [storage.join(folder, name) for name in _array_files()]
+    temporaries = [f"{target}.tmp-{uuid.uuid4().hex}" for target in targets]
+    streams = [storage.create(tmp) for tmp in temporaries]
+    try:
+        for chunk in _bucket_chunks(buckets, lambda b: _read_part(folder, b), vocabulary, bits):
+            for stream, name in zip(streams, Part.SECTIONS, strict=True):
+                stream.write(chunk[name].tobytes())
+    finally:
+        for stream in streams:
+            stream.close()
+    for tmp, target in zip(temporaries, targets, strict=True):
+        storage.rename(tmp, target)
+    buffer = io.BytesIO()
+    np.savez(buffer, vocabulary=vocabulary, unigram_cont=unigram_cont)
+    storage.write_whole(storage.join(folder, WORDS_FILE), buffer.getvalue())
+    meta = {"discount": discount, "bits": bits, "build": uuid.uuid4().hex}
+    storage.write_whole(storage.join(folder, MODEL_FILE), json.dumps(meta).encode())
+    storage.delete(storage.glob(storage.join(folder, PARTS, "*")))
 
 
 def _position(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Index of each ``wanted`` in sorted ``keys``, -1 where absent."""
-    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-    return np.where((len(keys) > 0) & (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), bool), at, -1)
+    if not len(keys):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, at, -1)
 
 
 def _take(values: np.ndarray, at: np.ndarray) -> np.ndarray:
     """``values[at]``, 0 where ``at`` is -1."""
-    return np.where(at >= 0, values[np.maximum(at, 0)] if len(values) else 0, 0)
+    return np.where(at >= 0, values[np.maximum(at, 0)], 0) if len(values) else np.zeros(len(at), dtype=np.int64)
 
 
 def _found(keys: np.ndarray, wanted: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ positives by back-translation and hard negatives by scene-graph rewriting and by
 
 Two passes. First the corpus statistics, each a Beam combine over all captions (or parses) of the
 rewrite sources: TF-IDF document frequencies, the scene-graph vocabulary, the n-gram fluency model.
-Each is written once to ``ann/rewrite/_stats/<name>-<digest>.pkl``, the digest naming what it was
+Each is written once to ``ann/rewrite/_stats/<name>-<digest>.pkl`` (the n-gram model: a folder of
+per-bucket parts, ``ngram-<digest>/``, that workers memory-map), the digest naming what it was
 computed from (every input shard's hash), so an unchanged corpus reuses them; the scene-graph nodes'
 similar replacements are then filtered once with WordNet (``annotate.rewrite.scene_graph.wordnet``:
 synonyms, hypernyms, hyponyms and inflections of a node are not negatives). Then the per-shard pass on
@@ -84,26 +85,43 @@ def shard_parses(root: str, source: str, shard: int) -> list[dict]:
 
 @dataclass(frozen=True)
 class Statistic:
+    """A corpus statistic: ``steps(input, base)`` adds the Beam steps computing it from ``over`` ("shards":
+    (source, shard) of the corpus, "parses": their ANN_PARSE rows) and writing it under ``base``
+    (``stats/<name>-<digest>``); ``done`` (after ``base``) exists once it is written."""
+
     name: str
-    over: str  # "captions" (texts) or "parses" (ANN_PARSE rows)
-    combiner: Callable[[], object]  # has the four CombineFn methods (no Beam import in the annotators)
+    over: str
+    steps: Callable[[beam.PCollection, str], None]
+    done: str = ".pkl"
 
 
-def statistics(config: RewriteConfig) -> list[Statistic]:
+def statistics(root: str, config: RewriteConfig) -> list[Statistic]:
     """The statistics of the scene-graph method (the TF-IDF negatives' are their ``caption_collection``)."""
-    from pipelines.annotators.ngram_lm import NgramCombiner
+    from pipelines.annotators.ngram_lm import MODEL_FILE
     from pipelines.annotators.scene_graph_rewrite import VocabularyCombiner
 
     found = []
     if config.scene_graph.enabled:
-        found.append(Statistic("vocabulary", "parses", VocabularyCombiner))
+        found.append(Statistic("vocabulary", "parses", partial(_combined, "vocabulary", VocabularyCombiner)))
         if not config.scene_graph.language_model:  # a causal LM replaces the corpus n-gram model
-            found.append(Statistic("ngram", "captions", NgramCombiner))
+            found.append(Statistic("ngram", "shards", partial(_ngram_model, root, config.max_chars), f"/{MODEL_FILE}"))
     return found
 
 
-def stat_path(root: str, name: str, digest: str) -> str:
-    return storage.join(root, layout.stats(FOLDER), f"{name}-{digest}.pkl")
+def stat_path(root: str, name: str, digest: str, done: str = ".pkl") -> str:
+    return storage.join(root, layout.stats(FOLDER), f"{name}-{digest}{done}")
+
+
+def ngram_folder(root: str, digest: str) -> str:
+    return stat_path(root, "ngram", digest, "")
+
+
+def _combined(name: str, combiner: Callable[[], object], values: beam.PCollection, base: str) -> None:
+    """A statistic that is a CombineFn's output (``combiner`` has the four methods, and imports no Beam),
+    pickled to ``<base>.pkl``."""
+    (values
+     | f"{name}/Combine" >> beam.CombineGlobally(AsCombineFn(combiner()))
+     | f"{name}/Write" >> beam.Map(_write_stat, f"{base}.pkl"))
 
 
 def _write_stat(value, path: str) -> None:
@@ -133,12 +151,13 @@ def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: l
 def build_statistics(root: str, sources: list[str], config: RewriteConfig, runner: RunnerConfig) -> str:
     """Compute the missing statistics in one Beam pipeline, and the caption collection of the TF-IDF
     negatives; the corpus digest they are filed under. Those of an earlier corpus (and temporaries) are removed."""
-    stats = statistics(config)
+    stats = statistics(root, config)
     digest = corpus_digest(root, sources, config, stats)
     folder = storage.join(root, layout.stats(FOLDER))
-    storage.delete([p for p in storage.glob(storage.join(folder, "*"))
-                    if f"-{digest}" not in p.rsplit("/", 1)[-1] or ".tmp-" in p])
-    missing = [s for s in stats if not storage.exists(stat_path(root, s.name, digest))]
+    listed = [path for pattern in ("*", "ngram-*/*", "ngram-*/parts/*")
+              for path in storage.glob(storage.join(folder, pattern))]
+    storage.delete(_stale(listed, folder, digest))
+    missing = [s for s in stats if not storage.exists(stat_path(root, s.name, digest, s.done))]
     if missing:
         _combine_statistics(root, sources, config, runner, digest, missing)
     captions = caption_collection(root, tuple(sources), config.max_chars, digest, config.tfidf)
@@ -148,25 +167,62 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
     return digest
 
 
+def _stale(paths: list[str], folder: str, digest: str) -> list[str]:
+    """Files of the statistics of another corpus, temporaries, and the n-gram model as one pickle (before
+    it was a folder of parts)."""
+    def current(path: str) -> bool:
+        name = path[len(folder):].strip("/").split("/")[0]
+        return f"-{digest}" in name and ".tmp-" not in path and name != f"ngram-{digest}.pkl"
+
+    return [path for path in paths if not current(path)]
+
+
 def _combine_statistics(root: str, sources: list[str], config: RewriteConfig, runner: RunnerConfig, digest: str,
                         missing: list[Statistic]) -> None:
     shards = [(source, shard) for source in sources for shard in raw_shards(root, source)]
     with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
         spread = pipeline | "Shards" >> beam.Create(shards) | "Spread" >> beam.Reshuffle()
-        inputs = {}
-        if any(s.over == "captions" for s in missing):
-            inputs["captions"] = (
-                spread
-                | "Captions" >> beam.FlatMapTuple(partial(shard_captions, root, config.max_chars))
-                | "Texts" >> beam.Map(lambda caption: caption[3])
-            )
+        inputs = {"shards": spread}
         if any(s.over == "parses" for s in missing):
             inputs["parses"] = spread | "Parses" >> beam.FlatMapTuple(partial(shard_parses, root))
         for stat in missing:
-            (inputs[stat.over]
-             | f"{stat.name}/Combine" >> beam.CombineGlobally(AsCombineFn(stat.combiner()))
-             | f"{stat.name}/Write" >> beam.Map(_write_stat, stat_path(root, stat.name, digest)))
-    return digest
+            stat.steps(inputs[stat.over], stat_path(root, stat.name, digest, ""))
+
+
+def shard_trigram_counts(root: str, max_chars: int, source: str, shard: int) -> list:
+    """(bucket, its counts) of one raw shard's good captions (``ngram_counts``)."""
+    from pipelines.annotators.ngram_counts import count_texts
+
+    return list(count_texts(caption[3] for caption in shard_captions(root, max_chars, source, shard)).items())
+
+
+def _ngram_model(root: str, max_chars: int, shards: beam.PCollection, folder: str) -> None:
+    """The fluency model's parts (UNIMO App. A), each bucket of trigrams merged and written by one worker,
+    then the words' totals and the model file: no step holds more than a bucket's counts or a number a word."""
+    from pipelines.annotators.ngram_counts import BITS, BucketCombiner, UnigramCombiner, model_part, vocabulary_of
+    from pipelines.annotators.ngram_lm import DISCOUNT, write_model, write_part
+
+    def part(bucket_counts, vocabulary):
+        bucket, counts = bucket_counts
+        made = model_part(counts, vocabulary, bucket, BITS)
+        write_part(folder, bucket, made)
+        return bucket, made.unigram_ids, made.unigram_cont
+
+    def model(totals, vocabulary):
+        write_model(folder, vocabulary, totals.dense(len(vocabulary)), totals.buckets, DISCOUNT, BITS)
+
+    counts = (shards
+              | "ngram/Count" >> beam.FlatMapTuple(partial(shard_trigram_counts, root, max_chars))
+              | "ngram/Merge" >> beam.CombinePerKey(AsCombineFn(BucketCombiner())))
+    vocabulary = beam.pvalue.AsSingleton(
+        counts
+        | "ngram/Words" >> beam.MapTuple(lambda _, bucket: bucket.word_hashes())
+        | "ngram/AllWords" >> beam.combiners.ToList()
+        | "ngram/Vocabulary" >> beam.Map(vocabulary_of))
+    (counts
+     | "ngram/Parts" >> beam.Map(part, vocabulary)
+     | "ngram/Totals" >> beam.CombineGlobally(AsCombineFn(UnigramCombiner()))
+     | "ngram/Model" >> beam.Map(model, vocabulary))
 
 
 def similar_name(config: RewriteConfig, encoder: str | None) -> str:
@@ -244,7 +300,9 @@ class RewriteAnnotator(ShardAnnotator):
 
                 lm = CausalLMScorer(c.scene_graph.language_model, c.back_translation.device)
             else:
-                lm = load_stat(stat_path(self.root, "ngram", self.digest))
+                from pipelines.annotators.ngram_lm import NgramLM
+
+                lm = NgramLM.load(ngram_folder(self.root, self.digest))
             self.rewriter = SceneGraphRewriter(nodes.similar, lm, c.scene_graph, nodes.refused)
 
     def annotate(self, shard: ShardInput) -> tuple[list[dict], list[Reject], int]:

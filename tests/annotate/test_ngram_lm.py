@@ -1,15 +1,33 @@
-"""The corpus trigram model that ranks scene-graph rewrites by fluency: a proper distribution, combinable
-counts, fluent text scoring above scrambled text, and the array model's probabilities the formulas' floats
-computed one at a time (``_Reference``: the dict model it replaced)."""
+"""The corpus trigram model that ranks scene-graph rewrites by fluency: a proper distribution, counts that
+combine in buckets in any order, fluent text scoring above scrambled text, the model's probabilities the
+formulas' floats computed one at a time (``_Reference``: the dict model the arrays replaced) however the
+counts were bucketed, and the parts written apart and memory-mapped giving the same model."""
 
 import math
-import pickle
+import os
 from collections import Counter, defaultdict
 
+import fsspec
+import numpy as np
 import pytest
 
 from benchmarks.rewrite import make_captions
-from pipelines.annotators.ngram_lm import BOS, EOS, UNK, NgramCombiner, NgramLM, tokenize, train, trigrams
+from pipelines.annotators import ngram_counts
+from pipelines.annotators.ngram_counts import (
+    BOS,
+    EOS,
+    UNK,
+    BucketCombiner,
+    BucketCounts,
+    Part,
+    UnigramCombiner,
+    count_texts,
+    model_part,
+    tokenize,
+    trigrams,
+    vocabulary_of,
+)
+from pipelines.annotators.ngram_lm import NgramLM, model_of, train, write_model, write_part
 
 CAPTIONS = [
     "A dog sitting on a red couch.",
@@ -39,8 +57,9 @@ def test_probabilities_match_kneser_ney_by_hand():
 @pytest.mark.parametrize("context", [(BOS, BOS), ("sitting", "on"), ("unseen", "on"), ("never", "seen")])
 def test_probabilities_sum_to_one_over_the_vocabulary(context):
     lm = train(CAPTIONS)
-    assert {EOS, UNK} <= set(lm.vocabulary) and BOS not in lm.vocabulary
-    assert sum(lm.prob(w, *context) for w in lm.vocabulary) == pytest.approx(1.0, abs=1e-9)
+    vocabulary = {word for text in CAPTIONS for word in tokenize(text)} | {EOS, UNK}  # <s> is never predicted
+    assert lm.vocabulary_size == len(vocabulary)
+    assert sum(lm.prob(w, *context) for w in vocabulary) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_unseen_words_get_a_small_positive_probability():
@@ -58,22 +77,34 @@ def test_a_known_sentence_scores_higher_than_its_shuffle():
     assert math.isclose(lm.score_many(["A dog sitting on a red couch."])[0], known)
 
 
+def _merged(parts: list[dict[int, BucketCounts]], order: list[int]) -> dict[int, BucketCounts]:
+    """Each bucket's counts merged as a CombinePerKey would, the parts taken in ``order``."""
+    combiner = BucketCombiner()
+    merged = {}
+    for bucket in {b for part in parts for b in part}:
+        accumulators = []
+        for i in order:
+            if bucket in parts[i]:
+                accumulators.append(combiner.add_input(combiner.create_accumulator(), parts[i][bucket]))
+        merged[bucket] = combiner.extract_output(combiner.merge_accumulators(accumulators))
+    return merged
+
+
+def _grams(texts: list[str]) -> tuple[list[str], list[str], list[str]]:
+    grams = [gram for text in texts for gram in trigrams(text)]
+    return [g[2] for g in grams], [g[0] for g in grams], [g[1] for g in grams]
+
+
+ASKED = CAPTIONS + ["A cat playing with a ball.", "zebra zebra", "", "a a a a"]
+
+
 def test_counts_combine_to_the_same_model_in_any_merge_order():
-    combiner = NgramCombiner()
-    parts = []
-    for chunk in (CAPTIONS[:3], CAPTIONS[3:5], CAPTIONS[5:]):
-        accumulator = combiner.create_accumulator()
-        for text in chunk:
-            accumulator = combiner.add_input(accumulator, text)
-        parts.append(accumulator)
-    forward = combiner.extract_output(combiner.merge_accumulators(parts))
-    backward = combiner.extract_output(combiner.merge_accumulators(
-        [combiner.merge_accumulators([parts[2], parts[1]]), parts[0]]))
-    whole = train(CAPTIONS)
-    assert forward.counts() == backward.counts() == whole.counts()
-    assert forward.vocabulary == whole.vocabulary
-    text = "A cat playing with a ball."
-    assert forward.score(text) == backward.score(text) == whole.score(text)
+    parts = [count_texts(chunk, bits=3) for chunk in (CAPTIONS[:3], CAPTIONS[3:5], CAPTIONS[5:])]
+    forward, backward = (model_of(_merged(parts, order), bits=3) for order in ([0, 1, 2], [2, 1, 0]))
+    whole = train(CAPTIONS, bits=3)
+    assert forward.vocabulary_size == backward.vocabulary_size == whole.vocabulary_size
+    assert forward.probs(*_grams(ASKED)).tolist() == backward.probs(*_grams(ASKED)).tolist() == \
+        whole.probs(*_grams(ASKED)).tolist()
 
 
 def test_discount_must_be_between_zero_and_one():
@@ -129,47 +160,69 @@ class _Reference:
         return [self.score(text) for text in texts]
 
 
-def test_the_array_model_gives_the_formulas_floats_bit_for_bit():
+@pytest.mark.parametrize("bits", [0, 3, 6])
+def test_the_model_gives_the_formulas_floats_bit_for_bit_however_bucketed(bits):
     texts = [c[3] for c in make_captions(3000, vocabulary=2000)] + CAPTIONS
     counts = Counter(gram for text in texts for gram in trigrams(text))
-    model, reference = NgramLM(counts), _Reference(counts)
-    assert model.vocabulary == reference.vocabulary
-    asked = [c[3] for c in make_captions(300, seed=9, vocabulary=2400)] + CAPTIONS + ["", "zebra zebra", "a a a a"]
-    grams = [gram for text in asked for gram in trigrams(text)]
-    assert model.probs([g[2] for g in grams], [g[0] for g in grams], [g[1] for g in grams]).tolist() == \
-        [reference.prob(w, u, v) for u, v, w in grams]  # seen, backed off, unseen words and contexts
-    assert model.score_many(asked) == [reference.score(text) for text in asked]
-    assert model.counts() == counts
+    model, reference = train(texts, bits=bits), _Reference(counts)
+    assert model.vocabulary_size == len(reference.vocabulary)
+    asked = [c[3] for c in make_captions(300, seed=9, vocabulary=2400)] + ASKED
+    w, u, v = _grams(asked)
+    assert model.probs(w, u, v).tolist() == [reference.prob(*gram) for gram in zip(w, u, v, strict=True)]
+    assert model.score_many(asked) == [reference.score(text) for text in asked]  # seen, backed off, unseen
 
 
 def test_counts_folded_in_small_parts_give_the_model_of_the_counter(monkeypatch):
-    """The combine's compact counts (word hashes, folded every few trigrams, merged across parts) give the
-    model built from a Counter of the same texts' trigrams, bit for bit."""
-    from pipelines.annotators import ngram_lm
-
-    monkeypatch.setattr(ngram_lm, "PENDING", 7)
+    """Counts folded every few trigrams and merged across parts give the model of a Counter of the same
+    texts' trigrams, bit for bit."""
+    monkeypatch.setattr(ngram_counts, "PENDING", 7)
     texts = [c[3] for c in make_captions(400, vocabulary=300)] + CAPTIONS + [""]
-    combiner = NgramCombiner()
-    parts = [combiner.create_accumulator() for _ in range(3)]
-    for i, text in enumerate(texts):
-        combiner.add_input(parts[i % 3], text)
-    model = combiner.extract_output(combiner.merge_accumulators([parts[0], combiner.merge_accumulators(parts[1:])]))
-    counts = Counter(gram for text in texts for gram in trigrams(text))
-    assert model.counts() == counts and model.words == NgramLM(counts).words
-    assert model.score_many(texts) == _Reference(counts).score_many(texts)
+    parts = [count_texts(texts[i::3], bits=2) for i in range(3)]
+    model = model_of(_merged(parts, [1, 0, 2]), bits=2)
+    reference = _Reference(Counter(gram for text in texts for gram in trigrams(text)))
+    assert model.score_many(texts + ASKED) == reference.score_many(texts + ASKED)
 
 
-def test_a_model_pickled_as_dicts_loads_as_the_same_model():
-    """A statistic written before the arrays (``ngram-<digest>.pkl`` holding the dicts) keeps working."""
-    counts = Counter(gram for text in CAPTIONS for gram in trigrams(text))
-    old = NgramLM.__new__(NgramLM)
-    old.__setstate__({"discount": 0.75, "trigrams": dict(counts), "context3": {}, "vocabulary": []})
-    new = pickle.loads(pickle.dumps(NgramLM(counts)))
-    assert old.vocabulary == new.vocabulary and old.counts() == new.counts() == counts
-    assert old.score_many(CAPTIONS) == new.score_many(CAPTIONS)
+def test_two_words_sharing_a_hash_is_an_error_not_a_merged_count():
+    counts = BucketCounts(words={7: "cat"})
+    with pytest.raises(ValueError, match="share a 64-bit hash"):
+        counts.add(np.zeros((0, 3), dtype=np.uint64), np.zeros(0, dtype=np.int64), {7: "dog"})
+
+
+def _write(folder: str, texts: list[str], bits: int) -> None:
+    """The model as the stage writes it: each bucket's part apart, then the words' totals and the model file."""
+    combiner, buckets = BucketCombiner(), count_texts(texts, bits)
+    vocabulary = vocabulary_of(counts.word_hashes() for counts in buckets.values())
+    totals = UnigramCombiner().create_accumulator()
+    for bucket, counts in buckets.items():
+        part = model_part(combiner.extract_output(counts), vocabulary, bucket, bits)
+        write_part(folder, bucket, part)
+        totals.add(bucket, part.unigram_ids, part.unigram_cont)
+    write_model(folder, vocabulary, totals.dense(len(vocabulary)), totals.buckets, 0.75, bits)
+
+
+def test_a_model_written_in_parts_is_mapped_not_read_and_gives_the_same_floats(tmp_path):
+    texts = [c[3] for c in make_captions(2000, vocabulary=1500)] + CAPTIONS
+    _write(str(tmp_path / "ngram"), texts, bits=4)
+    assert not os.listdir(tmp_path / "ngram" / "parts")  # appended to the model's arrays, then removed
+    loaded, memory = NgramLM.load(str(tmp_path / "ngram")), train(texts, bits=4)
+    assert all(isinstance(getattr(loaded, name).base, np.memmap) for name in Part.SECTIONS)
+    assert all(getattr(loaded, name).tolist() == getattr(memory, name).tolist() for name in Part.SECTIONS)
+    asked = [c[3] for c in make_captions(200, seed=3, vocabulary=1800)] + ASKED
+    assert loaded.score_many(asked) == memory.score_many(asked)
+
+
+def test_a_remote_model_is_copied_once_then_mapped(tmp_path):
+    texts = [c[3] for c in make_captions(500, vocabulary=400)] + CAPTIONS
+    _write(str(tmp_path / "ngram"), texts, bits=2)
+    remote = fsspec.filesystem("memory")
+    remote.put(str(tmp_path / "ngram"), "/ngram-model", recursive=True)
+    loaded = NgramLM.load("memory:///ngram-model", cache=str(tmp_path / "cache"))
+    assert loaded.pairs.base.filename.startswith(str(tmp_path / "cache"))
+    assert loaded.score_many(ASKED) == train(texts, bits=2).score_many(ASKED)
 
 
 def test_an_empty_corpus_gives_the_uniform_model():
-    model = NgramLM(Counter())
-    assert model.vocabulary == [EOS, UNK]
+    model = train([])
+    assert model.vocabulary_size == 2  # </s> and <unk>
     assert model.prob("a", BOS, BOS) == model.prob(EOS, "x", "y") == 0.5

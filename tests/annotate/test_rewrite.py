@@ -406,7 +406,7 @@ def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):
     config, results = rewritten
     root, section = config.output, config.annotate.rewrite
     refuse = WordNetFilter(wordnet(data_dir()), section.scene_graph.wordnet).refusal
-    (digest,) = {os.path.basename(p).rsplit("-", 1)[1][:-4] for p in glob.glob(f"{root}/ann/rewrite/_stats/ngram-*")}
+    (digest,) = {os.path.basename(p).rsplit("-", 1)[1] for p in glob.glob(f"{root}/ann/rewrite/_stats/ngram-*")}
     nodes = load_stat(stat_path(root, similar_name(section, config.retrieval.embed.model), digest))
     assert any(nodes.refused[kind] for kind in nodes.refused)  # the mini corpus has related neighbours
     for kind, by_entry in nodes.refused.items():
@@ -433,13 +433,38 @@ def test_wordnet_refusals_counted_in_footers_and_manifest(rewritten, capsys):
     assert "refused by WordNet" in example_text(config)
 
 
+def test_the_fluency_model_beam_built_in_buckets_is_the_one_of_the_corpus_captions(rewritten):
+    """Each bucket's trigrams merged and written by its own worker, the words' totals summed after: the
+    mapped model scores every caption with the floats of the model counted in one piece."""
+    from pipelines.annotators.ngram_lm import MODEL_FILE, NgramLM, train
+    from pipelines.stages.rewrite import shard_captions
+
+    config, _ = rewritten
+    root, section = config.output, config.annotate.rewrite
+    (folder,) = glob.glob(f"{root}/ann/rewrite/_stats/ngram-*")
+    model = NgramLM.load(folder)
+    assert MODEL_FILE in os.listdir(folder) and not glob.glob(f"{folder}/parts/*")  # 64 parts, appended
+    texts = [caption[3] for source in SOURCES for shard in raw_shards(root, source)
+             for caption in shard_captions(root, section.max_chars, source, shard)]
+    asked = texts + ["A zebra sitting on a red couch.", ""]
+    assert model.score_many(asked) == train(texts).score_many(asked)
+
+
 def test_rerun_skips_and_changed_params_redo(rewritten, models):
     config, first = rewritten
     tables = sorted(glob.glob(f"{config.output}/ann/rewrite/cc/*.parquet"))
     stamps = [os.stat(p).st_mtime_ns for p in tables]
+    stats = f"{config.output}/ann/rewrite/_stats"
+    (model,) = glob.glob(f"{stats}/ngram-*")
+    kept = sorted(os.listdir(model))
+    stale = [f"{model}.pkl", f"{stats}/ngram-0123456789abcdef/parts/00000.bin", f"{model}/pairs.bin.tmp-1"]
+    for path in stale:  # the model as a pickle (before parts), an earlier corpus' model, a killed write
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "wb").close()
     again = run_rewrite(config, ["cc"], RunnerConfig(), show_progress=False)
     assert [(r.name, r.skipped_shards) for r in again] == [("cc", len(raw_shards(config.output, "cc")))]
     assert [os.stat(p).st_mtime_ns for p in tables] == stamps
+    assert not any(map(os.path.exists, stale)) and sorted(os.listdir(model)) == kept
     wider = _with_rewrite(config, {"zh": models["zh"]}, tfidf_top_n=1)
     redone = run_rewrite(wider, ["cc"], RunnerConfig(), show_progress=False)
     assert redone[0].skipped_shards == 0
