@@ -39,34 +39,43 @@ def rows_bytes(columns: dict[str, list], vectors: np.ndarray | None) -> bytes:
 
 
 class RowStore:
-    """The rows of a collection's shards, read by the batch (the last ``OPEN_READERS`` files kept open)."""
+    """The rows of a collection's shards, read by the batch and by the column: a gather reads the buffers of
+    the columns it asks for alone (Arrow's ``included_fields``), so reading hits' identities does not read
+    their vectors (the last ``OPEN_READERS`` files, each for one set of columns, kept open)."""
 
     def __init__(self, open_rows: Callable[[int], IO[bytes]]):
         self.open_rows = open_rows
-        self.readers: OrderedDict[int, object] = OrderedDict()
+        self.readers: OrderedDict[tuple, object] = OrderedDict()
 
-    def _reader(self, position: int):
+    def _reader(self, position: int, columns: tuple[str, ...] | None, vectors: bool):
+        """The file of ``position`` opened to read ``columns`` (None: all but the vector) and the vector if asked."""
         import pyarrow as pa
 
-        if position in self.readers:
-            self.readers.move_to_end(position)
-        else:
-            self.readers[position] = pa.ipc.open_file(self.open_rows(position))
-            if len(self.readers) > OPEN_READERS:
-                self.readers.popitem(last=False)
-        return self.readers[position]
+        key = (position, columns, vectors)
+        if key in self.readers:
+            self.readers.move_to_end(key)
+            return self.readers[key]
+        stream = self.open_rows(position)
+        names = pa.ipc.open_file(stream).schema.names
+        wanted = [n for n in names if n != VECTOR] if columns is None else list(columns)
+        fields = [names.index(name) for name in wanted + ([VECTOR] if vectors else [])]
+        self.readers[key] = pa.ipc.open_file(stream, options=pa.ipc.IpcReadOptions(included_fields=fields))
+        if len(self.readers) > OPEN_READERS:
+            self.readers.popitem(last=False)
+        return self.readers[key]
 
     def gather(self, found: Iterable[Hits], columns: Iterable[str] | None = None, vectors: bool = False) -> Gathered:
         """The identities (``columns``: those named, None: all but the vector) and/or vectors of every hit's row,
         as ``tfidf.gather`` gives them: aligned with the sorted distinct tie keys."""
         ties = distinct(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
         shards, rows = ties >> ROW_BITS, ties & ((1 << ROW_BITS) - 1)
+        columns = None if columns is None else tuple(columns)
         out: dict[str, list] = {}
         stacked = []
         for position in distinct(shards).tolist():
             first, last = np.searchsorted(shards, [position, position + 1])
-            reader, these = self._reader(position), rows[first:last]
-            names = [n for n in reader.schema.names if n != VECTOR] if columns is None else list(columns)
+            reader, these = self._reader(position, columns, vectors), rows[first:last]
+            names = [n for n in reader.schema.names if n != VECTOR]
             batches = these // ROWS_PER_BATCH
             for batch in distinct(batches).tolist():
                 at = these[batches == batch] - batch * ROWS_PER_BATCH

@@ -3,6 +3,7 @@ of every collection shard (``tfidf.search`` / ``tfidf.gather``): without a cap t
 tie for tie, with a cap only rows and score parts the capped lists hold; and the Beam build of a collection's
 postings on real parquet tables, killed and resumed."""
 
+import io
 from functools import partial
 
 import numpy as np
@@ -129,6 +130,45 @@ def test_a_query_shard_holds_one_segments_lists_at_a_time(small_parts):
     assert max(held) < sum(held) / 2 and sum(held) == sum(
         np.isin(shard.matrix.indices, queries.indices).sum() for shard in shards.shards)  # every entry, once
     assert [h.pairs() for h in found] == [h.pairs() for h in search(queries, shards.each_shard(), 20)]
+
+
+class _Counted(io.BytesIO):
+    """A row store file that counts the bytes read from it."""
+
+    read_bytes = 0
+
+    def read(self, *args):
+        data = super().read(*args)
+        _Counted.read_bytes += len(data)
+        return data
+
+    def readinto(self, buffer):
+        done = super().readinto(buffer)
+        _Counted.read_bytes += done
+        return done
+
+
+def test_a_gather_reads_the_columns_it_asks_for_not_the_hits_vectors(monkeypatch):
+    """Identities (the exclusions' keys, the links' rows) read without the 384-float vectors beside them; the
+    rerank's vectors read without the identities; the same values as reading whole batches."""
+    docs = documents(300, seed=2)
+    vectorizer, shards, index = _both(docs, 3, vectors=True)
+    for shard in shards.shards:
+        shard.vectors = np.random.default_rng(5).normal(size=(shard.matrix.shape[0], 384)).astype(np.float32)
+    files = index_files(shards.shards, None, len(vectorizer.vocabulary))
+    counted = postings.PostingsIndex(lambda name: io.BytesIO(files[name]),
+                                     lambda position: _Counted(files[f"rows/{position:05d}"]))
+    found = counted.search(vectorizer.transform(docs[::5]), 20, {"key": [d["key"] for d in docs[::5]]})
+    _Counted.read_bytes = 0
+    keys = counted.gather(found, ["key"])
+    key_bytes = _Counted.read_bytes
+    _Counted.read_bytes = 0
+    vectors = counted.gather(found, [], vectors=True)
+    vector_bytes = _Counted.read_bytes
+    whole = in_memory(files).gather(found, None, vectors=True)
+    assert keys.columns["key"] == whole.columns["key"] and np.array_equal(vectors.vectors, whole.vectors)
+    assert vectors.columns == {} and set(whole.columns) == {"key", "position"}
+    assert vector_bytes > 1536 * len(whole.ties) > 20 * key_bytes  # the keys' reads: a few bytes a row
 
 
 def test_buckets_hold_at_most_their_entries_but_for_one_longer_term():
