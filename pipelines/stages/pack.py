@@ -205,8 +205,8 @@ class PackWork(ShardWork):
         return {task: Tally(ShardCounts(c["units"], c["packed"], c["bytes"], Counter(c["rejected"])))
                 for task, c in tasks.items()}
 
-    def left_out(self, source: str, shard: int) -> int:
-        """As the shard's footer records it: the raw samples the packer found removed."""
+    def left_out(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> int:
+        """As the shard's footer records it: the raw samples the packer found removed (no listing asked)."""
         return sum(read_pack_counts(self.root, source, shard)["left_out"].values())
 
 
