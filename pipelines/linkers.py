@@ -92,11 +92,13 @@ def _reject(source: str, folder: str, shard: int, key: str, reason: Reason, deta
 
 
 def _fingerprint(root: str, folder: str, sources: list[str]) -> str:
-    """What a collection of sidecar tables holds: their params hashes (each covers its raw shard)."""
+    """What a collection of sidecar tables holds: their params hashes (each covers its raw shard), the footers
+    read ``storage.READ_THREADS`` at a time."""
     digest = hashlib.sha256()
-    for source in sources:
-        for path in storage.glob(storage.join(root, folder, source, "[0-9]*.parquet")):
-            digest.update("/".join(path.rsplit("/", 2)[-2:]).encode() + read_footer(path).get(PARAMS_KEY, b""))
+    paths = [path for source in sources for path in storage.glob(storage.join(root, folder, source, "[0-9]*.parquet"))]
+    hashes = storage.read_all(lambda path: read_footer(path).get(PARAMS_KEY, b""), paths)
+    for path, params in zip(paths, hashes, strict=True):
+        digest.update("/".join(path.rsplit("/", 2)[-2:]).encode() + params)
     return digest.hexdigest()[:16]
 
 

@@ -39,7 +39,7 @@ from schemas import layout
 from schemas import packed as contract
 from schemas.config_build import output_params
 from schemas.keys import shard_of
-from schemas.records import Reason, Reject
+from schemas.records import Modality, Reason, Reject
 from schemas.stages import RESERVED_LINKS, CmclPackConfig
 
 STAGE = "pack"
@@ -121,6 +121,14 @@ def task_tables(settings: PackSettings, task: str, source: str, modalities: set[
         return ([DETECT, PARSE, REWRITE, RELATED_IMAGES,
                  RELATED_TEXTS] if pairs else [])
     raise ValueError(f"unknown packed task {task!r}")
+
+
+def table_folders(settings: PackSettings, source: str) -> list[str]:
+    """The folders of every input table ``check_tables`` may ask about for a shard of ``source`` (those of a
+    shard with every modality: a shard's own are among them)."""
+    every = {modality.value for modality in Modality}
+    folders = dict.fromkeys(folder for task in settings.tasks for folder in task_tables(settings, task, source, every))
+    return [storage.join(settings.root, folder, source) for folder in folders]
 
 
 def hint(folder: str) -> str:
@@ -691,8 +699,10 @@ def sample(key: str, image: tuple[str, bytes] | None, text: str | None, meta: di
     return Packed(key, members + list(arrays))
 
 
-def check_tables(settings: PackSettings, source: str, shard: int, modalities: set[str]) -> list[str]:
-    """The input tables of one shard, in a fixed order; a ValueError naming the first that is missing."""
+def check_tables(settings: PackSettings, source: str, shard: int, modalities: set[str],
+                 exists: Callable[[str], bool] = storage.exists) -> list[str]:
+    """The input tables of one shard, in a fixed order; a ValueError naming the first that is missing.
+    ``exists``: a launcher checking every shard answers it from one listing of each ``table_folders``."""
     folders: list[str] = []
     for task in settings.tasks:
         for folder in task_tables(settings, task, source, modalities):
@@ -701,7 +711,7 @@ def check_tables(settings: PackSettings, source: str, shard: int, modalities: se
     paths = []
     for folder in folders:
         path = table_path(settings.root, folder, source, shard)
-        if not storage.exists(path):
+        if not exists(path):
             tasks = [t for t in settings.tasks if folder in task_tables(settings, t, source, modalities)]
             raise ValueError(f"pack {', '.join(tasks)}: no {path}; {hint(folder)} first, or leave the task out "
                              f"(pack.tasks) or the source out (pack.sources)")

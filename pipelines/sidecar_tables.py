@@ -32,7 +32,6 @@ from pipelines.raw_shard import (
     write_table,
 )
 from schemas import layout
-from schemas.keys import shard_name
 from schemas.records import Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, REMOVAL_STAGES, UNITS_WRITTEN_KEY, check_version
 
@@ -97,15 +96,16 @@ def raw_shards(root: str, source: str) -> list[int]:
 
 
 def read_shard_input(root: str, source: str, shard: int, columns: list[str] | None = None,
-                     keep_removed: bool = False) -> ShardInput:
+                     keep_removed: bool = False, exists: Callable[[str], bool] = storage.exists) -> ShardInput:
     """The shard's index rows, without the samples ``clean`` removed (unless ``keep_removed``): every stage
-    after clean reads its samples here, so a removed sample enters no table, index or link."""
+    after clean reads its samples here, so a removed sample enters no table, index or link. ``exists``: as
+    ``removed_keys``'."""
     path = ShardPaths.of(root, INGEST, source, shard).index
     with storage.open_read(path) as f:
         table = pq.read_table(f, columns=None if columns is None else sorted({"key", *columns}))
     check_version(table.schema, path)
     rows = table.to_pylist()
-    removed = set() if keep_removed else removed_keys(root, source, shard)
+    removed = set() if keep_removed else removed_keys(root, source, shard, exists)
     kept = [row for row in rows if row["key"] not in removed]
     for row in kept:
         if "json" in row:  # the json member; stages want its ``meta``
@@ -113,23 +113,36 @@ def read_shard_input(root: str, source: str, shard: int, columns: list[str] | No
     return ShardInput(root, source, shard, kept, removed=len(rows) - len(kept))
 
 
-def removed_keys(root: str, source: str, shard: int | None = None) -> set[str]:
+def removal_folders(root: str, source: str) -> list[str]:
+    """Where ``clean`` writes the removals of ``source`` (``rejects/dedup/<source>``, ``rejects/decontam/...``):
+    the folders a launcher lists once (``storage.names_in``) for every shard's ``removed_keys``."""
+    return [storage.join(root, layout.rejects(stage, source)) for stage in REMOVAL_STAGES]
+
+
+def removed_keys(root: str, source: str, shard: int | None = None,
+                 exists: Callable[[str], bool] = storage.exists) -> set[str]:
     """Keys of ``source`` (of one raw shard, or all) that ``clean`` removed (``rejects/dedup``,
-    ``rejects/decontam``): readers of ``raw/`` skip them."""
-    name = "*.parquet" if shard is None else f"{shard_name(shard)}.parquet"
+    ``rejects/decontam``): readers of ``raw/`` skip them. ``exists`` (one shard's): a launcher computing every
+    shard's answers it from one listing of ``removal_folders`` (``storage.listed``), not a request per file."""
+    if shard is None:
+        paths = [path for folder in removal_folders(root, source)
+                 for path in storage.glob(storage.join(folder, "*.parquet"))]
+    else:
+        paths = [path for folder in removal_folders(root, source)
+                 if exists(path := storage.join(folder, layout.table_name(shard)))]
     keys: set[str] = set()
-    for stage in REMOVAL_STAGES:
-        for path in storage.glob(storage.join(root, "rejects", stage, source, name)):
-            with storage.open_read(path) as f:
-                keys.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
+    for path in paths:
+        with storage.open_read(path) as f:
+            keys.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
     return keys
 
 
-def raw_params_hash(root: str, source: str, shard: int) -> str:
+def raw_params_hash(root: str, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> str:
     """What a raw shard is, as the stages after it see it: its ingest hash, and the keys ``clean`` removed
-    from it (so a new clean redoes exactly the tables of the shards whose removals changed)."""
+    from it (so a new clean redoes exactly the tables of the shards whose removals changed). ``exists``: as
+    ``removed_keys``'."""
     ingested = read_footer(ShardPaths.of(root, INGEST, source, shard).index).get(PARAMS_KEY, b"").decode()
-    removed = removed_keys(root, source, shard)
+    removed = removed_keys(root, source, shard, exists)
     if not removed:
         return ingested
     return f"{ingested}-{hashlib.sha256(json.dumps(sorted(removed)).encode()).hexdigest()[:16]}"

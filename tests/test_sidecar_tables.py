@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import re
 import shutil
 
 import pyarrow as pa
@@ -137,3 +138,79 @@ def test_a_rerun_checks_done_tables_from_listings_not_an_exists_per_file(ingeste
     tables = {path: n for (kind, path), n in calls.items() if "/ann/keylen/" in path}
     assert tables == {storage.join(str(tmp_path), "ann", "keylen", "coco", f"{s:05d}.parquet"): 3
                       for s in range(first.shards)}
+
+
+def _with_removals(ingested, tmp_path) -> tuple[str, dict[int, list[str]]]:
+    """A copy of coco's raw shards with ``clean``'s removals written by hand: two keys of shard 0 removed by
+    dedup, one of shard 1 by decontam, none of the other shards. Returns (root, shard -> removed keys)."""
+    from pipelines.raw_shard import reject_row, write_table
+    from schemas.tables import REJECTS
+
+    config, _, _ = ingested
+    shutil.copytree(f"{config.output}/raw/coco", tmp_path / "raw" / "coco")
+    root = str(tmp_path)
+    removed = {}
+    for shard, stage, reason, n in ((0, "dedup", Reason.DUPLICATE, 2), (1, "decontam", Reason.CONTAMINATED, 1)):
+        keys = sorted(row["key"] for row in read_shard_input(root, "coco", shard, ["key"]).rows)[:n]
+        rows = [reject_row(stage, Reject("coco", f"raw/coco#{key}", reason, "planted", key)) for key in keys]
+        (tmp_path / "rejects" / stage / "coco").mkdir(parents=True)
+        write_table(str(tmp_path / "rejects" / stage / "coco" / f"{shard:05d}.parquet"), rows, REJECTS)
+        removed[shard] = keys
+    return root, removed
+
+
+def test_digests_from_listings_are_the_one_shard_digests_removals_included(ingested, tmp_path):
+    """The launcher digests every shard from one listing of clean's folders; each digest is what a worker gets
+    for its one shard, and the formula is the one before (the ingest hash, then the removed keys' hash), so
+    no table is redone after the upgrade."""
+    import hashlib
+    import json
+
+    from pipelines.raw_shard import read_footer
+    from pipelines.stages.per_shard import AnnotatorWork, _with_digests
+    from schemas.tables import PARAMS_KEY
+
+    root, removed = _with_removals(ingested, tmp_path)
+    shards = raw_shards(root, "coco")
+    assert len(shards) > 2
+    work = AnnotatorWork(functools.partial(_KeyLengths, str(tmp_path / "setup-ran")), root)
+    listed = _with_digests(work, [("coco", shard) for shard in shards])
+    assert listed == [("coco", shard, work.digest("coco", shard)) for shard in shards]
+    digests = {shard: digest for _, shard, digest in listed}
+    for shard in shards:
+        ingested_hash = read_footer(ShardPaths.of(root, "ingest", "coco", shard).index)[PARAMS_KEY].decode()
+        expected = ingested_hash
+        if shard in removed:
+            expected += "-" + hashlib.sha256(json.dumps(removed[shard]).encode()).hexdigest()[:16]
+        assert raw_params_hash(root, "coco", shard) == expected
+        assert digests[shard] == params_hash({}, expected)
+        assert read_shard_input(root, "coco", shard).removed == len(removed.get(shard, []))
+
+
+def test_the_launcher_lists_clean_removals_once_per_folder_not_a_glob_per_shard(ingested, tmp_path, monkeypatch):
+    """A per-shard stage's launcher learns which shards ``clean`` removed samples from (the digests, the counts
+    read back) from one listing of ``rejects/dedup/<source>`` and ``rejects/decontam/<source>``: a glob per
+    shard and removal stage was a LIST request each on an object store. Only the removal tables that exist are
+    read: once for the digest, once for the count of samples left out."""
+    from collections import Counter
+
+    from pipelines import storage
+
+    root, removed = _with_removals(ingested, tmp_path)
+    config = dataclasses.replace(ingested[0], output=root)
+    factory = functools.partial(_KeyLengths, str(tmp_path / "setup-ran"))
+    (first,) = run_sidecar_stage(config, factory, ["coco"], RunnerConfig(), show_progress=False)
+    assert first.removed == {"coco": sum(len(keys) for keys in removed.values())}
+    calls, real = Counter(), {name: getattr(storage, name) for name in ("exists", "glob", "open_read")}
+    for name in real:
+        monkeypatch.setattr(storage, name, lambda path, name=name: calls.update([(name, path)]) or real[name](path))
+    (again,) = run_sidecar_stage(config, factory, ["coco"], RunnerConfig(), show_progress=False)
+    assert again.skipped_shards == again.shards == first.shards and again.removed == first.removed
+    assert not [path for kind, path in calls if kind == "exists" and "/coco/" in path]
+    assert not [path for kind, path in calls if kind == "glob" and re.search(r"/[0-9]{5}\.parquet$", path)]
+    for stage in ("dedup", "decontam"):
+        assert calls[("glob", storage.join(root, "rejects", stage, "coco", "*"))] == 2  # digests, counts
+    reads = {path: n for (kind, path), n in calls.items()
+             if kind == "open_read" and re.search("/rejects/(dedup|decontam)/", path)}
+    assert reads == {storage.join(root, "rejects", stage, "coco", f"{shard:05d}.parquet"): 2
+                     for shard, stage in ((0, "dedup"), (1, "decontam"))}

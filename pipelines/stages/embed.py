@@ -13,6 +13,7 @@ The shell runs ``EmbedAnnotator`` on ``run_sidecar_stage``; the model loads once
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
@@ -64,11 +65,14 @@ class EmbedAnnotator(ShardAnnotator):
 
         self.embedder = shared_embedder(self.config.model, self.config.device, self.config.batch_size, WHERE)
 
-    def input_digest(self, root: str, source: str, shard: int) -> str:
+    def input_digest(self, root: str, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> str:
         path = detect_table(root, source, shard)
-        if self.space == "text" or not storage.exists(path):
+        if self.space == "text" or not exists(path):
             return ""
         return read_footer(path).get(PARAMS_KEY, b"").decode()
+
+    def input_folders(self, root: str, source: str) -> list[str]:
+        return [] if self.space == "text" else [storage.join(root, DETECT_FOLDER, source)]
 
     def annotate(self, shard: ShardInput) -> tuple[list[dict], list[Reject], int]:
         queries, rejects = (self._texts(shard) if self.space == "text" else self._tag_queries(shard))
@@ -125,9 +129,11 @@ def read_detect_labels(root: str, source: str, shard: int) -> dict[str, list[str
 
 
 def check_detected(root: str, source: str) -> None:
-    """Fail before any pipeline starts if a shard of ``source`` has no ann/detect table."""
+    """Fail before any pipeline starts if a shard of ``source`` has no ann/detect table (one listing of the
+    folder, not a request per shard)."""
+    names = storage.names_in([storage.join(root, DETECT_FOLDER, source)])
     for shard in raw_shards(root, source):
-        if not storage.exists(detect_table(root, source, shard)):
+        if not storage.listed(names, detect_table(root, source, shard)):
             raise ValueError(_not_detected(source, shard, detect_table(root, source, shard)))
 
 

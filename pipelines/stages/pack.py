@@ -25,16 +25,23 @@ from itertools import pairwise
 from pipelines import storage
 from pipelines.linkers import _fingerprint
 from pipelines.manifest_io import update_manifest
-from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntry, check_tables
+from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntry, check_tables, table_folders
 from pipelines.raw_shard import CountingWriter, ShardCounts, add_member, read_footer, write_table
 from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
-from pipelines.sidecar_tables import params_hash, raw_params_hash, raw_shards, read_shard_input, table_path
+from pipelines.sidecar_tables import (
+    params_hash,
+    raw_params_hash,
+    raw_shards,
+    read_shard_input,
+    removal_folders,
+    table_path,
+)
 from pipelines.stages.per_shard import ShardWork, Tally, run_shards
 from schemas import layout
 from schemas import packed as contract
 from schemas.config import CorpusConfig
-from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, REMOVAL_STAGES
+from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS
 
 COUNTS_KEY = b"unicorpus.pack_counts"  # footer of rejects/pack/<source>/NNNNN.parquet: counts per task
 _KEY = re.compile(r"[a-z0-9_-]+")
@@ -121,25 +128,31 @@ def _write_tar(path: str, samples: list) -> int:
 
 
 def _removals_digest(root: str, sources: tuple[str, ...]) -> str:
-    """What ``clean`` removed, over every source (a removal anywhere may drop a related item here)."""
+    """What ``clean`` removed, over every source (a removal anywhere may drop a related item here); the files
+    read ``storage.READ_THREADS`` at a time, a thousand held at once (a table per shard with removals)."""
     digest = hashlib.sha256()
-    for source in sources:
-        for stage in REMOVAL_STAGES:
-            for path in storage.glob(storage.join(root, layout.rejects(stage, source), "*.parquet")):
-                digest.update(path.rsplit("/", 3)[-3].encode() + storage.read_bytes(path))
+    paths = [path for source in sources for folder in removal_folders(root, source)
+             for path in storage.glob(storage.join(folder, "*.parquet"))]
+    for start in range(0, len(paths), 1000):
+        batch = paths[start:start + 1000]
+        for path, data in zip(batch, storage.read_all(storage.read_bytes, batch), strict=True):
+            digest.update(path.rsplit("/", 3)[-3].encode() + data)
     return digest.hexdigest()[:16]
 
 
-def shard_digest(settings: PackSettings, source: str, shard: int, shared: dict) -> str:
+def shard_digest(settings: PackSettings, source: str, shard: int, shared: dict,
+                 exists: Callable[[str], bool] = storage.exists) -> str:
     """The pack settings, the raw shard, every input table of the shard (their params hashes, which cover
     their own inputs: the related-items tables cover their collections) and ``shared`` (clean's removals,
-    the parses of the weak pairs' text sources). Raises ValueError naming a missing input table."""
-    modalities = {row["modality"] for row in read_shard_input(settings.root, source, shard, ["modality"]).rows}
+    the parses of the weak pairs' text sources). Raises ValueError naming a missing input table. ``exists``:
+    answered from one listing of each of ``PackWork.digest_folders``."""
+    root = settings.root
+    modalities = {row["modality"] for row in read_shard_input(root, source, shard, ["modality"], exists=exists).rows}
     inputs = {
         path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_footer(path).get(PARAMS_KEY, b"").decode()
-        for path in check_tables(settings, source, shard, modalities)
+        for path in check_tables(settings, source, shard, modalities, exists)
     }
-    return params_hash({**settings.params(), "inputs": inputs, **shared}, raw_params_hash(settings.root, source, shard))
+    return params_hash({**settings.params(), "inputs": inputs, **shared}, raw_params_hash(root, source, shard, exists))
 
 
 def _shared_inputs(settings: PackSettings) -> dict:
@@ -147,10 +160,11 @@ def _shared_inputs(settings: PackSettings) -> dict:
     shared = {"removed": _removals_digest(root, settings.sources)}
     if contract.WEAK_PAIRS in settings.tasks and settings.weak:
         texts = sorted({name for w in settings.weak for name in w.texts})
+        parses = storage.names_in([storage.join(root, layout.ann("parse"), name) for name in texts])
         for name in texts:
             for shard in raw_shards(root, name):
                 check_parse = table_path(root, layout.ann("parse"), name, shard)
-                if not storage.exists(check_parse):
+                if not storage.listed(parses, check_parse):
                     raise ValueError(f"pack weak_pairs: no {check_parse} (the retrieved sentences' noun phrases); "
                                      f"run `unicorpus annotate parse` first, or leave weak_pairs out of pack.tasks")
         shared["weak_texts_parse"] = _fingerprint(root, layout.ann("parse"), texts)
@@ -173,8 +187,11 @@ class PackWork(ShardWork):
     def entry(self, name: str) -> dict:
         return {"params": self.params(), "sources": sorted(self.sources)}
 
-    def digest(self, source: str, shard: int) -> str:
-        return shard_digest(self.settings, source, shard, self.shared)
+    def digest(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> str:
+        return shard_digest(self.settings, source, shard, self.shared, exists)
+
+    def digest_folders(self, source: str) -> list[str]:
+        return [*removal_folders(self.root, source), *table_folders(self.settings, source)]
 
     def setup(self) -> None:
         self.packer = ShardPacker(self.settings)
@@ -205,8 +222,8 @@ class PackWork(ShardWork):
         return {task: Tally(ShardCounts(c["units"], c["packed"], c["bytes"], Counter(c["rejected"])))
                 for task, c in tasks.items()}
 
-    def left_out(self, source: str, shard: int) -> int:
-        """As the shard's footer records it: the raw samples the packer found removed."""
+    def left_out(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> int:
+        """As the shard's footer records it: the raw samples the packer found removed (no listing asked)."""
         return sum(read_pack_counts(self.root, source, shard)["left_out"].values())
 
 

@@ -35,6 +35,7 @@ from pipelines.sidecar_tables import (
     raw_shards,
     read_shard_input,
     read_sidecar_counts,
+    removal_folders,
     remove_temporaries,
     removed_keys,
     sidecar_folders,
@@ -70,9 +71,16 @@ class ShardWork:
     def label(self, sources: list[str]) -> str:
         return f"{self.stage} {', '.join(sources)}"
 
-    def digest(self, source: str, shard: int) -> str:
-        """What the job's files depend on; a ValueError naming a missing input (checked before any pipeline)."""
+    def digest(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> str:
+        """What the job's files depend on; a ValueError naming a missing input (checked before any pipeline).
+        ``exists``: the launcher, digesting every job at once, answers it from one listing of each of
+        ``digest_folders``."""
         raise NotImplementedError
+
+    def digest_folders(self, source: str) -> list[str]:
+        """The folders of every file ``digest`` asks ``exists`` about (clean's removals, input tables); none
+        (the default): the launcher calls ``digest`` without ``exists``, an existence check per file."""
+        return []
 
     def prepare(self, runner: RunnerConfig) -> None:
         """Build what every worker reads (related items' TF-IDF collections), once, before the first pipeline
@@ -110,9 +118,10 @@ class ShardWork:
         """The counts of a committed job per result name, in the order results are listed."""
         raise NotImplementedError
 
-    def left_out(self, source: str, shard: int) -> int:
-        """Samples of the shard ``clean`` removed, which the job left out."""
-        return len(removed_keys(self.root, source, shard))
+    def left_out(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> int:
+        """Samples of the shard ``clean`` removed, which the job left out. ``exists``: answered from one listing
+        of the source's ``removal_folders``."""
+        return len(removed_keys(self.root, source, shard, exists))
 
 
 class _RunJob(beam.DoFn):
@@ -168,8 +177,10 @@ def run_shards(work: ShardWork, groups: list[list[str]], runner: RunnerConfig, o
 
 
 def _with_digests(work: ShardWork, jobs: list[tuple[str, int]]) -> list[tuple[str, int, str]]:
-    """``(source, shard, digest)`` of each job, the digests (footer reads) computed concurrently."""
-    digests = storage.read_all(lambda job: work.digest(*job), jobs)
+    """``(source, shard, digest)`` of each job: which removals and input tables exist from one listing per
+    folder (``digest_folders``; a glob or ``exists`` per shard file was 2-4 requests a shard on S3), the footers
+    and removals read concurrently."""
+    digests = _for_each(work.digest, work.digest_folders, jobs)
     return [(*job, digest) for job, digest in zip(jobs, digests, strict=True)]
 
 
@@ -177,13 +188,24 @@ def _finished(work: ShardWork, jobs: list[tuple[str, int, str]]) -> set[tuple[st
     """The jobs an earlier run finished: which files exist from one listing per folder (not one request per
     file: ~40 ms each on S3, for every shard of the corpus), the footers of the jobs with all their files
     read concurrently."""
-    folders = [folder for source in dict.fromkeys(source for source, _, _ in jobs) for folder in work.folders(source)]
-    if folders:
-        exists = partial(storage.listed, storage.names_in(folders))
-        done = storage.read_all(lambda job: work.is_done(*job, exists=exists), jobs)
-    else:
-        done = storage.read_all(lambda job: work.is_done(*job), jobs)
+    done = _for_each(work.is_done, work.folders, jobs)
     return {job for job, finished in zip(jobs, done, strict=True) if finished}
+
+
+def _for_each(call: Callable, folders_of: Callable[[str], list[str]], jobs: list[tuple]) -> list:
+    """``call(*job)`` of each job, ``storage.READ_THREADS`` at a time, with ``exists=`` answered from one listing
+    of each of ``folders_of(source)`` over the jobs' sources; without ``exists`` if there are no such folders."""
+    folders = [folder for source in dict.fromkeys(job[0] for job in jobs) for folder in folders_of(source)]
+    if not folders:
+        return storage.read_all(lambda job: call(*job), jobs)
+    exists = partial(storage.listed, storage.names_in(folders))
+    return storage.read_all(lambda job: call(*job, exists=exists), jobs)
+
+
+def _tally(work: ShardWork, source: str, shard: int, digest: str,
+           exists: Callable[[str], bool]) -> tuple[int, dict[str, Tally]]:
+    """A committed job's samples left out (which removal tables exist: one listing of clean's folders) and counts."""
+    return work.left_out(source, shard, exists), work.read_back(source, shard)
 
 
 def _read_back(work: ShardWork, jobs: list[list[tuple]], done: set, seconds: list[float]) -> list[StageResult]:
@@ -192,8 +214,8 @@ def _read_back(work: ShardWork, jobs: list[list[tuple]], done: set, seconds: lis
     results: dict[str, StageResult] = {}
     order: dict[str, tuple] = {}
     groups: dict[str, set[int]] = {}
-    tallies = iter(storage.read_all(lambda job: (work.left_out(*job[:2]), work.read_back(*job[:2])),
-                                    [job for group_jobs in jobs for job in group_jobs]))
+    tallies = iter(_for_each(partial(_tally, work), partial(removal_folders, work.root),
+                             [job for group_jobs in jobs for job in group_jobs]))
     for g, group_jobs in enumerate(jobs):
         for i, job in enumerate(group_jobs):
             source, shard, _ = job
@@ -242,10 +264,15 @@ class ShardAnnotator:
         rows per unit (rewrite: many per caption) counts the units they belong to."""
         return len(rows) + len(rejects)
 
-    def input_digest(self, root: str, source: str, shard: int) -> str:
+    def input_digest(self, root: str, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> str:
         """The hash of the other sidecar tables a shard's output is made from (embed tags: ann/detect), so
-        a redone input redoes this shard too; "" when the raw shard is the only input."""
+        a redone input redoes this shard too; "" when the raw shard is the only input. ``exists``: answered
+        from one listing of each of ``input_folders``."""
         return ""
+
+    def input_folders(self, root: str, source: str) -> list[str]:
+        """The folders of the tables ``input_digest`` asks ``exists`` about."""
+        return []
 
     def annotate(self, shard: ShardInput) -> tuple[list[dict], list[Reject], int]:
         raise NotImplementedError
@@ -279,9 +306,12 @@ class AnnotatorWork(ShardWork):
     def paths(self, source: str, shard: int) -> SidecarPaths:
         return SidecarPaths.of(self.root, self.annotator.folder, self.stage, source, shard)
 
-    def digest(self, source: str, shard: int) -> str:
-        inputs = self.annotator.input_digest(self.root, source, shard)
-        return params_hash(self.params(), raw_params_hash(self.root, source, shard) + inputs)
+    def digest(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> str:
+        inputs = self.annotator.input_digest(self.root, source, shard, exists)
+        return params_hash(self.params(), raw_params_hash(self.root, source, shard, exists) + inputs)
+
+    def digest_folders(self, source: str) -> list[str]:
+        return [*removal_folders(self.root, source), *self.annotator.input_folders(self.root, source)]
 
     def setup(self) -> None:
         self.annotator = self.factory()
@@ -329,10 +359,11 @@ def applicable_sources(config: CorpusConfig, annotator: ShardAnnotator, names: l
 
 
 def has_modality(root: str, source: str, modalities: frozenset[str]) -> bool:
-    """Whether any ingested sample of ``source`` is of one of ``modalities``."""
+    """Whether any ingested sample of ``source`` is of one of ``modalities`` (that ``clean`` kept)."""
+    exists = partial(storage.listed, storage.names_in(removal_folders(root, source)))
     return any(row["modality"] in modalities
                for shard in raw_shards(root, source)
-               for row in read_shard_input(root, source, shard, ["modality"]).rows)
+               for row in read_shard_input(root, source, shard, ["modality"], exists=exists).rows)
 
 
 def run_sidecar_stage(config: CorpusConfig, factory: Callable[[], ShardAnnotator], names: list[str] | None,

@@ -38,6 +38,7 @@ from pipelines.sidecar_tables import (
     raw_params_hash,
     read_sidecar,
     read_sidecar_counts,
+    removal_folders,
     remove_temporaries,
     sidecar_folders,
     table_path,
@@ -69,15 +70,19 @@ class LinkWork(ShardWork):
     def label(self, sources: list[str]) -> str:
         return f"{STAGE} {self.linker.tables[-1].name}"
 
-    def digest(self, source: str, shard: int) -> str:
+    def digest(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> str:
         """The stage parameters, the raw shard and the params hash of every input table of the shard."""
         inputs = {}
         for folder in self.linker.inputs:
             path = table_path(self.root, folder, source, shard)
-            if not storage.exists(path):
+            if not exists(path):
                 raise ValueError(f"retrieve {self.linker.tables[0].name}: no {path}; {self.linker.input_hint}")
             inputs[folder] = read_footer(path).get(PARAMS_KEY, b"").decode()
-        return params_hash({**self.params(), "inputs": inputs}, raw_params_hash(self.root, source, shard))
+        return params_hash({**self.params(), "inputs": inputs}, raw_params_hash(self.root, source, shard, exists))
+
+    def digest_folders(self, source: str) -> list[str]:
+        return [*removal_folders(self.root, source),
+                *(storage.join(self.root, folder, source) for folder in self.linker.inputs)]
 
     def prepare(self, runner: RunnerConfig) -> None:
         self.linker.prepare(runner)

@@ -37,6 +37,7 @@ from pipelines.sidecar_tables import (
     read_shard_input,
     read_sidecar,
     read_table_rows,
+    removal_folders,
     sample_texts,
     table_path,
 )
@@ -133,16 +134,24 @@ def load_stat(path: str):
 
 
 def corpus_digest(root: str, sources: list[str], config: RewriteConfig, stats: list[Statistic]) -> str:
-    """What the statistics (and so every shard's negatives) depend on: every input shard's hash."""
-    inputs = {source: {shard: raw_params_hash(root, source, shard) for shard in raw_shards(root, source)}
-              for source in sources}
+    """What the statistics (and so every shard's negatives) depend on: every input shard's hash. Which removals
+    and parses exist comes from one listing per folder, the footers are read ``storage.READ_THREADS`` at a time."""
+    jobs = [(source, shard) for source in sources for shard in raw_shards(root, source)]
+    over_parses = any(s.over == "parses" for s in stats)
+    folders = [folder for source in sources for folder in removal_folders(root, source)]
+    if over_parses:
+        folders += [storage.join(root, PARSE_FOLDER, source) for source in sources]
+    exists = partial(storage.listed, storage.names_in(folders))
+    inputs: dict[str, dict[int, str]] = {source: {} for source in sources}
+    for (source, shard), raw in zip(jobs, storage.read_all(lambda job: raw_params_hash(root, *job, exists), jobs),
+                                    strict=True):
+        inputs[source][shard] = raw
     parses = {}
-    if any(s.over == "parses" for s in stats):
-        for source, shards in inputs.items():
-            for shard in shards:
-                path = table_path(root, PARSE_FOLDER, source, shard)
-                parses[f"{source}/{shard}"] = (read_footer(path).get(PARAMS_KEY, b"").decode()
-                                               if storage.exists(path) else None)
+    if over_parses:
+        paths = [table_path(root, PARSE_FOLDER, source, shard) for source, shard in jobs]
+        found = storage.read_all(lambda path: read_footer(path).get(PARAMS_KEY, b"").decode() if exists(path) else None,
+                                 paths)
+        parses = {f"{source}/{shard}": params for (source, shard), params in zip(jobs, found, strict=True)}
     blob = json.dumps({"raw": inputs, "parse": parses, "max_chars": config.max_chars,
                        "stats": [s.name for s in stats]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

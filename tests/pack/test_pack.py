@@ -415,3 +415,40 @@ def test_a_job_reads_of_other_shards_only_the_rows_it_inlines_and_keeps_nothing(
     for _ in pack_all(whole):
         pass
     assert results[0] == results[1]
+
+
+def test_the_launcher_digests_every_stage_from_listings_as_one_shard_at_a_time(annotated, monkeypatch):
+    """Issue 15: pack's, retrieve's and embed's (tags: ann/detect is an input) launchers digest every shard from
+    one listing of clean's folders and of the input tables' folders, not an ``exists`` or a glob per shard
+    file (a request each on an object store); each digest is the one a single shard's call gives (clean
+    removed duplicates and evaluation images from these sources)."""
+    from functools import partial
+
+    from pipelines import storage
+    from pipelines.stages.embed import EmbedAnnotator
+    from pipelines.stages.pack import PackWork, _shared_inputs, pack_settings
+    from pipelines.stages.per_shard import AnnotatorWork, _with_digests
+    from pipelines.stages.retrieve import LinkWork, linkers
+
+    _, config = annotated
+    root = config.output
+    for stage in ("dedup", "decontam"):
+        assert glob.glob(os.path.join(root, "rejects", stage, "*", "*.parquet"))
+    settings = pack_settings(config)
+    works = [(PackWork(settings, _shared_inputs(settings), SOURCES), SOURCES),
+             *((LinkWork(linker), linker.sources) for linker in linkers(config)),
+             (AnnotatorWork(partial(EmbedAnnotator, config.retrieval.embed, "tags"), root), ["coco", "cc"])]
+    assert len(works) == 5  # pack, weak pairs, related images, related texts, embed tags
+    real_exists, real_glob, calls = storage.exists, storage.glob, Counter()
+    for work, sources in works:
+        work.params()  # the stage's own inputs (indexes, collections): once a run, not per shard
+        jobs = [(source, shard) for source in sources for shard in raw_shards(root, source)]
+        alone = [(*job, work.digest(*job)) for job in jobs]
+        calls.clear()
+        monkeypatch.setattr(storage, "exists", lambda path: calls.update([("exists", path)]) or real_exists(path))
+        monkeypatch.setattr(storage, "glob", lambda pattern: calls.update([("glob", pattern)]) or real_glob(pattern))
+        assert _with_digests(work, jobs) == alone
+        monkeypatch.undo()
+        assert not [path for kind, path in calls if kind == "exists"], work
+        assert all(pattern.endswith("/*") for kind, pattern in calls), work  # folders listed, each once
+        assert max(calls.values()) == 1 and len(calls) >= 2 * len(sources), work
