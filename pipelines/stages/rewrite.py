@@ -177,11 +177,16 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
 
 
 def _stale(paths: list[str], folder: str, digest: str) -> list[str]:
-    """Files of the statistics of another corpus, temporaries, and the n-gram model as one pickle (before
-    it was a folder of parts)."""
+    """Files of the statistics of another corpus, temporaries, the n-gram model as one pickle (before it was
+    a folder) and the parts of a finished one (a run killed before it removed them)."""
+    from pipelines.annotators.ngram_lm import MODEL_FILE, PARTS
+
+    finished = storage.join(folder, f"ngram-{digest}", MODEL_FILE) in paths
+
     def current(path: str) -> bool:
-        name = path[len(folder):].strip("/").split("/")[0]
-        return f"-{digest}" in name and ".tmp-" not in path and name != f"ngram-{digest}.pkl"
+        name, *inner = path[len(folder):].strip("/").split("/")
+        return (f"-{digest}" in name and ".tmp-" not in path and name != f"ngram-{digest}.pkl"
+                and not (finished and inner[:1] == [PARTS]))
 
     return [path for path in paths if not current(path)]
 

@@ -457,8 +457,9 @@ def test_rerun_skips_and_changed_params_redo(rewritten, models):
     stats = f"{config.output}/ann/rewrite/_stats"
     (model,) = glob.glob(f"{stats}/ngram-*")
     kept = sorted(os.listdir(model))
-    stale = [f"{model}.pkl", f"{stats}/ngram-0123456789abcdef/parts/00000.bin", f"{model}/pairs.bin.tmp-1"]
-    for path in stale:  # the model as a pickle (before parts), an earlier corpus' model, a killed write
+    stale = [f"{model}.pkl", f"{stats}/ngram-0123456789abcdef/parts/00000.bin", f"{model}/pairs.bin.tmp-1",
+             f"{model}/parts/00003.bin"]
+    for path in stale:  # the model as a pickle (before parts), an earlier corpus' model, killed writes
         os.makedirs(os.path.dirname(path), exist_ok=True)
         open(path, "wb").close()
     again = run_rewrite(config, ["cc"], RunnerConfig(), show_progress=False)
