@@ -350,6 +350,11 @@ class RelatedTexts(_RelatedLinker):
         self.top_m, self.top_n = section.related_texts_candidates, section.related_texts_top_n
         self.tables = [Table(RELATED_TEXTS, LINKS, LINKS_QUERY)]
 
+    def params(self) -> dict:
+        """``cosines``: the rerank's, summed in float64 (``tfidf.row_dots``); tables of the float32 product
+        before are redone once (a last bit may differ)."""
+        return {**super().params(), "cosines": "float64"}
+
     def collection(self):
         from functools import partial
 

@@ -261,6 +261,9 @@ class PostingsIndex:
     def gather(self, found: Sequence[Hits], columns: Sequence[str] | None = None, vectors: bool = False) -> Gathered:
         return self.rows.gather(found, columns, vectors)
 
+    def each_shard(self, ties: np.ndarray, columns: tuple[str, ...] | None, vectors: bool):
+        return self.rows.each_shard(ties, columns, vectors)
+
     def scored(self, queries, top: int, block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
         """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows by cosine (> 0), best first,
         ties to the earlier row; no row excluded.

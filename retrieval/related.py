@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.tfidf import Hits, rerank
+from retrieval.tfidf import Hits, best, distinct, row_dots
 
 
 def related_images(vectorizer, index, queries: list[dict], keys: list[str], top_n: int = 100) -> list[list[
@@ -31,12 +31,34 @@ def related_texts(vectorizer, index, queries: list[dict], query_vectors: np.ndar
     collection keeps each text's L2-normalised sentence embedding); the ``top_n`` best with their embedding
     cosine, per query: (row, cosine)."""
     filtered = index.search(vectorizer.transform(queries), candidates, {"key": keys})
-    gathered = index.gather(filtered, [], vectors=True)
     reranked = []
-    for hits, query in zip(filtered, query_vectors, strict=True):
-        vectors = gathered.vectors[gathered.at(hits.ties)] if len(hits.ties) else np.zeros((0, len(query)), np.float32)
-        reranked.append(rerank(hits, vectors, query, top_n))
+    for hits, cosines in zip(filtered, _cosines(index, filtered, query_vectors), strict=True):
+        pick = best(hits.ties, cosines, top_n)
+        reranked.append(Hits(hits.ties[pick], cosines[pick]))
     return _identified(reranked, index)
+
+
+PAIRS_AT_ONCE = 4096  # (query, candidate) cosines computed together: ~20 MB of their vectors, float64 included
+
+
+def _cosines(index, found: list[Hits], query_vectors: np.ndarray) -> list[np.ndarray]:
+    """Each hit's embedding cosine with its query, its vector read with its collection shard's others: a
+    worker holds one shard's hits' vectors at a time, not every candidate's (a query shard's queries x M of
+    them: 1.5 GB a thousand queries at the papers' size, where candidates no longer repeat)."""
+    lengths = [len(hits.ties) for hits in found]
+    ties = np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)])
+    query = np.repeat(np.arange(len(found)), lengths)
+    order = np.argsort(ties, kind="stable")
+    cosines, start = np.zeros(len(ties), dtype=np.float32), 0
+    for shard_ties, _, vectors in index.each_shard(distinct(ties), (), True):
+        stop = start + int(np.searchsorted(ties[order[start:]], shard_ties[-1], "right"))
+        pairs = order[start:stop]
+        at = np.searchsorted(shard_ties, ties[pairs])
+        for first in range(0, len(pairs), PAIRS_AT_ONCE):
+            these = pairs[first:first + PAIRS_AT_ONCE]
+            cosines[these] = row_dots(vectors[at[first:first + PAIRS_AT_ONCE]], query_vectors[query[these]])
+        start = stop
+    return np.split(cosines, np.cumsum(lengths)[:-1]) if found else []
 
 
 def _identified(found: list[Hits], index) -> list[list[tuple[dict, float]]]:

@@ -10,7 +10,7 @@ stream: a local file, an object-store stream, ``io.BytesIO``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 import numpy as np
@@ -68,24 +68,34 @@ class RowStore:
         """The identities (``columns``: those named, None: all but the vector) and/or vectors of every hit's row,
         as ``tfidf.gather`` gives them: aligned with the sorted distinct tie keys."""
         ties = distinct(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
-        shards, rows = ties >> ROW_BITS, ties & ((1 << ROW_BITS) - 1)
         columns = None if columns is None else tuple(columns)
-        out: dict[str, list] = {}
+        out: dict[str, list] = {name: [] for name in columns or ()}
         stacked = []
+        for _, values, found_vectors in self.each_shard(ties, columns, vectors):
+            for name, these in values.items():
+                out.setdefault(name, []).extend(these)
+            if vectors:
+                stacked.append(found_vectors)
+        return Gathered(ties, out, np.concatenate(stacked) if stacked else None)
+
+    def each_shard(self, ties: np.ndarray, columns: tuple[str, ...] | None, vectors: bool
+                   ) -> Iterator[tuple[np.ndarray, dict[str, list], np.ndarray | None]]:
+        """Per collection shard holding some of ``ties`` (sorted, distinct), in order: those ties, their rows'
+        ``columns`` (None: all but the vector) and, if asked, their vectors: a caller can hold one shard's."""
+        shards, rows = ties >> ROW_BITS, ties & ((1 << ROW_BITS) - 1)
         for position in distinct(shards).tolist():
             first, last = np.searchsorted(shards, [position, position + 1])
             reader, these = self._reader(position, columns, vectors), rows[first:last]
             names = [n for n in reader.schema.names if n != VECTOR]
+            values: dict[str, list] = {name: [] for name in names}
+            stacked = []
             batches = these // ROWS_PER_BATCH
             for batch in distinct(batches).tolist():
                 at = these[batches == batch] - batch * ROWS_PER_BATCH
                 table = reader.get_batch(batch)
                 for name in names:
-                    out.setdefault(name, []).extend(table.column(name).take(at).to_pylist())
+                    values[name].extend(table.column(name).take(at).to_pylist())
                 if vectors:
                     column = table.column(VECTOR)
                     stacked.append(column.take(at).flatten().to_numpy().reshape(len(at), column.type.list_size))
-        if columns is not None:
-            for name in columns:
-                out.setdefault(name, [])
-        return Gathered(ties, out, np.concatenate(stacked) if stacked else None)
+            yield ties[first:last], values, np.concatenate(stacked) if vectors else None

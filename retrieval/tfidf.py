@@ -473,13 +473,11 @@ def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard], column
     return Gathered(ties, out, np.concatenate(stacked) if stacked else None)
 
 
-def rerank(hits: Hits, vectors: np.ndarray, query: np.ndarray, top: int) -> Hits:
-    """UNIMO App. A's rerank: the ``top`` of ``hits`` by the cosine of their vectors (``vectors[i]``: hit i's,
-    L2-normalised) and the query's, ties to the earlier row; the scores are those cosines. One product over
-    all the hits, as before the collection was sharded (a float32 product's last bit follows its shape)."""
-    cosines = vectors @ query if len(vectors) else np.zeros(0, dtype=np.float32)
-    pick = best(hits.ties, cosines, top)
-    return Hits(hits.ties[pick], cosines[pick])
+def row_dots(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Each row's dot product with its query (``rows[i] . queries[i]``; UNIMO App. A's rerank cosines, of
+    L2-normalised vectors), summed in float64 and rounded once: the same float32 however the rows are batched
+    (a rerank streams a query's candidates a collection shard at a time)."""
+    return np.einsum("ij,ij->i", rows, queries, dtype=np.float64).astype(np.float32)
 
 
 class ShardsInMemory:

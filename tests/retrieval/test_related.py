@@ -166,6 +166,38 @@ def test_related_texts_rerank_the_tfidf_candidates_by_embedding_cosine(parts):
         assert not {i for i, _ in got[row]} & own
 
 
+def test_related_texts_hold_one_collection_shards_candidate_vectors_at_a_time():
+    """The rerank reads its candidates' vectors a collection shard at a time (a query shard's candidates x 384
+    floats do not fit a worker at the papers' size) and ranks as a product over all of a query's at once."""
+    from retrieval.tfidf import best, row_dots
+
+    rng = np.random.default_rng(4)
+    texts = random_texts(rng, 400)
+    keys = [f"t-{i // 2}" for i in range(len(texts))]
+    vectors = unit(rng, len(texts))
+    documents = text_documents(texts, keys)
+    vectorizer, index, _ = collection(documents, _text, 5, vectors)
+    queries = list(range(0, 400, 7))
+    held, each_shard = [], index.each_shard
+
+    def recorded(ties, columns, with_vectors):
+        for shard_ties, values, found in each_shard(ties, columns, with_vectors):
+            held.append(len(found))
+            yield shard_ties, values, found
+
+    index.each_shard = recorded
+    found = related_texts(vectorizer, index, [documents[q] for q in queries], vectors[queries],
+                          [keys[q] for q in queries], 60, 12)
+    assert len(held) == 5 and max(held) < sum(held) / 2
+    filtered = index.search(vectorizer.transform([documents[q] for q in queries]), 60,
+                            {"key": [keys[q] for q in queries]})
+    whole = index.gather(filtered, [], vectors=True)
+    for hits, q, got in zip(filtered, queries, positions(found), strict=True):
+        cosines = row_dots(whole.vectors[whole.at(hits.ties)], np.repeat(vectors[q][None], len(hits.ties), 0))
+        pick = best(hits.ties, cosines, 12)
+        assert [s for _, s in got] == cosines[pick].tolist()  # the same floats as all of a query's at once
+
+
 def test_related_texts_defaults_and_fewer_candidates_than_top_n():
     config = RetrieveConfig()
     assert (config.related_texts_candidates, config.related_texts_top_n) == (1000, 100)  # UNIMO App. A

@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from cli.main import main
 from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import raw_shards, read_shard_input, read_sidecar
-from retrieval.tfidf import label_terms, text_terms
+from retrieval.tfidf import label_terms, row_dots, text_terms
 from schemas.config import load_config
 from schemas.stages import RetrieveConfig, WeakPairsConfig
 from tests.corpus_copy import copy_sources
@@ -204,8 +204,8 @@ def test_related_texts_rerank_by_embedding_and_exclude_the_query(corpus):
                 assert len(hits) <= RetrieveConfig().related_texts_top_n
                 assert all(row["key"] != key for row in hits)  # not the query, nor its sample's other captions
                 found = [position[(row["key"], row["text_index"])] for row in hits]
-                cosines = vectors[found] @ vectors[q]
-                np.testing.assert_allclose([row["score"] for row in hits], cosines, atol=1e-5)
+                cosines = row_dots(vectors[found], np.repeat(vectors[q][None], len(found), 0))
+                assert [row["score"] for row in hits] == pytest.approx(vectors[found] @ vectors[q], abs=1e-5)
                 assert list(np.argsort(-cosines, kind="stable")) == list(range(len(hits)))  # reranked
                 terms = set(text_terms(texts[q]["text"]))
                 assert all(terms & set(text_terms(texts[i]["text"])) for i in found)  # the inverted-index filter
