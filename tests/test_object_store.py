@@ -99,3 +99,26 @@ def test_one_boto3_client_serves_every_s3_call_of_a_process(s3_server, monkeypat
     assert sorted(storage.glob("s3://corpus/shared/*")) == ["s3://corpus/shared/a.bin", "s3://corpus/shared/c.bin"]
     assert client.get_object(Bucket="corpus", Key="shared/c.bin")["Body"].read() == b"second"
     assert len(made) == 1 and made[0]["endpoint_url"] == endpoint
+
+
+def test_the_ngram_model_writes_to_s3_the_bytes_it_writes_to_disk(s3_server, tmp_path):
+    """Rewrite's fluency model on an object store: the parts, the arrays appended from them through streams
+    open side by side (then renamed), the words; the parts removed, as on local disk."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines import storage
+    from pipelines.annotators.ngram_lm import MODEL_FILE
+    from tests.annotate.test_ngram_lm import CAPTIONS, _write
+
+    endpoint, _ = s3_server
+    storage.configure(PipelineOptions([f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test",
+                                       "--s3_secret_access_key=test", "--s3_region_name=us-east-1"]))
+    texts = CAPTIONS * 3 + ["a zebra on a red couch"]
+    _write("s3://corpus/ngram", texts, bits=2)
+    _write(str(tmp_path), texts, bits=2)
+    files = sorted(name for name in os.listdir(tmp_path) if os.path.isfile(tmp_path / name))
+    assert sorted(path.rsplit("/", 1)[1] for path in storage.glob("s3://corpus/ngram/*")) == files
+    for name in files:
+        if name != MODEL_FILE:  # its build id differs
+            assert storage.read_bytes(f"s3://corpus/ngram/{name}") == (tmp_path / name).read_bytes(), name
+    assert not storage.glob("s3://corpus/ngram/parts/*")
