@@ -101,14 +101,17 @@ def test_one_boto3_client_serves_every_s3_call_of_a_process(s3_server, monkeypat
     assert len(made) == 1 and made[0]["endpoint_url"] == endpoint
 
 
-def test_the_ngram_model_writes_to_s3_the_bytes_it_writes_to_disk(s3_server, tmp_path):
+def test_the_ngram_model_on_s3_is_the_one_on_disk_and_loads_mapped_from_a_copy(s3_server, tmp_path, monkeypatch):
     """Rewrite's fluency model on an object store: the parts, the arrays appended from them through streams
-    open side by side (then renamed), the words; the parts removed, as on local disk."""
+    open side by side (then renamed), the words; the parts removed, as on local disk. A worker copies it once
+    into its cache (read through pyarrow's S3, configured from the environment) and maps it."""
+    import numpy as np
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines import storage
-    from pipelines.annotators.ngram_lm import MODEL_FILE
-    from tests.annotate.test_ngram_lm import CAPTIONS, _write
+    from pipelines.annotators.ngram_lm import MODEL_FILE, NgramLM
+    from retrieval import files
+    from tests.annotate.test_ngram_lm import ASKED, CAPTIONS, _write
 
     endpoint, _ = s3_server
     storage.configure(PipelineOptions([f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test",
@@ -116,9 +119,19 @@ def test_the_ngram_model_writes_to_s3_the_bytes_it_writes_to_disk(s3_server, tmp
     texts = CAPTIONS * 3 + ["a zebra on a red couch"]
     _write("s3://corpus/ngram", texts, bits=2)
     _write(str(tmp_path), texts, bits=2)
-    files = sorted(name for name in os.listdir(tmp_path) if os.path.isfile(tmp_path / name))
-    assert sorted(path.rsplit("/", 1)[1] for path in storage.glob("s3://corpus/ngram/*")) == files
-    for name in files:
+    names = sorted(name for name in os.listdir(tmp_path) if os.path.isfile(tmp_path / name))
+    assert sorted(path.rsplit("/", 1)[1] for path in storage.glob("s3://corpus/ngram/*")) == names
+    for name in names:
         if name != MODEL_FILE:  # its build id differs
             assert storage.read_bytes(f"s3://corpus/ngram/{name}") == (tmp_path / name).read_bytes(), name
     assert not storage.glob("s3://corpus/ngram/parts/*")
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    files._filesystem_of.cache_clear()  # this test's endpoint
+    try:
+        remote = NgramLM.load("s3://corpus/ngram", cache=str(tmp_path / "cache"))
+    finally:
+        files._filesystem_of.cache_clear()
+    assert isinstance(remote.trigram_keys.base, np.memmap)
+    assert remote.score_many(ASKED) == NgramLM.load(str(tmp_path)).score_many(ASKED)
