@@ -1,15 +1,16 @@
 """Rewrite's trigram fluency model in one piece vs in buckets: what the merging worker and a scoring worker hold.
 
 For each size, the same Zipf captions (``benchmarks.rewrite.make_captions``) are counted per shard of 2,000
-captions and each bucket merged on its own. The baseline is the model before buckets: one bucket (one worker
-merged every count) read into every rewrite process' memory; now 64 buckets, each worker mapping the parts.
-Per variant: the largest merge's tracemalloc peak (a CombinePerKey worker merges one bucket at a time), the
-largest bucket's share of the trigrams, the loaded model's heap (tracemalloc: mapped parts are the page
-cache's, shared by a machine's processes and evictable, not the process' own), the process' anonymous and
-file-backed resident memory after scoring, and the scoring rate in calls of ``--batch`` texts (the rewriter
-scores one caption's rewrites a call).
+captions and each bucket merged on its own, in both passes (context pairs, then middle words). The baseline
+is the model before buckets: one bucket (one worker merged every count) read into every rewrite process'
+memory; now 64 buckets, each worker mapping the arrays. Per variant: the largest merge's tracemalloc peak of
+each pass (a CombinePerKey worker merges one bucket at a time), the largest pair bucket's share of the
+trigrams, the loaded model's heap (tracemalloc: mapped arrays are the page cache's, shared by a machine's
+processes and evictable, not the process' own), the process' anonymous and file-backed resident memory
+after scoring, and the scoring rate in calls of ``--batch`` texts (the rewriter scores one caption's
+rewrites a call).
 
-    python -m benchmarks.ngram --sizes 30000 100000 300000 --out benchmarks/results/ngram-buckets.json
+    python -m benchmarks.ngram --sizes 30000 100000 300000 --out benchmarks/results/ngram-buckets-30k-300k.json
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from benchmarks.rewrite import make_captions
 from pipelines.annotators.ngram_counts import (
     BITS,
     BucketCombiner,
-    Part,
+    ShareCombiner,
     UnigramTotals,
+    bigram_part,
     count_texts,
-    model_part,
+    trigram_part,
     vocabulary_of,
 )
-from pipelines.annotators.ngram_lm import DISCOUNT, NgramLM, write_model, write_part
+from pipelines.annotators.ngram_lm import DISCOUNT, SECTIONS, NgramLM, write_model, write_part
 
 SHARD = 2000
 
@@ -55,33 +57,48 @@ def _traced(run):
     return value, held / 2**20, peak / 2**20
 
 
+def _merged(parts: list[dict], combiner) -> tuple[dict, list[float]]:
+    """Each bucket of ``parts`` merged on its own (as a CombinePerKey worker merges one), with its peak MB."""
+    merged, peaks = {}, []
+    for bucket in sorted({b for part in parts for b in part}):
+        mine = [part.pop(bucket) for part in parts if bucket in part]  # as a worker receives them
+        merged[bucket], _, peak = _traced(lambda mine=mine: combiner.extract_output(combiner.merge_accumulators(
+            [combiner.add_input(combiner.create_accumulator(), value) for value in mine])))
+        peaks.append(peak)
+    return merged, peaks
+
+
 def build(texts: list[str], bits: int, folder: str) -> dict:
-    """Count per shard, merge each bucket, write its part, then the model: as the stage's Beam steps do."""
+    """Count per shard, merge each pair bucket, write its part and pass its bigrams on, merge each
+    middle-word bucket and write its part, then the model: as the stage's Beam steps do."""
     started = time.perf_counter()
     shards = [count_texts(texts[i:i + SHARD], bits) for i in range(0, len(texts), SHARD)]
     counted = time.perf_counter()
-    combiner, merged, peaks = BucketCombiner(), {}, []
-    for bucket in sorted({b for shard in shards for b in shard}):
-        mine = [shard.pop(bucket) for shard in shards if bucket in shard]  # as a worker receives them
-        merged[bucket], _, peak = _traced(lambda mine=mine: combiner.extract_output(combiner.merge_accumulators(
-            [combiner.add_input(combiner.create_accumulator(), counts) for counts in mine])))
-        peaks.append(peak)
+    merged, pair_peaks = _merged(shards, BucketCombiner())
     vocabulary = vocabulary_of(counts.word_hashes() for counts in merged.values())
-    totals = UnigramTotals()
+    shares = []
     for bucket, counts in merged.items():
-        part = model_part(counts, vocabulary, bucket, bits)
+        part, mine = trigram_part(counts, vocabulary, bucket, bits)
         write_part(folder, bucket, part)
-        totals.add(bucket, part.unigram_ids, part.unigram_cont)
-    write_model(folder, vocabulary, totals.dense(len(vocabulary)), totals.buckets, DISCOUNT, bits)
+        shares.append(mine)
     sizes = [len(counts.counts) for counts in merged.values()]
+    del merged
+    summed, middle_peaks = _merged(shares, ShareCombiner())
+    totals = UnigramTotals()
+    for middle, share in summed.items():
+        part = bigram_part(share, vocabulary, middle, bits)
+        write_part(folder, middle, part)
+        totals.add(middle, part.unigram_ids, part.unigram_cont, share.trigram_buckets)
+    write_model(folder, vocabulary, totals, DISCOUNT, bits)
     return {"trigrams": sum(sizes), "buckets": len(sizes), "largest_bucket_share": max(sizes) / sum(sizes),
-            "merge_peak_mb": max(peaks), "count_s": counted - started, "build_s": time.perf_counter() - started}
+            "merge_peak_mb": max(pair_peaks), "bigram_merge_peak_mb": max(middle_peaks),
+            "count_s": counted - started, "build_s": time.perf_counter() - started}
 
 
 def read_whole(folder: str) -> NgramLM:
     """The model with its parts read into memory (the baseline: what every process held before)."""
     model = NgramLM.load(folder)
-    for name in Part.SECTIONS:
+    for name in SECTIONS:
         setattr(model, name, np.array(getattr(model, name)))
     return model
 
@@ -124,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         if len(mine) > 1:
             x = np.log([r["captions"] for r in mine])
             exponents[bits] = {key: float(np.polyfit(x, np.log([r[key] for r in mine]), 1)[0])
-                               for key in ("merge_peak_mb", "loaded_heap_mb", "trigrams")}
+                               for key in ("merge_peak_mb", "bigram_merge_peak_mb", "loaded_heap_mb", "trigrams")}
     print(json.dumps({"exponents": exponents}))
     if args.out:
         with open(args.out, "w") as f:

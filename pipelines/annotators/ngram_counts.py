@@ -1,11 +1,17 @@
 """The corpus' trigram counts for the fluency model of ``ngram_lm`` (UNIMO App. A), counted in buckets
-that are merged and turned into model arrays apart, so no worker holds the corpus' counts.
+that are merged and turned into model arrays apart, so that no worker holds the corpus' counts.
 
-A word is its 64-bit hash (blake2b, the same in every process) and its id the hash's rank among the
-corpus' words, so a bucket (the top ``bits`` bits of a hash) is a range of ids. A trigram (u v w) is
-counted in the bucket of its middle word v: every count interpolated Kneser-Ney needs of a context pair
-(u v) or a continuation bigram (v w) is then in one bucket. Only the continuation counts of single words,
-N1+(. w), span buckets: each bucket gives its share, and the shares are summed (a number a word).
+A word is its 64-bit hash (blake2b, the same in every process) and its id the hash's rank among the corpus'
+words. Two keyed passes, each bucket merged by one worker:
+
+1. Trigrams (u v w) by the bucket of their context pair's hash (``pair_hashes``; a bucket is the top ``bits``
+   bits): every count of a pair, c(u v w), c(u v .) and N1+(u v .), is in one bucket, and a bucket holds at most
+   its pairs' distinct followers, so even the most frequent pair adds no more than the vocabulary. A bucket gives
+   its pairs' arrays, sorted by pair hash (so the buckets' arrays, in bucket order, are sorted), and its share
+   of the continuation bigrams (v w): N1+(. v w) counts the distinct u before them, and a pair is in one
+   bucket, so the shares add up.
+2. Continuation bigrams by the bucket of v: summed, N1+(. v w), then N1+(. v .) and N1+(v .); a bucket holds at
+   most the vocabulary per middle word. Only N1+(. w) spans buckets: summed at the end, a number a word.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 PENDING = 1 << 20  # trigrams a bucket takes unsummed before folding them into its arrays
-BITS = 6  # 64 buckets: a merging worker holds ~1/64 of the trigrams (more for a bucket of a frequent word)
+BITS = 6  # buckets of each pass, at least (``bits_for``): a merging worker holds about 1/64 of the trigrams
 
 
 def tokenize(text: str) -> list[str]:
@@ -44,6 +50,12 @@ def word_hash(word: str) -> int:
     return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
 
 
+def bits_for(shards: int) -> int:
+    """Bucket bits for a corpus of ``shards`` raw shards: a bucket per 16 shards (a few hundred thousand
+    trigrams), at least ``BITS``, so that a merging worker's share stays flat as the corpus grows."""
+    return max(BITS, (max(shards, 1) // 16).bit_length())
+
+
 def buckets_of(hashes: np.ndarray, bits: int) -> np.ndarray:
     """The bucket of each word hash: its top ``bits`` bits."""
     if not bits:
@@ -51,9 +63,22 @@ def buckets_of(hashes: np.ndarray, bits: int) -> np.ndarray:
     return (np.asarray(hashes, dtype=np.uint64) >> np.uint64(64 - bits)).astype(np.int64)
 
 
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def pair_hashes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each (first, second) pair of word hashes (splitmix64's finaliser over a mix of the
+    two): what orders and buckets the context pairs."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(first, dtype=np.uint64) * _MIX[0] ^ np.asarray(second, dtype=np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * _MIX[1]
+        x = (x ^ (x >> np.uint64(27))) * _MIX[2]
+    return x ^ (x >> np.uint64(31))
+
+
 @dataclass
 class BucketCounts:
-    """One bucket's share of the counts: its words (hash -> word) and the trigrams whose middle word is in
+    """One bucket's share of the counts: its words (hash -> word) and the trigrams whose context pair is in
     it, each distinct trigram a row of three word hashes (``keys``, sorted) with its count: about 32 bytes a
     trigram. ``unfolded``: (keys, counts) parts taken since the last fold. A hash shared by two words is an
     error, never a merged count."""
@@ -95,7 +120,8 @@ class BucketCounts:
 
 
 def count_texts(texts: Iterable[str], bits: int = BITS) -> dict[int, BucketCounts]:
-    """The trigram counts of ``texts`` (with ``<s>`` padding), by bucket; a bucket without words is absent."""
+    """The trigram counts of ``texts`` (with ``<s>`` padding), by bucket: a trigram in its pair's, a word in
+    its own."""
     whole, hashes, pending = BucketCounts(), {}, []
     for text in texts:
         hashed = [hashes[w] if w in hashes else hashes.setdefault(w, word_hash(w)) for w in padded(text)]
@@ -106,12 +132,13 @@ def count_texts(texts: Iterable[str], bits: int = BITS) -> dict[int, BucketCount
     whole.add(np.array(pending, dtype=np.uint64).reshape(-1, 3), np.ones(len(pending), dtype=np.int64), {}).fold()
     words = {value: word for word, value in hashes.items()}
     word_buckets = buckets_of(np.array(list(words), dtype=np.uint64), bits).tolist()
-    trigram_buckets = buckets_of(whole.keys[:, 1], bits)
+    trigram_buckets = buckets_of(pair_hashes(whole.keys[:, 0], whole.keys[:, 1]), bits)
     found: dict[int, BucketCounts] = {}
     for (value, word), bucket in zip(words.items(), word_buckets, strict=True):
         found.setdefault(bucket, BucketCounts()).words[value] = word
-    for bucket, counts in found.items():
+    for bucket in np.unique(trigram_buckets).tolist():
         mine = trigram_buckets == bucket
+        counts = found.setdefault(bucket, BucketCounts())
         counts.keys, counts.counts = whole.keys[mine], whole.counts[mine]
     return found
 
@@ -143,51 +170,114 @@ def vocabulary_of(word_hashes: Iterable[np.ndarray]) -> np.ndarray:
 
 
 @dataclass
-class Part:
-    """One bucket's model arrays, over global word ids (``size`` words). Keys sort like the numbers
-    ``v * size + u`` (context pairs), ``pair * size + w`` (trigrams: ``pair`` indexes this part's
-    ``pairs``) and ``v * size + w`` (bigrams); ``context2`` and ``followers2`` hold the bucket's id range
-    (``first``, ``first + len``). ``unigram_ids``/``unigram_cont``: this bucket's share of N1+(. w)."""
+class TrigramPart:
+    """One pair bucket's model arrays: its context pairs (u v) as pair hashes, sorted, each with c(u v .) and
+    N1+(u v .), and its trigrams as ``pair * size + w`` (``pair`` an index into ``pairs``; ``size`` words),
+    sorted, with their counts."""
 
-    first: int
-    pairs: np.ndarray  # context pairs (u v) seen, as v * size + u
-    context3: np.ndarray  # c(u v .)
-    followers3: np.ndarray  # N1+(u v .)
+    pairs: np.ndarray  # uint64
+    context3: np.ndarray
+    followers3: np.ndarray
     trigram_keys: np.ndarray
     trigram_counts: np.ndarray
-    bigrams: np.ndarray  # continuation bigrams (v w), as v * size + w
-    bigram_cont: np.ndarray  # N1+(. v w)
-    context2: np.ndarray  # N1+(. v .)
-    followers2: np.ndarray  # N1+(v .) among continuation bigrams
+
+    SECTIONS = ("pairs", "context3", "followers3", "trigram_keys", "trigram_counts")
+
+
+@dataclass
+class BigramShare:
+    """Continuation bigrams (v w), as ``v * size + w``, with a count of distinct u before each: one pair
+    bucket's share of a middle-word bucket, or their sum (``trigram_buckets``: the pair buckets summed)."""
+
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    trigram_buckets: set[int] = field(default_factory=set)
+
+    def absorb(self, other: BigramShare) -> BigramShare:
+        self.keys, self.counts = _runs_of(np.concatenate([self.keys, other.keys]),
+                                          np.concatenate([self.counts, other.counts]))
+        self.trigram_buckets |= other.trigram_buckets
+        return self
+
+
+@dataclass
+class BigramPart:
+    """One middle-word bucket's model arrays: its continuation bigrams, sorted, with N1+(. v w); N1+(. v .) and
+    N1+(v .) of the bucket's id range (``first``, ``first + len``); its share of N1+(. w)."""
+
+    first: int
+    bigrams: np.ndarray
+    bigram_cont: np.ndarray
+    context2: np.ndarray
+    followers2: np.ndarray
     unigram_ids: np.ndarray
     unigram_cont: np.ndarray
 
-    SECTIONS = ("pairs", "context3", "followers3", "trigram_keys", "trigram_counts", "bigrams", "bigram_cont",
-                "context2", "followers2")
+    SECTIONS = ("bigrams", "bigram_cont", "context2", "followers2")
 
 
-def model_part(counts: BucketCounts, vocabulary: np.ndarray, bucket: int, bits: int) -> Part:
-    """The model arrays of one merged bucket (Chen & Goodman's counts, as ``ngram_lm`` reads them)."""
+def trigram_part(counts: BucketCounts, vocabulary: np.ndarray, bucket: int, bits: int
+                 ) -> tuple[TrigramPart, dict[int, BigramShare]]:
+    """Pass 1 (Chen & Goodman's counts of a pair, as ``ngram_lm`` reads them): a merged pair bucket's
+    arrays, and its shares of the continuation bigrams by the middle word's bucket. Two pairs of one hash are
+    an error, never merged counts."""
     size = len(vocabulary)
-    ids = np.searchsorted(vocabulary, counts.keys).astype(np.int64).reshape(-1, 3)
-    u, v, w, count = ids[:, 0], ids[:, 1], ids[:, 2], counts.counts
-    vocabulary_buckets = buckets_of(vocabulary, bits)
-    first, end = np.searchsorted(vocabulary_buckets, bucket), np.searchsorted(vocabulary_buckets, bucket, "right")
-    pair = v * size + u
+    pair = pair_hashes(counts.keys[:, 0], counts.keys[:, 1])
+    w = np.searchsorted(vocabulary, counts.keys[:, 2]).astype(np.int64)
     order = np.lexsort((w, pair))
-    pair, w, count = pair[order], w[order], count[order]
+    pair, w, count, keys = pair[order], w[order], counts.counts[order], counts.keys[order]
     pairs, starts = _runs(pair)
     followers3 = np.diff(np.append(starts, len(pair)))
-    bigrams, bigram_starts = _runs(np.sort(pair // size * size + w))  # (v w) of each distinct trigram
-    bigram_cont = np.diff(np.append(bigram_starts, len(pair)))
-    middle, last = bigrams // size - first, bigrams % size
+    if (keys[:, :2] != keys[np.repeat(starts, followers3), :2]).any():  # a row against its run's first
+        raise ValueError("trigram counts: two context pairs share a 64-bit hash")
+    part = TrigramPart(pairs, np.add.reduceat(count, starts) if len(count) else count, followers3,
+                       np.repeat(np.arange(len(pairs)), followers3) * size + w, count)
+    v = np.searchsorted(vocabulary, keys[:, 1]).astype(np.int64)
+    bigrams, bigram_cont = np.unique(v * size + w, return_counts=True)  # each row a distinct (u v w)
+    middle_buckets = buckets_of(vocabulary[bigrams // size], bits)
+    shares = {}
+    for middle in np.unique(middle_buckets).tolist():
+        mine = middle_buckets == middle
+        shares[middle] = BigramShare(bigrams[mine], bigram_cont[mine], {bucket})
+    return part, shares
+
+
+def bigram_part(share: BigramShare, vocabulary: np.ndarray, bucket: int, bits: int) -> BigramPart:
+    """Pass 2: a middle-word bucket's summed shares as its arrays."""
+    size = len(vocabulary)
+    vocabulary_buckets = buckets_of(vocabulary, bits)
+    first, end = np.searchsorted(vocabulary_buckets, bucket), np.searchsorted(vocabulary_buckets, bucket, "right")
+    middle, last = share.keys // size - first, share.keys % size
     unigram_ids, unigram_cont = np.unique(last, return_counts=True)
-    return Part(
-        first=int(first), pairs=pairs, context3=np.add.reduceat(count, starts) if len(count) else count,
-        followers3=followers3, trigram_keys=np.repeat(np.arange(len(pairs)), followers3) * size + w,
-        trigram_counts=count, bigrams=bigrams, bigram_cont=bigram_cont,
-        context2=np.bincount(middle, weights=bigram_cont, minlength=end - first).astype(np.int64),
-        followers2=np.bincount(middle, minlength=end - first), unigram_ids=unigram_ids, unigram_cont=unigram_cont)
+    return BigramPart(int(first), share.keys, share.counts,
+                      np.bincount(middle, weights=share.counts, minlength=end - first).astype(np.int64),
+                      np.bincount(middle, minlength=end - first), unigram_ids, unigram_cont)
+
+
+class ShareCombiner:
+    """CombineFn semantics (a ``beam.CombinePerKey`` by middle-word bucket) over ``BigramShare``: their sum."""
+
+    def create_accumulator(self) -> BigramShare:
+        return BigramShare()
+
+    def add_input(self, accumulator: BigramShare, share: BigramShare) -> BigramShare:
+        return accumulator.absorb(share)
+
+    def merge_accumulators(self, accumulators: Iterable[BigramShare]) -> BigramShare:
+        merged = BigramShare()
+        for accumulator in accumulators:
+            merged.absorb(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: BigramShare) -> BigramShare:
+        return accumulator
+
+
+def _runs_of(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``keys``, sorted, with their ``counts`` summed."""
+    order = np.argsort(keys, kind="stable")
+    distinct, starts = _runs(keys[order])
+    return distinct, np.add.reduceat(counts[order], starts) if len(starts) else counts[:0]
 
 
 def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,13 +288,16 @@ def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class UnigramTotals:
-    """The buckets seen so far and their summed shares of N1+(. w), by word id (grown as ids come)."""
+    """The buckets seen so far (middle-word buckets; ``trigram_buckets``: the pair buckets before them) and
+    their summed shares of N1+(. w), by word id (grown as ids come)."""
 
     buckets: set[int] = field(default_factory=set)
     cont: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    trigram_buckets: set[int] = field(default_factory=set)
 
-    def add(self, bucket: int, ids: np.ndarray, cont: np.ndarray) -> UnigramTotals:
+    def add(self, bucket: int, ids: np.ndarray, cont: np.ndarray, trigram_buckets: set[int]) -> UnigramTotals:
         self.buckets.add(bucket)
+        self.trigram_buckets |= trigram_buckets
         if len(ids) and ids[-1] >= len(self.cont):  # ids are sorted
             self.cont = np.pad(self.cont, (0, int(ids[-1]) + 1 - len(self.cont)))
         self.cont[ids] += cont
@@ -212,6 +305,7 @@ class UnigramTotals:
 
     def absorb(self, other: UnigramTotals) -> UnigramTotals:
         self.buckets |= other.buckets
+        self.trigram_buckets |= other.trigram_buckets
         size = max(len(self.cont), len(other.cont))
         self.cont = np.pad(self.cont, (0, size - len(self.cont))) + np.pad(other.cont, (0, size - len(other.cont)))
         return self
@@ -222,12 +316,14 @@ class UnigramTotals:
 
 
 class UnigramCombiner:
-    """CombineFn semantics over (bucket, a part's ``unigram_ids``, its ``unigram_cont``): ``UnigramTotals``."""
+    """CombineFn semantics over (middle-word bucket, its part's ``unigram_ids`` and ``unigram_cont``, its pair
+    buckets): ``UnigramTotals``."""
 
     def create_accumulator(self) -> UnigramTotals:
         return UnigramTotals()
 
-    def add_input(self, accumulator: UnigramTotals, share: tuple[int, np.ndarray, np.ndarray]) -> UnigramTotals:
+    def add_input(self, accumulator: UnigramTotals, share: tuple[int, np.ndarray, np.ndarray, set[int]]
+                  ) -> UnigramTotals:
         return accumulator.add(*share)
 
     def merge_accumulators(self, accumulators: Iterable[UnigramTotals]) -> UnigramTotals:

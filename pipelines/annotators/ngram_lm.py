@@ -2,10 +2,11 @@
 Augmentations": rewritten captions are ranked by linguistic fluency, the top 100 kept).
 
 Interpolated Kneser-Ney (Chen & Goodman 1998, fixed discount) over lowercased word tokens. Training is a
-count of trigrams in buckets (``ngram_counts``): the rewrite stage merges each bucket in a worker of its
-own, which writes the bucket's arrays (``write_part``); one step then appends the parts, one at a time,
-to the model's arrays, a file each (``write_model``), and every rewrite worker memory-maps those: no
-process holds the counts or the model, whatever the corpus' size. ``train`` does the same in memory, for
+count of trigrams in buckets, in two keyed passes (``ngram_counts``: by context pair, then by middle word):
+the rewrite stage merges each bucket in a worker of its own, which writes the bucket's arrays
+(``write_part``); one step then appends the parts, one at a time, to the model's arrays, a file each
+(``write_model``), and every rewrite worker memory-maps those: no process holds the counts or the model,
+whatever the corpus' size. ``train`` does the same in memory, for
 tests and small corpora. The probabilities are the same floats however the counts were bucketed (the same
 operations in the same order as the formulas computed one at a time).
 """
@@ -25,13 +26,17 @@ from pipelines.annotators.ngram_counts import (
     BITS,
     EOS,
     UNK,
+    BigramPart,
     BucketCombiner,
     BucketCounts,
-    Part,
+    ShareCombiner,
+    TrigramPart,
     UnigramTotals,
+    bigram_part,
     buckets_of,
     count_texts,
-    model_part,
+    pair_hashes,
+    trigram_part,
     trigrams,
     vocabulary_of,
     word_hash,
@@ -39,6 +44,8 @@ from pipelines.annotators.ngram_counts import (
 
 DISCOUNT = 0.75
 MODEL_FILE, WORDS_FILE, PARTS = "model.json", "words.npz", "parts"  # the model file is written last: the proof
+SECTIONS = TrigramPart.SECTIONS + BigramPart.SECTIONS  # the model's arrays, a file each; all int64 but the pairs'
+_DTYPES = {name: np.uint64 if name == "pairs" else np.int64 for name in SECTIONS}
 
 
 def train(texts: Iterable[str], discount: float = DISCOUNT, bits: int = BITS) -> NgramLM:
@@ -49,38 +56,47 @@ def train(texts: Iterable[str], discount: float = DISCOUNT, bits: int = BITS) ->
 
 
 def model_of(buckets: dict[int, BucketCounts], discount: float = DISCOUNT, bits: int = BITS) -> NgramLM:
-    """The model of merged bucket counts, in memory."""
+    """The model of merged pair-bucket counts, in memory: both passes in a loop."""
     vocabulary = vocabulary_of(b.word_hashes() for b in buckets.values())
-    parts = {b: model_part(counts, vocabulary, b, bits) for b, counts in buckets.items()}
+    trigram_parts, shares, combiner = {}, {}, ShareCombiner()
+    for bucket, counts in buckets.items():
+        trigram_parts[bucket], mine = trigram_part(counts, vocabulary, bucket, bits)
+        for middle, share in mine.items():
+            combiner.add_input(shares.setdefault(middle, combiner.create_accumulator()), share)
+    bigram_parts = {middle: bigram_part(share, vocabulary, middle, bits) for middle, share in shares.items()}
     totals = UnigramTotals()
-    for b, part in parts.items():
-        totals.add(b, part.unigram_ids, part.unigram_cont)
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in Part.SECTIONS}
-    for bucket in _bucket_chunks(parts, parts.__getitem__, vocabulary, bits):
-        for name, chunk in bucket.items():
-            chunks[name].append(chunk)
-    arrays = {name: np.concatenate(found) for name, found in chunks.items()}
+    for middle, part in bigram_parts.items():
+        totals.add(middle, part.unigram_ids, part.unigram_cont, shares[middle].trigram_buckets)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in SECTIONS}
+    for chunk in _chunks(totals, trigram_parts.__getitem__, bigram_parts.__getitem__, vocabulary, bits):
+        for name, values in chunk.items():
+            chunks[name].append(values)
+    arrays = {name: np.concatenate([np.zeros(0, _DTYPES[name]), *found]).astype(_DTYPES[name], copy=False)
+              for name, found in chunks.items()}
     return NgramLM(vocabulary, totals.dense(len(vocabulary)), arrays, discount)
 
 
-def _bucket_chunks(buckets: Iterable[int], part: Callable[[int], Part], vocabulary: np.ndarray, bits: int
-                   ) -> Iterator[dict[str, np.ndarray]]:
-    """The model's arrays a bucket at a time, in order: the parts' sections, trigram keys renumbered to the
-    whole model's context pairs, zero per-word counts for a bucket without a part (``<s>`` or ``</s>``
-    alone). Concatenated, each section is sorted: a bucket is a range of ids, the first digit of its keys."""
-    size, pairs_before, buckets = len(vocabulary), 0, set(buckets)
-    bounds = np.searchsorted(buckets_of(vocabulary, bits), np.arange((1 << bits) + 1)).tolist()
-    empty = {name: np.zeros(0, dtype=np.int64) for name in Part.SECTIONS}
-    for bucket in range(1 << bits):
-        if bucket not in buckets:
-            words = np.zeros(bounds[bucket + 1] - bounds[bucket], dtype=np.int64)
-            yield empty | {"context2": words, "followers2": words}
-            continue
-        found = part(bucket)
-        chunk = {name: getattr(found, name).astype(np.int64, copy=False) for name in Part.SECTIONS}
+def _chunks(totals: UnigramTotals, trigram: Callable[[int], TrigramPart], bigram: Callable[[int], BigramPart],
+            vocabulary: np.ndarray, bits: int) -> Iterator[dict[str, np.ndarray]]:
+    """The model's arrays a bucket at a time, in bucket order (concatenated, each is sorted: a bucket is a
+    range of pair hashes, of middle-word ids): the pair buckets' sections, trigram keys renumbered to the whole
+    model's pairs; then the middle-word buckets', per-word counts zero for a bucket without a part (``<s>``
+    or ``</s>`` alone)."""
+    size, pairs_before = len(vocabulary), 0
+    for bucket in sorted(totals.trigram_buckets):
+        part = trigram(bucket)
+        chunk = {name: getattr(part, name) for name in TrigramPart.SECTIONS}
         chunk["trigram_keys"] = chunk["trigram_keys"] + pairs_before * size
-        pairs_before += len(found.pairs)
+        pairs_before += len(part.pairs)
         yield chunk
+    bounds = np.searchsorted(buckets_of(vocabulary, bits), np.arange((1 << bits) + 1)).tolist()
+    for bucket in range(1 << bits):
+        if bucket in totals.buckets:
+            part = bigram(bucket)
+            yield {name: getattr(part, name) for name in BigramPart.SECTIONS}
+        else:
+            words = np.zeros(bounds[bucket + 1] - bounds[bucket], dtype=np.int64)
+            yield {"context2": words, "followers2": words}
 
 
 class NgramLM:
@@ -97,7 +113,7 @@ class NgramLM:
         if not 0 < discount < 1:
             raise ValueError(f"discount: expected 0 < d < 1, got {discount}")
         self.vocabulary_hashes, self.unigram_cont, self.discount = vocabulary, unigram_cont, discount
-        for name in Part.SECTIONS:
+        for name in SECTIONS:
             setattr(self, name, arrays[name])
         self.eos, self.unk = (int(np.searchsorted(vocabulary, word_hash(w))) for w in (EOS, UNK))
         self.bigram_types = len(self.bigrams)
@@ -111,17 +127,18 @@ class NgramLM:
         from retrieval import files
 
         proof = files.read_bytes(files.join(folder, MODEL_FILE))
-        local = files.local_copy(folder, [*_array_files(), WORDS_FILE, MODEL_FILE], cache, proof)
+        local = files.local_copy(folder, [*(f"{name}.bin" for name in SECTIONS), WORDS_FILE, MODEL_FILE], cache,
+                                 proof)
         with np.load(os.path.join(local, WORDS_FILE)) as words:
             vocabulary, unigram_cont = words["vocabulary"], words["unigram_cont"]
-        arrays = {name: _mapped(os.path.join(local, file)) for name, file in zip(Part.SECTIONS, _array_files(),
-                                                                                 strict=True)}
+        arrays = {name: _mapped(os.path.join(local, f"{name}.bin"), _DTYPES[name]) for name in SECTIONS}
         return cls(vocabulary, unigram_cont, arrays, json.loads(proof)["discount"])
 
-    def _ids(self, words: Sequence[str]) -> np.ndarray:
+    def _ids(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(each word's hash, its id or -1)."""
         hashes = np.array([word_hash(word) for word in words], dtype=np.uint64)
         at = np.minimum(np.searchsorted(self.vocabulary_hashes, hashes), len(self.vocabulary_hashes) - 1)
-        return np.where(self.vocabulary_hashes[at] == hashes, at, -1).astype(np.int64)
+        return hashes, np.where(self.vocabulary_hashes[at] == hashes, at, -1).astype(np.int64)
 
     def _p1(self, w: np.ndarray) -> np.ndarray:
         if not self.bigram_types:
@@ -143,11 +160,11 @@ class NgramLM:
     def probs(self, w: list[str], u: list[str], v: list[str]) -> np.ndarray:
         """P(w[i] | u[i] v[i]) for each i; words outside the vocabulary are ``<unk>``."""
         size = len(self.vocabulary_hashes)
-        w_id = self._ids(w)
+        _, w_id = self._ids(w)
         w_id = np.where((w_id >= 0) & ((self.unigram_cont[np.maximum(w_id, 0)] > 0) | (w_id == self.eos)),
                         w_id, self.unk)
-        u_id, v_id = self._ids(u), self._ids(v)
-        at = _position(self.pairs, np.where((u_id >= 0) & (v_id >= 0), v_id * size + u_id, -1))
+        (u_hash, u_id), (v_hash, v_id) = self._ids(u), self._ids(v)
+        at = np.where((u_id >= 0) & (v_id >= 0), _position(self.pairs, pair_hashes(u_hash, v_hash)), -1)
         total = _take(self.context3, at)
         d, lower = self.discount, self._p2(w_id, v_id)
         seen = np.maximum(_found(self.trigram_keys, np.where(at >= 0, at * size + w_id, -1),
@@ -175,59 +192,65 @@ class NgramLM:
         return out
 
 
-# --- on disk: a part per bucket (written by the worker that merged it), then the model's arrays -----------
+# --- on disk: a part per bucket of each pass (written by the worker that merged it), then the model's arrays --
 
 
-def _array_files() -> list[str]:
-    return [f"{name}.bin" for name in Part.SECTIONS]
-
-
-def _mapped(path: str) -> np.ndarray:
+def _mapped(path: str, dtype) -> np.ndarray:
     if not os.path.getsize(path):
-        return np.zeros(0, dtype=np.int64)  # an empty file cannot be mapped
-    return np.asarray(np.memmap(path, dtype=np.int64, mode="r"))  # a plain array over the map: no memmap wrapping
+        return np.zeros(0, dtype=dtype)  # an empty file cannot be mapped
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r"))  # a plain array over the map: no memmap wrapping
 
 
-def write_part(folder: str, bucket: int, part: Part) -> None:
-    """One bucket's arrays as one file of int64s under ``folder/parts``: its first word id, each section's
-    length, then the sections."""
+def _part_path(folder: str, kind: str, bucket: int) -> str:
     from pipelines import storage
 
-    sections = [getattr(part, name).astype(np.int64) for name in Part.SECTIONS]
-    header = np.array([part.first, *map(len, sections)], dtype=np.int64)
-    storage.write_whole(storage.join(folder, PARTS, f"{bucket:05d}.bin"), np.concatenate([header, *sections]).tobytes())
+    return storage.join(folder, PARTS, f"{kind}{bucket:05d}.bin")
 
 
-def _read_part(folder: str, bucket: int) -> Part:
+def write_part(folder: str, bucket: int, part: TrigramPart | BigramPart) -> None:
+    """One bucket's arrays as one file of 8-byte numbers under ``folder/parts``: a header (a bigram part's
+    first word id, each section's length), then the sections."""
     from pipelines import storage
 
-    data = np.frombuffer(storage.read_bytes(storage.join(folder, PARTS, f"{bucket:05d}.bin")), dtype=np.int64)
-    start, sections = 1 + len(Part.SECTIONS), {}
-    for name, length in zip(Part.SECTIONS, data[1:start].tolist(), strict=True):
-        sections[name], start = data[start:start + length], start + length
-    return Part(first=int(data[0]), unigram_ids=data[:0], unigram_cont=data[:0], **sections)
+    sections = [getattr(part, name).view(np.int64) for name in part.SECTIONS]
+    header = np.array([getattr(part, "first", 0), *map(len, sections)], dtype=np.int64)
+    kind = "t" if isinstance(part, TrigramPart) else "b"
+    storage.write_whole(_part_path(folder, kind, bucket), np.concatenate([header, *sections]).tobytes())
 
 
-def write_model(folder: str, vocabulary: np.ndarray, unigram_cont: np.ndarray, buckets: Iterable[int],
-                discount: float, bits: int) -> None:
+def _read_part(folder: str, bucket: int, cls: type) -> TrigramPart | BigramPart:
+    from pipelines import storage
+
+    data = np.frombuffer(storage.read_bytes(_part_path(folder, "t" if cls is TrigramPart else "b", bucket)),
+                         dtype=np.int64)
+    start, sections = 1 + len(cls.SECTIONS), {}
+    for name, length in zip(cls.SECTIONS, data[1:start].tolist(), strict=True):
+        sections[name], start = data[start:start + length].view(_DTYPES[name]), start + length
+    if cls is TrigramPart:
+        return TrigramPart(**sections)
+    return BigramPart(first=int(data[0]), unigram_ids=data[:0], unigram_cont=data[:0], **sections)
+
+
+def write_model(folder: str, vocabulary: np.ndarray, totals: UnigramTotals, discount: float, bits: int) -> None:
     """The model's arrays, a file each, appended to a part at a time (one part in memory), then the words'
     arrays, then the model file (last: a reader trusts the files it finds with it); the parts are removed."""
     from pipelines import storage
 
-    targets = [storage.join(folder, name) for name in _array_files()]
+    targets = [storage.join(folder, f"{name}.bin") for name in SECTIONS]
     temporaries = [f"{target}.tmp-{uuid.uuid4().hex}" for target in targets]
-    streams = [storage.create(tmp) for tmp in temporaries]
+    streams = dict(zip(SECTIONS, map(storage.create, temporaries), strict=True))
     try:
-        for chunk in _bucket_chunks(buckets, lambda b: _read_part(folder, b), vocabulary, bits):
-            for stream, name in zip(streams, Part.SECTIONS, strict=True):
-                stream.write(chunk[name].tobytes())
+        for chunk in _chunks(totals, lambda b: _read_part(folder, b, TrigramPart),
+                             lambda b: _read_part(folder, b, BigramPart), vocabulary, bits):
+            for name, values in chunk.items():
+                streams[name].write(values.astype(_DTYPES[name], copy=False).tobytes())
     finally:
-        for stream in streams:
+        for stream in streams.values():
             stream.close()
     for tmp, target in zip(temporaries, targets, strict=True):
         storage.rename(tmp, target)
     buffer = io.BytesIO()
-    np.savez(buffer, vocabulary=vocabulary, unigram_cont=unigram_cont)
+    np.savez(buffer, vocabulary=vocabulary, unigram_cont=totals.dense(len(vocabulary)))
     storage.write_whole(storage.join(folder, WORDS_FILE), buffer.getvalue())
     meta = {"discount": discount, "bits": bits, "build": uuid.uuid4().hex}
     storage.write_whole(storage.join(folder, MODEL_FILE), json.dumps(meta).encode())

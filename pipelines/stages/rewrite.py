@@ -86,13 +86,13 @@ def shard_parses(root: str, source: str, shard: int) -> list[dict]:
 
 @dataclass(frozen=True)
 class Statistic:
-    """A corpus statistic: ``steps(input, base)`` adds the Beam steps computing it from ``over`` ("shards":
-    (source, shard) of the corpus, "parses": their ANN_PARSE rows) and writing it under ``base``
-    (``stats/<name>-<digest>``); ``done`` (after ``base``) exists once it is written."""
+    """A corpus statistic: ``steps(input, base, shards)`` adds the Beam steps computing it from ``over``
+    ("shards": (source, shard) of the corpus, "parses": their ANN_PARSE rows; ``shards``: how many) and
+    writing it under ``base`` (``stats/<name>-<digest>``); ``done`` (after ``base``) exists once it is written."""
 
     name: str
     over: str
-    steps: Callable[[beam.PCollection, str], None]
+    steps: Callable[[beam.PCollection, str, int], None]
     done: str = ".pkl"
 
 
@@ -117,9 +117,9 @@ def ngram_folder(root: str, digest: str) -> str:
     return stat_path(root, "ngram", digest, "")
 
 
-def _combined(name: str, combiner: Callable[[], object], values: beam.PCollection, base: str) -> None:
+def _combined(name: str, combiner: Callable[[], object], values: beam.PCollection, base: str, shards: int) -> None:
     """A statistic that is a CombineFn's output (``combiner`` has the four methods, and imports no Beam),
-    pickled to ``<base>.pkl``."""
+    pickled to ``<base>.pkl`` (one worker merges it, whatever ``shards``)."""
     (values
      | f"{name}/Combine" >> beam.CombineGlobally(AsCombineFn(combiner()))
      | f"{name}/Write" >> beam.Map(_write_stat, f"{base}.pkl"))
@@ -200,33 +200,50 @@ def _combine_statistics(root: str, sources: list[str], config: RewriteConfig, ru
         if any(s.over == "parses" for s in missing):
             inputs["parses"] = spread | "Parses" >> beam.FlatMapTuple(partial(shard_parses, root))
         for stat in missing:
-            stat.steps(inputs[stat.over], stat_path(root, stat.name, digest, ""))
+            stat.steps(inputs[stat.over], stat_path(root, stat.name, digest, ""), len(shards))
 
 
-def shard_trigram_counts(root: str, max_chars: int, source: str, shard: int) -> list:
+def shard_trigram_counts(root: str, max_chars: int, bits: int, source: str, shard: int) -> list:
     """(bucket, its counts) of one raw shard's good captions (``ngram_counts``)."""
     from pipelines.annotators.ngram_counts import count_texts
 
-    return list(count_texts(caption[3] for caption in shard_captions(root, max_chars, source, shard)).items())
+    texts = (caption[3] for caption in shard_captions(root, max_chars, source, shard))
+    return list(count_texts(texts, bits).items())
 
 
-def _ngram_model(root: str, max_chars: int, shards: beam.PCollection, folder: str) -> None:
-    """The fluency model's parts (UNIMO App. A), each bucket of trigrams merged and written by one worker,
-    then the words' totals and the model file: no step holds more than a bucket's counts or a number a word."""
-    from pipelines.annotators.ngram_counts import BITS, BucketCombiner, UnigramCombiner, model_part, vocabulary_of
+def _ngram_model(root: str, max_chars: int, shards: beam.PCollection, folder: str, shard_count: int) -> None:
+    """The fluency model (UNIMO App. A) in two keyed passes (``ngram_counts``): trigrams merged by context
+    pair bucket, each bucket's arrays written by its worker, which passes its continuation bigrams on by
+    middle-word bucket; those merged and written likewise; then one step appends the parts to the model's
+    arrays. No step holds more than a bucket (a few hundred thousand trigrams, whatever the corpus: the
+    buckets grow with it) or a number a word."""
+    from pipelines.annotators.ngram_counts import (
+        BucketCombiner,
+        ShareCombiner,
+        UnigramCombiner,
+        bigram_part,
+        bits_for,
+        trigram_part,
+        vocabulary_of,
+    )
     from pipelines.annotators.ngram_lm import DISCOUNT, write_model, write_part
 
-    def part(bucket_counts, vocabulary):
-        bucket, counts = bucket_counts
-        made = model_part(counts, vocabulary, bucket, BITS)
-        write_part(folder, bucket, made)
-        return bucket, made.unigram_ids, made.unigram_cont
+    bits = bits_for(shard_count)
 
-    def model(totals, vocabulary):
-        write_model(folder, vocabulary, totals.dense(len(vocabulary)), totals.buckets, DISCOUNT, BITS)
+    def pairs(bucket_counts, vocabulary):
+        bucket, counts = bucket_counts
+        part, shares = trigram_part(counts, vocabulary, bucket, bits)
+        write_part(folder, bucket, part)
+        return list(shares.items())
+
+    def bigrams(middle_share, vocabulary):
+        middle, share = middle_share
+        part = bigram_part(share, vocabulary, middle, bits)
+        write_part(folder, middle, part)
+        return middle, part.unigram_ids, part.unigram_cont, share.trigram_buckets
 
     counts = (shards
-              | "ngram/Count" >> beam.FlatMapTuple(partial(shard_trigram_counts, root, max_chars))
+              | "ngram/Count" >> beam.FlatMapTuple(partial(shard_trigram_counts, root, max_chars, bits))
               | "ngram/Merge" >> beam.CombinePerKey(AsCombineFn(BucketCombiner())))
     vocabulary = beam.pvalue.AsSingleton(
         counts
@@ -234,9 +251,12 @@ def _ngram_model(root: str, max_chars: int, shards: beam.PCollection, folder: st
         | "ngram/AllWords" >> beam.combiners.ToList()
         | "ngram/Vocabulary" >> beam.Map(vocabulary_of))
     (counts
-     | "ngram/Parts" >> beam.Map(part, vocabulary)
+     | "ngram/Pairs" >> beam.FlatMap(pairs, vocabulary)
+     | "ngram/MergeBigrams" >> beam.CombinePerKey(AsCombineFn(ShareCombiner()))
+     | "ngram/Bigrams" >> beam.Map(bigrams, vocabulary)
      | "ngram/Totals" >> beam.CombineGlobally(AsCombineFn(UnigramCombiner()))
-     | "ngram/Model" >> beam.Map(model, vocabulary))
+     | "ngram/Model" >> beam.Map(lambda totals, vocabulary: write_model(folder, vocabulary, totals, DISCOUNT, bits),
+                                 vocabulary))
 
 
 def similar_name(config: RewriteConfig, encoder: str | None) -> str:

@@ -19,15 +19,16 @@ from pipelines.annotators.ngram_counts import (
     UNK,
     BucketCombiner,
     BucketCounts,
-    Part,
-    UnigramCombiner,
+    ShareCombiner,
+    UnigramTotals,
+    bigram_part,
     count_texts,
-    model_part,
     tokenize,
+    trigram_part,
     trigrams,
     vocabulary_of,
 )
-from pipelines.annotators.ngram_lm import NgramLM, model_of, train, write_model, write_part
+from pipelines.annotators.ngram_lm import SECTIONS, NgramLM, model_of, train, write_model, write_part
 
 CAPTIONS = [
     "A dog sitting on a red couch.",
@@ -189,16 +190,42 @@ def test_two_words_sharing_a_hash_is_an_error_not_a_merged_count():
         counts.add(np.zeros((0, 3), dtype=np.uint64), np.zeros(0, dtype=np.int64), {7: "dog"})
 
 
+def test_no_bucket_holds_a_frequent_words_trigrams_whole():
+    """Buckets by context pair: a word in the middle of most trigrams spreads over every bucket (by middle word,
+    one bucket would hold them all), and buckets grow in number with the corpus."""
+    rng = np.random.default_rng(2)
+    texts = [" a ".join(f"w{i}" for i in rng.integers(0, 500, 6)) for _ in range(3000)]
+    buckets = count_texts(texts, bits=6)
+    sizes = [len(counts.counts) for counts in buckets.values()]
+    middle_a = sum(int((counts.keys[:, 1] == ngram_counts.word_hash("a")).sum()) for counts in buckets.values())
+    assert middle_a > sum(sizes) / 3  # what one bucket by middle word would hold
+    assert len(sizes) == 64 and max(sizes) < sum(sizes) / 10  # a bucket: ~1/64, plus a pair's <= 500 followers
+    assert [ngram_counts.bits_for(n) for n in (1, 8, 1024, 33000)] == [6, 6, 7, 12]
+
+
+def test_two_context_pairs_sharing_a_hash_is_an_error(monkeypatch):
+    monkeypatch.setattr(ngram_counts, "pair_hashes", lambda first, second: np.zeros(len(first), dtype=np.uint64))
+    (counts,) = count_texts(["a b c d"], bits=0).values()
+    with pytest.raises(ValueError, match="two context pairs share a 64-bit hash"):
+        trigram_part(counts.fold(), vocabulary_of([counts.word_hashes()]), 0, 0)
+
+
 def _write(folder: str, texts: list[str], bits: int) -> None:
-    """The model as the stage writes it: each bucket's part apart, then the words' totals and the model file."""
-    combiner, buckets = BucketCombiner(), count_texts(texts, bits)
+    """The model as the stage writes it: each pair bucket's part, each middle-word bucket's part from their
+    shares, then the model's arrays appended from the parts."""
+    combiner, shares, buckets = ShareCombiner(), {}, count_texts(texts, bits)
     vocabulary = vocabulary_of(counts.word_hashes() for counts in buckets.values())
-    totals = UnigramCombiner().create_accumulator()
     for bucket, counts in buckets.items():
-        part = model_part(combiner.extract_output(counts), vocabulary, bucket, bits)
+        part, mine = trigram_part(BucketCombiner().extract_output(counts), vocabulary, bucket, bits)
         write_part(folder, bucket, part)
-        totals.add(bucket, part.unigram_ids, part.unigram_cont)
-    write_model(folder, vocabulary, totals.dense(len(vocabulary)), totals.buckets, 0.75, bits)
+        for middle, share in mine.items():
+            combiner.add_input(shares.setdefault(middle, combiner.create_accumulator()), share)
+    totals = UnigramTotals()
+    for middle, share in shares.items():
+        part = bigram_part(share, vocabulary, middle, bits)
+        write_part(folder, middle, part)
+        totals.add(middle, part.unigram_ids, part.unigram_cont, share.trigram_buckets)
+    write_model(folder, vocabulary, totals, 0.75, bits)
 
 
 def test_a_model_written_in_parts_is_mapped_not_read_and_gives_the_same_floats(tmp_path):
@@ -206,8 +233,8 @@ def test_a_model_written_in_parts_is_mapped_not_read_and_gives_the_same_floats(t
     _write(str(tmp_path / "ngram"), texts, bits=4)
     assert not os.listdir(tmp_path / "ngram" / "parts")  # appended to the model's arrays, then removed
     loaded, memory = NgramLM.load(str(tmp_path / "ngram")), train(texts, bits=4)
-    assert all(isinstance(getattr(loaded, name).base, np.memmap) for name in Part.SECTIONS)
-    assert all(getattr(loaded, name).tolist() == getattr(memory, name).tolist() for name in Part.SECTIONS)
+    assert all(isinstance(getattr(loaded, name).base, np.memmap) for name in SECTIONS)
+    assert all(getattr(loaded, name).tolist() == getattr(memory, name).tolist() for name in SECTIONS)
     asked = [c[3] for c in make_captions(200, seed=3, vocabulary=1800)] + ASKED
     assert loaded.score_many(asked) == memory.score_many(asked)
 
