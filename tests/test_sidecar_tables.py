@@ -184,7 +184,10 @@ def test_digests_from_listings_are_the_one_shard_digests_removals_included(inges
             expected += "-" + hashlib.sha256(json.dumps(removed[shard]).encode()).hexdigest()[:16]
         assert raw_params_hash(root, "coco", shard) == expected
         assert digests[shard] == params_hash({}, expected)
-        assert read_shard_input(root, "coco", shard).removed == len(removed.get(shard, []))
+        shard_input = read_shard_input(root, "coco", shard, ["modality"])
+        assert shard_input.removed == len(removed.get(shard, []))
+        assert shard_input.raw_hash == expected  # from the same open of the index (pack's digest)
+        assert read_shard_input(root, "coco", shard, ["key"], keep_removed=True).raw_hash is None
 
 
 def test_the_launcher_lists_clean_removals_once_per_folder_not_a_glob_per_shard(ingested, tmp_path, monkeypatch):

@@ -31,7 +31,6 @@ from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.sidecar_tables import (
     params_hash,
-    raw_params_hash,
     raw_shards,
     read_shard_input,
     removal_folders,
@@ -146,13 +145,13 @@ def shard_digest(settings: PackSettings, source: str, shard: int, shared: dict,
     their own inputs: the related-items tables cover their collections) and ``shared`` (clean's removals,
     the parses of the weak pairs' text sources). Raises ValueError naming a missing input table. ``exists``:
     answered from one listing of each of ``PackWork.digest_folders``."""
-    root = settings.root
-    modalities = {row["modality"] for row in read_shard_input(root, source, shard, ["modality"], exists=exists).rows}
+    raw = read_shard_input(settings.root, source, shard, ["modality"], exists=exists)  # one open: rows and footer
+    modalities = {row["modality"] for row in raw.rows}
     inputs = {
         path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_footer(path).get(PARAMS_KEY, b"").decode()
         for path in check_tables(settings, source, shard, modalities, exists)
     }
-    return params_hash({**settings.params(), "inputs": inputs, **shared}, raw_params_hash(root, source, shard, exists))
+    return params_hash({**settings.params(), "inputs": inputs, **shared}, raw.raw_hash)
 
 
 def _shared_inputs(settings: PackSettings) -> dict:
