@@ -31,6 +31,7 @@ from pipelines.raw_shard import (
     reject_row,
     write_table,
 )
+from pipelines.shard_shape import footer_shape, possible_modalities
 from schemas import layout
 from schemas.records import Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, REMOVAL_STAGES, UNITS_WRITTEN_KEY, check_version
@@ -113,6 +114,26 @@ def read_shard_input(root: str, source: str, shard: int, columns: list[str] | No
             row["meta"] = json.loads(row.pop("json")).get("meta", {})
     raw_hash = None if keep_removed else _raw_hash(table.schema.metadata or {}, removed)
     return ShardInput(root, source, shard, kept, removed=len(rows) - len(kept), raw_hash=raw_hash)
+
+
+def has_kept_modality(root: str, source: str, shard: int, modalities: frozenset[str],
+                      exists: Callable[[str], bool] = storage.exists) -> bool:
+    """Whether a sample of the shard that ``clean`` kept is of one of ``modalities``. The index footer's shape
+    (``shard_shape``) rules a shard out without a row read when it cannot hold any (a text source for detect);
+    else, or for an index written without the shape, its ``modality`` column decides, from the same open.
+    ``exists``: as ``removed_keys``'."""
+    path = ShardPaths.of(root, INGEST, source, shard).index
+    with storage.open_read(path) as f:
+        index = pq.ParquetFile(f)
+        check_version(index.schema_arrow, path)
+        shape = footer_shape(index.schema_arrow.metadata or {})
+        if shape is not None and not possible_modalities(shape) & modalities:
+            return False
+        table = index.read(columns=["key", "modality"])
+    removed = removed_keys(root, source, shard, exists)
+    return any(modality in modalities and key not in removed
+               for key, modality in zip(table.column("key").to_pylist(), table.column("modality").to_pylist(),
+                                        strict=True))
 
 
 def removal_folders(root: str, source: str) -> list[str]:

@@ -29,6 +29,7 @@ from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.sidecar_tables import (
     ShardInput,
     SidecarPaths,
+    has_kept_modality,
     is_done,
     params_hash,
     raw_params_hash,
@@ -358,12 +359,19 @@ def applicable_sources(config: CorpusConfig, annotator: ShardAnnotator, names: l
     return [name for name in config.sources if has_modality(config.output, name, annotator.modalities)]
 
 
+_MODALITY_ROUND = 10 * storage.READ_THREADS  # shards ``has_modality`` reads before it looks at the answers
+
+
 def has_modality(root: str, source: str, modalities: frozenset[str]) -> bool:
-    """Whether any ingested sample of ``source`` is of one of ``modalities`` (that ``clean`` kept)."""
+    """Whether any ingested sample of ``source`` is of one of ``modalities`` (that ``clean`` kept). The shards'
+    indexes are read ``storage.READ_THREADS`` at a time, ``_MODALITY_ROUND`` a round (a source that has one
+    stops after its first round), their footers ruling out most shards of a source that has none
+    (``has_kept_modality``); clean's removals from one listing."""
     exists = partial(storage.listed, storage.names_in(removal_folders(root, source)))
-    return any(row["modality"] in modalities
-               for shard in raw_shards(root, source)
-               for row in read_shard_input(root, source, shard, ["modality"], exists=exists).rows)
+    shards = raw_shards(root, source)
+    read = partial(has_kept_modality, root, source, modalities=modalities, exists=exists)
+    return any(any(storage.read_all(read, shards[start:start + _MODALITY_ROUND]))
+               for start in range(0, len(shards), _MODALITY_ROUND))
 
 
 def run_sidecar_stage(config: CorpusConfig, factory: Callable[[], ShardAnnotator], names: list[str] | None,
