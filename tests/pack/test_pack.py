@@ -480,3 +480,42 @@ def test_a_pack_digest_opens_the_raw_index_and_each_removal_table_of_its_shard_o
     assert digests == [(*job, work.digest(*job)) for job in jobs]
     for source, shard in jobs:  # the raw part of the digest is the one before, so no shard is packed again
         assert read_shard_input(root, source, shard, ["modality"]).raw_hash == raw_params_hash(root, source, shard)
+
+
+def test_sizes_json_and_left_out_read_each_shard_footer_once_concurrently(packed, monkeypatch):
+    """Issue 15: after the pipelines, ``sizes.json`` of every task and the samples left out per source come from the
+    shards' footers, each read once (before: once per task with a tar of the shard for the sizes, in turn) and
+    ``READ_THREADS`` at a time; the files and counts are those of the one-at-a-time reads."""
+    import threading
+    from types import SimpleNamespace
+
+    from pipelines import storage
+    from pipelines.stages.pack import left_out, write_sizes
+
+    _, config, _ = packed
+    root = config.output
+    tasks = tuple(sorted(os.path.basename(path) for path in glob.glob(f"{root}/packed/*")))
+    assert len(tasks) == len(ALL_TASKS)
+    before = {task: open(f"{root}/packed/{task}/sizes.json", "rb").read() for task in tasks}
+    for task in tasks:  # the sizes one footer read at a time, as before
+        expected = {os.path.basename(tar): read_pack_counts(root, os.path.basename(tar)[:-10], int(tar[-9:-4]))
+                    ["tasks"][task]["packed"] for tar in sorted(glob.glob(f"{root}/packed/{task}/*.tar"))}
+        assert json.loads(before[task]) == expected
+    expected_left = {source: dict(sorted(sum((Counter(read_pack_counts(root, source, shard)["left_out"])
+                                              for shard in raw_shards(root, source)), Counter()).items()))
+                     for source in SOURCES}
+    assert any(expected_left.values())
+    real_open, opened = storage.open_read, []
+    monkeypatch.setattr(storage, "open_read",
+                        lambda path: opened.append((path, threading.current_thread())) or real_open(path))
+    write_sizes(root, tasks)
+    footers = Counter(path for path, _ in opened)
+    assert set(footers.values()) == {1} and all("/rejects/pack/" in path for path in footers)
+    assert threading.main_thread() not in {thread for _, thread in opened}
+    assert {task: open(f"{root}/packed/{task}/sizes.json", "rb").read() for task in tasks} == before
+    opened.clear()
+    assert left_out(root, [SimpleNamespace(removed={source: 0 for source in SOURCES})]) == expected_left
+    footers = Counter(path for path, _ in opened)
+    assert sorted(footers) == sorted(f"{root}/rejects/pack/{source}/{shard:05d}.parquet" for source in SOURCES
+                                     for shard in raw_shards(root, source))
+    assert set(footers.values()) == {1} and threading.main_thread() not in {thread for _, thread in opened}
