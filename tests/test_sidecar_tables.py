@@ -248,6 +248,9 @@ def test_a_source_without_a_stage_s_modality_is_ruled_out_from_its_index_footers
     monkeypatch.setattr(storage, "open_read",
                         lambda path: opened.append((path, threading.current_thread())) or real_open(path))
     assert {case: has_modality(root, *case) for case in cases} == expected
+    with monkeypatch.context() as one:  # rounds of 1, 2, 4 shards: the mini corpus' sources span several
+        one.setattr(storage, "READ_THREADS", 1)
+        assert {case: has_modality(root, *case) for case in cases} == expected
     real_read, rows_read = pq.ParquetFile.read, []
     monkeypatch.setattr(pq.ParquetFile, "read", lambda self, *a, **k: rows_read.append(1) or real_read(self, *a, **k))
     monkeypatch.setattr(pq, "read_table", lambda *a, **k: rows_read.append(1) or pytest.fail("a row read"))
