@@ -257,13 +257,21 @@ class _RelatedLinker(ShardLinker):
     def __init__(self, root: str, section: RetrieveConfig, queries: list[str], collections: list[str]):
         super().__init__(root)
         self.section, self.sources, self.collections = section, queries, collections
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """The collection's ``_fingerprint`` (a footer read per table of its sources), once per linker: a run
+        makes its own linkers (``stages.retrieve.linkers``), so a new run sees tables changed since. Taken by
+        ``params`` before the linker travels to the workers, whose ``setup`` then reads no footer."""
+        if self._fingerprint is None:
+            self._fingerprint = _fingerprint(self.root, self.folder, self.collections)
+        return self._fingerprint
 
     def params(self) -> dict:
         """The job's fields of ``retrieval.retrieve`` (those that change the output), the collections it
         searches (resolved: None in the config means every source with tables) and their fingerprint."""
         own = {name: value for name, value in output_params(self.section).items() if name.startswith(self.kind)}
-        return {"kind": self.kind, **own, "collections": self.collections,
-                "collection": _fingerprint(self.root, self.folder, self.collections)}
+        return {"kind": self.kind, **own, "collections": self.collections, "collection": self.fingerprint()}
 
     def collection(self):
         raise NotImplementedError
@@ -276,7 +284,7 @@ class _RelatedLinker(ShardLinker):
         """The stats folder of the table, and the collection's folder in it (its postings' cap in the name)."""
         stats = storage.join(self.root, layout.stats(layout.links(self.tables[0].name)))
         cap = "all" if self.cap is None else f"cap{self.cap}"
-        return stats, storage.join(stats, f"tfidf-{_fingerprint(self.root, self.folder, self.collections)}-{cap}")
+        return stats, storage.join(stats, f"tfidf-{self.fingerprint()}-{cap}")
 
     def prepare(self, runner) -> None:
         from pipelines.tfidf_collections import build, remove_others

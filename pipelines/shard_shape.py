@@ -56,6 +56,14 @@ def footer_shape(metadata: dict[bytes, bytes]) -> ShardShape | None:
                       json.loads(metadata[HAS_TEXT_KEY]))
 
 
+def possible_modalities(shape: ShardShape) -> frozenset[str]:
+    """The modalities a shard of this shape may hold (a pair has text and an image, an image sample no text, a
+    text sample no image: ``sources.common.candidate``); which of them it does hold takes its rows."""
+    images = bool(shape.image_formats)
+    return frozenset(modality for modality, possible in (("pair", images and shape.has_text), ("image", images),
+                                                         ("text", shape.has_text)) if possible)
+
+
 def read_shard_shape(path: str) -> ShardShape:
     """One shard index's shape: its footer's, else (an older index) from its columns; one open either way,
     and the columns' members go on return, before the next shard's come."""

@@ -31,6 +31,7 @@ from pipelines.raw_shard import (
     reject_row,
     write_table,
 )
+from pipelines.shard_shape import footer_shape, possible_modalities
 from schemas import layout
 from schemas.records import Reject
 from schemas.tables import PARAMS_KEY, RECORDS_IN_KEY, REJECTS, REMOVAL_STAGES, UNITS_WRITTEN_KEY, check_version
@@ -66,6 +67,7 @@ class ShardInput:
     shard: int
     rows: list[dict]  # raw index rows (schemas.tables.SHARD_INDEX), ``json`` replaced by its ``meta``, parsed
     removed: int = 0  # rows ``clean`` removed, left out of ``rows``
+    raw_hash: str | None = None  # the shard's ``raw_params_hash``, from the same reads (None with ``keep_removed``)
     _stream: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -99,7 +101,7 @@ def read_shard_input(root: str, source: str, shard: int, columns: list[str] | No
                      keep_removed: bool = False, exists: Callable[[str], bool] = storage.exists) -> ShardInput:
     """The shard's index rows, without the samples ``clean`` removed (unless ``keep_removed``): every stage
     after clean reads its samples here, so a removed sample enters no table, index or link. ``exists``: as
-    ``removed_keys``'."""
+    ``removed_keys``'. One open of the index gives its rows and its footer (``raw_hash``)."""
     path = ShardPaths.of(root, INGEST, source, shard).index
     with storage.open_read(path) as f:
         table = pq.read_table(f, columns=None if columns is None else sorted({"key", *columns}))
@@ -110,7 +112,28 @@ def read_shard_input(root: str, source: str, shard: int, columns: list[str] | No
     for row in kept:
         if "json" in row:  # the json member; stages want its ``meta``
             row["meta"] = json.loads(row.pop("json")).get("meta", {})
-    return ShardInput(root, source, shard, kept, removed=len(rows) - len(kept))
+    raw_hash = None if keep_removed else _raw_hash(table.schema.metadata or {}, removed)
+    return ShardInput(root, source, shard, kept, removed=len(rows) - len(kept), raw_hash=raw_hash)
+
+
+def has_kept_modality(root: str, source: str, shard: int, modalities: frozenset[str],
+                      exists: Callable[[str], bool] = storage.exists) -> bool:
+    """Whether a sample of the shard that ``clean`` kept is of one of ``modalities``. The index footer's shape
+    (``shard_shape``) rules a shard out without a row read when it cannot hold any (a text source for detect);
+    else, or for an index written without the shape, its ``modality`` column decides, from the same open.
+    ``exists``: as ``removed_keys``'."""
+    path = ShardPaths.of(root, INGEST, source, shard).index
+    with storage.open_read(path) as f:
+        index = pq.ParquetFile(f)
+        check_version(index.schema_arrow, path)
+        shape = footer_shape(index.schema_arrow.metadata or {})
+        if shape is not None and not possible_modalities(shape) & modalities:
+            return False
+        table = index.read(columns=["key", "modality"])
+    removed = removed_keys(root, source, shard, exists)
+    return any(modality in modalities and key not in removed
+               for key, modality in zip(table.column("key").to_pylist(), table.column("modality").to_pylist(),
+                                        strict=True))
 
 
 def removal_folders(root: str, source: str) -> list[str]:
@@ -141,8 +164,13 @@ def raw_params_hash(root: str, source: str, shard: int, exists: Callable[[str], 
     """What a raw shard is, as the stages after it see it: its ingest hash, and the keys ``clean`` removed
     from it (so a new clean redoes exactly the tables of the shards whose removals changed). ``exists``: as
     ``removed_keys``'."""
-    ingested = read_footer(ShardPaths.of(root, INGEST, source, shard).index).get(PARAMS_KEY, b"").decode()
-    removed = removed_keys(root, source, shard, exists)
+    index = read_footer(ShardPaths.of(root, INGEST, source, shard).index)
+    return _raw_hash(index, removed_keys(root, source, shard, exists))
+
+
+def _raw_hash(index_footer: dict[bytes, bytes], removed: set[str]) -> str:
+    """``raw_params_hash`` from the index footer's metadata and the shard's removed keys."""
+    ingested = index_footer.get(PARAMS_KEY, b"").decode()
     if not removed:
         return ingested
     return f"{ingested}-{hashlib.sha256(json.dumps(sorted(removed)).encode()).hexdigest()[:16]}"

@@ -189,7 +189,8 @@ def _build_postings(collection: Collection, runner) -> None:
 def build(collection: Collection, runner) -> None:
     """The frequencies, then every missing shard file, then (``postings``) the postings unless complete
     (``runner``: a ``pipelines.runner.RunnerConfig``); nothing runs when all exist. Temporaries of a killed
-    build are removed first."""
+    build are removed first. The shard files that exist: one listing per source folder (``storage.names_in``),
+    not an ``exists`` per shard."""
     from pipelines.runner import pipeline_options
     from retrieval.tfidf import DocumentFrequencyCombiner
 
@@ -203,7 +204,8 @@ def build(collection: Collection, runner) -> None:
              | "Documents" >> beam.FlatMapTuple(collection.read)
              | "Frequencies" >> beam.CombineGlobally(AsCombineFn(DocumentFrequencyCombiner(collection.analyze)))
              | "Write" >> beam.Map(_write_frequencies, collection))
-    missing = [shard for shard in collection.shards if not storage.exists(collection.shard_path(*shard))]
+    names = storage.names_in(storage.join(collection.folder, source) for source, _ in collection.shards)
+    missing = [shard for shard in collection.shards if not storage.listed(names, collection.shard_path(*shard))]
     if missing:
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
             (pipeline

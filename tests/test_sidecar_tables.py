@@ -184,7 +184,10 @@ def test_digests_from_listings_are_the_one_shard_digests_removals_included(inges
             expected += "-" + hashlib.sha256(json.dumps(removed[shard]).encode()).hexdigest()[:16]
         assert raw_params_hash(root, "coco", shard) == expected
         assert digests[shard] == params_hash({}, expected)
-        assert read_shard_input(root, "coco", shard).removed == len(removed.get(shard, []))
+        shard_input = read_shard_input(root, "coco", shard, ["modality"])
+        assert shard_input.removed == len(removed.get(shard, []))
+        assert shard_input.raw_hash == expected  # from the same open of the index (pack's digest)
+        assert read_shard_input(root, "coco", shard, ["key"], keep_removed=True).raw_hash is None
 
 
 def test_the_launcher_lists_clean_removals_once_per_folder_not_a_glob_per_shard(ingested, tmp_path, monkeypatch):
@@ -214,3 +217,68 @@ def test_the_launcher_lists_clean_removals_once_per_folder_not_a_glob_per_shard(
              if kind == "open_read" and re.search("/rejects/(dedup|decontam)/", path)}
     assert reads == {storage.join(root, "rejects", stage, "coco", f"{shard:05d}.parquet"): 2
                      for shard, stage in ((0, "dedup"), (1, "decontam"))}
+
+
+_IMAGES, _TEXTS = frozenset({"pair", "image"}), frozenset({"pair", "text"})  # detect's and parse's samples
+
+
+def _has_modality_by_rows(root: str, source: str, modalities: frozenset[str]) -> bool:
+    """The answer as before issue 15: every kept row's modality, shard by shard."""
+    return any(row["modality"] in modalities for shard in raw_shards(root, source)
+               for row in read_shard_input(root, source, shard, ["modality"]).rows)
+
+
+def test_a_source_without_a_stage_s_modality_is_ruled_out_from_its_index_footers_without_a_row_read(
+        ingested, monkeypatch):
+    """Issue 15: which sources a stage applies to (detect: a sample with an image; parse: with text) comes first
+    from the shape the shard writer keeps in each index footer: a text source for detect, an image folder for
+    parse, is ruled out without a row read, its indexes opened once each, ``READ_THREADS`` at a time (before:
+    every shard's modality column, in turn). The answers are those of the rows."""
+    import threading
+
+    from pipelines import storage
+    from pipelines.stages.per_shard import has_modality
+
+    config, _, _ = ingested
+    root = config.output
+    cases = [(source, modalities) for source in config.sources for modalities in (_IMAGES, _TEXTS)]
+    expected = {case: _has_modality_by_rows(root, *case) for case in cases}
+    assert not expected[("wiki", _IMAGES)] and not expected[("coco_unlabeled", _TEXTS)] and expected[("coco", _IMAGES)]
+    real_open, opened = storage.open_read, []
+    monkeypatch.setattr(storage, "open_read",
+                        lambda path: opened.append((path, threading.current_thread())) or real_open(path))
+    assert {case: has_modality(root, *case) for case in cases} == expected
+    with monkeypatch.context() as one:  # rounds of 1, 2, 4 shards: the mini corpus' sources span several
+        one.setattr(storage, "READ_THREADS", 1)
+        assert {case: has_modality(root, *case) for case in cases} == expected
+    real_read, rows_read = pq.ParquetFile.read, []
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda self, *a, **k: rows_read.append(1) or real_read(self, *a, **k))
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: rows_read.append(1) or pytest.fail("a row read"))
+    for source, modalities in (("wiki", _IMAGES), ("bookcorpus", _IMAGES), ("coco_unlabeled", _TEXTS)):
+        opened.clear()
+        assert not has_modality(root, source, modalities)
+        assert sorted(path for path, _ in opened) == [ShardPaths.of(root, "ingest", source, shard).index
+                                                      for shard in raw_shards(root, source)]
+        assert threading.main_thread() not in {thread for _, thread in opened}  # through ``storage.read_all``
+    assert not rows_read
+
+
+def test_an_index_without_the_footer_shape_answers_from_its_modality_column(ingested, tmp_path):
+    """An index written before the shape keys (issue 15) is read by its ``modality`` column, clean's removals
+    applied: the same answers as the rows, whichever modalities."""
+    from pipelines.stages.per_shard import has_modality
+    from schemas.tables import HAS_TEXT_KEY, IMAGE_FORMATS_KEY, JSON_TYPE_KEY
+
+    root, _ = _with_removals(ingested, tmp_path)  # coco, with removals
+    config = ingested[0]
+    shutil.copytree(f"{config.output}/raw/coco_unlabeled", tmp_path / "raw" / "coco_unlabeled")
+    shutil.copytree(f"{config.output}/raw/wiki", tmp_path / "raw" / "wiki")
+    for index in tmp_path.glob("raw/*/*.parquet"):
+        table = pq.read_table(index)
+        shape_keys = {JSON_TYPE_KEY, IMAGE_FORMATS_KEY, HAS_TEXT_KEY}
+        assert shape_keys <= set(table.schema.metadata)
+        pq.write_table(table.replace_schema_metadata({k: v for k, v in table.schema.metadata.items()
+                                                      if k not in shape_keys}), index)
+    for source in ("coco", "coco_unlabeled", "wiki"):
+        for modalities in (_IMAGES, _TEXTS, frozenset({"image"}), frozenset({"text"})):
+            assert has_modality(root, source, modalities) == _has_modality_by_rows(root, source, modalities)

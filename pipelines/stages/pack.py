@@ -20,6 +20,7 @@ import tarfile
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from functools import partial
 from itertools import pairwise
 
 from pipelines import storage
@@ -31,7 +32,6 @@ from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.sidecar_tables import (
     params_hash,
-    raw_params_hash,
     raw_shards,
     read_shard_input,
     removal_folders,
@@ -146,13 +146,13 @@ def shard_digest(settings: PackSettings, source: str, shard: int, shared: dict,
     their own inputs: the related-items tables cover their collections) and ``shared`` (clean's removals,
     the parses of the weak pairs' text sources). Raises ValueError naming a missing input table. ``exists``:
     answered from one listing of each of ``PackWork.digest_folders``."""
-    root = settings.root
-    modalities = {row["modality"] for row in read_shard_input(root, source, shard, ["modality"], exists=exists).rows}
+    raw = read_shard_input(settings.root, source, shard, ["modality"], exists=exists)  # one open: rows and footer
+    modalities = {row["modality"] for row in raw.rows}
     inputs = {
         path.rsplit("/", 3)[-3] + "/" + path.rsplit("/", 3)[-2]: read_footer(path).get(PARAMS_KEY, b"").decode()
         for path in check_tables(settings, source, shard, modalities, exists)
     }
-    return params_hash({**settings.params(), "inputs": inputs, **shared}, raw_params_hash(root, source, shard, exists))
+    return params_hash({**settings.params(), "inputs": inputs, **shared}, raw.raw_hash)
 
 
 def _shared_inputs(settings: PackSettings) -> dict:
@@ -246,12 +246,12 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
 
 def left_out(root: str, tasks: list[StageResult]) -> dict[str, dict[str, int]]:
     """Raw samples no task packed because ``clean`` removed them, per packed source (those of ``tasks``, the
-    results of ``run_pack``) and reason, from the shards' footers."""
+    results of ``run_pack``) and reason, from the shards' footers, ``storage.READ_THREADS`` at a time."""
     out = {}
     for source in sorted({source for task in tasks for source in task.removed}):
         reasons: Counter = Counter()
-        for shard in raw_shards(root, source):
-            reasons.update(read_pack_counts(root, source, shard)["left_out"])
+        for shard_reasons in storage.read_all(partial(_left_out_of, root, source), raw_shards(root, source)):
+            reasons.update(shard_reasons)
         out[source] = dict(sorted(reasons.items()))
     return out
 
@@ -264,13 +264,29 @@ def format_left_out(left: dict[str, dict[str, int]]) -> str:
 
 def write_sizes(root: str, tasks: tuple[str, ...]) -> None:
     """``packed/<task>/sizes.json``: every tar of the folder -> its sample count (the open_clip convention),
-    from the footers of the shards that wrote them."""
-    for task in tasks:
-        folder = storage.join(root, layout.packed(task))
-        sizes = {}
-        for tar in storage.glob(storage.join(folder, "*.tar")):
-            name = tar.rsplit("/", 1)[-1]
-            source, _, number = name[: -len(".tar")].rpartition("-")
-            sizes[name] = read_pack_counts(root, source, int(number))["tasks"][task]["packed"]
+    from the footers of the shards that wrote them: each footer read once for every task, ``storage.READ_THREADS``
+    at a time."""
+    folders = {task: storage.join(root, layout.packed(task)) for task in tasks}
+    names = {task: [tar.rsplit("/", 1)[-1] for tar in storage.glob(storage.join(folder, "*.tar"))]
+             for task, folder in folders.items()}
+    shards = sorted({_tar_shard(name) for task_names in names.values() for name in task_names})
+    packed = dict(zip(shards, storage.read_all(partial(_packed_of, root), shards), strict=True))
+    for task, folder in folders.items():
+        sizes = {name: packed[_tar_shard(name)][task] for name in names[task]}
         path = storage.join(folder, contract.SIZES_FILE)
         storage.write_whole(path, (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _left_out_of(root: str, source: str, shard: int) -> dict[str, int]:
+    return read_pack_counts(root, source, shard)["left_out"]
+
+
+def _packed_of(root: str, job: tuple[str, int]) -> dict[str, int]:
+    """Task -> samples packed of a raw shard (``job``: source, shard), from its footer."""
+    return {task: counts["packed"] for task, counts in read_pack_counts(root, *job)["tasks"].items()}
+
+
+def _tar_shard(name: str) -> tuple[str, int]:
+    """(source, raw shard) of a packed tar's name (``<source>-NNNNN.tar``)."""
+    source, _, number = name[: -len(".tar")].rpartition("-")
+    return source, int(number)

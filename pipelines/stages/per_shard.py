@@ -29,6 +29,7 @@ from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.sidecar_tables import (
     ShardInput,
     SidecarPaths,
+    has_kept_modality,
     is_done,
     params_hash,
     raw_params_hash,
@@ -358,12 +359,24 @@ def applicable_sources(config: CorpusConfig, annotator: ShardAnnotator, names: l
     return [name for name in config.sources if has_modality(config.output, name, annotator.modalities)]
 
 
+_MODALITY_ROUND = 1000  # the most shards ``has_modality`` reads before it looks at their answers
+
+
 def has_modality(root: str, source: str, modalities: frozenset[str]) -> bool:
-    """Whether any ingested sample of ``source`` is of one of ``modalities`` (that ``clean`` kept)."""
+    """Whether any ingested sample of ``source`` is of one of ``modalities`` (that ``clean`` kept). The shards'
+    indexes are read ``storage.READ_THREADS`` at a time in rounds, the first ``READ_THREADS`` shards, each next
+    round twice the last up to ``_MODALITY_ROUND``: a source that has one stops after its first round, mostly,
+    and one that has none has each of its index footers read once, which rules it out without a row read
+    (``has_kept_modality``). Clean's removals from one listing."""
     exists = partial(storage.listed, storage.names_in(removal_folders(root, source)))
-    return any(row["modality"] in modalities
-               for shard in raw_shards(root, source)
-               for row in read_shard_input(root, source, shard, ["modality"], exists=exists).rows)
+    shards = raw_shards(root, source)
+    read = partial(has_kept_modality, root, source, modalities=modalities, exists=exists)
+    start, size = 0, storage.READ_THREADS
+    while start < len(shards):
+        if any(storage.read_all(read, shards[start:start + size])):
+            return True
+        start, size = start + size, min(2 * size, _MODALITY_ROUND)
+    return False
 
 
 def run_sidecar_stage(config: CorpusConfig, factory: Callable[[], ShardAnnotator], names: list[str] | None,

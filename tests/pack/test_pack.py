@@ -452,3 +452,70 @@ def test_the_launcher_digests_every_stage_from_listings_as_one_shard_at_a_time(a
         assert not [path for kind, path in calls if kind == "exists"], work
         assert all(pattern.endswith("/*") for kind, pattern in calls), work  # folders listed, each once
         assert max(calls.values()) == 1 and len(calls) >= 2 * len(sources), work
+
+
+def test_a_pack_digest_opens_the_raw_index_and_each_removal_table_of_its_shard_once(annotated, monkeypatch):
+    """Issue 15: pack's digest of a shard reads the raw index's modalities and its footer (the ingest hash) in one
+    open, and each of clean's removal tables of the shard once; before, twice each (the rows, then
+    ``raw_params_hash``), for every shard of the corpus."""
+    from pipelines import storage
+    from pipelines.raw_shard import ShardPaths
+    from pipelines.sidecar_tables import raw_params_hash
+    from pipelines.stages.pack import PackWork, _shared_inputs, pack_settings
+    from pipelines.stages.per_shard import _with_digests
+
+    _, config = annotated
+    root = config.output
+    settings = pack_settings(config)
+    work = PackWork(settings, _shared_inputs(settings), SOURCES)
+    jobs = [(source, shard) for source in SOURCES for shard in raw_shards(root, source)]
+    real_open, opened = storage.open_read, []  # a list: appends are atomic in the reading threads
+    monkeypatch.setattr(storage, "open_read", lambda path: opened.append(path) or real_open(path))
+    digests = _with_digests(work, jobs)
+    monkeypatch.undo()
+    indexes = Counter(path for path in opened if "/raw/" in path)
+    assert indexes == {ShardPaths.of(root, "ingest", source, shard).index: 1 for source, shard in jobs}
+    removals = Counter(path for path in opened if "/rejects/dedup/" in path or "/rejects/decontam/" in path)
+    assert removals and set(removals.values()) == {1}
+    assert digests == [(*job, work.digest(*job)) for job in jobs]
+    for source, shard in jobs:  # the raw part of the digest is the one before, so no shard is packed again
+        assert read_shard_input(root, source, shard, ["modality"]).raw_hash == raw_params_hash(root, source, shard)
+
+
+def test_sizes_json_and_left_out_read_each_shard_footer_once_concurrently(packed, monkeypatch):
+    """Issue 15: after the pipelines, ``sizes.json`` of every task and the samples left out per source come from the
+    shards' footers, each read once (before: once per task with a tar of the shard for the sizes, in turn) and
+    ``READ_THREADS`` at a time; the files and counts are those of the one-at-a-time reads."""
+    import threading
+    from types import SimpleNamespace
+
+    from pipelines import storage
+    from pipelines.stages.pack import left_out, write_sizes
+
+    _, config, _ = packed
+    root = config.output
+    tasks = tuple(sorted(os.path.basename(path) for path in glob.glob(f"{root}/packed/*")))
+    assert len(tasks) == len(ALL_TASKS)
+    before = {task: open(f"{root}/packed/{task}/sizes.json", "rb").read() for task in tasks}
+    for task in tasks:  # the sizes one footer read at a time, as before
+        expected = {os.path.basename(tar): read_pack_counts(root, os.path.basename(tar)[:-10], int(tar[-9:-4]))
+                    ["tasks"][task]["packed"] for tar in sorted(glob.glob(f"{root}/packed/{task}/*.tar"))}
+        assert json.loads(before[task]) == expected
+    expected_left = {source: dict(sorted(sum((Counter(read_pack_counts(root, source, shard)["left_out"])
+                                              for shard in raw_shards(root, source)), Counter()).items()))
+                     for source in SOURCES}
+    assert any(expected_left.values())
+    real_open, opened = storage.open_read, []
+    monkeypatch.setattr(storage, "open_read",
+                        lambda path: opened.append((path, threading.current_thread())) or real_open(path))
+    write_sizes(root, tasks)
+    footers = Counter(path for path, _ in opened)
+    assert set(footers.values()) == {1} and all("/rejects/pack/" in path for path in footers)
+    assert threading.main_thread() not in {thread for _, thread in opened}
+    assert {task: open(f"{root}/packed/{task}/sizes.json", "rb").read() for task in tasks} == before
+    opened.clear()
+    assert left_out(root, [SimpleNamespace(removed={source: 0 for source in SOURCES})]) == expected_left
+    footers = Counter(path for path, _ in opened)
+    assert sorted(footers) == sorted(f"{root}/rejects/pack/{source}/{shard:05d}.parquet" for source in SOURCES
+                                     for shard in raw_shards(root, source))
+    assert set(footers.values()) == {1} and threading.main_thread() not in {thread for _, thread in opened}

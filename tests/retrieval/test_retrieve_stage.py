@@ -303,3 +303,40 @@ def test_a_postings_cap_builds_its_own_collection_and_links_only_rows_it_reaches
     assert len(heaviest) < len(texts)  # the cap leaves texts out of every list
     assert {(row["key"], row["text_index"]) for row in links} <= \
         {(texts[i]["key"], texts[i]["text_index"]) for i in heaviest}
+
+
+def test_a_related_items_run_fingerprints_each_collection_once_and_a_new_run_sees_changed_tables(
+        corpus, tmp_path, monkeypatch):
+    """Issue 15: a related-items linker's collection fingerprint (a footer read per table of every collection
+    source) is worked out once a run: before, by ``params``, by ``prepare`` twice (the folder, the collection)
+    and by every worker's ``setup`` again. The links and the collection's folder are the same; a new run's
+    linkers see a table changed since."""
+    from pipelines import linkers as linker_module
+    from pipelines.sidecar_tables import SidecarPaths, write_sidecar
+    from pipelines.stages.retrieve import linkers, run_retrieve
+    from schemas.tables import ANN_DETECT
+    from tests.conftest import tree_digest
+
+    _, config, _ = corpus
+    root = tmp_path / "corpus"
+    shutil.copytree(config.output, root)
+    retrieve = dataclasses.replace(config.retrieval.retrieve, weak_pairs=[])
+    related = dataclasses.replace(config, output=str(root),
+                                  retrieval=dataclasses.replace(config.retrieval, retrieve=retrieve))
+    before = tree_digest(root / "links")
+    real, folders = linker_module._fingerprint, []
+    monkeypatch.setattr(linker_module, "_fingerprint", lambda *args: folders.append(args[1]) or real(*args))
+    results = run_retrieve(related, RunnerConfig(), overwrite=True, show_progress=False)
+    assert results and not any(r.skipped_shards for r in results)  # every shard redone, the collections prepared
+    assert sorted(folders) == sorted([linker_module.DETECT, linker_module.TEXTS])
+    assert tree_digest(root / "links") == before
+    monkeypatch.undo()
+
+    (images,) = [linker for linker in linkers(related) if isinstance(linker, linker_module.RelatedImages)]
+    first = images.params()["collection"]
+    rows = pq.read_table(root / "ann" / "detect" / "vg" / "00000.parquet").to_pylist()
+    write_sidecar(SidecarPaths.of(str(root), "ann/detect", "detect", "vg", 0), "detect", rows, [], ANN_DETECT,
+                  "edited", len(rows))
+    assert images.params()["collection"] == first  # within its run
+    (again,) = [linker for linker in linkers(related) if isinstance(linker, linker_module.RelatedImages)]
+    assert again.params()["collection"] != first
