@@ -222,13 +222,15 @@ def write_sidecar(paths: SidecarPaths, stage: str, rows: list[dict], rejects: It
     return ShardCounts(records_in, written, size, Counter(r["reason"] for r in reject_rows))
 
 
-def read_sidecar_counts(paths: SidecarPaths) -> ShardCounts:
+def read_sidecar_counts(paths: SidecarPaths, footer: dict[bytes, bytes] | None = None,
+                        size: Callable[[str], int] = storage.size) -> ShardCounts:
     """From the committed files: the units the stage considered (images, texts, queries), those with rows,
-    the rejects by reason, and the table's bytes."""
-    metadata = read_footer(paths.table)
+    the rejects by reason, and the table's bytes. ``footer``: the table's, if the caller has read it already;
+    ``size``: a file's bytes (the launcher answers it from a listing)."""
+    metadata = read_footer(paths.table) if footer is None else footer
     with storage.open_read(paths.rejects) as f:
         reasons = pq.read_table(f, columns=["reason"]).column("reason").to_pylist()
-    return ShardCounts(int(metadata[RECORDS_IN_KEY]), int(metadata[UNITS_WRITTEN_KEY]), storage.size(paths.table),
+    return ShardCounts(int(metadata[RECORDS_IN_KEY]), int(metadata[UNITS_WRITTEN_KEY]), size(paths.table),
                        Counter(reasons))
 
 

@@ -119,7 +119,7 @@ def test_a_rerun_with_every_shard_done_starts_no_worker(ingested, tmp_path):
 def test_a_rerun_checks_done_tables_from_listings_not_an_exists_per_file(ingested, tmp_path, monkeypatch):
     """A per-shard stage's launcher learns which tables exist from one listing per folder (an ``exists`` per
     file is a request each on an object store, for every shard of the corpus) and reads each table's footer
-    once to decide; the other two opens are the counts read back."""
+    once to decide; the other open is the counts read back."""
     from collections import Counter
 
     from pipelines import storage
@@ -136,8 +136,57 @@ def test_a_rerun_checks_done_tables_from_listings_not_an_exists_per_file(ingeste
     assert again.skipped_shards == again.shards == first.shards > 1
     assert not [path for kind, path in calls if kind == "exists" and "/coco/" in path]  # corpus.json: once a run
     tables = {path: n for (kind, path), n in calls.items() if "/ann/keylen/" in path}
-    assert tables == {storage.join(str(tmp_path), "ann", "keylen", "coco", f"{s:05d}.parquet"): 3
+    assert tables == {storage.join(str(tmp_path), "ann", "keylen", "coco", f"{s:05d}.parquet"): 2
                       for s in range(first.shards)}
+
+
+class _KeyLengthsWithExtra(_KeyLengths):
+    """``_KeyLengths`` with a stage-specific count in its footer (as rewrite's WordNet refusals)."""
+
+    def table_metadata(self) -> dict[bytes, bytes]:
+        return {b"test.extra": b"3"}
+
+    def extra_counts(self, footer: dict[bytes, bytes]) -> dict:
+        return {"extra": int(footer[b"test.extra"])}
+
+
+def test_an_annotator_s_read_back_reads_each_footer_once_and_sizes_from_a_listing(ingested, tmp_path, monkeypatch):
+    """Issue 15: reading back a committed table's counts opens its footer once (before: ``read_sidecar_counts``,
+    then again for ``extra_counts``) and takes its bytes from one listing of the source's table folder (before:
+    a ``storage.size`` match per table, a request each on an object store); the counts are those of the
+    one-table-at-a-time reads."""
+    from collections import Counter
+
+    from pipelines import storage
+    from pipelines.raw_shard import read_footer
+    from pipelines.results import add_extras
+
+    config, _, _ = ingested
+    shutil.copytree(f"{config.output}/raw/coco", tmp_path / "raw" / "coco")
+    config = dataclasses.replace(config, output=str(tmp_path))
+    factory = functools.partial(_KeyLengthsWithExtra, str(tmp_path / "setup-ran"))
+    (first,) = run_sidecar_stage(config, factory, ["coco"], RunnerConfig(), show_progress=False)
+    table = functools.partial(storage.join, str(tmp_path), "ann", "keylen", "coco")
+    expected, extra = {}, {}
+    for shard in range(first.shards):  # as before: a table at a time, its footer twice and a size each
+        paths = SidecarPaths.of(str(tmp_path), "ann/keylen", "keylen", "coco", shard)
+        counts = read_sidecar_counts(paths)
+        assert counts.bytes == storage.size(paths.table) > 0
+        expected[shard] = counts
+        extra = add_extras(extra, factory().extra_counts(read_footer(paths.table)))
+    opens, matches = Counter(), Counter()
+    real_open, real_match = storage.open_read, storage.FileSystems.match
+    monkeypatch.setattr(storage, "open_read", lambda path: opens.update([path]) or real_open(path))
+    monkeypatch.setattr(storage.FileSystems, "match",
+                        lambda patterns, *a, **k: matches.update(patterns) or real_match(patterns, *a, **k))
+    (again,) = run_sidecar_stage(config, factory, ["coco"], RunnerConfig(), show_progress=False)
+    assert again.skipped_shards == again.shards == first.shards > 1
+    tables = [table(f"{shard:05d}.parquet") for shard in range(first.shards)]
+    assert {path: n for path, n in opens.items() if "/ann/keylen/" in path} == dict.fromkeys(tables, 2)  # done, counts
+    assert not [path for path in matches if path in tables]  # no size per table
+    assert matches[table("*")] == 2  # the done check's listing, the sizes' listing
+    total = sum(expected.values(), type(first.counts)())
+    assert again.counts == first.counts == total and again.extra == first.extra == extra == {"extra": 3 * first.shards}
 
 
 def _with_removals(ingested, tmp_path) -> tuple[str, dict[int, list[str]]]:

@@ -180,6 +180,7 @@ class PackWork(ShardWork):
     def __init__(self, settings: PackSettings, shared: dict, sources: list[str]):
         self.settings, self.shared, self.sources, self.root = settings, shared, sources, settings.root
         self.packer: ShardPacker | None = None
+        self.footers: dict[tuple[str, int], dict] = {}  # (source, shard) -> its counts, as ``tally`` read them
 
     def params(self) -> dict:
         return self.settings.params()
@@ -218,13 +219,24 @@ class PackWork(ShardWork):
             storage.delete(storage.glob(pattern))
 
     def read_back(self, source: str, shard: int) -> dict[str, Tally]:
-        tasks = read_pack_counts(self.root, source, shard)["tasks"]
-        return {task: Tally(ShardCounts(c["units"], c["packed"], c["bytes"], Counter(c["rejected"])))
-                for task, c in tasks.items()}
+        return _tallies(read_pack_counts(self.root, source, shard))
 
     def left_out(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> int:
         """As the shard's footer records it: the raw samples the packer found removed (no listing asked)."""
         return sum(read_pack_counts(self.root, source, shard)["left_out"].values())
+
+    def tally(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists,
+              size: Callable[[str], int] = storage.size) -> tuple[int, dict[str, Tally]]:
+        """``left_out`` and ``read_back`` from one read of the footer, kept in ``footers`` for ``write_sizes``
+        and ``left_out`` (before: the footer was read by each of the four)."""
+        counts = self.footers[(source, shard)] = read_pack_counts(self.root, source, shard)
+        return sum(counts["left_out"].values()), _tallies(counts)
+
+
+def _tallies(counts: dict) -> dict[str, Tally]:
+    """A result per task of one shard's footer counts."""
+    return {task: Tally(ShardCounts(c["units"], c["packed"], c["bytes"], Counter(c["rejected"])))
+            for task, c in counts["tasks"].items()}
 
 
 def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig, overwrite: bool = False,
@@ -239,19 +251,30 @@ def run_pack(config: CorpusConfig, names: list[str] | None, runner: RunnerConfig
         raise ValueError(f"{', '.join(unknown)}: not a source of the config (have: {', '.join(config.sources)})")
     work = PackWork(settings, _shared_inputs(settings), sources)
     results = run_shards(work, [[source] for source in sources], runner, overwrite, show_progress)
-    write_sizes(config.output, settings.tasks)
-    update_manifest(config.output, STAGE, {"left_out": left_out(config.output, results)})
+    write_sizes(config.output, settings.tasks, work.footers)  # the footers the read back read, not read again
+    update_manifest(config.output, STAGE, {"left_out": left_out(config.output, results, work.footers)})
     return results
 
 
-def left_out(root: str, tasks: list[StageResult]) -> dict[str, dict[str, int]]:
+def _footers_of(root: str, jobs: list[tuple[str, int]], footers: dict[tuple[str, int], dict] | None) -> list[dict]:
+    """The footer counts of each ``(source, shard)``: from ``footers`` where they are, the rest read
+    ``storage.READ_THREADS`` at a time."""
+    known = footers or {}
+    missing = [job for job in jobs if job not in known]
+    read = dict(zip(missing, storage.read_all(partial(_counts_of, root), missing), strict=True))
+    return [known[job] if job in known else read[job] for job in jobs]
+
+
+def left_out(root: str, tasks: list[StageResult],
+             footers: dict[tuple[str, int], dict] | None = None) -> dict[str, dict[str, int]]:
     """Raw samples no task packed because ``clean`` removed them, per packed source (those of ``tasks``, the
-    results of ``run_pack``) and reason, from the shards' footers, ``storage.READ_THREADS`` at a time."""
+    results of ``run_pack``) and reason, from the shards' footers: those in ``footers`` (``PackWork.footers``),
+    the rest read ``storage.READ_THREADS`` at a time."""
     out = {}
     for source in sorted({source for task in tasks for source in task.removed}):
         reasons: Counter = Counter()
-        for shard_reasons in storage.read_all(partial(_left_out_of, root, source), raw_shards(root, source)):
-            reasons.update(shard_reasons)
+        for counts in _footers_of(root, [(source, shard) for shard in raw_shards(root, source)], footers):
+            reasons.update(counts["left_out"])
         out[source] = dict(sorted(reasons.items()))
     return out
 
@@ -262,28 +285,25 @@ def format_left_out(left: dict[str, dict[str, int]]) -> str:
     return ("left out (removed by clean):\n" + "\n".join(lines)) if lines else "left out (removed by clean): none"
 
 
-def write_sizes(root: str, tasks: tuple[str, ...]) -> None:
+def write_sizes(root: str, tasks: tuple[str, ...], footers: dict[tuple[str, int], dict] | None = None) -> None:
     """``packed/<task>/sizes.json``: every tar of the folder -> its sample count (the open_clip convention),
-    from the footers of the shards that wrote them: each footer read once for every task, ``storage.READ_THREADS``
-    at a time."""
+    from the footers of the shards that wrote them: those in ``footers`` (``PackWork.footers``), the rest (other
+    sources' tars) each read once for every task, ``storage.READ_THREADS`` at a time."""
     folders = {task: storage.join(root, layout.packed(task)) for task in tasks}
     names = {task: [tar.rsplit("/", 1)[-1] for tar in storage.glob(storage.join(folder, "*.tar"))]
              for task, folder in folders.items()}
     shards = sorted({_tar_shard(name) for task_names in names.values() for name in task_names})
-    packed = dict(zip(shards, storage.read_all(partial(_packed_of, root), shards), strict=True))
+    packed = {shard: {task: c["packed"] for task, c in counts["tasks"].items()}
+              for shard, counts in zip(shards, _footers_of(root, shards, footers), strict=True)}
     for task, folder in folders.items():
         sizes = {name: packed[_tar_shard(name)][task] for name in names[task]}
         path = storage.join(folder, contract.SIZES_FILE)
         storage.write_whole(path, (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
 
 
-def _left_out_of(root: str, source: str, shard: int) -> dict[str, int]:
-    return read_pack_counts(root, source, shard)["left_out"]
-
-
-def _packed_of(root: str, job: tuple[str, int]) -> dict[str, int]:
-    """Task -> samples packed of a raw shard (``job``: source, shard), from its footer."""
-    return {task: counts["packed"] for task, counts in read_pack_counts(root, *job)["tasks"].items()}
+def _counts_of(root: str, job: tuple[str, int]) -> dict:
+    """A raw shard's counts (``job``: source, shard), from its footer."""
+    return read_pack_counts(root, *job)
 
 
 def _tar_shard(name: str) -> tuple[str, int]:

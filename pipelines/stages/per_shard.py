@@ -124,6 +124,18 @@ class ShardWork:
         of the source's ``removal_folders``."""
         return len(removed_keys(self.root, source, shard, exists))
 
+    def tally(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists,
+              size: Callable[[str], int] = storage.size) -> tuple[int, dict[str, Tally]]:
+        """``left_out`` and ``read_back`` of a committed job, as the launcher reads them back; a work whose two
+        read the same file (pack's footer) or that takes sizes from ``size`` (answered from one listing of each
+        of ``size_folders``) overrides it, so each file is read once."""
+        return self.left_out(source, shard, exists), self.read_back(source, shard)
+
+    def size_folders(self, source: str) -> list[str]:
+        """The folders of the files whose sizes ``tally`` asks ``size`` about; none (the default): ``size`` is
+        ``storage.size``, a request per file."""
+        return []
+
 
 class _RunJob(beam.DoFn):
     def __init__(self, work: ShardWork, overwrite: bool):
@@ -203,10 +215,21 @@ def _for_each(call: Callable, folders_of: Callable[[str], list[str]], jobs: list
     return storage.read_all(lambda job: call(*job, exists=exists), jobs)
 
 
-def _tally(work: ShardWork, source: str, shard: int, digest: str,
-           exists: Callable[[str], bool]) -> tuple[int, dict[str, Tally]]:
+def _tally(work: ShardWork, source: str, shard: int, digest: str, exists: Callable[[str], bool] = storage.exists,
+           size: Callable[[str], int] = storage.size) -> tuple[int, dict[str, Tally]]:
     """A committed job's samples left out (which removal tables exist: one listing of clean's folders) and counts."""
-    return work.left_out(source, shard, exists), work.read_back(source, shard)
+    return work.tally(source, shard, exists, size)
+
+
+def _sizes(work: ShardWork, jobs: list[tuple]) -> Callable[[str], int]:
+    """A file's bytes from one listing of each of ``work.size_folders`` over the jobs' sources (a ``size`` per
+    file was a request each); ``storage.size`` for a file the listings did not find."""
+    folders = [folder for source in dict.fromkeys(job[0] for job in jobs) for folder in work.size_folders(source)]
+    if not folders:
+        return storage.size
+    sizes = {path: size for folder in dict.fromkeys(folders)
+             for path, size, _ in storage.listing(storage.join(folder, "*"))}
+    return lambda path: sizes[path] if path in sizes else storage.size(path)
 
 
 def _read_back(work: ShardWork, jobs: list[list[tuple]], done: set, seconds: list[float]) -> list[StageResult]:
@@ -215,8 +238,9 @@ def _read_back(work: ShardWork, jobs: list[list[tuple]], done: set, seconds: lis
     results: dict[str, StageResult] = {}
     order: dict[str, tuple] = {}
     groups: dict[str, set[int]] = {}
-    tallies = iter(_for_each(partial(_tally, work), partial(removal_folders, work.root),
-                             [job for group_jobs in jobs for job in group_jobs]))
+    every_job = [job for group_jobs in jobs for job in group_jobs]
+    tallies = iter(_for_each(partial(_tally, work, size=_sizes(work, every_job)), partial(removal_folders, work.root),
+                             every_job))
     for g, group_jobs in enumerate(jobs):
         for i, job in enumerate(group_jobs):
             source, shard, _ = job
@@ -344,9 +368,18 @@ class AnnotatorWork(ShardWork):
     def remove_temporaries(self, source: str) -> None:
         remove_temporaries(self.root, self.annotator.folder, self.stage, source)
 
-    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
+    def read_back(self, source: str, shard: int, size: Callable[[str], int] = storage.size) -> dict[str, Tally]:
+        """The table's footer read once (its counts and the stage's extra counts); its bytes from ``size``."""
         paths = self.paths(source, shard)
-        return {source: Tally(read_sidecar_counts(paths), self.annotator.extra_counts(read_footer(paths.table)))}
+        footer = read_footer(paths.table)
+        return {source: Tally(read_sidecar_counts(paths, footer, size), self.annotator.extra_counts(footer))}
+
+    def tally(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists,
+              size: Callable[[str], int] = storage.size) -> tuple[int, dict[str, Tally]]:
+        return self.left_out(source, shard, exists), self.read_back(source, shard, size)
+
+    def size_folders(self, source: str) -> list[str]:
+        return [storage.join(self.root, self.annotator.folder, source)]
 
 
 def applicable_sources(config: CorpusConfig, annotator: ShardAnnotator, names: list[str] | None) -> list[str]:

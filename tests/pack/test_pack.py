@@ -519,3 +519,39 @@ def test_sizes_json_and_left_out_read_each_shard_footer_once_concurrently(packed
     assert sorted(footers) == sorted(f"{root}/rejects/pack/{source}/{shard:05d}.parquet" for source in SOURCES
                                      for shard in raw_shards(root, source))
     assert set(footers.values()) == {1} and threading.main_thread() not in {thread for _, thread in opened}
+
+
+def test_a_pack_run_reads_each_shard_footer_once_after_its_done_check(packed, tmp_path, monkeypatch):
+    """Issue 15: a pack run reads a shard's footer once for its counts per task, its samples left out,
+    ``sizes.json`` and corpus.json's ``left_out`` (before: four times, the read back's two and those of
+    ``write_sizes`` and ``left_out``), besides the launcher's done check; the counts and files are those of
+    the footer read by each."""
+    from pipelines import storage
+    from pipelines.manifest_io import read_manifest
+    from pipelines.stages.pack import left_out
+
+    _, config, _ = packed
+    root = tmp_path / "corpus"
+    shutil.copytree(config.output, root)
+    config = dataclasses.replace(config, output=str(root))
+    tasks = sorted(os.path.basename(path) for path in glob.glob(f"{root}/packed/*"))
+    sizes = {task: (root / "packed" / task / "sizes.json").read_bytes() for task in tasks}
+    manifest = read_manifest(str(root))
+    footers = [storage.join(str(root), "rejects", "pack", source, f"{shard:05d}.parquet")
+               for source in SOURCES for shard in raw_shards(str(root), source)]
+    opens, real_open = Counter(), storage.open_read
+    monkeypatch.setattr(storage, "open_read", lambda path: opens.update([path]) or real_open(path))
+    results = run_pack(config, None, RunnerConfig(), show_progress=False)
+    assert all(r.skipped_shards == r.shards > 0 for r in results)
+    assert {path: n for path, n in opens.items() if "/rejects/pack/" in path} == dict.fromkeys(footers, 2)
+    monkeypatch.setattr(storage, "open_read", real_open)
+    assert {task: (root / "packed" / task / "sizes.json").read_bytes() for task in tasks} == sizes
+    assert read_manifest(str(root))["stages"]["pack"] == manifest["stages"]["pack"]
+    recorded = manifest["stages"]["pack"]["left_out"]
+    assert left_out(str(root), results) == recorded and any(recorded.values())
+    for result in results:  # the counts per task, a footer read at a time
+        counts = [read_pack_counts(str(root), *job)["tasks"].get(result.name) for job in
+                  ((source, shard) for source in SOURCES for shard in raw_shards(str(root), source))]
+        assert result.counts.written == sum(c["packed"] for c in counts if c)
+        assert result.counts.records_in == sum(c["units"] for c in counts if c)
+        assert result.counts.bytes == sum(c["bytes"] for c in counts if c)
