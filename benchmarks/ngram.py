@@ -28,8 +28,9 @@ import numpy as np
 from benchmarks.rewrite import make_captions
 from pipelines.annotators.ngram_counts import (
     BITS,
-    BucketCombiner,
-    ShareCombiner,
+    BigramShare,
+    BucketCounts,
+    Summing,
     UnigramTotals,
     bigram_part,
     count_texts,
@@ -74,7 +75,7 @@ def build(texts: list[str], bits: int, folder: str) -> dict:
     started = time.perf_counter()
     shards = [count_texts(texts[i:i + SHARD], bits) for i in range(0, len(texts), SHARD)]
     counted = time.perf_counter()
-    merged, pair_peaks = _merged(shards, BucketCombiner())
+    merged, pair_peaks = _merged(shards, Summing(BucketCounts))
     vocabulary = vocabulary_of(counts.word_hashes() for counts in merged.values())
     shares = []
     for bucket, counts in merged.items():
@@ -83,7 +84,7 @@ def build(texts: list[str], bits: int, folder: str) -> dict:
         shares.append(mine)
     sizes = [len(counts.counts) for counts in merged.values()]
     del merged
-    summed, middle_peaks = _merged(shares, ShareCombiner())
+    summed, middle_peaks = _merged(shares, Summing(BigramShare))
     totals = UnigramTotals()
     for middle, share in summed.items():
         part = bigram_part(share, vocabulary, middle, bits)

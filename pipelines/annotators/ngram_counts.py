@@ -106,6 +106,9 @@ class BucketCounts:
     def word_hashes(self) -> np.ndarray:
         return np.fromiter(self.words, dtype=np.uint64, count=len(self.words))
 
+    def finish(self) -> BucketCounts:
+        return self.fold()
+
     def fold(self) -> BucketCounts:
         """Every unfolded part summed into the arrays."""
         keys = np.concatenate([self.keys] + [keys for keys, _ in self.unfolded])
@@ -143,25 +146,6 @@ def count_texts(texts: Iterable[str], bits: int = BITS) -> dict[int, BucketCount
     return found
 
 
-class BucketCombiner:
-    """CombineFn semantics (a ``beam.CombinePerKey`` by bucket) over ``BucketCounts``: their sum."""
-
-    def create_accumulator(self) -> BucketCounts:
-        return BucketCounts()
-
-    def add_input(self, accumulator: BucketCounts, counts: BucketCounts) -> BucketCounts:
-        return accumulator.absorb(counts)
-
-    def merge_accumulators(self, accumulators: Iterable[BucketCounts]) -> BucketCounts:
-        merged = BucketCounts()
-        for accumulator in accumulators:
-            merged.absorb(accumulator)
-        return merged
-
-    def extract_output(self, accumulator: BucketCounts) -> BucketCounts:
-        return accumulator.fold()
-
-
 def vocabulary_of(word_hashes: Iterable[np.ndarray]) -> np.ndarray:
     """Every word's hash (each bucket's ``word_hashes``), sorted, with ``<s>``, ``</s>`` and ``<unk>``: a
     word's id is its position."""
@@ -192,11 +176,19 @@ class BigramShare:
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     trigram_buckets: set[int] = field(default_factory=set)
+    unfolded: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def absorb(self, other: BigramShare) -> BigramShare:
-        self.keys, self.counts = _runs_of(np.concatenate([self.keys, other.keys]),
-                                          np.concatenate([self.counts, other.counts]))
+        """Taken as is: summed once, by ``finish`` (not re-sorted for every share a worker receives)."""
+        self.unfolded += [(other.keys, other.counts), *other.unfolded]
         self.trigram_buckets |= other.trigram_buckets
+        return self
+
+    def finish(self) -> BigramShare:
+        parts = [(self.keys, self.counts), *self.unfolded]
+        self.keys, self.counts = _runs_of(np.concatenate([keys for keys, _ in parts]),
+                                          np.concatenate([counts for _, counts in parts]))
+        self.unfolded = []
         return self
 
 
@@ -254,25 +246,6 @@ def bigram_part(share: BigramShare, vocabulary: np.ndarray, bucket: int, bits: i
                       np.bincount(middle, minlength=end - first), unigram_ids, unigram_cont)
 
 
-class ShareCombiner:
-    """CombineFn semantics (a ``beam.CombinePerKey`` by middle-word bucket) over ``BigramShare``: their sum."""
-
-    def create_accumulator(self) -> BigramShare:
-        return BigramShare()
-
-    def add_input(self, accumulator: BigramShare, share: BigramShare) -> BigramShare:
-        return accumulator.absorb(share)
-
-    def merge_accumulators(self, accumulators: Iterable[BigramShare]) -> BigramShare:
-        merged = BigramShare()
-        for accumulator in accumulators:
-            merged.absorb(accumulator)
-        return merged
-
-    def extract_output(self, accumulator: BigramShare) -> BigramShare:
-        return accumulator
-
-
 def _runs_of(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct ``keys``, sorted, with their ``counts`` summed."""
     order = np.argsort(keys, kind="stable")
@@ -310,27 +283,32 @@ class UnigramTotals:
         self.cont = np.pad(self.cont, (0, size - len(self.cont))) + np.pad(other.cont, (0, size - len(other.cont)))
         return self
 
+    def finish(self) -> UnigramTotals:
+        return self
+
     def dense(self, size: int) -> np.ndarray:
         """N1+(. w) of each of ``size`` word ids."""
         return np.pad(self.cont, (0, size - len(self.cont)))
 
 
-class UnigramCombiner:
-    """CombineFn semantics over (middle-word bucket, its part's ``unigram_ids`` and ``unigram_cont``, its pair
-    buckets): ``UnigramTotals``."""
+class Summing:
+    """CombineFn semantics (``beam.CombinePerKey`` / ``CombineGlobally``) over values that are their own
+    accumulators (``BucketCounts``, ``BigramShare``, ``UnigramTotals``: ``absorb`` another, ``finish``): their sum."""
 
-    def create_accumulator(self) -> UnigramTotals:
-        return UnigramTotals()
+    def __init__(self, kind: type):
+        self.kind = kind
 
-    def add_input(self, accumulator: UnigramTotals, share: tuple[int, np.ndarray, np.ndarray, set[int]]
-                  ) -> UnigramTotals:
-        return accumulator.add(*share)
+    def create_accumulator(self):
+        return self.kind()
 
-    def merge_accumulators(self, accumulators: Iterable[UnigramTotals]) -> UnigramTotals:
-        merged = UnigramTotals()
+    def add_input(self, accumulator, value):
+        return accumulator.absorb(value)
+
+    def merge_accumulators(self, accumulators: Iterable):
+        merged = self.kind()
         for accumulator in accumulators:
             merged.absorb(accumulator)
         return merged
 
-    def extract_output(self, accumulator: UnigramTotals) -> UnigramTotals:
-        return accumulator
+    def extract_output(self, accumulator):
+        return accumulator.finish()

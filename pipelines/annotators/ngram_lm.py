@@ -27,9 +27,9 @@ from pipelines.annotators.ngram_counts import (
     EOS,
     UNK,
     BigramPart,
-    BucketCombiner,
+    BigramShare,
     BucketCounts,
-    ShareCombiner,
+    Summing,
     TrigramPart,
     UnigramTotals,
     bigram_part,
@@ -50,7 +50,7 @@ _DTYPES = {name: np.uint64 if name == "pairs" else np.int64 for name in SECTIONS
 
 def train(texts: Iterable[str], discount: float = DISCOUNT, bits: int = BITS) -> NgramLM:
     """The model of ``texts`` without Beam (tests, notebooks, small corpora)."""
-    combiner = BucketCombiner()
+    combiner = Summing(BucketCounts)
     return model_of({b: combiner.extract_output(counts) for b, counts in count_texts(texts, bits).items()},
                     discount, bits)
 
@@ -58,11 +58,12 @@ def train(texts: Iterable[str], discount: float = DISCOUNT, bits: int = BITS) ->
 def model_of(buckets: dict[int, BucketCounts], discount: float = DISCOUNT, bits: int = BITS) -> NgramLM:
     """The model of merged pair-bucket counts, in memory: both passes in a loop."""
     vocabulary = vocabulary_of(b.word_hashes() for b in buckets.values())
-    trigram_parts, shares, combiner = {}, {}, ShareCombiner()
+    trigram_parts, shares = {}, {}
     for bucket, counts in buckets.items():
         trigram_parts[bucket], mine = trigram_part(counts, vocabulary, bucket, bits)
         for middle, share in mine.items():
-            combiner.add_input(shares.setdefault(middle, combiner.create_accumulator()), share)
+            shares.setdefault(middle, BigramShare()).absorb(share)
+    shares = {middle: share.finish() for middle, share in shares.items()}
     bigram_parts = {middle: bigram_part(share, vocabulary, middle, bits) for middle, share in shares.items()}
     totals = UnigramTotals()
     for middle, part in bigram_parts.items():
@@ -126,7 +127,11 @@ class NgramLM:
         ``cache``, as an index is), its arrays memory-mapped."""
         from retrieval import files
 
-        proof = files.read_bytes(files.join(folder, MODEL_FILE))
+        try:
+            proof = files.read_bytes(files.join(folder, MODEL_FILE))
+        except FileNotFoundError:
+            raise ValueError(f"{folder}: no {MODEL_FILE}; the n-gram model is built by `unicorpus annotate rewrite` "
+                             "(its corpus statistics), or its build was killed before the end: run it again") from None
         local = files.local_copy(folder, [*(f"{name}.bin" for name in SECTIONS), WORDS_FILE, MODEL_FILE], cache,
                                  proof)
         with np.load(os.path.join(local, WORDS_FILE)) as words:

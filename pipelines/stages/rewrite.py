@@ -218,9 +218,10 @@ def _ngram_model(root: str, max_chars: int, shards: beam.PCollection, folder: st
     arrays. No step holds more than a bucket (a few hundred thousand trigrams, whatever the corpus: the
     buckets grow with it) or a number a word."""
     from pipelines.annotators.ngram_counts import (
-        BucketCombiner,
-        ShareCombiner,
-        UnigramCombiner,
+        BigramShare,
+        BucketCounts,
+        Summing,
+        UnigramTotals,
         bigram_part,
         bits_for,
         trigram_part,
@@ -240,11 +241,11 @@ def _ngram_model(root: str, max_chars: int, shards: beam.PCollection, folder: st
         middle, share = middle_share
         part = bigram_part(share, vocabulary, middle, bits)
         write_part(folder, middle, part)
-        return middle, part.unigram_ids, part.unigram_cont, share.trigram_buckets
+        return UnigramTotals().add(middle, part.unigram_ids, part.unigram_cont, share.trigram_buckets)
 
     counts = (shards
               | "ngram/Count" >> beam.FlatMapTuple(partial(shard_trigram_counts, root, max_chars, bits))
-              | "ngram/Merge" >> beam.CombinePerKey(AsCombineFn(BucketCombiner())))
+              | "ngram/Merge" >> beam.CombinePerKey(AsCombineFn(Summing(BucketCounts))))
     vocabulary = beam.pvalue.AsSingleton(
         counts
         | "ngram/Words" >> beam.MapTuple(lambda _, bucket: bucket.word_hashes())
@@ -252,9 +253,9 @@ def _ngram_model(root: str, max_chars: int, shards: beam.PCollection, folder: st
         | "ngram/Vocabulary" >> beam.Map(vocabulary_of))
     (counts
      | "ngram/Pairs" >> beam.FlatMap(pairs, vocabulary)
-     | "ngram/MergeBigrams" >> beam.CombinePerKey(AsCombineFn(ShareCombiner()))
+     | "ngram/MergeBigrams" >> beam.CombinePerKey(AsCombineFn(Summing(BigramShare)))
      | "ngram/Bigrams" >> beam.Map(bigrams, vocabulary)
-     | "ngram/Totals" >> beam.CombineGlobally(AsCombineFn(UnigramCombiner()))
+     | "ngram/Totals" >> beam.CombineGlobally(AsCombineFn(Summing(UnigramTotals)))
      | "ngram/Model" >> beam.Map(lambda totals, vocabulary: write_model(folder, vocabulary, totals, DISCOUNT, bits),
                                  vocabulary))
 

@@ -17,9 +17,9 @@ from pipelines.annotators.ngram_counts import (
     BOS,
     EOS,
     UNK,
-    BucketCombiner,
+    BigramShare,
     BucketCounts,
-    ShareCombiner,
+    Summing,
     UnigramTotals,
     bigram_part,
     count_texts,
@@ -80,7 +80,7 @@ def test_a_known_sentence_scores_higher_than_its_shuffle():
 
 def _merged(parts: list[dict[int, BucketCounts]], order: list[int]) -> dict[int, BucketCounts]:
     """Each bucket's counts merged as a CombinePerKey would, the parts taken in ``order``."""
-    combiner = BucketCombiner()
+    combiner = Summing(BucketCounts)
     merged = {}
     for bucket in {b for part in parts for b in part}:
         accumulators = []
@@ -213,16 +213,16 @@ def test_two_context_pairs_sharing_a_hash_is_an_error(monkeypatch):
 def _write(folder: str, texts: list[str], bits: int) -> None:
     """The model as the stage writes it: each pair bucket's part, each middle-word bucket's part from their
     shares, then the model's arrays appended from the parts."""
-    combiner, shares, buckets = ShareCombiner(), {}, count_texts(texts, bits)
+    combiner, shares, buckets = Summing(BigramShare), {}, count_texts(texts, bits)
     vocabulary = vocabulary_of(counts.word_hashes() for counts in buckets.values())
     for bucket, counts in buckets.items():
-        part, mine = trigram_part(BucketCombiner().extract_output(counts), vocabulary, bucket, bits)
+        part, mine = trigram_part(counts.finish(), vocabulary, bucket, bits)
         write_part(folder, bucket, part)
         for middle, share in mine.items():
             combiner.add_input(shares.setdefault(middle, combiner.create_accumulator()), share)
     totals = UnigramTotals()
     for middle, share in shares.items():
-        part = bigram_part(share, vocabulary, middle, bits)
+        part = bigram_part(combiner.extract_output(share), vocabulary, middle, bits)
         write_part(folder, middle, part)
         totals.add(middle, part.unigram_ids, part.unigram_cont, share.trigram_buckets)
     write_model(folder, vocabulary, totals, 0.75, bits)
@@ -247,6 +247,12 @@ def test_a_remote_model_is_copied_once_then_mapped(tmp_path):
     loaded = NgramLM.load("memory:///ngram-model", cache=str(tmp_path / "cache"))
     assert loaded.pairs.base.filename.startswith(str(tmp_path / "cache"))
     assert loaded.score_many(ASKED) == train(texts, bits=2).score_many(ASKED)
+
+
+def test_a_folder_without_a_finished_model_is_a_clear_error(tmp_path):
+    (tmp_path / "parts").mkdir()  # a build killed before its model file
+    with pytest.raises(ValueError, match=r"no model\.json; the n-gram model is built by `unicorpus annotate rewrite`"):
+        NgramLM.load(str(tmp_path))
 
 
 def test_an_empty_corpus_gives_the_uniform_model():
