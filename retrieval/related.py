@@ -49,9 +49,9 @@ def _cosines(index, found: list[Hits], query_vectors: np.ndarray) -> list[np.nda
     ties = np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)])
     query = np.repeat(np.arange(len(found)), lengths)
     order = np.argsort(ties, kind="stable")
-    cosines, start = np.zeros(len(ties), dtype=np.float32), 0
+    in_order, cosines, start = ties[order], np.zeros(len(ties), dtype=np.float32), 0
     for shard_ties, _, vectors in index.each_shard(distinct(ties), (), True):
-        stop = start + int(np.searchsorted(ties[order[start:]], shard_ties[-1], "right"))
+        stop = int(np.searchsorted(in_order, shard_ties[-1], "right"))  # the pairs of this shard's hits
         pairs = order[start:stop]
         at = np.searchsorted(shard_ties, ties[pairs])
         for first in range(0, len(pairs), PAIRS_AT_ONCE):
