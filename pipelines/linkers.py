@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -281,10 +282,14 @@ class _RelatedLinker(ShardLinker):
         return getattr(self.section, f"{self.kind}_postings_cap")
 
     def _folder(self) -> tuple[str, str]:
-        """The stats folder of the table, and the collection's folder in it (its postings' cap in the name)."""
+        """The stats folder of the table, and the collection's folder in it (its postings' cap in the name, and
+        what else changes its files: ``_built_with``)."""
         stats = storage.join(self.root, layout.stats(layout.links(self.tables[0].name)))
         cap = "all" if self.cap is None else f"cap{self.cap}"
-        return stats, storage.join(stats, f"tfidf-{self.fingerprint()}-{cap}")
+        return stats, storage.join(stats, "-".join(["tfidf", self.fingerprint(), cap, *self._built_with()]))
+
+    def _built_with(self) -> list[str]:
+        return []
 
     def prepare(self, runner) -> None:
         from pipelines.tfidf_collections import build, remove_others
@@ -363,6 +368,10 @@ class RelatedTexts(_RelatedLinker):
         before are redone once (a last bit may differ)."""
         return {**super().params(), "cosines": "float64"}
 
+    def _built_with(self) -> list[str]:
+        """The rerank codec (``retrieval.codes``), as a file name can hold it."""
+        return [re.sub(r"[^A-Za-z0-9]+", "_", self.section.related_texts_rerank_codec)]
+
     def collection(self):
         from functools import partial
 
@@ -371,7 +380,12 @@ class RelatedTexts(_RelatedLinker):
 
         return Collection(self._folder()[1], _sidecar_shards(self.root, self.folder, self.collections),
                           partial(_text_documents, self.root), text_terms, "text",
-                          ("key", "source", "text_index", "text"), vector="vector", postings=True, cap=self.cap)
+                          ("key", "source", "text_index", "text"), vector="vector", postings=True,
+                          cap=self.cap, codec=self.section.related_texts_rerank_codec)
+
+    def setup(self) -> None:
+        super().setup()
+        self.codes = self.collection().codes()
 
     def link(self, source: str, shard: int) -> list[Linked]:
         from retrieval.related import related_texts
@@ -379,8 +393,8 @@ class RelatedTexts(_RelatedLinker):
         queries = _table_rows(self.root, TEXTS, source, shard, ["key", "text_index", "text", "vector"],
                               self.input_hint)
         vectors = _stored_vectors([row["vector"] for row in queries])
-        found = related_texts(self.vectorizer, self.index, queries, vectors, [row["key"] for row in queries],
-                              self.top_m, self.top_n)
+        found = related_texts(self.vectorizer, self.index, self.codes, queries, vectors,
+                              [row["key"] for row in queries], self.top_m, self.top_n)
         rows, rejects = [], []
         for query, hits in zip(queries, found, strict=True):
             if not hits:

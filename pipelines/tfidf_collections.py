@@ -14,6 +14,12 @@ the matrix alone in the ``.npz`` and beside it
                                         entries for a bucket of terms each
     <folder>/postings/plan.npz          the buckets' first terms and the segments, written last
 
+and, for a collection with vectors (related texts' rerank), the vectors as FAISS codes (``retrieval.codes``):
+
+    <folder>/codes/codec.faiss          the codec, trained first on vectors spread over the collection
+    <folder>/<source>/NNNNN.codes       one shard's codes, written with its row store
+    <folder>/codes/rows.bin, starts.npy the parts appended in collection order, then codes.json; parts removed
+
 Up to three pipelines, each skipped when its files exist (every file is written under a temporary name, then
 renamed, so a killed build resumes where it stopped and gives the same files). A worker then loads the
 frequencies (the vocabulary, not the documents) and one shard file at a time, or the postings of its queries'
@@ -23,6 +29,7 @@ terms and the rows of its hits: its memory does not grow with the collection.
 from __future__ import annotations
 
 import pickle
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +40,8 @@ from pipelines import storage
 from schemas.keys import shard_name
 
 FREQUENCIES = "frequencies.pkl"
+CODES = "codes"
+TRAIN_SHARDS = 64  # shards the rerank codec's training sample is spread over (retrieval.codes.TRAIN_SAMPLE in all)
 
 
 class AsCombineFn(beam.CombineFn):
@@ -59,7 +68,8 @@ class AsCombineFn(beam.CombineFn):
 class Collection:
     """What a collection is made of and how its documents are vectorised. ``read(source, shard)`` gives the
     shard's documents (dicts) in collection order; ``terms`` is the field the analyzer reads, ``columns``
-    the fields kept as each row's identity, ``vector`` the field of a vector kept for a rerank."""
+    the fields kept as each row's identity, ``vector`` the field of a vector kept for a rerank, as ``codec``
+    codes (a FAISS factory string, ``retrieval.codes``; with ``postings``)."""
 
     folder: str
     shards: tuple[tuple[str, int], ...]
@@ -73,6 +83,7 @@ class Collection:
     sorted_terms: bool = True
     postings: bool = False  # searched through term-partitioned postings and a row store (``retrieval.postings``)
     cap: int | None = None  # with postings: the entries kept per term, its heaviest (None: all, exact)
+    codec: str = "Flat"
 
     def analyze(self, document: dict) -> Sequence[str]:
         return self.analyzer(document[self.terms])
@@ -82,6 +93,18 @@ class Collection:
 
     def rows_path(self, source: str, shard: int) -> str:
         return storage.join(self.folder, source, f"{shard_name(shard)}.arrow")
+
+    def code_part(self, source: str, shard: int) -> str:
+        return storage.join(self.folder, source, f"{shard_name(shard)}.codes")
+
+    def codes_folder(self) -> str:
+        return storage.join(self.folder, CODES)
+
+    def codes(self):
+        """The collection's vectors as codes (``retrieval.codes.Codes``; built with ``postings`` and ``vector``)."""
+        from retrieval.codes import Codes
+
+        return Codes.load(self.codes_folder())
 
     def index(self):
         """The collection's ``retrieval.postings.PostingsIndex`` (built with ``postings=True``)."""
@@ -128,23 +151,81 @@ def _write_frequencies(frequencies, collection: Collection) -> None:
                         pickle.dumps(frequencies, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
-    """One shard file: the shard's documents vectorised with the collection's frequencies."""
+def _vectors(documents: list[dict], name: str):
+    """The documents' ``name`` vectors (n, dim); (0, 0) for none: numpy cannot reshape nothing to (0, -1)."""
     import numpy as np
 
+    if not documents:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.array([d[name] for d in documents], dtype=np.float32).reshape(len(documents), -1)
+
+
+def _train_codec(collection: Collection) -> None:
+    """The rerank codec, trained on ``retrieval.codes.TRAIN_SAMPLE`` vectors from up to ``TRAIN_SHARDS`` shards
+    with rows, visited in a spread order (golden-ratio steps: the first few already span the collection, every
+    source of it); none is written when the collection has no vector at all."""
+    import numpy as np
+
+    from retrieval.codes import CODEC, TRAIN_SAMPLE, make_codec, sample_rows
+
+    count = len(collection.shards)
+    spread = np.argsort((np.arange(count) * 0.6180339887498949) % 1.0, kind="stable")
+    each, sample = TRAIN_SAMPLE // max(1, min(count, TRAIN_SHARDS)), []
+    for position in spread.tolist():
+        vectors = _vectors(collection.read(*collection.shards[position]), collection.vector)
+        if len(vectors):
+            sample.append(sample_rows(vectors, each))
+            if len(sample) == TRAIN_SHARDS:
+                break
+    if sample:
+        storage.write_whole(storage.join(collection.codes_folder(), CODEC),
+                            make_codec(collection.codec, np.concatenate(sample)))
+
+
+def _write_codes(collection: Collection) -> None:
+    """The shards' code parts appended in collection order into one file (one part in memory at a time), the
+    shards' first rows, then ``codes.json`` (last: a reader trusts the files it finds with it); then the parts
+    are removed (also those a build killed after ``codes.json`` left)."""
+    import json
+
+    from retrieval.codes import CODEC, META, ROWS, STARTS, meta_bytes, starts_of
+    from retrieval.postings import npy_bytes
+
+    folder = collection.codes_folder()
+    if not storage.exists(storage.join(folder, META)):
+        codec = storage.read_bytes(storage.join(folder, CODEC)) if storage.exists(storage.join(folder, CODEC)) \
+            else None
+        meta = meta_bytes(collection.codec, codec)
+        code_size, lengths = json.loads(meta)["code_size"], []
+        target = storage.join(folder, ROWS)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+        with storage.create(tmp) as stream:
+            for shard in collection.shards:
+                data = storage.read_bytes(collection.code_part(*shard))
+                lengths.append(len(data) // code_size if code_size else 0)
+                stream.write(data)
+        storage.rename(tmp, target)
+        storage.write_whole(storage.join(folder, STARTS), npy_bytes(starts_of(lengths)))
+        storage.write_whole(storage.join(folder, META), meta)
+    storage.delete(storage.glob(storage.join(collection.folder, "*", "*.codes")))
+
+
+def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
+    """One shard file: the shard's documents vectorised with the collection's frequencies."""
     from retrieval.tfidf import CollectionShard, shard_bytes
 
     documents = collection.read(*shard)
-    vectors = None
-    if collection.vector:  # (0, 0) for a table without rows: numpy cannot reshape nothing to (0, -1)
-        vectors = np.array([d[collection.vector] for d in documents], dtype=np.float32).reshape(len(documents), -1) \
-            if documents else np.zeros((0, 0), dtype=np.float32)
+    vectors = _vectors(documents, collection.vector) if collection.vector else None
     columns = {name: [d[name] for d in documents] for name in collection.columns}
     matrix = collection.vectorizer().transform(documents)
-    if collection.postings:  # identities and vectors in the row store, written first: the .npz marks the shard done
+    if collection.postings:  # identities in the row store, vectors as codes, first: the .npz marks the shard done
+        from retrieval.codes import CODEC, encode
         from retrieval.rowstore import rows_bytes
 
-        storage.write_whole(collection.rows_path(*shard), rows_bytes(columns, vectors))
+        storage.write_whole(collection.rows_path(*shard), rows_bytes(columns))
+        if vectors is not None:
+            codec = storage.read_bytes(storage.join(collection.codes_folder(), CODEC)) if len(vectors) else b""
+            storage.write_whole(collection.code_part(*shard), encode(codec, vectors))
         columns, vectors = {}, None
     storage.write_whole(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))
 
@@ -187,10 +268,11 @@ def _build_postings(collection: Collection, runner) -> None:
 
 
 def build(collection: Collection, runner) -> None:
-    """The frequencies, then every missing shard file, then (``postings``) the postings unless complete
-    (``runner``: a ``pipelines.runner.RunnerConfig``); nothing runs when all exist. Temporaries of a killed
-    build are removed first. The shard files that exist: one listing per source folder (``storage.names_in``),
-    not an ``exists`` per shard."""
+    """The frequencies, then (``postings`` with a ``vector``) the rerank codec, then every missing shard file,
+    then (``postings``) the postings and the codes unless complete (``runner``: a
+    ``pipelines.runner.RunnerConfig``); nothing runs when all exist. Temporaries of a killed build are removed
+    first. The shard files that exist: one listing per source folder (``storage.names_in``), not an ``exists``
+    per shard."""
     from pipelines.runner import pipeline_options
     from retrieval.tfidf import DocumentFrequencyCombiner
 
@@ -204,6 +286,12 @@ def build(collection: Collection, runner) -> None:
              | "Documents" >> beam.FlatMapTuple(collection.read)
              | "Frequencies" >> beam.CombineGlobally(AsCombineFn(DocumentFrequencyCombiner(collection.analyze)))
              | "Write" >> beam.Map(_write_frequencies, collection))
+    with_codes = collection.postings and collection.vector is not None
+    if with_codes:
+        from retrieval.codes import CODEC, META
+
+        if not any(storage.exists(storage.join(collection.codes_folder(), name)) for name in (CODEC, META)):
+            _train_codec(collection)
     names = storage.names_in(storage.join(collection.folder, source) for source, _ in collection.shards)
     missing = [shard for shard in collection.shards if not storage.listed(names, collection.shard_path(*shard))]
     if missing:
@@ -217,6 +305,8 @@ def build(collection: Collection, runner) -> None:
 
         if not storage.exists(storage.join(collection.folder, PLAN)):
             _build_postings(collection, runner)
+    if with_codes:
+        _write_codes(collection)
 
 
 def remove_others(stats: str, keep: str | None = None) -> None:

@@ -107,6 +107,16 @@ def default_cache() -> str:
                                                                                       "indexes"))
 
 
+def mapped(path: str, dtype):
+    """A local file of ``dtype`` numbers memory-mapped read-only, as a plain array over the map (the processes
+    of a machine share its pages)."""
+    import numpy as np
+
+    if not os.path.getsize(path):
+        return np.zeros(0, dtype=dtype)  # an empty file cannot be mapped
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r"))
+
+
 def local_copy(folder: str, names: Sequence[str], cache: str | None = None, proof: bytes | None = None) -> str:
     """A local folder holding ``names`` of ``folder``: ``folder`` itself when local, else a copy under ``cache``
     (one folder per URL), made once. The last of ``names`` is the producer's proof of completeness (written

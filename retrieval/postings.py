@@ -251,18 +251,15 @@ def _blocks(work: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
 
 class PostingsIndex:
     """A collection's postings and rows: ``search`` (its top k per query, its own sample's rows excluded)
-    and ``gather`` (the hits' identities and vectors)."""
+    and ``gather`` (the hits' identities)."""
 
     def __init__(self, open_file: Callable[[str], IO[bytes]], open_rows: Callable[[int], IO[bytes]]):
         """``open_file(name)``: the postings' files (``postings/...``); ``open_rows(position)``: the row store
         file of the collection's ``position``-th shard."""
         self.postings, self.rows = Postings(open_file), RowStore(open_rows)
 
-    def gather(self, found: Sequence[Hits], columns: Sequence[str] | None = None, vectors: bool = False) -> Gathered:
-        return self.rows.gather(found, columns, vectors)
-
-    def each_shard(self, ties: np.ndarray, columns: tuple[str, ...] | None, vectors: bool):
-        return self.rows.each_shard(ties, columns, vectors)
+    def gather(self, found: Sequence[Hits], columns: Sequence[str] | None = None) -> Gathered:
+        return self.rows.gather(found, columns)
 
     def scored(self, queries, top: int, block_entries: int = BLOCK_ENTRIES) -> list[Hits]:
         """Per query row (CSR, in the collection's TF-IDF space), its ``top`` rows by cosine (> 0), best first,
@@ -351,8 +348,7 @@ def index_files(shards: Sequence, cap: int | None, vocabulary: int,
     files = {name: data for part in parts(plan) for name, data in
              bucket_files(part, plan, vocabulary, combiner.extract_output(held.get(part, []))).items()}
     for position, shard in enumerate(shards):
-        files[f"rows/{position:05d}"] = rows_bytes({name: list(values) for name, values in shard.columns.items()},
-                                                shard.vectors)
+        files[f"rows/{position:05d}"] = rows_bytes({name: list(values) for name, values in shard.columns.items()})
     return {**files, PLAN: plan.to_bytes()}
 
 

@@ -233,6 +233,10 @@ class RetrieveConfig:
     # of a cap in docs/BENCHMARKS.md)
     related_images_postings_cap: int | None = None
     related_texts_postings_cap: int | None = None
+    # How the related-texts collection keeps its vectors for the embedding rerank (retrieval/codes.py): a FAISS
+    # codec factory string. Flat: the float32 vectors, exact (1,536 bytes a 384-d text); SQ8: a byte a dimension;
+    # PQ32: 32 bytes (the papers' 533M texts in 17 GB, memory-mapped by every worker; recall in docs/BENCHMARKS.md)
+    related_texts_rerank_codec: str = "Flat"
     # UNIMO App. A: which sources' images / texts are queries and which are the collections searched.
     # None: every source with ann/detect tables (images) or emb/text tables (texts); []: none (skip).
     related_images_queries: list[str] | None = sources_field()
@@ -257,6 +261,9 @@ class RetrieveConfig:
         for name in ("related_images_postings_cap", "related_texts_postings_cap"):
             if getattr(self, name) is not None:
                 positive(getattr(self, name), f"{where}.{name}")
+        if not re.fullmatch(r"[A-Za-z0-9_,.]+", self.related_texts_rerank_codec):
+            raise ConfigError(f"{where}.related_texts_rerank_codec: a FAISS codec factory string (Flat, SQ8, PQ32, "
+                              f"OPQ32,PQ32), got {self.related_texts_rerank_codec!r}")
 
 
 @dataclass

@@ -101,6 +101,21 @@ def test_one_boto3_client_serves_every_s3_call_of_a_process(s3_server, monkeypat
     assert len(made) == 1 and made[0]["endpoint_url"] == endpoint
 
 
+def _read_through_pyarrow(monkeypatch, endpoint: str, load, *args, **kwargs):
+    """``load(*args, **kwargs)`` as a worker does it: the file layer's S3 (pyarrow's) configured from the
+    environment, for this test's endpoint."""
+    from retrieval import files
+
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    files._filesystem_of.cache_clear()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        files._filesystem_of.cache_clear()
+
+
 def test_the_ngram_model_on_s3_is_the_one_on_disk_and_loads_mapped_from_a_copy(s3_server, tmp_path, monkeypatch):
     """Rewrite's fluency model on an object store: the parts, the arrays appended from them through streams
     open side by side (then renamed), the words; the parts removed, as on local disk. A worker copies it once
@@ -110,7 +125,6 @@ def test_the_ngram_model_on_s3_is_the_one_on_disk_and_loads_mapped_from_a_copy(s
 
     from pipelines import storage
     from pipelines.annotators.ngram_lm import MODEL_FILE, NgramLM
-    from retrieval import files
     from tests.annotate.test_ngram_lm import ASKED, CAPTIONS, _write
 
     endpoint, _ = s3_server
@@ -125,13 +139,38 @@ def test_the_ngram_model_on_s3_is_the_one_on_disk_and_loads_mapped_from_a_copy(s
         if name != MODEL_FILE:  # its build id differs
             assert storage.read_bytes(f"s3://corpus/ngram/{name}") == (tmp_path / name).read_bytes(), name
     assert not storage.glob("s3://corpus/ngram/parts/*")
-    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
-                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    files._filesystem_of.cache_clear()  # this test's endpoint
-    try:
-        remote = NgramLM.load("s3://corpus/ngram", cache=str(tmp_path / "cache"))
-    finally:
-        files._filesystem_of.cache_clear()
+    remote = _read_through_pyarrow(monkeypatch, endpoint, NgramLM.load, "s3://corpus/ngram",
+                                   cache=str(tmp_path / "cache"))
     assert isinstance(remote.trigram_keys.base, np.memmap)
     assert remote.score_many(ASKED) == NgramLM.load(str(tmp_path)).score_many(ASKED)
+
+
+def test_the_rerank_codes_on_s3_are_the_ones_on_disk_and_load_mapped_from_a_copy(s3_server, tmp_path, monkeypatch):
+    """A related-texts collection built on an object store: its codec, codes (the shards' parts appended
+    through a stream, then renamed) and starts have the local build's bytes, the parts are removed, and a
+    worker copies them once into its cache and maps them."""
+    import numpy as np
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines import storage
+    from pipelines.tfidf_collections import build
+    from retrieval.codes import Codes
+    from tests.retrieval.test_postings import text_collection, text_tables
+
+    endpoint, _ = s3_server
+    s3_args = [f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
+               "--s3_region_name=us-east-1"]
+    text_tables(tmp_path / "tables")
+    build(text_collection(str(tmp_path / "tfidf"), tmp_path / "tables", codec="SQ8"), RunnerConfig())
+    storage.configure(PipelineOptions(s3_args))
+    build(text_collection("s3://corpus/tfidf", tmp_path / "tables", codec="SQ8"), RunnerConfig(beam_args=s3_args))
+    local = tmp_path / "tfidf" / "codes"
+    assert sorted(p.rsplit("/", 1)[1] for p in storage.glob("s3://corpus/tfidf/codes/*")) == sorted(os.listdir(local))
+    for name in os.listdir(local):
+        assert storage.read_bytes(f"s3://corpus/tfidf/codes/{name}") == (local / name).read_bytes(), name
+    assert not storage.glob("s3://corpus/tfidf/src/*.codes")
+    codes = _read_through_pyarrow(monkeypatch, endpoint, Codes.load, "s3://corpus/tfidf/codes",
+                                  cache=str(tmp_path / "cache"))
+    assert isinstance(codes.rows.base.base, np.memmap) and codes.starts.tolist() == [0, 100, 200, 300]
+    ties = np.array([5, (1 << 32) | 7, (2 << 32) | 99])
+    assert np.array_equal(codes.vectors(ties), Codes.load(str(tmp_path / "tfidf" / "codes")).vectors(ties))

@@ -136,7 +136,7 @@ class NgramLM:
                                  proof)
         with np.load(os.path.join(local, WORDS_FILE)) as words:
             vocabulary, unigram_cont = words["vocabulary"], words["unigram_cont"]
-        arrays = {name: _mapped(os.path.join(local, f"{name}.bin"), _DTYPES[name]) for name in SECTIONS}
+        arrays = {name: files.mapped(os.path.join(local, f"{name}.bin"), _DTYPES[name]) for name in SECTIONS}
         return cls(vocabulary, unigram_cont, arrays, json.loads(proof)["discount"])
 
     def _ids(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -198,12 +198,6 @@ class NgramLM:
 
 
 # --- on disk: a part per bucket of each pass (written by the worker that merged it), then the model's arrays --
-
-
-def _mapped(path: str, dtype) -> np.ndarray:
-    if not os.path.getsize(path):
-        return np.zeros(0, dtype=dtype)  # an empty file cannot be mapped
-    return np.asarray(np.memmap(path, dtype=dtype, mode="r"))  # a plain array over the map: no memmap wrapping
 
 
 def _part_path(folder: str, kind: str, bucket: int) -> str:

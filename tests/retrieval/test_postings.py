@@ -12,6 +12,7 @@ import pytest
 from pipelines.runner import RunnerConfig
 from pipelines.tfidf_collections import Collection, build
 from retrieval import postings, rowstore
+from retrieval.codes import Codes
 from retrieval.postings import TopPostings, impact_order, in_memory, index_files, plan_buckets
 from retrieval.tfidf import TfidfVectorizer, document_frequencies, gather, search, text_terms
 from tests.retrieval.test_tfidf import _read_table, documents, sharded
@@ -21,14 +22,10 @@ def _text(document: dict) -> list[str]:
     return text_terms(document["text"])
 
 
-def _both(docs: list[dict], parts: int, cap=None, dtype=np.float64, sorted_terms=True, vectors=False):
+def _both(docs: list[dict], parts: int, cap=None, dtype=np.float64, sorted_terms=True):
     """The vectorizer, the scanned shards and the postings index of ``docs`` in ``parts`` shards."""
     vectorizer = TfidfVectorizer(document_frequencies(docs, _text), _text, dtype=dtype, sorted_terms=sorted_terms)
     shards = sharded(vectorizer, docs, parts)
-    if vectors:
-        rng = np.random.default_rng(3)
-        for shard in shards.shards:
-            shard.vectors = rng.normal(size=(shard.matrix.shape[0], 8)).astype(np.float32)
     return vectorizer, shards, in_memory(index_files(shards.shards, cap, len(vectorizer.vocabulary)))
 
 
@@ -148,13 +145,13 @@ class _Counted(io.BytesIO):
         return done
 
 
-def test_a_gather_reads_the_columns_it_asks_for_not_the_hits_vectors(monkeypatch):
-    """Identities (the exclusions' keys, the links' rows) read without the 384-float vectors beside them; the
-    rerank's vectors read without the identities; the same values as reading whole batches."""
+def test_a_gather_reads_the_columns_it_asks_for_not_the_texts_beside_them():
+    """Identities read by the column (the exclusions' keys without the texts beside them): the same values as
+    reading whole batches."""
     docs = documents(300, seed=2)
-    vectorizer, shards, index = _both(docs, 3, vectors=True)
+    vectorizer, shards, index = _both(docs, 3)
     for shard in shards.shards:
-        shard.vectors = np.random.default_rng(5).normal(size=(shard.matrix.shape[0], 384)).astype(np.float32)
+        shard.columns = {**shard.columns, "text": ["a long text " * 128] * shard.matrix.shape[0]}
     files = index_files(shards.shards, None, len(vectorizer.vocabulary))
     counted = postings.PostingsIndex(lambda name: io.BytesIO(files[name]),
                                      lambda position: _Counted(files[f"rows/{position:05d}"]))
@@ -163,12 +160,11 @@ def test_a_gather_reads_the_columns_it_asks_for_not_the_hits_vectors(monkeypatch
     keys = counted.gather(found, ["key"])
     key_bytes = _Counted.read_bytes
     _Counted.read_bytes = 0
-    vectors = counted.gather(found, [], vectors=True)
-    vector_bytes = _Counted.read_bytes
-    whole = in_memory(files).gather(found, None, vectors=True)
-    assert keys.columns["key"] == whole.columns["key"] and np.array_equal(vectors.vectors, whole.vectors)
-    assert vectors.columns == {} and set(whole.columns) == {"key", "position"}
-    assert vector_bytes > 1536 * len(whole.ties) > 20 * key_bytes  # the keys' reads: a few bytes a row
+    whole = counted.gather(found)
+    whole_bytes = _Counted.read_bytes
+    assert keys.columns["key"] == whole.columns["key"] == in_memory(files).gather(found).columns["key"]
+    assert set(keys.columns) == {"key"} and set(whole.columns) == {"key", "position", "text"}
+    assert whole_bytes > 1536 * len(whole.ties) > 20 * key_bytes  # the keys' reads: a few bytes a row
 
 
 def test_buckets_hold_at_most_their_entries_but_for_one_longer_term():
@@ -195,28 +191,39 @@ def test_the_combined_lists_do_not_depend_on_how_workers_merged():
         assert kept == everything[:4]
 
 
-@pytest.mark.parametrize("cap", [5, None])
-def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process_build(tmp_path, small_parts, cap):
+def text_tables(table_root, parts: int = 3) -> list[dict]:
+    """``parts`` parquet tables of 100 documents each (text and a 4-d vector) under ``table_root/src``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    docs = documents(300, seed=5)
+    docs = documents(100 * parts, seed=5)
     rng = np.random.default_rng(6)
     for d in docs:
         d["vector"] = rng.normal(size=4).astype(np.float32).tolist()
-    table_root = tmp_path / "tables"
-    for shard in range(3):
-        (table_root / "src").mkdir(parents=True, exist_ok=True)
+    (table_root / "src").mkdir(parents=True, exist_ok=True)
+    for shard in range(parts):
         pq.write_table(pa.Table.from_pylist(docs[shard * 100:(shard + 1) * 100]),
                        table_root / "src" / f"{shard:05d}.parquet")
-    collection = Collection(str(tmp_path / "tfidf"), tuple(("src", s) for s in range(3)),
-                            partial(_read_table, str(table_root)), text_terms, "text", ("key", "text"),
-                            vector="vector", postings=True, cap=cap)
+    return docs
+
+
+def text_collection(folder: str, table_root, cap=None, parts: int = 3, codec: str = "Flat") -> Collection:
+    """The related-texts-like collection (postings, row store, rerank codes) of ``text_tables``."""
+    return Collection(folder, tuple(("src", s) for s in range(parts)), partial(_read_table, str(table_root)),
+                      text_terms, "text", ("key", "text"), vector="vector", postings=True, cap=cap, codec=codec)
+
+
+@pytest.mark.parametrize("cap", [5, None])
+def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process_build(tmp_path, small_parts, cap):
+    docs = text_tables(tmp_path / "tables")
+    collection = text_collection(str(tmp_path / "tfidf"), tmp_path / "tables", cap)
     runner = RunnerConfig(workers=1)
     build(collection, runner)
     names = sorted(p.relative_to(tmp_path / "tfidf").as_posix() for p in (tmp_path / "tfidf").rglob("*") if p.is_file())
     first = {name: (tmp_path / "tfidf" / name).read_bytes() for name in names}
     assert "postings/plan.npz" in first and sum(n.endswith(".offsets.npy") for n in names) >= 3
+    assert {"codes/codec.faiss", "codes/rows.bin", "codes/starts.npy", "codes/codes.json"} <= set(names)
+    assert not [n for n in names if n.endswith(".codes")]  # the shards' parts, appended into rows.bin, removed
     # a build killed after some buckets: the plan (written last) is missing, a temporary is left
     (tmp_path / "tfidf" / "postings" / "plan.npz").unlink()
     parts = [n for n in names if n.startswith("postings/0") and not n.endswith(".offsets.npy")]
@@ -226,6 +233,8 @@ def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process
     (tmp_path / "tfidf" / f"{parts[2]}.tmp-x").write_bytes(b"half")
     for stale in ("buckets.npy", "00007.npy"):  # the layout before segments: rebuilt, not read
         (tmp_path / "tfidf" / "postings" / stale).write_bytes(b"old")
+    (tmp_path / "tfidf" / "src" / "00001.codes").write_bytes(b"left by a build killed after codes.json")
+    (tmp_path / "tfidf" / "codes" / "rows.bin.tmp-x").write_bytes(b"half")
     build(collection, runner)
     again = sorted(p.relative_to(tmp_path / "tfidf").as_posix() for p in (tmp_path / "tfidf").rglob("*") if p.is_file())
     assert again == names and all((tmp_path / "tfidf" / n).read_bytes() == first[n] for n in names)
@@ -234,14 +243,19 @@ def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process
     queries = vectorizer.transform(docs[::11])
     keys = [d["key"] for d in docs[::11]]
     shards = list(collection.each_shard())
-    for position, shard in enumerate(shards):  # the row store's identities and vectors, as the one-process build
+    for position, shard in enumerate(shards):  # the row store's identities, as the one-process build
         shard.columns = {"key": [d["key"] for d in docs[position * 100:(position + 1) * 100]],
                          "text": [d["text"] for d in docs[position * 100:(position + 1) * 100]]}
-        shard.vectors = np.array([d["vector"] for d in docs[position * 100:(position + 1) * 100]], np.float32)
     alone = in_memory(index_files(shards, cap, len(vectorizer.vocabulary)))
     found = index.search(queries, 10, {"key": keys})
     assert [h.pairs() for h in found] == [h.pairs() for h in alone.search(queries, 10, {"key": keys})]
-    assert index.gather(found, vectors=True).vectors.tolist() == alone.gather(found, vectors=True).vectors.tolist()
+    assert index.gather(found).columns == alone.gather(found).columns
+    # the codes: the vectors of every hit, as the one-process codes of the same shards
+    vectors = [np.array([d["vector"] for d in docs[s * 100:(s + 1) * 100]], np.float32) for s in range(3)]
+    ties = np.concatenate([h.ties for h in found])
+    assert np.array_equal(collection.codes().vectors(ties), Codes.of("Flat", vectors).vectors(ties))
+    expected = np.array([vectors[tie >> 32][tie & 0xFFFFFFFF] for tie in ties.tolist()])
+    assert np.array_equal(collection.codes().vectors(ties), expected)
 
 
 def test_a_truncated_bucket_is_a_clear_error_not_short_lists(small_parts):

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from retrieval import codes
+from retrieval.codes import Codes, make_codec
 from retrieval.postings import in_memory, index_files
 from retrieval.related import related_images, related_texts
 from retrieval.tfidf import (
@@ -65,6 +67,12 @@ def collection(documents: list[dict], analyzer, parts: int = 1, vectors: np.ndar
                               None if vectors is None else vectors[a:b]) for a, b in itertools.pairwise(bounds)]
     stored = [shard_from_bytes(shard_bytes(shard)) for shard in shards]
     return vectorizer, in_memory(index_files(stored, None, len(vectorizer.vocabulary))), ShardsInMemory(stored)
+
+
+def codes_of(vectors: np.ndarray, parts: int = 1, factory: str = "Flat") -> Codes:
+    """The rerank codes of ``vectors`` in the ``parts`` shards ``collection`` makes."""
+    bounds = np.linspace(0, len(vectors), parts + 1).astype(int)
+    return Codes.of(factory, [vectors[a:b] for a, b in itertools.pairwise(bounds)])
 
 
 def positions(found) -> list[list[tuple[int, float]]]:
@@ -147,8 +155,8 @@ def test_related_texts_rerank_the_tfidf_candidates_by_embedding_cosine(parts):
     top_m, top_n = 40, 10
     documents = text_documents(texts, keys)
     vectorizer, index, shards = collection(documents, _text, parts, vectors)
-    found = related_texts(vectorizer, index, [documents[q] for q in queries], vectors[queries],
-                                 [keys[q] for q in queries], top_m, top_n)
+    found = related_texts(vectorizer, index, codes_of(vectors, parts), [documents[q] for q in queries],
+                          vectors[queries], [keys[q] for q in queries], top_m, top_n)
     truth = dense_tfidf([text_terms(t) for t in texts], [text_terms(texts[q]) for q in queries])
     got = positions(found)
     for row, q in enumerate(queries):
@@ -166,11 +174,9 @@ def test_related_texts_rerank_the_tfidf_candidates_by_embedding_cosine(parts):
         assert not {i for i, _ in got[row]} & own
 
 
-def test_related_texts_hold_one_collection_shards_candidate_vectors_at_a_time():
-    """The rerank reads its candidates' vectors a collection shard at a time (a query shard's candidates x 384
-    floats do not fit a worker at the papers' size) and ranks as a product over all of a query's at once."""
-    from retrieval.tfidf import best, row_dots
-
+def test_the_rerank_decodes_a_batch_of_candidates_at_a_time_with_the_same_floats(monkeypatch):
+    """A query shard's candidates' vectors are decoded ``PAIRS_AT_ONCE`` at a time (all of them do not fit a
+    worker at the papers' size): the same floats as all of a query's at once."""
     rng = np.random.default_rng(4)
     texts = random_texts(rng, 400)
     keys = [f"t-{i // 2}" for i in range(len(texts))]
@@ -178,24 +184,49 @@ def test_related_texts_hold_one_collection_shards_candidate_vectors_at_a_time():
     documents = text_documents(texts, keys)
     vectorizer, index, _ = collection(documents, _text, 5, vectors)
     queries = list(range(0, 400, 7))
-    held, each_shard = [], index.each_shard
+    args = ([documents[q] for q in queries], vectors[queries], [keys[q] for q in queries], 60, 12)
+    whole = related_texts(vectorizer, index, codes_of(vectors, 5), *args)
+    monkeypatch.setattr(codes, "PAIRS_AT_ONCE", 7)
+    assert related_texts(vectorizer, index, codes_of(vectors, 5), *args) == whole
 
-    def recorded(ties, columns, with_vectors):
-        for shard_ties, values, found in each_shard(ties, columns, with_vectors):
-            held.append(len(found))
-            yield shard_ties, values, found
 
-    index.each_shard = recorded
-    found = related_texts(vectorizer, index, [documents[q] for q in queries], vectors[queries],
-                          [keys[q] for q in queries], 60, 12)
-    assert len(held) == 5 and max(held) < sum(held) / 2
-    filtered = index.search(vectorizer.transform([documents[q] for q in queries]), 60,
-                            {"key": [keys[q] for q in queries]})
-    whole = index.gather(filtered, [], vectors=True)
-    for hits, q, got in zip(filtered, queries, positions(found), strict=True):
-        cosines = row_dots(whole.vectors[whole.at(hits.ties)], np.repeat(vectors[q][None], len(hits.ties), 0))
-        pick = best(hits.ties, cosines, 12)
-        assert [s for _, s in got] == cosines[pick].tolist()  # the same floats as all of a query's at once
+def _overlap(found: list, exact: list) -> float:
+    return np.mean([len({i for i, _ in a} & {i for i, _ in b}) / max(len(b), 1)
+                    for a, b in zip(positions(found), positions(exact), strict=True)])
+
+
+def test_compressed_codes_rerank_nearly_as_the_exact_vectors_and_flat_exactly():
+    """UNIMO's rerank from compressed codes (``related_texts_rerank_codec``): Flat gives the stored vectors
+    bit for bit; SQ8 (a byte a dimension) nearly the exact top; an 8-byte PQ of 32-d vectors less, but far
+    above what a random pick of the candidates keeps."""
+    rng = np.random.default_rng(8)
+    texts = random_texts(rng, 2000)
+    keys = [f"t-{i}" for i in range(len(texts))]
+    centres = unit(rng, 20, 32)  # embeddings in clusters, as sentence embeddings are
+    vectors = centres[rng.integers(0, 20, len(texts))] + 0.5 * unit(rng, len(texts), 32)
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    documents = text_documents(texts, keys)
+    vectorizer, index, _ = collection(documents, _text, 4, vectors)
+    queries = list(range(0, 2000, 40))
+    args = ([documents[q] for q in queries], vectors[queries], [keys[q] for q in queries], 200, 20)
+    exact = related_texts(vectorizer, index, codes_of(vectors, 4), *args)
+    flat = codes_of(vectors, 4)
+    ties = np.array([(p << 32) | r for p in range(4) for r in range(500)])
+    assert np.array_equal(flat.vectors(ties), vectors) and flat.meta == {"factory": "Flat", "dimension": 32,
+                                                                          "code_size": 128}
+    sq8 = _overlap(related_texts(vectorizer, index, codes_of(vectors, 4, "SQ8"), *args), exact)
+    pq = _overlap(related_texts(vectorizer, index, codes_of(vectors, 4, "PQ8x4"), *args), exact)
+    print(f"top-20 of 200 kept: SQ8 {sq8:.3f}, PQ8x4 {pq:.3f}")
+    assert sq8 >= 0.9 and 0.2 < pq < sq8  # a random 20 of the 200 candidates: 0.1
+
+
+def test_a_codec_that_cannot_encode_or_be_trained_is_a_clear_error():
+    sample = unit(np.random.default_rng(0), 100, 32)
+    with pytest.raises(ValueError, match="'HNSW32': not a FAISS codec"):
+        make_codec("HNSW32", sample)
+    with pytest.raises(ValueError, match="'PQ4' could not be trained on the collection's 100 sampled vectors"):
+        make_codec("PQ4", sample)  # 256 centroids a sub-vector
+    assert Codes.of("PQ4x4", [sample]).meta["code_size"] == 2
 
 
 def test_related_texts_defaults_and_fewer_candidates_than_top_n():
@@ -206,13 +237,14 @@ def test_related_texts_defaults_and_fewer_candidates_than_top_n():
     vectors = unit(rng, len(texts))
     documents = text_documents(texts, list("abcde"))
     vectorizer, index, shards = collection(documents, _text, 2, vectors)
-    found = related_texts(vectorizer, index, documents[:1], vectors[:1], ["a"],
-                                 config.related_texts_candidates, config.related_texts_top_n)
+    found = related_texts(vectorizer, index, codes_of(vectors, 2), documents[:1], vectors[:1], ["a"],
+                          config.related_texts_candidates, config.related_texts_top_n)
     (hits,) = positions(found)
     assert sorted(i for i, _ in hits) == [1, 2, 4]  # every text sharing a term (ball, red, sand), not itself
     scores = [s for _, s in hits]
     assert scores == sorted(scores, reverse=True)
-    assert related_texts(vectorizer, index, [{"text": "the of and"}], vectors[:1], ["z"]) == [[]]  # no term
+    assert related_texts(vectorizer, index, codes_of(vectors, 2), [{"text": "the of and"}], vectors[:1],
+                         ["z"]) == [[]]  # no term
 
 
 def test_a_shard_without_queries_gives_no_links_not_a_crash():
@@ -222,4 +254,4 @@ def test_a_shard_without_queries_gives_no_links_not_a_crash():
     assert empty.shape == (0, 0) and _stored_vectors([[1, 0], [0, 1]]).shape == (2, 2)
     vectors = _stored_vectors([[1, 0], [0, 1]])
     vectorizer, index, shards = collection(text_documents(["a red ball", "a blue tent"], ["a", "b"]), _text, 1, vectors)
-    assert related_texts(vectorizer, index, [], empty, []) == []
+    assert related_texts(vectorizer, index, codes_of(vectors), [], empty, []) == []

@@ -275,23 +275,28 @@ def test_weak_pairs_names_must_make_distinct_links_folders(names):
     RetrieveConfig([WeakPairsConfig(n, ["coco"], ["cc"]) for n in ("gt-cc", "gt_books")]).validate("r")
 
 
-def test_a_postings_cap_builds_its_own_collection_and_links_only_rows_it_reaches(corpus, tmp_path):
-    """related_texts_postings_cap: 1 keeps each term's heaviest text only; the shards are redone on a collection
-    of their own (the exact one removed), and every link is a row some query term's one entry names."""
+def _related_texts_again(corpus, tmp_path, **changes):
+    """Related texts alone run again on a copy of the corpus with ``changes`` to ``retrieval.retrieve``: the
+    corpus' config, the copy, and the one collection folder left under the table's stats."""
     from pipelines.stages.retrieve import run_retrieve
 
     _, config, _ = corpus
     root = tmp_path / "corpus"
     shutil.copytree(config.output, root)
-    retrieve = dataclasses.replace(config.retrieval.retrieve, weak_pairs=[], related_images_queries=[],
-                                   related_texts_postings_cap=1)
-    capped = dataclasses.replace(config, output=str(root),
-                                 retrieval=dataclasses.replace(config.retrieval, retrieve=retrieve))
-    results = run_retrieve(capped, RunnerConfig(), show_progress=False)
-    assert results and all(r.skipped_shards == 0 for r in results)  # the cap is a parameter of the links
-    stats = root / "links" / "related-texts" / "_stats"
-    (folder,) = [p for p in stats.iterdir() if any(p.rglob("*.npy"))]
-    assert folder.name.endswith("-cap1")  # the exact collection's files are gone
+    retrieve = dataclasses.replace(config.retrieval.retrieve, weak_pairs=[], related_images_queries=[], **changes)
+    changed = dataclasses.replace(config, output=str(root),
+                                  retrieval=dataclasses.replace(config.retrieval, retrieve=retrieve))
+    results = run_retrieve(changed, RunnerConfig(), show_progress=False)
+    assert results and all(r.skipped_shards == 0 for r in results)  # the change is a parameter of the links
+    (folder,) = [p for p in (root / "links" / "related-texts" / "_stats").iterdir() if any(p.rglob("*.npy"))]
+    return config, root, folder
+
+
+def test_a_postings_cap_builds_its_own_collection_and_links_only_rows_it_reaches(corpus, tmp_path):
+    """related_texts_postings_cap: 1 keeps each term's heaviest text only; the shards are redone on a collection
+    of their own (the exact one removed), and every link is a row some query term's one entry names."""
+    config, root, folder = _related_texts_again(corpus, tmp_path, related_texts_postings_cap=1)
+    assert folder.name.endswith("-cap1-Flat")  # the exact collection's files are gone
     offsets = [np.load(p) for p in (folder / "postings").glob("*.offsets.npy")]
     assert max(np.diff(o).max() for o in offsets) == 1
     exact = sum(len(table(config.output, "links/related-texts", s)) for s in SOURCES)
@@ -303,6 +308,30 @@ def test_a_postings_cap_builds_its_own_collection_and_links_only_rows_it_reaches
     assert len(heaviest) < len(texts)  # the cap leaves texts out of every list
     assert {(row["key"], row["text_index"]) for row in links} <= \
         {(texts[i]["key"], texts[i]["text_index"]) for i in heaviest}
+
+
+def test_a_rerank_codec_builds_its_own_collection_and_reranks_nearly_as_the_exact_vectors(corpus, tmp_path):
+    """related_texts_rerank_codec: SQ8 keeps a byte a dimension of each text's vector (retrieval/codes.py):
+    its own collection (the Flat one removed), the shards redone, nearly the exact links and cosines."""
+    from retrieval.codes import Codes
+
+    config, root, folder = _related_texts_again(corpus, tmp_path, related_texts_rerank_codec="SQ8")
+    assert folder.name.endswith("-all-SQ8") and not list(folder.rglob("*.codes"))
+    texts, _ = emb(root, "text", SOURCES)
+    codes = Codes.load(str(folder / "codes"))
+    assert codes.meta == {"factory": "SQ8", "dimension": len(texts[0]["vector"]),
+                          "code_size": len(texts[0]["vector"])} and codes.starts[-1] == len(texts)
+    kept = scores = 0
+    for source in SOURCES:
+        exact = {(r["query_key"], r["query_text_index"], r["key"], r["text_index"]): r["score"]
+                 for r in table(config.output, "links/related-texts", source)}
+        coded_links = {(r["query_key"], r["query_text_index"], r["key"], r["text_index"]): r["score"]
+                       for r in table(root, "links/related-texts", source)}
+        assert len(coded_links) == len(exact) > 0  # the same number of links a query: its top N of M candidates
+        both = exact.keys() & coded_links.keys()
+        kept += len(both) / len(exact)
+        scores = max(scores, max(abs(exact[link] - coded_links[link]) for link in both))
+    assert kept / len(SOURCES) >= 0.9 and scores < 0.02
 
 
 def test_a_related_items_run_fingerprints_each_collection_once_and_a_new_run_sees_changed_tables(
