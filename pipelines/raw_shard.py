@@ -237,10 +237,16 @@ def read_counts(paths: ShardPaths) -> ShardCounts:
 def read_footer(path: str) -> dict[bytes, bytes]:
     """The key-value metadata in any of our parquet tables' footer (params hash, counts, model, ...), its
     schema version checked; reads the footer only, not the rows."""
+    return read_footer_and_rows(path)[0]
+
+
+def read_footer_and_rows(path: str) -> tuple[dict[bytes, bytes], int]:
+    """``read_footer`` and the table's number of rows, from one read of the footer."""
     with storage.open_read(path) as f:
-        schema = pq.read_schema(f)
+        metadata = pq.read_metadata(f)
+    schema = metadata.schema.to_arrow_schema()
     check_version(schema, path)
-    return dict(schema.metadata)
+    return dict(schema.metadata), metadata.num_rows
 
 
 def iter_samples(tar_path: str) -> Iterator[dict]:

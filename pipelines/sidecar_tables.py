@@ -234,12 +234,6 @@ def read_sidecar_counts(paths: SidecarPaths, footer: dict[bytes, bytes] | None =
                        Counter(reasons))
 
 
-def count_sidecar_rows(paths: SidecarPaths) -> int:
-    """The number of rows of a committed sidecar table, from its footer (no row is read)."""
-    with storage.open_read(paths.table) as f:
-        return pq.read_metadata(f).num_rows
-
-
 REGION_LABELS = ["regions.list.element.label", "regions.list.element.origin"]  # ann/detect without boxes and features
 
 

@@ -9,10 +9,11 @@ import shutil
 import pyarrow as pa
 import pytest
 
+from pipelines import storage
+from pipelines.raw_shard import read_footer_and_rows
 from pipelines.runner import RunnerConfig
 from pipelines.sidecar_tables import (
     SidecarPaths,
-    count_sidecar_rows,
     is_done,
     params_hash,
     raw_params_hash,
@@ -76,8 +77,8 @@ class KeyLengths(ShardWork):
         for table in TABLES:
             remove_temporaries(self.root, f"ann/{table}", f"{self.stage}/{table}", source)
 
-    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
-        return {f"{t}/{source}": Tally(read_sidecar_counts(p), {"rows": count_sidecar_rows(p)})
+    def read_back(self, source: str, shard: int, size=storage.size) -> dict[str, Tally]:
+        return {f"{t}/{source}": Tally(read_sidecar_counts(p, None, size), {"rows": read_footer_and_rows(p.table)[1]})
                 for t in TABLES for p in [self.paths(t, source, shard)]}
 
     def _note(self, line: str) -> None:

@@ -115,8 +115,9 @@ class ShardWork:
         """Delete what a killed run left half-written (never read: only renamed files count)."""
         raise NotImplementedError
 
-    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
-        """The counts of a committed job per result name, in the order results are listed."""
+    def read_back(self, source: str, shard: int, size: Callable[[str], int] = storage.size) -> dict[str, Tally]:
+        """The counts of a committed job per result name, in the order results are listed; a file's bytes from
+        ``size``."""
         raise NotImplementedError
 
     def left_out(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> int:
@@ -129,7 +130,7 @@ class ShardWork:
         """``left_out`` and ``read_back`` of a committed job, as the launcher reads them back; a work whose two
         read the same file (pack's footer) or that takes sizes from ``size`` (answered from one listing of each
         of ``size_folders``) overrides it, so each file is read once."""
-        return self.left_out(source, shard, exists), self.read_back(source, shard)
+        return self.left_out(source, shard, exists), self.read_back(source, shard, size)
 
     def size_folders(self, source: str) -> list[str]:
         """The folders of the files whose sizes ``tally`` asks ``size`` about; none (the default): ``size`` is
@@ -373,10 +374,6 @@ class AnnotatorWork(ShardWork):
         paths = self.paths(source, shard)
         footer = read_footer(paths.table)
         return {source: Tally(read_sidecar_counts(paths, footer, size), self.annotator.extra_counts(footer))}
-
-    def tally(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists,
-              size: Callable[[str], int] = storage.size) -> tuple[int, dict[str, Tally]]:
-        return self.left_out(source, shard, exists), self.read_back(source, shard, size)
 
     def size_folders(self, source: str) -> list[str]:
         return [storage.join(self.root, self.annotator.folder, source)]

@@ -28,11 +28,10 @@ from pipelines.linkers import (
     ShardLinker,
     WeakPairs,
 )
-from pipelines.raw_shard import read_footer
+from pipelines.raw_shard import read_footer, read_footer_and_rows
 from pipelines.results import StageResult
 from pipelines.runner import RunnerConfig, pipeline_options
 from pipelines.sidecar_tables import (
-    count_sidecar_rows,
     is_done,
     params_hash,
     raw_params_hash,
@@ -113,12 +112,17 @@ class LinkWork(ShardWork):
         for table in self.linker.tables:
             remove_temporaries(self.root, layout.links(table.name), table.stage, source)
 
-    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
+    def read_back(self, source: str, shard: int, size: Callable[[str], int] = storage.size) -> dict[str, Tally]:
+        """Each table's footer read once (its counts and its rows: the links); its bytes from ``size``."""
         out = {}
         for table in self.linker.tables:
             paths = table.paths(self.root, source, shard)
-            out[f"{table.name}/{source}"] = Tally(read_sidecar_counts(paths), {"links": count_sidecar_rows(paths)})
+            footer, links = read_footer_and_rows(paths.table)
+            out[f"{table.name}/{source}"] = Tally(read_sidecar_counts(paths, footer, size), {"links": links})
         return out
+
+    def size_folders(self, source: str) -> list[str]:
+        return [storage.join(self.root, layout.links(table.name), source) for table in self.linker.tables]
 
 
 def _with_tables(config: CorpusConfig, folder: str, names: list[str] | None) -> list[str]:

@@ -275,6 +275,32 @@ def test_weak_pairs_names_must_make_distinct_links_folders(names):
     RetrieveConfig([WeakPairsConfig(n, ["coco"], ["cc"]) for n in ("gt-cc", "gt_books")]).validate("r")
 
 
+def test_a_rerun_reads_each_links_table_footer_once_for_its_counts_and_lists_its_sizes(corpus, tmp_path, monkeypatch):
+    """The launcher's read back of a retrieve run: a links table's footer once for its counts and its links
+    (was twice, and a size request per table), its bytes from one listing of the folder."""
+    from collections import Counter
+
+    from pipelines import storage
+    from pipelines.stages.retrieve import run_retrieve
+
+    _, config, _ = corpus
+    root = tmp_path / "corpus"
+    shutil.copytree(config.output, root)
+    config = dataclasses.replace(config, output=str(root))
+    first = run_retrieve(config, RunnerConfig(), show_progress=False)
+    opens, matches = Counter(), Counter()
+    real_open, real_match = storage.open_read, storage.FileSystems.match
+    monkeypatch.setattr(storage, "open_read", lambda path: opens.update([path]) or real_open(path))
+    monkeypatch.setattr(storage.FileSystems, "match",
+                        lambda patterns, *a, **k: matches.update(patterns) or real_match(patterns, *a, **k))
+    again = run_retrieve(config, RunnerConfig(), show_progress=False)
+    assert [(r.name, r.counts, r.extra) for r in again] == [(r.name, r.counts, r.extra) for r in first]
+    assert all(r.skipped_shards == r.shards > 0 for r in again)
+    tables = [p.as_posix() for p in (root / "links").glob("*/*/[0-9]*.parquet")]
+    assert len(tables) > 6 and {path: opens[path] for path in tables} == dict.fromkeys(tables, 2)  # done, counts
+    assert not [path for path in matches if path in tables]  # no size per table
+
+
 def _related_texts_again(corpus, tmp_path, **changes):
     """Related texts alone run again on a copy of the corpus with ``changes`` to ``retrieval.retrieve``: the
     corpus' config, the copy, and the one collection folder left under the table's stats."""
