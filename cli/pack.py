@@ -12,14 +12,14 @@ def register(subparsers) -> None:
 
 def _run(args, beam_args) -> int:
     from cli.common import runner_config
-    from pipelines.stages.pack import format_left_out, left_out, run_pack
+    from pipelines.stages.pack import format_left_out, recorded_left_out, run_pack
     from pipelines.summary import format_json, format_summary
     from schemas.config import load_config
 
     config = load_config(args.config)
     tasks = run_pack(config, args.source or None, runner_config(args, beam_args), overwrite=args.overwrite,
                      show_progress=not args.quiet)
-    left = left_out(config.output, tasks)
+    left = recorded_left_out(config.output)
     if args.json:
         print(format_json("pack", tasks, left_out=left))
         return 0

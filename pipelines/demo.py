@@ -110,11 +110,11 @@ def run_later_stages(config, expected: dict, runner: RunnerConfig, overwrite: bo
 
 def run_pack_stage(config, expected: dict, runner: RunnerConfig, overwrite: bool, show_progress: bool) -> list[str]:
     """pack every task; its summary (samples per task) and what was left out; what disagrees returned."""
-    from pipelines.stages.pack import format_left_out, left_out, run_pack
+    from pipelines.stages.pack import format_left_out, recorded_left_out, run_pack
     from pipelines.summary import format_summary
 
     tasks = run_pack(config, None, runner, overwrite=overwrite, show_progress=show_progress)
-    print(f"\npack\n{format_summary(tasks, 'task')}\n{format_left_out(left_out(config.output, tasks))}")
+    print(f"\npack\n{format_summary(tasks, 'task')}\n{format_left_out(recorded_left_out(config.output))}")
     print("packed samples per task: " + ", ".join(f"{r.name} {r.counts.written}" for r in tasks))
     return check_pack(expected, tasks)
 

@@ -25,7 +25,7 @@ from itertools import pairwise
 
 from pipelines import storage
 from pipelines.linkers import _fingerprint
-from pipelines.manifest_io import update_manifest
+from pipelines.manifest_io import read_manifest, update_manifest
 from pipelines.pack import STAGE, PackSettings, ShardPacker, TaskShard, WeakEntry, check_tables, table_folders
 from pipelines.raw_shard import CountingWriter, ShardCounts, add_member, read_footer, write_table
 from pipelines.results import StageResult
@@ -277,6 +277,12 @@ def left_out(root: str, tasks: list[StageResult],
             reasons.update(counts["left_out"])
         out[source] = dict(sorted(reasons.items()))
     return out
+
+
+def recorded_left_out(root: str) -> dict[str, dict[str, int]]:
+    """What the last ``run_pack`` recorded of ``left_out`` in the manifest: a report after a run reads one file,
+    not every shard's footer again."""
+    return read_manifest(root)["stages"][STAGE]["left_out"]
 
 
 def format_left_out(left: dict[str, dict[str, int]]) -> str:
