@@ -75,6 +75,23 @@ def test_ingest_to_s3_matches_local_disk(mini_corpus, tmp_path, s3_server):
     again = run_ingest(remote_config, SOURCES, RunnerConfig(beam_args=s3_args), show_progress=False)
     assert [r.skipped_shards for r in again] == [r.shards for r in remote]  # resumable on S3 too
 
+    # an annotator on the S3 corpus: the launcher reads its tables' bytes back from one listing of each
+    # source's folder (sizes from S3's listing, footers through S3 streams), the same counts as on local disk
+    from functools import partial
+
+    from pipelines.stages.per_shard import run_sidecar_stage
+    from tests.test_sidecar_tables import _KeyLengthsWithExtra
+
+    factory = partial(_KeyLengthsWithExtra, str(tmp_path / "setup-ran"))
+    local = run_sidecar_stage(dataclasses.replace(config, output=str(tmp_path)), factory, SOURCES, RunnerConfig(),
+                              show_progress=False)
+    remote = run_sidecar_stage(remote_config, factory, SOURCES, RunnerConfig(beam_args=s3_args), show_progress=False)
+    again = run_sidecar_stage(remote_config, factory, SOURCES, RunnerConfig(beam_args=s3_args), show_progress=False)
+    assert all(r.skipped_shards == r.shards > 0 for r in again)
+    assert [(r.name, r.counts, r.extra) for r in again] == [(r.name, r.counts, r.extra) for r in remote] == \
+        [(r.name, r.counts, r.extra) for r in local]
+    assert all(r.counts.bytes > 0 for r in remote)
+
 
 def test_one_boto3_client_serves_every_s3_call_of_a_process(s3_server, monkeypatch):
     """Beam's S3 FileSystem asks for a new client on every call; ``pipelines.s3_clients`` makes the first one
