@@ -82,7 +82,8 @@ class Codes:
 
     def __init__(self, meta: dict, codec: bytes | None, rows: np.ndarray, starts: np.ndarray):
         self.meta, self.starts = meta, starts
-        self.codec = None if codec is None else _codec(codec)
+        self.whole = None if codec is None else _codec(codec)  # owns the parts _rotated hands out
+        self.codec, self.rotations = _rotated(self.whole) if codec is not None else (None, [])
         self.rows = rows.reshape(-1, max(meta["code_size"], 1))
 
     @classmethod
@@ -117,20 +118,42 @@ class Codes:
                    starts_of([len(s) for s in shards]))
 
     def vectors(self, ties: np.ndarray) -> np.ndarray:
-        """The decoded vectors of the rows of ``ties``."""
+        """The decoded vectors of the rows of ``ties`` (in the space the codes' rotations lead to: ``rotate``)."""
         rows = self.rows[self.starts[ties >> ROW_BITS] + (ties & ((1 << ROW_BITS) - 1))]
         return self.codec.sa_decode(np.ascontiguousarray(rows))
+
+    def rotate(self, queries: np.ndarray) -> np.ndarray:
+        """``queries`` in the space of the decoded vectors: OPQ's rotation R applied to each query once, as
+        q . (R^T y) = (R q) . y, rather than its transpose to each of its 1,000 candidates."""
+        out = np.ascontiguousarray(queries, dtype=np.float32)
+        for rotation in self.rotations:
+            out = rotation.apply(out)
+        return out
 
     def cosines(self, ties: np.ndarray, query_of: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """Each pair's embedding cosine: the row of ``ties[i]`` decoded, with the (L2-normalised) query vector
         ``queries[query_of[i]]``; pairs read in row order (neighbouring codes share pages), ``PAIRS_AT_ONCE``
         at a time (a query shard's pairs' vectors are never all held: 1.5 GB a thousand queries)."""
         out = np.zeros(len(ties), dtype=np.float32)
-        order = np.argsort(ties, kind="stable")
+        if not len(ties):
+            return out
+        order, queries = np.argsort(ties, kind="stable"), self.rotate(queries)
         for first in range(0, len(order), PAIRS_AT_ONCE):
             these = order[first:first + PAIRS_AT_ONCE]
             out[these] = row_dots(self.vectors(ties[these]), queries[query_of[these]])
         return out
+
+
+def _rotated(codec) -> tuple:
+    """(the codec that decodes, the rotations before it): a chain of orthonormal linear maps without bias
+    (OPQ) is split off, its inverse never applied (``Codes.rotate``); any other codec decodes whole."""
+    import faiss
+
+    if isinstance(codec, faiss.IndexPreTransform):
+        chain = [faiss.downcast_VectorTransform(codec.chain.at(i)) for i in range(codec.chain.size())]
+        if all(isinstance(t, faiss.LinearTransform) and t.is_orthonormal and not t.have_bias for t in chain):
+            return faiss.downcast_index(codec.index), chain
+    return codec, []
 
 
 def sample_rows(vectors: np.ndarray, most: int) -> np.ndarray:

@@ -216,8 +216,26 @@ def test_compressed_codes_rerank_nearly_as_the_exact_vectors_and_flat_exactly():
                                                                           "code_size": 128}
     sq8 = _overlap(related_texts(vectorizer, index, codes_of(vectors, 4, "SQ8"), *args), exact)
     pq = _overlap(related_texts(vectorizer, index, codes_of(vectors, 4, "PQ8x4"), *args), exact)
-    print(f"top-20 of 200 kept: SQ8 {sq8:.3f}, PQ8x4 {pq:.3f}")
-    assert sq8 >= 0.9 and 0.2 < pq < sq8  # a random 20 of the 200 candidates: 0.1
+    opq = _overlap(related_texts(vectorizer, index, codes_of(vectors, 4, "OPQ8,PQ8x4"), *args), exact)
+    print(f"top-20 of 200 kept: SQ8 {sq8:.3f}, PQ8x4 {pq:.3f}, OPQ8,PQ8x4 {opq:.3f}")
+    assert sq8 >= 0.9 and 0.2 < pq < sq8 and 0.2 < opq < sq8  # a random 20 of the 200 candidates: 0.1
+
+
+def test_opq_codes_rotate_the_query_not_each_candidate_with_the_same_cosines():
+    """OPQ's rotation R is applied to each query (R q) instead of its transpose to every candidate: the same
+    cosines as decoding the candidates whole, to float32's rounding."""
+    from retrieval.tfidf import row_dots
+
+    rng = np.random.default_rng(9)
+    vectors = unit(rng, 3000, 32)
+    codes = codes_of(vectors, 3, "OPQ8,PQ8x4")
+    assert len(codes.rotations) == 1 and codes.meta["code_size"] == 4
+    ties = np.array([(p << 32) | r for p in range(3) for r in range(0, 1000, 7)])
+    query_of = rng.integers(0, 10, len(ties))
+    rows = codes.rows[codes.starts[ties >> 32] + (ties & 0xFFFFFFFF)]
+    whole = row_dots(codes.whole.sa_decode(rows), vectors[query_of])
+    np.testing.assert_allclose(codes.cosines(ties, query_of, vectors[:10]), whole, atol=1e-5)
+    assert not codes_of(vectors, 3, "PQ8x4").rotations  # nothing to split off
 
 
 def test_a_codec_that_cannot_encode_or_be_trained_is_a_clear_error():
