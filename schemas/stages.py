@@ -235,7 +235,8 @@ class RetrieveConfig:
     related_texts_postings_cap: int | None = None
     # How the related-texts collection keeps its vectors for the embedding rerank (retrieval/codes.py): a FAISS
     # codec factory string. Flat: the float32 vectors, exact (1,536 bytes a 384-d text); SQ8: a byte a dimension;
-    # PQ32: 32 bytes (the papers' 533M texts in 17 GB, memory-mapped by every worker; recall in docs/BENCHMARKS.md)
+    # OPQ32,PQ32: 32 bytes (the papers' 533M texts in 17 GB, memory-mapped by every worker; recall in
+    # docs/BENCHMARKS.md)
     related_texts_rerank_codec: str = "Flat"
     # UNIMO App. A: which sources' images / texts are queries and which are the collections searched.
     # None: every source with ann/detect tables (images) or emb/text tables (texts); []: none (skip).
