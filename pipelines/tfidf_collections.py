@@ -273,7 +273,7 @@ def _build_postings(collection: Collection, runner) -> None:
 
 
 def build(collection: Collection, runner) -> None:
-    """The frequencies, then (``postings`` with a ``vector``) the rerank codec, then every missing shard file,
+    """(``postings`` with a ``vector``) the rerank codec, then the frequencies, then every missing shard file,
     then (``postings``) the postings and the codes unless complete (``runner``: a
     ``pipelines.runner.RunnerConfig``); nothing runs when all exist. Temporaries of a killed build are removed
     first. The shard files that exist: one listing per source folder (``storage.names_in``), not an ``exists``
@@ -283,6 +283,12 @@ def build(collection: Collection, runner) -> None:
 
     storage.delete(storage.glob(storage.join(collection.folder, "*.tmp-*"))
                    + storage.glob(storage.join(collection.folder, "*", "*.tmp-*")))
+    with_codes = collection.postings and collection.vector is not None
+    if with_codes:  # first: a codec that is none, or cannot be trained, stops the build before a pass over the texts
+        from retrieval.codes import CODEC, META
+
+        if not any(storage.exists(storage.join(collection.codes_folder(), name)) for name in (CODEC, META)):
+            _train_codec(collection)
     if not storage.exists(storage.join(collection.folder, FREQUENCIES)):
         with beam.Pipeline(options=pipeline_options(runner)) as pipeline:
             (pipeline
@@ -291,12 +297,6 @@ def build(collection: Collection, runner) -> None:
              | "Documents" >> beam.FlatMapTuple(collection.read)
              | "Frequencies" >> beam.CombineGlobally(AsCombineFn(DocumentFrequencyCombiner(collection.analyze)))
              | "Write" >> beam.Map(_write_frequencies, collection))
-    with_codes = collection.postings and collection.vector is not None
-    if with_codes:
-        from retrieval.codes import CODEC, META
-
-        if not any(storage.exists(storage.join(collection.codes_folder(), name)) for name in (CODEC, META)):
-            _train_codec(collection)
     names = storage.names_in(storage.join(collection.folder, source) for source, _ in collection.shards)
     missing = [shard for shard in collection.shards if not storage.listed(names, collection.shard_path(*shard))]
     if missing:

@@ -258,6 +258,14 @@ def test_beam_build_of_a_collections_postings_resumes_and_equals_the_one_process
     assert np.array_equal(collection.codes().vectors(ties), expected)
 
 
+def test_a_codec_that_is_none_stops_the_build_before_its_pass_over_the_texts(tmp_path):
+    text_tables(tmp_path / "tables")
+    collection = text_collection(str(tmp_path / "tfidf"), tmp_path / "tables", codec="HNSW32")
+    with pytest.raises(ValueError, match="rerank codec 'HNSW32': not a FAISS codec"):
+        build(collection, RunnerConfig())
+    assert not (tmp_path / "tfidf").exists()  # no frequencies, no shard file written
+
+
 def test_a_truncated_bucket_is_a_clear_error_not_short_lists(small_parts):
     docs = documents(200, seed=7)
     vectorizer, _, _ = _both(docs, 2)
