@@ -218,17 +218,10 @@ class PackWork(ShardWork):
         for pattern in patterns:
             storage.delete(storage.glob(pattern))
 
-    def read_back(self, source: str, shard: int) -> dict[str, Tally]:
-        return _tallies(read_pack_counts(self.root, source, shard))
-
-    def left_out(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists) -> int:
-        """As the shard's footer records it: the raw samples the packer found removed (no listing asked)."""
-        return sum(read_pack_counts(self.root, source, shard)["left_out"].values())
-
     def tally(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists,
               size: Callable[[str], int] = storage.size) -> tuple[int, dict[str, Tally]]:
-        """``left_out`` and ``read_back`` from one read of the footer, kept in ``footers`` for ``write_sizes``
-        and ``left_out`` (before: the footer was read by each of the four)."""
+        """The raw samples the packer found removed and each task's counts, as the shard's footer records them:
+        one read (no listing asked), kept in ``footers`` for ``write_sizes`` and ``left_out``."""
         counts = self.footers[(source, shard)] = read_pack_counts(self.root, source, shard)
         return sum(counts["left_out"].values()), _tallies(counts)
 

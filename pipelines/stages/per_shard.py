@@ -127,9 +127,9 @@ class ShardWork:
 
     def tally(self, source: str, shard: int, exists: Callable[[str], bool] = storage.exists,
               size: Callable[[str], int] = storage.size) -> tuple[int, dict[str, Tally]]:
-        """``left_out`` and ``read_back`` of a committed job, as the launcher reads them back; a work whose two
-        read the same file (pack's footer) or that takes sizes from ``size`` (answered from one listing of each
-        of ``size_folders``) overrides it, so each file is read once."""
+        """``left_out`` and ``read_back`` of a committed job, as the launcher reads them back (``size``: answered
+        from one listing of each of ``size_folders``); a work whose two would read the same file (pack's footer)
+        overrides it, so each file is read once."""
         return self.left_out(source, shard, exists), self.read_back(source, shard, size)
 
     def size_folders(self, source: str) -> list[str]:
