@@ -107,6 +107,16 @@ def default_cache() -> str:
                                                                                       "indexes"))
 
 
+def read_proof(folder: str, name: str, missing: str) -> bytes:
+    """The proof file ``name`` a producer writes last in ``folder`` (``local_copy``'s); none is a ValueError
+    saying ``missing`` (what makes it)."""
+    try:
+        return read_bytes(join(folder, name))
+    except FileNotFoundError:
+        raise ValueError(f"{folder}: no {name}; {missing}, or its build was killed before the end: run it again") \
+            from None
+
+
 def mapped(path: str, dtype):
     """A local file of ``dtype`` numbers memory-mapped read-only, as a plain array over the map (the processes
     of a machine share its pages)."""

@@ -127,11 +127,8 @@ class NgramLM:
         ``cache``, as an index is), its arrays memory-mapped."""
         from retrieval import files
 
-        try:
-            proof = files.read_bytes(files.join(folder, MODEL_FILE))
-        except FileNotFoundError:
-            raise ValueError(f"{folder}: no {MODEL_FILE}; the n-gram model is built by `unicorpus annotate rewrite` "
-                             "(its corpus statistics), or its build was killed before the end: run it again") from None
+        proof = files.read_proof(folder, MODEL_FILE, "the n-gram model is built by `unicorpus annotate rewrite` "
+                                                     "(its corpus statistics)")
         local = files.local_copy(folder, [*(f"{name}.bin" for name in SECTIONS), WORDS_FILE, MODEL_FILE], cache,
                                  proof)
         with np.load(os.path.join(local, WORDS_FILE)) as words:
