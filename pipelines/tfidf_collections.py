@@ -146,6 +146,12 @@ def _frequencies(path: str):
     return pickle.loads(storage.read_bytes(path))
 
 
+@lru_cache(maxsize=4)
+def _read_once(path: str) -> bytes:
+    """A file a worker reads for every shard (the rerank codec, ~1 MB with OPQ32,PQ32), once per process."""
+    return storage.read_bytes(path)
+
+
 def _write_frequencies(frequencies, collection: Collection) -> None:
     storage.write_whole(storage.join(collection.folder, FREQUENCIES),
                         pickle.dumps(frequencies, protocol=pickle.HIGHEST_PROTOCOL))
@@ -229,8 +235,8 @@ def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
 
         storage.write_whole(collection.rows_path(*shard), rows_bytes(columns))
         if vectors is not None:
-            codec = storage.read_bytes(storage.join(collection.codes_folder(), CODEC)) if len(vectors) else b""
-            storage.write_whole(collection.code_part(*shard), encode(codec, vectors))
+            codec = _read_once(storage.join(collection.codes_folder(), CODEC)) if len(vectors) else b""
+            storage.write_whole(collection.code_part(*shard), encode(codec, vectors, f"{shard[0]}/{shard[1]:05d}"))
         columns, vectors = {}, None
     storage.write_whole(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))
 

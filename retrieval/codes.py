@@ -58,11 +58,20 @@ def _codec(data: bytes):
     return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
 
 
-def encode(codec: bytes, vectors: np.ndarray) -> bytes:
-    """The codes of ``vectors`` (n, dim), row after row."""
+def encode(codec: bytes, vectors: np.ndarray, where: str = "vectors") -> bytes:
+    """The codes of ``vectors`` (n, dim), row after row; vectors of another dimension than the codec's (texts
+    embedded by another model) are a ValueError naming ``where``."""
     if not len(vectors):
         return b""
-    return _codec(codec).sa_encode(np.ascontiguousarray(vectors, dtype=np.float32)).tobytes()
+    instance = _codec(codec)
+    _same_dimension(vectors, instance.d, where)
+    return instance.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32)).tobytes()
+
+
+def _same_dimension(vectors: np.ndarray, dimension: int, where: str) -> None:
+    if vectors.shape[1] != dimension:
+        raise ValueError(f"{where}: {vectors.shape[1]}-d vectors, the related-texts collection's codes are "
+                         f"{dimension}-d: embed the query and collection sources with one model (`unicorpus embed`)")
 
 
 def meta_bytes(factory: str, codec: bytes | None) -> bytes:
@@ -92,11 +101,8 @@ class Codes:
         as an index is), ``rows.bin`` memory-mapped."""
         from retrieval import files
 
-        try:
-            proof = files.read_bytes(files.join(folder, META))
-        except FileNotFoundError:
-            raise ValueError(f"{folder}: no {META}; the rerank codes are built with the related-texts collection "
-                             "by `unicorpus retrieve`, or that build was killed before the end: run it again") from None
+        proof = files.read_proof(folder, META, "the rerank codes are built with the related-texts collection by "
+                                               "`unicorpus retrieve`")
         meta = json.loads(proof)
         names = [name for name in FILES if name != CODEC or meta["dimension"]]
         local = files.local_copy(folder, names, cache, proof)
@@ -137,6 +143,7 @@ class Codes:
         out = np.zeros(len(ties), dtype=np.float32)
         if not len(ties):
             return out
+        _same_dimension(queries, self.meta["dimension"], "the queries")
         order, queries = np.argsort(ties, kind="stable"), self.rotate(queries)
         for first in range(0, len(order), PAIRS_AT_ONCE):
             these = order[first:first + PAIRS_AT_ONCE]

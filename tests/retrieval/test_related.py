@@ -247,6 +247,18 @@ def test_a_codec_that_cannot_encode_or_be_trained_is_a_clear_error():
     assert Codes.of("PQ4x4", [sample]).meta["code_size"] == 2
 
 
+def test_vectors_of_another_model_are_a_clear_error_not_a_faiss_crash():
+    """A collection shard or a query shard embedded by another model (another dimension) names itself."""
+    from retrieval.codes import encode
+
+    sample = unit(np.random.default_rng(0), 100, 32)
+    codec = make_codec("SQ8", sample)
+    with pytest.raises(ValueError, match="cc/00003: 16-d vectors, the related-texts collection's codes are 32-d"):
+        encode(codec, sample[:, :16], "cc/00003")
+    with pytest.raises(ValueError, match="the queries: 16-d vectors"):
+        Codes.of("SQ8", [sample]).cosines(np.array([0, 1]), np.array([0, 0]), sample[:1, :16])
+
+
 def test_related_texts_defaults_and_fewer_candidates_than_top_n():
     config = RetrieveConfig()
     assert (config.related_texts_candidates, config.related_texts_top_n) == (1000, 100)  # UNIMO App. A
