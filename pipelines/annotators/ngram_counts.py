@@ -7,7 +7,8 @@ words. Two keyed passes, each bucket merged by one worker:
 1. Trigrams (u v w) by the bucket of their context pair's hash (``pair_hashes``; a bucket is the top ``bits``
    bits): every count of a pair, c(u v w), c(u v .) and N1+(u v .), is in one bucket, and a bucket holds at most
    its pairs' distinct followers, so even the most frequent pair adds no more than the vocabulary. A bucket gives
-   its pairs' arrays, sorted by pair hash (so the buckets' arrays, in bucket order, are sorted), and its share
+   its pairs' arrays, sorted by pair key (``pair_keys``: the bucket, then the two word ids, so the buckets'
+   arrays, in bucket order, are sorted, and two pairs never share a key, whatever their hashes), and its share
    of the continuation bigrams (v w): N1+(. v w) counts the distinct u before them, and a pair is in one
    bucket, so the shares add up.
 2. Continuation bigrams by the bucket of v: summed, N1+(. v w), then N1+(. v .) and N1+(v .); a bucket holds at
@@ -74,6 +75,21 @@ def pair_hashes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         x = (x ^ (x >> np.uint64(30))) * _MIX[1]
         x = (x ^ (x >> np.uint64(27))) * _MIX[2]
     return x ^ (x >> np.uint64(31))
+
+
+def pair_keys(first: np.ndarray, second: np.ndarray, first_ids: np.ndarray, second_ids: np.ndarray, size: int,
+              bits: int) -> np.ndarray:
+    """Each (first, second) context pair's key in the model: its bucket (``pair_hashes``' top ``bits`` bits) in
+    the top bits, the pair of word ids (``first_ids * size + second_ids``, ``size`` words) below. Exact: a
+    collision of the 64-bit pair hashes only puts two pairs in one bucket."""
+    if size * size > 1 << (64 - bits):
+        raise ValueError(f"trigram counts: {size:,} words do not fit a pair key beside {bits} bucket bits "
+                         f"(at most {int(2 ** ((64 - bits) / 2)):,} words)")
+    ids = np.asarray(first_ids, dtype=np.uint64) * np.uint64(size) + np.asarray(second_ids, dtype=np.uint64)
+    if not bits:
+        return ids
+    buckets = buckets_of(pair_hashes(first, second), bits).astype(np.uint64)
+    return (buckets << np.uint64(64 - bits)) | ids
 
 
 @dataclass
@@ -155,8 +171,8 @@ def vocabulary_of(word_hashes: Iterable[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class TrigramPart:
-    """One pair bucket's model arrays: its context pairs (u v) as pair hashes, sorted, each with c(u v .) and
-    N1+(u v .), and its trigrams as ``pair * size + w`` (``pair`` an index into ``pairs``; ``size`` words),
+    """One pair bucket's model arrays: its context pairs (u v) as pair keys (``pair_keys``), sorted, each with
+    c(u v .) and N1+(u v .), and its trigrams as ``pair * size + w`` (``pair`` an index into ``pairs``; ``size`` words),
     sorted, with their counts."""
 
     pairs: np.ndarray  # uint64
@@ -211,20 +227,16 @@ class BigramPart:
 def trigram_part(counts: BucketCounts, vocabulary: np.ndarray, bucket: int, bits: int
                  ) -> tuple[TrigramPart, dict[int, BigramShare]]:
     """Pass 1 (Chen & Goodman's counts of a pair, as ``ngram_lm`` reads them): a merged pair bucket's
-    arrays, and its shares of the continuation bigrams by the middle word's bucket. Two pairs of one hash are
-    an error, never merged counts."""
+    arrays, and its shares of the continuation bigrams by the middle word's bucket."""
     size = len(vocabulary)
-    pair = pair_hashes(counts.keys[:, 0], counts.keys[:, 1])
-    w = np.searchsorted(vocabulary, counts.keys[:, 2]).astype(np.int64)
+    u, v, w = (np.searchsorted(vocabulary, counts.keys[:, i]).astype(np.int64) for i in range(3))
+    pair = pair_keys(counts.keys[:, 0], counts.keys[:, 1], u, v, size, bits)
     order = np.lexsort((w, pair))
-    pair, w, count, keys = pair[order], w[order], counts.counts[order], counts.keys[order]
+    pair, v, w, count = pair[order], v[order], w[order], counts.counts[order]
     pairs, starts = _runs(pair)
     followers3 = np.diff(np.append(starts, len(pair)))
-    if (keys[:, :2] != keys[np.repeat(starts, followers3), :2]).any():  # a row against its run's first
-        raise ValueError("trigram counts: two context pairs share a 64-bit hash")
     part = TrigramPart(pairs, np.add.reduceat(count, starts) if len(count) else count, followers3,
                        np.repeat(np.arange(len(pairs)), followers3) * size + w, count)
-    v = np.searchsorted(vocabulary, keys[:, 1]).astype(np.int64)
     bigrams, bigram_cont = np.unique(v * size + w, return_counts=True)  # each row a distinct (u v w)
     middle_buckets = buckets_of(vocabulary[bigrams // size], bits)
     shares = {}

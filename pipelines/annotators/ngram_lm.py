@@ -35,7 +35,7 @@ from pipelines.annotators.ngram_counts import (
     bigram_part,
     buckets_of,
     count_texts,
-    pair_hashes,
+    pair_keys,
     trigram_part,
     trigrams,
     vocabulary_of,
@@ -43,7 +43,8 @@ from pipelines.annotators.ngram_counts import (
 )
 
 DISCOUNT = 0.75
-MODEL_FILE, WORDS_FILE, PARTS = "model.json", "words.npz", "parts"  # the model file is written last: the proof
+MODEL_FILE, WORDS_FILE, PARTS = "model.v2.json", "words.npz", "parts"  # the model file is written last: the proof
+# (v2: context pairs keyed by word ids; a v1 model, ``model.json``, keyed them by hash and is built again)
 SECTIONS = TrigramPart.SECTIONS + BigramPart.SECTIONS  # the model's arrays, a file each; all int64 but the pairs'
 _DTYPES = {name: np.uint64 if name == "pairs" else np.int64 for name in SECTIONS}
 
@@ -74,7 +75,7 @@ def model_of(buckets: dict[int, BucketCounts], discount: float = DISCOUNT, bits:
             chunks[name].append(values)
     arrays = {name: np.concatenate([np.zeros(0, _DTYPES[name]), *found]).astype(_DTYPES[name], copy=False)
               for name, found in chunks.items()}
-    return NgramLM(vocabulary, totals.dense(len(vocabulary)), arrays, discount)
+    return NgramLM(vocabulary, totals.dense(len(vocabulary)), arrays, discount, bits)
 
 
 def _chunks(totals: UnigramTotals, trigram: Callable[[int], TrigramPart], bigram: Callable[[int], BigramPart],
@@ -110,10 +111,11 @@ class NgramLM:
     stage's files) looked up by binary search."""
 
     def __init__(self, vocabulary: np.ndarray, unigram_cont: np.ndarray, arrays: dict[str, np.ndarray],
-                 discount: float = DISCOUNT):
+                 discount: float = DISCOUNT, bits: int = BITS):
         if not 0 < discount < 1:
             raise ValueError(f"discount: expected 0 < d < 1, got {discount}")
         self.vocabulary_hashes, self.unigram_cont, self.discount = vocabulary, unigram_cont, discount
+        self.bits = bits  # of the pair buckets, in the pair keys
         for name in SECTIONS:
             setattr(self, name, arrays[name])
         self.eos, self.unk = (int(np.searchsorted(vocabulary, word_hash(w))) for w in (EOS, UNK))
@@ -134,7 +136,8 @@ class NgramLM:
         with np.load(os.path.join(local, WORDS_FILE)) as words:
             vocabulary, unigram_cont = words["vocabulary"], words["unigram_cont"]
         arrays = {name: files.mapped(os.path.join(local, f"{name}.bin"), _DTYPES[name]) for name in SECTIONS}
-        return cls(vocabulary, unigram_cont, arrays, json.loads(proof)["discount"])
+        meta = json.loads(proof)
+        return cls(vocabulary, unigram_cont, arrays, meta["discount"], meta["bits"])
 
     def _ids(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(each word's hash, its id or -1)."""
@@ -166,7 +169,9 @@ class NgramLM:
         w_id = np.where((w_id >= 0) & ((self.unigram_cont[np.maximum(w_id, 0)] > 0) | (w_id == self.eos)),
                         w_id, self.unk)
         (u_hash, u_id), (v_hash, v_id) = self._ids(u), self._ids(v)
-        at = np.where((u_id >= 0) & (v_id >= 0), _position(self.pairs, pair_hashes(u_hash, v_hash)), -1)
+        known = (u_id >= 0) & (v_id >= 0)
+        keys = pair_keys(u_hash, v_hash, np.maximum(u_id, 0), np.maximum(v_id, 0), size, self.bits)
+        at = np.where(known, _position(self.pairs, keys), -1)
         total = _take(self.context3, at)
         d, lower = self.discount, self._p2(w_id, v_id)
         seen = np.maximum(_found(self.trigram_keys, np.where(at >= 0, at * size + w_id, -1),

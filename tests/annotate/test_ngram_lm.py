@@ -203,11 +203,21 @@ def test_no_bucket_holds_a_frequent_words_trigrams_whole():
     assert [ngram_counts.bits_for(n) for n in (1, 8, 1024, 33000)] == [6, 6, 7, 12]
 
 
-def test_two_context_pairs_sharing_a_hash_is_an_error(monkeypatch):
+@pytest.mark.parametrize("bits", [0, 3])
+def test_context_pairs_sharing_a_hash_keep_their_own_counts(monkeypatch, bits):
+    """The 64-bit pair hash only buckets the context pairs, the model keys them by word ids: with every pair
+    hashing alike (one bucket, every hash a collision) the model is still the Counter's, bit for bit."""
     monkeypatch.setattr(ngram_counts, "pair_hashes", lambda first, second: np.zeros(len(first), dtype=np.uint64))
-    (counts,) = count_texts(["a b c d"], bits=0).values()
-    with pytest.raises(ValueError, match="two context pairs share a 64-bit hash"):
-        trigram_part(counts.fold(), vocabulary_of([counts.word_hashes()]), 0, 0)
+    texts = [c[3] for c in make_captions(200, vocabulary=150)] + CAPTIONS
+    reference = _Reference(Counter(gram for text in texts for gram in trigrams(text)))
+    assert train(texts, bits=bits).score_many(texts + ASKED) == reference.score_many(texts + ASKED)
+
+
+def test_a_vocabulary_too_large_for_the_pair_keys_is_a_clear_error():
+    first = np.zeros(1, dtype=np.uint64)
+    assert ngram_counts.pair_keys(first, first, [3], [4], 1 << 29, 6).tolist() == [(3 << 29) + 4]
+    with pytest.raises(ValueError, match="do not fit a pair key beside 6 bucket bits"):
+        ngram_counts.pair_keys(first, first, [3], [4], (1 << 29) + 1, 6)
 
 
 def _write(folder: str, texts: list[str], bits: int) -> None:
@@ -251,7 +261,8 @@ def test_a_remote_model_is_copied_once_then_mapped(tmp_path):
 
 def test_a_folder_without_a_finished_model_is_a_clear_error(tmp_path):
     (tmp_path / "parts").mkdir()  # a build killed before its model file
-    with pytest.raises(ValueError, match=r"no model\.json; the n-gram model is built by `unicorpus annotate rewrite`"):
+    (tmp_path / "model.json").write_text('{"discount": 0.75, "bits": 6}')  # a model keying its pairs by hash (v1)
+    with pytest.raises(ValueError, match=r"no model\.v2\.json; the n-gram model is built by `unicorpus annotate "):
         NgramLM.load(str(tmp_path))
 
 
