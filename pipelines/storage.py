@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,17 @@ def rename(src: str, dst: str) -> None:
 def delete(paths: list[str]) -> None:
     if paths:
         FileSystems.delete(paths)
+
+
+def remove_empty_folders(folders: Iterable[str]) -> None:
+    """Each local folder and its subfolders that hold no file, deepest first (after its files were deleted);
+    an object store has no folders, so a URL is left alone."""
+    for folder in folders:
+        if "://" in folder or not os.path.isdir(folder):
+            continue
+        for inner, _, _ in os.walk(folder, topdown=False):
+            if not os.listdir(inner):
+                os.rmdir(inner)
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:

@@ -321,7 +321,10 @@ def build(collection: Collection, runner) -> None:
 
 
 def remove_others(stats: str, keep: str | None = None) -> None:
-    """The files of the collections under ``stats`` (``tfidf-*/``) but ``keep``: those of an earlier state.
-    (Files, not folders: a glob lists no folder, and an object store has none.)"""
+    """The collections under ``stats`` (``tfidf-*/``) but ``keep``: those of an earlier state. Their files (a
+    glob lists no folder, and an object store has none), then, on local disk, their folders."""
     files = storage.glob(storage.join(stats, "tfidf-*", "*")) + storage.glob(storage.join(stats, "tfidf-*", "*", "*"))
-    storage.delete([path for path in files if keep is None or not path.startswith(keep.rstrip("/") + "/")])
+    stale = [path for path in files if keep is None or not path.startswith(keep.rstrip("/") + "/")]
+    storage.delete(stale)
+    prefix = stats.rstrip("/") + "/"
+    storage.remove_empty_folders(sorted({prefix + path[len(prefix):].split("/", 1)[0] for path in stale}))
