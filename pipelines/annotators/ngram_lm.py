@@ -44,7 +44,7 @@ from pipelines.annotators.ngram_counts import (
 
 DISCOUNT = 0.75
 MODEL_FILE, WORDS_FILE, PARTS = "model.v2.json", "words.npz", "parts"  # the model file is written last: the proof
-# (v2: context pairs keyed by word ids; a v1 model, ``model.json``, keyed them by hash and is built again)
+OLD_MODEL_FILE = "model.json"  # a v1 model's proof (context pairs keyed by hash): not read; the model is built again
 SECTIONS = TrigramPart.SECTIONS + BigramPart.SECTIONS  # the model's arrays, a file each; all int64 but the pairs'
 _DTYPES = {name: np.uint64 if name == "pairs" else np.int64 for name in SECTIONS}
 

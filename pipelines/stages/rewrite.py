@@ -178,15 +178,16 @@ def build_statistics(root: str, sources: list[str], config: RewriteConfig, runne
 
 def _stale(paths: list[str], folder: str, digest: str) -> list[str]:
     """Files of the statistics of another corpus, temporaries, the n-gram model as one pickle (before it was
-    a folder) and the parts of a finished one (a run killed before it removed them)."""
-    from pipelines.annotators.ngram_lm import MODEL_FILE, PARTS
+    a folder), a v1 model's proof (its arrays are written again) and the parts of a finished one (a run killed
+    before it removed them)."""
+    from pipelines.annotators.ngram_lm import MODEL_FILE, OLD_MODEL_FILE, PARTS
 
     finished = storage.join(folder, f"ngram-{digest}", MODEL_FILE) in paths
 
     def current(path: str) -> bool:
         name, *inner = path[len(folder):].strip("/").split("/")
         return (f"-{digest}" in name and ".tmp-" not in path and name != f"ngram-{digest}.pkl"
-                and not (finished and inner[:1] == [PARTS]))
+                and inner != [OLD_MODEL_FILE] and not (finished and inner[:1] == [PARTS]))
 
     return [path for path in paths if not current(path)]
 

@@ -450,6 +450,26 @@ def test_the_fluency_model_beam_built_in_buckets_is_the_one_of_the_corpus_captio
     assert model.score_many(asked) == train(texts).score_many(asked)
 
 
+def test_a_model_of_before_is_built_again_and_no_table_redone(rewritten):
+    """An n-gram model whose context pairs were keyed by hash (its proof ``model.json``) is not read: the next
+    run builds it again in its folder and removes the old proof; the tables stay (the same probabilities)."""
+    from pipelines.annotators.ngram_lm import MODEL_FILE, OLD_MODEL_FILE, NgramLM
+
+    config, _ = rewritten
+    tables = sorted(glob.glob(f"{config.output}/ann/rewrite/cc/*.parquet"))
+    stamps = [os.stat(p).st_mtime_ns for p in tables]
+    (model,) = glob.glob(f"{config.output}/ann/rewrite/_stats/ngram-*")
+    kept, asked = sorted(os.listdir(model)), ["A zebra sitting on a red couch.", "a dog on a bench"]
+    scores = NgramLM.load(model).score_many(asked)
+    os.rename(f"{model}/{MODEL_FILE}", f"{model}/{OLD_MODEL_FILE}")
+    with pytest.raises(ValueError, match="no model.v2.json"):
+        NgramLM.load(model)
+    again = run_rewrite(config, ["cc"], RunnerConfig(), show_progress=False)
+    assert [(r.name, r.skipped_shards) for r in again] == [("cc", len(raw_shards(config.output, "cc")))]
+    assert [os.stat(p).st_mtime_ns for p in tables] == stamps
+    assert sorted(os.listdir(model)) == kept and NgramLM.load(model).score_many(asked) == scores
+
+
 def test_rerun_skips_and_changed_params_redo(rewritten, models):
     config, first = rewritten
     tables = sorted(glob.glob(f"{config.output}/ann/rewrite/cc/*.parquet"))
