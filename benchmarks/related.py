@@ -8,8 +8,9 @@ per image, Zipf-distributed classes) and the related-texts candidate filter (14-
 30k-word Zipf vocabulary less its 100 most frequent words, as stop words are dropped; TF-IDF top 1000).
 Beside them, the term-partitioned postings (``retrieval.postings``) the retrieve stage searches, exact and
 with each ``--caps`` entry. Reported per collection size: queries/s (median of interleaved rounds), build time,
-the peak memory of one worker's setup + search (tracemalloc: what numpy, scipy and Python allocate), and
-recall@k against brute force.
+the peak memory of one worker's setup + search (tracemalloc: what numpy, scipy and Python allocate),
+recall@k against brute force, and the entries an exact search scores per query (the document counts of its
+terms: how its work grows with the collection). ``--workloads`` runs one of the two alone.
 
     python -m benchmarks.related --sizes 10000 100000 --shards 16 --queries 300 --repeat 3 --caps none 1000
     python -m benchmarks.related --workloads images --sizes 100000 1000000 --shards 64 --queries 300 --repeat 1
