@@ -3,6 +3,8 @@ force's top k, a small postings cap loses some of it, and every side is timed an
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from benchmarks.related import workload, zipf_documents
@@ -18,3 +20,6 @@ def test_exact_sides_find_brute_forces_top_and_a_small_cap_does_not(tmp_path):
     assert recall["postings (retrieval.postings, cap 3)"] < 0.9  # a term's 3 heaviest rows cannot fill a top 50
     assert set(report["queries_per_s"]) == set(report["build_s"]) == set(report["peak_mb"])
     assert len(report["ratio_to_brute_force"]) == 3 and all(r > 0 for r in report["ratio_to_brute_force"].values())
+    documents_with = Counter(term for text in texts for term in set(text))  # an exact query scores its terms' lists
+    scored = [sum(documents_with[term] for term in set(query)) for query in texts[:20]]
+    assert report["exact_entries_per_query"] == round(np.mean(scored))
