@@ -53,8 +53,8 @@ def postings_collection(texts: list[str], shards: int):
     vectorizer = TfidfVectorizer(document_frequencies(documents, analyzer), analyzer)
     matrix = vectorizer.transform(documents)
     bounds = np.linspace(0, len(texts), shards + 1).astype(int)
-    parts = [CollectionShard(matrix[a:b], {"key": [f"t{i}" for i in range(a, b)], "position": list(range(a, b))},
-                             None) for a, b in itertools.pairwise(bounds)]
+    parts = [CollectionShard(matrix[a:b], {"key": [f"t{i}" for i in range(a, b)], "position": list(range(a, b))})
+             for a, b in itertools.pairwise(bounds)]
     return vectorizer, in_memory(index_files(parts, None, len(vectorizer.vocabulary))), bounds, documents
 
 

@@ -4,12 +4,12 @@ A collection is the documents of some sidecar or raw shards (rewrite's captions,
 and texts), kept in a folder named by a digest of what it was built from:
 
     <folder>/frequencies.pkl            the document frequencies: a Beam combine over every document
-    <folder>/<source>/NNNNN.npz         one CSR matrix + row identities (+ vectors) per input shard
+    <folder>/<source>/NNNNN.npz         one CSR matrix + row identities per input shard
 
 or, for a collection searched through its postings (``postings=True``: the related items, ``retrieval.postings``),
 the matrix alone in the ``.npz`` and beside it
 
-    <folder>/<source>/NNNNN.arrow       the row store: the shard's identities (+ vectors), by record batch
+    <folder>/<source>/NNNNN.arrow       the row store: the shard's identities, by record batch
     <folder>/postings/SSSSS-BBBBB.npy   the term-partitioned postings (+ ``.offsets.npy``): a segment of shards'
                                         entries for a bucket of terms each
     <folder>/postings/plan.npz          the buckets' first terms and the segments, written last
@@ -84,6 +84,11 @@ class Collection:
     postings: bool = False  # searched through term-partitioned postings and a row store (``retrieval.postings``)
     cap: int | None = None  # with postings: the entries kept per term, its heaviest (None: all, exact)
     codec: str = "Flat"
+
+    def __post_init__(self):
+        if self.vector is not None and not self.postings:
+            raise ValueError(f"collection {self.folder}: a rerank vector ({self.vector!r}) is kept as codes beside "
+                             "postings: set postings=True")
 
     def analyze(self, document: dict) -> Sequence[str]:
         return self.analyzer(document[self.terms])
@@ -226,7 +231,6 @@ def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
     from retrieval.tfidf import CollectionShard, shard_bytes
 
     documents = collection.read(*shard)
-    vectors = _vectors(documents, collection.vector) if collection.vector else None
     columns = {name: [d[name] for d in documents] for name in collection.columns}
     matrix = collection.vectorizer().transform(documents)
     if collection.postings:  # identities in the row store, vectors as codes, first: the .npz marks the shard done
@@ -234,11 +238,12 @@ def _write_shard(shard: tuple[str, int], collection: Collection) -> None:
         from retrieval.rowstore import rows_bytes
 
         storage.write_whole(collection.rows_path(*shard), rows_bytes(columns))
-        if vectors is not None:
+        if collection.vector:
+            vectors = _vectors(documents, collection.vector)
             codec = _read_once(storage.join(collection.codes_folder(), CODEC)) if len(vectors) else b""
             storage.write_whole(collection.code_part(*shard), encode(codec, vectors, f"{shard[0]}/{shard[1]:05d}"))
-        columns, vectors = {}, None
-    storage.write_whole(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns, vectors)))
+        columns = {}
+    storage.write_whole(collection.shard_path(*shard), shard_bytes(CollectionShard(matrix, columns)))
 
 
 def _shard_entries(position: int, collection: Collection, plan) -> list:
@@ -289,7 +294,7 @@ def build(collection: Collection, runner) -> None:
 
     storage.delete(storage.glob(storage.join(collection.folder, "*.tmp-*"))
                    + storage.glob(storage.join(collection.folder, "*", "*.tmp-*")))
-    with_codes = collection.postings and collection.vector is not None
+    with_codes = collection.vector is not None
     if with_codes:  # first: a codec that is none, or cannot be trained, stops the build before a pass over the texts
         from retrieval.codes import CODEC, META
 

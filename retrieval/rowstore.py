@@ -74,4 +74,4 @@ class RowStore:
                 table = reader.get_batch(batch)
                 for name in reader.schema.names:
                     out.setdefault(name, []).extend(table.column(name).take(at).to_pylist())
-        return Gathered(ties, out, None)
+        return Gathered(ties, out)

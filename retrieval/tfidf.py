@@ -144,13 +144,12 @@ class TfidfVectorizer:
 
 @dataclass
 class CollectionShard:
-    """One shard of a collection: its TF-IDF rows, the identities of those rows (``columns``: name -> one
-    str or int per row; which ones a caller needs: ``key``, ``source``, ``text``, ...) and, optionally, one
-    vector per row for a rerank."""
+    """One shard of a collection: its TF-IDF rows and the identities of those rows (``columns``: name -> one
+    str or int per row; which ones a caller needs: ``key``, ``source``, ``text``, ...). A rerank's vectors are
+    kept apart, as codes (``retrieval.codes``)."""
 
     matrix: object  # scipy CSR, (rows, vocabulary)
     columns: dict[str, list]
-    vectors: np.ndarray | None = None
 
     def __post_init__(self):
         for name, values in self.columns.items():
@@ -190,8 +189,6 @@ def shard_bytes(shard: CollectionShard) -> bytes:
             arrays[f"ends:{name}"] = np.cumsum([len(e) for e in encoded], dtype=np.int64)
         else:
             arrays[f"int:{name}"] = np.array(values, dtype=np.int64)
-    if shard.vectors is not None:
-        arrays["vectors"] = shard.vectors
     out = io.BytesIO()
     np.savez(out, **arrays)
     return out.getvalue()
@@ -220,7 +217,7 @@ class _StoredColumns(Mapping):
 
 class _StoredShard(CollectionShard):
     """A shard read from its ``.npz``, each array decoded when first used: a search reads the matrix (and the
-    columns it excludes by), a gather the columns or the vectors it needs (most of a text collection's bytes)."""
+    columns it excludes by), a gather the columns it needs."""
 
     def __init__(self, npz):  # not the dataclass' __init__: the file was written from a checked shard
         self.npz = npz
@@ -232,10 +229,6 @@ class _StoredShard(CollectionShard):
 
         return sparse.csr_matrix((self.npz["data"], self.npz["indices"], self.npz["indptr"]),
                                  shape=tuple(self.npz["shape"]))
-
-    @cached_property
-    def vectors(self) -> np.ndarray | None:
-        return self.npz["vectors"] if "vectors" in self.npz.files else None
 
 
 def shard_from_bytes(data: bytes) -> CollectionShard:
@@ -423,11 +416,10 @@ def search(queries, shards: Iterable[CollectionShard], top: int, exclude_by: Seq
 @dataclass
 class Gathered:
     """What ``gather`` read for a set of hits: their tie keys (sorted), and aligned with them their rows'
-    identities (``columns``) and vectors."""
+    identities (``columns``)."""
 
     ties: np.ndarray
     columns: dict[str, list]
-    vectors: np.ndarray | None
 
     def at(self, ties: np.ndarray) -> np.ndarray:
         """Positions of ``ties`` (all gathered) in the arrays."""
@@ -454,23 +446,18 @@ def distinct(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
 
 
-def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard], columns: bool = True,
-           vectors: bool = False) -> Gathered:
-    """The identities (``columns``) and/or ``vectors`` of every hit's row, loading each shard that holds one
-    once, in turn."""
+def gather(found: Iterable[Hits], load: Callable[[int], CollectionShard]) -> Gathered:
+    """The identities of every hit's row, loading each shard that holds one once, in turn."""
     ties = distinct(np.concatenate([np.zeros(0, np.int64), *(hits.ties for hits in found)]))
     shards, rows = ties >> ROW_BITS, ties & ((1 << ROW_BITS) - 1)
-    names, out, stacked = None, {}, []
+    names, out = None, {}
     for position in distinct(shards).tolist():
         first, last = np.searchsorted(shards, [position, position + 1])  # the ties are sorted: so are their shards
         shard, these = load(position), rows[first:last].tolist()
-        if columns:
-            names = names or list(shard.columns)
-            for name in names:
-                out.setdefault(name, []).extend(map(shard.columns[name].__getitem__, these))
-        if vectors:
-            stacked.append(shard.vectors[these])
-    return Gathered(ties, out, np.concatenate(stacked) if stacked else None)
+        names = names or list(shard.columns)
+        for name in names:
+            out.setdefault(name, []).extend(map(shard.columns[name].__getitem__, these))
+    return Gathered(ties, out)
 
 
 def row_dots(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:

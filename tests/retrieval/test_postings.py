@@ -266,6 +266,11 @@ def test_a_codec_that_is_none_stops_the_build_before_its_pass_over_the_texts(tmp
     assert not (tmp_path / "tfidf").exists()  # no frequencies, no shard file written
 
 
+def test_a_rerank_vector_without_postings_is_an_error():
+    with pytest.raises(ValueError, match="a rerank vector \\('vector'\\) is kept as codes beside postings"):
+        Collection("c", (), _read_table, text_terms, "text", ("key",), vector="vector")
+
+
 def test_a_truncated_bucket_is_a_clear_error_not_short_lists(small_parts):
     docs = documents(200, seed=7)
     vectorizer, _, _ = _both(docs, 2)

@@ -57,14 +57,14 @@ def _text(document: dict) -> list[str]:
     return text_terms(document["text"])
 
 
-def collection(documents: list[dict], analyzer, parts: int = 1, vectors: np.ndarray | None = None):
+def collection(documents: list[dict], analyzer, parts: int = 1):
     """The vectorizer, the postings index and the ``parts`` shards (through their file bytes) it was built
     from, of ``documents`` (each with a ``key``)."""
     vectorizer = OurVectorizer(document_frequencies(documents, analyzer), analyzer)
     matrix = vectorizer.transform(documents)
     bounds = np.linspace(0, len(documents), parts + 1).astype(int)
-    shards = [CollectionShard(matrix[a:b], {"key": [d["key"] for d in documents[a:b]], "position": list(range(a, b))},
-                              None if vectors is None else vectors[a:b]) for a, b in itertools.pairwise(bounds)]
+    shards = [CollectionShard(matrix[a:b], {"key": [d["key"] for d in documents[a:b]], "position": list(range(a, b))})
+              for a, b in itertools.pairwise(bounds)]
     stored = [shard_from_bytes(shard_bytes(shard)) for shard in shards]
     return vectorizer, in_memory(index_files(stored, None, len(vectorizer.vocabulary))), ShardsInMemory(stored)
 
@@ -154,7 +154,7 @@ def test_related_texts_rerank_the_tfidf_candidates_by_embedding_cosine(parts):
     queries = list(range(0, 300, 11))
     top_m, top_n = 40, 10
     documents = text_documents(texts, keys)
-    vectorizer, index, shards = collection(documents, _text, parts, vectors)
+    vectorizer, index, shards = collection(documents, _text, parts)
     found = related_texts(vectorizer, index, codes_of(vectors, parts), [documents[q] for q in queries],
                           vectors[queries], [keys[q] for q in queries], top_m, top_n)
     truth = dense_tfidf([text_terms(t) for t in texts], [text_terms(texts[q]) for q in queries])
@@ -182,7 +182,7 @@ def test_the_rerank_decodes_a_batch_of_candidates_at_a_time_with_the_same_floats
     keys = [f"t-{i // 2}" for i in range(len(texts))]
     vectors = unit(rng, len(texts))
     documents = text_documents(texts, keys)
-    vectorizer, index, _ = collection(documents, _text, 5, vectors)
+    vectorizer, index, _ = collection(documents, _text, 5)
     queries = list(range(0, 400, 7))
     args = ([documents[q] for q in queries], vectors[queries], [keys[q] for q in queries], 60, 12)
     whole = related_texts(vectorizer, index, codes_of(vectors, 5), *args)
@@ -206,7 +206,7 @@ def test_compressed_codes_rerank_nearly_as_the_exact_vectors_and_flat_exactly():
     vectors = centres[rng.integers(0, 20, len(texts))] + 0.5 * unit(rng, len(texts), 32)
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     documents = text_documents(texts, keys)
-    vectorizer, index, _ = collection(documents, _text, 4, vectors)
+    vectorizer, index, _ = collection(documents, _text, 4)
     queries = list(range(0, 2000, 40))
     args = ([documents[q] for q in queries], vectors[queries], [keys[q] for q in queries], 200, 20)
     exact = related_texts(vectorizer, index, codes_of(vectors, 4), *args)
@@ -266,7 +266,7 @@ def test_related_texts_defaults_and_fewer_candidates_than_top_n():
     texts = ["a red ball on the sand", "a blue ball", "the red car", "green trees on a hill", "ball games"]
     vectors = unit(rng, len(texts))
     documents = text_documents(texts, list("abcde"))
-    vectorizer, index, shards = collection(documents, _text, 2, vectors)
+    vectorizer, index, shards = collection(documents, _text, 2)
     found = related_texts(vectorizer, index, codes_of(vectors, 2), documents[:1], vectors[:1], ["a"],
                           config.related_texts_candidates, config.related_texts_top_n)
     (hits,) = positions(found)
@@ -283,5 +283,5 @@ def test_a_shard_without_queries_gives_no_links_not_a_crash():
     empty = _stored_vectors([])  # np.array([]).reshape(0, -1) would raise
     assert empty.shape == (0, 0) and _stored_vectors([[1, 0], [0, 1]]).shape == (2, 2)
     vectors = _stored_vectors([[1, 0], [0, 1]])
-    vectorizer, index, shards = collection(text_documents(["a red ball", "a blue tent"], ["a", "b"]), _text, 1, vectors)
+    vectorizer, index, shards = collection(text_documents(["a red ball", "a blue tent"], ["a", "b"]), _text, 1)
     assert related_texts(vectorizer, index, codes_of(vectors), [], empty, []) == []
