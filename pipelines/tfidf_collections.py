@@ -181,19 +181,24 @@ def _train_codec(collection: Collection) -> None:
     from retrieval.codes import CODEC, TRAIN_SAMPLE, make_codec, sample_rows
 
     def sampled(position: int):
-        return sample_rows(_vectors(collection.read(*collection.shards[position]), collection.vector), each)
+        return position, sample_rows(_vectors(collection.read(*collection.shards[position]), collection.vector), each)
 
     count = len(collection.shards)
     spread = np.argsort((np.arange(count) * 0.6180339887498949) % 1.0, kind="stable").tolist()
     each, sample = TRAIN_SAMPLE // max(1, min(count, TRAIN_SHARDS)), []
     for first in range(0, count, TRAIN_SHARDS):  # read side by side; further on only where shards were empty
-        sample += [vectors for vectors in storage.read_all(sampled, spread[first:first + TRAIN_SHARDS]) if len(vectors)]
+        sample += [found for found in storage.read_all(sampled, spread[first:first + TRAIN_SHARDS]) if len(found[1])]
         if len(sample) >= TRAIN_SHARDS:
             break
     sample = sample[:TRAIN_SHARDS]
+    dimensions = {vectors.shape[1]: position for position, vectors in sample}
+    if len(dimensions) > 1:  # sources embedded by different models
+        found = ", ".join(f"{d}-d in {'/'.join(map(str, collection.shards[p]))}" for d, p in sorted(dimensions.items()))
+        raise ValueError(f"the related-texts collection's vectors differ in dimension ({found}): embed every source "
+                         "with one model (`unicorpus embed`)")
     if sample:
         storage.write_whole(storage.join(collection.codes_folder(), CODEC),
-                            make_codec(collection.codec, np.concatenate(sample)))
+                            make_codec(collection.codec, np.concatenate([vectors for _, vectors in sample])))
 
 
 def _write_codes(collection: Collection) -> None:

@@ -266,6 +266,20 @@ def test_a_codec_that_is_none_stops_the_build_before_its_pass_over_the_texts(tmp
     assert not (tmp_path / "tfidf").exists()  # no frequencies, no shard file written
 
 
+def test_sources_embedded_by_two_models_stop_the_build_naming_them(tmp_path):
+    """Texts of one source embedded in 8 dimensions, the others' in 4: a clear error before any file is written,
+    not numpy's concatenation error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = text_tables(tmp_path / "tables")
+    other = [{**d, "vector": [0.5] * 8} for d in docs[100:200]]
+    pq.write_table(pa.Table.from_pylist(other), tmp_path / "tables" / "src" / "00001.parquet")
+    with pytest.raises(ValueError, match=r"vectors differ in dimension \(4-d in src/\d, 8-d in src/1\): embed"):
+        build(text_collection(str(tmp_path / "tfidf"), tmp_path / "tables"), RunnerConfig())
+    assert not (tmp_path / "tfidf").exists()
+
+
 def test_a_rerank_vector_without_postings_is_an_error():
     with pytest.raises(ValueError, match="a rerank vector \\('vector'\\) is kept as codes beside postings"):
         Collection("c", (), _read_table, text_terms, "text", ("key",), vector="vector")
